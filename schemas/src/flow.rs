@@ -1,0 +1,724 @@
+//! The flow record: one request (or one TCP connection) from a source service to a
+//! destination service, as a serde type and as an Arrow schema.
+//!
+//! Parsers append borrowed [`FlowRecordRef`]s to a [`FlowBatchBuilder`], which produces Arrow
+//! [`RecordBatch`]es with the columns named in [`columns`]; [`flow_records`] reads a batch back
+//! into owned [`FlowRecord`]s (for JSON output and tests).
+
+use std::sync::{Arc, OnceLock};
+
+use arrow::array::{
+    Array, ArrayRef, AsArray, DictionaryArray, ListBuilder, RecordBatch, StringBuilder,
+    StringDictionaryBuilder, StructBuilder, TimestampMicrosecondBuilder, UInt16Builder,
+    UInt64Builder,
+};
+use arrow::datatypes::{
+    DataType, Field, Fields, Int32Type, Schema, SchemaRef, TimeUnit, TimestampMicrosecondType,
+    UInt16Type, UInt64Type,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, Result, SCHEMA_VERSION};
+
+/// Column names of the flow-record Arrow schema, in schema order.
+pub mod columns {
+    /// Request start, µs since the Unix epoch, UTC (`Timestamp(µs, "+00:00")`).
+    pub const START: &str = "start_us";
+    /// Total duration, µs (`UInt64`, null when the format has no latency field).
+    pub const DURATION: &str = "duration_us";
+    /// Source service (`Dictionary<Int32, Utf8>`).
+    pub const SOURCE: &str = "source";
+    /// Source zone (`Dictionary<Int32, Utf8>`, nullable).
+    pub const SOURCE_ZONE: &str = "source_zone";
+    /// Source version (`Dictionary<Int32, Utf8>`, nullable).
+    pub const SOURCE_VERSION: &str = "source_version";
+    /// Destination service (`Dictionary<Int32, Utf8>`).
+    pub const DESTINATION: &str = "destination";
+    /// Destination zone (`Dictionary<Int32, Utf8>`, nullable).
+    pub const DESTINATION_ZONE: &str = "destination_zone";
+    /// Destination version (`Dictionary<Int32, Utf8>`, nullable).
+    pub const DESTINATION_VERSION: &str = "destination_version";
+    /// Protocol, e.g. `HTTP/1.1`, `HTTP/2`, `tcp` (`Dictionary<Int32, Utf8>`, nullable).
+    pub const PROTOCOL: &str = "protocol";
+    /// HTTP method (`Dictionary<Int32, Utf8>`, nullable).
+    pub const METHOD: &str = "method";
+    /// HTTP status (`UInt16`, null for TCP or when the proxy logged none).
+    pub const STATUS: &str = "status";
+    /// Envoy response flags, comma separated as Envoy writes them (`Dictionary<Int32, Utf8>`).
+    pub const RESPONSE_FLAGS: &str = "response_flags";
+    /// Bytes received from the downstream (request body), bytes (`UInt64`).
+    pub const BYTES_RECEIVED: &str = "bytes_received";
+    /// Bytes sent to the downstream (response body), bytes (`UInt64`).
+    pub const BYTES_SENT: &str = "bytes_sent";
+    /// Upstream host that served the request, `ip:port` (`Utf8`, nullable).
+    pub const UPSTREAM_HOST: &str = "upstream_host";
+    /// Every upstream attempt, in order (`List<Struct{address, status, response_time_us, group}>`).
+    pub const UPSTREAM_ATTEMPTS: &str = "upstream_attempts";
+    /// Request id (`Utf8`, nullable).
+    pub const REQUEST_ID: &str = "request_id";
+    /// Which proxy wrote the record (`Dictionary<Int32, Utf8>`), see [`super::Reporter`].
+    pub const REPORTER: &str = "reporter";
+}
+
+/// Which proxy (and which side of the call) wrote a flow record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Reporter {
+    /// An Envoy proxy (edge, gateway or sidecar), Envoy default or JSON access log.
+    Envoy,
+    /// An Istio sidecar on the caller's side (`outbound|…` upstream cluster).
+    IstioSource,
+    /// An Istio sidecar on the callee's side (`inbound|…` upstream cluster).
+    IstioDestination,
+    /// An NGINX server (any `log_format`).
+    Nginx,
+    /// The ingress-nginx controller (`upstreaminfo` format).
+    NginxIngress,
+    /// A tracing span pair (parent span's service calling child span's service).
+    Span,
+}
+
+impl Reporter {
+    /// The name as written in JSON and in the Arrow `reporter` column.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reporter::Envoy => "envoy",
+            Reporter::IstioSource => "istio-source",
+            Reporter::IstioDestination => "istio-destination",
+            Reporter::Nginx => "nginx",
+            Reporter::NginxIngress => "nginx-ingress",
+            Reporter::Span => "span",
+        }
+    }
+
+    /// Parses [`Reporter::as_str`] back.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Some(match name {
+            "envoy" => Reporter::Envoy,
+            "istio-source" => Reporter::IstioSource,
+            "istio-destination" => Reporter::IstioDestination,
+            "nginx" => Reporter::Nginx,
+            "nginx-ingress" => Reporter::NginxIngress,
+            "span" => Reporter::Span,
+            _ => return None,
+        })
+    }
+}
+
+/// One upstream attempt of a request, as NGINX reports it in `$upstream_addr`,
+/// `$upstream_status` and `$upstream_response_time`.
+///
+/// NGINX writes one entry per upstream server tried, separated by `, `; a ` : ` starts a new
+/// upstream *group* (an internal redirect, e.g. `X-Accel-Redirect` or `error_page`). A missing
+/// entry is written `-` and kept here as `None`: a retry across upstreams is information
+/// (the first server failed), so every attempt is kept in order, and the flow record's
+/// `upstream_host` is the last attempt's address (the one whose answer the client got).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamAttempt {
+    /// Upstream address (`ip:port`, `[v6]:port`, `unix:/path` or an upstream name).
+    pub address: Option<String>,
+    /// HTTP status the upstream answered with.
+    pub status: Option<u16>,
+    /// Upstream response time, µs (NGINX writes seconds with ms resolution).
+    pub response_time_us: Option<u64>,
+    /// Upstream group index: 0 for the first group, +1 after each ` : ` separator.
+    pub group: u16,
+}
+
+/// Borrowed view of an [`UpstreamAttempt`], what parsers produce without allocating.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct UpstreamAttemptRef<'a> {
+    /// See [`UpstreamAttempt::address`].
+    pub address: Option<&'a str>,
+    /// See [`UpstreamAttempt::status`].
+    pub status: Option<u16>,
+    /// See [`UpstreamAttempt::response_time_us`].
+    pub response_time_us: Option<u64>,
+    /// See [`UpstreamAttempt::group`].
+    pub group: u16,
+}
+
+/// One request (or one TCP connection) from a source service to a destination service.
+///
+/// The JSON form (`schemas/json/flow-record.schema.json`) is what `graywatch parse` prints and
+/// what travels on the flow-record Kafka topic.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FlowRecord {
+    /// Version of this document's schema, [`SCHEMA_VERSION`].
+    pub schema_version: u32,
+    /// Request start, µs since the Unix epoch (UTC).
+    pub start_us: i64,
+    /// Total duration (first byte received to last byte sent), µs; `None` when the log format
+    /// carries no latency (NGINX `combined`).
+    pub duration_us: Option<u64>,
+    /// Source (calling) service.
+    pub source: String,
+    /// Source zone (availability zone or region), when the mapping knows it.
+    pub source_zone: Option<String>,
+    /// Source version (deployment), when the mapping knows it.
+    pub source_version: Option<String>,
+    /// Destination (called) service.
+    pub destination: String,
+    /// Destination zone, when the mapping knows it.
+    pub destination_zone: Option<String>,
+    /// Destination version, when the mapping knows it.
+    pub destination_version: Option<String>,
+    /// Protocol: `HTTP/1.1`, `HTTP/2`, … or `tcp` for a TCP proxy connection.
+    pub protocol: Option<String>,
+    /// HTTP method, as logged.
+    pub method: Option<String>,
+    /// HTTP status; `None` for TCP, or when the proxy logged `0`/`-` (no response was sent).
+    pub status: Option<u16>,
+    /// Envoy response flags as logged (`UF,URX`), `None` when `-`.
+    pub response_flags: Option<String>,
+    /// Bytes received from the downstream (the request body), bytes.
+    pub bytes_received: u64,
+    /// Bytes sent to the downstream (the response body), bytes.
+    pub bytes_sent: u64,
+    /// Upstream host that served the request (`ip:port`), the last attempt's for NGINX lists.
+    pub upstream_host: Option<String>,
+    /// Every upstream attempt, in order; empty when the format has no upstream list.
+    #[serde(default)]
+    pub upstream_attempts: Vec<UpstreamAttempt>,
+    /// Request id (`x-request-id`, `$request_id`, or the trace id for spans).
+    pub request_id: Option<String>,
+    /// Which proxy wrote the record.
+    pub reporter: Reporter,
+}
+
+/// Borrowed view of a [`FlowRecord`]: what parsers fill in, pointing into the input line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(missing_docs)] // the fields mirror `FlowRecord`'s, documented there
+pub struct FlowRecordRef<'a> {
+    pub start_us: i64,
+    pub duration_us: Option<u64>,
+    pub source: &'a str,
+    pub source_zone: Option<&'a str>,
+    pub source_version: Option<&'a str>,
+    pub destination: &'a str,
+    pub destination_zone: Option<&'a str>,
+    pub destination_version: Option<&'a str>,
+    pub protocol: Option<&'a str>,
+    pub method: Option<&'a str>,
+    pub status: Option<u16>,
+    pub response_flags: Option<&'a str>,
+    pub bytes_received: u64,
+    pub bytes_sent: u64,
+    pub upstream_host: Option<&'a str>,
+    pub upstream_attempts: &'a [UpstreamAttemptRef<'a>],
+    pub request_id: Option<&'a str>,
+    pub reporter: Reporter,
+}
+
+impl<'a> FlowRecordRef<'a> {
+    /// A record with the given times and services and everything else empty or zero.
+    pub fn new(start_us: i64, source: &'a str, destination: &'a str, reporter: Reporter) -> Self {
+        FlowRecordRef {
+            start_us,
+            duration_us: None,
+            source,
+            source_zone: None,
+            source_version: None,
+            destination,
+            destination_zone: None,
+            destination_version: None,
+            protocol: None,
+            method: None,
+            status: None,
+            response_flags: None,
+            bytes_received: 0,
+            bytes_sent: 0,
+            upstream_host: None,
+            upstream_attempts: &[],
+            request_id: None,
+            reporter,
+        }
+    }
+
+    /// Copies the view into an owned [`FlowRecord`].
+    pub fn to_owned_record(&self) -> FlowRecord {
+        let s = |v: Option<&str>| v.map(str::to_owned);
+        FlowRecord {
+            schema_version: SCHEMA_VERSION,
+            start_us: self.start_us,
+            duration_us: self.duration_us,
+            source: self.source.to_owned(),
+            source_zone: s(self.source_zone),
+            source_version: s(self.source_version),
+            destination: self.destination.to_owned(),
+            destination_zone: s(self.destination_zone),
+            destination_version: s(self.destination_version),
+            protocol: s(self.protocol),
+            method: s(self.method),
+            status: self.status,
+            response_flags: s(self.response_flags),
+            bytes_received: self.bytes_received,
+            bytes_sent: self.bytes_sent,
+            upstream_host: s(self.upstream_host),
+            upstream_attempts: self
+                .upstream_attempts
+                .iter()
+                .map(|a| UpstreamAttempt {
+                    address: s(a.address),
+                    status: a.status,
+                    response_time_us: a.response_time_us,
+                    group: a.group,
+                })
+                .collect(),
+            request_id: s(self.request_id),
+            reporter: self.reporter,
+        }
+    }
+}
+
+fn dict_type() -> DataType {
+    DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8))
+}
+
+/// The timezone of the `start_us` column.
+pub const UTC: &str = "+00:00";
+
+fn attempt_fields() -> Fields {
+    Fields::from(vec![
+        Field::new("address", DataType::Utf8, true),
+        Field::new("status", DataType::UInt16, true),
+        Field::new("response_time_us", DataType::UInt64, true),
+        Field::new("group", DataType::UInt16, false),
+    ])
+}
+
+/// The Arrow schema of a flow-record batch (columns in [`columns`] order). Service, zone,
+/// version, protocol, method, flags and reporter are dictionary-encoded strings.
+pub fn flow_record_schema() -> SchemaRef {
+    static SCHEMA: OnceLock<SchemaRef> = OnceLock::new();
+    SCHEMA
+        .get_or_init(|| {
+            use columns::*;
+            Arc::new(Schema::new(vec![
+                Field::new(
+                    START,
+                    DataType::Timestamp(TimeUnit::Microsecond, Some(UTC.into())),
+                    false,
+                ),
+                Field::new(DURATION, DataType::UInt64, true),
+                Field::new(SOURCE, dict_type(), false),
+                Field::new(SOURCE_ZONE, dict_type(), true),
+                Field::new(SOURCE_VERSION, dict_type(), true),
+                Field::new(DESTINATION, dict_type(), false),
+                Field::new(DESTINATION_ZONE, dict_type(), true),
+                Field::new(DESTINATION_VERSION, dict_type(), true),
+                Field::new(PROTOCOL, dict_type(), true),
+                Field::new(METHOD, dict_type(), true),
+                Field::new(STATUS, DataType::UInt16, true),
+                Field::new(RESPONSE_FLAGS, dict_type(), true),
+                Field::new(BYTES_RECEIVED, DataType::UInt64, false),
+                Field::new(BYTES_SENT, DataType::UInt64, false),
+                Field::new(UPSTREAM_HOST, DataType::Utf8, true),
+                Field::new(
+                    UPSTREAM_ATTEMPTS,
+                    DataType::List(Arc::new(Field::new_struct("item", attempt_fields(), true))),
+                    false,
+                ),
+                Field::new(REQUEST_ID, DataType::Utf8, true),
+                Field::new(REPORTER, dict_type(), false),
+            ]))
+        })
+        .clone()
+}
+
+type Dict = StringDictionaryBuilder<Int32Type>;
+
+/// Builds flow-record [`RecordBatch`]es row by row, in [`flow_record_schema`].
+///
+/// Appending copies the borrowed strings into Arrow buffers; low-cardinality columns are
+/// dictionary-encoded, so a service name is stored once per batch.
+pub struct FlowBatchBuilder {
+    start: TimestampMicrosecondBuilder,
+    duration: UInt64Builder,
+    source: Dict,
+    source_zone: Dict,
+    source_version: Dict,
+    destination: Dict,
+    destination_zone: Dict,
+    destination_version: Dict,
+    protocol: Dict,
+    method: Dict,
+    status: UInt16Builder,
+    response_flags: Dict,
+    bytes_received: UInt64Builder,
+    bytes_sent: UInt64Builder,
+    upstream_host: StringBuilder,
+    upstream_attempts: ListBuilder<StructBuilder>,
+    request_id: StringBuilder,
+    reporter: Dict,
+    rows: usize,
+}
+
+impl Default for FlowBatchBuilder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl std::fmt::Debug for FlowBatchBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FlowBatchBuilder")
+            .field("rows", &self.rows)
+            .finish_non_exhaustive()
+    }
+}
+
+impl FlowBatchBuilder {
+    /// An empty builder.
+    pub fn new() -> Self {
+        let attempt = StructBuilder::from_fields(attempt_fields(), 0);
+        FlowBatchBuilder {
+            start: TimestampMicrosecondBuilder::new().with_timezone(UTC),
+            duration: UInt64Builder::new(),
+            source: Dict::new(),
+            source_zone: Dict::new(),
+            source_version: Dict::new(),
+            destination: Dict::new(),
+            destination_zone: Dict::new(),
+            destination_version: Dict::new(),
+            protocol: Dict::new(),
+            method: Dict::new(),
+            status: UInt16Builder::new(),
+            response_flags: Dict::new(),
+            bytes_received: UInt64Builder::new(),
+            bytes_sent: UInt64Builder::new(),
+            upstream_host: StringBuilder::new(),
+            upstream_attempts: ListBuilder::new(attempt).with_field(Arc::new(Field::new_struct(
+                "item",
+                attempt_fields(),
+                true,
+            ))),
+            request_id: StringBuilder::new(),
+            reporter: Dict::new(),
+            rows: 0,
+        }
+    }
+
+    /// Rows appended since the last [`finish`](Self::finish).
+    pub fn len(&self) -> usize {
+        self.rows
+    }
+
+    /// True when no row was appended since the last [`finish`](Self::finish).
+    pub fn is_empty(&self) -> bool {
+        self.rows == 0
+    }
+
+    /// Appends one record.
+    pub fn append(&mut self, r: &FlowRecordRef<'_>) {
+        fn opt(b: &mut Dict, v: Option<&str>) {
+            match v {
+                Some(v) => b.append_value(v),
+                None => b.append_null(),
+            }
+        }
+        self.start.append_value(r.start_us);
+        self.duration.append_option(r.duration_us);
+        self.source.append_value(r.source);
+        opt(&mut self.source_zone, r.source_zone);
+        opt(&mut self.source_version, r.source_version);
+        self.destination.append_value(r.destination);
+        opt(&mut self.destination_zone, r.destination_zone);
+        opt(&mut self.destination_version, r.destination_version);
+        opt(&mut self.protocol, r.protocol);
+        opt(&mut self.method, r.method);
+        self.status.append_option(r.status);
+        opt(&mut self.response_flags, r.response_flags);
+        self.bytes_received.append_value(r.bytes_received);
+        self.bytes_sent.append_value(r.bytes_sent);
+        self.upstream_host.append_option(r.upstream_host);
+        let list = self.upstream_attempts.values();
+        for a in r.upstream_attempts {
+            list.field_builder::<StringBuilder>(0)
+                .expect("address builder")
+                .append_option(a.address);
+            list.field_builder::<UInt16Builder>(1)
+                .expect("status builder")
+                .append_option(a.status);
+            list.field_builder::<UInt64Builder>(2)
+                .expect("response time builder")
+                .append_option(a.response_time_us);
+            list.field_builder::<UInt16Builder>(3)
+                .expect("group builder")
+                .append_value(a.group);
+            list.append(true);
+        }
+        self.upstream_attempts.append(true);
+        self.request_id.append_option(r.request_id);
+        self.reporter.append_value(r.reporter.as_str());
+        self.rows += 1;
+    }
+
+    /// Appends an owned record.
+    pub fn append_owned(&mut self, r: &FlowRecord) {
+        let attempts: Vec<UpstreamAttemptRef<'_>> = r
+            .upstream_attempts
+            .iter()
+            .map(|a| UpstreamAttemptRef {
+                address: a.address.as_deref(),
+                status: a.status,
+                response_time_us: a.response_time_us,
+                group: a.group,
+            })
+            .collect();
+        self.append(&FlowRecordRef {
+            start_us: r.start_us,
+            duration_us: r.duration_us,
+            source: &r.source,
+            source_zone: r.source_zone.as_deref(),
+            source_version: r.source_version.as_deref(),
+            destination: &r.destination,
+            destination_zone: r.destination_zone.as_deref(),
+            destination_version: r.destination_version.as_deref(),
+            protocol: r.protocol.as_deref(),
+            method: r.method.as_deref(),
+            status: r.status,
+            response_flags: r.response_flags.as_deref(),
+            bytes_received: r.bytes_received,
+            bytes_sent: r.bytes_sent,
+            upstream_host: r.upstream_host.as_deref(),
+            upstream_attempts: &attempts,
+            request_id: r.request_id.as_deref(),
+            reporter: r.reporter,
+        });
+    }
+
+    /// Takes the rows appended so far as one batch and resets the builder.
+    pub fn finish(&mut self) -> RecordBatch {
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(self.start.finish()),
+            Arc::new(self.duration.finish()),
+            Arc::new(self.source.finish()),
+            Arc::new(self.source_zone.finish()),
+            Arc::new(self.source_version.finish()),
+            Arc::new(self.destination.finish()),
+            Arc::new(self.destination_zone.finish()),
+            Arc::new(self.destination_version.finish()),
+            Arc::new(self.protocol.finish()),
+            Arc::new(self.method.finish()),
+            Arc::new(self.status.finish()),
+            Arc::new(self.response_flags.finish()),
+            Arc::new(self.bytes_received.finish()),
+            Arc::new(self.bytes_sent.finish()),
+            Arc::new(self.upstream_host.finish()),
+            Arc::new(self.upstream_attempts.finish()),
+            Arc::new(self.request_id.finish()),
+            Arc::new(self.reporter.finish()),
+        ];
+        self.rows = 0;
+        RecordBatch::try_new(flow_record_schema(), columns)
+            .expect("builder columns match flow_record_schema")
+    }
+}
+
+/// Typed access to the columns of a flow-record batch, for operators that read it row by row.
+#[derive(Debug)]
+#[allow(missing_docs)] // one field per column, see `columns`
+pub struct FlowColumns<'a> {
+    pub start_us: &'a arrow::array::PrimitiveArray<TimestampMicrosecondType>,
+    pub duration_us: &'a arrow::array::PrimitiveArray<UInt64Type>,
+    pub source: &'a DictionaryArray<Int32Type>,
+    pub destination: &'a DictionaryArray<Int32Type>,
+    pub status: &'a arrow::array::PrimitiveArray<UInt16Type>,
+    pub response_flags: &'a DictionaryArray<Int32Type>,
+    pub bytes_received: &'a arrow::array::PrimitiveArray<UInt64Type>,
+    pub bytes_sent: &'a arrow::array::PrimitiveArray<UInt64Type>,
+}
+
+impl<'a> FlowColumns<'a> {
+    /// Checks that `batch` has the flow-record schema's columns and types.
+    ///
+    /// # Errors
+    /// [`Error::Schema`] naming the first missing or mistyped column.
+    pub fn try_new(batch: &'a RecordBatch) -> Result<Self> {
+        fn col<'b>(batch: &'b RecordBatch, name: &str) -> Result<&'b ArrayRef> {
+            batch
+                .column_by_name(name)
+                .ok_or_else(|| Error::Schema(format!("flow-record batch has no column {name:?}")))
+        }
+        fn prim<'b, T: arrow::datatypes::ArrowPrimitiveType>(
+            batch: &'b RecordBatch,
+            name: &str,
+        ) -> Result<&'b arrow::array::PrimitiveArray<T>> {
+            col(batch, name)?.as_primitive_opt::<T>().ok_or_else(|| {
+                Error::Schema(format!("flow-record column {name:?} has the wrong type"))
+            })
+        }
+        fn dict<'b>(batch: &'b RecordBatch, name: &str) -> Result<&'b DictionaryArray<Int32Type>> {
+            col(batch, name)?
+                .as_dictionary_opt::<Int32Type>()
+                .ok_or_else(|| {
+                    Error::Schema(format!("flow-record column {name:?} is not a dictionary"))
+                })
+        }
+        use columns::*;
+        Ok(FlowColumns {
+            start_us: prim(batch, START)?,
+            duration_us: prim(batch, DURATION)?,
+            source: dict(batch, SOURCE)?,
+            destination: dict(batch, DESTINATION)?,
+            status: prim(batch, STATUS)?,
+            response_flags: dict(batch, RESPONSE_FLAGS)?,
+            bytes_received: prim(batch, BYTES_RECEIVED)?,
+            bytes_sent: prim(batch, BYTES_SENT)?,
+        })
+    }
+}
+
+/// Reads a flow-record batch back into owned records.
+///
+/// # Errors
+/// [`Error::Schema`] when the batch is not in [`flow_record_schema`].
+pub fn flow_records(batch: &RecordBatch) -> Result<Vec<FlowRecord>> {
+    if batch.schema() != flow_record_schema() {
+        return Err(Error::Schema(
+            "batch is not in the flow-record schema".into(),
+        ));
+    }
+    let c = |i: usize| batch.column(i);
+    let dict_str = |i: usize, row: usize| -> Option<String> {
+        let d = c(i).as_dictionary::<Int32Type>();
+        if d.is_null(row) {
+            return None;
+        }
+        let values = d.values().as_string::<i32>();
+        Some(values.value(d.keys().value(row) as usize).to_owned())
+    };
+    let utf8 = |i: usize, row: usize| -> Option<String> {
+        let a = c(i).as_string::<i32>();
+        (!a.is_null(row)).then(|| a.value(row).to_owned())
+    };
+    let u64_at = |i: usize, row: usize| -> Option<u64> {
+        let a = c(i).as_primitive::<UInt64Type>();
+        (!a.is_null(row)).then(|| a.value(row))
+    };
+    let u16_at = |i: usize, row: usize| -> Option<u16> {
+        let a = c(i).as_primitive::<UInt16Type>();
+        (!a.is_null(row)).then(|| a.value(row))
+    };
+    let starts = c(0).as_primitive::<TimestampMicrosecondType>();
+    let attempts = c(15).as_list::<i32>();
+    let mut out = Vec::with_capacity(batch.num_rows());
+    for row in 0..batch.num_rows() {
+        let list = attempts.value(row);
+        let s = list.as_struct();
+        let (addr, st, rt, gr) = (
+            s.column(0).as_string::<i32>(),
+            s.column(1).as_primitive::<UInt16Type>(),
+            s.column(2).as_primitive::<UInt64Type>(),
+            s.column(3).as_primitive::<UInt16Type>(),
+        );
+        let upstream_attempts = (0..s.len())
+            .map(|j| UpstreamAttempt {
+                address: (!addr.is_null(j)).then(|| addr.value(j).to_owned()),
+                status: (!st.is_null(j)).then(|| st.value(j)),
+                response_time_us: (!rt.is_null(j)).then(|| rt.value(j)),
+                group: gr.value(j),
+            })
+            .collect();
+        let reporter_name = dict_str(17, row).unwrap_or_default();
+        out.push(FlowRecord {
+            schema_version: SCHEMA_VERSION,
+            start_us: starts.value(row),
+            duration_us: u64_at(1, row),
+            source: dict_str(2, row).unwrap_or_default(),
+            source_zone: dict_str(3, row),
+            source_version: dict_str(4, row),
+            destination: dict_str(5, row).unwrap_or_default(),
+            destination_zone: dict_str(6, row),
+            destination_version: dict_str(7, row),
+            protocol: dict_str(8, row),
+            method: dict_str(9, row),
+            status: u16_at(10, row),
+            response_flags: dict_str(11, row),
+            bytes_received: u64_at(12, row).unwrap_or(0),
+            bytes_sent: u64_at(13, row).unwrap_or(0),
+            upstream_host: utf8(14, row),
+            upstream_attempts,
+            request_id: utf8(16, row),
+            reporter: Reporter::from_name(&reporter_name).ok_or_else(|| {
+                Error::Schema(format!("row {row}: unknown reporter {reporter_name:?}"))
+            })?,
+        });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> FlowRecord {
+        FlowRecord {
+            schema_version: SCHEMA_VERSION,
+            start_us: 1_554_742_255_931_000,
+            duration_us: Some(5_000),
+            source: "frontend".into(),
+            source_zone: Some("eu-west-1a".into()),
+            source_version: None,
+            destination: "catalog".into(),
+            destination_zone: None,
+            destination_version: Some("v2".into()),
+            protocol: Some("HTTP/1.1".into()),
+            method: Some("GET".into()),
+            status: Some(503),
+            response_flags: Some("UF,URX".into()),
+            bytes_received: 12,
+            bytes_sent: 89,
+            upstream_host: Some("172.17.0.6:8080".into()),
+            upstream_attempts: vec![
+                UpstreamAttempt {
+                    address: Some("172.17.0.5:8080".into()),
+                    status: Some(502),
+                    response_time_us: Some(1_000),
+                    group: 0,
+                },
+                UpstreamAttempt {
+                    address: None,
+                    status: None,
+                    response_time_us: None,
+                    group: 1,
+                },
+            ],
+            request_id: Some("c219f6da".into()),
+            reporter: Reporter::IstioSource,
+        }
+    }
+
+    #[test]
+    fn batch_round_trip_keeps_every_field() {
+        let mut b = FlowBatchBuilder::new();
+        let a = sample();
+        let mut c = sample();
+        c.upstream_attempts.clear();
+        c.status = None;
+        c.duration_us = None;
+        c.reporter = Reporter::Nginx;
+        b.append_owned(&a);
+        b.append_owned(&c);
+        assert_eq!(b.len(), 2);
+        let batch = b.finish();
+        assert!(b.is_empty());
+        assert_eq!(batch.num_rows(), 2);
+        assert_eq!(flow_records(&batch).unwrap(), vec![a, c]);
+    }
+
+    #[test]
+    fn service_columns_are_dictionary_encoded() {
+        let mut b = FlowBatchBuilder::new();
+        for _ in 0..100 {
+            b.append_owned(&sample());
+        }
+        let batch = b.finish();
+        let cols = FlowColumns::try_new(&batch).unwrap();
+        assert_eq!(cols.source.values().len(), 1);
+        assert_eq!(cols.destination.keys().len(), 100);
+    }
+}

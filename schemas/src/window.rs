@@ -1,0 +1,117 @@
+//! Window aggregates: the golden signals of one pair or one node in one event-time window.
+//!
+//! These are the serializable hand-off between pair aggregation and node-level detection: a
+//! closed window's [`PairWindow`]s are all a node detector needs, so they can be republished on
+//! a topic keyed by node when graywatch scales out.
+
+use serde::{Deserialize, Serialize};
+
+/// An event-time window `[start_us, end_us)`, µs since the Unix epoch (UTC).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Window {
+    /// Inclusive start, µs since the epoch.
+    pub start_us: i64,
+    /// Exclusive end, µs since the epoch.
+    pub end_us: i64,
+}
+
+impl Window {
+    /// Length of the window, µs.
+    pub fn len_us(&self) -> i64 {
+        self.end_us - self.start_us
+    }
+
+    /// Length of the window, seconds.
+    pub fn len_secs(&self) -> f64 {
+        self.len_us() as f64 / 1e6
+    }
+}
+
+/// Latency distribution of a window, µs, from an HDR histogram (2 significant digits: a reported
+/// quantile is within 1 % of the exact value; `max_us` is exact).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Latency {
+    /// Median, µs.
+    pub p50_us: u64,
+    /// 90th percentile, µs.
+    pub p90_us: u64,
+    /// 99th percentile, µs.
+    pub p99_us: u64,
+    /// Maximum, µs (exact).
+    pub max_us: u64,
+}
+
+/// Golden signals of one pair (source service → destination service) in one window.
+///
+/// JSON: `schemas/json/pair-window.schema.json` (`"kind": "pair-window"`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PairWindow {
+    /// Version of this document's schema.
+    pub schema_version: u32,
+    /// Always `"pair-window"`.
+    pub kind: String,
+    /// The window.
+    pub window: Window,
+    /// Calling service.
+    pub source: String,
+    /// Called service.
+    pub destination: String,
+    /// Requests that started in the window.
+    pub requests: u64,
+    /// `requests` ÷ window length, req/s.
+    pub rate_rps: f64,
+    /// Failed requests among `requests`: HTTP 5xx, or no status with an Envoy response flag
+    /// that means failure (see `detect::is_error`).
+    pub errors: u64,
+    /// `errors` ÷ `requests` (0 when there were none).
+    pub error_ratio: f64,
+    /// Latency of the requests that started in the window and have a duration; `None` when
+    /// none had one (e.g. NGINX `combined`).
+    pub latency: Option<Latency>,
+    /// Mean requests in flight: Σ of each request's overlap with the window ÷ window length.
+    /// A request that spans several windows counts in each.
+    pub concurrency_mean: f64,
+    /// Peak requests in flight, at the window's concurrency resolution (a request counts as in
+    /// flight for every resolution slot it touches, so this is an upper bound of the instant
+    /// peak, exact when requests are longer than a slot).
+    pub concurrency_peak: u64,
+    /// Request bytes sent by the source (bytes received by the destination's proxy), bytes.
+    pub bytes_in: u64,
+    /// Response bytes sent back to the source, bytes.
+    pub bytes_out: u64,
+    /// `bytes_in` ÷ window length, bytes/s.
+    pub bandwidth_in_bps: f64,
+    /// `bytes_out` ÷ window length, bytes/s.
+    pub bandwidth_out_bps: f64,
+}
+
+/// Inflow and outflow of one node (service) in one window, summed from its pairs.
+///
+/// JSON: `schemas/json/node-window.schema.json` (`"kind": "node-window"`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeWindow {
+    /// Version of this document's schema.
+    pub schema_version: u32,
+    /// Always `"node-window"`.
+    pub kind: String,
+    /// The window.
+    pub window: Window,
+    /// The service.
+    pub node: String,
+    /// Requests received from callers (inflow).
+    pub inflow_requests: u64,
+    /// Request bytes received from callers, bytes.
+    pub inflow_bytes: u64,
+    /// Successful (non-error) responses sent back to callers (outflow).
+    pub ok_responses: u64,
+    /// Response bytes sent back to callers, bytes.
+    pub outflow_bytes: u64,
+    /// Requests this node made to its own dependencies (outflow).
+    pub downstream_requests: u64,
+    /// Number of distinct callers in the window.
+    pub callers: u64,
+}
