@@ -1,0 +1,350 @@
+//! From a log line's fields to source and destination services, zones and versions.
+//!
+//! A log line tells *what* happened; which services were on each end depends on who wrote it.
+//! The mapping says so: the service whose proxy wrote the file (`service`, `zone`, `version`),
+//! and ordered rules that match one field of the line (authority, upstream host, upstream
+//! cluster, …) against a glob pattern and name the peer. The first matching rule wins; when none
+//! matches, each parser falls back to a documented default (usually the authority's host).
+//!
+//! ```toml
+//! [mapping]
+//! service = "frontend"        # this file is written by the sidecar of frontend
+//! zone = "eu-west-1a"
+//! [[mapping.rules]]
+//! field = "upstream-host"
+//! pattern = "10.1.*"
+//! service = "catalog"
+//! zone = "eu-west-1b"
+//! ```
+
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+
+/// Which side of the call a rule names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Side {
+    /// The called service (default).
+    #[default]
+    Destination,
+    /// The calling service.
+    Source,
+}
+
+/// A field of a log line that a rule can match.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MatchField {
+    /// `:authority` / `Host` header, as logged (may carry a `:port`).
+    Authority,
+    /// Upstream host `ip:port` (Envoy `%UPSTREAM_HOST%`, NGINX `$upstream_addr`' last entry).
+    UpstreamHost,
+    /// Envoy/Istio upstream cluster (`outbound|9080||reviews.default.svc.cluster.local`).
+    UpstreamCluster,
+    /// Address of the downstream peer (Istio `%DOWNSTREAM_REMOTE_ADDRESS%`, NGINX `$remote_addr`).
+    DownstreamAddress,
+    /// ingress-nginx `$proxy_upstream_name` (`default-web-8080`).
+    UpstreamName,
+    /// Kubernetes pod name (spans' `PodName`, container-runtime envelope).
+    Pod,
+}
+
+/// One mapping rule as written in the config file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RuleConfig {
+    /// The field to look at.
+    pub field: MatchField,
+    /// Glob pattern: `*` matches any run of characters, everything else itself.
+    pub pattern: String,
+    /// Which side the rule names (default `destination`).
+    #[serde(default)]
+    pub side: Side,
+    /// The service; when omitted, the matched value less any `:port` suffix.
+    pub service: Option<String>,
+    /// The zone of that service.
+    pub zone: Option<String>,
+    /// The version of that service.
+    pub version: Option<String>,
+}
+
+/// The `[mapping]` section of the config file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct MappingConfig {
+    /// The service whose proxy wrote the input (a sidecar's workload, an edge proxy's name).
+    pub service: Option<String>,
+    /// Its zone.
+    pub zone: Option<String>,
+    /// Its version.
+    pub version: Option<String>,
+    /// Rules naming the peer from a field of the line, first match wins.
+    #[serde(default)]
+    pub rules: Vec<RuleConfig>,
+}
+
+/// One end of a call as the mapping resolved it, borrowing from the mapping or the line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Endpoint<'a> {
+    /// Service name.
+    pub service: &'a str,
+    /// Zone, when known.
+    pub zone: Option<&'a str>,
+    /// Version, when known.
+    pub version: Option<&'a str>,
+}
+
+#[derive(Debug, Clone)]
+struct Rule {
+    field: MatchField,
+    side: Side,
+    pattern: Vec<String>,
+    anchored_start: bool,
+    anchored_end: bool,
+    service: Option<String>,
+    zone: Option<String>,
+    version: Option<String>,
+}
+
+impl Rule {
+    fn matches(&self, value: &str) -> bool {
+        glob_match(&self.pattern, self.anchored_start, self.anchored_end, value)
+    }
+}
+
+/// Matches `value` against a glob split at `*` into `parts`.
+fn glob_match(parts: &[String], anchored_start: bool, anchored_end: bool, value: &str) -> bool {
+    let mut rest = value;
+    for (i, part) in parts.iter().enumerate() {
+        if i == 0 && anchored_start {
+            match rest.strip_prefix(part.as_str()) {
+                Some(r) => rest = r,
+                None => return false,
+            }
+        } else if i == parts.len() - 1 && anchored_end {
+            return rest.len() >= part.len() && rest.ends_with(part.as_str());
+        } else {
+            match rest.find(part.as_str()) {
+                Some(at) => rest = &rest[at + part.len()..],
+                None => return false,
+            }
+        }
+    }
+    !anchored_end || rest.is_empty()
+}
+
+/// The validated mapping that parsers consult.
+#[derive(Debug, Clone, Default)]
+pub struct Mapping {
+    service: Option<String>,
+    zone: Option<String>,
+    version: Option<String>,
+    rules: Vec<Rule>,
+}
+
+/// The service name used when neither the line nor the mapping names one.
+pub const UNKNOWN_SERVICE: &str = "unknown";
+
+impl TryFrom<MappingConfig> for Mapping {
+    type Error = Error;
+
+    fn try_from(c: MappingConfig) -> Result<Self> {
+        let rules = c
+            .rules
+            .into_iter()
+            .enumerate()
+            .map(|(index, r)| {
+                if r.pattern.is_empty() {
+                    return Err(Error::Mapping {
+                        index,
+                        reason: "empty pattern".into(),
+                    });
+                }
+                if matches!(r.service.as_deref(), Some("")) {
+                    return Err(Error::Mapping {
+                        index,
+                        reason: "empty service".into(),
+                    });
+                }
+                Ok(Rule {
+                    field: r.field,
+                    side: r.side,
+                    anchored_start: !r.pattern.starts_with('*'),
+                    anchored_end: !r.pattern.ends_with('*'),
+                    pattern: r
+                        .pattern
+                        .split('*')
+                        .filter(|p| !p.is_empty())
+                        .map(str::to_owned)
+                        .collect(),
+                    service: r.service,
+                    zone: r.zone,
+                    version: r.version,
+                })
+            })
+            .collect::<Result<_>>()?;
+        Ok(Mapping {
+            service: c.service,
+            zone: c.zone,
+            version: c.version,
+            rules,
+        })
+    }
+}
+
+/// `host:port` → `host`; `[v6]:port` → `v6`; anything else unchanged.
+pub fn strip_port(value: &str) -> &str {
+    if let Some(rest) = value.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or(rest);
+    }
+    match value.rfind(':') {
+        Some(i)
+            if value[i + 1..].bytes().all(|b| b.is_ascii_digit())
+                && value.matches(':').count() == 1 =>
+        {
+            &value[..i]
+        }
+        _ => value,
+    }
+}
+
+impl Mapping {
+    /// The service whose proxy wrote the input, if configured.
+    pub fn own(&self) -> Option<Endpoint<'_>> {
+        self.service.as_deref().map(|service| Endpoint {
+            service,
+            zone: self.zone.as_deref(),
+            version: self.version.as_deref(),
+        })
+    }
+
+    /// The own service's endpoint, named `fallback` when none is configured (zone and version
+    /// from the config still apply).
+    pub fn own_or<'a>(&'a self, fallback: &'a str) -> Endpoint<'a> {
+        Endpoint {
+            service: self.service.as_deref().unwrap_or(fallback),
+            zone: self.zone.as_deref(),
+            version: self.version.as_deref(),
+        }
+    }
+
+    /// The first rule for `side` whose field is in `fields` (in rule order) and matches that
+    /// field's value; `fields` pairs each field with its value in the line (absent fields are
+    /// simply not listed). Returns `None` when no rule matches.
+    pub fn resolve<'a>(
+        &'a self,
+        side: Side,
+        fields: &[(MatchField, &'a str)],
+    ) -> Option<Endpoint<'a>> {
+        self.rules.iter().filter(|r| r.side == side).find_map(|r| {
+            let (_, value) = fields.iter().find(|(f, v)| *f == r.field && r.matches(v))?;
+            Some(Endpoint {
+                service: r.service.as_deref().unwrap_or_else(|| strip_port(value)),
+                zone: r.zone.as_deref(),
+                version: r.version.as_deref(),
+            })
+        })
+    }
+
+    /// True when no rule is configured (parsers may skip building field lists).
+    pub fn has_rules(&self) -> bool {
+        !self.rules.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mapping(toml_rules: Vec<RuleConfig>) -> Mapping {
+        Mapping::try_from(MappingConfig {
+            service: Some("frontend".into()),
+            zone: Some("a".into()),
+            version: None,
+            rules: toml_rules,
+        })
+        .unwrap()
+    }
+
+    fn rule(field: MatchField, pattern: &str, service: Option<&str>) -> RuleConfig {
+        RuleConfig {
+            field,
+            pattern: pattern.into(),
+            side: Side::Destination,
+            service: service.map(Into::into),
+            zone: Some("b".into()),
+            version: None,
+        }
+    }
+
+    #[test]
+    fn first_matching_rule_wins() {
+        let m = mapping(vec![
+            rule(MatchField::UpstreamHost, "10.1.*", Some("catalog")),
+            rule(MatchField::Authority, "*", None),
+        ]);
+        let hit = m
+            .resolve(
+                Side::Destination,
+                &[(MatchField::UpstreamHost, "10.1.2.3:80")],
+            )
+            .unwrap();
+        assert_eq!(hit.service, "catalog");
+        assert_eq!(hit.zone, Some("b"));
+        let by_authority = m
+            .resolve(
+                Side::Destination,
+                &[
+                    (MatchField::UpstreamHost, "10.2.0.1:80"),
+                    (MatchField::Authority, "reviews:9080"),
+                ],
+            )
+            .unwrap();
+        assert_eq!(by_authority.service, "reviews");
+        assert!(
+            m.resolve(Side::Source, &[(MatchField::Authority, "x")])
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn glob_anchors() {
+        let m = mapping(vec![rule(MatchField::Authority, "*.svc", Some("s"))]);
+        assert!(
+            m.resolve(Side::Destination, &[(MatchField::Authority, "a.svc")])
+                .is_some()
+        );
+        assert!(
+            m.resolve(Side::Destination, &[(MatchField::Authority, "a.svc.x")])
+                .is_none()
+        );
+        let m = mapping(vec![rule(MatchField::Authority, "a*c*e", Some("s"))]);
+        assert!(
+            m.resolve(Side::Destination, &[(MatchField::Authority, "abcde")])
+                .is_some()
+        );
+        assert!(
+            m.resolve(Side::Destination, &[(MatchField::Authority, "abcdef")])
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn strip_port_handles_ipv6_and_names() {
+        assert_eq!(strip_port("reviews:9080"), "reviews");
+        assert_eq!(strip_port("[2a02:cf40::7]:3000"), "2a02:cf40::7");
+        assert_eq!(strip_port("httpbin.org"), "httpbin.org");
+        assert_eq!(strip_port("2a02:cf40::7"), "2a02:cf40::7");
+    }
+
+    #[test]
+    fn empty_pattern_is_an_error_naming_the_rule() {
+        let err = Mapping::try_from(MappingConfig {
+            rules: vec![rule(MatchField::Authority, "", None)],
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert_eq!(err.to_string(), "mapping rule 0: empty pattern");
+    }
+}
