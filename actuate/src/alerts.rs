@@ -1,0 +1,316 @@
+//! Findings → alerts: one incident per signature and subject, triggered by its first finding
+//! and resolved by the first window without one.
+//!
+//! The trigger/resolve pair shares a dedup key, as PagerDuty Events API v2 (`dedup_key`,
+//! `event_action` `trigger`/`resolve`) and Alertmanager (alert labels, `endsAt`) expect:
+//!
+//! | subject | dedup key | example |
+//! |---|---|---|
+//! | node | `<signature>/node/<node>` | `black-hole/node/catalog` |
+//! | pair | `<signature>/pair/<source>/<destination>` | `black-hole/pair/frontend/catalog` |
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use schemas::{Alert, AlertAction, Finding, SCHEMA_VERSION, Severity, Signature, Subject};
+use serde::{Deserialize, Serialize};
+
+/// The dedup key of the incident a finding belongs to (see the module doc for the shapes).
+///
+/// ```
+/// use schemas::{Signature, Subject};
+/// let node = Subject::Node { node: "catalog".into() };
+/// assert_eq!(actuate::dedup_key(Signature::BlackHole, &node), "black-hole/node/catalog");
+/// ```
+pub fn dedup_key(signature: Signature, subject: &Subject) -> String {
+    match subject {
+        Subject::Node { node } => format!("{}/node/{node}", signature.as_str()),
+        Subject::Pair {
+            source,
+            destination,
+        } => format!("{}/pair/{source}/{destination}", signature.as_str()),
+    }
+}
+
+/// Turns findings into trigger and resolve alerts, one open incident per dedup key.
+#[derive(Debug, Clone, Default)]
+pub struct Alerts {
+    state: AlertState,
+}
+
+/// The open incidents, by dedup key. Plain data, so it can be checkpointed.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertState {
+    /// Open incidents by dedup key.
+    pub open: BTreeMap<String, Incident>,
+}
+
+/// One open incident.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Incident {
+    /// `<signature> at <subject>`, e.g. `black-hole at node catalog`, for summaries.
+    pub label: String,
+    /// The highest severity seen while open.
+    pub severity: Severity,
+    /// Id of the latest finding.
+    pub finding: String,
+    /// Event time of the trigger, µs since the epoch.
+    pub since_us: i64,
+}
+
+impl Alerts {
+    /// Turns one closed window's findings into alerts, at event time `now_us` (the window's
+    /// end, µs since the epoch).
+    ///
+    /// - A finding whose dedup key has no open incident opens one: a [`AlertAction::Trigger`]
+    ///   with summary `<signature> at <subject>: <finding summary>`.
+    /// - Further findings for an open incident (in this window or later ones) raise nothing;
+    ///   they update its latest finding and its severity (the highest seen).
+    /// - An open incident with no finding in this window is closed: a [`AlertAction::Resolve`]
+    ///   with the same dedup key, the incident's severity and its latest finding, summary
+    ///   `resolved: <signature> at <subject>`.
+    ///
+    /// Triggers come first, in the order of `findings`, then resolves in dedup-key order.
+    pub fn on_window(&mut self, now_us: i64, findings: &[Finding]) -> Vec<Alert> {
+        let mut alerts = Vec::new();
+        let mut seen = BTreeSet::new();
+        for finding in findings {
+            let key = dedup_key(finding.signature, &finding.subject);
+            match self.state.open.get_mut(&key) {
+                Some(incident) => {
+                    incident.severity = incident.severity.max(finding.severity);
+                    incident.finding.clone_from(&finding.id);
+                }
+                None => {
+                    let label = format!("{} at {}", finding.signature.as_str(), finding.subject);
+                    alerts.push(alert(
+                        AlertAction::Trigger,
+                        &key,
+                        format!("{label}: {}", finding.summary),
+                        finding.severity,
+                        now_us,
+                        &finding.id,
+                    ));
+                    self.state.open.insert(
+                        key.clone(),
+                        Incident {
+                            label,
+                            severity: finding.severity,
+                            finding: finding.id.clone(),
+                            since_us: now_us,
+                        },
+                    );
+                }
+            }
+            seen.insert(key);
+        }
+        let closed: Vec<String> = self
+            .state
+            .open
+            .keys()
+            .filter(|key| !seen.contains(*key))
+            .cloned()
+            .collect();
+        for key in closed {
+            if let Some(incident) = self.state.open.remove(&key) {
+                alerts.push(alert(
+                    AlertAction::Resolve,
+                    &key,
+                    format!("resolved: {}", incident.label),
+                    incident.severity,
+                    now_us,
+                    &incident.finding,
+                ));
+            }
+        }
+        alerts
+    }
+
+    /// The state to checkpoint.
+    pub fn state(&self) -> &AlertState {
+        &self.state
+    }
+
+    /// Replaces the state with a checkpointed one.
+    pub fn restore(&mut self, state: AlertState) {
+        self.state = state;
+    }
+}
+
+fn alert(
+    action: AlertAction,
+    dedup_key: &str,
+    summary: String,
+    severity: Severity,
+    at_us: i64,
+    finding: &str,
+) -> Alert {
+    Alert {
+        schema_version: SCHEMA_VERSION,
+        kind: "alert".to_owned(),
+        action,
+        dedup_key: dedup_key.to_owned(),
+        summary,
+        severity,
+        at_us,
+        finding: finding.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use schemas::Window;
+
+    use super::*;
+
+    const T0: i64 = 1_674_982_200_000_000; // 2023-01-29T08:50:00Z
+    const W: i64 = 10_000_000; // 10 s windows
+
+    fn end(i: i64) -> i64 {
+        T0 + (i + 1) * W
+    }
+
+    fn finding(subject: Subject, i: i64, severity: Severity) -> Finding {
+        let window = Window {
+            start_us: T0 + i * W,
+            end_us: end(i),
+        };
+        let key = dedup_key(Signature::BlackHole, &subject);
+        Finding {
+            schema_version: SCHEMA_VERSION,
+            kind: "finding".into(),
+            id: format!("{key}/{}", window.start_us),
+            signature: Signature::BlackHole,
+            subject,
+            window,
+            severity,
+            evidence: vec![],
+            callers: vec![],
+            summary: "no successful responses".into(),
+        }
+    }
+
+    fn node(name: &str) -> Subject {
+        Subject::Node { node: name.into() }
+    }
+
+    fn actions(alerts: &[Alert]) -> Vec<(AlertAction, &str)> {
+        alerts
+            .iter()
+            .map(|a| (a.action, a.dedup_key.as_str()))
+            .collect()
+    }
+
+    #[test]
+    fn dedup_keys_name_signature_and_subject() {
+        assert_eq!(
+            dedup_key(Signature::BlackHole, &node("catalog")),
+            "black-hole/node/catalog"
+        );
+        let pair = Subject::Pair {
+            source: "frontend".into(),
+            destination: "catalog".into(),
+        };
+        assert_eq!(
+            dedup_key(Signature::BlackHole, &pair),
+            "black-hole/pair/frontend/catalog"
+        );
+    }
+
+    #[test]
+    fn trigger_once_then_resolve_after_the_first_quiet_window() {
+        use AlertAction::{Resolve, Trigger};
+        let mut alerts = Alerts::default();
+        let key = "black-hole/node/catalog";
+
+        // Window 0: first finding → trigger at its end.
+        let a = alerts.on_window(end(0), &[finding(node("catalog"), 0, Severity::Warning)]);
+        assert_eq!(actions(&a), [(Trigger, key)]);
+        assert_eq!(a[0].kind, "alert");
+        assert_eq!(a[0].schema_version, 1);
+        assert_eq!(a[0].at_us, 1_674_982_210_000_000);
+        assert_eq!(a[0].severity, Severity::Warning);
+        assert_eq!(a[0].finding, "black-hole/node/catalog/1674982200000000");
+        assert_eq!(
+            a[0].summary,
+            "black-hole at node catalog: no successful responses"
+        );
+
+        // Windows 1 and 2: still there (and worse in 2) → nothing new.
+        let a = alerts.on_window(end(1), &[finding(node("catalog"), 1, Severity::Warning)]);
+        assert!(a.is_empty());
+        let a = alerts.on_window(end(2), &[finding(node("catalog"), 2, Severity::Critical)]);
+        assert!(a.is_empty());
+
+        // Window 3: no finding → resolve with the same key, the highest severity seen and
+        // the latest finding (window 2 starts at T0 + 20 s).
+        let a = alerts.on_window(end(3), &[]);
+        assert_eq!(actions(&a), [(Resolve, key)]);
+        assert_eq!(a[0].at_us, 1_674_982_240_000_000);
+        assert_eq!(a[0].severity, Severity::Critical);
+        assert_eq!(a[0].finding, "black-hole/node/catalog/1674982220000000");
+        assert_eq!(a[0].summary, "resolved: black-hole at node catalog");
+
+        // Window 4: still quiet → nothing; window 5: back → a new trigger.
+        assert!(alerts.on_window(end(4), &[]).is_empty());
+        let a = alerts.on_window(end(5), &[finding(node("catalog"), 5, Severity::Warning)]);
+        assert_eq!(actions(&a), [(Trigger, key)]);
+        assert_eq!(a[0].at_us, T0 + 60_000_000);
+    }
+
+    #[test]
+    fn incidents_are_independent_per_key() {
+        use AlertAction::{Resolve, Trigger};
+        let mut alerts = Alerts::default();
+        let pair = || Subject::Pair {
+            source: "frontend".into(),
+            destination: "orders".into(),
+        };
+        let a = alerts.on_window(
+            end(0),
+            &[
+                finding(node("orders"), 0, Severity::Critical),
+                finding(node("catalog"), 0, Severity::Critical),
+                // Twice in one window: one trigger.
+                finding(node("catalog"), 0, Severity::Critical),
+            ],
+        );
+        assert_eq!(
+            actions(&a),
+            [
+                (Trigger, "black-hole/node/orders"),
+                (Trigger, "black-hole/node/catalog")
+            ]
+        );
+        // catalog stays, orders goes quiet, a pair incident opens.
+        let a = alerts.on_window(
+            end(1),
+            &[
+                finding(node("catalog"), 1, Severity::Critical),
+                finding(pair(), 1, Severity::Warning),
+            ],
+        );
+        assert_eq!(
+            actions(&a),
+            [
+                (Trigger, "black-hole/pair/frontend/orders"),
+                (Resolve, "black-hole/node/orders")
+            ]
+        );
+        assert_eq!(
+            a[0].summary,
+            "black-hole at pair frontend -> orders: no successful responses"
+        );
+        // Everything quiet: both resolve, in key order.
+        let a = alerts.on_window(end(2), &[]);
+        assert_eq!(
+            actions(&a),
+            [
+                (Resolve, "black-hole/node/catalog"),
+                (Resolve, "black-hole/pair/frontend/orders")
+            ]
+        );
+        assert!(alerts.state().open.is_empty());
+    }
+}

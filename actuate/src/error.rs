@@ -1,0 +1,22 @@
+//! The error type of the actuate crate.
+
+/// Errors of the actuate crate.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A config value is out of range (the user's fault: fix the config file, retrying won't
+    /// help). `key` is the key's path inside the `[actuate]` section, e.g.
+    /// `backpressure.rate-fraction`.
+    #[error("{key} = {value}: {reason}")]
+    Config {
+        /// Path of the offending key inside the actuate config, kebab-case as in the file.
+        key: &'static str,
+        /// The value as given.
+        value: String,
+        /// What a valid value looks like.
+        reason: &'static str,
+    },
+}
+
+/// Result with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
