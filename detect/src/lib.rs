@@ -1,1 +1,177 @@
-//! placeholder
+//! graywatch's detection stage: event-time windows, golden signals per pair and per node,
+//! baselines and gray-failure signatures.
+//!
+//! ```text
+//!  ingest ──[flow-record RecordBatch]──▶ Detector::push
+//!                                          │
+//!                    pair::PairAggregator  │  per (window, source, destination): rate, errors,
+//!                    (watermark, lateness) │  latency (HDR), concurrency, bandwidth
+//!                                          ▼
+//!                        ClosedPairs { window, Vec<PairWindow> }   ◀─ serializable hand-off
+//!                                          │  (republished keyed by node when scaled out)
+//!                      node::NodeDetector  ▼  NodeWindows + signatures vs. baselines
+//!                                   ClosedWindow { window, pairs, nodes, findings } ──▶ actuate
+//! ```
+//!
+//! Main types: [`Detector`] (the two steps wired together, built from a [`DetectConfig`]),
+//! [`ClosedWindow`] (what comes out), [`pair::PairAggregator`], [`node::NodeDetector`],
+//! [`signatures::BlackHole`], [`is_error`]. Window, watermark and golden-signal semantics are in
+//! [`pair`]; node signals in [`node`]; the black-hole rule in [`signatures::black_hole`].
+//!
+//! Detection is synchronous, does no I/O and reads no clock: time comes only from the records'
+//! event times, so a replay gives the same windows and findings.
+//!
+//! ```
+//! use detect::{DetectConfig, Detector};
+//! use schemas::{FlowBatchBuilder, FlowRecordRef, Reporter};
+//! let mut detector = Detector::try_from(DetectConfig::default())?;
+//! let mut b = FlowBatchBuilder::new();
+//! for i in 0..4 {
+//!     // frontend -> catalog every 2.5 s from t = 0, each taking 4 ms
+//!     let mut r = FlowRecordRef::new(i * 2_500_000, "frontend", "catalog", Reporter::Envoy);
+//!     r.duration_us = Some(4_000);
+//!     r.status = Some(200);
+//!     b.append(&r);
+//! }
+//! assert!(detector.push(&b.finish())?.is_empty()); // watermark 7.5 s − 5 s: window 0 still open
+//! let closed = detector.flush();
+//! assert_eq!(closed.len(), 1);
+//! let pair = &closed[0].pairs[0];
+//! assert_eq!((pair.requests, pair.rate_rps), (4, 0.4)); // 4 requests in 10 s
+//! assert_eq!(closed[0].nodes.len(), 2);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+#![warn(missing_docs)]
+#![forbid(unsafe_code)]
+
+pub mod baseline;
+pub mod config;
+pub mod error;
+mod flags;
+pub mod node;
+pub mod pair;
+pub mod signatures;
+
+use arrow::array::RecordBatch;
+use schemas::{Finding, NodeWindow, PairWindow, Window};
+use serde::{Deserialize, Serialize};
+
+pub use config::{BlackHoleConfig, DetectConfig, WindowConfig};
+pub use error::{Error, Result};
+pub use flags::is_error;
+
+use crate::node::NodeDetector;
+use crate::pair::{ClosedPairs, PairAggregator, WindowSpec};
+use crate::signatures::BlackHoleSpec;
+
+/// Everything detection says about one closed window.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClosedWindow {
+    /// The window.
+    pub window: Window,
+    /// Golden signals per pair, sorted by (source, destination).
+    pub pairs: Vec<PairWindow>,
+    /// Inflow/outflow per node, sorted by node.
+    pub nodes: Vec<NodeWindow>,
+    /// Signatures that fired in this window.
+    pub findings: Vec<Finding>,
+}
+
+/// Counters of a [`Detector`] since it was built.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DetectStats {
+    /// Flow records read, late ones included.
+    pub records: u64,
+    /// Records that arrived after the watermark had passed their window: counted here, not
+    /// aggregated.
+    pub late_records: u64,
+    /// Windows closed and returned.
+    pub windows_closed: u64,
+    /// Findings returned.
+    pub findings: u64,
+    /// Most windows open at once.
+    pub max_open_windows: u64,
+    /// Records whose time in flight spanned more than [`pair::MAX_SPAN_WINDOWS`] windows and
+    /// was cut there (they still count in full in their start window's rate, errors, latency).
+    pub clamped_records: u64,
+}
+
+/// The detection stage: pair aggregation then node-level detection, built from a validated
+/// [`DetectConfig`] with [`Detector::try_from`].
+#[derive(Debug)]
+pub struct Detector {
+    pairs: PairAggregator,
+    nodes: NodeDetector,
+    stats: DetectStats,
+}
+
+impl TryFrom<DetectConfig> for Detector {
+    type Error = Error;
+
+    /// # Errors
+    /// [`Error::Config`] naming the key: a window length that is zero or not whole µs, a
+    /// concurrency resolution that does not divide the length (or makes more than
+    /// [`pair::MAX_CONCURRENCY_SLOTS`] slots), baseline window counts out of range, ratios
+    /// outside (0, 1].
+    fn try_from(config: DetectConfig) -> Result<Self> {
+        let spec = WindowSpec::try_from(&config.window)?;
+        let black_hole = BlackHoleSpec::try_from(&config.black_hole)?;
+        Ok(Detector {
+            pairs: PairAggregator::new(spec),
+            nodes: NodeDetector::new(black_hole),
+            stats: DetectStats::default(),
+        })
+    }
+}
+
+impl Detector {
+    /// Aggregates a flow-record batch, advances the watermark record by record, and returns
+    /// the windows that closed, in window order, each with its nodes and findings.
+    ///
+    /// # Errors
+    /// [`Error::Schema`] when the batch is not a flow-record batch; nothing of it is
+    /// aggregated and the detector can go on with the next batch.
+    pub fn push(&mut self, batch: &RecordBatch) -> Result<Vec<ClosedWindow>> {
+        let closed = self.pairs.push(batch)?;
+        Ok(self.judge(closed))
+    }
+
+    /// End of input: closes every open window, in window order.
+    pub fn flush(&mut self) -> Vec<ClosedWindow> {
+        let closed = self.pairs.flush();
+        self.judge(closed)
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> &DetectStats {
+        &self.stats
+    }
+
+    /// Current watermark, µs since the epoch (`None` before the first record).
+    pub fn watermark(&self) -> Option<i64> {
+        self.pairs.watermark()
+    }
+
+    fn judge(&mut self, closed: Vec<ClosedPairs>) -> Vec<ClosedWindow> {
+        let out: Vec<ClosedWindow> = closed
+            .into_iter()
+            .map(|c| {
+                let outcome = self.nodes.detect(c.window, &c.pairs);
+                ClosedWindow {
+                    window: c.window,
+                    pairs: c.pairs,
+                    nodes: outcome.nodes,
+                    findings: outcome.findings,
+                }
+            })
+            .collect();
+        let s = &mut self.stats;
+        s.records = self.pairs.records();
+        s.late_records = self.pairs.late_records();
+        s.clamped_records = self.pairs.clamped_records();
+        s.max_open_windows = self.pairs.max_open_windows();
+        s.windows_closed += out.len() as u64;
+        s.findings += out.iter().map(|w| w.findings.len() as u64).sum::<u64>();
+        out
+    }
+}

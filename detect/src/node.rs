@@ -1,0 +1,122 @@
+//! Step 2 of detection: node-level detection. One closed window's [`PairWindow`]s in (the
+//! hand-off from [`crate::pair::PairAggregator`], which could come from a topic keyed by node),
+//! that window's [`NodeWindow`]s and findings out.
+//!
+//! A node's signals in a window, summed from the window's pairs:
+//! * `inflow_requests`, `inflow_bytes`: Σ `requests`, Σ `bytes_in` of the pairs where the node
+//!   is the destination;
+//! * `ok_responses`: Σ (`requests` − `errors`) of those pairs; `outflow_bytes`: Σ `bytes_out`;
+//! * `downstream_requests`: Σ `requests` of the pairs where the node is the source;
+//! * `callers`: distinct sources of those pairs with at least one request in the window.
+//!
+//! Every service that appears on either end of a pair gets a `NodeWindow`.
+
+use std::collections::BTreeMap;
+
+use schemas::{Finding, NodeWindow, PairWindow, SCHEMA_VERSION, Window};
+use serde::{Deserialize, Serialize};
+
+use crate::signatures::{BlackHole, BlackHoleSpec};
+
+/// What node-level detection makes of one closed window.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct NodeOutcome {
+    /// One per service seen in the window's pairs, sorted by node.
+    pub nodes: Vec<NodeWindow>,
+    /// Signatures that fired, in node order.
+    pub findings: Vec<Finding>,
+}
+
+#[derive(Default)]
+struct NodeSums<'a> {
+    inflow_requests: u64,
+    inflow_bytes: u64,
+    ok_responses: u64,
+    outflow_bytes: u64,
+    downstream_requests: u64,
+    /// (caller, req/s), in caller order because pairs come sorted by (source, destination).
+    callers: Vec<(&'a str, f64)>,
+}
+
+fn sums(pairs: &[PairWindow]) -> BTreeMap<&str, NodeSums<'_>> {
+    let mut nodes: BTreeMap<&str, NodeSums<'_>> = BTreeMap::new();
+    for p in pairs {
+        let d = nodes.entry(p.destination.as_str()).or_default();
+        d.inflow_requests += p.requests;
+        d.inflow_bytes = d.inflow_bytes.wrapping_add(p.bytes_in);
+        d.ok_responses += p.requests.saturating_sub(p.errors);
+        d.outflow_bytes = d.outflow_bytes.wrapping_add(p.bytes_out);
+        if p.requests > 0 {
+            d.callers.push((p.source.as_str(), p.rate_rps));
+        }
+        nodes
+            .entry(p.source.as_str())
+            .or_default()
+            .downstream_requests += p.requests;
+    }
+    for n in nodes.values_mut() {
+        n.callers.sort_by(|a, b| a.0.cmp(b.0));
+    }
+    nodes
+}
+
+/// The [`NodeWindow`]s of one window, sorted by node (see the [module docs](self)).
+pub fn node_windows(window: Window, pairs: &[PairWindow]) -> Vec<NodeWindow> {
+    sums(pairs)
+        .into_iter()
+        .map(|(node, s)| node_window(window, node, &s))
+        .collect()
+}
+
+fn node_window(window: Window, node: &str, s: &NodeSums<'_>) -> NodeWindow {
+    NodeWindow {
+        schema_version: SCHEMA_VERSION,
+        kind: "node-window".into(),
+        window,
+        node: node.to_owned(),
+        inflow_requests: s.inflow_requests,
+        inflow_bytes: s.inflow_bytes,
+        ok_responses: s.ok_responses,
+        outflow_bytes: s.outflow_bytes,
+        downstream_requests: s.downstream_requests,
+        callers: s.callers.len() as u64,
+    }
+}
+
+/// Node-level detection: derives node windows and runs the signatures against each node's
+/// baseline. Plain data (serde), no clock; windows must be given in window order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeDetector {
+    black_hole: BlackHole,
+}
+
+impl NodeDetector {
+    /// A detector with empty baselines.
+    pub fn new(black_hole: BlackHoleSpec) -> Self {
+        NodeDetector {
+            black_hole: BlackHole::new(black_hole),
+        }
+    }
+
+    /// The black-hole signature and its baselines.
+    pub fn black_hole(&self) -> &BlackHole {
+        &self.black_hole
+    }
+
+    /// Judges one closed window from its pairs (all of them, any order).
+    pub fn detect(&mut self, window: Window, pairs: &[PairWindow]) -> NodeOutcome {
+        let sums = sums(pairs);
+        let mut out = NodeOutcome {
+            nodes: Vec::with_capacity(sums.len()),
+            findings: Vec::new(),
+        };
+        for (node, s) in &sums {
+            let nw = node_window(window, node, s);
+            if let Some(f) = self.black_hole.check(&nw, &s.callers) {
+                out.findings.push(f);
+            }
+            out.nodes.push(nw);
+        }
+        out
+    }
+}

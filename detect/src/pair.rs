@@ -1,0 +1,685 @@
+//! Step 1 of detection: pair aggregation. Flow-record batches in, each closed window's
+//! [`PairWindow`]s out.
+//!
+//! # Windows and watermark
+//!
+//! Windows are tumbling, `[k·L, (k+1)·L)` µs since the epoch, by the record's `start_us`. The
+//! watermark is the newest `start_us` seen so far minus the allowed lateness, advanced record by
+//! record in input order, so the result does not depend on where the input was cut into
+//! batches. A record whose start window ends at or before the watermark is *late*: it is counted
+//! in [`PairAggregator::late_records`] and not aggregated. After each batch, every open window
+//! whose end is at or before the watermark closes and is returned, oldest first. A window is
+//! open only once some record touched it; windows nobody touched are not reported.
+//!
+//! # Golden signals of one pair in one window
+//!
+//! * `requests`: records that *start* in the window; `rate_rps` = requests ÷ L (s).
+//! * `errors`: requests for which [`crate::is_error`] holds; `error_ratio` = errors ÷ requests.
+//! * `latency`: p50/p90/p99 of the durations of those requests (records without a duration are
+//!   left out) from an HDR histogram (`Histogram<u32>`, 2 significant digits, auto-resize);
+//!   a quantile is the histogram's highest value equivalent to the exact one (within 1 %),
+//!   capped at `max_us`, which is exact. Up to [`RAW_LATENCY_VALUES`] durations are kept raw and
+//!   recorded into a histogram only when the window closes; the result is the same as if they
+//!   had been recorded one by one (a histogram's quantiles depend only on its counts).
+//! * `concurrency_mean`: Σ over requests of |[start, start + duration) ∩ window| ÷ L. A request
+//!   that spans several windows adds its overlap to every one of them, creating that pair's
+//!   state in those windows (with `requests` 0) if needed. Records without a duration add
+//!   nothing. At most [`MAX_SPAN_WINDOWS`] windows count a request's time in flight: longer
+//!   requests are cut there and counted in [`PairAggregator::clamped_records`].
+//! * `concurrency_peak`: the window is cut into L ÷ resolution slots; a request is in flight in
+//!   every slot its interval touches (a zero-duration request touches the slot of its start);
+//!   the peak is the largest number of requests in flight in one slot. Kept as a difference
+//!   array, allocated only once a pair-window has a second request that covers the window
+//!   partially (requests covering the whole window are a counter).
+//! * `bytes_in` = Σ `bytes_received`, `bytes_out` = Σ `bytes_sent` of the requests that start in
+//!   the window (bytes are not spread over the request's duration); bandwidth = bytes ÷ L (s).
+//!
+//! # Memory
+//!
+//! State per open pair-window (64-bit target): a 96-byte [`PairState`] plus about 24 bytes of
+//! hash-map entry, plus
+//! * latency: up to [`RAW_LATENCY_VALUES`] × 8 = 1 KiB of raw durations, then an HDR histogram
+//!   of `(b + 1) × 128 × 4` bytes where `b` = ⌈log2(max µs ÷ 256)⌉ + 1 buckets: 7.5 KiB for
+//!   latencies up to 2 s, 9 KiB up to 10 s, 29 KiB at most (durations near `u64::MAX`);
+//! * concurrency: 4 × (L ÷ resolution + 1) bytes once allocated (404 bytes at the defaults,
+//!   40 KiB at most, [`MAX_CONCURRENCY_SLOTS`]).
+//!
+//! So a pair with a handful of requests per window costs about 0.2 KiB + 0.4 KiB, a busy pair
+//! at most about 9.5 KiB at the defaults with latencies under 10 s. Service names are interned
+//! once per process (one copy per distinct name).
+
+use std::collections::BTreeMap;
+use std::collections::btree_map::Entry;
+use std::time::Duration;
+
+use arrow::array::{Array, AsArray, DictionaryArray, RecordBatch};
+use arrow::datatypes::Int32Type;
+use hdrhistogram::Histogram;
+use schemas::{FlowColumns, Latency, PairWindow, SCHEMA_VERSION, Window};
+use serde::{Deserialize, Serialize};
+
+use crate::config::WindowConfig;
+use crate::error::{Error, Result};
+use crate::flags;
+
+/// Most concurrency slots per window (`length ÷ concurrency-resolution`), so that the
+/// concurrency state of a pair-window stays at most 40 KiB.
+pub const MAX_CONCURRENCY_SLOTS: u64 = 10_000;
+
+/// Most windows (the start window included) in which one request's time in flight counts.
+/// Bounds the state a single very long request (or a bogus duration) can create.
+pub const MAX_SPAN_WINDOWS: i64 = 1024;
+
+/// Durations kept raw per pair-window before they go into an HDR histogram.
+pub const RAW_LATENCY_VALUES: usize = 128;
+
+/// Significant digits of the latency histograms.
+const SIGNIFICANT_DIGITS: u8 = 2;
+
+/// The validated `[detect.window]` config, in µs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WindowSpec {
+    length_us: i64,
+    lateness_us: i64,
+    resolution_us: i64,
+    slots: usize,
+}
+
+fn whole_us(d: Duration, key: &'static str) -> Result<i64> {
+    if d.subsec_nanos() % 1_000 != 0 {
+        return Err(Error::Config {
+            key,
+            reason: format!("{d:?} is not a whole number of µs"),
+        });
+    }
+    i64::try_from(d.as_micros()).map_err(|_| Error::Config {
+        key,
+        reason: format!("{d:?} is too long"),
+    })
+}
+
+impl TryFrom<&WindowConfig> for WindowSpec {
+    type Error = Error;
+
+    fn try_from(c: &WindowConfig) -> Result<Self> {
+        let length_us = whole_us(c.length, "window.length")?;
+        if length_us == 0 {
+            return Err(Error::Config {
+                key: "window.length",
+                reason: "must be > 0".into(),
+            });
+        }
+        let lateness_us = whole_us(c.allowed_lateness, "window.allowed-lateness")?;
+        let resolution_us = whole_us(c.concurrency_resolution, "window.concurrency-resolution")?;
+        if resolution_us == 0 || length_us % resolution_us != 0 {
+            return Err(Error::Config {
+                key: "window.concurrency-resolution",
+                reason: format!(
+                    "{:?} must be > 0 and divide window.length ({:?})",
+                    c.concurrency_resolution, c.length
+                ),
+            });
+        }
+        let slots = length_us / resolution_us;
+        if slots as u64 > MAX_CONCURRENCY_SLOTS {
+            return Err(Error::Config {
+                key: "window.concurrency-resolution",
+                reason: format!(
+                    "{:?} cuts window.length ({:?}) into {slots} slots, more than {MAX_CONCURRENCY_SLOTS}",
+                    c.concurrency_resolution, c.length
+                ),
+            });
+        }
+        Ok(WindowSpec {
+            length_us,
+            lateness_us,
+            resolution_us,
+            slots: slots as usize,
+        })
+    }
+}
+
+impl WindowSpec {
+    /// Window length, µs.
+    pub fn length_us(&self) -> i64 {
+        self.length_us
+    }
+
+    /// Allowed lateness, µs.
+    pub fn lateness_us(&self) -> i64 {
+        self.lateness_us
+    }
+
+    /// Concurrency resolution, µs.
+    pub fn resolution_us(&self) -> i64 {
+        self.resolution_us
+    }
+
+    /// Index `k` of the window `[k·L, (k+1)·L)` holding `t_us`.
+    pub fn index_of(&self, t_us: i64) -> i64 {
+        t_us.div_euclid(self.length_us)
+    }
+
+    /// Window number `k` (saturating at the ends of the i64 µs range).
+    pub fn window(&self, k: i64) -> Window {
+        Window {
+            start_us: k.saturating_mul(self.length_us),
+            end_us: k.saturating_add(1).saturating_mul(self.length_us),
+        }
+    }
+}
+
+/// One closed window's pair aggregates: the serializable hand-off from [`PairAggregator`] to
+/// [`crate::node::NodeDetector`] (when graywatch scales out, this is what gets republished
+/// keyed by node).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClosedPairs {
+    /// The window.
+    pub window: Window,
+    /// Its pairs, sorted by (source, destination).
+    pub pairs: Vec<PairWindow>,
+}
+
+/// Service names to dense `u32` ids, so the hot path hashes integers, not strings.
+#[derive(Debug, Default)]
+struct Interner {
+    ids: foldhash::HashMap<Box<str>, u32>,
+    names: Vec<Box<str>>,
+}
+
+impl Interner {
+    fn intern(&mut self, name: &str) -> u32 {
+        if let Some(&id) = self.ids.get(name) {
+            return id;
+        }
+        let id = self.names.len() as u32;
+        self.names.push(name.into());
+        self.ids.insert(name.into(), id);
+        id
+    }
+
+    fn name(&self, id: u32) -> &str {
+        &self.names[id as usize]
+    }
+}
+
+/// Per-batch map from a dictionary column's keys to interned ids, filled on first use so a
+/// large shared dictionary costs nothing for the values a batch does not use.
+struct DictIds<'a> {
+    dict: &'a DictionaryArray<Int32Type>,
+    values: &'a arrow::array::StringArray,
+    ids: Vec<u32>,
+}
+
+const UNMAPPED: u32 = u32::MAX;
+
+impl<'a> DictIds<'a> {
+    fn new(dict: &'a DictionaryArray<Int32Type>, column: &str) -> Result<Self> {
+        let values = dict.values().as_string_opt::<i32>().ok_or_else(|| {
+            schemas::Error::Schema(format!(
+                "flow-record column {column:?} does not have Utf8 dictionary values"
+            ))
+        })?;
+        Ok(DictIds {
+            dict,
+            values,
+            ids: vec![UNMAPPED; values.len()],
+        })
+    }
+
+    /// The id of row `row`'s value; a null (which the schema forbids) is the empty name.
+    #[inline]
+    fn id(&mut self, row: usize, interner: &mut Interner) -> u32 {
+        let key = self.dict.keys().values()[row];
+        if self.dict.is_null(row) {
+            return interner.intern("");
+        }
+        match self.ids.get(key as usize) {
+            Some(&id) if id != UNMAPPED => id,
+            Some(_) => {
+                let v = key as usize;
+                let name = if self.values.is_null(v) {
+                    ""
+                } else {
+                    self.values.value(v)
+                };
+                let id = interner.intern(name);
+                self.ids[v] = id;
+                id
+            }
+            None => interner.intern(""),
+        }
+    }
+}
+
+/// Durations of one pair-window: raw while few, then an HDR histogram.
+#[derive(Debug)]
+enum LatencyState {
+    Raw(Vec<u64>),
+    Hist(Box<Histogram<u32>>),
+}
+
+fn new_histogram() -> Histogram<u32> {
+    Histogram::new(SIGNIFICANT_DIGITS).expect("2 significant digits is a valid precision")
+}
+
+fn record(h: &mut Histogram<u32>, v: u64) {
+    // auto-resize only fails when the counts array can't be addressed; clamp then.
+    if h.record(v).is_err() {
+        h.saturating_record(v);
+    }
+}
+
+/// Slots in flight: nothing, one interval (no allocation), or a difference array of
+/// `slots + 1` counters.
+#[derive(Debug)]
+enum Slots {
+    Empty,
+    One(u16, u16),
+    Diff(Box<[i32]>),
+}
+
+impl Slots {
+    fn add(&mut self, first: usize, last: usize, slots: usize) {
+        match self {
+            Slots::Empty => *self = Slots::One(first as u16, last as u16),
+            Slots::One(f, l) => {
+                let mut d = vec![0i32; slots + 1].into_boxed_slice();
+                d[*f as usize] += 1;
+                d[*l as usize + 1] -= 1;
+                d[first] += 1;
+                d[last + 1] -= 1;
+                *self = Slots::Diff(d);
+            }
+            Slots::Diff(d) => {
+                d[first] = d[first].wrapping_add(1);
+                d[last + 1] = d[last + 1].wrapping_sub(1);
+            }
+        }
+    }
+
+    fn peak(&self) -> u64 {
+        match self {
+            Slots::Empty => 0,
+            Slots::One(..) => 1,
+            Slots::Diff(d) => {
+                let mut run = 0i64;
+                let mut peak = 0i64;
+                for &x in d.iter() {
+                    run += x as i64;
+                    peak = peak.max(run);
+                }
+                peak as u64
+            }
+        }
+    }
+}
+
+/// The running aggregates of one pair in one open window.
+#[derive(Debug)]
+pub struct PairState {
+    source: u32,
+    destination: u32,
+    requests: u64,
+    errors: u64,
+    bytes_in: u64,
+    bytes_out: u64,
+    /// Σ overlap of requests in flight with the window, µs.
+    overlap_us: u64,
+    /// Requests in flight during the whole window.
+    full_cover: u32,
+    /// Exact largest duration, µs; meaningful when `timed > 0`.
+    max_us: u64,
+    timed: u64,
+    latency: LatencyState,
+    slots: Slots,
+}
+
+impl PairState {
+    fn new(source: u32, destination: u32) -> Self {
+        PairState {
+            source,
+            destination,
+            requests: 0,
+            errors: 0,
+            bytes_in: 0,
+            bytes_out: 0,
+            overlap_us: 0,
+            full_cover: 0,
+            max_us: 0,
+            timed: 0,
+            latency: LatencyState::Raw(Vec::new()),
+            slots: Slots::Empty,
+        }
+    }
+
+    #[inline]
+    fn record_latency(&mut self, d: u64) {
+        self.timed += 1;
+        self.max_us = self.max_us.max(d);
+        match &mut self.latency {
+            LatencyState::Raw(v) if v.len() < RAW_LATENCY_VALUES => v.push(d),
+            LatencyState::Raw(v) => {
+                let mut h = new_histogram();
+                for &x in v.iter() {
+                    record(&mut h, x);
+                }
+                record(&mut h, d);
+                self.latency = LatencyState::Hist(Box::new(h));
+            }
+            LatencyState::Hist(h) => record(h, d),
+        }
+    }
+
+    fn latency(&self, scratch: &mut Histogram<u32>) -> Option<Latency> {
+        if self.timed == 0 {
+            return None;
+        }
+        let h: &Histogram<u32> = match &self.latency {
+            LatencyState::Hist(h) => h,
+            LatencyState::Raw(v) => {
+                scratch.reset();
+                for &x in v {
+                    record(scratch, x);
+                }
+                scratch
+            }
+        };
+        let q = |q: f64| h.value_at_quantile(q).min(self.max_us);
+        Some(Latency {
+            p50_us: q(0.5),
+            p90_us: q(0.9),
+            p99_us: q(0.99),
+            max_us: self.max_us,
+        })
+    }
+}
+
+/// One open window: its pairs, indexed by `(source id, destination id)`.
+#[derive(Debug, Default)]
+struct OpenWindow {
+    index: foldhash::HashMap<u64, u32>,
+    pairs: Vec<PairState>,
+}
+
+impl OpenWindow {
+    #[inline]
+    fn pair(&mut self, source: u32, destination: u32) -> &mut PairState {
+        let key = (u64::from(source) << 32) | u64::from(destination);
+        let pairs = &mut self.pairs;
+        let i = *self.index.entry(key).or_insert_with(|| {
+            pairs.push(PairState::new(source, destination));
+            (pairs.len() - 1) as u32
+        });
+        &mut self.pairs[i as usize]
+    }
+}
+
+/// Pair aggregation: takes flow-record batches, keeps one [`PairState`] per pair per open
+/// window, and returns windows as the watermark passes them. See the [module docs](self).
+///
+/// Synchronous, no I/O, no clock: time comes only from the records' `start_us`.
+#[derive(Debug)]
+pub struct PairAggregator {
+    spec: WindowSpec,
+    interner: Interner,
+    windows: BTreeMap<i64, OpenWindow>,
+    /// Newest `start_us` seen.
+    max_start_us: Option<i64>,
+    /// Records whose start window ends at or before this are late: the watermark, or after
+    /// [`PairAggregator::flush`] the end of the last closed window if that is later.
+    late_before_us: i64,
+    scratch: Histogram<u32>,
+    records: u64,
+    late_records: u64,
+    clamped_records: u64,
+    max_open_windows: u64,
+}
+
+impl PairAggregator {
+    /// An aggregator with no open windows and no watermark yet.
+    pub fn new(spec: WindowSpec) -> Self {
+        PairAggregator {
+            spec,
+            interner: Interner::default(),
+            windows: BTreeMap::new(),
+            max_start_us: None,
+            late_before_us: i64::MIN,
+            scratch: new_histogram(),
+            records: 0,
+            late_records: 0,
+            clamped_records: 0,
+            max_open_windows: 0,
+        }
+    }
+
+    /// The window geometry.
+    pub fn spec(&self) -> &WindowSpec {
+        &self.spec
+    }
+
+    /// Current watermark, µs since the epoch: newest start seen minus the allowed lateness;
+    /// `None` before the first record.
+    pub fn watermark(&self) -> Option<i64> {
+        self.max_start_us
+            .map(|m| m.saturating_sub(self.spec.lateness_us))
+    }
+
+    /// Records read (late ones included).
+    pub fn records(&self) -> u64 {
+        self.records
+    }
+
+    /// Records that arrived after their window was behind the watermark (not aggregated).
+    pub fn late_records(&self) -> u64 {
+        self.late_records
+    }
+
+    /// Records whose time in flight was cut after [`MAX_SPAN_WINDOWS`] windows.
+    pub fn clamped_records(&self) -> u64 {
+        self.clamped_records
+    }
+
+    /// Most windows open at once so far.
+    pub fn max_open_windows(&self) -> u64 {
+        self.max_open_windows
+    }
+
+    /// Windows currently open.
+    pub fn open_windows(&self) -> usize {
+        self.windows.len()
+    }
+
+    /// Aggregates `batch` record by record, then closes and returns every window whose end is
+    /// at or before the watermark, oldest first.
+    ///
+    /// # Errors
+    /// [`Error::Schema`] when `batch` lacks a flow-record column or has it with the wrong type;
+    /// nothing of the batch is aggregated then.
+    pub fn push(&mut self, batch: &RecordBatch) -> Result<Vec<ClosedPairs>> {
+        let cols = FlowColumns::try_new(batch)?;
+        let mut sources = DictIds::new(cols.source, schemas::flow::columns::SOURCE)?;
+        let mut destinations = DictIds::new(cols.destination, schemas::flow::columns::DESTINATION)?;
+        let flag_class = flags::classify_dictionary(cols.response_flags)?;
+        let flag_keys = cols.response_flags.keys().values();
+        let flag_nulls = cols.response_flags.nulls();
+        let starts = cols.start_us.values();
+        let durations = cols.duration_us.values();
+        let duration_nulls = cols.duration_us.nulls();
+        let statuses = cols.status.values();
+        let status_nulls = cols.status.nulls();
+        let bytes_received = cols.bytes_received.values();
+        let bytes_sent = cols.bytes_sent.values();
+        let l = self.spec.length_us;
+
+        for row in 0..batch.num_rows() {
+            self.records += 1;
+            let start = starts[row];
+            let k = start.div_euclid(l);
+            let end = k.saturating_add(1).saturating_mul(l);
+            if end <= self.late_before_us {
+                self.late_records += 1;
+                continue;
+            }
+            if self.max_start_us.is_none_or(|m| start > m) {
+                self.max_start_us = Some(start);
+                let wm = start.saturating_sub(self.spec.lateness_us);
+                self.late_before_us = self.late_before_us.max(wm);
+            }
+            let src = sources.id(row, &mut self.interner);
+            let dst = destinations.id(row, &mut self.interner);
+            let status = match status_nulls {
+                Some(n) if n.is_null(row) => None,
+                _ => Some(statuses[row]),
+            };
+            let class = match flag_nulls {
+                Some(n) if n.is_null(row) => flags::NONE,
+                _ => flag_class
+                    .get(flag_keys[row] as usize)
+                    .copied()
+                    .unwrap_or(flags::NONE),
+            };
+            let duration = match duration_nulls {
+                Some(n) if n.is_null(row) => None,
+                _ => Some(durations[row]),
+            };
+
+            let (windows, max_open) = (&mut self.windows, &mut self.max_open_windows);
+            let state = open(windows, max_open, k).pair(src, dst);
+            state.requests += 1;
+            state.errors += u64::from(flags::is_error_class(status, class));
+            state.bytes_in = state.bytes_in.wrapping_add(bytes_received[row]);
+            state.bytes_out = state.bytes_out.wrapping_add(bytes_sent[row]);
+            if let Some(d) = duration {
+                state.record_latency(d);
+                self.in_flight(k, start, d, src, dst);
+            }
+        }
+        Ok(self.close_ready())
+    }
+
+    /// Adds the request `[start, start + d)` to the concurrency of every window it touches.
+    #[inline]
+    fn in_flight(&mut self, k: i64, start: i64, d: u64, src: u32, dst: u32) {
+        let spec = self.spec;
+        let slot_of = |t: i64, ws: i64| {
+            ((t.saturating_sub(ws).max(0) / spec.resolution_us) as usize).min(spec.slots - 1)
+        };
+        if d == 0 {
+            let ws = spec.window(k).start_us;
+            let state = open(&mut self.windows, &mut self.max_open_windows, k).pair(src, dst);
+            let s = slot_of(start, ws);
+            state.slots.add(s, s, spec.slots);
+            return;
+        }
+        let mut end = start.saturating_add(i64::try_from(d).unwrap_or(i64::MAX));
+        let mut last_k = spec.index_of(end - 1);
+        let max_k = k.saturating_add(MAX_SPAN_WINDOWS - 1);
+        if last_k > max_k {
+            last_k = max_k;
+            end = spec.window(max_k).end_us;
+            self.clamped_records += 1;
+        }
+        for kk in k..=last_k {
+            let w = spec.window(kk);
+            let lo = start.max(w.start_us);
+            let hi = end.min(w.end_us);
+            if hi <= lo {
+                continue;
+            }
+            let state = open(&mut self.windows, &mut self.max_open_windows, kk).pair(src, dst);
+            state.overlap_us = state.overlap_us.wrapping_add((hi - lo) as u64);
+            if lo == w.start_us && hi == w.end_us {
+                state.full_cover = state.full_cover.wrapping_add(1);
+            } else {
+                state.slots.add(
+                    slot_of(lo, w.start_us),
+                    slot_of(hi - 1, w.start_us),
+                    spec.slots,
+                );
+            }
+        }
+    }
+
+    /// Closes every open window whose end is at or before the watermark.
+    fn close_ready(&mut self) -> Vec<ClosedPairs> {
+        let mut out = Vec::new();
+        while let Some(entry) = self.windows.first_entry() {
+            if self.spec.window(*entry.key()).end_us > self.late_before_us {
+                break;
+            }
+            let (k, w) = entry.remove_entry();
+            out.push(self.finish(k, w));
+        }
+        out
+    }
+
+    /// End of input: closes every open window, oldest first. Records that arrive afterwards
+    /// for a window that was closed here count as late.
+    pub fn flush(&mut self) -> Vec<ClosedPairs> {
+        let mut out = Vec::with_capacity(self.windows.len());
+        while let Some((k, w)) = self.windows.pop_first() {
+            self.late_before_us = self.late_before_us.max(self.spec.window(k).end_us);
+            out.push(self.finish(k, w));
+        }
+        out
+    }
+
+    fn finish(&mut self, k: i64, w: OpenWindow) -> ClosedPairs {
+        let window = self.spec.window(k);
+        let secs = window.len_secs();
+        let len_us = window.len_us().max(1) as f64;
+        let mut states = w.pairs;
+        let names = &self.interner;
+        states.sort_unstable_by(|a, b| {
+            (names.name(a.source), names.name(a.destination))
+                .cmp(&(names.name(b.source), names.name(b.destination)))
+        });
+        let pairs = states
+            .iter()
+            .map(|s| PairWindow {
+                schema_version: SCHEMA_VERSION,
+                kind: "pair-window".into(),
+                window,
+                source: names.name(s.source).to_owned(),
+                destination: names.name(s.destination).to_owned(),
+                requests: s.requests,
+                rate_rps: s.requests as f64 / secs,
+                errors: s.errors,
+                error_ratio: if s.requests == 0 {
+                    0.0
+                } else {
+                    s.errors as f64 / s.requests as f64
+                },
+                latency: s.latency(&mut self.scratch),
+                concurrency_mean: s.overlap_us as f64 / len_us,
+                concurrency_peak: u64::from(s.full_cover) + s.slots.peak(),
+                bytes_in: s.bytes_in,
+                bytes_out: s.bytes_out,
+                bandwidth_in_bps: s.bytes_in as f64 / secs,
+                bandwidth_out_bps: s.bytes_out as f64 / secs,
+            })
+            .collect();
+        ClosedPairs { window, pairs }
+    }
+}
+
+/// The open window `k`, opened if needed.
+#[inline]
+fn open<'a>(
+    windows: &'a mut BTreeMap<i64, OpenWindow>,
+    max_open: &mut u64,
+    k: i64,
+) -> &'a mut OpenWindow {
+    let len = windows.len();
+    match windows.entry(k) {
+        Entry::Occupied(o) => o.into_mut(),
+        Entry::Vacant(v) => {
+            *max_open = (*max_open).max(len as u64 + 1);
+            v.insert(OpenWindow::default())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,439 @@
+//! Pair aggregation: golden signals computed by hand, windows, lateness, batch-cut and
+//! arrival-order independence.
+
+use hdrhistogram::Histogram;
+use proptest::prelude::*;
+use schemas::{FlowBatchBuilder, FlowRecordRef, PairWindow, Reporter};
+
+use super::*;
+
+/// 1_700_000_000 s since the epoch: a multiple of 10 s, so window 0 of the tests starts here.
+const T0: i64 = 1_700_000_000_000_000;
+const S: i64 = 1_000_000;
+
+/// One flow record of the tests: (start offset µs from T0, source, destination, duration µs,
+/// status, response flags, bytes received, bytes sent).
+type Rec = (
+    i64,
+    &'static str,
+    &'static str,
+    Option<u64>,
+    Option<u16>,
+    Option<&'static str>,
+    u64,
+    u64,
+);
+
+fn batch(recs: &[Rec]) -> RecordBatch {
+    let mut b = FlowBatchBuilder::new();
+    for &(t, src, dst, dur, status, flags, rx, tx) in recs {
+        let mut r = FlowRecordRef::new(T0 + t, src, dst, Reporter::Envoy);
+        r.duration_us = dur;
+        r.status = status;
+        r.response_flags = flags;
+        r.bytes_received = rx;
+        r.bytes_sent = tx;
+        b.append(&r);
+    }
+    b.finish()
+}
+
+fn ok(t: i64, src: &'static str, dst: &'static str, dur: Option<u64>) -> Rec {
+    (t, src, dst, dur, Some(200), None, 0, 0)
+}
+
+fn aggregator(length_s: u64, lateness_s: u64) -> PairAggregator {
+    PairAggregator::new(
+        WindowSpec::try_from(&WindowConfig {
+            length: Duration::from_secs(length_s),
+            allowed_lateness: Duration::from_secs(lateness_s),
+            concurrency_resolution: Duration::from_millis(100),
+        })
+        .unwrap(),
+    )
+}
+
+fn window(k: i64) -> Window {
+    Window {
+        start_us: T0 + k * 10 * S,
+        end_us: T0 + (k + 1) * 10 * S,
+    }
+}
+
+#[test]
+fn golden_signals_of_a_small_batch() {
+    let mut agg = aggregator(10, 5);
+    let recs = [
+        // frontend -> catalog, window 0 = [T0, T0 + 10 s)
+        (
+            0,
+            "frontend",
+            "catalog",
+            Some(4_000),
+            Some(200),
+            None,
+            100,
+            1_000,
+        ),
+        (
+            S,
+            "frontend",
+            "catalog",
+            Some(8_000),
+            Some(200),
+            None,
+            200,
+            2_000,
+        ),
+        (
+            S + 2_000,
+            "frontend",
+            "catalog",
+            Some(100_000),
+            Some(503),
+            Some("UF"),
+            300,
+            0,
+        ),
+        (
+            5 * S,
+            "frontend",
+            "catalog",
+            None,
+            Some(200),
+            None,
+            400,
+            3_000,
+        ),
+        // 200 ms from 9.95 s: 50 ms in window 0, 150 ms in window 1
+        (
+            9_950_000,
+            "frontend",
+            "catalog",
+            Some(200_000),
+            Some(504),
+            Some("UT"),
+            0,
+            0,
+        ),
+        // api -> catalog: a zero-duration request at 2 s
+        (2 * S, "api", "catalog", Some(0), Some(200), None, 10, 20),
+    ];
+    // newest start 9.95 s, watermark 4.95 s: nothing closes yet
+    assert!(agg.push(&batch(&recs)).unwrap().is_empty());
+    assert_eq!(agg.watermark(), Some(T0 + 4_950_000));
+    let closed = agg.flush();
+    assert_eq!(closed.len(), 2);
+    assert_eq!(closed[0].window, window(0));
+    assert_eq!(closed[1].window, window(1));
+
+    let w0 = &closed[0].pairs;
+    assert_eq!(w0.len(), 2);
+    // sorted by (source, destination): api before frontend
+    let api = &w0[0];
+    assert_eq!(
+        (api.source.as_str(), api.destination.as_str()),
+        ("api", "catalog")
+    );
+    assert_eq!(api.requests, 1);
+    assert_eq!(api.concurrency_mean, 0.0);
+    // a zero-duration request is in flight in the slot of its start
+    assert_eq!(api.concurrency_peak, 1);
+    assert_eq!(
+        api.latency,
+        Some(Latency {
+            p50_us: 0,
+            p90_us: 0,
+            p99_us: 0,
+            max_us: 0
+        })
+    );
+
+    let fc = &w0[1];
+    assert_eq!(fc.source, "frontend");
+    assert_eq!(fc.requests, 5);
+    assert_eq!(fc.rate_rps, 0.5); // 5 requests / 10 s
+    assert_eq!(fc.errors, 2); // 503 and 504 UT
+    assert_eq!(fc.error_ratio, 0.4);
+    // Durations {4000, 8000, 100000, 200000} µs (the 5 s record has none). With 2 significant
+    // digits the histogram has 256 sub-buckets: [2048, 4096) has 16 µs resolution, [4096, 8192)
+    // 32 µs, [65536, 131072) 512 µs, [131072, 262144) 1024 µs.
+    // p50: ceil(0.5 × 4) = 2nd value 8000 -> its bucket [8000, 8031] -> 8031.
+    // p90, p99: ceil(0.9 × 4) = ceil(0.99 × 4) = 4th value 200000 -> bucket [199680, 200703],
+    // capped at the exact max 200000.
+    assert_eq!(
+        fc.latency,
+        Some(Latency {
+            p50_us: 8_031,
+            p90_us: 200_000,
+            p99_us: 200_000,
+            max_us: 200_000
+        })
+    );
+    // overlap with window 0: 4000 + 8000 + 100000 + 50000 = 162000 µs over 10 s
+    assert_eq!(fc.concurrency_mean, 0.0162);
+    // 100 ms slots: [1.000, 1.008) s and [1.002, 1.102) s share slot 10
+    assert_eq!(fc.concurrency_peak, 2);
+    // bytes in: 100 + 200 + 300 + 400 = 1000 -> 100 B/s; out: 1000 + 2000 + 3000 -> 600 B/s
+    assert_eq!((fc.bytes_in, fc.bytes_out), (1_000, 6_000));
+    assert_eq!((fc.bandwidth_in_bps, fc.bandwidth_out_bps), (100.0, 600.0));
+
+    // window 1 only holds the 150 ms tail of the 9.95 s request
+    let w1 = &closed[1].pairs;
+    assert_eq!(w1.len(), 1);
+    let tail = &w1[0];
+    assert_eq!((tail.requests, tail.errors, tail.latency), (0, 0, None));
+    assert_eq!(tail.concurrency_mean, 0.015); // 150000 µs / 10 s
+    assert_eq!(tail.concurrency_peak, 1);
+    assert_eq!((tail.bytes_in, tail.bytes_out), (0, 0));
+}
+
+#[test]
+fn quantiles_of_a_busy_pair_come_from_the_histogram() {
+    // 200 requests of 1, 2, …, 200 ms: more than RAW_LATENCY_VALUES, so a real histogram.
+    let recs: Vec<Rec> = (1..=200)
+        .map(|i| ok(i * 1_000, "a", "b", Some(i as u64 * 1_000)))
+        .collect();
+    let mut agg = aggregator(10, 5);
+    agg.push(&batch(&recs)).unwrap();
+    let p = &agg.flush()[0].pairs[0];
+    // p50: 100th value 100000 in [65536, 131072) (512 µs): 195 × 512 = 99840 .. 100351
+    // p90: 180th value 180000 in [131072, 262144) (1024 µs): 175 × 1024 = 179200 .. 180223
+    // p99: 198th value 198000: 193 × 1024 = 197632 .. 198655
+    assert_eq!(
+        p.latency,
+        Some(Latency {
+            p50_us: 100_351,
+            p90_us: 180_223,
+            p99_us: 198_655,
+            max_us: 200_000
+        })
+    );
+}
+
+#[test]
+fn raw_durations_give_the_same_quantiles_as_a_histogram() {
+    let durations: Vec<u64> = (0..RAW_LATENCY_VALUES as u64)
+        .map(|i| (i * 7_919) % 50_000 + 3)
+        .collect();
+    let recs: Vec<Rec> = durations
+        .iter()
+        .enumerate()
+        .map(|(i, &d)| ok(i as i64 * 1_000, "a", "b", Some(d)))
+        .collect();
+    let mut agg = aggregator(10, 5);
+    agg.push(&batch(&recs)).unwrap();
+    let got = agg.flush()[0].pairs[0].latency.unwrap();
+    let mut h = Histogram::<u32>::new(2).unwrap();
+    for &d in &durations {
+        h.record(d).unwrap();
+    }
+    let max = *durations.iter().max().unwrap();
+    assert_eq!(got.max_us, max);
+    assert_eq!(got.p50_us, h.value_at_quantile(0.5).min(max));
+    assert_eq!(got.p99_us, h.value_at_quantile(0.99).min(max));
+}
+
+#[test]
+fn a_request_spanning_three_windows_adds_overlap_to_each() {
+    let mut agg = aggregator(10, 5);
+    // [8 s, 23 s): 2 s of window 0, all of window 1, 3 s of window 2
+    agg.push(&batch(&[ok(8 * S, "a", "b", Some(15_000_000))]))
+        .unwrap();
+    let closed = agg.flush();
+    let got: Vec<(Window, u64, f64, u64)> = closed
+        .iter()
+        .map(|c| {
+            let p = &c.pairs[0];
+            (c.window, p.requests, p.concurrency_mean, p.concurrency_peak)
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (window(0), 1, 0.2, 1),
+            (window(1), 0, 1.0, 1),
+            (window(2), 0, 0.3, 1),
+        ]
+    );
+}
+
+#[test]
+fn windows_close_when_the_watermark_passes_their_end() {
+    let mut agg = aggregator(10, 5);
+    assert!(
+        agg.push(&batch(&[ok(S, "a", "b", None)]))
+            .unwrap()
+            .is_empty()
+    );
+    // newest start 14.999999 s: watermark 9.999999 s < 10 s, window 0 stays open
+    let b = batch(&[ok(15 * S - 1, "a", "b", None)]);
+    assert!(agg.push(&b).unwrap().is_empty());
+    // newest start 15 s: watermark 10 s = end of window 0
+    let closed = agg.push(&batch(&[ok(15 * S, "a", "b", None)])).unwrap();
+    assert_eq!(closed.len(), 1);
+    assert_eq!(closed[0].window, window(0));
+    assert_eq!(closed[0].pairs[0].requests, 1);
+    assert_eq!(agg.open_windows(), 1);
+}
+
+#[test]
+fn late_records_are_counted_not_aggregated() {
+    let mut agg = aggregator(10, 5);
+    let recs = [
+        ok(12 * S, "a", "b", None),    // watermark 7 s
+        ok(3 * S, "a", "b", None),     // window 0 ends at 10 s > 7 s: on time
+        ok(16 * S, "a", "b", None),    // watermark 11 s
+        ok(9_999_999, "a", "b", None), // window 0 ended at 10 s <= 11 s: late
+    ];
+    let closed = agg.push(&batch(&recs)).unwrap();
+    assert_eq!((agg.records(), agg.late_records()), (4, 1));
+    assert_eq!(closed.len(), 1);
+    assert_eq!(closed[0].pairs[0].requests, 1);
+    // after flush, every closed window is behind us: a record for one is late
+    let rest = agg.flush();
+    assert_eq!(rest[0].pairs[0].requests, 2);
+    agg.push(&batch(&[ok(19 * S, "a", "b", None)])).unwrap();
+    assert_eq!(agg.late_records(), 2);
+    assert!(agg.flush().is_empty());
+}
+
+#[test]
+fn batches_without_flow_record_columns_are_rejected() {
+    use arrow::array::{ArrayRef, Int32Array};
+    use std::sync::Arc;
+    let b = RecordBatch::try_from_iter([("x", Arc::new(Int32Array::from(vec![1])) as ArrayRef)])
+        .unwrap();
+    let err = aggregator(10, 5).push(&b).unwrap_err().to_string();
+    assert!(err.contains("start_us"), "{err}");
+}
+
+#[test]
+fn invalid_window_configs_name_the_key() {
+    let bad = |c: WindowConfig| WindowSpec::try_from(&c).unwrap_err().to_string();
+    let d = WindowConfig::default;
+    let e = bad(WindowConfig {
+        length: Duration::ZERO,
+        ..d()
+    });
+    assert!(e.contains("window.length"), "{e}");
+    let e = bad(WindowConfig {
+        concurrency_resolution: Duration::from_millis(300),
+        ..d()
+    });
+    assert!(
+        e.contains("window.concurrency-resolution") && e.contains("300ms"),
+        "{e}"
+    );
+    let e = bad(WindowConfig {
+        concurrency_resolution: Duration::from_micros(100),
+        ..d()
+    });
+    assert!(e.contains("100000 slots"), "{e}");
+    let e = bad(WindowConfig {
+        allowed_lateness: Duration::from_nanos(1_500),
+        ..d()
+    });
+    assert!(e.contains("window.allowed-lateness"), "{e}");
+}
+
+/// All closed pair windows, in window then pair order.
+fn run(agg: &mut PairAggregator, recs: &[Rec], cuts: &[usize]) -> Vec<PairWindow> {
+    let mut out = Vec::new();
+    let mut rest = recs;
+    let mut cuts = cuts.iter().cycle();
+    while !rest.is_empty() {
+        let n = (*cuts.next().unwrap()).clamp(1, rest.len());
+        let (now, later) = rest.split_at(n);
+        for c in agg.push(&batch(now)).unwrap() {
+            out.extend(c.pairs);
+        }
+        rest = later;
+    }
+    for c in agg.flush() {
+        out.extend(c.pairs);
+    }
+    out
+}
+
+const NAMES: [&str; 4] = ["a", "b", "c", "d"];
+const FLAGS: [Option<&str>; 4] = [None, Some("UF"), Some("DC"), Some("RL")];
+
+fn record() -> impl Strategy<Value = (Rec, i64)> {
+    (
+        0..60 * S,
+        0..4usize,
+        0..4usize,
+        proptest::option::of(0..25_000_000u64),
+        proptest::option::of(prop_oneof![Just(0u16), Just(200), Just(404), Just(503)]),
+        0..4usize,
+        0..10_000u64,
+        0..5 * S, // arrival jitter, at most the allowed lateness
+    )
+        .prop_map(|(t, s, d, dur, st, f, bytes, jitter)| {
+            (
+                (t, NAMES[s], NAMES[d], dur, st, FLAGS[f], bytes, bytes * 3),
+                jitter,
+            )
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Records delivered in start order in one batch, or shuffled within the allowed lateness
+    /// and cut anywhere, give exactly the same closed pair windows, and none is late.
+    #[test]
+    fn results_do_not_depend_on_batch_cuts_or_order_within_lateness(
+        mut recs in proptest::collection::vec(record(), 1..200),
+        cuts in proptest::collection::vec(1..50usize, 1..8),
+    ) {
+        recs.sort_by_key(|(r, _)| r.0);
+        let in_order: Vec<Rec> = recs.iter().map(|(r, _)| *r).collect();
+        let mut a = aggregator(10, 5);
+        let expected = run(&mut a, &in_order, &[usize::MAX]);
+        prop_assert_eq!(a.late_records(), 0);
+
+        // arrival time = start + jitter <= start + lateness: never late
+        let mut shuffled = recs.clone();
+        shuffled.sort_by_key(|(r, jitter)| r.0 + jitter);
+        let shuffled: Vec<Rec> = shuffled.into_iter().map(|(r, _)| r).collect();
+        let mut b = aggregator(10, 5);
+        let got = run(&mut b, &shuffled, &cuts);
+        prop_assert_eq!(b.late_records(), 0);
+        prop_assert_eq!(got, expected);
+    }
+
+    /// Any arrival order, however late: the batch cuts change neither the windows nor which
+    /// records are late (the watermark advances per record).
+    #[test]
+    fn lateness_does_not_depend_on_batch_cuts(
+        recs in proptest::collection::vec(record(), 1..200),
+        cuts in proptest::collection::vec(1..50usize, 1..8),
+    ) {
+        let recs: Vec<Rec> = recs.into_iter().map(|(r, _)| r).collect();
+        let mut a = aggregator(10, 5);
+        let expected = run(&mut a, &recs, &[usize::MAX]);
+        let mut b = aggregator(10, 5);
+        let got = run(&mut b, &recs, &cuts);
+        prop_assert_eq!(a.late_records(), b.late_records());
+        prop_assert_eq!(got, expected);
+    }
+
+    /// Extreme times and durations never panic.
+    #[test]
+    fn extreme_times_never_panic(
+        starts in proptest::collection::vec(any::<i64>(), 1..20),
+        durations in proptest::collection::vec(proptest::option::of(any::<u64>()), 1..20),
+    ) {
+        let mut b = FlowBatchBuilder::new();
+        for (t, d) in starts.iter().zip(durations.iter().cycle()) {
+            let mut r = FlowRecordRef::new(*t, "a", "b", Reporter::Envoy);
+            r.duration_us = *d;
+            b.append(&r);
+        }
+        let mut agg = aggregator(10, 5);
+        let _ = agg.push(&b.finish()).unwrap();
+        let _ = agg.flush();
+    }
+}
