@@ -175,3 +175,51 @@ impl Detector {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use schemas::{FlowBatchBuilder, FlowRecordRef, Reporter};
+
+    use super::*;
+
+    #[test]
+    fn invalid_config_names_the_key() {
+        let mut c = DetectConfig::default();
+        c.window.length = std::time::Duration::ZERO;
+        let e = Detector::try_from(c).unwrap_err().to_string();
+        assert_eq!(e, "invalid config window.length: must be > 0");
+        let mut c = DetectConfig::default();
+        c.black_hole.inflow_ratio = 1.5;
+        let e = Detector::try_from(c).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "invalid config black-hole.inflow-ratio: 1.5 is not a ratio in (0, 1]"
+        );
+    }
+
+    #[test]
+    fn stats_count_records_late_records_and_windows() {
+        let mut d = Detector::try_from(DetectConfig::default()).unwrap();
+        let mut b = FlowBatchBuilder::new();
+        // starts 0 s, 25 s (watermark 20 s), 1 s (window 0 ended at 10 s: late)
+        for t in [0, 25_000_000, 1_000_000] {
+            b.append(&FlowRecordRef::new(t, "a", "b", Reporter::Envoy));
+        }
+        let closed = d.push(&b.finish()).unwrap();
+        assert_eq!(closed.len(), 1);
+        assert_eq!(closed[0].window.start_us, 0);
+        let flushed = d.flush();
+        assert_eq!(flushed[0].window.start_us, 20_000_000);
+        assert_eq!(
+            d.stats(),
+            &DetectStats {
+                records: 3,
+                late_records: 1,
+                windows_closed: 2,
+                findings: 0,
+                max_open_windows: 2,
+                clamped_records: 0,
+            }
+        );
+    }
+}

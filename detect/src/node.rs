@@ -120,3 +120,73 @@ impl NodeDetector {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pair(src: &str, dst: &str, requests: u64, errors: u64, bytes: (u64, u64)) -> PairWindow {
+        PairWindow {
+            schema_version: SCHEMA_VERSION,
+            kind: "pair-window".into(),
+            window: W,
+            source: src.into(),
+            destination: dst.into(),
+            requests,
+            rate_rps: requests as f64 / 10.0,
+            errors,
+            error_ratio: 0.0,
+            latency: None,
+            concurrency_mean: 0.0,
+            concurrency_peak: 0,
+            bytes_in: bytes.0,
+            bytes_out: bytes.1,
+            bandwidth_in_bps: 0.0,
+            bandwidth_out_bps: 0.0,
+        }
+    }
+
+    const W: Window = Window {
+        start_us: 0,
+        end_us: 10_000_000,
+    };
+
+    #[test]
+    fn node_windows_sum_inflow_and_outflow_from_pairs() {
+        let pairs = [
+            pair("api", "cart", 10, 1, (100, 1_000)),
+            pair("web", "cart", 5, 5, (50, 0)),
+            pair("cart", "db", 30, 0, (3_000, 9_000)),
+            // only a long request still in flight: not a caller in this window
+            pair("batch", "cart", 0, 0, (0, 0)),
+        ];
+        let nodes = node_windows(W, &pairs);
+        let names: Vec<&str> = nodes.iter().map(|n| n.node.as_str()).collect();
+        assert_eq!(names, ["api", "batch", "cart", "db", "web"]);
+        let cart = &nodes[2];
+        assert_eq!(cart.inflow_requests, 15); // 10 + 5 + 0
+        assert_eq!(cart.inflow_bytes, 150);
+        assert_eq!(cart.ok_responses, 9); // (10 - 1) + (5 - 5)
+        assert_eq!(cart.outflow_bytes, 1_000);
+        assert_eq!(cart.downstream_requests, 30);
+        assert_eq!(cart.callers, 2);
+        let api = &nodes[0];
+        assert_eq!((api.inflow_requests, api.downstream_requests), (0, 10));
+        let db = &nodes[3];
+        assert_eq!(
+            (db.inflow_requests, db.ok_responses, db.callers),
+            (30, 30, 1)
+        );
+    }
+
+    #[test]
+    fn detector_outcome_lists_every_node() {
+        let mut d = NodeDetector::new(
+            BlackHoleSpec::try_from(&crate::config::BlackHoleConfig::default()).unwrap(),
+        );
+        let out = d.detect(W, &[pair("a", "b", 1, 0, (0, 0))]);
+        assert_eq!(out.nodes.len(), 2);
+        assert!(out.findings.is_empty());
+        assert!(d.detect(W, &[]).nodes.is_empty());
+    }
+}

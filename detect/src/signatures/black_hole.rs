@@ -213,3 +213,203 @@ impl BlackHole {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use schemas::{FlowBatchBuilder, FlowRecordRef, Reporter};
+
+    use crate::{ClosedWindow, DetectConfig, Detector};
+
+    use super::*;
+
+    const T0: i64 = 1_700_000_000_000_000;
+    const L: i64 = 10_000_000;
+
+    /// Traffic of one 10 s window: `(source, destination, requests, status, flags)`, each
+    /// group's requests spread evenly over the window, 10 ms each.
+    type Traffic<'a> = &'a [(&'a str, &'a str, i64, u16, Option<&'a str>)];
+
+    /// Runs windows 0, 1, … with the given traffic through a default detector and returns all
+    /// closed windows.
+    fn run(windows: &[Traffic<'_>]) -> Vec<ClosedWindow> {
+        let mut d = Detector::try_from(DetectConfig::default()).unwrap();
+        let mut out = Vec::new();
+        for (k, traffic) in windows.iter().enumerate() {
+            let mut b = FlowBatchBuilder::new();
+            for &(src, dst, n, status, flags) in traffic.iter() {
+                for i in 0..n {
+                    let t = T0 + k as i64 * L + i * (L / n);
+                    let mut r = FlowRecordRef::new(t, src, dst, Reporter::Envoy);
+                    r.duration_us = Some(10_000);
+                    r.status = Some(status);
+                    r.response_flags = flags;
+                    b.append(&r);
+                }
+            }
+            out.extend(d.push(&b.finish()).unwrap());
+        }
+        out.extend(d.flush());
+        assert_eq!(out.len(), windows.len());
+        out
+    }
+
+    const HEALTHY: Traffic<'static> = &[
+        ("frontend", "checkout", 50, 200, None),
+        ("mobile", "checkout", 30, 200, None),
+        ("checkout", "payments", 80, 200, None),
+    ];
+
+    /// checkout still receives its 80 requests but times them all out (504 UT) and no longer
+    /// calls payments.
+    const BLACK_HOLE: Traffic<'static> = &[
+        ("frontend", "checkout", 50, 504, Some("UT")),
+        ("mobile", "checkout", 30, 504, Some("UT")),
+    ];
+
+    fn findings(windows: &[ClosedWindow]) -> Vec<Vec<&Finding>> {
+        windows
+            .iter()
+            .map(|w| w.findings.iter().collect())
+            .collect()
+    }
+
+    #[test]
+    fn fires_in_the_first_bad_window_after_a_stable_baseline_and_not_before() {
+        let closed = run(&[HEALTHY, HEALTHY, HEALTHY, BLACK_HOLE, BLACK_HOLE]);
+        let f = findings(&closed);
+        assert!(f[..3].iter().all(Vec::is_empty), "{f:?}");
+        assert_eq!(f[3].len(), 1, "{f:?}");
+        let finding = f[3][0];
+        assert_eq!(
+            finding.id,
+            format!("black-hole/checkout/{}", T0 + 3 * L),
+            "id is <signature>/<node>/<window start µs>"
+        );
+        assert_eq!(
+            finding.subject,
+            Subject::Node {
+                node: "checkout".into()
+            }
+        );
+        assert_eq!(finding.window, closed[3].window);
+        // ok ratio 0 of 1 and downstream calls 0 of 1 per request: both collapsed
+        assert_eq!(finding.severity, Severity::Critical);
+        let ev: Vec<(&str, f64, f64, &str)> = finding
+            .evidence
+            .iter()
+            .map(|e| (e.signal.as_str(), e.value, e.baseline, e.unit.as_str()))
+            .collect();
+        assert_eq!(
+            ev,
+            vec![
+                ("inflow_requests", 80.0, 80.0, "requests"),
+                ("ok_response_ratio", 0.0, 1.0, "ratio"),
+                ("downstream_per_request", 0.0, 1.0, "ratio"),
+            ]
+        );
+        // 50 and 30 requests per 10 s, as in the baseline
+        let callers: Vec<(&str, f64, f64)> = finding
+            .callers
+            .iter()
+            .map(|c| (c.service.as_str(), c.rate_rps, c.baseline_rate_rps))
+            .collect();
+        assert_eq!(callers, vec![("frontend", 5.0, 5.0), ("mobile", 3.0, 3.0)]);
+        assert!(finding.summary.starts_with("checkout keeps receiving"));
+        // the failure is not learned as normal: it fires again in the next window
+        assert_eq!(f[4].len(), 1);
+        assert_eq!(f[4][0].id, format!("black-hole/checkout/{}", T0 + 4 * L));
+    }
+
+    #[test]
+    fn needs_min_baseline_windows_first() {
+        // two healthy windows are not a baseline (min-baseline-windows = 3)
+        let closed = run(&[HEALTHY, HEALTHY, BLACK_HOLE]);
+        assert!(closed.iter().all(|w| w.findings.is_empty()));
+    }
+
+    #[test]
+    fn answering_but_no_longer_calling_downstream_is_a_warning() {
+        let cached: Traffic<'_> = &[
+            ("frontend", "checkout", 50, 200, None),
+            ("mobile", "checkout", 30, 200, None),
+            ("checkout", "payments", 8, 200, None), // 0.1 per request, baseline 1.0
+        ];
+        let closed = run(&[HEALTHY, HEALTHY, HEALTHY, cached]);
+        let f = &closed[3].findings;
+        assert_eq!(f.len(), 1);
+        assert_eq!(f[0].severity, Severity::Warning);
+        assert_eq!(f[0].evidence[2].value, 0.1);
+    }
+
+    #[test]
+    fn a_quieter_landscape_is_not_a_black_hole() {
+        // everything drops to a fifth: ratios unchanged
+        let quiet: Traffic<'_> = &[
+            ("frontend", "checkout", 10, 200, None),
+            ("mobile", "checkout", 6, 200, None),
+            ("checkout", "payments", 16, 200, None),
+        ];
+        // inflow 30 >= min-inflow 20, downstream gone, but 30 < 0.5 × 80: callers went quiet
+        let quieter_without_downstream: Traffic<'_> = &[
+            ("frontend", "checkout", 20, 200, None),
+            ("mobile", "checkout", 10, 200, None),
+        ];
+        let closed = run(&[HEALTHY, HEALTHY, HEALTHY, quiet, quieter_without_downstream]);
+        assert!(
+            closed.iter().all(|w| w.findings.is_empty()),
+            "{:?}",
+            findings(&closed)
+        );
+    }
+
+    #[test]
+    fn config_is_validated_naming_the_key() {
+        let bad = |c: BlackHoleConfig| BlackHoleSpec::try_from(&c).unwrap_err().to_string();
+        let d = BlackHoleConfig::default;
+        let e = bad(BlackHoleConfig {
+            collapse_ratio: 0.0,
+            ..d()
+        });
+        assert!(e.contains("black-hole.collapse-ratio"), "{e}");
+        let e = bad(BlackHoleConfig {
+            inflow_ratio: f64::NAN,
+            ..d()
+        });
+        assert!(e.contains("black-hole.inflow-ratio"), "{e}");
+        let e = bad(BlackHoleConfig {
+            min_baseline_windows: 7,
+            ..d()
+        });
+        assert!(e.contains("black-hole.min-baseline-windows"), "{e}");
+        let e = bad(BlackHoleConfig {
+            baseline_windows: 0,
+            ..d()
+        });
+        assert!(e.contains("black-hole.baseline-windows"), "{e}");
+    }
+
+    #[test]
+    fn state_round_trips_through_serde() {
+        let mut bh = BlackHole::new(BlackHoleSpec::try_from(&BlackHoleConfig::default()).unwrap());
+        let node = NodeWindow {
+            schema_version: SCHEMA_VERSION,
+            kind: "node-window".into(),
+            window: schemas::Window {
+                start_us: 0,
+                end_us: L,
+            },
+            node: "checkout".into(),
+            inflow_requests: 80,
+            inflow_bytes: 0,
+            ok_responses: 80,
+            outflow_bytes: 0,
+            downstream_requests: 80,
+            callers: 1,
+        };
+        assert!(bh.check(&node, &[("frontend", 8.0)]).is_none());
+        let json = serde_json::to_string(&bh).unwrap();
+        let back: BlackHole = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, bh);
+        assert_eq!(back.baseline("checkout").unwrap().len(), 1);
+    }
+}
