@@ -1,53 +1,86 @@
-//! Envoy access logs: the default text format and JSON formats.
+//! Envoy access logs: the default text format ([`EnvoyTextParser`]) and JSON formats
+//! ([`EnvoyJsonParser`]).
+//!
+//! # Default text format
+//!
+//! Envoy docs, `configuration/observability/access_log/usage`, "Default format string":
+//!
+//! ```text
+//! [%START_TIME%] "%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% %PROTOCOL%"
+//! %RESPONSE_CODE% %RESPONSE_FLAGS% %BYTES_RECEIVED% %BYTES_SENT% %DURATION%
+//! %RESP(X-ENVOY-UPSTREAM-SERVICE-TIME)% "%REQ(X-FORWARDED-FOR)%" "%REQ(USER-AGENT)%"
+//! "%REQ(X-REQUEST-ID)%" "%REQ(:AUTHORITY)%" "%UPSTREAM_HOST%"
+//! ```
+//!
+//! (one line). Accepted as is, after an `ACCESS ` prefix (Ambassador/Emissary), or as the
+//! `message` (or `log`) of a container-runtime JSON envelope (a line starting with `{`). Fields
+//! after `"%UPSTREAM_HOST%"` are ignored, so a format that appends operators still parses.
+//!
+//! | operator | flow-record field |
+//! |---|---|
+//! | `%START_TIME%` (`2019-02-12T18:37:42.921Z`) | `start_us`, µs since the epoch, UTC |
+//! | `%REQ(:METHOD)%` | `method` (`-` → none) |
+//! | path | not kept |
+//! | `%PROTOCOL%` | `protocol` (`HTTP/1.1`; `-` → none); `"- - -"` (TCP proxy) → `tcp` |
+//! | `%RESPONSE_CODE%` | `status`; `0` (no response was sent) and `-` → none |
+//! | `%RESPONSE_FLAGS%` | `response_flags` as written (`UF,URX`); `-` → none |
+//! | `%BYTES_RECEIVED%`, `%BYTES_SENT%` | `bytes_received`, `bytes_sent`, bytes (`-` → 0) |
+//! | `%DURATION%`, ms | `duration_us` = ms × 1000 (`-` → none) |
+//! | upstream service time, forwarded-for, user agent | checked for shape, not kept |
+//! | `%REQ(X-REQUEST-ID)%` | `request_id` (`-` → none) |
+//! | `%REQ(:AUTHORITY)%`, `%UPSTREAM_HOST%` | name the destination; `upstream_host` (`-` → none) |
+//!
+//! Services (`reporter` = `envoy`):
+//! - **source**: the mapping's own `service`; else, for an enveloped line, a `side = "source"`
+//!   rule on the `pod` name, else the envelope's `kubernetes.labels.service`, `labels.app`,
+//!   `labels."app.kubernetes.io/name"` or `container.name`; else `unknown`. Zone and version
+//!   come from the mapping (`zone`, `version`, or the matching rule).
+//! - **destination**: the first destination rule matching `authority` or `upstream-host`;
+//!   else the authority less its port (`httpbin.org`, `localhost:8000` → `localhost`); else the
+//!   upstream host less its port; else `unknown`. Zone and version only from a matching rule.
+//!
+//! # JSON formats
+//!
+//! `json_format` (every value a string, `-` when unset) and `typed_json_format` (numbers as
+//! numbers, unset as `null`), Envoy docs `access_log/usage`, "Format dictionaries". Keys are
+//! those users usually give the operators, also in their UPPER_CASE operator spelling:
+//!
+//! | key (aliases) | field |
+//! |---|---|
+//! | `start_time` (`START_TIME`, `startTime`, `timestamp`, `@timestamp`) | `start_us`: RFC 3339, or epoch seconds with a fraction (`%START_TIME(%s.%3f)%`); required |
+//! | `method` (`METHOD`, `REQ(:METHOD)`, `:method`) | `method` |
+//! | `protocol` (`PROTOCOL`) | `protocol`; `method` and `protocol` both `-`/`null` → `tcp` |
+//! | `response_code` (`RESPONSE_CODE`, `status`, `status_code`) | `status`, `0` → none |
+//! | `response_flags` (`RESPONSE_FLAGS`) | `response_flags` |
+//! | `bytes_received`, `bytes_sent` (UPPER_CASE) | bytes, absent → 0 |
+//! | `duration` (`DURATION`), ms | `duration_us`; fractional ms are rounded to µs |
+//! | `upstream_host`, `upstream_cluster` (UPPER_CASE) | `upstream_host`; destination |
+//! | `authority` (`AUTHORITY`, `REQ(:AUTHORITY)`, `:authority`, `host`) | destination |
+//! | `request_id` (`REQUEST_ID`, `REQ(X-REQUEST-ID)`), else `x-request-id` (`x_request_id`) | `request_id` |
+//! | `downstream_remote_address` (UPPER_CASE) | source rules |
+//!
+//! Numbers may be JSON numbers, strings (`"12"`) or `12.0`; `-`, `""` and `null` mean absent.
+//! Other keys (`path`, `user_agent`, `x_forwarded_for`, `upstream_service_time`, …) are
+//! ignored. Source: own service, else a source rule on `downstream_remote_address`, else
+//! `unknown`. Destination: the first destination rule on authority, upstream host or upstream
+//! cluster; else the authority less its port; else the upstream cluster; else the upstream
+//! host less its port; else `unknown`.
+//!
+//! # Rejects
+//!
+//! `malformed` (a field or separator is missing), `bad-timestamp`, `bad-number` (status,
+//! bytes, duration), `invalid-utf8` (in a kept field), `bad-json` (envelope or JSON line); the
+//! detail names the field and quotes the value (at most 64 bytes of it).
 
-use schemas::FlowBatchBuilder;
+mod envelope;
+mod json;
+pub(crate) mod scan;
+mod text;
 
-use crate::error::{Reject, RejectReason};
-use crate::mapping::Mapping;
-use crate::source::LineParser;
+#[cfg(test)]
+pub(crate) mod tests;
 
-/// Envoy default text format parser (stub, being written).
-#[derive(Debug)]
-pub struct EnvoyTextParser {
-    #[allow(dead_code)]
-    mapping: Mapping,
-}
+pub use json::EnvoyJsonParser;
+pub use text::EnvoyTextParser;
 
-impl EnvoyTextParser {
-    /// A parser using `mapping` to name services.
-    pub fn new(mapping: Mapping) -> Self {
-        EnvoyTextParser { mapping }
-    }
-}
-
-impl LineParser for EnvoyTextParser {
-    fn parse_line(&mut self, _line: &[u8], _out: &mut FlowBatchBuilder) -> Result<usize, Reject> {
-        Err(Reject::new(
-            RejectReason::Malformed,
-            "envoy parser not written yet",
-        ))
-    }
-}
-
-/// Envoy JSON format parser (stub, being written).
-#[derive(Debug)]
-pub struct EnvoyJsonParser {
-    #[allow(dead_code)]
-    mapping: Mapping,
-}
-
-impl EnvoyJsonParser {
-    /// A parser using `mapping` to name services.
-    pub fn new(mapping: Mapping) -> Self {
-        EnvoyJsonParser { mapping }
-    }
-}
-
-impl LineParser for EnvoyJsonParser {
-    fn parse_line(&mut self, _line: &[u8], _out: &mut FlowBatchBuilder) -> Result<usize, Reject> {
-        Err(Reject::new(
-            RejectReason::Malformed,
-            "envoy-json parser not written yet",
-        ))
-    }
-}
+pub(crate) use envelope::{Envelope, is_envelope, strip_access, unwrap as unwrap_envelope};

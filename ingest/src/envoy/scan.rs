@@ -1,0 +1,392 @@
+//! One-pass scanning of Envoy-style text access-log lines, shared by the Envoy default format
+//! and Istio's default sidecar format (which is Envoy's with fields inserted).
+//!
+//! Every helper borrows from the line and allocates only to build a [`Reject`]'s detail.
+
+use memchr::{memchr, memrchr};
+
+use crate::error::{Reject, RejectReason};
+use crate::mapping::{Endpoint, Mapping, MatchField, Side, UNKNOWN_SERVICE, strip_port};
+use crate::time::parse_rfc3339_us;
+
+/// At most this many bytes of a bad value are quoted in a reject's detail.
+const SHOW_MAX: usize = 64;
+
+/// A value quoted for a reject's detail: lossy UTF-8, cut at [`SHOW_MAX`] bytes.
+pub(crate) fn show(v: &[u8]) -> String {
+    let cut = &v[..v.len().min(SHOW_MAX)];
+    let s = String::from_utf8_lossy(cut);
+    if v.len() > SHOW_MAX {
+        format!("{s:?}… ({} bytes)", v.len())
+    } else {
+        format!("{s:?}")
+    }
+}
+
+fn malformed(detail: String) -> Reject {
+    Reject::new(RejectReason::Malformed, detail)
+}
+
+/// A position in a line, read field by field; fields are separated by one or more spaces.
+#[derive(Debug)]
+pub(crate) struct Cursor<'a> {
+    line: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Cursor<'a> {
+    pub(crate) fn new(line: &'a [u8]) -> Self {
+        Cursor { line, pos: 0 }
+    }
+
+    fn skip_spaces(&mut self) {
+        while self.line.get(self.pos) == Some(&b' ') {
+            self.pos += 1;
+        }
+    }
+
+    fn expected(&self, what: &str, field: &str) -> Reject {
+        let rest = &self.line[self.pos..];
+        if rest.is_empty() {
+            malformed(format!(
+                "line ends at byte {} where {field} was expected",
+                self.pos
+            ))
+        } else {
+            malformed(format!(
+                "expected {what} for {field} at byte {}, found {}",
+                self.pos,
+                show(&rest[..rest.len().min(16)])
+            ))
+        }
+    }
+
+    /// `[value]`, e.g. Envoy's `[%START_TIME%]`.
+    pub(crate) fn bracketed(&mut self, field: &str) -> Result<&'a [u8], Reject> {
+        self.skip_spaces();
+        let rest = &self.line[self.pos..];
+        if rest.first() != Some(&b'[') {
+            return Err(self.expected("`[`", field));
+        }
+        let Some(end) = memchr(b']', &rest[1..]) else {
+            return Err(malformed(format!("unterminated `[` of {field}")));
+        };
+        self.pos += end + 2;
+        Ok(&rest[1..1 + end])
+    }
+
+    /// `"value"`. Envoy does not escape quotes inside quoted fields (a user agent may contain
+    /// one), so the closing quote is the first `"` followed by ` "` when `next_quoted` (another
+    /// quoted field follows), else the first `"` followed by a space or the end of the line;
+    /// when no quote fits the first rule, the second applies.
+    pub(crate) fn quoted(&mut self, field: &str, next_quoted: bool) -> Result<&'a [u8], Reject> {
+        self.skip_spaces();
+        if self.line.get(self.pos) != Some(&b'"') {
+            return Err(self.expected("`\"`", field));
+        }
+        let start = self.pos + 1;
+        let closes_strictly = |end: usize| self.line.get(end + 1..end + 3) == Some(b" \"");
+        let closes = |end: usize| matches!(self.line.get(end + 1), None | Some(b' '));
+        let passes: &[&dyn Fn(usize) -> bool] = if next_quoted {
+            &[&closes_strictly, &closes]
+        } else {
+            &[&closes]
+        };
+        for close in passes {
+            let mut from = start;
+            while let Some(i) = memchr(b'"', &self.line[from..]) {
+                let end = from + i;
+                if close(end) {
+                    self.pos = end + 1;
+                    return Ok(&self.line[start..end]);
+                }
+                from = end + 1;
+            }
+        }
+        Err(malformed(format!(
+            "unterminated quoted {field} starting at byte {}",
+            start - 1
+        )))
+    }
+
+    /// A run of non-space bytes.
+    pub(crate) fn token(&mut self, field: &str) -> Result<&'a [u8], Reject> {
+        self.opt_token()
+            .ok_or_else(|| self.expected("a value", field))
+    }
+
+    /// A run of non-space bytes, or `None` at the end of the line.
+    pub(crate) fn opt_token(&mut self) -> Option<&'a [u8]> {
+        self.skip_spaces();
+        let rest = &self.line[self.pos..];
+        if rest.is_empty() {
+            return None;
+        }
+        let n = memchr(b' ', rest).unwrap_or(rest.len());
+        self.pos += n;
+        Some(&rest[..n])
+    }
+}
+
+/// Strips ASCII whitespace at both ends.
+pub(crate) fn trim(mut line: &[u8]) -> &[u8] {
+    while let [b, rest @ ..] = line {
+        if !b.is_ascii_whitespace() {
+            break;
+        }
+        line = rest;
+    }
+    while let [rest @ .., b] = line {
+        if !b.is_ascii_whitespace() {
+            break;
+        }
+        line = rest;
+    }
+    line
+}
+
+/// A decimal number that fits a `u64`.
+pub(crate) fn number(field: &str, v: &[u8]) -> Result<u64, Reject> {
+    let bad = || {
+        Reject::new(
+            RejectReason::BadNumber,
+            format!("invalid {field} {}", show(v)),
+        )
+    };
+    if v.is_empty() || v.len() > 20 {
+        return Err(bad());
+    }
+    let mut n = 0u64;
+    for &b in v {
+        if !b.is_ascii_digit() {
+            return Err(bad());
+        }
+        n = n
+            .checked_mul(10)
+            .and_then(|n| n.checked_add(u64::from(b - b'0')))
+            .ok_or_else(bad)?;
+    }
+    Ok(n)
+}
+
+/// A decimal number, `-` meaning absent.
+pub(crate) fn opt_number(field: &str, v: &[u8]) -> Result<Option<u64>, Reject> {
+    if v == b"-" {
+        Ok(None)
+    } else {
+        number(field, v).map(Some)
+    }
+}
+
+/// `%RESPONSE_CODE%`: `0` (Envoy: no response was sent, e.g. the downstream disconnected, or
+/// a TCP connection) and `-` are `None`; otherwise 1..=999.
+pub(crate) fn status(v: &[u8]) -> Result<Option<u16>, Reject> {
+    match opt_number("response_code", v)? {
+        None | Some(0) => Ok(None),
+        Some(n @ 1..=999) => Ok(Some(n as u16)),
+        Some(_) => Err(Reject::new(
+            RejectReason::BadNumber,
+            format!("response_code {} out of range 0..=999", show(v)),
+        )),
+    }
+}
+
+/// `%DURATION%` in ms (`-` absent) → µs.
+pub(crate) fn duration_us(v: &[u8]) -> Result<Option<u64>, Reject> {
+    match opt_number("duration", v)? {
+        None => Ok(None),
+        Some(ms) => ms.checked_mul(1000).map(Some).ok_or_else(|| {
+            Reject::new(
+                RejectReason::BadNumber,
+                format!("duration {} ms overflows µs", show(v)),
+            )
+        }),
+    }
+}
+
+/// The field as UTF-8 text.
+pub(crate) fn text<'a>(field: &str, v: &'a [u8]) -> Result<&'a str, Reject> {
+    std::str::from_utf8(v).map_err(|e| {
+        Reject::new(
+            RejectReason::InvalidUtf8,
+            format!(
+                "invalid utf-8 in {field} at byte {} of {}",
+                e.valid_up_to(),
+                show(v)
+            ),
+        )
+    })
+}
+
+/// The field as UTF-8 text, `-` and empty meaning absent.
+pub(crate) fn opt_text<'a>(field: &str, v: &'a [u8]) -> Result<Option<&'a str>, Reject> {
+    if v.is_empty() || v == b"-" {
+        Ok(None)
+    } else {
+        text(field, v).map(Some)
+    }
+}
+
+/// `%START_TIME%` in Envoy's default layout (`2019-02-12T18:37:42.921Z`) → µs since the epoch.
+pub(crate) fn start_time(v: &[u8]) -> Result<i64, Reject> {
+    parse_rfc3339_us(v).ok_or_else(|| {
+        Reject::new(
+            RejectReason::BadTimestamp,
+            format!("invalid start_time {}", show(v)),
+        )
+    })
+}
+
+/// Method and protocol of `"%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% %PROTOCOL%"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RequestLine<'a> {
+    pub(crate) method: Option<&'a str>,
+    /// `tcp` for `"- - -"` (a TCP proxy connection), `None` for `-`.
+    pub(crate) protocol: Option<&'a str>,
+}
+
+/// Splits the quoted request field: method = first word, protocol = last word, the path in
+/// between is not kept. `"- - -"` is a TCP connection (Envoy writes `-` for all three).
+pub(crate) fn request_line(v: &[u8]) -> Result<RequestLine<'_>, Reject> {
+    let shape = || {
+        malformed(format!(
+            "request {} is not \"method path protocol\"",
+            show(v)
+        ))
+    };
+    let first = memchr(b' ', v).ok_or_else(shape)?;
+    let last = memrchr(b' ', v).ok_or_else(shape)?;
+    if last == first {
+        return Err(shape());
+    }
+    let method = &v[..first];
+    let protocol = &v[last + 1..];
+    if method == b"-" && protocol == b"-" && &v[first + 1..last] == b"-" {
+        return Ok(RequestLine {
+            method: None,
+            protocol: Some("tcp"),
+        });
+    }
+    Ok(RequestLine {
+        method: opt_text("method", method)?,
+        protocol: opt_text("protocol", protocol)?,
+    })
+}
+
+/// The fields that open both Envoy's and Istio's default formats:
+/// `[%START_TIME%] "%REQ(:METHOD)% … %PROTOCOL%" %RESPONSE_CODE% %RESPONSE_FLAGS%`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Head<'a> {
+    /// µs since the epoch, UTC.
+    pub(crate) start_us: i64,
+    pub(crate) request: RequestLine<'a>,
+    pub(crate) status: Option<u16>,
+    pub(crate) response_flags: Option<&'a str>,
+}
+
+/// Reads a [`Head`].
+pub(crate) fn head<'a>(cur: &mut Cursor<'a>) -> Result<Head<'a>, Reject> {
+    let start_us = start_time(cur.bracketed("start_time")?)?;
+    let request = request_line(cur.quoted("request", false)?)?;
+    let status = status(cur.token("response_code")?)?;
+    let response_flags = opt_text("response_flags", cur.token("response_flags")?)?;
+    Ok(Head {
+        start_us,
+        request,
+        status,
+        response_flags,
+    })
+}
+
+/// The fields both formats share after the head:
+/// `%BYTES_RECEIVED% %BYTES_SENT% %DURATION% %RESP(X-ENVOY-UPSTREAM-SERVICE-TIME)%
+/// "%REQ(X-FORWARDED-FOR)%" "%REQ(USER-AGENT)%" "%REQ(X-REQUEST-ID)%" "%REQ(:AUTHORITY)%"
+/// "%UPSTREAM_HOST%"`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Body<'a> {
+    /// Bytes; `-` is read as 0.
+    pub(crate) bytes_received: u64,
+    /// Bytes; `-` is read as 0.
+    pub(crate) bytes_sent: u64,
+    /// µs.
+    pub(crate) duration_us: Option<u64>,
+    pub(crate) request_id: Option<&'a str>,
+    pub(crate) authority: Option<&'a str>,
+    pub(crate) upstream_host: Option<&'a str>,
+}
+
+/// Reads a [`Body`]. Forwarded-for and user agent are skipped without UTF-8 checks (not kept);
+/// the upstream service time is checked to be a number or `-`.
+pub(crate) fn body<'a>(cur: &mut Cursor<'a>) -> Result<Body<'a>, Reject> {
+    let bytes_received = opt_number("bytes_received", cur.token("bytes_received")?)?.unwrap_or(0);
+    let bytes_sent = opt_number("bytes_sent", cur.token("bytes_sent")?)?.unwrap_or(0);
+    let duration_us = duration_us(cur.token("duration")?)?;
+    opt_number("upstream_service_time", cur.token("upstream_service_time")?)?;
+    cur.quoted("x_forwarded_for", true)?;
+    cur.quoted("user_agent", true)?;
+    let request_id = opt_text("request_id", cur.quoted("request_id", true)?)?;
+    let authority = opt_text("authority", cur.quoted("authority", true)?)?;
+    let upstream_host = opt_text("upstream_host", cur.quoted("upstream_host", false)?)?;
+    Ok(Body {
+        bytes_received,
+        bytes_sent,
+        duration_us,
+        request_id,
+        authority,
+        upstream_host,
+    })
+}
+
+/// Up to three `(field, value)` pairs for [`Mapping::resolve`], on the stack.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct MatchFields<'a> {
+    fields: [(MatchField, &'a str); 3],
+    len: usize,
+}
+
+impl<'a> MatchFields<'a> {
+    pub(crate) fn new() -> Self {
+        MatchFields {
+            fields: [(MatchField::Authority, ""); 3],
+            len: 0,
+        }
+    }
+
+    /// Adds `field` when `value` is present (silently ignores a fourth field).
+    pub(crate) fn with(mut self, field: MatchField, value: Option<&'a str>) -> Self {
+        if let Some(v) = value
+            && self.len < self.fields.len()
+        {
+            self.fields[self.len] = (field, v);
+            self.len += 1;
+        }
+        self
+    }
+
+    /// The first matching rule for `side`; `None` without rules or fields.
+    pub(crate) fn resolve(&self, mapping: &'a Mapping, side: Side) -> Option<Endpoint<'a>> {
+        if !mapping.has_rules() || self.len == 0 {
+            return None;
+        }
+        mapping.resolve(side, &self.fields[..self.len])
+    }
+}
+
+/// An endpoint that only has a name (no zone or version known).
+pub(crate) fn named(service: &str) -> Endpoint<'_> {
+    Endpoint {
+        service,
+        zone: None,
+        version: None,
+    }
+}
+
+/// The first present value, less any `:port`, as a bare endpoint; `unknown` when none is.
+pub(crate) fn first_host<'a>(candidates: &[Option<&'a str>]) -> Endpoint<'a> {
+    candidates
+        .iter()
+        .flatten()
+        .map(|v| strip_port(v))
+        .find(|v| !v.is_empty())
+        .map_or(named(UNKNOWN_SERVICE), named)
+}

@@ -1,0 +1,96 @@
+//! Envoy's default text access-log format.
+
+use schemas::{FlowBatchBuilder, FlowRecordRef, Reporter};
+
+use crate::error::Reject;
+use crate::mapping::{Endpoint, Mapping, MatchField, Side, UNKNOWN_SERVICE};
+use crate::source::LineParser;
+
+use super::envelope::{self, Envelope};
+use super::scan::{self, Body, Cursor, Head, MatchFields};
+
+/// Parses Envoy's default text access-log format (Envoy docs, `access_log/usage`, "Default
+/// format string"), bare, after an `ACCESS ` prefix, or inside a container-runtime JSON
+/// envelope. See the [module docs](super) for how each field maps.
+#[derive(Debug)]
+pub struct EnvoyTextParser {
+    mapping: Mapping,
+}
+
+impl EnvoyTextParser {
+    /// A parser using `mapping` to name services.
+    pub fn new(mapping: Mapping) -> Self {
+        EnvoyTextParser { mapping }
+    }
+}
+
+/// Reads the default format's fields; anything after `"%UPSTREAM_HOST%"` is ignored (a
+/// deployment may append operators to the default format).
+fn fields(line: &[u8]) -> Result<(Head<'_>, Body<'_>), Reject> {
+    let mut cur = Cursor::new(line);
+    let head = scan::head(&mut cur)?;
+    let body = scan::body(&mut cur)?;
+    Ok((head, body))
+}
+
+/// The destination of an Envoy line: the first destination rule matching the authority or the
+/// upstream host, else the authority less its port, else the upstream host less its port.
+pub(crate) fn destination<'a>(
+    mapping: &'a Mapping,
+    authority: Option<&'a str>,
+    upstream_host: Option<&'a str>,
+) -> Endpoint<'a> {
+    MatchFields::new()
+        .with(MatchField::Authority, authority)
+        .with(MatchField::UpstreamHost, upstream_host)
+        .resolve(mapping, Side::Destination)
+        .unwrap_or_else(|| scan::first_host(&[authority, upstream_host]))
+}
+
+fn append(
+    out: &mut FlowBatchBuilder,
+    head: &Head<'_>,
+    body: &Body<'_>,
+    source: Endpoint<'_>,
+    destination: Endpoint<'_>,
+) {
+    out.append(&FlowRecordRef {
+        start_us: head.start_us,
+        duration_us: body.duration_us,
+        source: source.service,
+        source_zone: source.zone,
+        source_version: source.version,
+        destination: destination.service,
+        destination_zone: destination.zone,
+        destination_version: destination.version,
+        protocol: head.request.protocol,
+        method: head.request.method,
+        status: head.status,
+        response_flags: head.response_flags,
+        bytes_received: body.bytes_received,
+        bytes_sent: body.bytes_sent,
+        upstream_host: body.upstream_host,
+        upstream_attempts: &[],
+        request_id: body.request_id,
+        reporter: Reporter::Envoy,
+    });
+}
+
+impl LineParser for EnvoyTextParser {
+    fn parse_line(&mut self, line: &[u8], out: &mut FlowBatchBuilder) -> Result<usize, Reject> {
+        let line = scan::trim(line);
+        if envelope::is_envelope(line) {
+            let env: Envelope = envelope::unwrap(line)?;
+            let (head, body) = fields(env.message.as_bytes())?;
+            let source = env.source(&self.mapping);
+            let dest = destination(&self.mapping, body.authority, body.upstream_host);
+            append(out, &head, &body, source, dest);
+        } else {
+            let (head, body) = fields(envelope::strip_access(line))?;
+            let source = self.mapping.own_or(UNKNOWN_SERVICE);
+            let dest = destination(&self.mapping, body.authority, body.upstream_host);
+            append(out, &head, &body, source, dest);
+        }
+        Ok(1)
+    }
+}
