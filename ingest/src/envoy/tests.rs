@@ -316,6 +316,12 @@ fn rejects_name_field_and_value() {
         r.detail
     );
 
+    // Invalid UTF-8 in the path (not kept) does not reject the line.
+    let mut path = BEATS_2.to_vec();
+    let at = path.windows(3).position(|w| w == b"/ip").unwrap();
+    path[at + 1] = 0xff;
+    assert_eq!(one(&mut p, &path).destination, "httpbin.org");
+
     let r = reject(&mut p, br#"[2019-02-12T18:37:42.921Z] "GET" 200"#);
     assert_eq!(r.reason, RejectReason::Malformed);
     assert_eq!(r.detail, r#"request "GET" is not "method path protocol""#);

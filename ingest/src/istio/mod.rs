@@ -95,7 +95,7 @@ struct Fields<'a> {
 fn fields(line: &[u8]) -> Result<Fields<'_>, Reject> {
     let mut cur = Cursor::new(line);
     let head = scan::head(&mut cur)?;
-    scan::text("response_code_details", cur.token("response_code_details")?)?;
+    cur.token("response_code_details")?;
     cur.token("connection_termination_details")?;
     cur.quoted("upstream_transport_failure_reason", false)?;
     let body = scan::body(&mut cur)?;

@@ -203,6 +203,15 @@ fn cluster_kinds_and_fallbacks() {
     // Without ROUTE_NAME (older Istio) the line still parses.
     let short = base.strip_suffix(" default").unwrap();
     assert_eq!(one(&mut p, short.as_bytes()).destination, "reviews");
+    // A TCP connection (Istio docs' MongoDB example shape): no status, protocol tcp.
+    let tcp = br#"[2020-11-25T21:26:18.409Z] "- - -" 0 - - - "-" 1169 3003 27 - "-" "-" "-" "-" "10.44.1.23:27017" outbound|27017||mongodb.default.svc.cluster.local 10.44.1.22:37834 10.0.2.4:27017 10.44.1.22:37832 - -"#;
+    let r = one(&mut p, tcp);
+    assert_eq!(r.protocol.as_deref(), Some("tcp"));
+    assert_eq!((r.status, r.method.as_deref()), (None, None));
+    assert_eq!((r.bytes_received, r.bytes_sent), (1169, 3003));
+    assert_eq!(r.duration_us, Some(27_000));
+    assert_eq!(r.destination, "mongodb");
+    assert_eq!(r.upstream_host.as_deref(), Some("10.44.1.23:27017"));
     // In an envelope, the pod's app label names the workload.
     let env = format!(
         r#"{{"log":{},"kubernetes":{{"labels":{{"app":"productpage"}},"container":{{"name":"istio-proxy"}}}}}}"#,
