@@ -70,9 +70,10 @@ impl Format {
         if line.starts_with(b"TraceID,") {
             return Some(Format::SpansCsv);
         }
+        let istio = has(b" inbound|") || has(b" outbound|");
         if line.starts_with(b"{") {
             return Some(if has(b"\"message\"") && has(b"] \\\"") {
-                Format::Envoy
+                if istio { Format::Istio } else { Format::Envoy }
             } else {
                 Format::EnvoyJson
             });
@@ -80,17 +81,11 @@ impl Format {
         let envoy_start = |l: &[u8]| l.len() > 26 && l[0] == b'[' && l[5] == b'-' && l[11] == b'T';
         let unprefixed = line.strip_prefix(b"ACCESS ").unwrap_or(line);
         if envoy_start(unprefixed) {
-            return Some(if has(b" inbound|") || has(b" outbound|") {
-                Format::Istio
-            } else {
-                Format::Envoy
-            });
+            return Some(if istio { Format::Istio } else { Format::Envoy });
         }
         let open = memchr::memchr(b'[', line)?;
         let clf = line.get(open + 1..open + 27)?;
-        if crate::time::parse_clf_us(clf).is_none() {
-            return None;
-        }
+        crate::time::parse_clf_us(clf)?;
         let after_request = memchr::memmem::find(&line[open..], b"\" ")
             .and_then(|i| memchr::memmem::find(&line[open + i..], b"] ["))
             .is_some();
