@@ -1,0 +1,55 @@
+//! Where JSON lines go: stdout, or one file per document kind.
+
+use std::fs::File;
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use serde::Serialize;
+
+/// A JSON-lines destination.
+pub struct JsonLines {
+    name: String,
+    out: Box<dyn Write>,
+}
+
+impl JsonLines {
+    /// Writes to `path`, or to stdout when `None` or `-`.
+    pub fn open(path: Option<&Path>) -> anyhow::Result<Self> {
+        match path {
+            Some(p) if p != Path::new("-") => {
+                let f = File::create(p).with_context(|| format!("creating {}", p.display()))?;
+                Ok(JsonLines {
+                    name: p.display().to_string(),
+                    out: Box::new(BufWriter::with_capacity(1 << 16, f)),
+                })
+            }
+            _ => Ok(JsonLines {
+                name: "stdout".into(),
+                out: Box::new(BufWriter::with_capacity(1 << 16, io::stdout().lock())),
+            }),
+        }
+    }
+
+    /// Writes one document as one line.
+    pub fn write<T: Serialize>(&mut self, doc: &T) -> anyhow::Result<()> {
+        serde_json::to_writer(&mut self.out, doc)
+            .map_err(io::Error::from)
+            .and_then(|()| self.out.write_all(b"\n"))
+            .with_context(|| format!("writing {}", self.name))
+    }
+
+    /// Flushes buffered lines.
+    pub fn flush(&mut self) -> anyhow::Result<()> {
+        self.out
+            .flush()
+            .with_context(|| format!("writing {}", self.name))
+    }
+}
+
+/// Opens `path` for JSON lines when given, else shares `default`.
+pub fn open_or(path: &Option<PathBuf>) -> anyhow::Result<Option<JsonLines>> {
+    path.as_deref()
+        .map(|p| JsonLines::open(Some(p)))
+        .transpose()
+}

@@ -1,0 +1,70 @@
+//! `graywatch parse`: each line's flow record as a JSON line; rejects on stderr.
+
+use std::time::Instant;
+
+use clap::Args;
+use ingest::{IngestSink, RejectedLine};
+
+use crate::InputArgs;
+use crate::input::{self, RejectDoc};
+use crate::output::{JsonLines, open_or};
+
+#[derive(Debug, Args)]
+pub struct ParseArgs {
+    #[command(flatten)]
+    input: InputArgs,
+    /// Print no summary on stderr.
+    #[arg(long, short = 'q')]
+    quiet: bool,
+}
+
+struct Printer {
+    out: JsonLines,
+    rejects: Option<JsonLines>,
+}
+
+impl IngestSink for Printer {
+    fn batch(&mut self, batch: arrow::array::RecordBatch) -> ingest::Result<()> {
+        let records =
+            schemas::flow_records(&batch).map_err(|e| ingest::Error::Downstream(e.to_string()))?;
+        for r in &records {
+            self.out
+                .write(r)
+                .map_err(|e| ingest::Error::Downstream(format!("{e:#}")))?;
+        }
+        Ok(())
+    }
+
+    fn reject(&mut self, rejected: &RejectedLine<'_>) -> ingest::Result<()> {
+        eprintln!("{rejected}");
+        if let Some(out) = &mut self.rejects {
+            out.write(&RejectDoc::from(rejected))
+                .map_err(|e| ingest::Error::Downstream(format!("{e:#}")))?;
+        }
+        Ok(())
+    }
+}
+
+pub fn run(args: ParseArgs) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let config = crate::config::Config::load(args.input.config.as_deref())?;
+    let mapping = ingest::Mapping::try_from(config.mapping)?;
+    let mut printer = Printer {
+        out: JsonLines::open(None)?,
+        rejects: open_or(&args.input.rejects)?,
+    };
+    let progress = indicatif::ProgressBar::hidden();
+    let (stats, counters) = input::drive(&args.input, &mapping, &mut printer, &progress)?;
+    printer.out.flush()?;
+    if let Some(r) = &mut printer.rejects {
+        r.flush()?;
+    }
+    if !args.quiet {
+        eprint!(
+            "graywatch parse: {} input(s)\n{}",
+            args.input.inputs.len(),
+            input::summarize_input(&stats, &counters, started.elapsed())
+        );
+    }
+    Ok(())
+}

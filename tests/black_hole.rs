@@ -1,0 +1,119 @@
+//! A landscape in which one node becomes a black hole midway (see `util::landscape_logs`).
+
+use crate::util::{self, BASE_SECS, graywatch_ok, of_kind};
+
+/// 10 s windows; the black hole starts at 120 s, i.e. with the 13th window.
+#[test]
+fn black_hole_is_found_in_its_first_window_with_backpressure_on_its_callers() {
+    let (dir, logs) = util::temp_path("istio.log");
+    util::write(&logs, &util::landscape_logs(200, "inventory", 120, 7));
+    let config = dir.path().join("landscape.toml");
+    util::write(&config, &util::landscape_config());
+
+    let (docs, stderr) = graywatch_ok(&[
+        "replay",
+        "--format",
+        "istio",
+        "--config",
+        config.to_str().unwrap(),
+        logs.to_str().unwrap(),
+    ]);
+    assert!(stderr.contains("rejected  0"), "{stderr}");
+    assert!(stderr.contains("late      0"), "{stderr}");
+
+    let start = |d: &serde_json::Value| d["window"]["start_us"].as_i64().unwrap();
+    let black_hole_start_us = (BASE_SECS + 120) * 1_000_000;
+    let findings = of_kind(&docs, "finding");
+    assert!(!findings.is_empty(), "no finding; stderr:\n{stderr}");
+    for f in &findings {
+        assert_eq!(f["subject"]["node"], "inventory", "unexpected finding {f}");
+        assert!(
+            start(f) >= black_hole_start_us,
+            "finding before the black hole: {f}"
+        );
+    }
+    let first = findings.iter().min_by_key(|f| start(f)).unwrap();
+    assert_eq!(
+        start(first),
+        black_hole_start_us,
+        "not in the first bad window: {first}"
+    );
+    assert_eq!(first["signature"], "black-hole");
+    let mut callers: Vec<&str> = first["callers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["service"].as_str().unwrap())
+        .collect();
+    callers.sort();
+    assert_eq!(callers, ["cart", "catalog"]);
+
+    // The node window backs the finding: inflow as before, nothing ok, no downstream calls.
+    let nodes = of_kind(&docs, "node-window");
+    let inventory = nodes
+        .iter()
+        .find(|n| n["node"] == "inventory" && start(n) == black_hole_start_us)
+        .expect("inventory's node window");
+    assert_eq!(inventory["ok_responses"], 0);
+    assert_eq!(inventory["downstream_requests"], 0);
+    // (20 + 10) req/s ± 10 % over 10 s
+    let inflow = inventory["inflow_requests"].as_u64().unwrap();
+    assert!((270..=330).contains(&inflow), "inflow {inflow}");
+
+    let commands = of_kind(&docs, "remediation-command");
+    assert_eq!(
+        commands.len(),
+        1,
+        "one command while it is in force: {commands:?}"
+    );
+    let c = commands[0];
+    assert_eq!(c["pattern"], "backpressure");
+    assert_eq!(c["mode"], "dry-run");
+    assert_eq!(c["target"]["destination"], "inventory");
+    assert_eq!(
+        c["target"]["sources"],
+        serde_json::json!(["cart", "catalog"])
+    );
+    assert_eq!(c["reason"], first["id"]);
+    // Half of catalog's baseline 20 req/s (generated with ±10 % jitter).
+    let limit = c["parameters"]["rate_limit_rps.catalog"].as_f64().unwrap();
+    assert!((9.0..=11.0).contains(&limit), "catalog limit {limit}");
+    assert_eq!(
+        c["expires_at_us"].as_i64().unwrap() - c["issued_at_us"].as_i64().unwrap(),
+        300_000_000,
+        "default TTL is 5 min"
+    );
+}
+
+/// Without the black hole, the same landscape gives no finding at all.
+#[test]
+fn healthy_landscape_has_no_finding() {
+    let (dir, logs) = util::temp_path("istio.log");
+    util::write(&logs, &util::landscape_logs(200, "inventory", u64::MAX, 7));
+    let config = dir.path().join("landscape.toml");
+    util::write(&config, &util::landscape_config());
+    let (docs, _) = graywatch_ok(&[
+        "replay",
+        "-f",
+        "istio",
+        "-c",
+        config.to_str().unwrap(),
+        logs.to_str().unwrap(),
+    ]);
+    assert!(of_kind(&docs, "finding").is_empty());
+    assert!(of_kind(&docs, "remediation-command").is_empty());
+    // 7 edges × 20 windows with requests, all closed at the end of input. Requests that start
+    // just before 200 s and end after it also make pair windows at [200 s, 210 s) that carry
+    // only their concurrency (no request starts there).
+    let pairs = of_kind(&docs, "pair-window");
+    let with_requests = pairs.iter().filter(|p| p["requests"] != 0).count();
+    assert_eq!(with_requests, 7 * 20);
+    for p in pairs.iter().filter(|p| p["requests"] == 0) {
+        assert_eq!(
+            p["window"]["start_us"],
+            (BASE_SECS + 200) * 1_000_000,
+            "{p}"
+        );
+        assert!(p["concurrency_mean"].as_f64().unwrap() > 0.0, "{p}");
+    }
+}

@@ -1,0 +1,161 @@
+//! The command line: errors, exit codes, the example config, the bundled real logs.
+
+use crate::util::{graywatch, graywatch_ok, of_kind, root, temp_path, write};
+
+#[test]
+fn example_config_validates() {
+    let out = graywatch(&["validate", "--config", "deploy/examples/graywatch.toml"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.starts_with("deploy/examples/graywatch.toml: ok"),
+        "{stdout}"
+    );
+    // A value from the file, not a default, came through.
+    assert!(stdout.contains("catalog"), "{stdout}");
+}
+
+#[test]
+fn unknown_config_key_is_an_error_naming_it() {
+    let (_dir, path) = temp_path("bad.toml");
+    write(&path, "[detect.window]\nlenght = \"10s\"\n");
+    let out = graywatch(&["validate", "-c", path.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("lenght"), "{stderr}");
+    assert!(stderr.contains("bad.toml"), "{stderr}");
+}
+
+#[test]
+fn unreadable_input_fails_with_its_name() {
+    let out = graywatch(&["replay", "--format", "envoy", "no/such/file.log"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("no/such/file.log"), "{stderr}");
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn bad_format_flag_fails_with_the_value() {
+    let out = graywatch(&[
+        "parse",
+        "--format",
+        "apache",
+        "deploy/examples/logs/beats_envoyproxy_envoy.log",
+    ]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("unknown format \"apache\""), "{stderr}");
+}
+
+#[test]
+fn help_explains_units() {
+    let out = graywatch(&["replay", "--help"]);
+    let help = String::from_utf8_lossy(&out.stdout);
+    for needle in [
+        "--format",
+        "nginx:'<log_format>'",
+        "--config",
+        "BYTES",
+        "--findings",
+    ] {
+        assert!(
+            help.contains(needle),
+            "replay --help lacks {needle}:\n{help}"
+        );
+    }
+}
+
+/// `parse` on Envoy's own fixture (elastic/beats, Elastic License 2.0): line 2 is
+/// `[2019-02-12T18:37:42.921Z] "GET /httpbin/ip HTTP/1.1" 200 - 0 43 217 216 ...`.
+#[test]
+fn parse_prints_flow_records() {
+    let (docs, stderr) =
+        graywatch_ok(&["parse", "deploy/examples/logs/beats_envoyproxy_envoy.log"]);
+    assert_eq!(docs.len(), 2, "{stderr}");
+    let http = &docs[1];
+    assert_eq!(http["duration_us"], 217_000);
+    assert_eq!(http["bytes_sent"], 43);
+    assert_eq!(http["status"], 200);
+    assert_eq!(http["destination"], "httpbin.org");
+    // 2019-02-12T18:37:42.921Z = 1549996662 s (date -u -d ... +%s)
+    assert_eq!(http["start_us"], 1_549_996_662_921_000_i64);
+}
+
+/// The number after `label` in a summary on stderr (`  records   1,234`).
+fn summary_count(stderr: &str, label: &str) -> u64 {
+    let line = stderr
+        .lines()
+        .find(|l| l.trim_start().starts_with(label))
+        .unwrap_or_else(|| panic!("no {label} in summary:\n{stderr}"));
+    line.trim_start()[label.len()..]
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .replace(',', "")
+        .parse()
+        .unwrap()
+}
+
+/// Every bundled log replays with its format sniffed; every line is a record or a counted
+/// reject, and every record is either aggregated into a pair window or counted as late.
+#[test]
+fn bundled_logs_replay_with_auto_format() {
+    for (file, lines, rejected) in [
+        ("beats_envoyproxy_envoy.log", 2, 0),
+        ("integrations_envoyproxy_test-log.log", 7, 0),
+        ("integrations_istio_test-access-logs.log", 8, 0),
+        ("beats_nginx_access_test.log", 7, 0),
+        ("beats_nginx_ingress_controller_test.log", 29, 0),
+        // Line 8899 ends inside its user agent: no closing quote.
+        ("elastic_examples_apache_logs.log", 10_000, 1),
+    ] {
+        let path = root().join("deploy/examples/logs").join(file);
+        let (docs, stderr) = graywatch_ok(&["replay", path.to_str().unwrap()]);
+        let aggregated: u64 = of_kind(&docs, "pair-window")
+            .iter()
+            .map(|p| p["requests"].as_u64().unwrap())
+            .sum();
+        let records = summary_count(&stderr, "records");
+        assert_eq!(summary_count(&stderr, "lines"), lines, "{file}\n{stderr}");
+        assert_eq!(
+            summary_count(&stderr, "rejected"),
+            rejected,
+            "{file}\n{stderr}"
+        );
+        assert_eq!(records + rejected, lines, "{file}\n{stderr}");
+        assert_eq!(
+            aggregated + summary_count(&stderr, "late"),
+            records,
+            "{file}\n{stderr}"
+        );
+    }
+}
+
+#[test]
+fn rejects_file_names_position_and_reason() {
+    // lnav's bad access log (tstack/lnav, BSD-2-Clause): line 2 lacks the ident/user fields.
+    let (_dir, rejects) = temp_path("rejects.jsonl");
+    let input = crate::util::shared_data("logs/lnav_logfile_bad_access_log.0");
+    let (docs, stderr) = graywatch_ok(&[
+        "parse",
+        "-f",
+        "nginx-combined",
+        "--rejects",
+        rejects.to_str().unwrap(),
+        input.to_str().unwrap(),
+    ]);
+    assert_eq!(docs.len(), 2);
+    assert!(
+        stderr.contains("lnav_logfile_bad_access_log.0:2: malformed"),
+        "{stderr}"
+    );
+    let rejected = crate::util::json_lines(&std::fs::read(&rejects).unwrap());
+    assert_eq!(rejected.len(), 1);
+    assert_eq!(rejected[0]["line"], 2);
+    assert_eq!(rejected[0]["reason"], "malformed");
+}
