@@ -1,30 +1,395 @@
-//! Trace spans as CSV: parent and child spans in different services make one flow record.
+//! Trace spans as CSV: a parent span and its child span in different services make one flow
+//! record (the parent's service calling the child's service).
+//!
+//! # Input
+//!
+//! One span per line, with a header line `TraceID,SpanID,ParentID,PodName,OperationName,
+//! StartTimeUnixNano,EndTimeUnixNano,Duration` (the Nezha TrainTicket traces, see
+//! /work/shared/data/SOURCES.md): `StartTimeUnixNano` in ns since the Unix epoch, `Duration`
+//! in µs, `ParentID` `root` (or empty) for a trace's entry span. `OperationName` may contain
+//! commas (fields are read from both ends); `EndTimeUnixNano` is not used (`Duration` is).
+//! Header lines, wherever they appear (one per concatenated file), yield no records.
+//!
+//! # Services
+//!
+//! A pod's service is its name less its two last `-` parts, the Kubernetes Deployment
+//! suffixes (`ts-contacts-service-866bd68c97-xcqfx` → `ts-contacts-service`); a name with
+//! fewer than three parts is kept whole. A mapping rule on `pod` overrides it: a
+//! `side = "source"` rule names the parent (calling) side, a `destination` rule the child's.
+//!
+//! # Records
+//!
+//! For each child span whose parent span was seen in the same trace, when the two services
+//! differ (compared as callees, i.e. by `destination` rules or the pod-name default; a `source`
+//! rule only renames the caller): source = the parent's service, destination = the child's, `start_us` = the child's
+//! start (ns / 1000, truncated), `duration_us` = the child's `Duration`, `request_id` = the
+//! trace id, reporter [`Reporter::Span`]. Spans carry no HTTP status, method, protocol or byte
+//! counts: those are `None` / 0. Same-service parent and child (internal spans) yield nothing.
+//!
+//! # Arrival order and the memory bound
+//!
+//! Spans of a trace arrive in any order and traces interleave. Each trace keeps the pods of
+//! its spans (to serve as parents of later children) and the children waiting for a parent not
+//! seen yet; a pair is emitted as soon as both ends are known, so the output does not depend
+//! on the order. A span whose id was already seen in its trace is a duplicate (the Nezha
+//! files overlap) and is counted, not emitted again.
+//!
+//! Nothing tells when a trace is complete, so traces are held until the number of held spans
+//! (a child still waiting for its parent counts twice) exceeds
+//! [`max_pending_spans`](SpansCsvParser::with_max_pending_spans) (default
+//! [`DEFAULT_MAX_PENDING_SPANS`]); then the oldest traces (by first-seen order) are evicted
+//! until it fits. A held span costs about 100 bytes (a hash-map entry for its 16-hex-digit
+//! id and pod, or a waiting child's start and duration), plus about 250 bytes per trace, so
+//! the default bound is roughly 100–150 MB. Children that never found their parent (at
+//! eviction or at [`finish`](LineParser::finish)) are counted as `spans without parent`;
+//! see [`LineParser::counters`].
 
-use schemas::FlowBatchBuilder;
+#[cfg(test)]
+mod tests;
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use schemas::{FlowBatchBuilder, FlowRecordRef, Reporter};
 
 use crate::error::{Reject, RejectReason};
-use crate::mapping::Mapping;
+use crate::mapping::{Endpoint, Mapping, MatchField, Side};
 use crate::source::LineParser;
 
-/// Span table parser (stub, being written).
-#[derive(Debug)]
-pub struct SpansCsvParser {
-    #[allow(dead_code)]
-    mapping: Mapping,
+/// Default bound on held spans (see the module docs), about 100–150 MB.
+pub const DEFAULT_MAX_PENDING_SPANS: usize = 1_000_000;
+
+/// Counter names reported by [`SpansCsvParser`]'s [`LineParser::counters`].
+pub mod counters {
+    /// Child spans whose parent span was never seen (counted at eviction or at the end).
+    pub const WITHOUT_PARENT: &str = "spans without parent";
+    /// Distinct spans dropped from memory because the bound was reached (joined or not).
+    pub const EVICTED_SPANS: &str = "spans evicted";
+    /// Traces dropped from memory because the bound was reached.
+    pub const EVICTED_TRACES: &str = "traces evicted";
+    /// Spans seen twice in a trace (same span id), not emitted again.
+    pub const DUPLICATE_SPANS: &str = "duplicate spans";
 }
 
-impl SpansCsvParser {
-    /// A parser using `mapping` to name services.
-    pub fn new(mapping: Mapping) -> Self {
-        SpansCsvParser { mapping }
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+
+/// A span id: 16 hex digits (W3C / OpenTelemetry) as a number, anything else as text.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum SpanKey {
+    Hex(u64),
+    Text(Box<str>),
+}
+
+impl SpanKey {
+    fn new(id: &str) -> Self {
+        if id.len() == 16
+            && let Ok(n) = u64::from_str_radix(id, 16)
+        {
+            return SpanKey::Hex(n);
+        }
+        SpanKey::Text(id.into())
     }
 }
 
+/// A child span waiting for its parent.
+#[derive(Debug, Clone, Copy)]
+struct Child {
+    pod: u32,
+    start_us: i64,
+    duration_us: u64,
+}
+
+#[derive(Debug, Default)]
+struct Trace {
+    /// Span id → pod index, for every span seen.
+    spans: HashMap<SpanKey, u32>,
+    /// Parent span id → children seen before it.
+    waiting: HashMap<SpanKey, Vec<Child>>,
+    /// Number of children in `waiting`.
+    waiting_len: usize,
+}
+
+#[derive(Debug, Clone)]
+struct OwnedEndpoint {
+    service: String,
+    zone: Option<String>,
+    version: Option<String>,
+}
+
+impl OwnedEndpoint {
+    fn of(e: Option<Endpoint<'_>>, default_service: &str) -> Self {
+        match e {
+            Some(e) => OwnedEndpoint {
+                service: e.service.to_owned(),
+                zone: e.zone.map(str::to_owned),
+                version: e.version.map(str::to_owned),
+            },
+            None => OwnedEndpoint {
+                service: default_service.to_owned(),
+                zone: None,
+                version: None,
+            },
+        }
+    }
+}
+
+/// A pod and its service on either side of a call.
+#[derive(Debug, Clone)]
+struct Pod {
+    as_source: OwnedEndpoint,
+    as_destination: OwnedEndpoint,
+}
+
+/// The service of a Deployment pod: the name less its two last `-` parts.
+pub fn pod_service(pod: &str) -> &str {
+    let mut cut = pod.rsplitn(3, '-');
+    match (cut.next(), cut.next(), cut.next()) {
+        (Some(_), Some(_), Some(service)) if !service.is_empty() => service,
+        _ => pod,
+    }
+}
+
+/// Joins parent and child spans into flow records; see the module docs.
+#[derive(Debug)]
+pub struct SpansCsvParser {
+    mapping: Mapping,
+    max_pending: usize,
+    pods: Vec<Pod>,
+    pod_index: HashMap<Box<str>, u32>,
+    traces: HashMap<Arc<str>, Trace>,
+    /// Trace ids in first-seen order (eviction order).
+    order: VecDeque<Arc<str>>,
+    /// Spans held: span entries plus waiting children.
+    held: usize,
+    without_parent: u64,
+    evicted_spans: u64,
+    evicted_traces: u64,
+    duplicates: u64,
+}
+
+impl SpansCsvParser {
+    /// A parser using `mapping` (rules on `pod`) to name services, holding at most
+    /// [`DEFAULT_MAX_PENDING_SPANS`] spans.
+    pub fn new(mapping: Mapping) -> Self {
+        SpansCsvParser {
+            mapping,
+            max_pending: DEFAULT_MAX_PENDING_SPANS,
+            pods: Vec::new(),
+            pod_index: HashMap::default(),
+            traces: HashMap::default(),
+            order: VecDeque::new(),
+            held: 0,
+            without_parent: 0,
+            evicted_spans: 0,
+            evicted_traces: 0,
+            duplicates: 0,
+        }
+    }
+
+    /// Sets the bound on held spans (at least 1; about 100 bytes each, see the module docs).
+    pub fn with_max_pending_spans(mut self, max: usize) -> Self {
+        self.max_pending = max.max(1);
+        self
+    }
+
+    /// Spans currently held (span entries plus children waiting for a parent).
+    pub fn held_spans(&self) -> usize {
+        self.held
+    }
+
+    fn pod(&mut self, name: &str) -> u32 {
+        if let Some(&i) = self.pod_index.get(name) {
+            return i;
+        }
+        let service = pod_service(name);
+        let field = [(MatchField::Pod, name)];
+        let pod = Pod {
+            as_source: OwnedEndpoint::of(self.mapping.resolve(Side::Source, &field), service),
+            as_destination: OwnedEndpoint::of(
+                self.mapping.resolve(Side::Destination, &field),
+                service,
+            ),
+        };
+        let i = u32::try_from(self.pods.len()).unwrap_or(u32::MAX);
+        self.pods.push(pod);
+        self.pod_index.insert(name.into(), i);
+        i
+    }
+
+    /// Evicts the oldest traces until at most `max_pending` spans are held.
+    fn evict(&mut self) {
+        while self.held > self.max_pending {
+            let Some(id) = self.order.pop_front() else {
+                break;
+            };
+            if let Some(t) = self.traces.remove(&id) {
+                self.held -= t.spans.len() + t.waiting_len;
+                self.evicted_spans += t.spans.len() as u64;
+                self.evicted_traces += 1;
+                self.without_parent += t.waiting_len as u64;
+            }
+        }
+    }
+}
+
+/// Appends the record of `parent` calling `child`, if their services differ.
+fn emit(
+    pods: &[Pod],
+    parent: u32,
+    child: Child,
+    trace_id: &str,
+    out: &mut FlowBatchBuilder,
+) -> usize {
+    let (Some(p), Some(c)) = (pods.get(parent as usize), pods.get(child.pod as usize)) else {
+        return 0;
+    };
+    // Internal spans: the same service, named as a callee on both ends (a `source` rule only
+    // renames the caller in the record).
+    if p.as_destination.service == c.as_destination.service {
+        return 0;
+    }
+    let (src, dst) = (&p.as_source, &c.as_destination);
+    let mut r = FlowRecordRef::new(child.start_us, &src.service, &dst.service, Reporter::Span);
+    r.source_zone = src.zone.as_deref();
+    r.source_version = src.version.as_deref();
+    r.destination_zone = dst.zone.as_deref();
+    r.destination_version = dst.version.as_deref();
+    r.duration_us = Some(child.duration_us);
+    r.request_id = Some(trace_id);
+    out.append(&r);
+    1
+}
+
+fn number(field: &str, v: &str) -> Result<u64, Reject> {
+    let ok = !v.is_empty() && v.len() <= 20 && v.bytes().all(|b| b.is_ascii_digit());
+    ok.then(|| v.parse::<u64>().ok()).flatten().ok_or_else(|| {
+        Reject::new(
+            RejectReason::BadNumber,
+            format!("invalid {field} {:?}", truncate(v)),
+        )
+    })
+}
+
+fn truncate(v: &str) -> &str {
+    match v.char_indices().nth(80) {
+        Some((i, _)) => &v[..i],
+        None => v,
+    }
+}
+
+const HEADER: &str =
+    "TraceID,SpanID,ParentID,PodName,OperationName,StartTimeUnixNano,EndTimeUnixNano,Duration";
+
 impl LineParser for SpansCsvParser {
-    fn parse_line(&mut self, _line: &[u8], _out: &mut FlowBatchBuilder) -> Result<usize, Reject> {
-        Err(Reject::new(
-            RejectReason::Malformed,
-            "spans parser not written yet",
-        ))
+    fn parse_line(&mut self, line: &[u8], out: &mut FlowBatchBuilder) -> Result<usize, Reject> {
+        let line = std::str::from_utf8(line)
+            .map_err(|e| {
+                Reject::new(
+                    RejectReason::InvalidUtf8,
+                    format!("invalid UTF-8 at byte {}", e.valid_up_to()),
+                )
+            })?
+            .trim_end();
+        if line.starts_with("TraceID,") {
+            return Ok(0);
+        }
+        let malformed = || {
+            Reject::new(
+                RejectReason::Malformed,
+                format!(
+                    "expected 8 comma-separated fields ({HEADER}), found {}",
+                    line.split(',').count()
+                ),
+            )
+        };
+        let mut head = line.splitn(5, ',');
+        let (Some(trace_id), Some(span), Some(parent), Some(pod), Some(rest)) = (
+            head.next(),
+            head.next(),
+            head.next(),
+            head.next(),
+            head.next(),
+        ) else {
+            return Err(malformed());
+        };
+        let mut tail = rest.rsplitn(4, ',');
+        let (Some(duration), Some(_end), Some(start), Some(_operation)) =
+            (tail.next(), tail.next(), tail.next(), tail.next())
+        else {
+            return Err(malformed());
+        };
+        for (name, v) in [("TraceID", trace_id), ("SpanID", span), ("PodName", pod)] {
+            if v.is_empty() {
+                return Err(Reject::new(
+                    RejectReason::Malformed,
+                    format!("empty {name}"),
+                ));
+            }
+        }
+        let start_ns = number("StartTimeUnixNano", start)?;
+        let duration_us = number("Duration", duration)?;
+        let start_us = i64::try_from(start_ns / 1000).unwrap_or(i64::MAX);
+
+        let pod = self.pod(pod);
+        let child = Child {
+            pod,
+            start_us,
+            duration_us,
+        };
+        let span_key = SpanKey::new(span);
+        let id: Arc<str> = match self.traces.get_key_value(trace_id) {
+            Some((k, _)) => k.clone(),
+            None => {
+                let id: Arc<str> = trace_id.into();
+                self.order.push_back(id.clone());
+                id
+            }
+        };
+        let trace = self.traces.entry(id.clone()).or_default();
+        if trace.spans.contains_key(&span_key) {
+            self.duplicates += 1;
+            return Ok(0);
+        }
+        let mut n = 0;
+        if !(parent.is_empty() || parent == "root") {
+            let parent_key = SpanKey::new(parent);
+            match trace.spans.get(&parent_key) {
+                Some(&p) => n += emit(&self.pods, p, child, &id, out),
+                None => {
+                    trace.waiting.entry(parent_key).or_default().push(child);
+                    trace.waiting_len += 1;
+                    self.held += 1;
+                }
+            }
+        }
+        if let Some(children) = trace.waiting.remove(&span_key) {
+            trace.waiting_len -= children.len();
+            self.held -= children.len();
+            for c in children {
+                n += emit(&self.pods, pod, c, &id, out);
+            }
+        }
+        trace.spans.insert(span_key, pod);
+        self.held += 1;
+        self.evict();
+        Ok(n)
+    }
+
+    fn finish(&mut self, _out: &mut FlowBatchBuilder) -> usize {
+        for (_, t) in self.traces.drain() {
+            self.without_parent += t.waiting_len as u64;
+        }
+        self.order.clear();
+        self.held = 0;
+        0
+    }
+
+    fn counters(&self) -> Vec<(&'static str, u64)> {
+        vec![
+            (counters::WITHOUT_PARENT, self.without_parent),
+            (counters::EVICTED_SPANS, self.evicted_spans),
+            (counters::EVICTED_TRACES, self.evicted_traces),
+            (counters::DUPLICATE_SPANS, self.duplicates),
+        ]
     }
 }

@@ -1,0 +1,403 @@
+//! Span parser tests. Fixtures: /work/shared/data/nezha-trainticket/*.csv, TrainTicket traces
+//! from IntelligentDDS/Nezha (MIT), see /work/shared/data/SOURCES.md.
+
+use std::collections::HashMap as StdHashMap;
+
+use proptest::prelude::*;
+use schemas::{FlowRecord, flow_records};
+
+use super::*;
+use crate::mapping::{MappingConfig, RuleConfig};
+
+const DIR: &str = "/work/shared/data/nezha-trainticket";
+
+fn read(name: &str) -> String {
+    std::fs::read_to_string(format!("{DIR}/{name}")).unwrap()
+}
+
+/// Parses `lines`, then finishes; returns records, rejects (1-based line numbers) and the
+/// parser for its counters.
+fn run<'a>(
+    mut p: SpansCsvParser,
+    lines: impl IntoIterator<Item = &'a str>,
+) -> (Vec<FlowRecord>, Vec<(usize, Reject)>, SpansCsvParser) {
+    let mut out = FlowBatchBuilder::new();
+    let mut rejects = Vec::new();
+    let mut n = 0;
+    for (i, l) in lines.into_iter().enumerate() {
+        match p.parse_line(l.as_bytes(), &mut out) {
+            Ok(k) => n += k,
+            Err(r) => rejects.push((i + 1, r)),
+        }
+    }
+    n += p.finish(&mut out);
+    let recs = flow_records(&out.finish()).unwrap();
+    assert_eq!(recs.len(), n, "returned counts match appended rows");
+    (recs, rejects, p)
+}
+
+fn counter(p: &SpansCsvParser, name: &str) -> u64 {
+    p.counters()
+        .into_iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, v)| v)
+        .unwrap()
+}
+
+fn sorted(mut v: Vec<FlowRecord>) -> Vec<FlowRecord> {
+    v.sort_by(|a, b| {
+        (a.start_us, &a.source, &a.destination, &a.request_id).cmp(&(
+            b.start_us,
+            &b.source,
+            &b.destination,
+            &b.request_id,
+        ))
+    });
+    v
+}
+
+/// The header and the first 15 spans of 2023-01-29_08_43_trace.csv: one trace,
+/// b0103bb0161ad7fa352fe1828eeb643a, with two cross-service calls (computed by hand):
+/// - span 5e89765a7f60ff70 (ts-gateway-service, "HTTP POST") → child 7e28bdb6a47af144
+///   (ts-auth-service): start 1674981768701000000 ns = 1674981768701000 µs, Duration 311521.
+/// - span 7677ee539f158c0a (ts-auth-service, "HTTP GET") → child a6cdfc2765ad0a46
+///   (ts-verification-code-service): start 1674981768707000000 ns, Duration 3604.
+///
+/// Every other parent/child pair is within one service.
+fn first_lines() -> Vec<String> {
+    read("2023-01-29_08_43_trace.csv")
+        .lines()
+        .take(16)
+        .map(str::to_owned)
+        .collect()
+}
+
+const TRACE: &str = "b0103bb0161ad7fa352fe1828eeb643a";
+
+#[test]
+fn pod_names_lose_their_deployment_suffixes() {
+    assert_eq!(
+        pod_service("ts-contacts-service-866bd68c97-xcqfx"),
+        "ts-contacts-service"
+    );
+    assert_eq!(pod_service("redis-0"), "redis-0");
+    assert_eq!(pod_service("a-b-c"), "a");
+    assert_eq!(pod_service("-b-c"), "-b-c");
+}
+
+#[test]
+fn first_trace_yields_the_two_cross_service_calls() {
+    let lines = first_lines();
+    let (recs, rejects, p) = run(
+        SpansCsvParser::new(Mapping::default()),
+        lines.iter().map(String::as_str),
+    );
+    assert!(rejects.is_empty());
+    assert_eq!(recs.len(), 2);
+    let r = &recs[0];
+    assert_eq!(r.source, "ts-gateway-service");
+    assert_eq!(r.destination, "ts-auth-service");
+    assert_eq!(r.start_us, 1_674_981_768_701_000);
+    assert_eq!(r.duration_us, Some(311_521));
+    assert_eq!(r.request_id.as_deref(), Some(TRACE));
+    assert_eq!(r.reporter, Reporter::Span);
+    assert_eq!(
+        (r.status, r.method.as_deref(), r.protocol.as_deref()),
+        (None, None, None)
+    );
+    assert_eq!((r.bytes_sent, r.bytes_received), (0, 0));
+    let r = &recs[1];
+    assert_eq!(r.source, "ts-auth-service");
+    assert_eq!(r.destination, "ts-verification-code-service");
+    assert_eq!(r.start_us, 1_674_981_768_707_000);
+    assert_eq!(r.duration_us, Some(3_604));
+    assert_eq!(counter(&p, counters::WITHOUT_PARENT), 0);
+}
+
+#[test]
+fn child_before_parent_gives_the_same_records() {
+    let lines = first_lines();
+    let forward = run(
+        SpansCsvParser::new(Mapping::default()),
+        lines.iter().map(String::as_str),
+    )
+    .0;
+    let backward = run(
+        SpansCsvParser::new(Mapping::default()),
+        lines.iter().rev().map(String::as_str),
+    )
+    .0;
+    assert_eq!(sorted(forward), sorted(backward));
+}
+
+#[test]
+fn pod_rules_override_services() {
+    let rule = |side, pattern: &str, service: &str| RuleConfig {
+        field: MatchField::Pod,
+        pattern: pattern.into(),
+        side,
+        service: Some(service.into()),
+        zone: Some("z1".into()),
+        version: None,
+    };
+    let mapping = Mapping::try_from(MappingConfig {
+        rules: vec![
+            rule(Side::Destination, "ts-auth-service-*", "auth"),
+            rule(Side::Source, "ts-gateway-*", "gateway"),
+        ],
+        ..Default::default()
+    })
+    .unwrap();
+    let lines = first_lines();
+    let (recs, _, _) = run(
+        SpansCsvParser::new(mapping),
+        lines.iter().map(String::as_str),
+    );
+    // Still two records: internal auth spans compare equal as callees ("auth" = "auth").
+    assert_eq!(recs.len(), 2);
+    assert_eq!(
+        (recs[0].source.as_str(), recs[0].source_zone.as_deref()),
+        ("gateway", Some("z1"))
+    );
+    assert_eq!(
+        (
+            recs[0].destination.as_str(),
+            recs[0].destination_zone.as_deref()
+        ),
+        ("auth", Some("z1"))
+    );
+    // auth as a caller has no source rule: its pod-name service.
+    assert_eq!(recs[1].source, "ts-auth-service");
+    assert_eq!(recs[1].source_zone, None);
+}
+
+/// Independent join: (trace, span) → service, first occurrence wins; one record per first
+/// occurrence of a span whose parent is known and whose service differs.
+fn independent(lines: &[&str]) -> (usize, u64, u64) {
+    let svc = |pod: &str| {
+        let parts: Vec<&str> = pod.split('-').collect();
+        parts[..parts.len() - 2].join("-")
+    };
+    let rows: Vec<Vec<&str>> = lines
+        .iter()
+        .filter(|l| !l.starts_with("TraceID"))
+        .map(|l| l.split(',').collect())
+        .collect();
+    let mut first: StdHashMap<(&str, &str), String> = StdHashMap::new();
+    let mut unique = Vec::new();
+    let mut dups = 0;
+    for r in &rows {
+        match first.entry((r[0], r[1])) {
+            std::collections::hash_map::Entry::Occupied(_) => dups += 1,
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(svc(r[3]));
+                unique.push(r);
+            }
+        }
+    }
+    let mut records = 0;
+    let mut duration_sum = 0;
+    for r in unique {
+        if r[2] == "root" {
+            continue;
+        }
+        if let Some(parent) = first.get(&(r[0], r[2]))
+            && *parent != svc(r[3])
+        {
+            records += 1;
+            duration_sum += r[7].parse::<u64>().unwrap();
+        }
+    }
+    (records, duration_sum, dups)
+}
+
+#[test]
+fn a_whole_file_matches_an_independent_join() {
+    let text = read("2023-01-29_08_43_trace.csv");
+    let lines: Vec<&str> = text.lines().collect();
+    let (recs, rejects, p) = run(
+        SpansCsvParser::new(Mapping::default()),
+        lines.iter().copied(),
+    );
+    assert!(rejects.is_empty(), "{rejects:?}");
+    let (n, durations, dups) = independent(&lines);
+    // 716 also with a separate Python `csv` join over the same file.
+    assert_eq!(n, 716);
+    assert_eq!(recs.len(), n);
+    assert_eq!(
+        recs.iter().map(|r| r.duration_us.unwrap()).sum::<u64>(),
+        durations
+    );
+    assert_eq!(counter(&p, counters::DUPLICATE_SPANS), dups);
+    assert!(recs.iter().all(|r| r.source != r.destination));
+}
+
+#[test]
+fn all_files_in_one_run_with_duplicates_counted() {
+    // The 84 files overlap (a fault's minutes can cover another's): repeated spans are
+    // counted as duplicates and not joined twice.
+    let mut names: Vec<_> = std::fs::read_dir(DIR)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.ends_with(".csv"))
+        .collect();
+    names.sort();
+    let texts: Vec<String> = names.iter().map(|n| read(n)).collect();
+    let lines: Vec<&str> = texts.iter().flat_map(|t| t.lines()).collect();
+    let (recs, rejects, p) = run(
+        SpansCsvParser::new(Mapping::default()),
+        lines.iter().copied(),
+    );
+    assert!(rejects.is_empty(), "{:?}", &rejects[..rejects.len().min(3)]);
+    let (n, durations, dups) = independent(&lines);
+    assert_eq!(recs.len(), n);
+    assert_eq!(
+        recs.iter().map(|r| r.duration_us.unwrap()).sum::<u64>(),
+        durations
+    );
+    assert_eq!(counter(&p, counters::DUPLICATE_SPANS), dups);
+    assert!(dups > 0);
+    assert_eq!(counter(&p, counters::EVICTED_SPANS), 0);
+}
+
+fn line(trace: &str, span: &str, parent: &str, pod: &str, start_ns: u64, dur: u64) -> String {
+    format!(
+        "{trace},{span},{parent},{pod},op,{start_ns},{},{dur}",
+        start_ns + dur * 1000
+    )
+}
+
+#[test]
+fn bound_evicts_oldest_traces_and_counts_orphans() {
+    let lines = [
+        line("A", "a1", "root", "x-1-2", 1_000, 5),
+        // Parent a9 not seen yet: held as a span and as a waiting child (3 held).
+        line("A", "a2", "a9", "y-1-2", 2_000, 4),
+        // 4 held > 3: trace A (2 spans, 1 waiting child) is evicted.
+        line("B", "b1", "root", "x-1-2", 3_000, 3),
+        // a9 arrives too late: a new trace A, its child forgotten, no record.
+        line("A", "a9", "root", "x-1-2", 1_500, 9),
+    ];
+    let p = SpansCsvParser::new(Mapping::default()).with_max_pending_spans(3);
+    let (recs, rejects, p) = run(p, lines.iter().map(String::as_str));
+    assert!(rejects.is_empty());
+    assert!(recs.is_empty());
+    assert_eq!(counter(&p, counters::EVICTED_TRACES), 1);
+    assert_eq!(counter(&p, counters::EVICTED_SPANS), 2);
+    assert_eq!(counter(&p, counters::WITHOUT_PARENT), 1);
+    assert_eq!(p.held_spans(), 0, "finish releases everything");
+
+    // Without the bound the late parent is joined: x calls y, start 2 000 ns = 2 µs.
+    let (recs, _, p) = run(
+        SpansCsvParser::new(Mapping::default()),
+        lines.iter().map(String::as_str),
+    );
+    assert_eq!(recs.len(), 1);
+    assert_eq!(
+        (recs[0].source.as_str(), recs[0].destination.as_str()),
+        ("x", "y")
+    );
+    assert_eq!((recs[0].start_us, recs[0].duration_us), (2, Some(4)));
+    assert_eq!(counter(&p, counters::WITHOUT_PARENT), 0);
+}
+
+#[test]
+fn orphans_left_at_the_end_are_counted() {
+    let lines = [line("T", "c", "missing", "x-1-2", 1, 1)];
+    let (recs, _, p) = run(
+        SpansCsvParser::new(Mapping::default()),
+        lines.iter().map(String::as_str),
+    );
+    assert!(recs.is_empty());
+    assert_eq!(counter(&p, counters::WITHOUT_PARENT), 1);
+}
+
+#[test]
+fn commas_in_operation_names_and_bad_lines() {
+    let mut p = SpansCsvParser::new(Mapping::default());
+    let mut out = FlowBatchBuilder::new();
+    assert_eq!(p.parse_line(HEADER.as_bytes(), &mut out), Ok(0));
+    assert_eq!(
+        p.parse_line(b"T,p,root,a-1-2,GET /x,y,1000,2000,1", &mut out),
+        Ok(0)
+    );
+    assert_eq!(
+        p.parse_line(b"T,c,p,b-1-2,op, with, commas,5000,9000,4", &mut out),
+        Ok(1)
+    );
+    let r = flow_records(&out.finish()).unwrap().remove(0);
+    assert_eq!((r.source.as_str(), r.destination.as_str()), ("a", "b"));
+    assert_eq!((r.start_us, r.duration_us), (5, Some(4)));
+
+    let mut reject = |p: &mut SpansCsvParser, l: &[u8]| p.parse_line(l, &mut out).unwrap_err();
+    assert_eq!(
+        reject(&mut p, b"T,c,p,b-1-2,op,5x00,9000,4"),
+        Reject::new(
+            RejectReason::BadNumber,
+            r#"invalid StartTimeUnixNano "5x00""#
+        )
+    );
+    assert_eq!(
+        reject(&mut p, b"T,c,p,b-1-2,op,5000,9000,-4"),
+        Reject::new(RejectReason::BadNumber, r#"invalid Duration "-4""#)
+    );
+    let r = reject(&mut p, b"T,c,p,b-1-2,5000");
+    assert_eq!(r.reason, RejectReason::Malformed);
+    assert!(r.detail.ends_with("found 5"), "{r}");
+    assert_eq!(
+        reject(&mut p, b",c,p,b-1-2,op,5000,9000,4"),
+        Reject::new(RejectReason::Malformed, "empty TraceID")
+    );
+    assert_eq!(
+        reject(&mut p, b"T,c,p,b-1-\xff,op,5000,9000,4").reason,
+        RejectReason::InvalidUtf8
+    );
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn any_order_gives_the_same_records(
+        order in Just((0..300usize).collect::<Vec<_>>()).prop_shuffle()
+    ) {
+        // The first 300 spans of 2023-01-29_08_43_trace.csv (several interleaved traces).
+        let text = read("2023-01-29_08_43_trace.csv");
+        let lines: Vec<&str> = text.lines().skip(1).take(300).collect();
+        let forward = run(SpansCsvParser::new(Mapping::default()), lines.iter().copied()).0;
+        let shuffled = run(
+            SpansCsvParser::new(Mapping::default()),
+            order.iter().map(|&i| lines[i]),
+        )
+        .0;
+        prop_assert!(!forward.is_empty());
+        prop_assert_eq!(sorted(forward), sorted(shuffled));
+    }
+
+    #[test]
+    fn random_bytes_never_panic(lines in proptest::collection::vec(
+        proptest::collection::vec(any::<u8>(), 0..120), 1..20)
+    ) {
+        let mut p = SpansCsvParser::new(Mapping::default()).with_max_pending_spans(4);
+        let mut out = FlowBatchBuilder::new();
+        for l in &lines {
+            let _ = p.parse_line(l, &mut out);
+        }
+        p.finish(&mut out);
+    }
+
+    #[test]
+    fn random_csv_fields_never_panic(
+        rows in proptest::collection::vec(("[a-c]{0,2}", "[a-d]{0,2}", "[a-d]{0,2}|root", "[a-z-]{0,8}", "[0-9]{0,22}", "[0-9x]{0,5}"), 1..40)
+    ) {
+        let mut p = SpansCsvParser::new(Mapping::default()).with_max_pending_spans(5);
+        let mut out = FlowBatchBuilder::new();
+        let mut n = 0;
+        for (t, s, par, pod, start, dur) in &rows {
+            n += p.parse_line(format!("{t},{s},{par},{pod},op,{start},0,{dur}").as_bytes(), &mut out).unwrap_or(0);
+            prop_assert!(p.held_spans() <= 5);
+        }
+        n += p.finish(&mut out);
+        prop_assert_eq!(out.len(), n);
+    }
+}
