@@ -67,7 +67,8 @@ fn trainticket_pair_aggregates_match_an_independent_count() {
     assert!(stderr.contains("rejected  0"), "{stderr}");
     assert!(stderr.contains("late      0"), "{stderr}");
     let pairs = of_kind(&docs, "pair-window");
-    // Two busy pairs in two windows of 2023-01-29 08:43–08:46 UTC.
+    // Three busy pairs in windows of 2023-01-29 08:42–08:45 UTC. A span repeated in the files
+    // is one call (the HashMap join above keeps one copy, as graywatch does).
     for (source, destination, window_start_us) in [
         ("ts-seat-service", "ts-order-service", 1_674_981_770_000_000),
         (
@@ -83,7 +84,7 @@ fn trainticket_pair_aggregates_match_an_independent_count() {
     ] {
         let expected = calls(source, destination, window_start_us);
         assert!(
-            expected.len() > 20,
+            expected.len() >= 20,
             "{source} -> {destination}: {}",
             expected.len()
         );

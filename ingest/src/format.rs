@@ -40,14 +40,8 @@ impl FromStr for Format {
             "nginx-ingress" => Format::NginxIngress,
             "spans-csv" => Format::SpansCsv,
             _ => match s.strip_prefix("nginx:") {
-                Some(f) => {
-                    let f = f.trim();
-                    let f = f
-                        .strip_prefix('\'')
-                        .and_then(|f| f.strip_suffix('\''))
-                        .unwrap_or(f);
-                    Format::Nginx(f.to_owned())
-                }
+                // Quoting (`'…'` or `'…' '…'` pieces, as in nginx.conf) is the parser's to undo.
+                Some(f) => Format::Nginx(f.trim().to_owned()),
                 None => return Err(Error::UnknownFormat(s.to_owned())),
             },
         })
@@ -160,7 +154,7 @@ mod tests {
             "nginx:'$remote_addr [$time_local]'"
                 .parse::<Format>()
                 .unwrap(),
-            Format::Nginx("$remote_addr [$time_local]".into())
+            Format::Nginx("'$remote_addr [$time_local]'".into())
         );
         let err = "apache".parse::<Format>().unwrap_err().to_string();
         assert!(err.starts_with("unknown format \"apache\""), "{err}");
