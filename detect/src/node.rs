@@ -11,8 +11,6 @@
 //!
 //! Every service that appears on either end of a pair gets a `NodeWindow`.
 
-use std::collections::BTreeMap;
-
 use schemas::{Finding, NodeWindow, PairWindow, SCHEMA_VERSION, Window};
 use serde::{Deserialize, Serialize};
 
@@ -38,10 +36,22 @@ struct NodeSums<'a> {
     callers: Vec<(&'a str, f64)>,
 }
 
-fn sums(pairs: &[PairWindow]) -> BTreeMap<&str, NodeSums<'_>> {
-    let mut nodes: BTreeMap<&str, NodeSums<'_>> = BTreeMap::new();
+/// Node sums of a window's pairs, sorted by node.
+fn sums(pairs: &[PairWindow]) -> Vec<(&str, NodeSums<'_>)> {
+    let mut index: foldhash::HashMap<&str, usize> = foldhash::HashMap::default();
+    let mut nodes: Vec<(&str, NodeSums<'_>)> = Vec::new();
+    let mut slot = |name| {
+        *index.entry(name).or_insert_with(|| {
+            nodes.push((name, NodeSums::default()));
+            nodes.len() - 1
+        })
+    };
+    let mut at: Vec<(usize, usize)> = Vec::with_capacity(pairs.len());
     for p in pairs {
-        let d = nodes.entry(p.destination.as_str()).or_default();
+        at.push((slot(p.destination.as_str()), slot(p.source.as_str())));
+    }
+    for (p, &(d, s)) in pairs.iter().zip(&at) {
+        let d = &mut nodes[d].1;
         d.inflow_requests += p.requests;
         d.inflow_bytes = d.inflow_bytes.wrapping_add(p.bytes_in);
         d.ok_responses += p.requests.saturating_sub(p.errors);
@@ -49,14 +59,15 @@ fn sums(pairs: &[PairWindow]) -> BTreeMap<&str, NodeSums<'_>> {
         if p.requests > 0 {
             d.callers.push((p.source.as_str(), p.rate_rps));
         }
-        nodes
-            .entry(p.source.as_str())
-            .or_default()
-            .downstream_requests += p.requests;
+        nodes[s].1.downstream_requests += p.requests;
     }
-    for n in nodes.values_mut() {
-        n.callers.sort_by(|a, b| a.0.cmp(b.0));
+    for (_, n) in &mut nodes {
+        // pairs usually come sorted by (source, destination): callers are then in order
+        if !n.callers.is_sorted_by(|a, b| a.0 <= b.0) {
+            n.callers.sort_by(|a, b| a.0.cmp(b.0));
+        }
     }
+    nodes.sort_unstable_by(|a, b| a.0.cmp(b.0));
     nodes
 }
 

@@ -18,9 +18,10 @@
 //! * `latency`: p50/p90/p99 of the durations of those requests (records without a duration are
 //!   left out) from an HDR histogram (`Histogram<u32>`, 2 significant digits, auto-resize);
 //!   a quantile is the histogram's highest value equivalent to the exact one (within 1 %),
-//!   capped at `max_us`, which is exact. Up to [`RAW_LATENCY_VALUES`] durations are kept raw and
-//!   recorded into a histogram only when the window closes; the result is the same as if they
-//!   had been recorded one by one (a histogram's quantiles depend only on its counts).
+//!   capped at `max_us`, which is exact. The first [`RAW_LATENCY_VALUES`] durations of a
+//!   pair-window are kept raw (most pairs see few requests per window); their quantiles are the
+//!   histogram's highest equivalent of the value at rank ⌈q·n⌉, which is exactly what
+//!   `Histogram::value_at_quantile` answers, without a histogram per quiet pair.
 //! * `concurrency_mean`: Σ over requests of |[start, start + duration) ∩ window| ÷ L. A request
 //!   that spans several windows adds its overlap to every one of them, creating that pair's
 //!   state in those windows (with `requests` 0) if needed. Records without a duration add
@@ -29,15 +30,15 @@
 //! * `concurrency_peak`: the window is cut into L ÷ resolution slots; a request is in flight in
 //!   every slot its interval touches (a zero-duration request touches the slot of its start);
 //!   the peak is the largest number of requests in flight in one slot. Kept as a difference
-//!   array, allocated only once a pair-window has a second request that covers the window
+//!   array, allocated only once a pair-window has more than 4 requests that cover the window
 //!   partially (requests covering the whole window are a counter).
 //! * `bytes_in` = Σ `bytes_received`, `bytes_out` = Σ `bytes_sent` of the requests that start in
 //!   the window (bytes are not spread over the request's duration); bandwidth = bytes ÷ L (s).
 //!
 //! # Memory
 //!
-//! State per open pair-window (64-bit target): a 96-byte [`PairState`] plus about 24 bytes of
-//! hash-map entry, plus
+//! State per open pair-window (64-bit target): a 120-byte [`PairState`] (which holds up to
+//! 4 in-flight intervals inline) plus about 24 bytes of hash-map entry, plus
 //! * latency: up to [`RAW_LATENCY_VALUES`] × 8 = 1 KiB of raw durations, then an HDR histogram
 //!   of `(b + 1) × 128 × 4` bytes where `b` = ⌈log2(max µs ÷ 256)⌉ + 1 buckets: 7.5 KiB for
 //!   latencies up to 2 s, 9 KiB up to 10 s, 29 KiB at most (durations near `u64::MAX`);
@@ -185,6 +186,9 @@ pub struct ClosedPairs {
 struct Interner {
     ids: foldhash::HashMap<Box<str>, u32>,
     names: Vec<Box<str>>,
+    /// `ranks[id]` = position of the name in sorted order, for sorting pairs by name with
+    /// integer compares; recomputed when names were added.
+    ranks: Vec<u32>,
 }
 
 impl Interner {
@@ -201,12 +205,25 @@ impl Interner {
     fn name(&self, id: u32) -> &str {
         &self.names[id as usize]
     }
+
+    fn update_ranks(&mut self) {
+        if self.ranks.len() == self.names.len() {
+            return;
+        }
+        let mut order: Vec<u32> = (0..self.names.len() as u32).collect();
+        order.sort_unstable_by(|&a, &b| self.names[a as usize].cmp(&self.names[b as usize]));
+        self.ranks = vec![0; order.len()];
+        for (rank, id) in order.into_iter().enumerate() {
+            self.ranks[id as usize] = rank as u32;
+        }
+    }
 }
 
 /// Per-batch map from a dictionary column's keys to interned ids, filled on first use so a
 /// large shared dictionary costs nothing for the values a batch does not use.
 struct DictIds<'a> {
-    dict: &'a DictionaryArray<Int32Type>,
+    keys: &'a [i32],
+    nulls: Option<&'a arrow::buffer::NullBuffer>,
     values: &'a arrow::array::StringArray,
     ids: Vec<u32>,
 }
@@ -221,7 +238,8 @@ impl<'a> DictIds<'a> {
             ))
         })?;
         Ok(DictIds {
-            dict,
+            keys: dict.keys().values(),
+            nulls: dict.nulls(),
             values,
             ids: vec![UNMAPPED; values.len()],
         })
@@ -230,14 +248,13 @@ impl<'a> DictIds<'a> {
     /// The id of row `row`'s value; a null (which the schema forbids) is the empty name.
     #[inline]
     fn id(&mut self, row: usize, interner: &mut Interner) -> u32 {
-        let key = self.dict.keys().values()[row];
-        if self.dict.is_null(row) {
+        if self.nulls.is_some_and(|n| n.is_null(row)) {
             return interner.intern("");
         }
-        match self.ids.get(key as usize) {
+        let v = self.keys[row] as usize;
+        match self.ids.get(v) {
             Some(&id) if id != UNMAPPED => id,
             Some(_) => {
-                let v = key as usize;
                 let name = if self.values.is_null(v) {
                     ""
                 } else {
@@ -270,23 +287,36 @@ fn record(h: &mut Histogram<u32>, v: u64) {
     }
 }
 
-/// Slots in flight: nothing, one interval (no allocation), or a difference array of
+/// The rank (1-based) of quantile `q` among `n` values, exactly as
+/// `Histogram::value_at_quantile` computes it.
+fn quantile_rank(q: f64, n: u64) -> u64 {
+    ((q * n as f64).ceil() as u64).clamp(1, n)
+}
+
+/// Intervals of in-flight slots handled inline, before a difference array is allocated.
+const INLINE_INTERVALS: usize = 4;
+
+/// Slots in flight: a few intervals inline (no allocation), then a difference array of
 /// `slots + 1` counters.
 #[derive(Debug)]
 enum Slots {
-    Empty,
-    One(u16, u16),
+    Few(u8, [(u16, u16); INLINE_INTERVALS]),
     Diff(Box<[i32]>),
 }
 
 impl Slots {
     fn add(&mut self, first: usize, last: usize, slots: usize) {
         match self {
-            Slots::Empty => *self = Slots::One(first as u16, last as u16),
-            Slots::One(f, l) => {
+            Slots::Few(n, iv) if (*n as usize) < INLINE_INTERVALS => {
+                iv[*n as usize] = (first as u16, last as u16);
+                *n += 1;
+            }
+            Slots::Few(_, iv) => {
                 let mut d = vec![0i32; slots + 1].into_boxed_slice();
-                d[*f as usize] += 1;
-                d[*l as usize + 1] -= 1;
+                for &(f, l) in iv.iter() {
+                    d[f as usize] += 1;
+                    d[l as usize + 1] -= 1;
+                }
                 d[first] += 1;
                 d[last + 1] -= 1;
                 *self = Slots::Diff(d);
@@ -300,8 +330,14 @@ impl Slots {
 
     fn peak(&self) -> u64 {
         match self {
-            Slots::Empty => 0,
-            Slots::One(..) => 1,
+            Slots::Few(n, iv) => {
+                let iv = &iv[..*n as usize];
+                // the most intervals overlap at the start of one of them
+                iv.iter()
+                    .map(|&(s, _)| iv.iter().filter(|&&(f, l)| f <= s && s <= l).count())
+                    .max()
+                    .unwrap_or(0) as u64
+            }
             Slots::Diff(d) => {
                 let mut run = 0i64;
                 let mut peak = 0i64;
@@ -320,14 +356,14 @@ impl Slots {
 pub struct PairState {
     source: u32,
     destination: u32,
+    /// Requests in flight during the whole window.
+    full_cover: u32,
     requests: u64,
     errors: u64,
     bytes_in: u64,
     bytes_out: u64,
     /// Σ overlap of requests in flight with the window, µs.
     overlap_us: u64,
-    /// Requests in flight during the whole window.
-    full_cover: u32,
     /// Exact largest duration, µs; meaningful when `timed > 0`.
     max_us: u64,
     timed: u64,
@@ -340,16 +376,16 @@ impl PairState {
         PairState {
             source,
             destination,
+            full_cover: 0,
             requests: 0,
             errors: 0,
             bytes_in: 0,
             bytes_out: 0,
             overlap_us: 0,
-            full_cover: 0,
             max_us: 0,
             timed: 0,
             latency: LatencyState::Raw(Vec::new()),
-            slots: Slots::Empty,
+            slots: Slots::Few(0, [(0, 0); INLINE_INTERVALS]),
         }
     }
 
@@ -371,26 +407,49 @@ impl PairState {
         }
     }
 
-    fn latency(&self, scratch: &mut Histogram<u32>) -> Option<Latency> {
+    /// Quantiles as `Histogram::value_at_quantile` gives them (the highest value equivalent to
+    /// the value at rank ⌈q·n⌉), capped at the exact max. Raw durations are sorted instead of
+    /// recorded: same rank, same bucket, same answer, without a histogram per pair-window.
+    /// `scale` is any histogram with the same precision (only its bucket arithmetic is used).
+    fn latency(&mut self, scale: &Histogram<u32>) -> Option<Latency> {
         if self.timed == 0 {
             return None;
         }
-        let h: &Histogram<u32> = match &self.latency {
-            LatencyState::Hist(h) => h,
-            LatencyState::Raw(v) => {
-                scratch.reset();
-                for &x in v {
-                    record(scratch, x);
+        let max = self.max_us;
+        let [p50_us, p90_us, p99_us] = match &mut self.latency {
+            LatencyState::Hist(h) => {
+                // one pass for the three quantiles instead of three `value_at_quantile` walks;
+                // `value_iterated_to` is the same highest equivalent value it returns
+                let n = h.len();
+                let ranks = [0.5, 0.9, 0.99].map(|q| quantile_rank(q, n));
+                let mut out = [max; 3];
+                let (mut seen, mut i) = (0u64, 0);
+                for v in h.iter_recorded() {
+                    seen += u64::from(v.count_at_value());
+                    while i < 3 && seen >= ranks[i] {
+                        out[i] = v.value_iterated_to().min(max);
+                        i += 1;
+                    }
+                    if i == 3 {
+                        break;
+                    }
                 }
-                scratch
+                out
+            }
+            LatencyState::Raw(v) => {
+                v.sort_unstable();
+                let n = v.len() as u64;
+                [0.5, 0.9, 0.99].map(|q| {
+                    let at = v[(quantile_rank(q, n) - 1) as usize];
+                    scale.highest_equivalent(at).min(max)
+                })
             }
         };
-        let q = |q: f64| h.value_at_quantile(q).min(self.max_us);
         Some(Latency {
-            p50_us: q(0.5),
-            p90_us: q(0.9),
-            p99_us: q(0.99),
-            max_us: self.max_us,
+            p50_us,
+            p90_us,
+            p99_us,
+            max_us: max,
         })
     }
 }
@@ -429,7 +488,8 @@ pub struct PairAggregator {
     /// Records whose start window ends at or before this are late: the watermark, or after
     /// [`PairAggregator::flush`] the end of the last closed window if that is later.
     late_before_us: i64,
-    scratch: Histogram<u32>,
+    /// Precision reference for quantiles of raw durations (never recorded into).
+    scale: Histogram<u32>,
     records: u64,
     late_records: u64,
     clamped_records: u64,
@@ -445,7 +505,7 @@ impl PairAggregator {
             windows: BTreeMap::new(),
             max_start_us: None,
             late_before_us: i64::MIN,
-            scratch: new_histogram(),
+            scale: new_histogram(),
             records: 0,
             late_records: 0,
             clamped_records: 0,
@@ -510,20 +570,25 @@ impl PairAggregator {
         let status_nulls = cols.status.nulls();
         let bytes_received = cols.bytes_received.values();
         let bytes_sent = cols.bytes_sent.values();
-        let l = self.spec.length_us;
+        let spec = self.spec;
+        let l = spec.length_us;
+        let slot_of = |t: i64, ws: i64| {
+            ((t.saturating_sub(ws).max(0) / spec.resolution_us) as usize).min(spec.slots - 1)
+        };
 
+        self.records += batch.num_rows() as u64;
         for row in 0..batch.num_rows() {
-            self.records += 1;
             let start = starts[row];
             let k = start.div_euclid(l);
-            let end = k.saturating_add(1).saturating_mul(l);
-            if end <= self.late_before_us {
+            let ws = k.saturating_mul(l);
+            let we = k.saturating_add(1).saturating_mul(l);
+            if we <= self.late_before_us {
                 self.late_records += 1;
                 continue;
             }
             if self.max_start_us.is_none_or(|m| start > m) {
                 self.max_start_us = Some(start);
-                let wm = start.saturating_sub(self.spec.lateness_us);
+                let wm = start.saturating_sub(spec.lateness_us);
                 self.late_before_us = self.late_before_us.max(wm);
             }
             let src = sources.id(row, &mut self.interner);
@@ -544,35 +609,42 @@ impl PairAggregator {
                 _ => Some(durations[row]),
             };
 
-            let (windows, max_open) = (&mut self.windows, &mut self.max_open_windows);
-            let state = open(windows, max_open, k).pair(src, dst);
+            let state = open(&mut self.windows, &mut self.max_open_windows, k).pair(src, dst);
             state.requests += 1;
             state.errors += u64::from(flags::is_error_class(status, class));
             state.bytes_in = state.bytes_in.wrapping_add(bytes_received[row]);
             state.bytes_out = state.bytes_out.wrapping_add(bytes_sent[row]);
-            if let Some(d) = duration {
-                state.record_latency(d);
-                self.in_flight(k, start, d, src, dst);
+            let Some(d) = duration else { continue };
+            state.record_latency(d);
+            if d == 0 {
+                let s = slot_of(start, ws);
+                state.slots.add(s, s, spec.slots);
+                continue;
+            }
+            // in flight [start, end), its share of the start window here, the rest in `spill`
+            let end = start.saturating_add(i64::try_from(d).unwrap_or(i64::MAX));
+            let hi = end.min(we);
+            if hi > start {
+                state.overlap_us = state.overlap_us.wrapping_add((hi - start) as u64);
+                if start == ws && hi == we {
+                    state.full_cover = state.full_cover.wrapping_add(1);
+                } else {
+                    state
+                        .slots
+                        .add(slot_of(start, ws), slot_of(hi - 1, ws), spec.slots);
+                }
+            }
+            if end > we {
+                self.spill(k, end, src, dst);
             }
         }
         Ok(self.close_ready())
     }
 
-    /// Adds the request `[start, start + d)` to the concurrency of every window it touches.
-    #[inline]
-    fn in_flight(&mut self, k: i64, start: i64, d: u64, src: u32, dst: u32) {
+    /// Adds the time in flight of a request that started in window `k` and ends at `end` µs
+    /// (exclusive) to windows `k + 1 ..`, at most up to [`MAX_SPAN_WINDOWS`] windows in all.
+    fn spill(&mut self, k: i64, mut end: i64, src: u32, dst: u32) {
         let spec = self.spec;
-        let slot_of = |t: i64, ws: i64| {
-            ((t.saturating_sub(ws).max(0) / spec.resolution_us) as usize).min(spec.slots - 1)
-        };
-        if d == 0 {
-            let ws = spec.window(k).start_us;
-            let state = open(&mut self.windows, &mut self.max_open_windows, k).pair(src, dst);
-            let s = slot_of(start, ws);
-            state.slots.add(s, s, spec.slots);
-            return;
-        }
-        let mut end = start.saturating_add(i64::try_from(d).unwrap_or(i64::MAX));
         let mut last_k = spec.index_of(end - 1);
         let max_k = k.saturating_add(MAX_SPAN_WINDOWS - 1);
         if last_k > max_k {
@@ -580,23 +652,20 @@ impl PairAggregator {
             end = spec.window(max_k).end_us;
             self.clamped_records += 1;
         }
-        for kk in k..=last_k {
+        for kk in k.saturating_add(1)..=last_k {
             let w = spec.window(kk);
-            let lo = start.max(w.start_us);
             let hi = end.min(w.end_us);
-            if hi <= lo {
+            if hi <= w.start_us {
                 continue;
             }
             let state = open(&mut self.windows, &mut self.max_open_windows, kk).pair(src, dst);
-            state.overlap_us = state.overlap_us.wrapping_add((hi - lo) as u64);
-            if lo == w.start_us && hi == w.end_us {
+            state.overlap_us = state.overlap_us.wrapping_add((hi - w.start_us) as u64);
+            if hi == w.end_us {
                 state.full_cover = state.full_cover.wrapping_add(1);
             } else {
-                state.slots.add(
-                    slot_of(lo, w.start_us),
-                    slot_of(hi - 1, w.start_us),
-                    spec.slots,
-                );
+                let last =
+                    (((hi - 1 - w.start_us) / spec.resolution_us) as usize).min(spec.slots - 1);
+                state.slots.add(0, last, spec.slots);
             }
         }
     }
@@ -630,13 +699,16 @@ impl PairAggregator {
         let secs = window.len_secs();
         let len_us = window.len_us().max(1) as f64;
         let mut states = w.pairs;
+        drop(w.index);
+        self.interner.update_ranks();
         let names = &self.interner;
-        states.sort_unstable_by(|a, b| {
-            (names.name(a.source), names.name(a.destination))
-                .cmp(&(names.name(b.source), names.name(b.destination)))
+        let ranks = &names.ranks;
+        states.sort_unstable_by_key(|s| {
+            (u64::from(ranks[s.source as usize]) << 32) | u64::from(ranks[s.destination as usize])
         });
+        let scale = &self.scale;
         let pairs = states
-            .iter()
+            .iter_mut()
             .map(|s| PairWindow {
                 schema_version: SCHEMA_VERSION,
                 kind: "pair-window".into(),
@@ -651,7 +723,7 @@ impl PairAggregator {
                 } else {
                     s.errors as f64 / s.requests as f64
                 },
-                latency: s.latency(&mut self.scratch),
+                latency: s.latency(scale),
                 concurrency_mean: s.overlap_us as f64 / len_us,
                 concurrency_peak: u64::from(s.full_cover) + s.slots.peak(),
                 bytes_in: s.bytes_in,

@@ -212,29 +212,6 @@ fn quantiles_of_a_busy_pair_come_from_the_histogram() {
 }
 
 #[test]
-fn raw_durations_give_the_same_quantiles_as_a_histogram() {
-    let durations: Vec<u64> = (0..RAW_LATENCY_VALUES as u64)
-        .map(|i| (i * 7_919) % 50_000 + 3)
-        .collect();
-    let recs: Vec<Rec> = durations
-        .iter()
-        .enumerate()
-        .map(|(i, &d)| ok(i as i64 * 1_000, "a", "b", Some(d)))
-        .collect();
-    let mut agg = aggregator(10, 5);
-    agg.push(&batch(&recs)).unwrap();
-    let got = agg.flush()[0].pairs[0].latency.unwrap();
-    let mut h = Histogram::<u32>::new(2).unwrap();
-    for &d in &durations {
-        h.record(d).unwrap();
-    }
-    let max = *durations.iter().max().unwrap();
-    assert_eq!(got.max_us, max);
-    assert_eq!(got.p50_us, h.value_at_quantile(0.5).min(max));
-    assert_eq!(got.p99_us, h.value_at_quantile(0.99).min(max));
-}
-
-#[test]
 fn a_request_spanning_three_windows_adds_overlap_to_each() {
     let mut agg = aggregator(10, 5);
     // [8 s, 23 s): 2 s of window 0, all of window 1, 3 s of window 2
@@ -418,6 +395,32 @@ proptest! {
         let got = run(&mut b, &recs, &cuts);
         prop_assert_eq!(a.late_records(), b.late_records());
         prop_assert_eq!(got, expected);
+    }
+
+    /// Raw durations (few per pair-window) and busy pairs' histograms give exactly the
+    /// quantiles of `Histogram::value_at_quantile`.
+    #[test]
+    fn quantiles_match_value_at_quantile(
+        durations in proptest::collection::vec(
+            prop_oneof![0..300u64, 0..100_000u64, 0..u64::MAX / 2], 1..=3 * RAW_LATENCY_VALUES),
+    ) {
+        let recs: Vec<Rec> = durations
+            .iter()
+            .enumerate()
+            .map(|(i, &d)| ok(i as i64 * 1_000, "a", "b", Some(d)))
+            .collect();
+        let mut agg = aggregator(10, 5);
+        agg.push(&batch(&recs)).unwrap();
+        let got = agg.flush()[0].pairs[0].latency.unwrap();
+        let mut h = Histogram::<u32>::new(2).unwrap();
+        for &d in &durations {
+            h.record(d).unwrap();
+        }
+        let max = *durations.iter().max().unwrap();
+        prop_assert_eq!(got.max_us, max);
+        prop_assert_eq!(got.p50_us, h.value_at_quantile(0.5).min(max));
+        prop_assert_eq!(got.p90_us, h.value_at_quantile(0.9).min(max));
+        prop_assert_eq!(got.p99_us, h.value_at_quantile(0.99).min(max));
     }
 
     /// Extreme times and durations never panic.

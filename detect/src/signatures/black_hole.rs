@@ -24,7 +24,7 @@ use schemas::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::baseline::{NodeBaseline, NodeSample};
+use crate::baseline::NodeBaseline;
 use crate::config::BlackHoleConfig;
 use crate::error::{Error, Result};
 
@@ -121,14 +121,17 @@ impl BlackHole {
             .baselines
             .get(&node.node)
             .and_then(|b| self.judge(b, node, callers));
-        if finding.is_none() {
-            if let Some(sample) = NodeSample::new(node, callers) {
-                let capacity = self.spec.baseline_windows;
-                self.baselines
-                    .entry(node.node.clone())
-                    .or_insert_with(|| NodeBaseline::new(capacity))
-                    .push(sample);
-            }
+        if finding.is_none() && node.inflow_requests > 0 {
+            let capacity = self.spec.baseline_windows;
+            match self.baselines.get_mut(&node.node) {
+                Some(b) => b.push(node, callers),
+                None => {
+                    let mut b = NodeBaseline::new(capacity);
+                    b.push(node, callers);
+                    self.baselines.insert(node.node.clone(), b);
+                    true
+                }
+            };
         }
         finding
     }
