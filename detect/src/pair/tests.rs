@@ -190,7 +190,30 @@ fn golden_signals_of_a_small_batch() {
 
 #[test]
 fn quantiles_of_a_busy_pair_come_from_the_histogram() {
-    // 200 requests of 1, 2, …, 200 ms: more than RAW_LATENCY_VALUES, so a real histogram.
+    // 600 requests of 1, 2, …, 600 ms: more than RAW_LATENCY_VALUES, so a real histogram.
+    let recs: Vec<Rec> = (1..=600)
+        .map(|i| ok(i * 1_000, "a", "b", Some(i as u64 * 1_000)))
+        .collect();
+    let mut agg = aggregator(10, 5);
+    agg.push(&batch(&recs)).unwrap();
+    let p = &agg.flush()[0].pairs[0];
+    // p50: 300th value 300000 in [262144, 524288) (2048 µs): 146 × 2048 = 299008 .. 301055
+    // p90: 540th value 540000 in [524288, 1048576) (4096 µs): 131 × 4096 = 536576 .. 540671
+    // p99: 594th value 594000: 145 × 4096 = 593920 .. 598015
+    assert_eq!(
+        p.latency,
+        Some(Latency {
+            p50_us: 301_055,
+            p90_us: 540_671,
+            p99_us: 598_015,
+            max_us: 600_000
+        })
+    );
+}
+
+#[test]
+fn quantiles_of_raw_durations() {
+    // 200 requests of 1, 2, …, 200 ms: kept raw, same answer as a histogram.
     let recs: Vec<Rec> = (1..=200)
         .map(|i| ok(i * 1_000, "a", "b", Some(i as u64 * 1_000)))
         .collect();
@@ -439,4 +462,10 @@ proptest! {
         let _ = agg.push(&b.finish()).unwrap();
         let _ = agg.flush();
     }
+}
+
+#[test]
+fn pair_state_size_is_as_documented() {
+    // the module docs state the per-pair-window memory from this size
+    assert_eq!(std::mem::size_of::<PairState>(), 128);
 }
