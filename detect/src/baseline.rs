@@ -46,6 +46,11 @@ pub struct NodeBaseline {
     samples: VecDeque<NodeSample>,
     /// Caller name → id used in the samples.
     callers: foldhash::HashMap<String, u32>,
+    /// Caller ids in the order of the last push: callers usually come in the same order each
+    /// window, so a name compare replaces a hash lookup.
+    last_order: Vec<u32>,
+    /// Caller id → name.
+    names: Vec<String>,
 }
 
 impl NodeBaseline {
@@ -55,6 +60,8 @@ impl NodeBaseline {
             capacity: capacity.max(1),
             samples: VecDeque::with_capacity(capacity.max(1)),
             callers: foldhash::HashMap::default(),
+            last_order: Vec::new(),
+            names: Vec::new(),
         }
     }
 
@@ -66,21 +73,28 @@ impl NodeBaseline {
             return false;
         }
         let inflow = node.inflow_requests as f64;
-        let mut caller_rates: Vec<(u32, f64)> = callers
-            .iter()
-            .map(|&(name, rate)| {
-                let id = match self.callers.get(name) {
+        let mut caller_rates: Vec<(u32, f64)> = Vec::with_capacity(callers.len());
+        for (i, &(name, rate)) in callers.iter().enumerate() {
+            let id = match self.last_order.get(i) {
+                Some(&id) if self.names[id as usize] == name => id,
+                _ => match self.callers.get(name) {
                     Some(&id) => id,
                     None => {
-                        let id = self.callers.len() as u32;
+                        let id = self.names.len() as u32;
                         self.callers.insert(name.to_owned(), id);
+                        self.names.push(name.to_owned());
                         id
                     }
-                };
-                (id, rate)
-            })
-            .collect();
-        caller_rates.sort_unstable_by_key(|&(id, _)| id);
+                },
+            };
+            caller_rates.push((id, rate));
+        }
+        self.last_order.clear();
+        self.last_order
+            .extend(caller_rates.iter().map(|&(id, _)| id));
+        if !caller_rates.is_sorted_by_key(|&(id, _)| id) {
+            caller_rates.sort_unstable_by_key(|&(id, _)| id);
+        }
         if self.samples.len() == self.capacity {
             self.samples.pop_front();
         }

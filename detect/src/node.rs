@@ -47,8 +47,16 @@ fn sums(pairs: &[PairWindow]) -> Vec<(&str, NodeSums<'_>)> {
         })
     };
     let mut at: Vec<(usize, usize)> = Vec::with_capacity(pairs.len());
+    // pairs usually come sorted by source: look each run's source up once
+    let mut last_source: Option<(&str, usize)> = None;
     for p in pairs {
-        at.push((slot(p.destination.as_str()), slot(p.source.as_str())));
+        let d = slot(p.destination.as_str());
+        let s = match last_source {
+            Some((name, s)) if name == p.source => s,
+            _ => slot(p.source.as_str()),
+        };
+        last_source = Some((p.source.as_str(), s));
+        at.push((d, s));
     }
     for (p, &(d, s)) in pairs.iter().zip(&at) {
         let d = &mut nodes[d].1;

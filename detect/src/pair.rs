@@ -528,8 +528,8 @@ pub struct PairAggregator {
     late_before_us: i64,
     /// Precision reference for quantiles of raw durations (never recorded into).
     scale: Histogram<u32>,
-    /// Pairs of the last closed window: the initial capacity of the next window opened by a
-    /// request start (not by a long request's spill, which may open many windows).
+    /// Pairs of the last closed window: the initial capacity of a window opened by a request
+    /// start or the spill into the next window (not of further windows a long request spans).
     last_window_pairs: usize,
     records: u64,
     late_records: u64,
@@ -701,7 +701,14 @@ impl PairAggregator {
             if hi <= w.start_us {
                 continue;
             }
-            let state = open(&mut self.windows, &mut self.max_open_windows, kk, 0).pair(src, dst);
+            // the next window usually opens here, before any request starts in it
+            let hint = if kk == k + 1 {
+                self.last_window_pairs
+            } else {
+                0
+            };
+            let state =
+                open(&mut self.windows, &mut self.max_open_windows, kk, hint).pair(src, dst);
             state.overlap_us = state.overlap_us.wrapping_add((hi - w.start_us) as u64);
             if hi == w.end_us {
                 state.full_cover = state.full_cover.wrapping_add(1);
