@@ -438,7 +438,10 @@ impl PairState {
             }
             LatencyState::Raw(v) if v.len() < RAW_LATENCY_VALUES => v.push(d),
             LatencyState::Raw(v) => {
-                let mut h = new_histogram();
+                // sized for the largest duration so far: no reallocation while it fills
+                let mut h = Histogram::new_with_bounds(1, self.max_us.max(2), SIGNIFICANT_DIGITS)
+                    .unwrap_or_else(|_| new_histogram());
+                h.auto(true);
                 for &x in v.iter() {
                     record(&mut h, x);
                 }
