@@ -17,15 +17,16 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// The non-blank lines of `files`, repeated until there are at least `target` lines.
-fn repeated(files: &[PathBuf], target: usize) -> (Vec<u8>, usize) {
+/// The non-blank lines of `files` that `keep` accepts, repeated until there are at least
+/// `target` lines.
+fn repeated(files: &[PathBuf], keep: fn(&[u8]) -> bool, target: usize) -> (Vec<u8>, usize) {
     let mut one = Vec::new();
     let mut lines = 0;
     for f in files {
         let text = std::fs::read(f).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
         for line in text
             .split(|&b| b == b'\n')
-            .filter(|l| !l.trim_ascii().is_empty())
+            .filter(|l| !l.trim_ascii().is_empty() && keep(l))
         {
             one.extend_from_slice(line);
             one.push(b'\n');
@@ -74,45 +75,62 @@ fn bench(c: &mut Criterion) {
         v.sort();
         v
     };
-    let cases: Vec<(&str, Format, Vec<PathBuf>, usize)> = vec![
+    let any: fn(&[u8]) -> bool = |_| true;
+    let envelope: fn(&[u8]) -> bool = |l| l.starts_with(b"{");
+    let bare: fn(&[u8]) -> bool = |l| !l.starts_with(b"{");
+    type Case<'a> = (&'a str, Format, Vec<PathBuf>, fn(&[u8]) -> bool, usize);
+    let envoy_files = vec![
+        logs.join("beats_envoyproxy_envoy.log"),
+        logs.join("integrations_envoyproxy_test-log.log"),
+    ];
+    let cases: Vec<Case<'_>> = vec![
         (
             "nginx-combined elastic_examples_apache_logs.log",
             Format::NginxCombined,
             vec![logs.join("elastic_examples_apache_logs.log")],
+            any,
             1_000_000,
         ),
         (
-            "envoy beats + integrations envoy fixtures",
+            "envoy text (bare and ACCESS-prefixed lines of the envoy fixtures)",
             Format::Envoy,
-            vec![
-                logs.join("beats_envoyproxy_envoy.log"),
-                logs.join("integrations_envoyproxy_test-log.log"),
-            ],
+            envoy_files.clone(),
+            bare,
+            1_000_000,
+        ),
+        (
+            "envoy text in container JSON envelopes (envoy fixtures)",
+            Format::Envoy,
+            envoy_files,
+            envelope,
             1_000_000,
         ),
         (
             "istio integrations_istio_test-access-logs.log",
             Format::Istio,
             vec![logs.join("integrations_istio_test-access-logs.log")],
+            any,
             1_000_000,
         ),
         (
             "nginx-ingress beats_nginx_ingress_controller_test.log",
             Format::NginxIngress,
             vec![logs.join("beats_nginx_ingress_controller_test.log")],
+            any,
             1_000_000,
         ),
         (
             "spans-csv deploy/examples/trainticket/*.csv",
             Format::SpansCsv,
             spans,
+            any,
             0,
         ),
     ];
     let mut group = c.benchmark_group("parse");
     group.sample_size(10);
-    for (name, format, files, target) in cases {
-        let (input, lines) = repeated(&files, target);
+    for (name, format, files, keep, target) in cases {
+        let (input, lines) = repeated(&files, keep, target);
         let (rows, stats) = parse_all(&format, &input);
         println!(
             "input: {name}: {lines} lines, {:.1} MB, {rows} records, {} rejected",

@@ -9,8 +9,7 @@ use std::sync::{Arc, OnceLock};
 
 use arrow::array::{
     Array, ArrayRef, AsArray, DictionaryArray, ListBuilder, RecordBatch, StringBuilder,
-    StringDictionaryBuilder, StructBuilder, TimestampMicrosecondBuilder, UInt16Builder,
-    UInt64Builder,
+    StructBuilder, TimestampMicrosecondBuilder, UInt16Builder, UInt64Builder,
 };
 use arrow::datatypes::{
     DataType, Field, Fields, Int32Type, Schema, SchemaRef, TimeUnit, TimestampMicrosecondType,
@@ -328,7 +327,7 @@ pub fn flow_record_schema() -> SchemaRef {
         .clone()
 }
 
-type Dict = StringDictionaryBuilder<Int32Type>;
+use crate::dict::DictColumn as Dict;
 
 /// Builds flow-record [`RecordBatch`]es row by row, in [`flow_record_schema`].
 ///
@@ -414,17 +413,14 @@ impl FlowBatchBuilder {
     /// Appends one record.
     pub fn append(&mut self, r: &FlowRecordRef<'_>) {
         fn opt(b: &mut Dict, v: Option<&str>) {
-            match v {
-                Some(v) => b.append_value(v),
-                None => b.append_null(),
-            }
+            b.append_option(v);
         }
         self.start.append_value(r.start_us);
         self.duration.append_option(r.duration_us);
-        self.source.append_value(r.source);
+        self.source.append(r.source);
         opt(&mut self.source_zone, r.source_zone);
         opt(&mut self.source_version, r.source_version);
-        self.destination.append_value(r.destination);
+        self.destination.append(r.destination);
         opt(&mut self.destination_zone, r.destination_zone);
         opt(&mut self.destination_version, r.destination_version);
         opt(&mut self.protocol, r.protocol);
@@ -452,7 +448,7 @@ impl FlowBatchBuilder {
         }
         self.upstream_attempts.append(true);
         self.request_id.append_option(r.request_id);
-        self.reporter.append_value(r.reporter.as_str());
+        self.reporter.append(r.reporter.as_str());
         self.rows += 1;
     }
 

@@ -25,6 +25,7 @@
 #![forbid(unsafe_code)]
 
 pub mod command;
+mod dict;
 pub mod finding;
 pub mod flow;
 pub mod window;
