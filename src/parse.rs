@@ -21,6 +21,16 @@ pub struct ParseArgs {
 struct Printer {
     out: JsonLines,
     rejects: Option<JsonLines>,
+    /// The first output error, kept whole (the ingest error only carries its text).
+    failure: Option<anyhow::Error>,
+}
+
+impl Printer {
+    fn fail(&mut self, e: anyhow::Error) -> ingest::Error {
+        let text = format!("{e:#}");
+        self.failure = Some(e);
+        ingest::Error::Downstream(text)
+    }
 }
 
 impl IngestSink for Printer {
@@ -28,20 +38,20 @@ impl IngestSink for Printer {
         let records =
             schemas::flow_records(&batch).map_err(|e| ingest::Error::Downstream(e.to_string()))?;
         for r in &records {
-            self.out
-                .write(r)
-                .map_err(|e| ingest::Error::Downstream(format!("{e:#}")))?;
+            if let Err(e) = self.out.write(r) {
+                return Err(self.fail(e));
+            }
         }
         Ok(())
     }
 
     fn reject(&mut self, rejected: &RejectedLine<'_>) -> ingest::Result<()> {
         eprintln!("{rejected}");
-        if let Some(out) = &mut self.rejects {
-            out.write(&RejectDoc::from(rejected))
-                .map_err(|e| ingest::Error::Downstream(format!("{e:#}")))?;
-        }
-        Ok(())
+        let written = match &mut self.rejects {
+            Some(out) => out.write(&RejectDoc::from(rejected)),
+            None => Ok(()),
+        };
+        written.map_err(|e| self.fail(e))
     }
 }
 
@@ -52,9 +62,11 @@ pub fn run(args: ParseArgs) -> anyhow::Result<()> {
     let mut printer = Printer {
         out: JsonLines::open(None)?,
         rejects: open_or(&args.input.rejects)?,
+        failure: None,
     };
     let progress = indicatif::ProgressBar::hidden();
-    let (stats, counters) = input::drive(&args.input, &mapping, &mut printer, &progress)?;
+    let (stats, counters) = input::drive(&args.input, &mapping, &mut printer, &progress)
+        .map_err(|e| printer.failure.take().unwrap_or(e))?;
     printer.out.flush()?;
     if let Some(r) = &mut printer.rejects {
         r.flush()?;

@@ -46,6 +46,56 @@ struct Counts {
     findings: std::collections::BTreeMap<&'static str, u64>,
     commands: u64,
     alerts: u64,
+    /// Per pair over the whole run, for the summary's busiest pairs.
+    pair_totals: std::collections::HashMap<(String, String), PairTotal>,
+}
+
+/// One pair's totals over the run.
+#[derive(Default)]
+struct PairTotal {
+    requests: u64,
+    errors: u64,
+    /// The worst window's p99, µs.
+    worst_p99_us: u64,
+}
+
+/// How many pairs the summary lists.
+const BUSIEST_PAIRS: usize = 5;
+
+impl Counts {
+    fn add_pairs(&mut self, pairs: &[schemas::PairWindow]) {
+        for p in pairs.iter().filter(|p| p.requests > 0) {
+            let total = match self
+                .pair_totals
+                .get_mut(&(p.source.clone(), p.destination.clone()))
+            {
+                Some(t) => t,
+                None => self
+                    .pair_totals
+                    .entry((p.source.clone(), p.destination.clone()))
+                    .or_default(),
+            };
+            total.requests += p.requests;
+            total.errors += p.errors;
+            total.worst_p99_us = total.worst_p99_us.max(p.latency.map_or(0, |l| l.p99_us));
+        }
+    }
+
+    /// The busiest pairs, one line each: requests, error ratio, worst window p99.
+    fn busiest(&self) -> String {
+        let mut pairs: Vec<_> = self.pair_totals.iter().collect();
+        pairs.sort_by(|a, b| b.1.requests.cmp(&a.1.requests).then(a.0.cmp(b.0)));
+        let mut s = String::new();
+        for ((source, destination), t) in pairs.into_iter().take(BUSIEST_PAIRS) {
+            s += &format!(
+                "    {source} -> {destination}: {} requests, {:.1} % errors, worst p99 {:.1} ms\n",
+                thousands(t.requests),
+                100.0 * t.errors as f64 / t.requests as f64,
+                t.worst_p99_us as f64 / 1000.0
+            );
+        }
+        s
+    }
 }
 
 struct Pipeline {
@@ -68,6 +118,7 @@ impl Pipeline {
         for w in closed {
             self.counts.windows += 1;
             self.counts.pairs += w.pairs.len() as u64;
+            self.counts.add_pairs(&w.pairs);
             self.counts.nodes += w.nodes.len() as u64;
             if self.write_windows {
                 let out = self.windows.as_mut().unwrap_or(&mut self.stdout);
@@ -205,6 +256,13 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
             }
         );
         eprintln!("  commands  {}, alerts {}", c.commands, c.alerts);
+        if !c.pair_totals.is_empty() {
+            eprint!(
+                "  busiest pairs (of {}):\n{}",
+                thousands(c.pair_totals.len() as u64),
+                c.busiest()
+            );
+        }
     }
     Ok(())
 }

@@ -159,3 +159,27 @@ fn rejects_file_names_position_and_reason() {
     assert_eq!(rejected[0]["line"], 2);
     assert_eq!(rejected[0]["reason"], "malformed");
 }
+
+/// `graywatch parse big.log | head -1`: a closed stdout ends the run quietly with status 0.
+#[test]
+fn closed_stdout_ends_quietly() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_graywatch"))
+        .args(["parse", "deploy/examples/logs/elastic_examples_apache_logs.log"])
+        .current_dir(root())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    // 83.149.9.216 - - [17/May/2015:10:05:03 +0000] ...: 1431857103 s.
+    assert!(first.contains("\"start_us\":1431857103000000"), "{first}");
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(!stderr.contains("panicked") && !stderr.contains("error"), "{stderr}");
+}
