@@ -17,6 +17,7 @@
 //! zone = "eu-west-1b"
 //! ```
 
+use schemas::{FlowRecordRef, Reporter};
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
@@ -190,6 +191,19 @@ impl TryFrom<MappingConfig> for Mapping {
             version: c.version,
             rules,
         })
+    }
+}
+
+/// A flow record from `source` to `destination`, with their zones and versions and every
+/// other field empty (start time 0, reporter Envoy): parsers fill in the rest with
+/// struct-update syntax, `FlowRecordRef { start_us, …, ..between(source, destination) }`.
+pub fn between<'a>(source: Endpoint<'a>, destination: Endpoint<'a>) -> FlowRecordRef<'a> {
+    FlowRecordRef {
+        source_zone: source.zone,
+        source_version: source.version,
+        destination_zone: destination.zone,
+        destination_version: destination.version,
+        ..FlowRecordRef::new(0, source.service, destination.service, Reporter::Envoy)
     }
 }
 

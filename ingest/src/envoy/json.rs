@@ -8,7 +8,7 @@ use serde::Deserialize;
 use serde::de::{self, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
 use crate::error::{Reject, RejectReason};
-use crate::mapping::{Mapping, MatchField, Side, UNKNOWN_SERVICE};
+use crate::mapping::{Mapping, MatchField, Side, UNKNOWN_SERVICE, between};
 use crate::source::LineParser;
 use crate::time::{parse_rfc3339_us, parse_seconds_us};
 
@@ -367,12 +367,6 @@ impl LineParser for EnvoyJsonParser {
         out.append(&FlowRecordRef {
             start_us,
             duration_us,
-            source: source.service,
-            source_zone: source.zone,
-            source_version: source.version,
-            destination: destination.service,
-            destination_zone: destination.zone,
-            destination_version: destination.version,
             protocol,
             method,
             status,
@@ -383,6 +377,7 @@ impl LineParser for EnvoyJsonParser {
             upstream_attempts: &[],
             request_id,
             reporter: Reporter::Envoy,
+            ..between(source, destination)
         });
         Ok(1)
     }

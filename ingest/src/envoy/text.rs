@@ -3,7 +3,7 @@
 use schemas::{FlowBatchBuilder, FlowRecordRef, Reporter};
 
 use crate::error::Reject;
-use crate::mapping::{Endpoint, Mapping, MatchField, Side, UNKNOWN_SERVICE};
+use crate::mapping::{Endpoint, Mapping, MatchField, Side, UNKNOWN_SERVICE, between};
 use crate::source::LineParser;
 
 use super::envelope::{self, Envelope};
@@ -57,12 +57,6 @@ fn append(
     out.append(&FlowRecordRef {
         start_us: head.start_us,
         duration_us: body.duration_us,
-        source: source.service,
-        source_zone: source.zone,
-        source_version: source.version,
-        destination: destination.service,
-        destination_zone: destination.zone,
-        destination_version: destination.version,
         protocol: head.request.protocol,
         method: head.request.method,
         status: head.status,
@@ -73,6 +67,7 @@ fn append(
         upstream_attempts: &[],
         request_id: body.request_id,
         reporter: Reporter::Envoy,
+        ..between(source, destination)
     });
 }
 

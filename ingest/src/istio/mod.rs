@@ -61,7 +61,7 @@ use schemas::{FlowBatchBuilder, FlowRecordRef, Reporter};
 use crate::envoy::scan::{self, Body, Cursor, Head, MatchFields, named};
 use crate::envoy::{Envelope, is_envelope, strip_access, unwrap_envelope};
 use crate::error::Reject;
-use crate::mapping::{Endpoint, Mapping, MatchField, Side, UNKNOWN_SERVICE};
+use crate::mapping::{Endpoint, Mapping, MatchField, Side, UNKNOWN_SERVICE, between};
 use crate::source::LineParser;
 
 #[cfg(test)]
@@ -222,12 +222,6 @@ impl IstioParser {
         out.append(&FlowRecordRef {
             start_us: head.start_us,
             duration_us: body.duration_us,
-            source: source.service,
-            source_zone: source.zone,
-            source_version: source.version,
-            destination: destination.service,
-            destination_zone: destination.zone,
-            destination_version: destination.version,
             protocol: head.request.protocol,
             method: head.request.method,
             status: head.status,
@@ -238,6 +232,7 @@ impl IstioParser {
             upstream_attempts: &[],
             request_id: body.request_id,
             reporter,
+            ..between(source, destination)
         });
         Ok(1)
     }

@@ -72,7 +72,7 @@ mod tests;
 use schemas::{FlowBatchBuilder, FlowRecordRef, Reporter, UpstreamAttemptRef};
 
 use crate::error::{Reject, RejectReason, Result};
-use crate::mapping::{Endpoint, Mapping, MatchField, Side, UNKNOWN_SERVICE, strip_port};
+use crate::mapping::{Endpoint, Mapping, MatchField, Side, UNKNOWN_SERVICE, between, strip_port};
 use crate::source::LineParser;
 use crate::time::{parse_clf_us, parse_rfc3339_us, parse_seconds_us};
 use log_format::{ListEntries, LogFormat, VAR_SLOTS, Values, Var};
@@ -388,12 +388,6 @@ impl LineParser for NginxParser {
         out.append(&FlowRecordRef {
             start_us,
             duration_us,
-            source: source.service,
-            source_zone: source.zone,
-            source_version: source.version,
-            destination: destination.service,
-            destination_zone: destination.zone,
-            destination_version: destination.version,
             protocol,
             method,
             status,
@@ -404,6 +398,7 @@ impl LineParser for NginxParser {
             upstream_attempts: attempts,
             request_id,
             reporter: self.reporter,
+            ..between(source, destination)
         });
         Ok(1)
     }
