@@ -61,9 +61,9 @@ fn sums(pairs: &[PairWindow]) -> Vec<(&str, NodeSums<'_>)> {
     for (p, &(d, s)) in pairs.iter().zip(&at) {
         let d = &mut nodes[d].1;
         d.inflow_requests += p.requests;
-        d.inflow_bytes = d.inflow_bytes.wrapping_add(p.bytes_in);
+        d.inflow_bytes = d.inflow_bytes.saturating_add(p.bytes_in);
         d.ok_responses += p.requests.saturating_sub(p.errors);
-        d.outflow_bytes = d.outflow_bytes.wrapping_add(p.bytes_out);
+        d.outflow_bytes = d.outflow_bytes.saturating_add(p.bytes_out);
         if p.requests > 0 {
             d.callers.push((p.source.as_str(), p.rate_rps));
         }

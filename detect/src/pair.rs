@@ -658,8 +658,8 @@ impl PairAggregator {
             let state = open(&mut self.windows, &mut self.max_open_windows, k, hint).pair(src, dst);
             state.requests += 1;
             state.errors += u64::from(flags::is_error_class(status, class));
-            state.bytes_in = state.bytes_in.wrapping_add(bytes_received[row]);
-            state.bytes_out = state.bytes_out.wrapping_add(bytes_sent[row]);
+            state.bytes_in = state.bytes_in.saturating_add(bytes_received[row]);
+            state.bytes_out = state.bytes_out.saturating_add(bytes_sent[row]);
             let Some(d) = duration else { continue };
             state.record_latency(d);
             if d == 0 {
