@@ -166,7 +166,10 @@ fn closed_stdout_ends_quietly() {
     use std::io::{BufRead, BufReader};
     use std::process::{Command, Stdio};
     let mut child = Command::new(env!("CARGO_BIN_EXE_graywatch"))
-        .args(["parse", "deploy/examples/logs/elastic_examples_apache_logs.log"])
+        .args([
+            "parse",
+            "deploy/examples/logs/elastic_examples_apache_logs.log",
+        ])
         .current_dir(root())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -181,5 +184,8 @@ fn closed_stdout_ends_quietly() {
     let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
-    assert!(!stderr.contains("panicked") && !stderr.contains("error"), "{stderr}");
+    assert!(
+        !stderr.contains("panicked") && !stderr.contains("error"),
+        "{stderr}"
+    );
 }

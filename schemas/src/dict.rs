@@ -8,8 +8,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use arrow::array::{DictionaryArray, Int32Array, StringBuilder};
 use arrow::array::NullBufferBuilder;
+use arrow::array::{DictionaryArray, Int32Array, StringBuilder};
 use arrow::datatypes::Int32Type;
 
 /// Builds one dictionary-encoded string column; keys are `i32` in first-seen order.
