@@ -3,7 +3,7 @@
 //! ```toml
 //! [detect.window]
 //! length = "10s"                  # tumbling window length
-//! allowed-lateness = "5s"         # how far behind the newest start time a record may arrive
+//! allowed-lateness = "15s"        # how far behind the newest start time a record may arrive
 //! concurrency-resolution = "100ms"
 //!
 //! [detect.black-hole]
@@ -29,9 +29,15 @@ pub struct WindowConfig {
     /// `"10s"`; whole µs, > 0. Default 10 s.
     #[serde(with = "humantime_serde")]
     pub length: Duration,
-    /// Allowed lateness, a duration (`"5s"`): the watermark is the newest request start seen so
-    /// far minus this; a record whose window ended at or before the watermark is late (counted,
-    /// not aggregated). Whole µs. Default 5 s.
+    /// Allowed lateness, a duration (`"15s"`): the watermark is the newest request start seen
+    /// so far minus this; a record whose window ended at or before the watermark is late
+    /// (counted, not aggregated). Whole µs. Default 15 s.
+    ///
+    /// Proxies write a request's line when it *completes*, so a request that takes longer than
+    /// the lateness reaches graywatch after its start window closed. Keep the lateness above
+    /// the proxies' request timeout (Envoy's default route timeout is 15 s), or the slowest
+    /// requests — timeouts, the ones a gray failure makes — are the ones counted as late.
+    /// Findings come one window length plus the lateness after a window starts.
     #[serde(with = "humantime_serde")]
     pub allowed_lateness: Duration,
     /// Resolution of the concurrency peak, a duration (`"100ms"`): the window is cut into
@@ -46,7 +52,7 @@ impl Default for WindowConfig {
     fn default() -> Self {
         WindowConfig {
             length: Duration::from_secs(10),
-            allowed_lateness: Duration::from_secs(5),
+            allowed_lateness: Duration::from_secs(15),
             concurrency_resolution: Duration::from_millis(100),
         }
     }
@@ -129,6 +135,6 @@ mod tests {
         let c: DetectConfig = serde_json::from_str("{}").unwrap();
         assert_eq!(c, DetectConfig::default());
         assert_eq!(c.window.length, Duration::from_secs(10));
-        assert_eq!(c.window.allowed_lateness, Duration::from_secs(5));
+        assert_eq!(c.window.allowed_lateness, Duration::from_secs(15));
     }
 }

@@ -33,7 +33,7 @@
 //!     r.status = Some(200);
 //!     b.append(&r);
 //! }
-//! assert!(detector.push(&b.finish())?.is_empty()); // watermark 7.5 s − 5 s: window 0 still open
+//! assert!(detector.push(&b.finish())?.is_empty()); // watermark 7.5 s − 15 s: window 0 still open
 //! let closed = detector.flush();
 //! assert_eq!(closed.len(), 1);
 //! let pair = &closed[0].pairs[0];
@@ -94,6 +94,9 @@ pub struct DetectStats {
     /// Records whose time in flight spanned more than [`pair::MAX_SPAN_WINDOWS`] windows and
     /// was cut there (they still count in full in their start window's rate, errors, latency).
     pub clamped_records: u64,
+    /// Records that started after the bound given to [`Detector::set_not_after`]: counted
+    /// here, not aggregated.
+    pub future_records: u64,
 }
 
 /// The detection stage: pair aggregation then node-level detection, built from a validated
@@ -142,6 +145,20 @@ impl Detector {
         self.judge(closed)
     }
 
+    /// Records starting after `not_after_us` (µs since the epoch) are not aggregated but
+    /// counted in [`DetectStats::future_records`] and listed by [`Detector::dropped_rows`]:
+    /// a clock far ahead must not move the watermark past everything else. The caller passes
+    /// the bound in (the binary uses its wall clock plus a day); detection reads no clock.
+    pub fn set_not_after(&mut self, not_after_us: i64) {
+        self.pairs.set_not_after(not_after_us);
+    }
+
+    /// Rows of the batch last given to [`Detector::push`] that were not aggregated (late, or
+    /// beyond [`Detector::set_not_after`]), in row order, so the caller can report them.
+    pub fn dropped_rows(&self) -> &[(u32, pair::Dropped)] {
+        self.pairs.dropped_rows()
+    }
+
     /// Counters so far.
     pub fn stats(&self) -> &DetectStats {
         &self.stats
@@ -169,6 +186,7 @@ impl Detector {
         s.records = self.pairs.records();
         s.late_records = self.pairs.late_records();
         s.clamped_records = self.pairs.clamped_records();
+        s.future_records = self.pairs.future_records();
         s.max_open_windows = self.pairs.max_open_windows();
         s.windows_closed += out.len() as u64;
         s.findings += out.iter().map(|w| w.findings.len() as u64).sum::<u64>();
@@ -219,7 +237,26 @@ mod tests {
                 findings: 0,
                 max_open_windows: 2,
                 clamped_records: 0,
+                future_records: 0,
             }
         );
+    }
+
+    #[test]
+    fn far_future_records_are_counted_and_do_not_move_the_watermark() {
+        let mut d = Detector::try_from(DetectConfig::default()).unwrap();
+        d.set_not_after(100_000_000);
+        let mut b = FlowBatchBuilder::new();
+        // 0 s, then a record in 2100 (4_102_444_800 s), then 3 s and 1 s: all in window 0.
+        for t in [0, 4_102_444_800_000_000, 3_000_000, 1_000_000] {
+            b.append(&FlowRecordRef::new(t, "a", "b", Reporter::Envoy));
+        }
+        assert!(d.push(&b.finish()).unwrap().is_empty());
+        assert_eq!(d.dropped_rows(), &[(1, pair::Dropped::Future)]);
+        assert_eq!(d.stats().future_records, 1);
+        assert_eq!(d.stats().late_records, 0);
+        let closed = d.flush();
+        assert_eq!(closed.len(), 1);
+        assert_eq!(closed[0].pairs[0].requests, 3);
     }
 }

@@ -538,6 +538,21 @@ pub struct PairAggregator {
     late_records: u64,
     clamped_records: u64,
     max_open_windows: u64,
+    /// Records starting after this are not aggregated (see [`PairAggregator::set_not_after`]).
+    not_after_us: i64,
+    future_records: u64,
+    /// Rows of the last pushed batch that were not aggregated, and why.
+    dropped_rows: Vec<(u32, Dropped)>,
+}
+
+/// Why a record was not aggregated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Dropped {
+    /// Its window was already behind the watermark.
+    Late,
+    /// It starts after the configured bound on event time (a clock far ahead, a bad year).
+    Future,
 }
 
 impl PairAggregator {
@@ -555,7 +570,30 @@ impl PairAggregator {
             late_records: 0,
             clamped_records: 0,
             max_open_windows: 0,
+            not_after_us: i64::MAX,
+            future_records: 0,
+            dropped_rows: Vec::new(),
         }
+    }
+
+    /// Records that start after `not_after_us` (µs since the epoch) are counted in
+    /// [`PairAggregator::future_records`] and not aggregated: one record from a broken clock
+    /// (year 2100) would otherwise move the watermark so far that everything after it is late.
+    /// The caller passes the bound in (e.g. its wall clock plus a margin); detection reads no
+    /// clock.
+    pub fn set_not_after(&mut self, not_after_us: i64) {
+        self.not_after_us = not_after_us;
+    }
+
+    /// Records that started after the bound of [`PairAggregator::set_not_after`].
+    pub fn future_records(&self) -> u64 {
+        self.future_records
+    }
+
+    /// Rows (indices into the last batch given to [`PairAggregator::push`]) that were not
+    /// aggregated, in row order, with the reason.
+    pub fn dropped_rows(&self) -> &[(u32, Dropped)] {
+        &self.dropped_rows
     }
 
     /// The window geometry.
@@ -622,13 +660,20 @@ impl PairAggregator {
         };
 
         self.records += batch.num_rows() as u64;
+        self.dropped_rows.clear();
         for row in 0..batch.num_rows() {
             let start = starts[row];
+            if start > self.not_after_us {
+                self.future_records += 1;
+                self.dropped_rows.push((row as u32, Dropped::Future));
+                continue;
+            }
             let k = start.div_euclid(l);
             let ws = k.saturating_mul(l);
             let we = k.saturating_add(1).saturating_mul(l);
             if we <= self.late_before_us {
                 self.late_records += 1;
+                self.dropped_rows.push((row as u32, Dropped::Late));
                 continue;
             }
             if self.max_start_us.is_none_or(|m| start > m) {
