@@ -13,6 +13,9 @@ use schemas::FlowBatchBuilder;
 
 use crate::error::{Error, Reject, RejectReason, Result};
 
+/// The UTF-8 encoding of U+FEFF, the byte order mark.
+const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
+
 /// A parser for one log format: turns one line into zero or more flow records.
 ///
 /// The driver ([`read_lines`]) calls [`parse_line`](Self::parse_line) once per line, in input
@@ -118,6 +121,10 @@ impl IngestStats {
 /// Reads `reader` line by line through `parser`, emitting batches of `opts.batch_rows` rows
 /// to `sink`. The builder keeps rows across inputs; call [`finish`] after the last input.
 ///
+/// A UTF-8 byte order mark (`EF BB BF`, which Windows editors write) at the very start of the
+/// input is dropped before the first line reaches the parser (it still counts in
+/// [`IngestStats::bytes`]); one anywhere else is left to the parser.
+///
 /// # Errors
 /// [`Error::Io`] naming `input` when reading fails; any error the sink returns.
 pub fn read_lines<R: BufRead>(
@@ -172,6 +179,9 @@ pub fn read_lines<R: BufRead>(
         }
         line_no += 1;
         stats.lines += 1;
+        if line_no == 1 && line.starts_with(UTF8_BOM) {
+            line.drain(..UTF8_BOM.len());
+        }
         if line.last() == Some(&b'\r') {
             line.pop();
         }
@@ -305,5 +315,43 @@ mod tests {
             ]
         );
         assert_eq!(stats.bytes, data.len() as u64);
+    }
+
+    #[test]
+    fn a_byte_order_mark_at_the_start_is_dropped() {
+        // Three lines: "1" after a BOM, "2", and "3" after a BOM that is not at the start.
+        let data = b"\xEF\xBB\xBF1\n2\n\xEF\xBB\xBF3\n";
+        let mut stats = IngestStats::default();
+        let mut sink = Collect::default();
+        let mut builder = FlowBatchBuilder::new();
+        let opts = ReaderOptions::default();
+        read_lines(
+            "bom.log",
+            &data[..],
+            &mut Digits,
+            &mut builder,
+            &opts,
+            &mut stats,
+            &mut sink,
+        )
+        .unwrap();
+        finish(&mut Digits, &mut builder, &mut stats, &mut sink).unwrap();
+        assert_eq!(stats.records, 2);
+        assert_eq!(sink.rejects, vec!["bom.log:3: bad-number: \"\\u{feff}3\""]);
+        assert_eq!(stats.bytes, 12); // BOM 3 + "1\n" 2 + "2\n" 2 + BOM 3 + "3\n" 2
+
+        // A BOM alone on the first line leaves a blank line.
+        let mut stats = IngestStats::default();
+        read_lines(
+            "bom.log",
+            &b"\xEF\xBB\xBF\r\n7"[..],
+            &mut Digits,
+            &mut builder,
+            &opts,
+            &mut stats,
+            &mut sink,
+        )
+        .unwrap();
+        assert_eq!((stats.lines, stats.blank_lines, stats.records), (2, 1, 1));
     }
 }
