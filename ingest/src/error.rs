@@ -82,6 +82,15 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+    /// A key of the `[mapping]` section has an invalid value (the user's fault), e.g. an empty
+    /// `service`.
+    #[error("[mapping] {key} {reason}")]
+    MappingKey {
+        /// The key, as written in the config file (`service`, `zone`, `version`).
+        key: &'static str,
+        /// What is wrong with its value.
+        reason: String,
+    },
     /// A mapping rule is invalid.
     #[error("mapping rule {index}: {reason}")]
     Mapping {

@@ -74,7 +74,8 @@ pub struct RuleConfig {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct MappingConfig {
-    /// The service whose proxy wrote the input (a sidecar's workload, an edge proxy's name).
+    /// The service whose proxy wrote the input (a sidecar's workload, an edge proxy's name);
+    /// when given, not empty (nor are `zone` and `version`).
     pub service: Option<String>,
     /// Its zone.
     pub zone: Option<String>,
@@ -150,7 +151,23 @@ pub const UNKNOWN_SERVICE: &str = "unknown";
 impl TryFrom<MappingConfig> for Mapping {
     type Error = Error;
 
+    /// # Errors
+    /// [`Error::MappingKey`] for an empty or blank `service`, `zone` or `version`;
+    /// [`Error::Mapping`] for a rule with an empty pattern, service, zone or version.
     fn try_from(c: MappingConfig) -> Result<Self> {
+        let blank = |v: &Option<String>| v.as_deref().is_some_and(|v| v.trim().is_empty());
+        for (key, value) in [
+            ("service", &c.service),
+            ("zone", &c.zone),
+            ("version", &c.version),
+        ] {
+            if blank(value) {
+                return Err(Error::MappingKey {
+                    key,
+                    reason: "is empty: give a value or leave the key out".into(),
+                });
+            }
+        }
         let rules = c
             .rules
             .into_iter()
@@ -162,11 +179,17 @@ impl TryFrom<MappingConfig> for Mapping {
                         reason: "empty pattern".into(),
                     });
                 }
-                if matches!(r.service.as_deref(), Some("")) {
-                    return Err(Error::Mapping {
-                        index,
-                        reason: "empty service".into(),
-                    });
+                for (key, value) in [
+                    ("service", &r.service),
+                    ("zone", &r.zone),
+                    ("version", &r.version),
+                ] {
+                    if blank(value) {
+                        return Err(Error::Mapping {
+                            index,
+                            reason: format!("empty {key}"),
+                        });
+                    }
                 }
                 Ok(Rule {
                     field: r.field,
@@ -350,6 +373,45 @@ mod tests {
         assert_eq!(strip_port("[2a02:cf40::7]:3000"), "2a02:cf40::7");
         assert_eq!(strip_port("httpbin.org"), "httpbin.org");
         assert_eq!(strip_port("2a02:cf40::7"), "2a02:cf40::7");
+    }
+
+    #[test]
+    fn empty_own_service_zone_or_version_is_an_error_naming_the_key() {
+        for key in ["service", "zone", "version"] {
+            let mut c = MappingConfig {
+                service: Some("frontend".into()),
+                zone: Some("a".into()),
+                version: Some("v1".into()),
+                rules: vec![],
+            };
+            let field = match key {
+                "service" => &mut c.service,
+                "zone" => &mut c.zone,
+                _ => &mut c.version,
+            };
+            *field = Some(String::new());
+            let err = Mapping::try_from(c.clone()).unwrap_err().to_string();
+            assert_eq!(
+                err,
+                format!("[mapping] {key} is empty: give a value or leave the key out")
+            );
+            let field = match key {
+                "service" => &mut c.service,
+                "zone" => &mut c.zone,
+                _ => &mut c.version,
+            };
+            *field = Some(" ".into());
+            assert!(Mapping::try_from(c).is_err(), "blank {key}");
+        }
+        // A rule's empty zone or version names the rule and the key.
+        let mut r = rule(MatchField::Authority, "*", None);
+        r.version = Some(String::new());
+        let err = Mapping::try_from(MappingConfig {
+            rules: vec![rule(MatchField::Authority, "a", None), r],
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert_eq!(err.to_string(), "mapping rule 1: empty version");
     }
 
     #[test]
