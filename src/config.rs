@@ -46,13 +46,17 @@ impl Config {
         toml::from_str(&text).with_context(|| format!("config {}", path.display()))
     }
 
-    /// Validates every section into the runtime types.
-    pub fn validate(self) -> anyhow::Result<Validated> {
+    /// Validates every section into the runtime types; errors name `path` and the section.
+    pub fn validate(self, path: Option<&Path>) -> anyhow::Result<Validated> {
+        let file = path.map_or_else(|| "defaults".into(), |p| p.display().to_string());
         let detect_config = self.detect.clone();
         Ok(Validated {
-            mapping: ingest::Mapping::try_from(self.mapping).context("config [mapping]")?,
-            detector: detect::Detector::try_from(self.detect).context("config [detect]")?,
-            actuator: actuate::Actuator::try_from(self.actuate).context("config [actuate]")?,
+            mapping: ingest::Mapping::try_from(self.mapping)
+                .with_context(|| format!("config {file} [mapping]"))?,
+            detector: detect::Detector::try_from(self.detect)
+                .with_context(|| format!("config {file} [detect]"))?,
+            actuator: actuate::Actuator::try_from(self.actuate)
+                .with_context(|| format!("config {file} [actuate]"))?,
             detect: detect_config,
         })
     }

@@ -1,8 +1,8 @@
 //! Opening inputs, choosing each one's parser, and driving them through `ingest::read_lines`.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
+use std::io::{BufRead, BufReader, Cursor, Read};
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -12,12 +12,12 @@ use schemas::FlowBatchBuilder;
 use crate::InputArgs;
 
 /// One opened input.
-struct Opened {
+pub struct Opened {
     name: String,
     reader: Box<dyn BufRead>,
 }
 
-fn open(path: &PathBuf) -> anyhow::Result<Opened> {
+fn open(path: &Path) -> anyhow::Result<Opened> {
     if path.as_os_str() == "-" {
         return Ok(Opened {
             name: "-".into(),
@@ -34,26 +34,91 @@ fn open(path: &PathBuf) -> anyhow::Result<Opened> {
     })
 }
 
+/// Opens every input, so that a typo in the last path fails before anything is read or
+/// any output file is created.
+pub fn open_all(args: &InputArgs) -> anyhow::Result<Vec<Opened>> {
+    args.inputs.iter().map(|p| open(p)).collect()
+}
+
+/// Fails when an output path is one of the inputs or is given twice: writing would destroy
+/// an input, or interleave two streams in one file.
+pub fn check_outputs(args: &InputArgs, outputs: &[(&str, &Option<PathBuf>)]) -> anyhow::Result<()> {
+    let key = |p: &Path| {
+        let parent = match p.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        parent
+            .canonicalize()
+            .map(|d| d.join(p.file_name().unwrap_or_default()))
+            .unwrap_or_else(|_| p.to_path_buf())
+    };
+    let mut seen: Vec<(PathBuf, &str)> = Vec::new();
+    for (flag, path) in outputs {
+        let Some(path) = path else { continue };
+        if path.as_os_str() == "-" {
+            continue;
+        }
+        let k = key(path);
+        if args
+            .inputs
+            .iter()
+            .any(|i| i.as_os_str() != "-" && key(i) == k)
+        {
+            bail!("{flag} {}: is also an input", path.display());
+        }
+        if let Some((_, other)) = seen.iter().find(|(s, _)| *s == k) {
+            bail!("{flag} {}: already given to {other}", path.display());
+        }
+        seen.push((k, flag));
+    }
+    Ok(())
+}
+
+/// What was read, for the summary.
+pub struct InputSummary {
+    /// Lines, bytes, records, rejects.
+    pub stats: IngestStats,
+    /// Parser counters (e.g. spans without parent).
+    pub counters: Vec<(&'static str, u64)>,
+    /// Each input with the format it was read as (`None` for an empty input).
+    pub formats: Vec<(String, Option<String>)>,
+}
+
+/// Reads up to the first non-blank line (at most `max` bytes of it) and hands back a reader
+/// that yields those bytes again, then the rest: `--format auto` looks at a whole line even
+/// when the input arrives in small pieces.
+fn peek_first_line(input: &mut Opened, max: usize) -> anyhow::Result<Vec<u8>> {
+    let mut head = Vec::new();
+    loop {
+        let start = head.len();
+        let n = (&mut input.reader)
+            .take(max as u64)
+            .read_until(b'\n', &mut head)
+            .with_context(|| format!("reading {}", input.name))?;
+        if n == 0 || !head[start..].iter().all(u8::is_ascii_whitespace) || head.len() >= max {
+            break;
+        }
+    }
+    let rest = std::mem::replace(&mut input.reader, Box::new(Cursor::new(Vec::new())));
+    input.reader = Box::new(BufReader::with_capacity(
+        1 << 18,
+        Cursor::new(head.clone()).chain(rest),
+    ));
+    Ok(head)
+}
+
 /// Runs every input through its parser into `sink`; returns what was read.
 ///
-/// All inputs are checked to be readable before the first is read, so a typo in the last
-/// path fails fast. Parsers are kept per format across inputs (a spans join can cross files)
-/// and finished after the last input.
+/// Parsers are kept per format across inputs (a spans join can cross files) and finished
+/// after the last input.
 pub fn drive(
     args: &InputArgs,
+    mut opened: Vec<Opened>,
     mapping: &Mapping,
     sink: &mut dyn IngestSink,
     progress: &ProgressBar,
-) -> anyhow::Result<(IngestStats, Vec<(&'static str, u64)>)> {
-    let fixed: Option<Format> = match args.format.as_str() {
-        "auto" => None,
-        f => Some(f.parse().context("--format")?),
-    };
-    let mut opened = args
-        .inputs
-        .iter()
-        .map(open)
-        .collect::<anyhow::Result<Vec<_>>>()?;
+) -> anyhow::Result<InputSummary> {
     let opts = ReaderOptions {
         max_line_bytes: args.max_line_bytes,
         ..ReaderOptions::default()
@@ -61,23 +126,33 @@ pub fn drive(
     let mut parsers: Vec<(Format, Box<dyn LineParser>)> = Vec::new();
     let mut builder = FlowBatchBuilder::new();
     let mut stats = IngestStats::default();
+    let mut formats = Vec::new();
     for input in &mut opened {
-        let format = match &fixed {
+        let format = match &args.format.0 {
             Some(f) => f.clone(),
             None => {
-                let head = input
-                    .reader
-                    .fill_buf()
-                    .with_context(|| format!("reading {}", input.name))?;
-                Format::sniff(head).with_context(|| {
-                    format!(
+                let head = peek_first_line(input, args.max_line_bytes)?;
+                match Format::sniff(&head) {
+                    Some(f) => f,
+                    None if head.iter().all(u8::is_ascii_whitespace) => {
+                        // Nothing to parse: count its blank lines, if any, and go on.
+                        let blank = head.iter().filter(|&&b| b == b'\n').count() as u64;
+                        stats.lines +=
+                            blank + u64::from(!head.is_empty() && !head.ends_with(b"\n"));
+                        stats.blank_lines += blank;
+                        stats.bytes += head.len() as u64;
+                        formats.push((input.name.clone(), None));
+                        continue;
+                    }
+                    None => bail!(
                         "{}: cannot tell the log format from its first line; pass --format",
                         input.name
-                    )
-                })?
+                    ),
+                }
             }
         };
         tracing::info!(input = %input.name, ?format, "reading");
+        formats.push((input.name.clone(), Some(format_name(&format))));
         let index = match parsers.iter().position(|(f, _)| *f == format) {
             Some(i) => i,
             None => {
@@ -86,11 +161,10 @@ pub fn drive(
                 parsers.len() - 1
             }
         };
-        let base = stats.bytes;
         let mut tracked = Tracked {
             inner: sink,
             progress,
-            base,
+            base: stats.bytes,
         };
         ingest::read_lines(
             &input.name,
@@ -107,7 +181,38 @@ pub fn drive(
         ingest::finish(parser.as_mut(), &mut builder, &mut stats, sink)?;
         counters.extend(parser.counters());
     }
-    Ok((stats, counters))
+    Ok(InputSummary {
+        stats,
+        counters,
+        formats,
+    })
+}
+
+/// The `--format` name of a format.
+fn format_name(f: &Format) -> String {
+    match f {
+        Format::Envoy => "envoy".into(),
+        Format::EnvoyJson => "envoy-json".into(),
+        Format::Istio => "istio".into(),
+        Format::NginxCombined => "nginx-combined".into(),
+        Format::NginxIngress => "nginx-ingress".into(),
+        Format::Nginx(_) => "nginx:'…'".into(),
+        Format::SpansCsv => "spans-csv".into(),
+    }
+}
+
+/// `--format`: a format name, or `auto` (`None`).
+#[derive(Debug, Clone)]
+pub struct FormatArg(pub Option<Format>);
+
+/// Parses `--format` for clap, so a bad value is a usage error (exit status 2).
+pub fn parse_format(s: &str) -> Result<FormatArg, String> {
+    if s == "auto" {
+        return Ok(FormatArg(None));
+    }
+    s.parse::<Format>()
+        .map(|f| FormatArg(Some(f)))
+        .map_err(|e| e.to_string())
 }
 
 /// Forwards to the real sink and moves the progress bar.
@@ -129,18 +234,29 @@ impl IngestSink for Tracked<'_> {
     }
 }
 
-/// A progress bar over the inputs' total size, drawn only when stderr is a terminal.
+/// A progress indicator, drawn only when stderr is a terminal: a bar over the inputs' total
+/// size, or a byte counter when an input is stdin (size unknown).
 pub fn progress_bar(args: &InputArgs) -> ProgressBar {
+    let target = ProgressDrawTarget::stderr();
+    if args.inputs.iter().any(|p| p.as_os_str() == "-") {
+        let spinner = ProgressBar::with_draw_target(None, target);
+        spinner.set_style(
+            ProgressStyle::with_template("{spinner} {decimal_bytes} read, {decimal_bytes_per_sec}")
+                .expect("valid progress template"),
+        );
+        spinner.enable_steady_tick(std::time::Duration::from_millis(200));
+        return spinner;
+    }
     let total: u64 = args
         .inputs
         .iter()
         .filter_map(|p| std::fs::metadata(p).ok())
         .map(|m| m.len())
         .sum();
-    let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
+    let bar = ProgressBar::with_draw_target(Some(total), target);
     bar.set_style(
         ProgressStyle::with_template(
-            "{spinner} {bytes}/{total_bytes} {wide_bar} {bytes_per_sec} eta {eta}",
+            "{spinner} {decimal_bytes}/{decimal_total_bytes} {wide_bar} {decimal_bytes_per_sec} eta {eta}",
         )
         .expect("valid progress template"),
     );
@@ -187,17 +303,23 @@ pub fn thousands(n: u64) -> String {
     out
 }
 
-/// The summary lines about input: lines, records, rejects by reason, parser counters.
-pub fn summarize_input(
-    stats: &IngestStats,
-    counters: &[(&'static str, u64)],
-    elapsed: std::time::Duration,
-) -> String {
+/// The summary lines about input: formats, lines, records, rejects by reason, parser counters.
+pub fn summarize_input(read: &InputSummary, elapsed: std::time::Duration) -> String {
+    let stats = &read.stats;
     let secs = elapsed.as_secs_f64();
-    let mut s = format!(
-        "  lines     {} ({:.1} MB) in {:.2} s ({} lines/s)\n  records   {}\n",
+    let mut s = String::new();
+    let mut formats: Vec<String> = Vec::new();
+    for (_, f) in &read.formats {
+        let f = f.clone().unwrap_or_else(|| "empty".into());
+        if !formats.contains(&f) {
+            formats.push(f);
+        }
+    }
+    s += &format!("  format    {}\n", formats.join(", "));
+    s += &format!(
+        "  lines     {} ({} bytes) in {:.2} s ({} lines/s)\n  records   {}\n",
         thousands(stats.lines),
-        stats.bytes as f64 / 1e6,
+        thousands(stats.bytes),
         secs,
         thousands((stats.lines as f64 / secs.max(1e-9)) as u64),
         thousands(stats.records),
@@ -215,8 +337,18 @@ pub fn summarize_input(
     if stats.blank_lines > 0 {
         s += &format!("  blank     {}\n", thousands(stats.blank_lines));
     }
-    for (name, n) in counters {
-        s += &format!("  {name}: {}\n", thousands(*n));
+    if !read.counters.is_empty() {
+        let c: Vec<String> = read
+            .counters
+            .iter()
+            .map(|(name, n)| format!("{name} {}", thousands(*n)))
+            .collect();
+        s += &format!("  parser    {}\n", c.join(", "));
+    }
+    let parsed = stats.lines - stats.blank_lines;
+    if parsed > 0 && stats.rejected() * 2 > parsed {
+        s += "  hint      most lines were rejected: is --format right? `graywatch parse` shows \
+              each reject's reason; --rejects FILE keeps them\n";
     }
     s
 }

@@ -7,6 +7,15 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
+/// Writes to stderr, ignoring errors: a closed stderr must not abort the run (`eprintln!`
+/// panics then).
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 mod config;
 mod input;
 mod output;
@@ -38,18 +47,18 @@ enum Command {
     ///
     /// Rejected lines are reported on stderr as FILE:LINE: REASON: DETAIL.
     Parse(parse::ParseArgs),
-    /// Check a config file and print the settings it resolves to.
+    /// Check a config file: every key known, every value in range.
     Validate(ValidateArgs),
 }
 
 /// Input options shared by `replay` and `parse`.
 #[derive(Debug, Args)]
 pub struct InputArgs {
-    /// Log format: auto, envoy, envoy-json, istio, nginx-combined, nginx-ingress,
-    /// nginx:'<log_format>' (any NGINX log_format, verbatim), spans-csv.
-    /// `auto` looks at the first non-blank line of each input.
-    #[arg(long, short = 'f', default_value = "auto", value_name = "FORMAT")]
-    pub format: String,
+    /// Log format: auto, envoy, envoy-json, istio, nginx-combined (alias nginx),
+    /// nginx-ingress, nginx:'<log_format>' (any NGINX log_format, verbatim, as in
+    /// nginx.conf), spans-csv. `auto` looks at the first non-blank line of each input.
+    #[arg(long, short = 'f', default_value = "auto", value_name = "FORMAT", value_parser = input::parse_format)]
+    pub format: input::FormatArg,
     /// Config file (TOML): service mapping, windows, detector thresholds, patterns.
     /// See deploy/examples/graywatch.toml.
     #[arg(long, short = 'c', value_name = "FILE")]
@@ -92,25 +101,31 @@ fn main() -> ExitCode {
         // command-line tools.
         Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("graywatch: error: {e:#}");
+            say!("graywatch: error: {e:#}\n");
             ExitCode::FAILURE
         }
     }
 }
 
 fn is_broken_pipe(e: &anyhow::Error) -> bool {
-    e.chain().any(|cause| {
-        cause
-            .downcast_ref::<std::io::Error>()
-            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
-    })
+    e.chain().any(|cause| cause.is::<output::StdoutClosed>())
 }
 
 fn validate(args: ValidateArgs) -> anyhow::Result<()> {
     let config = config::Config::load(Some(&args.config))?;
-    let shown = format!("{config:#?}");
-    config.validate()?;
+    let rules = config.mapping.rules.len();
+    let service = config.mapping.service.clone();
+    let valid = config.validate(Some(&args.config))?;
+    let w = &valid.detect.window;
     println!("{}: ok", args.config.display());
-    println!("{shown}");
+    println!(
+        "  mapping: service {}, {rules} rule(s)",
+        service.as_deref().unwrap_or("(none)")
+    );
+    println!(
+        "  windows: {} long, allowed lateness {}",
+        humantime::format_duration(w.length),
+        humantime::format_duration(w.allowed_lateness)
+    );
     Ok(())
 }

@@ -7,9 +7,16 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use serde::Serialize;
 
+/// Standard output was closed by its reader (`graywatch … | head`): the run ends quietly.
+/// Any other output that fails is an error.
+#[derive(Debug, thiserror::Error)]
+#[error("stdout closed")]
+pub struct StdoutClosed;
+
 /// A JSON-lines destination.
 pub struct JsonLines {
     name: String,
+    is_stdout: bool,
     out: Box<dyn Write>,
 }
 
@@ -21,11 +28,13 @@ impl JsonLines {
                 let f = File::create(p).with_context(|| format!("creating {}", p.display()))?;
                 Ok(JsonLines {
                     name: p.display().to_string(),
+                    is_stdout: false,
                     out: Box::new(BufWriter::with_capacity(1 << 16, f)),
                 })
             }
             _ => Ok(JsonLines {
                 name: "stdout".into(),
+                is_stdout: true,
                 out: Box::new(BufWriter::with_capacity(1 << 16, io::stdout().lock())),
             }),
         }
@@ -33,17 +42,25 @@ impl JsonLines {
 
     /// Writes one document as one line.
     pub fn write<T: Serialize>(&mut self, doc: &T) -> anyhow::Result<()> {
-        serde_json::to_writer(&mut self.out, doc)
+        let written = serde_json::to_writer(&mut self.out, doc)
             .map_err(io::Error::from)
-            .and_then(|()| self.out.write_all(b"\n"))
-            .with_context(|| format!("writing {}", self.name))
+            .and_then(|()| self.out.write_all(b"\n"));
+        self.check(written)
     }
 
     /// Flushes buffered lines.
     pub fn flush(&mut self) -> anyhow::Result<()> {
-        self.out
-            .flush()
-            .with_context(|| format!("writing {}", self.name))
+        let flushed = self.out.flush();
+        self.check(flushed)
+    }
+
+    fn check(&self, result: io::Result<()>) -> anyhow::Result<()> {
+        match result {
+            Err(e) if self.is_stdout && e.kind() == io::ErrorKind::BrokenPipe => {
+                Err(StdoutClosed.into())
+            }
+            r => r.with_context(|| format!("writing {}", self.name)),
+        }
     }
 }
 

@@ -46,7 +46,7 @@ impl IngestSink for Printer {
     }
 
     fn reject(&mut self, rejected: &RejectedLine<'_>) -> ingest::Result<()> {
-        eprintln!("{rejected}");
+        say!("{rejected}\n");
         let written = match &mut self.rejects {
             Some(out) => out.write(&RejectDoc::from(rejected)),
             None => Ok(()),
@@ -57,25 +57,29 @@ impl IngestSink for Printer {
 
 pub fn run(args: ParseArgs) -> anyhow::Result<()> {
     let started = Instant::now();
-    let config = crate::config::Config::load(args.input.config.as_deref())?;
-    let mapping = ingest::Mapping::try_from(config.mapping)?;
+    let config_path = args.input.config.as_deref();
+    let mapping = crate::config::Config::load(config_path)?
+        .validate(config_path)?
+        .mapping;
+    let inputs = input::open_all(&args.input)?;
+    input::check_outputs(&args.input, &[("--rejects", &args.input.rejects)])?;
     let mut printer = Printer {
         out: JsonLines::open(None)?,
         rejects: open_or(&args.input.rejects)?,
         failure: None,
     };
     let progress = indicatif::ProgressBar::hidden();
-    let (stats, counters) = input::drive(&args.input, &mapping, &mut printer, &progress)
+    let read = input::drive(&args.input, inputs, &mapping, &mut printer, &progress)
         .map_err(|e| printer.failure.take().unwrap_or(e))?;
     printer.out.flush()?;
     if let Some(r) = &mut printer.rejects {
         r.flush()?;
     }
     if !args.quiet {
-        eprint!(
+        say!(
             "graywatch parse: {} input(s)\n{}",
             args.input.inputs.len(),
-            input::summarize_input(&stats, &counters, started.elapsed())
+            input::summarize_input(&read, started.elapsed())
         );
     }
     Ok(())

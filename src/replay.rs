@@ -5,7 +5,9 @@ use std::time::Instant;
 
 use actuate::Actuator;
 use anyhow::Context;
+use arrow::array::{Array, AsArray};
 use clap::Args;
+use detect::pair::Dropped;
 use detect::{ClosedWindow, Detector};
 use ingest::{IngestSink, RejectedLine};
 
@@ -46,6 +48,8 @@ struct Counts {
     findings: std::collections::BTreeMap<&'static str, u64>,
     commands: u64,
     alerts: u64,
+    /// Late records whose duration was at least the allowed lateness.
+    late_slow: u64,
     /// Per pair over the whole run, for the summary's busiest pairs.
     pair_totals: std::collections::HashMap<(String, String), PairTotal>,
 }
@@ -111,6 +115,8 @@ struct Pipeline {
     counts: Counts,
     /// The first downstream error, kept whole (the ingest error only carries its text).
     failure: Option<anyhow::Error>,
+    /// The allowed lateness, µs: late records at least this slow are counted apart.
+    lateness_us: u64,
 }
 
 impl Pipeline {
@@ -174,35 +180,119 @@ impl Pipeline {
     }
 }
 
+impl Pipeline {
+    /// Counts the records of `batch` that detection did not aggregate (late, or beyond the
+    /// event-time bound) and writes each to the reject file with its reason.
+    fn report_dropped(&mut self, batch: &arrow::array::RecordBatch) -> anyhow::Result<()> {
+        let dropped = self.detector.dropped_rows();
+        if dropped.is_empty() {
+            return Ok(());
+        }
+        let durations = batch
+            .column_by_name(schemas::flow::columns::DURATION)
+            .and_then(|c| {
+                c.as_primitive_opt::<arrow::datatypes::UInt64Type>()
+                    .cloned()
+            });
+        for &(row, why) in dropped {
+            if why == Dropped::Late {
+                let slow = durations.as_ref().is_some_and(|d| {
+                    d.is_valid(row as usize) && d.value(row as usize) >= self.lateness_us
+                });
+                self.counts.late_slow += u64::from(slow);
+            }
+        }
+        let Some(out) = &mut self.rejects else {
+            return Ok(());
+        };
+        let records = schemas::flow_records(batch)?;
+        for &(row, why) in self.detector.dropped_rows() {
+            let (reason, detail) = match why {
+                Dropped::Late => (
+                    "late",
+                    "its window had closed: the watermark was past its end",
+                ),
+                Dropped::Future => (
+                    "future",
+                    "starts more than a day after this machine's clock",
+                ),
+            };
+            out.write(&DroppedDoc {
+                reason,
+                detail,
+                record: &records[row as usize],
+            })?;
+        }
+        Ok(())
+    }
+}
+
+/// A parsed record that detection did not aggregate, as written to the reject file.
+#[derive(serde::Serialize)]
+struct DroppedDoc<'a> {
+    reason: &'static str,
+    detail: &'static str,
+    record: &'a schemas::FlowRecord,
+}
+
 impl IngestSink for Pipeline {
     fn batch(&mut self, batch: arrow::array::RecordBatch) -> ingest::Result<()> {
         let result = self
             .detector
             .push(&batch)
             .context("detect")
-            .and_then(|closed| self.emit(closed));
-        result.map_err(|e| {
-            let text = format!("{e:#}");
-            self.failure = Some(e);
-            ingest::Error::Downstream(text)
-        })
+            .and_then(|closed| {
+                self.report_dropped(&batch)?;
+                self.emit(closed)
+            });
+        result.map_err(|e| self.fail(e))
     }
 
     fn reject(&mut self, rejected: &RejectedLine<'_>) -> ingest::Result<()> {
         tracing::debug!(%rejected, "rejected line");
-        if let Some(out) = &mut self.rejects {
-            out.write(&RejectDoc::from(rejected))
-                .map_err(|e| ingest::Error::Downstream(format!("{e:#}")))?;
-        }
-        Ok(())
+        let written = match &mut self.rejects {
+            Some(out) => out.write(&RejectDoc::from(rejected)),
+            None => Ok(()),
+        };
+        written.map_err(|e| self.fail(e))
+    }
+}
+
+impl Pipeline {
+    /// Keeps the first downstream error whole (the ingest error only carries its text).
+    fn fail(&mut self, e: anyhow::Error) -> ingest::Error {
+        let text = format!("{e:#}");
+        self.failure.get_or_insert(e);
+        ingest::Error::Downstream(text)
     }
 }
 
 pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
     let started = Instant::now();
-    let config = crate::config::Config::load(args.input.config.as_deref())?.validate()?;
+    let config_path = args.input.config.as_deref();
+    let config = crate::config::Config::load(config_path)?.validate(config_path)?;
+    let inputs = input::open_all(&args.input)?;
+    input::check_outputs(
+        &args.input,
+        &[
+            ("--windows", &args.windows),
+            ("--findings", &args.findings),
+            ("--commands", &args.commands),
+            ("--alerts", &args.alerts),
+            ("--rejects", &args.input.rejects),
+        ],
+    )?;
+    let mut detector = config.detector;
+    // The one clock read of a run: records more than a day ahead of it are not believed.
+    let now_us = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(i64::MAX, |d| {
+            i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
+        });
+    detector.set_not_after(now_us.saturating_add(NOT_AFTER_MARGIN_US));
+    let w = &config.detect.window;
     let mut pipeline = Pipeline {
-        detector: config.detector,
+        detector,
         actuator: config.actuator,
         stdout: JsonLines::open(None)?,
         windows: open_or(&args.windows)?,
@@ -213,11 +303,18 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
         rejects: open_or(&args.input.rejects)?,
         counts: Counts::default(),
         failure: None,
+        lateness_us: u64::try_from(w.allowed_lateness.as_micros()).unwrap_or(u64::MAX),
     };
     let progress = input::progress_bar(&args.input);
-    let driven = input::drive(&args.input, &config.mapping, &mut pipeline, &progress);
+    let driven = input::drive(
+        &args.input,
+        inputs,
+        &config.mapping,
+        &mut pipeline,
+        &progress,
+    );
     progress.finish_and_clear();
-    let (stats, counters) = match driven {
+    let read = match driven {
         Ok(v) => v,
         Err(e) => return Err(pipeline.failure.take().unwrap_or(e)),
     };
@@ -227,27 +324,49 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
     if !args.quiet {
         let d = pipeline.detector.stats();
         let c = &pipeline.counts;
-        let w = &config.detect.window;
         let findings: Vec<String> = c.findings.iter().map(|(k, n)| format!("{k} {n}")).collect();
-        eprint!(
+        let mut s = format!(
             "graywatch replay: {} input(s)\n{}",
             args.input.inputs.len(),
-            input::summarize_input(&stats, &counters, started.elapsed())
+            input::summarize_input(&read, started.elapsed())
         );
-        eprintln!(
-            "  late      {} (beyond the allowed lateness of {})",
+        s += &format!(
+            "  late      {} (beyond the allowed lateness of {})\n",
             thousands(d.late_records),
             humantime::format_duration(w.allowed_lateness)
         );
-        eprintln!(
-            "  windows   {} closed ({} each), {} pair and {} node aggregates",
+        if d.late_records > 0 && d.late_records * 100 >= read.stats.records.max(1) {
+            s += &format!(
+                "  hint      {} of the late records took {} or longer: proxies log a request when \
+                 it completes, so raise [detect.window] allowed-lateness above their timeout; the \
+                 rest arrived out of order (--rejects FILE lists every one)\n",
+                thousands(c.late_slow),
+                humantime::format_duration(w.allowed_lateness)
+            );
+        }
+        if d.future_records > 0 {
+            s += &format!(
+                "  future    {} (start more than a day after this machine's clock; not aggregated)\n",
+                thousands(d.future_records)
+            );
+        }
+        if d.clamped_records > 0 {
+            s += &format!(
+                "  clamped   {} (in flight over more than {} windows: counted in the first {})\n",
+                thousands(d.clamped_records),
+                detect::pair::MAX_SPAN_WINDOWS,
+                detect::pair::MAX_SPAN_WINDOWS
+            );
+        }
+        s += &format!(
+            "  windows   {} closed ({} each), {} pair and {} node aggregates\n",
             thousands(c.windows),
             humantime::format_duration(w.length),
             thousands(c.pairs),
             thousands(c.nodes)
         );
-        eprintln!(
-            "  findings  {}{}",
+        s += &format!(
+            "  findings  {}{}\n",
             c.findings.values().sum::<u64>(),
             if findings.is_empty() {
                 String::new()
@@ -255,14 +374,18 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
                 format!(" ({})", findings.join(", "))
             }
         );
-        eprintln!("  commands  {}, alerts {}", c.commands, c.alerts);
+        s += &format!("  commands  {}, alerts {}\n", c.commands, c.alerts);
         if !c.pair_totals.is_empty() {
-            eprint!(
+            s += &format!(
                 "  busiest pairs (of {}):\n{}",
                 thousands(c.pair_totals.len() as u64),
                 c.busiest()
             );
         }
+        say!("{s}");
     }
     Ok(())
 }
+
+/// Records may start at most this far ahead of the machine's clock, µs (one day).
+const NOT_AFTER_MARGIN_US: i64 = 86_400_000_000;

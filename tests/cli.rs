@@ -15,8 +15,9 @@ fn example_config_validates() {
         stdout.starts_with("deploy/examples/graywatch.toml: ok"),
         "{stdout}"
     );
-    // A value from the file, not a default, came through.
-    assert!(stdout.contains("catalog"), "{stdout}");
+    // Values from the file, not defaults, came through.
+    assert!(stdout.contains("service frontend, 2 rule(s)"), "{stdout}");
+    assert!(stdout.contains("allowed lateness 15s"), "{stdout}");
 }
 
 #[test]
@@ -47,7 +48,11 @@ fn bad_format_flag_fails_with_the_value() {
         "apache",
         "deploy/examples/logs/beats_envoyproxy_envoy.log",
     ]);
-    assert!(!out.status.success());
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "a bad flag value is a usage error"
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("unknown format \"apache\""), "{stderr}");
 }
@@ -188,4 +193,135 @@ fn closed_stdout_ends_quietly() {
         !stderr.contains("panicked") && !stderr.contains("error"),
         "{stderr}"
     );
+}
+
+/// Envoy default-format lines (Envoy docs, access_log usage) for `start` seconds after
+/// 2024-05-01T00:00:00Z lasting `ms` milliseconds, frontend's sidecar calling catalog.
+fn envoy_line(start_ms: i64, ms: u64) -> String {
+    let ts = crate::util::format_rfc3339_ms(crate::util::BASE_SECS * 1000 + start_ms);
+    format!(
+        "[{ts}] \"GET /items HTTP/1.1\" 200 - 0 120 {ms} {ms} \"-\" \"curl/8\" \"id-{start_ms}\" \"catalog:8080\" \"10.1.0.7:8080\"\n"
+    )
+}
+
+/// A request slower than the allowed lateness is logged (at its end) after its window closed:
+/// counted as late, explained in the summary, and kept in the reject file with its record.
+#[test]
+fn late_slow_request_is_counted_explained_and_kept() {
+    let (dir, log) = temp_path("envoy.log");
+    // One 10 ms request a second for 60 s, written at completion; the one starting at 12 s
+    // takes 30 s, so its line comes after the 41 s one, when the watermark (41 s − 15 s) has
+    // passed the end of its window [10 s, 20 s).
+    let mut lines: Vec<(i64, String)> = (0..60)
+        .map(|s| {
+            let ms = if s == 12 { 30_000 } else { 10 };
+            (s * 1000 + ms as i64, envoy_line(s * 1000, ms))
+        })
+        .collect();
+    lines.sort();
+    write(&log, &lines.into_iter().map(|(_, l)| l).collect::<String>());
+    let rejects = dir.path().join("rejects.jsonl");
+    let (docs, stderr) = graywatch_ok(&[
+        "replay",
+        "--rejects",
+        rejects.to_str().unwrap(),
+        log.to_str().unwrap(),
+    ]);
+    assert!(
+        stderr.contains("late      1 (beyond the allowed lateness of 15s)"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("1 of the late records took 15s or longer"),
+        "{stderr}"
+    );
+    let kept = crate::util::json_lines(&std::fs::read(&rejects).unwrap());
+    assert_eq!(kept.len(), 1);
+    assert_eq!(kept[0]["reason"], "late");
+    assert_eq!(kept[0]["record"]["duration_us"], 30_000_000);
+    let aggregated: u64 = of_kind(&docs, "pair-window")
+        .iter()
+        .map(|p| p["requests"].as_u64().unwrap())
+        .sum();
+    assert_eq!(aggregated, 59);
+}
+
+/// One record from a clock far ahead (2100) must not make everything after it late.
+#[test]
+fn far_future_record_is_set_aside() {
+    let (_dir, log) = temp_path("envoy.log");
+    let mut text = String::new();
+    for s in 0..30 {
+        text += &envoy_line(s * 1000, 10);
+        if s == 5 {
+            // 2100-01-01T00:00:00Z
+            text += &envoy_line((4_102_444_800 - crate::util::BASE_SECS) * 1000, 10);
+        }
+    }
+    write(&log, &text);
+    let (docs, stderr) = graywatch_ok(&["replay", log.to_str().unwrap()]);
+    assert!(stderr.contains("future    1"), "{stderr}");
+    assert!(stderr.contains("late      0"), "{stderr}");
+    let aggregated: u64 = of_kind(&docs, "pair-window")
+        .iter()
+        .map(|p| p["requests"].as_u64().unwrap())
+        .sum();
+    assert_eq!(aggregated, 30);
+}
+
+/// An output file that is also an input is refused before anything is written.
+#[test]
+fn output_over_an_input_is_refused() {
+    let (_dir, log) = temp_path("envoy.log");
+    let line = envoy_line(0, 10);
+    write(&log, &line);
+    let out = graywatch(&[
+        "replay",
+        "--windows",
+        log.to_str().unwrap(),
+        log.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("is also an input"), "{stderr}");
+    assert_eq!(
+        std::fs::read_to_string(&log).unwrap(),
+        line,
+        "input untouched"
+    );
+}
+
+/// Empty inputs are counted and skipped; the other inputs are still read.
+#[test]
+fn empty_input_is_skipped() {
+    let (dir, empty) = temp_path("empty.log");
+    write(&empty, "\n\n");
+    let log = dir.path().join("envoy.log");
+    write(&log, &envoy_line(0, 10));
+    let (docs, stderr) = graywatch_ok(&["replay", empty.to_str().unwrap(), log.to_str().unwrap()]);
+    assert!(stderr.contains("format    empty, envoy"), "{stderr}");
+    assert!(stderr.contains("blank     2"), "{stderr}");
+    assert_eq!(of_kind(&docs, "pair-window").len(), 1);
+}
+
+/// A closed stderr must not turn into a panic (exit status 101).
+#[test]
+fn closed_stderr_is_not_a_panic() {
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_graywatch"))
+        .args([
+            "parse",
+            "-f",
+            "envoy",
+            "deploy/examples/logs/elastic_examples_apache_logs.log",
+        ])
+        .current_dir(root())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stderr.take());
+    let status = child.wait().unwrap();
+    assert_ne!(status.code(), Some(101), "panicked");
+    assert!(status.success());
 }
