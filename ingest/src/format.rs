@@ -49,13 +49,23 @@ impl FromStr for Format {
 }
 
 impl Format {
-    /// Guesses the format from the start of an input (its first non-blank line), as
-    /// `--format auto` does: `[2019-…T…Z] "` is Envoy, or Istio when the line carries an
-    /// `inbound|` / `outbound|` upstream cluster; a JSON envelope with `"message"` holding such
-    /// a line is Envoy; another JSON object is Envoy JSON; a `TraceID,` header is spans;
-    /// `… [07/Dec/2016:11:05:07 +0100] "` is NGINX, ingress-nginx when `[upstream-name]`
-    /// brackets follow the request. `None` when nothing fits.
+    /// Guesses the format from the start of an input (its first non-blank line, after any
+    /// UTF-8 byte order mark), as `--format auto` does:
+    ///
+    /// - `[2019-…T…Z] "` (bare or after `ACCESS `) is Envoy's default format, which ends with
+    ///   the quoted `"%UPSTREAM_HOST%"`; it is Istio's when at least five unquoted fields
+    ///   follow the line's last `"` (Istio's `%UPSTREAM_CLUSTER% %UPSTREAM_LOCAL_ADDRESS%
+    ///   %DOWNSTREAM_LOCAL_ADDRESS% %DOWNSTREAM_REMOTE_ADDRESS% %REQUESTED_SERVER_NAME%
+    ///   [%ROUTE_NAME%]`), whatever the cluster (`outbound|…`, `PassthroughCluster`, `-`, …);
+    /// - a JSON envelope whose `"message"` holds such a line: the same rule on the message;
+    /// - another JSON object: Envoy JSON;
+    /// - a `TraceID,` header: spans;
+    /// - `… [07/Dec/2016:11:05:07 +0100] "`: NGINX, ingress-nginx when `[upstream-name]`
+    ///   brackets follow the request.
+    ///
+    /// `None` when nothing fits.
     pub fn sniff(head: &[u8]) -> Option<Format> {
+        let head = head.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(head);
         let line = head
             .split(|&b| b == b'\n')
             .map(|l| l.trim_ascii())
@@ -64,18 +74,26 @@ impl Format {
         if line.starts_with(b"TraceID,") {
             return Some(Format::SpansCsv);
         }
-        let istio = has(b" inbound|") || has(b" outbound|");
-        if line.starts_with(b"{") {
-            return Some(if has(b"\"message\"") && has(b"] \\\"") {
-                if istio { Format::Istio } else { Format::Envoy }
+        let envoy_or_istio = |l: &[u8]| {
+            if has_istio_tail(l) {
+                Format::Istio
             } else {
-                Format::EnvoyJson
+                Format::Envoy
+            }
+        };
+        if line.starts_with(b"{") {
+            if !(has(b"\"message\"") && has(b"] \\\"")) {
+                return Some(Format::EnvoyJson);
+            }
+            return Some(match envoy::unwrap_envelope(line) {
+                Ok(env) => envoy_or_istio(env.message.as_bytes()),
+                Err(_) => Format::Envoy,
             });
         }
         let envoy_start = |l: &[u8]| l.len() > 26 && l[0] == b'[' && l[5] == b'-' && l[11] == b'T';
         let unprefixed = line.strip_prefix(b"ACCESS ").unwrap_or(line);
         if envoy_start(unprefixed) {
-            return Some(if istio { Format::Istio } else { Format::Envoy });
+            return Some(envoy_or_istio(unprefixed));
         }
         let open = memchr::memchr(b'[', line)?;
         let clf = line.get(open + 1..open + 27)?;
@@ -116,6 +134,18 @@ impl Format {
     }
 }
 
+/// True when at least five space-separated fields follow the last `"` of an Envoy-style
+/// line: Istio's unquoted tail after `"%UPSTREAM_HOST%"` (Envoy's default format ends with
+/// that quoted field).
+fn has_istio_tail(line: &[u8]) -> bool {
+    let line = line.trim_ascii_end();
+    let tail = match memchr::memrchr(b'"', line) {
+        Some(i) => &line[i + 1..],
+        None => return false,
+    };
+    tail.split(|&b| b == b' ').filter(|f| !f.is_empty()).count() >= 5
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -145,6 +175,73 @@ mod tests {
         );
         assert_eq!(Format::sniff(b"hello world"), None);
         assert_eq!(Format::sniff(b""), None);
+    }
+
+    #[test]
+    fn istio_lines_without_an_inbound_or_outbound_cluster_are_istio() {
+        // integrations_istio_test-access-logs.log line 4 (../shared/data/logs, SOURCES.md)
+        // with its cluster replaced by each of Istio's special clusters.
+        let line4 = r#"[2022-08-22T13:08:23.188Z] "GET /reviews/0 HTTP/1.1" 200 - via_upstream - "-" 0 442 12 12 "-" "curl/7.79.1" "00bc" "reviews:9080" "10.124.1.5:9080" outbound|9080||reviews.default.svc.cluster.local 10.124.2.6:50960 10.0.18.132:9080 10.124.2.6:52930 - default"#;
+        for cluster in [
+            "PassthroughCluster",
+            "BlackHoleCluster",
+            "InboundPassthroughCluster",
+            "InboundPassthroughClusterIpv4",
+            "-",
+        ] {
+            let l = line4.replace("outbound|9080||reviews.default.svc.cluster.local", cluster);
+            assert_eq!(Format::sniff(l.as_bytes()), Some(Format::Istio), "{l}");
+            // Without the optional %ROUTE_NAME%, too.
+            let l = l.strip_suffix(" default").unwrap();
+            assert_eq!(Format::sniff(l.as_bytes()), Some(Format::Istio), "{l}");
+            // In a container-runtime envelope.
+            let env = serde_json::json!({ "message": l, "stream": "stdout" }).to_string();
+            assert_eq!(Format::sniff(env.as_bytes()), Some(Format::Istio), "{env}");
+        }
+        // An Envoy line whose user agent mentions an outbound cluster is still Envoy: it ends
+        // with the quoted upstream host.
+        let envoy = br#"[2019-02-12T18:37:42.921Z] "GET /ip HTTP/1.1" 200 - 0 43 217 216 "-" "x outbound|80||a b" "c6" "httpbin.org" "52.87.35.92:80""#;
+        assert_eq!(Format::sniff(envoy), Some(Format::Envoy));
+    }
+
+    #[test]
+    fn a_byte_order_mark_is_skipped() {
+        let line = b"\xEF\xBB\xBF[2019-04-06T06:20:05.972Z] \"- - -\" 0 UF,URX 0 0 0 - \"-\" \"-\" \"-\" \"-\" \"127.0.0.1:9200\"";
+        assert_eq!(Format::sniff(line), Some(Format::Envoy));
+        let spans = b"\xEF\xBB\xBFTraceID,SpanID,ParentID,PodName,OperationName,StartTimeUnixNano,EndTimeUnixNano,Duration";
+        assert_eq!(Format::sniff(spans), Some(Format::SpansCsv));
+    }
+
+    #[test]
+    fn every_line_of_the_fixtures_sniffs_as_its_file() {
+        // ../shared/data/logs, origins in SOURCES.md there.
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/data/logs");
+        for (file, want) in [
+            ("beats_envoyproxy_envoy.log", Format::Envoy),
+            ("integrations_envoyproxy_test-log.log", Format::Envoy),
+            ("integrations_istio_test-access-logs.log", Format::Istio),
+            (
+                "integrations_istio_test-access_invalid_logs.log",
+                Format::Istio,
+            ),
+            ("beats_nginx_access_test.log", Format::NginxCombined),
+            (
+                "beats_nginx_ingress_controller_test.log",
+                Format::NginxIngress,
+            ),
+        ] {
+            let text = std::fs::read(format!("{dir}/{file}")).unwrap();
+            for (i, line) in text.split(|&b| b == b'\n').enumerate() {
+                if line.trim_ascii().is_empty() {
+                    continue;
+                }
+                let got = Format::sniff(line);
+                // Some beats NGINX lines are not NGINX at all (test garbage); those sniff None.
+                if got.is_some() || !file.starts_with("beats_nginx") {
+                    assert_eq!(got, Some(want.clone()), "{file}:{}", i + 1);
+                }
+            }
+        }
     }
 
     #[test]
