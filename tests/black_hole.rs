@@ -117,3 +117,11 @@ fn healthy_landscape_has_no_finding() {
         assert!(p["concurrency_mean"].as_f64().unwrap() > 0.0, "{p}");
     }
 }
+
+/// The config bundled for `cargo run --example landscape` is the generator's.
+#[test]
+fn bundled_landscape_config_matches_the_generator() {
+    let bundled =
+        std::fs::read_to_string(util::root().join("deploy/examples/landscape.toml")).unwrap();
+    assert_eq!(bundled, util::landscape_config());
+}

@@ -2,5 +2,7 @@
 
 mod black_hole;
 mod cli;
+#[path = "../examples/landscape/generator.rs"]
+mod generator;
 mod trainticket;
 mod util;
