@@ -107,13 +107,21 @@ fn node_window(window: Window, node: &str, s: &NodeSums<'_>) -> NodeWindow {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NodeDetector {
     black_hole: BlackHole,
+    /// Windows judged, to forget idle baselines every [`FORGET_EVERY`] windows.
+    windows: u64,
 }
+
+/// A node silent for this many windows loses its baseline (60 windows: 10 min at 10 s).
+pub const IDLE_WINDOWS: i64 = 60;
+/// Idle baselines are looked for every this many windows (a scan of all baselines).
+pub const FORGET_EVERY: u64 = 16;
 
 impl NodeDetector {
     /// A detector with empty baselines.
     pub fn new(black_hole: BlackHoleSpec) -> Self {
         NodeDetector {
             black_hole: BlackHole::new(black_hole),
+            windows: 0,
         }
     }
 
@@ -135,6 +143,12 @@ impl NodeDetector {
                 out.findings.push(f);
             }
             out.nodes.push(nw);
+        }
+        self.windows += 1;
+        if self.windows % FORGET_EVERY == 0 {
+            let idle_us = window.len_us().saturating_mul(IDLE_WINDOWS);
+            self.black_hole
+                .forget_idle(window.start_us.saturating_sub(idle_us));
         }
         out
     }
@@ -196,6 +210,26 @@ mod tests {
             (db.inflow_requests, db.ok_responses, db.callers),
             (30, 30, 1)
         );
+    }
+
+    #[test]
+    fn baselines_of_nodes_gone_for_long_are_forgotten() {
+        let mut d = NodeDetector::new(
+            BlackHoleSpec::try_from(&crate::config::BlackHoleConfig::default()).unwrap(),
+        );
+        let w = |k: i64| Window {
+            start_us: k * 10_000_000,
+            end_us: (k + 1) * 10_000_000,
+        };
+        // "old" is seen in window 0 only; "steady" in every window.
+        d.detect(w(0), &[pair("a", "old", 5, 0, (0, 0))]);
+        for k in 1..=(IDLE_WINDOWS + FORGET_EVERY as i64) {
+            d.detect(w(k), &[pair("a", "steady", 5, 0, (0, 0))]);
+        }
+        assert!(d.black_hole().baseline("old").is_none());
+        assert!(d.black_hole().baseline("steady").is_some());
+        // The caller "a" receives nothing, so it never had a baseline.
+        assert_eq!(d.black_hole().nodes(), 1);
     }
 
     #[test]

@@ -114,6 +114,22 @@ impl BlackHole {
         self.baselines.get(node)
     }
 
+    /// Nodes with a baseline.
+    pub fn nodes(&self) -> usize {
+        self.baselines.len()
+    }
+
+    /// Forgets the baselines of nodes with no sample ending after `before_us` (µs since the
+    /// epoch): a node gone that long has no current normal, and a landscape whose names churn
+    /// (pods, clients) must not grow the state without bound.
+    pub fn forget_idle(&mut self, before_us: i64) {
+        self.baselines.retain(|_, b| {
+            b.samples()
+                .last()
+                .is_some_and(|s| s.window.end_us > before_us)
+        });
+    }
+
     /// Judges `node` in its window, with its `callers` (service, req/s in the window), then
     /// adds the window to the node's baseline unless the signature fired.
     pub fn check(&mut self, node: &NodeWindow, callers: &[(&str, f64)]) -> Option<Finding> {
