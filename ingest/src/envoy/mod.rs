@@ -13,8 +13,28 @@
 //! ```
 //!
 //! (one line). Accepted as is, after an `ACCESS ` prefix (Ambassador/Emissary), or as the
-//! `message` (or `log`) of a container-runtime JSON envelope (a line starting with `{`). Fields
-//! after `"%UPSTREAM_HOST%"` are ignored, so a format that appends operators still parses.
+//! `message` (or `log`) of a container-runtime JSON envelope (a line starting with `{`).
+//! Unquoted fields after `"%UPSTREAM_HOST%"` are ignored, so a format that appends unquoted
+//! operators still parses; an appended *quoted* field is not supported (it would be read as
+//! the upstream host).
+//!
+//! ## Quotes inside quoted fields
+//!
+//! Envoy writes header values between quotes without escaping quotes in them, and the client
+//! chooses its `User-Agent` and `X-Forwarded-For`: `Mozilla" "spoofed-id" "payments" "10.9.9.9:80`
+//! would, read left to right, name a destination and a request id of the client's choosing.
+//! So the line is read from both ends: the head (`[%START_TIME%]` to
+//! `%RESP(X-ENVOY-UPSTREAM-SERVICE-TIME)%`) from the left, and `"%REQ(X-REQUEST-ID)%"
+//! "%REQ(:AUTHORITY)%" "%UPSTREAM_HOST%"` from the right, the upstream host being closed by the
+//! line's last `"` (each field opens at the rightmost `"` that follows another field's
+//! closing quote and a space). Forwarded-for and user agent are whatever lies between; they
+//! are not kept. An upstream host holding a space or a quote is rejected (`malformed`): the
+//! last `"` was not its closing one.
+//!
+//! Residual risk: the request line is read from the left, so a path holding `" ` followed by
+//! text shaped like `200 - 1 2 3 - "` can change the status, flags, byte counts and duration
+//! (not the destination, request id or upstream host). A request id or authority holding
+//! `" "` is cut at its last such sequence (both are client-chosen values anyway).
 //!
 //! | operator | flow-record field |
 //! |---|---|
@@ -26,7 +46,7 @@
 //! | `%RESPONSE_FLAGS%` | `response_flags` as written (`UF,URX`); `-` → none |
 //! | `%BYTES_RECEIVED%`, `%BYTES_SENT%` | `bytes_received`, `bytes_sent`, bytes (`-` → 0) |
 //! | `%DURATION%`, ms | `duration_us` = ms × 1000 (`-` → none) |
-//! | upstream service time, forwarded-for, user agent | checked for shape, not kept |
+//! | upstream service time, forwarded-for, user agent | checked for shape, not kept (see below) |
 //! | `%REQ(X-REQUEST-ID)%` | `request_id` (`-` → none) |
 //! | `%REQ(:AUTHORITY)%`, `%UPSTREAM_HOST%` | name the destination; `upstream_host` (`-` → none) |
 //!

@@ -75,33 +75,24 @@ impl<'a> Cursor<'a> {
         Ok(&rest[1..1 + end])
     }
 
-    /// `"value"`. Envoy does not escape quotes inside quoted fields (a user agent may contain
-    /// one), so the closing quote is the first `"` followed by ` "` when `next_quoted` (another
-    /// quoted field follows), else the first `"` followed by a space or the end of the line;
-    /// when no quote fits the first rule, the second applies.
-    pub(crate) fn quoted(&mut self, field: &str, next_quoted: bool) -> Result<&'a [u8], Reject> {
+    /// `"value"` followed by an unquoted field: the closing quote is the first `"` followed by
+    /// a space or the end of the line. Used for the request line and Istio's transport failure
+    /// reason; the quoted fields that clients write are read from the right instead (see
+    /// [`body`]).
+    pub(crate) fn quoted(&mut self, field: &str) -> Result<&'a [u8], Reject> {
         self.skip_spaces();
         if self.line.get(self.pos) != Some(&b'"') {
             return Err(self.expected("`\"`", field));
         }
         let start = self.pos + 1;
-        let closes_strictly = |end: usize| self.line.get(end + 1..end + 3) == Some(b" \"");
-        let closes = |end: usize| matches!(self.line.get(end + 1), None | Some(b' '));
-        let passes: &[&dyn Fn(usize) -> bool] = if next_quoted {
-            &[&closes_strictly, &closes]
-        } else {
-            &[&closes]
-        };
-        for close in passes {
-            let mut from = start;
-            while let Some(i) = memchr(b'"', &self.line[from..]) {
-                let end = from + i;
-                if close(end) {
-                    self.pos = end + 1;
-                    return Ok(&self.line[start..end]);
-                }
-                from = end + 1;
+        let mut from = start;
+        while let Some(i) = memchr(b'"', &self.line[from..]) {
+            let end = from + i;
+            if matches!(self.line.get(end + 1), None | Some(b' ')) {
+                self.pos = end + 1;
+                return Ok(&self.line[start..end]);
             }
+            from = end + 1;
         }
         Err(malformed(format!(
             "unterminated quoted {field} starting at byte {}",
@@ -287,7 +278,7 @@ pub(crate) struct Head<'a> {
 /// Reads a [`Head`].
 pub(crate) fn head<'a>(cur: &mut Cursor<'a>) -> Result<Head<'a>, Reject> {
     let start_us = start_time(cur.bracketed("start_time")?)?;
-    let request = request_line(cur.quoted("request", false)?)?;
+    let request = request_line(cur.quoted("request")?)?;
     let status = status(cur.token("response_code")?)?;
     let response_flags = opt_text("response_flags", cur.token("response_flags")?)?;
     Ok(Head {
@@ -315,25 +306,129 @@ pub(crate) struct Body<'a> {
     pub(crate) upstream_host: Option<&'a str>,
 }
 
-/// Reads a [`Body`]. Forwarded-for and user agent are skipped without UTF-8 checks (not kept);
-/// the upstream service time is checked to be a number or `-`.
+/// The `"` closing the quoted field that ends right before `open` (the opening quote of the
+/// next field), with one or more spaces between; `None` when there is none at or after `from`.
+fn close_before(line: &[u8], open: usize, from: usize) -> Option<usize> {
+    let mut j = open;
+    while j > from && line[j - 1] == b' ' {
+        j -= 1;
+    }
+    (j < open && j > from && line[j - 1] == b'"').then(|| j - 1)
+}
+
+/// The opening `"` of the quoted field whose closing `"` is at `close`: the rightmost `"`
+/// before it that follows another field's closing quote and spaces (`" "`), so the value
+/// itself may hold quotes. `None` when there is none at or after `from`.
+fn open_of(line: &[u8], close: usize, from: usize) -> Option<usize> {
+    let mut end = close;
+    while end > from {
+        let i = from + memrchr(b'"', &line[from..end])?;
+        if close_before(line, i, from).is_some() {
+            return Some(i);
+        }
+        end = i;
+    }
+    None
+}
+
+/// `"%REQ(X-REQUEST-ID)%" "%REQ(:AUTHORITY)%" "%UPSTREAM_HOST%"`, read from the right: the
+/// upstream host is closed by the line's last `"`.
+#[derive(Debug, Clone, Copy)]
+struct Tail<'a> {
+    request_id: &'a [u8],
+    authority: &'a [u8],
+    upstream_host: &'a [u8],
+    /// Just past the `"` closing the user agent: the client-written fields end there.
+    client_end: usize,
+    /// Just past the `"` closing the upstream host: unquoted fields may follow.
+    end: usize,
+}
+
+/// Reads the [`Tail`] of `line`, not looking left of `from`.
+///
+/// Envoy writes header values between quotes without escaping quotes inside them, so a client
+/// can send a User-Agent (or X-Forwarded-For) such as `x" "spoofed-id" "payments" "10.9.9.9:80`.
+/// Read left to right, that line would name a destination and request id of the client's
+/// choosing; read from the right, the last three quoted fields are the ones Envoy wrote after
+/// the client's text, whatever it holds.
+fn tail(line: &[u8], from: usize) -> Result<Tail<'_>, Reject> {
+    let missing = |field: &str, next: &str, at: usize| {
+        malformed(format!("missing quoted {field} before {next} at byte {at}"))
+    };
+    let up_close = memrchr(b'"', line)
+        .filter(|&i| i >= from)
+        .ok_or_else(|| malformed("missing quoted upstream_host at the end of the line".into()))?;
+    let opened = |field: &str, close: usize| {
+        open_of(line, close, from).ok_or_else(|| {
+            malformed(format!(
+                "unterminated quoted {field} ending at byte {close}"
+            ))
+        })
+    };
+    let up_open = opened("upstream_host", up_close)?;
+    let upstream_host = &line[up_open + 1..up_close];
+    // Envoy writes an address or `-` here. A space or quote means the line's last `"` is not
+    // the upstream host's: an unquoted field after it (Istio's client-sent server name) holds
+    // quotes. Reject rather than read fields out of the client's text.
+    if memchr::memchr2(b' ', b'"', upstream_host).is_some() {
+        return Err(malformed(format!(
+            "upstream_host {} is not an address: a field after it holds a quote",
+            show(upstream_host)
+        )));
+    }
+    let auth_close = close_before(line, up_open, from)
+        .ok_or_else(|| missing("authority", "upstream_host", up_open))?;
+    let auth_open = opened("authority", auth_close)?;
+    let id_close = close_before(line, auth_open, from)
+        .ok_or_else(|| missing("request_id", "authority", auth_open))?;
+    let id_open = opened("request_id", id_close)?;
+    let ua_close = close_before(line, id_open, from)
+        .ok_or_else(|| missing("user_agent", "request_id", id_open))?;
+    Ok(Tail {
+        request_id: &line[id_open + 1..id_close],
+        authority: &line[auth_open + 1..auth_close],
+        upstream_host,
+        client_end: ua_close + 1,
+        end: up_close + 1,
+    })
+}
+
+/// Reads a [`Body`] and leaves `cur` after `"%UPSTREAM_HOST%"`, where only unquoted fields
+/// may follow (see [`tail`] for why the quoted fields are read from the right).
+/// Forwarded-for and user agent are whatever lies between the upstream service time and
+/// `"%REQ(X-REQUEST-ID)%"`: not kept, only checked to be two quoted fields. The upstream
+/// service time is checked to be a number or `-`.
 pub(crate) fn body<'a>(cur: &mut Cursor<'a>) -> Result<Body<'a>, Reject> {
-    let bytes_received = opt_number("bytes_received", cur.token("bytes_received")?)?.unwrap_or(0);
-    let bytes_sent = opt_number("bytes_sent", cur.token("bytes_sent")?)?.unwrap_or(0);
-    let duration_us = duration_us(cur.token("duration")?)?;
-    opt_number("upstream_service_time", cur.token("upstream_service_time")?)?;
-    cur.quoted("x_forwarded_for", true)?;
-    cur.quoted("user_agent", true)?;
-    let request_id = opt_text("request_id", cur.quoted("request_id", true)?)?;
-    let authority = opt_text("authority", cur.quoted("authority", true)?)?;
-    let upstream_host = opt_text("upstream_host", cur.quoted("upstream_host", false)?)?;
+    let line = cur.line;
+    let tail = tail(line, cur.pos)?;
+    let mut mid = Cursor {
+        line: &line[..tail.client_end],
+        pos: cur.pos,
+    };
+    let bytes_received = opt_number("bytes_received", mid.token("bytes_received")?)?.unwrap_or(0);
+    let bytes_sent = opt_number("bytes_sent", mid.token("bytes_sent")?)?.unwrap_or(0);
+    let duration_us = duration_us(mid.token("duration")?)?;
+    opt_number("upstream_service_time", mid.token("upstream_service_time")?)?;
+    mid.skip_spaces();
+    if mid.line.get(mid.pos) != Some(&b'"') {
+        return Err(mid.expected("`\"`", "x_forwarded_for"));
+    }
+    // The user agent's opening quote, after the forwarded-for's closing one.
+    if open_of(line, tail.client_end - 1, mid.pos + 1).is_none() {
+        return Err(malformed(
+            "missing a quoted field: expected \"x_forwarded_for\" \"user_agent\" \
+             \"request_id\" \"authority\" \"upstream_host\" after upstream_service_time"
+                .into(),
+        ));
+    }
+    cur.pos = tail.end;
     Ok(Body {
         bytes_received,
         bytes_sent,
         duration_us,
-        request_id,
-        authority,
-        upstream_host,
+        request_id: opt_text("request_id", tail.request_id)?,
+        authority: opt_text("authority", tail.authority)?,
+        upstream_host: opt_text("upstream_host", tail.upstream_host)?,
     })
 }
 

@@ -16,6 +16,21 @@
 //! (one line). Lines may come bare, after `ACCESS `, or in a container-runtime JSON envelope
 //! (see [`crate::envoy`]). `%ROUTE_NAME%` may be missing; anything after it is ignored.
 //!
+//! As for Envoy's format ([`crate::envoy`], "Quotes inside quoted fields"), the quoted
+//! `"%REQ(X-REQUEST-ID)%" "%REQ(:AUTHORITY)%" "%UPSTREAM_HOST%"` are read from the right,
+//! anchored on the line's last `"`, after which only Istio's unquoted fields follow: a
+//! `User-Agent` or `X-Forwarded-For` holding quotes cannot forge the request id, authority,
+//! upstream host, cluster or addresses.
+//!
+//! Residual risk: `%REQUESTED_SERVER_NAME%` (the TLS SNI) is unquoted and, where the proxy
+//! terminates TLS for an outside client (an ingress gateway), chosen by that client; BoringSSL
+//! accepts any byte but NUL in it. A server name holding a `"` moves the line's last quote:
+//! most such lines are rejected (the upstream host read up to that quote holds spaces), but a
+//! server name that imitates every field from `"%REQ(X-REQUEST-ID)%"` to
+//! `%DOWNSTREAM_REMOTE_ADDRESS%` (`a" "id" "host" "10.0.0.1:80" outbound|80||x 1.1.1.1:1 …`)
+//! is read as those fields. Client-controlled fields on both sides of the upstream host make
+//! that ambiguity unavoidable in this format; a `json_format` access log has none.
+//!
 //! # Fields
 //!
 //! The fields Envoy's default format also has map as there (see [`crate::envoy`]): start time
@@ -97,7 +112,7 @@ fn fields(line: &[u8]) -> Result<Fields<'_>, Reject> {
     let head = scan::head(&mut cur)?;
     cur.token("response_code_details")?;
     cur.token("connection_termination_details")?;
-    cur.quoted("upstream_transport_failure_reason", false)?;
+    cur.quoted("upstream_transport_failure_reason")?;
     let body = scan::body(&mut cur)?;
     let upstream_cluster = scan::opt_text("upstream_cluster", cur.token("upstream_cluster")?)?;
     cur.token("upstream_local_address")?;

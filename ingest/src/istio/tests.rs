@@ -142,6 +142,49 @@ fn inbound_details_with_rules_and_configured_workload() {
 }
 
 #[test]
+fn a_user_agent_with_quotes_cannot_spoof_the_fields_after_it() {
+    // Line 4 (outbound to reviews, request id 00bcf1d7-…) with client-written User-Agents
+    // imitating the fields after them, Istio's unquoted tail included.
+    let injections = [
+        r#"Mozilla" "spoofed-id" "payments.internal" "10.9.9.9:80"#,
+        r#"Mozilla" "spoofed-id" "payments:80" "10.9.9.9:80" outbound|80||payments.default.svc.cluster.local 1.1.1.1:1 2.2.2.2:2 3.3.3.3:3 - default x "x"#,
+    ];
+    for ua in injections {
+        let l = line(ACCESS, 4).replace("curl/7.79.1", ua);
+        assert!(l.contains(ua));
+        let r = one(&mut IstioParser::new(Mapping::default()), l.as_bytes());
+        assert_eq!(r.destination, "reviews", "{l}");
+        assert_eq!(
+            r.request_id.as_deref(),
+            Some("00bcf1d7-12c4-93b9-b36a-bc0faac8e428")
+        );
+        assert_eq!(r.upstream_host.as_deref(), Some("10.124.1.5:9080"));
+        assert_eq!(r.reporter, Reporter::IstioSource);
+        assert_eq!(r.duration_us, Some(12_000));
+    }
+}
+
+#[test]
+fn a_quote_in_the_server_name_rejects_the_line() {
+    // %REQUESTED_SERVER_NAME% (the TLS SNI, client-sent where the sidecar or gateway terminates
+    // TLS) comes after the last quoted field; a quote in it moves the line's last `"`. The
+    // upstream host read up to that quote then holds spaces: the line is rejected instead of
+    // read with the client's cluster. (A server name that imitates every quoted field as well
+    // is not caught: see the module docs, "Residual risk".)
+    let sni = r#"evil" outbound|80||payments.default.svc.cluster.local"#;
+    let l = line(ACCESS, 4).replace(" - default", &format!(" {sni} default"));
+    assert!(l.contains(sni));
+    let r = reject(&mut IstioParser::new(Mapping::default()), l.as_bytes());
+    assert_eq!(r.reason, RejectReason::Malformed);
+    assert!(
+        r.detail
+            .starts_with(r#"upstream_host "10.124.1.5:9080\" outbound|9080||"#),
+        "{}",
+        r.detail
+    );
+}
+
+#[test]
 fn invalid_logs_file_503_no_healthy_upstream() {
     let r = read(&mut IstioParser::new(Mapping::default()), INVALID);
     assert_eq!(r.len(), 1);
