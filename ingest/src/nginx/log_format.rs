@@ -141,61 +141,120 @@ fn err(format: &str, reason: impl Into<String>) -> Error {
     }
 }
 
-/// Joins the pieces of a format written as NGINX config quotes it, `'…' '…'`: each piece in
-/// single quotes, pieces separated by whitespace, `\'` and `\\` escaped inside. A format that
-/// does not start and end with `'` is returned unchanged, except one whose outer quotes were
-/// already removed (`a' 'b`, as `--format nginx:'a' 'b'` arrives): when it has a `'`,
-/// whitespace, `'` sequence and reads as pieces once re-wrapped in quotes, it is read so.
-fn unquote(format: &str) -> Result<String> {
-    let t = format.trim();
-    if !(t.len() >= 2 && t.starts_with('\'') && t.ends_with('\'')) {
-        let b = t.as_bytes();
-        let inner_break = b.windows(2).enumerate().any(|(i, w)| {
-            w[0] == b'\'' && w[1].is_ascii_whitespace() && {
-                let rest = &b[i + 1..];
-                let ws = rest.iter().take_while(|c| c.is_ascii_whitespace()).count();
-                rest.get(ws) == Some(&b'\'')
-            }
-        });
-        if inner_break && let Ok(joined) = unquote_pieces(format, &format!("'{t}'")) {
-            return Ok(joined);
-        }
-        return Ok(format.to_owned());
+/// The character an nginx.conf escape `\c` stands for, or `None` when `c` is not one of the
+/// escapes nginx undoes (`\"`, `\'`, `\\`, `\t`, `\r`, `\n`: `ngx_conf_read_token` in
+/// nginx's `src/core/ngx_conf_file.c`); nginx keeps any other backslash as written.
+fn escaped(c: char) -> Option<char> {
+    match c {
+        '"' | '\'' | '\\' => Some(c),
+        't' => Some('\t'),
+        'r' => Some('\r'),
+        'n' => Some('\n'),
+        _ => None,
     }
-    unquote_pieces(format, t)
 }
 
-/// Reads `t`, which starts and ends with `'`, as quoted pieces; `format` is for errors.
+/// Pushes the escape after a backslash (`next`, `None` at the end) onto `out`, as nginx reads it.
+fn push_escape(out: &mut String, next: Option<char>) {
+    match next.map(|c| (c, escaped(c))) {
+        Some((_, Some(e))) => out.push(e),
+        Some((c, None)) => {
+            out.push('\\');
+            out.push(c);
+        }
+        None => out.push('\\'),
+    }
+}
+
+/// Turns a format as given into the text nginx would log with: single-quoted pieces
+/// (`'…' '…'`, as nginx.conf writes a long format) are joined, and nginx.conf escapes are
+/// undone inside and outside quotes. A format that does not start with `'` is verbatim text,
+/// except one whose outer quotes were already removed (`a' 'b`, as `--format nginx:'a' 'b'`
+/// arrives): when it has a `'`, whitespace, `'` sequence and reads as pieces once re-wrapped
+/// in quotes, it is read so.
+///
+/// # Errors
+/// An unbalanced `'`: a quoted piece that is never closed, text between pieces, or an odd
+/// number of unescaped `'` in a verbatim format.
+fn unquote(format: &str) -> Result<String> {
+    let t = format.trim();
+    if t.starts_with('\'') {
+        return unquote_pieces(format, t);
+    }
+    let b = t.as_bytes();
+    let inner_break = b.windows(2).enumerate().any(|(i, w)| {
+        w[0] == b'\'' && w[1].is_ascii_whitespace() && {
+            let rest = &b[i + 1..];
+            let ws = rest.iter().take_while(|c| c.is_ascii_whitespace()).count();
+            rest.get(ws) == Some(&b'\'')
+        }
+    });
+    if inner_break && let Ok(joined) = unquote_pieces(format, &format!("'{t}'")) {
+        return Ok(joined);
+    }
+    let mut out = String::with_capacity(format.len());
+    let mut quotes = 0usize;
+    let mut chars = format.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => push_escape(&mut out, chars.next()),
+            '\'' => {
+                quotes += 1;
+                out.push(c);
+            }
+            _ => out.push(c),
+        }
+    }
+    if quotes % 2 == 1 {
+        return Err(err(
+            format,
+            format!(
+                "unbalanced ': {quotes} unescaped quote(s); quote the whole format as \
+                 nginx.conf does ('…' '…') or write a literal quote as \\'"
+            ),
+        ));
+    }
+    Ok(out)
+}
+
+/// Reads `t`, which starts with `'`, as quoted pieces; `format` is for errors (byte offsets in
+/// them count in `format` when `t` is `format` trimmed).
 fn unquote_pieces(format: &str, t: &str) -> Result<String> {
+    let lead = format.len() - format.trim_start().len();
     let mut out = String::with_capacity(t.len());
-    let mut chars = t.chars().peekable();
+    let mut chars = t.char_indices().peekable();
     loop {
-        while chars.peek().is_some_and(|c| c.is_whitespace()) {
+        while chars.peek().is_some_and(|(_, c)| c.is_whitespace()) {
             chars.next();
         }
-        match chars.next() {
+        let opened = match chars.next() {
             None => return Ok(out),
-            Some('\'') => {}
-            Some(c) => {
+            Some((i, '\'')) => i,
+            Some((i, c)) => {
                 return Err(err(
                     format,
-                    format!("text {c:?} outside the quoted pieces '…'"),
+                    format!(
+                        "text {c:?} at byte {} is outside the quoted pieces '…'",
+                        lead + i
+                    ),
                 ));
             }
-        }
+        };
         loop {
             match chars.next() {
-                None => return Err(err(format, "unterminated quoted piece")),
-                Some('\'') => break,
-                Some('\\') => match chars.next() {
-                    Some(c @ ('\'' | '\\')) => out.push(c),
-                    Some(c) => {
-                        out.push('\\');
-                        out.push(c);
-                    }
-                    None => return Err(err(format, "unterminated quoted piece")),
-                },
-                Some(c) => out.push(c),
+                None => {
+                    return Err(err(
+                        format,
+                        format!(
+                            "unbalanced ': the quoted piece opened at byte {} is never \
+                             closed (write a literal quote as \\')",
+                            lead + opened
+                        ),
+                    ));
+                }
+                Some((_, '\'')) => break,
+                Some((_, '\\')) => push_escape(&mut out, chars.next().map(|(_, c)| c)),
+                Some((_, c)) => out.push(c),
             }
         }
     }
@@ -510,6 +569,10 @@ mod tests {
         assert!(e("$status").contains("no time variable"));
         assert!(e("").contains("empty format"));
         assert!(e("'$time_local' x '$status'").contains("outside the quoted pieces"));
-        assert!(e("'$time_local ' '").contains("unterminated quoted piece"));
+        assert_eq!(
+            e("'$time_local ' '"),
+            "log_format \"'$time_local ' '\": unbalanced ': the quoted piece opened at byte 15 \
+             is never closed (write a literal quote as \\')"
+        );
     }
 }

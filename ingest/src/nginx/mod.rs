@@ -11,9 +11,16 @@
 //!
 //! Give it verbatim (`$remote_addr - [$time_local] "$request" $status`), or as written in
 //! `nginx.conf`, single-quoted pieces separated by whitespace (`'$remote_addr - ' '"$request"'`),
-//! whose contents are joined. It must contain a time variable. It fails to compile
-//! ([`crate::Error::LogFormat`]) when two variables have no literal between them (the line
-//! could not be split), on an unterminated `${`, or on a `$` without a name.
+//! whose contents are joined. Either way the escapes nginx undoes in configuration tokens
+//! (`ngx_conf_read_token`, `src/core/ngx_conf_file.c`) are undone: `\"` → `"`, `\'` → `'`,
+//! `\\` → `\`, `\t` → tab, `\n`, `\r`; any other backslash is kept. So a tab-separated
+//! format reads `'$time_local\t$remote_addr\t$status\t$request_time'`. Double-quoted pieces
+//! are not supported (a verbatim format's `"` are literal text).
+//!
+//! It must contain a time variable. It fails to compile ([`crate::Error::LogFormat`]) when
+//! two variables have no literal between them (the line could not be split), on an
+//! unterminated `${`, on a `$` without a name, and on an unbalanced `'` (a quoted piece never
+//! closed, text between pieces, or an odd number of unescaped `'` in a verbatim format).
 //!
 //! Free-text variables (`$request`, `$http_user_agent`, …) must be followed by a literal that
 //! cannot occur inside them; NGINX's own formats quote them (`"$request"`), and NGINX escapes

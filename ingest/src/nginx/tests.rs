@@ -1,5 +1,5 @@
-//! NGINX parser tests. Fixtures are third-party logs from /work/shared/data/logs (see
-//! /work/shared/data/SOURCES.md for each file's origin). Expected epoch seconds were computed
+//! NGINX parser tests. Fixtures are third-party logs from shared/data/logs beside the
+//! repository (see shared/data/SOURCES.md for each file's origin). Expected epoch seconds were computed
 //! with `date -u -d '<UTC date>' +%s` from the logged time and offset.
 
 use proptest::prelude::*;
@@ -9,7 +9,7 @@ use super::*;
 use crate::format::Format;
 use crate::mapping::{MappingConfig, RuleConfig};
 
-const LOGS: &str = "/work/shared/data/logs";
+const LOGS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/data/logs");
 
 fn read(name: &str) -> String {
     std::fs::read_to_string(format!("{LOGS}/{name}")).unwrap()
@@ -449,6 +449,62 @@ fn compile_errors_via_format() {
     );
     assert!(err("nginx:'[${time_local'").contains("unterminated ${ at byte 1"));
     assert!(err("nginx:'$remote_addr $status'").contains("no time variable"));
+}
+
+#[test]
+fn tab_separated_format_with_nginx_conf_escapes() {
+    // As written in nginx.conf: `\t` inside the quotes is a tab (ngx_conf_file.c's token
+    // unescaping: \" \' \\ \t \r \n).
+    let format = r"'$time_local\t$remote_addr\t$status\t$request_time'";
+    let mut p = NginxParser::new(format, Reporter::Nginx, Mapping::default()).unwrap();
+    let lines = "07/Dec/2016:11:05:07 +0100\t10.0.0.1\t200\t0.250\n\
+                 07/Dec/2016:11:05:08 +0100\t10.0.0.2\t503\t1.000\n";
+    let (r, rejects) = parse_all(&mut p, lines);
+    assert!(rejects.is_empty(), "{rejects:?}");
+    assert_eq!(r.len(), 2);
+    // 11:05:07 +0100 = 10:05:07Z = 1 481 105 107 s; the start is 0.250 s before the log time.
+    assert_eq!(r[0].start_us, 1_481_105_107_000_000 - 250_000);
+    assert_eq!(r[0].duration_us, Some(250_000));
+    assert_eq!(r[0].status, Some(200));
+    assert_eq!(r[1].start_us, 1_481_105_108_000_000 - 1_000_000);
+    assert_eq!(r[1].status, Some(503));
+    // The same format given verbatim (unquoted tokens are unescaped as well).
+    let verbatim = r"$time_local\t$remote_addr\t$status\t$request_time";
+    let mut p = NginxParser::new(verbatim, Reporter::Nginx, Mapping::default()).unwrap();
+    let (r, rejects) = parse_all(&mut p, lines);
+    assert!(rejects.is_empty(), "{rejects:?}");
+    assert_eq!(r[1].duration_us, Some(1_000_000));
+}
+
+#[test]
+fn escaped_quotes_and_backslashes_in_the_format() {
+    // `\"` and `\'` are quotes, `\\` one backslash.
+    let format = r#"'[$time_local] \"$request\" \'$status\' \\$request_time'"#;
+    let mut p = NginxParser::new(format, Reporter::Nginx, Mapping::default()).unwrap();
+    let line = r#"[07/Dec/2016:11:05:07 +0100] "GET / HTTP/1.1" '404' \0.002"#;
+    let (r, rejects) = parse_all(&mut p, line);
+    assert!(rejects.is_empty(), "{rejects:?}");
+    assert_eq!(r[0].status, Some(404));
+    assert_eq!(r[0].method.as_deref(), Some("GET"));
+    assert_eq!(r[0].duration_us, Some(2_000));
+}
+
+#[test]
+fn an_unbalanced_quote_is_a_compile_error() {
+    let err = |f: &str| {
+        NginxParser::new(f, Reporter::Nginx, Mapping::default())
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_else(|| panic!("{f} compiled"))
+    };
+    let e = err("'$time_local $status");
+    assert!(e.contains("unbalanced '"), "{e}");
+    let e = err("$time_local $status'");
+    assert!(e.contains("unbalanced '"), "{e}");
+    let e = err("'$time_local' '$status");
+    assert!(e.contains("unbalanced '"), "{e}");
+    // Quotes in pairs inside a verbatim format are literal text.
+    assert!(NginxParser::new("$time_local '$status'", Reporter::Nginx, Mapping::default()).is_ok());
 }
 
 #[test]
