@@ -3,12 +3,24 @@
 //!
 //! # Input
 //!
-//! One span per line, with a header line `TraceID,SpanID,ParentID,PodName,OperationName,
-//! StartTimeUnixNano,EndTimeUnixNano,Duration` (the Nezha TrainTicket traces, see
-//! /work/shared/data/SOURCES.md): `StartTimeUnixNano` in ns since the Unix epoch, `Duration`
-//! in µs, `ParentID` `root` (or empty) for a trace's entry span. `OperationName` may contain
-//! commas (fields are read from both ends); `EndTimeUnixNano` is not used (`Duration` is).
-//! Header lines, wherever they appear (one per concatenated file), yield no records.
+//! One span per line, comma-separated, after a header line naming the columns, as in the
+//! Nezha TrainTicket traces (shared/data/SOURCES.md):
+//! `TraceID,SpanID,ParentID,PodName,OperationName,StartTimeUnixNano,EndTimeUnixNano,Duration`
+//! ([`HEADER`]). `StartTimeUnixNano` is in ns since the Unix epoch, `Duration` in µs,
+//! `ParentID` is `root` (or empty) for a trace's entry span.
+//!
+//! Columns are found by name (ASCII case-insensitive), in any order. `TraceID`, `SpanID`,
+//! `ParentID`, `PodName`, `StartTimeUnixNano` and `Duration` are required; `OperationName`,
+//! `EndTimeUnixNano` (not used: `Duration` is) and any other column are optional and ignored.
+//! `OperationName` values may hold commas: a line with more fields than its header reads the
+//! columns before `OperationName` from the left and those after it from the right.
+//!
+//! A line naming two or more of those columns is a header. It applies to the lines after it
+//! until the next header, so one parser can read several files in a row, each with its own
+//! header. A header that lacks a required column, or names one twice, is rejected
+//! (`malformed`, the detail naming the column), and so is every data line after it until the
+//! next header: nothing is read from columns that cannot be placed. Data lines before any
+//! header are read in the default layout, [`HEADER`]. Headers yield no records.
 //!
 //! # Services
 //!
@@ -38,9 +50,20 @@
 //! (a child still waiting for its parent counts twice) exceeds
 //! [`max_pending_spans`](SpansCsvParser::with_max_pending_spans) (default
 //! [`DEFAULT_MAX_PENDING_SPANS`]); then the oldest traces (by first-seen order) are evicted
-//! until it fits. A held span costs about 100 bytes (a hash-map entry for its 16-hex-digit
-//! id and pod, or a waiting child's start and duration), plus about 250 bytes per trace, so
-//! the default bound is roughly 100–150 MB. Children that never found their parent (at
+//! until it fits. What a held span costs depends on how many traces hold them (each trace
+//! has its own maps); measured resident memory at the default bound of 1 000 000 held spans
+//! (Linux, glibc malloc, release build; the ignored test `held_span_memory`):
+//!
+//! | spans held | MB | bytes per held span |
+//! |---|---|---|
+//! | the Nezha TrainTicket traces, about 73 spans per trace | 45 | 45 |
+//! | 10-span traces, every parent seen | 68 | 68 |
+//! | one-span traces whose parent never comes (each child counts twice) | 367 | 367 |
+//!
+//! So plan for up to about 370 bytes per held span (370 MB at the default bound) when many
+//! traces are small or lose their parents, and lower the bound with
+//! [`with_max_pending_spans`](SpansCsvParser::with_max_pending_spans) where memory is
+//! tight. Children that never found their parent (at
 //! eviction or at [`finish`](LineParser::finish)) are counted as `spans without parent`;
 //! see [`LineParser::counters`].
 
@@ -56,7 +79,7 @@ use crate::error::{Reject, RejectReason};
 use crate::mapping::{Endpoint, Mapping, MatchField, Side};
 use crate::source::LineParser;
 
-/// Default bound on held spans (see the module docs), about 100–150 MB.
+/// Default bound on held spans (see the module docs): 45–370 MB resident, by trace shape.
 pub const DEFAULT_MAX_PENDING_SPANS: usize = 1_000_000;
 
 /// Counter names reported by [`SpansCsvParser`]'s [`LineParser::counters`].
@@ -153,6 +176,11 @@ pub fn pod_service(pod: &str) -> &str {
 #[derive(Debug)]
 pub struct SpansCsvParser {
     mapping: Mapping,
+    /// The columns of the current input, from its last header line (the default layout
+    /// before any); `Err` with the detail when that header lacks a required column.
+    layout: Result<Layout, String>,
+    /// Comma positions of the current line (reused).
+    cuts: Vec<usize>,
     max_pending: usize,
     pods: Vec<Pod>,
     pod_index: HashMap<Box<str>, u32>,
@@ -173,6 +201,8 @@ impl SpansCsvParser {
     pub fn new(mapping: Mapping) -> Self {
         SpansCsvParser {
             mapping,
+            layout: Ok(Layout::default_layout()),
+            cuts: Vec::new(),
             max_pending: DEFAULT_MAX_PENDING_SPANS,
             pods: Vec::new(),
             pod_index: HashMap::default(),
@@ -186,7 +216,7 @@ impl SpansCsvParser {
         }
     }
 
-    /// Sets the bound on held spans (at least 1; about 100 bytes each, see the module docs).
+    /// Sets the bound on held spans (at least 1; 45–370 bytes each, see the module docs).
     pub fn with_max_pending_spans(mut self, max: usize) -> Self {
         self.max_pending = max.max(1);
         self
@@ -277,8 +307,132 @@ fn truncate(v: &str) -> &str {
     }
 }
 
-const HEADER: &str =
+/// The documented default layout, assumed for data lines before any header line.
+pub const HEADER: &str =
     "TraceID,SpanID,ParentID,PodName,OperationName,StartTimeUnixNano,EndTimeUnixNano,Duration";
+
+/// Columns the parser reads, by header name; every other column is optional.
+const REQUIRED: [&str; 6] = [
+    "TraceID",
+    "SpanID",
+    "ParentID",
+    "PodName",
+    "StartTimeUnixNano",
+    "Duration",
+];
+
+/// Every column name the parser knows (a line with two or more of them is a header).
+const KNOWN: [&str; 8] = [
+    "TraceID",
+    "SpanID",
+    "ParentID",
+    "PodName",
+    "OperationName",
+    "StartTimeUnixNano",
+    "EndTimeUnixNano",
+    "Duration",
+];
+
+/// Where each read column is in a line, from a header line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Layout {
+    /// Columns in the header.
+    columns: usize,
+    /// Positions of the [`REQUIRED`] columns, in that order.
+    at: [usize; 6],
+    /// Position of `OperationName`, the one column whose values may hold commas.
+    operation: Option<usize>,
+    /// The header as read, for reject details.
+    header: Box<str>,
+}
+
+impl Layout {
+    fn default_layout() -> Self {
+        Layout {
+            columns: 8,
+            at: [0, 1, 2, 3, 5, 7],
+            operation: Some(4),
+            header: HEADER.into(),
+        }
+    }
+
+    /// The layout a header line describes; `Err` names what is wrong with it.
+    fn from_header(line: &str) -> Result<Self, String> {
+        let names: Vec<&str> = line.split(',').map(str::trim).collect();
+        let find = |want: &str| -> Result<Option<usize>, String> {
+            let mut hits = names
+                .iter()
+                .enumerate()
+                .filter(|(_, n)| n.eq_ignore_ascii_case(want));
+            match (hits.next(), hits.next()) {
+                (Some((i, _)), None) => Ok(Some(i)),
+                (None, _) => Ok(None),
+                (Some(_), Some(_)) => Err(format!("header has column {want:?} twice")),
+            }
+        };
+        let mut at = [0; 6];
+        let mut missing = Vec::new();
+        for (slot, name) in at.iter_mut().zip(REQUIRED) {
+            match find(name)? {
+                Some(i) => *slot = i,
+                None => missing.push(format!("{name:?}")),
+            }
+        }
+        if !missing.is_empty() {
+            return Err(format!(
+                "missing column {} in header {:?}",
+                missing.join(", "),
+                truncate(line)
+            ));
+        }
+        Ok(Layout {
+            columns: names.len(),
+            at,
+            operation: find("OperationName")?,
+            header: line.into(),
+        })
+    }
+
+    /// The required fields of a data line, in [`REQUIRED`] order. A line with more fields
+    /// than the header has commas in its `OperationName`: columns before it are counted from
+    /// the left, columns after it from the right.
+    fn fields<'a>(&self, line: &'a str, cuts: &mut Vec<usize>) -> Result<[&'a str; 6], Reject> {
+        cuts.clear();
+        cuts.extend(memchr::memchr_iter(b',', line.as_bytes()));
+        let n = cuts.len() + 1;
+        let shifted = match self.operation {
+            Some(op) if n > self.columns => Some(op),
+            _ if n == self.columns => None,
+            _ => {
+                return Err(Reject::new(
+                    RejectReason::Malformed,
+                    format!(
+                        "expected {} comma-separated fields ({}), found {n}",
+                        self.columns,
+                        truncate(&self.header)
+                    ),
+                ));
+            }
+        };
+        let field = |i: usize| {
+            let start = if i == 0 { 0 } else { cuts[i - 1] + 1 };
+            let end = cuts.get(i).copied().unwrap_or(line.len());
+            &line[start..end]
+        };
+        Ok(self.at.map(|c| match shifted {
+            Some(op) if c > op => field(n - (self.columns - c)),
+            _ => field(c),
+        }))
+    }
+}
+
+/// True when `line` names two or more known columns: a header, in any column order.
+fn is_header(line: &str) -> bool {
+    line.split(',')
+        .filter(|f| KNOWN.iter().any(|k| f.trim().eq_ignore_ascii_case(k)))
+        .nth(1)
+        .is_some()
+}
 
 impl LineParser for SpansCsvParser {
     fn parse_line(&mut self, line: &[u8], out: &mut FlowBatchBuilder) -> Result<usize, Reject> {
@@ -290,34 +444,28 @@ impl LineParser for SpansCsvParser {
                 )
             })?
             .trim_end();
-        if line.starts_with("TraceID,") {
-            return Ok(0);
+        if is_header(line) {
+            return match Layout::from_header(line) {
+                Ok(layout) => {
+                    self.layout = Ok(layout);
+                    Ok(0)
+                }
+                Err(detail) => {
+                    self.layout = Err(detail.clone());
+                    Err(Reject::new(RejectReason::Malformed, detail))
+                }
+            };
         }
-        let malformed = || {
-            Reject::new(
-                RejectReason::Malformed,
-                format!(
-                    "expected 8 comma-separated fields ({HEADER}), found {}",
-                    line.split(',').count()
-                ),
-            )
+        let layout = match &self.layout {
+            Ok(layout) => layout,
+            Err(detail) => {
+                return Err(Reject::new(
+                    RejectReason::Malformed,
+                    format!("no usable header for this line: {detail}"),
+                ));
+            }
         };
-        let mut head = line.splitn(5, ',');
-        let (Some(trace_id), Some(span), Some(parent), Some(pod), Some(rest)) = (
-            head.next(),
-            head.next(),
-            head.next(),
-            head.next(),
-            head.next(),
-        ) else {
-            return Err(malformed());
-        };
-        let mut tail = rest.rsplitn(4, ',');
-        let (Some(duration), Some(_end), Some(start), Some(_operation)) =
-            (tail.next(), tail.next(), tail.next(), tail.next())
-        else {
-            return Err(malformed());
-        };
+        let [trace_id, span, parent, pod, start, duration] = layout.fields(line, &mut self.cuts)?;
         for (name, v) in [("TraceID", trace_id), ("SpanID", span), ("PodName", pod)] {
             if v.is_empty() {
                 return Err(Reject::new(
