@@ -428,10 +428,12 @@ impl Layout {
 
 /// True when `line` names two or more known columns: a header, in any column order.
 fn is_header(line: &str) -> bool {
-    line.split(',')
-        .filter(|f| KNOWN.iter().any(|k| f.trim().eq_ignore_ascii_case(k)))
-        .nth(1)
-        .is_some()
+    // Runs on every line: compare only fields whose trimmed length is a known name's.
+    let known = |f: &str| {
+        let f = f.trim();
+        matches!(f.len(), 6..=8 | 13 | 15 | 17) && KNOWN.iter().any(|k| f.eq_ignore_ascii_case(k))
+    };
+    line.split(',').filter(|f| known(f)).nth(1).is_some()
 }
 
 impl LineParser for SpansCsvParser {
