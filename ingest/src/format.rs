@@ -59,7 +59,7 @@ impl Format {
     ///   [%ROUTE_NAME%]`), whatever the cluster (`outbound|…`, `PassthroughCluster`, `-`, …);
     /// - a JSON envelope whose `"message"` holds such a line: the same rule on the message;
     /// - another JSON object: Envoy JSON;
-    /// - a `TraceID,` header: spans;
+    /// - a spans header (two or more of `TraceID`, `SpanID`, … in any order): spans;
     /// - `… [07/Dec/2016:11:05:07 +0100] "`: NGINX, ingress-nginx when `[upstream-name]`
     ///   brackets follow the request.
     ///
@@ -71,7 +71,7 @@ impl Format {
             .map(|l| l.trim_ascii())
             .find(|l| !l.is_empty())?;
         let has = |needle: &[u8]| memchr::memmem::find(line, needle).is_some();
-        if line.starts_with(b"TraceID,") {
+        if std::str::from_utf8(line).is_ok_and(spans::is_header) {
             return Some(Format::SpansCsv);
         }
         let envoy_or_istio = |l: &[u8]| {
@@ -210,6 +210,9 @@ mod tests {
         assert_eq!(Format::sniff(line), Some(Format::Envoy));
         let spans = b"\xEF\xBB\xBFTraceID,SpanID,ParentID,PodName,OperationName,StartTimeUnixNano,EndTimeUnixNano,Duration";
         assert_eq!(Format::sniff(spans), Some(Format::SpansCsv));
+        // Spans columns in another order.
+        let reordered = b"Duration,TraceID,ParentID,SpanID,PodName,StartTimeUnixNano";
+        assert_eq!(Format::sniff(reordered), Some(Format::SpansCsv));
     }
 
     #[test]

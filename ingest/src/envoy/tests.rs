@@ -1,7 +1,7 @@
 //! Tests of the Envoy parsers.
 //!
-//! File fixtures are third-party logs in /work/shared/data/logs (origins in
-//! /work/shared/data/SOURCES.md): `beats_envoyproxy_envoy.log` (elastic/beats) and
+//! File fixtures are third-party logs in shared/data/logs beside the repository (origins in
+//! shared/data/SOURCES.md): `beats_envoyproxy_envoy.log` (elastic/beats) and
 //! `integrations_envoyproxy_test-log.log` (elastic/integrations). Expected epoch seconds were
 //! computed by hand (days since 1970-01-01 × 86 400 + time of day) and checked with
 //! `date -u -d <timestamp> +%s`; the milliseconds of `%START_TIME%` are appended as µs.

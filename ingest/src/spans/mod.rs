@@ -427,7 +427,7 @@ impl Layout {
 }
 
 /// True when `line` names two or more known columns: a header, in any column order.
-fn is_header(line: &str) -> bool {
+pub(crate) fn is_header(line: &str) -> bool {
     // Runs on every line: compare only fields whose trimmed length is a known name's.
     let known = |f: &str| {
         let f = f.trim();
