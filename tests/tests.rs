@@ -4,5 +4,6 @@ mod black_hole;
 mod cli;
 #[path = "../examples/landscape/generator.rs"]
 mod generator;
+mod golden;
 mod trainticket;
 mod util;
