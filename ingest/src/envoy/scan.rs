@@ -485,3 +485,30 @@ pub(crate) fn first_host<'a>(candidates: &[Option<&'a str>]) -> Endpoint<'a> {
         .find(|v| !v.is_empty())
         .map_or(named(UNKNOWN_SERVICE), named)
 }
+
+/// Appends the record of one Envoy-style line (Envoy text, Istio): the fields both formats
+/// share, between the endpoints the parser resolved.
+pub(crate) fn append_record(
+    out: &mut schemas::FlowBatchBuilder,
+    head: &Head<'_>,
+    body: &Body<'_>,
+    source: crate::mapping::Endpoint<'_>,
+    destination: crate::mapping::Endpoint<'_>,
+    reporter: schemas::Reporter,
+) {
+    out.append(&schemas::FlowRecordRef {
+        start_us: head.start_us,
+        duration_us: body.duration_us,
+        protocol: head.request.protocol,
+        method: head.request.method,
+        status: head.status,
+        response_flags: head.response_flags,
+        bytes_received: body.bytes_received,
+        bytes_sent: body.bytes_sent,
+        upstream_host: body.upstream_host,
+        upstream_attempts: &[],
+        request_id: body.request_id,
+        reporter,
+        ..crate::mapping::between(source, destination)
+    });
+}

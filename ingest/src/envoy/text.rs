@@ -1,9 +1,9 @@
 //! Envoy's default text access-log format.
 
-use schemas::{FlowBatchBuilder, FlowRecordRef, Reporter};
+use schemas::{FlowBatchBuilder, Reporter};
 
 use crate::error::Reject;
-use crate::mapping::{Endpoint, Mapping, MatchField, Side, UNKNOWN_SERVICE, between};
+use crate::mapping::{Endpoint, Mapping, MatchField, Side, UNKNOWN_SERVICE};
 use crate::source::LineParser;
 
 use super::envelope::{self, Envelope};
@@ -47,30 +47,6 @@ pub(crate) fn destination<'a>(
         .unwrap_or_else(|| scan::first_host(&[authority, upstream_host]))
 }
 
-fn append(
-    out: &mut FlowBatchBuilder,
-    head: &Head<'_>,
-    body: &Body<'_>,
-    source: Endpoint<'_>,
-    destination: Endpoint<'_>,
-) {
-    out.append(&FlowRecordRef {
-        start_us: head.start_us,
-        duration_us: body.duration_us,
-        protocol: head.request.protocol,
-        method: head.request.method,
-        status: head.status,
-        response_flags: head.response_flags,
-        bytes_received: body.bytes_received,
-        bytes_sent: body.bytes_sent,
-        upstream_host: body.upstream_host,
-        upstream_attempts: &[],
-        request_id: body.request_id,
-        reporter: Reporter::Envoy,
-        ..between(source, destination)
-    });
-}
-
 impl LineParser for EnvoyTextParser {
     fn parse_line(&mut self, line: &[u8], out: &mut FlowBatchBuilder) -> Result<usize, Reject> {
         let line = scan::trim(line);
@@ -79,12 +55,12 @@ impl LineParser for EnvoyTextParser {
             let (head, body) = fields(env.message.as_bytes())?;
             let source = env.source(&self.mapping);
             let dest = destination(&self.mapping, body.authority, body.upstream_host);
-            append(out, &head, &body, source, dest);
+            scan::append_record(out, &head, &body, source, dest, Reporter::Envoy);
         } else {
             let (head, body) = fields(envelope::strip_access(line))?;
             let source = self.mapping.own_or(UNKNOWN_SERVICE);
             let dest = destination(&self.mapping, body.authority, body.upstream_host);
-            append(out, &head, &body, source, dest);
+            scan::append_record(out, &head, &body, source, dest, Reporter::Envoy);
         }
         Ok(1)
     }

@@ -71,12 +71,12 @@
 //! Zones and versions come from the mapping (`zone`/`version` for the own service, a rule's
 //! for the service it names); names derived from the line carry none.
 
-use schemas::{FlowBatchBuilder, FlowRecordRef, Reporter};
+use schemas::{FlowBatchBuilder, Reporter};
 
 use crate::envoy::scan::{self, Body, Cursor, Head, MatchFields, named};
 use crate::envoy::{Envelope, is_envelope, strip_access, unwrap_envelope};
 use crate::error::Reject;
-use crate::mapping::{Endpoint, Mapping, MatchField, Side, UNKNOWN_SERVICE, between};
+use crate::mapping::{Endpoint, Mapping, MatchField, Side, UNKNOWN_SERVICE};
 use crate::source::LineParser;
 
 #[cfg(test)]
@@ -234,21 +234,7 @@ impl IstioParser {
                 (Reporter::IstioDestination, source, destination)
             }
         };
-        out.append(&FlowRecordRef {
-            start_us: head.start_us,
-            duration_us: body.duration_us,
-            protocol: head.request.protocol,
-            method: head.request.method,
-            status: head.status,
-            response_flags: head.response_flags,
-            bytes_received: body.bytes_received,
-            bytes_sent: body.bytes_sent,
-            upstream_host: body.upstream_host,
-            upstream_attempts: &[],
-            request_id: body.request_id,
-            reporter,
-            ..between(source, destination)
-        });
+        scan::append_record(out, &head, &body, source, destination, reporter);
         Ok(1)
     }
 }
