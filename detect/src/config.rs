@@ -74,8 +74,9 @@ pub struct BlackHoleConfig {
     /// (median requests per window): a node whose callers went quiet is not a black hole.
     /// Default 0.5.
     pub inflow_ratio: f64,
-    /// The ok-response ratio, or the downstream calls per inflow request, must have fallen to at
-    /// most this fraction (ratio in (0, 1]) of its baseline. Default 0.2.
+    /// The ok-response ratio and (unless the node calls nothing in its baseline) the downstream
+    /// calls per inflow request must both have fallen to at most this fraction (ratio in
+    /// (0, 1]) of their baselines. Default 0.2.
     pub collapse_ratio: f64,
 }
 

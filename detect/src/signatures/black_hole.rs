@@ -1,21 +1,29 @@
 //! The black-hole signature: **inflow without outflow**. A node keeps receiving requests while
-//! its successful responses, or its own calls to its dependencies, collapse.
+//! its successful responses *and* its own calls to its dependencies collapse.
 //!
 //! For each node, in each closed window, with the node's baseline being the medians of its last
-//! `baseline-windows` windows in which it had inflow and no black-hole finding:
+//! `baseline-windows` healthy windows (see below):
 //!
 //! ```text
 //! fires  ⇔  baseline has ≥ min-baseline-windows windows
 //!        ∧  inflow ≥ min-inflow-requests
 //!        ∧  inflow ≥ inflow-ratio × baseline inflow            (callers still call: not a quiet landscape)
-//!        ∧  ( ok ratio ≤ collapse-ratio × baseline ok ratio                    (baseline ok ratio > 0)
-//!           ∨ downstream per request ≤ collapse-ratio × baseline               (baseline > 0) )
+//!        ∧  ok ratio ≤ collapse-ratio × baseline ok ratio                     (baseline ok ratio > 0)
+//!        ∧  ( baseline downstream per request = 0                              (a leaf node)
+//!           ∨ downstream per request ≤ collapse-ratio × baseline )
 //! ```
 //!
 //! where ok ratio = ok responses ÷ inflow requests and downstream per request = the node's own
-//! requests to its dependencies ÷ inflow requests. Severity is `critical` when both outflows
-//! collapsed, `warning` when one did. A window in which the signature fires is not added to the
-//! baseline, so a lasting black hole keeps firing instead of becoming the new normal.
+//! requests to its dependencies ÷ inflow requests. Both outflows must fail: a node that answers
+//! but stops calling its database (a warm cache) is not a black hole, nor is one that returns
+//! errors while still calling its dependencies (an error cascade: another signature's work).
+//! Findings are `critical`.
+//!
+//! A window joins the baseline only when it looks healthy against it: it has inflow, no
+//! finding fired, and neither outflow collapsed (while the baseline is still being learnt,
+//! every window with inflow joins). So a lasting black hole keeps firing instead of becoming
+//! the new normal, even in windows it is not judged in (callers backing off below
+//! `inflow-ratio`, or below `min-inflow-requests`).
 
 use std::collections::BTreeMap;
 
@@ -131,13 +139,15 @@ impl BlackHole {
     }
 
     /// Judges `node` in its window, with its `callers` (service, req/s in the window), then
-    /// adds the window to the node's baseline unless the signature fired.
+    /// adds the window to the node's baseline if it looks healthy (see the module docs).
     pub fn check(&mut self, node: &NodeWindow, callers: &[(&str, f64)]) -> Option<Finding> {
-        let finding = self
-            .baselines
-            .get(&node.node)
-            .and_then(|b| self.judge(b, node, callers));
-        if finding.is_none() && node.inflow_requests > 0 {
+        let baseline = self.baselines.get(&node.node);
+        let finding = baseline.and_then(|b| self.judge(b, node, callers));
+        let degraded = baseline.is_some_and(|b| {
+            let (ok, downstream) = self.collapsed(b, node);
+            b.len() >= self.spec.min_baseline_windows && (ok || downstream)
+        });
+        if finding.is_none() && !degraded && node.inflow_requests > 0 {
             let capacity = self.spec.baseline_windows;
             match self.baselines.get_mut(&node.node) {
                 Some(b) => b.push(node, callers),
@@ -150,6 +160,21 @@ impl BlackHole {
             };
         }
         finding
+    }
+
+    /// Whether the node's ok ratio and its downstream calls per request have collapsed
+    /// against `baseline` (each false when its baseline is 0 or the node had no inflow).
+    fn collapsed(&self, baseline: &NodeBaseline, node: &NodeWindow) -> (bool, bool) {
+        if node.inflow_requests == 0 {
+            return (false, false);
+        }
+        let inflow = node.inflow_requests as f64;
+        let c = self.spec.collapse_ratio;
+        let (base_ok, base_dpr) = (baseline.ok_ratio(), baseline.downstream_per_request());
+        (
+            base_ok > 0.0 && node.ok_responses as f64 / inflow <= c * base_ok,
+            base_dpr > 0.0 && node.downstream_requests as f64 / inflow <= c * base_dpr,
+        )
     }
 
     fn judge(
@@ -171,16 +196,11 @@ impl BlackHole {
         let base_ok = baseline.ok_ratio();
         let dpr = node.downstream_requests as f64 / inflow;
         let base_dpr = baseline.downstream_per_request();
-        let ok_collapsed = base_ok > 0.0 && ok_ratio <= s.collapse_ratio * base_ok;
-        let downstream_collapsed = base_dpr > 0.0 && dpr <= s.collapse_ratio * base_dpr;
-        if !ok_collapsed && !downstream_collapsed {
+        let (ok_collapsed, downstream_collapsed) = self.collapsed(baseline, node);
+        if !ok_collapsed || (base_dpr > 0.0 && !downstream_collapsed) {
             return None;
         }
-        let severity = if ok_collapsed && downstream_collapsed {
-            Severity::Critical
-        } else {
-            Severity::Warning
-        };
+        let severity = Severity::Critical;
         let evidence = |signal: &str, value: f64, baseline: f64, unit: &str| Evidence {
             signal: signal.into(),
             value,
@@ -347,17 +367,74 @@ mod tests {
     }
 
     #[test]
-    fn answering_but_no_longer_calling_downstream_is_a_warning() {
+    fn answering_but_no_longer_calling_downstream_is_not_a_black_hole() {
+        // A warm cache: checkout answers everything but calls payments 0.1 times per request
+        // (baseline 1.0).
         let cached: Traffic<'_> = &[
             ("frontend", "checkout", 50, 200, None),
             ("mobile", "checkout", 30, 200, None),
-            ("checkout", "payments", 8, 200, None), // 0.1 per request, baseline 1.0
+            ("checkout", "payments", 8, 200, None),
         ];
         let closed = run(&[HEALTHY, HEALTHY, HEALTHY, cached]);
+        assert!(closed[3].findings.is_empty());
+    }
+
+    #[test]
+    fn an_error_cascade_still_calling_downstream_is_not_a_black_hole() {
+        // checkout fails fast (503) but still calls payments (which answers) for every request.
+        let cascade: Traffic<'_> = &[
+            ("frontend", "checkout", 50, 503, None),
+            ("mobile", "checkout", 30, 503, None),
+            ("checkout", "payments", 80, 200, None),
+        ];
+        let closed = run(&[HEALTHY, HEALTHY, HEALTHY, cascade]);
+        assert!(closed[3].findings.is_empty());
+    }
+
+    #[test]
+    fn a_leaf_that_stops_answering_is_a_black_hole() {
+        // payments calls nothing; from window 3 on it answers none of checkout's 80 calls.
+        let dead_leaf: Traffic<'_> = &[
+            ("frontend", "checkout", 50, 200, None),
+            ("mobile", "checkout", 30, 200, None),
+            ("checkout", "payments", 80, 0, Some("DC")),
+        ];
+        let closed = run(&[HEALTHY, HEALTHY, HEALTHY, dead_leaf]);
         let f = &closed[3].findings;
-        assert_eq!(f.len(), 1);
-        assert_eq!(f[0].severity, Severity::Warning);
-        assert_eq!(f[0].evidence[2].value, 0.1);
+        assert_eq!(f.len(), 1, "{f:?}");
+        assert_eq!(
+            f[0].subject,
+            Subject::Node {
+                node: "payments".into()
+            }
+        );
+        assert_eq!(f[0].severity, Severity::Critical);
+    }
+
+    #[test]
+    fn callers_backing_off_do_not_teach_the_baseline_the_failure() {
+        // The black hole's callers back off to 30 of 80 requests (below inflow-ratio 0.5, so
+        // not judged) for 6 windows — as long as the whole baseline — then come back.
+        const BACKED_OFF: Traffic<'static> = &[
+            ("frontend", "checkout", 20, 504, Some("UT")),
+            ("mobile", "checkout", 10, 504, Some("UT")),
+        ];
+        let mut windows = vec![HEALTHY, HEALTHY, HEALTHY, BLACK_HOLE];
+        windows.extend([BACKED_OFF; 6]);
+        windows.push(BLACK_HOLE);
+        let closed = run(&windows);
+        let f = findings(&closed);
+        assert_eq!(f[3].len(), 1);
+        assert!(
+            f[4..10].iter().all(Vec::is_empty),
+            "not judged while backed off"
+        );
+        assert_eq!(
+            f[10].len(),
+            1,
+            "still a black hole against the healthy baseline"
+        );
+        assert_eq!(f[10][0].evidence[1].baseline, 1.0);
     }
 
     #[test]
