@@ -22,13 +22,7 @@ use serde::{Deserialize, Serialize};
 /// assert_eq!(actuate::dedup_key(Signature::BlackHole, &node), "black-hole/node/catalog");
 /// ```
 pub fn dedup_key(signature: Signature, subject: &Subject) -> String {
-    match subject {
-        Subject::Node { node } => format!("{}/node/{node}", signature.as_str()),
-        Subject::Pair {
-            source,
-            destination,
-        } => format!("{}/pair/{source}/{destination}", signature.as_str()),
-    }
+    format!("{}/{}", signature.as_str(), subject.key())
 }
 
 /// Turns findings into trigger and resolve alerts, one open incident per dedup key.

@@ -41,6 +41,20 @@ pub enum Subject {
     },
 }
 
+impl Subject {
+    /// The subject as a path segment of ids and dedup keys: `node/<node>` or
+    /// `pair/<source>/<destination>`.
+    pub fn key(&self) -> String {
+        match self {
+            Subject::Node { node } => format!("node/{node}"),
+            Subject::Pair {
+                source,
+                destination,
+            } => format!("pair/{source}/{destination}"),
+        }
+    }
+}
+
 impl std::fmt::Display for Subject {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -99,7 +113,8 @@ pub struct Finding {
     pub schema_version: u32,
     /// Always `"finding"`.
     pub kind: String,
-    /// Deterministic id: `<signature>/<subject>/<window start µs>`, the same on every replay.
+    /// Deterministic id: `<signature>/<subject key>/<window start µs>` (see [`Subject::key`]),
+    /// e.g. `black-hole/node/catalog/1674982200000000`, the same on every replay.
     pub id: String,
     /// The signature detected.
     pub signature: Signature,

@@ -231,7 +231,7 @@ impl BlackHole {
             schema_version: SCHEMA_VERSION,
             kind: "finding".into(),
             id: format!(
-                "{}/{}/{}",
+                "{}/node/{}/{}",
                 Signature::BlackHole.as_str(),
                 node.node,
                 node.window.start_us
@@ -321,8 +321,8 @@ mod tests {
         let finding = f[3][0];
         assert_eq!(
             finding.id,
-            format!("black-hole/checkout/{}", T0 + 3 * L),
-            "id is <signature>/<node>/<window start µs>"
+            format!("black-hole/node/checkout/{}", T0 + 3 * L),
+            "id is <signature>/node/<node>/<window start µs>"
         );
         assert_eq!(
             finding.subject,
@@ -356,7 +356,10 @@ mod tests {
         assert!(finding.summary.starts_with("checkout keeps receiving"));
         // the failure is not learned as normal: it fires again in the next window
         assert_eq!(f[4].len(), 1);
-        assert_eq!(f[4][0].id, format!("black-hole/checkout/{}", T0 + 4 * L));
+        assert_eq!(
+            f[4][0].id,
+            format!("black-hole/node/checkout/{}", T0 + 4 * L)
+        );
     }
 
     #[test]
