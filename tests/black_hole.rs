@@ -83,6 +83,14 @@ fn black_hole_is_found_in_its_first_window_with_backpressure_on_its_callers() {
         300_000_000,
         "default TTL is 5 min"
     );
+
+    // One incident, still open at the end: the black hole lasts to the end of the input, and
+    // the two trailing windows without a finding are fewer than resolve-after-windows (3).
+    let alerts = of_kind(&docs, "alert");
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    assert_eq!(alerts[0]["action"], "trigger");
+    assert_eq!(alerts[0]["dedup_key"], "black-hole/node/inventory");
+    assert_eq!(alerts[0]["finding"], first["id"]);
 }
 
 /// Without the black hole, the same landscape gives no finding at all.

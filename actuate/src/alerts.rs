@@ -1,5 +1,5 @@
 //! Findings → alerts: one incident per signature and subject, triggered by its first finding
-//! and resolved by the first window without one.
+//! and resolved after `resolve-after-windows` closed windows in a row without one.
 //!
 //! The trigger/resolve pair shares a dedup key, as PagerDuty Events API v2 (`dedup_key`,
 //! `event_action` `trigger`/`resolve`) and Alertmanager (alert labels, `endsAt`) expect:
@@ -26,9 +26,17 @@ pub fn dedup_key(signature: Signature, subject: &Subject) -> String {
 }
 
 /// Turns findings into trigger and resolve alerts, one open incident per dedup key.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Alerts {
     state: AlertState,
+    resolve_after: u32,
+}
+
+impl Default for Alerts {
+    /// Resolves on the first window without a finding.
+    fn default() -> Self {
+        Alerts::new(1)
+    }
 }
 
 /// The open incidents, by dedup key. Plain data, so it can be checkpointed.
@@ -51,9 +59,20 @@ pub struct Incident {
     pub finding: String,
     /// Event time of the trigger, µs since the epoch.
     pub since_us: i64,
+    /// Closed windows in a row without a finding for it, so far.
+    #[serde(default)]
+    pub quiet_windows: u32,
 }
 
 impl Alerts {
+    /// Incidents resolve after `resolve_after` (at least 1) quiet windows in a row.
+    pub fn new(resolve_after: u32) -> Self {
+        Alerts {
+            state: AlertState::default(),
+            resolve_after: resolve_after.max(1),
+        }
+    }
+
     /// Turns one closed window's findings into alerts, at event time `now_us` (the window's
     /// end, µs since the epoch).
     ///
@@ -61,7 +80,8 @@ impl Alerts {
     ///   with summary `<signature> at <subject>: <finding summary>`.
     /// - Further findings for an open incident (in this window or later ones) raise nothing;
     ///   they update its latest finding and its severity (the highest seen).
-    /// - An open incident with no finding in this window is closed: a [`AlertAction::Resolve`]
+    /// - An open incident with no finding in `resolve_after` windows in a row (see
+    ///   [`Alerts::new`]) is closed: a [`AlertAction::Resolve`]
     ///   with the same dedup key, the incident's severity and its latest finding, summary
     ///   `resolved: <signature> at <subject>`.
     ///
@@ -75,6 +95,7 @@ impl Alerts {
                 Some(incident) => {
                     incident.severity = incident.severity.max(finding.severity);
                     incident.finding.clone_from(&finding.id);
+                    incident.quiet_windows = 0;
                 }
                 None => {
                     let label = format!("{} at {}", finding.signature.as_str(), finding.subject);
@@ -93,19 +114,22 @@ impl Alerts {
                             severity: finding.severity,
                             finding: finding.id.clone(),
                             since_us: now_us,
+                            quiet_windows: 0,
                         },
                     );
                 }
             }
             seen.insert(key);
         }
-        let closed: Vec<String> = self
-            .state
-            .open
-            .keys()
-            .filter(|key| !seen.contains(*key))
-            .cloned()
-            .collect();
+        let mut closed: Vec<String> = Vec::new();
+        for (key, incident) in &mut self.state.open {
+            if !seen.contains(key) {
+                incident.quiet_windows += 1;
+                if incident.quiet_windows >= self.resolve_after {
+                    closed.push(key.clone());
+                }
+            }
+        }
         for key in closed {
             if let Some(incident) = self.state.open.remove(&key) {
                 alerts.push(alert(

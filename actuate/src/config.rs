@@ -37,6 +37,25 @@ impl Default for BackpressureConfig {
     }
 }
 
+/// When alerts resolve (`[actuate.alerts]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct AlertsConfig {
+    /// An open incident resolves after this many closed windows in a row without a finding
+    /// for it (count, >= 1). One quiet window is weak evidence: the node may merely not have
+    /// been judged (too little inflow, callers backing off) or the input may have ended.
+    /// Default 3.
+    pub resolve_after_windows: u32,
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        AlertsConfig {
+            resolve_after_windows: 3,
+        }
+    }
+}
+
 /// The whole `[actuate]` section.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -44,6 +63,9 @@ pub struct ActuateConfig {
     /// The backpressure pattern (issued on black-hole findings).
     #[serde(default)]
     pub backpressure: BackpressureConfig,
+    /// When alerts resolve.
+    #[serde(default)]
+    pub alerts: AlertsConfig,
 }
 
 #[cfg(test)]
@@ -97,6 +119,9 @@ mod tests {
                 rate_fraction: 0.75,
                 ttl: Duration::from_secs(120),
                 mode: schemas::Mode::Enforce,
+            },
+            alerts: AlertsConfig {
+                resolve_after_windows: 5,
             },
         };
         let text = toml::to_string(&c).unwrap();

@@ -50,9 +50,15 @@
 //! assert_eq!(actions.alerts[0].action, AlertAction::Trigger);
 //! assert_eq!(actions.alerts[0].dedup_key, "black-hole/node/catalog");
 //!
-//! // The next window has no finding: the incident resolves, the command stays in force.
-//! let next = Window { start_us: window.end_us, end_us: window.end_us + 10_000_000 };
-//! let actions = actuator.on_window(next, &[]);
+//! // Three windows without a finding (the default `resolve-after-windows`): the incident
+//! // resolves in the third; the command stays in force until it expires.
+//! let mut end = window.end_us;
+//! let mut quiet = || {
+//!     end += 10_000_000;
+//!     actuator.on_window(Window { start_us: end - 10_000_000, end_us: end }, &[])
+//! };
+//! assert!(quiet().is_empty() && quiet().is_empty());
+//! let actions = quiet();
 //! assert!(actions.commands.is_empty());
 //! assert_eq!(actions.alerts[0].action, AlertAction::Resolve);
 //! ```
@@ -67,7 +73,7 @@ pub mod patterns;
 use serde::{Deserialize, Serialize};
 
 pub use alerts::{AlertState, Alerts, Incident, dedup_key};
-pub use config::{ActuateConfig, BackpressureConfig};
+pub use config::{ActuateConfig, AlertsConfig, BackpressureConfig};
 pub use error::{Error, Result};
 pub use patterns::backpressure::{Backpressure, BackpressureState};
 
@@ -108,14 +114,22 @@ pub struct ActuatorState {
 impl TryFrom<ActuateConfig> for Actuator {
     type Error = Error;
 
-    /// Validates the config: `backpressure.rate-fraction` in (0, 1], `backpressure.ttl` > 0.
+    /// Validates the config: `backpressure.rate-fraction` in (0, 1], `backpressure.ttl` > 0,
+    /// `alerts.resolve-after-windows` >= 1.
     ///
     /// # Errors
     /// [`Error::Config`] naming the first offending key.
     fn try_from(config: ActuateConfig) -> Result<Self> {
+        if config.alerts.resolve_after_windows == 0 {
+            return Err(Error::Config {
+                key: "alerts.resolve-after-windows",
+                value: "0".into(),
+                reason: "must be at least 1",
+            });
+        }
         Ok(Actuator {
             backpressure: Backpressure::try_from(config.backpressure)?,
-            alerts: Alerts::default(),
+            alerts: Alerts::new(config.alerts.resolve_after_windows),
         })
     }
 }

@@ -111,8 +111,11 @@ fn a_black_hole_episode_over_several_windows() {
     let a = actuator.on_window(window(1), &[black_hole("catalog", 1, &callers)]);
     assert!(a.is_empty());
 
-    // Gone: resolve; the command runs out its TTL on the enforcement points.
-    let a = actuator.on_window(window(2), &[]);
+    // Gone: two quiet windows keep the incident open, the third (the default
+    // resolve-after-windows) resolves it; the command runs out its TTL on the enforcement points.
+    assert!(actuator.on_window(window(2), &[]).is_empty());
+    assert!(actuator.on_window(window(3), &[]).is_empty());
+    let a = actuator.on_window(window(4), &[]);
     assert!(a.commands.is_empty());
     assert_eq!(a.alerts[0].action, AlertAction::Resolve);
     assert_eq!(a.alerts[0].dedup_key, "black-hole/node/catalog");
@@ -123,11 +126,12 @@ fn a_black_hole_episode_over_several_windows() {
 
     // Back within the TTL (issued T0 + 10 s, expires T0 + 310 s): a new incident, no new
     // command.
-    let a = actuator.on_window(window(3), &[black_hole("catalog", 3, &callers)]);
+    let a = actuator.on_window(window(5), &[black_hole("catalog", 5, &callers)]);
     assert!(a.commands.is_empty());
     assert_eq!(a.alerts[0].action, AlertAction::Trigger);
 
-    // Window 30 ends at T0 + 310 s: the first command has expired → a new one.
+    // Window 30 ends at T0 + 310 s: the first command has expired → a new one. The incident
+    // opened in window 5 is still open (quiet windows 6..29 were never shown to the actuator).
     let a = actuator.on_window(window(30), &[black_hole("catalog", 30, &callers)]);
     assert_eq!(a.commands.len(), 1);
     assert_eq!(a.commands[0].id, "backpressure/catalog/1674982510000000");
@@ -138,7 +142,13 @@ fn a_black_hole_episode_over_several_windows() {
 fn written_documents_validate_against_their_json_schemas() {
     let commands = validator("remediation-command.schema.json");
     let alerts = validator("alert.schema.json");
-    let mut actuator = Actuator::try_from(ActuateConfig::default()).unwrap();
+    let mut actuator = Actuator::try_from(ActuateConfig {
+        alerts: AlertsConfig {
+            resolve_after_windows: 1,
+        },
+        ..ActuateConfig::default()
+    })
+    .unwrap();
     let mut pair = black_hole("catalog", 0, &[]);
     pair.subject = Subject::Pair {
         source: "frontend".into(),
@@ -200,6 +210,9 @@ fn small_ttl_config() -> ActuateConfig {
             rate_fraction: 0.5,
             ttl: Duration::from_secs(35),
             mode: Mode::DryRun,
+        },
+        alerts: AlertsConfig {
+            resolve_after_windows: 1,
         },
     }
 }
