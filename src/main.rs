@@ -69,7 +69,9 @@ pub struct InputArgs {
     /// Longest accepted line, bytes; longer lines are rejected (line-too-long).
     #[arg(long, default_value_t = 1 << 20, value_name = "BYTES")]
     pub max_line_bytes: usize,
-    /// Input files, in event-time order; `-` reads stdin.
+    /// Input files, read one after another (so in event-time order); `-` reads stdin. Logs of
+    /// several proxies covering the same time must be merged first (Envoy and Istio lines
+    /// start with their timestamp: `sort -m a.log b.log | graywatch replay -`).
     #[arg(required = true, value_name = "FILE")]
     pub inputs: Vec<PathBuf>,
 }

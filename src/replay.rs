@@ -59,8 +59,8 @@ struct Counts {
 struct PairTotal {
     requests: u64,
     errors: u64,
-    /// The worst window's p99, µs.
-    worst_p99_us: u64,
+    /// The worst window's p99, µs (`None` while no window had latency).
+    worst_p99_us: Option<u64>,
 }
 
 /// How many pairs the summary lists.
@@ -81,7 +81,9 @@ impl Counts {
             };
             total.requests += p.requests;
             total.errors += p.errors;
-            total.worst_p99_us = total.worst_p99_us.max(p.latency.map_or(0, |l| l.p99_us));
+            if let Some(l) = p.latency {
+                total.worst_p99_us = Some(total.worst_p99_us.map_or(l.p99_us, |w| w.max(l.p99_us)));
+            }
         }
     }
 
@@ -91,11 +93,14 @@ impl Counts {
         pairs.sort_by(|a, b| b.1.requests.cmp(&a.1.requests).then(a.0.cmp(b.0)));
         let mut s = String::new();
         for ((source, destination), t) in pairs.into_iter().take(BUSIEST_PAIRS) {
+            let p99 = match t.worst_p99_us {
+                Some(us) => format!("worst p99 {:.1} ms", us as f64 / 1000.0),
+                None => "no latency in this format".into(),
+            };
             s += &format!(
-                "    {source} -> {destination}: {} requests, {:.1} % errors, worst p99 {:.1} ms\n",
+                "    {source} -> {destination}: {} requests, {:.1} % errors, {p99}\n",
                 thousands(t.requests),
                 100.0 * t.errors as f64 / t.requests as f64,
-                t.worst_p99_us as f64 / 1000.0
             );
         }
         s

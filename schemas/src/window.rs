@@ -63,8 +63,9 @@ pub struct PairWindow {
     pub requests: u64,
     /// `requests` ÷ window length, req/s.
     pub rate_rps: f64,
-    /// Failed requests among `requests`: HTTP 5xx, or no status with an Envoy response flag
-    /// that means failure (see `detect::is_error`).
+    /// Failed requests among `requests`: HTTP 5xx, or an Envoy response flag that means
+    /// failure (`UT`, `UF`, `NR`, … with any status; `DC` only when no response was sent); see
+    /// `detect::is_error` for the list.
     pub errors: u64,
     /// `errors` ÷ `requests` (0 when there were none).
     pub error_ratio: f64,
@@ -74,9 +75,10 @@ pub struct PairWindow {
     /// Mean requests in flight: Σ of each request's overlap with the window ÷ window length.
     /// A request that spans several windows counts in each.
     pub concurrency_mean: f64,
-    /// Peak requests in flight, at the window's concurrency resolution (a request counts as in
-    /// flight for every resolution slot it touches, so this is an upper bound of the instant
-    /// peak, exact when requests are longer than a slot).
+    /// Peak requests in flight at the window's concurrency resolution: the most requests that
+    /// touch one resolution slot (100 ms by default). Requests that share a slot without
+    /// overlapping count together, so this is an upper bound of the instantaneous peak,
+    /// close to it when requests are long against the slot.
     pub concurrency_peak: u64,
     /// Request bytes sent by the source (bytes received by the destination's proxy), bytes.
     pub bytes_in: u64,
