@@ -448,12 +448,13 @@ mod tests {
             ("mobile", "checkout", 6, 200, None),
             ("checkout", "payments", 16, 200, None),
         ];
-        // inflow 30 >= min-inflow 20, downstream gone, but 30 < 0.5 × 80: callers went quiet
-        let quieter_without_downstream: Traffic<'_> = &[
-            ("frontend", "checkout", 20, 200, None),
-            ("mobile", "checkout", 10, 200, None),
+        // inflow 30 >= min-inflow 20, nothing answered, downstream gone — but 30 < 0.5 × 80:
+        // the callers went quiet, the node does not "keep receiving" (the inflow-ratio gate)
+        let quieter_and_failing: Traffic<'_> = &[
+            ("frontend", "checkout", 20, 504, Some("UT")),
+            ("mobile", "checkout", 10, 504, Some("UT")),
         ];
-        let closed = run(&[HEALTHY, HEALTHY, HEALTHY, quiet, quieter_without_downstream]);
+        let closed = run(&[HEALTHY, HEALTHY, HEALTHY, quiet, quieter_and_failing]);
         assert!(
             closed.iter().all(|w| w.findings.is_empty()),
             "{:?}",
