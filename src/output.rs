@@ -70,3 +70,23 @@ pub fn open_or(path: &Option<PathBuf>) -> anyhow::Result<Option<JsonLines>> {
         .map(|p| JsonLines::open(Some(p)))
         .transpose()
 }
+
+/// The first error of a stage downstream of ingest, kept whole: `ingest::read_lines` only
+/// carries its text (`ingest::Error::Downstream`), and the run should end with the real one
+/// (e.g. [`StdoutClosed`], which ends it quietly).
+#[derive(Default)]
+pub struct FirstFailure(Option<anyhow::Error>);
+
+impl FirstFailure {
+    /// Keeps `e` if it is the first, and returns the error that stops ingestion.
+    pub fn keep(&mut self, e: anyhow::Error) -> ingest::Error {
+        let text = format!("{e:#}");
+        self.0.get_or_insert(e);
+        ingest::Error::Downstream(text)
+    }
+
+    /// The kept error, or `e` when there is none.
+    pub fn or(&mut self, e: anyhow::Error) -> anyhow::Error {
+        self.0.take().unwrap_or(e)
+    }
+}

@@ -7,7 +7,7 @@ use ingest::{IngestSink, RejectedLine};
 
 use crate::InputArgs;
 use crate::input::{self, RejectDoc};
-use crate::output::{JsonLines, open_or};
+use crate::output::{FirstFailure, JsonLines, open_or};
 
 #[derive(Debug, Args)]
 pub struct ParseArgs {
@@ -21,16 +21,7 @@ pub struct ParseArgs {
 struct Printer {
     out: JsonLines,
     rejects: Option<JsonLines>,
-    /// The first output error, kept whole (the ingest error only carries its text).
-    failure: Option<anyhow::Error>,
-}
-
-impl Printer {
-    fn fail(&mut self, e: anyhow::Error) -> ingest::Error {
-        let text = format!("{e:#}");
-        self.failure = Some(e);
-        ingest::Error::Downstream(text)
-    }
+    failure: FirstFailure,
 }
 
 impl IngestSink for Printer {
@@ -39,7 +30,7 @@ impl IngestSink for Printer {
             schemas::flow_records(&batch).map_err(|e| ingest::Error::Downstream(e.to_string()))?;
         for r in &records {
             if let Err(e) = self.out.write(r) {
-                return Err(self.fail(e));
+                return Err(self.failure.keep(e));
             }
         }
         Ok(())
@@ -51,7 +42,7 @@ impl IngestSink for Printer {
             Some(out) => out.write(&RejectDoc::from(rejected)),
             None => Ok(()),
         };
-        written.map_err(|e| self.fail(e))
+        written.map_err(|e| self.failure.keep(e))
     }
 }
 
@@ -66,11 +57,11 @@ pub fn run(args: ParseArgs) -> anyhow::Result<()> {
     let mut printer = Printer {
         out: JsonLines::open(None)?,
         rejects: open_or(&args.input.rejects)?,
-        failure: None,
+        failure: FirstFailure::default(),
     };
     let progress = indicatif::ProgressBar::hidden();
     let read = input::drive(&args.input, inputs, &mapping, &mut printer, &progress)
-        .map_err(|e| printer.failure.take().unwrap_or(e))?;
+        .map_err(|e| printer.failure.or(e))?;
     printer.out.flush()?;
     if let Some(r) = &mut printer.rejects {
         r.flush()?;

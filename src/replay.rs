@@ -13,7 +13,7 @@ use ingest::{IngestSink, RejectedLine};
 
 use crate::InputArgs;
 use crate::input::{self, RejectDoc, thousands};
-use crate::output::{JsonLines, open_or};
+use crate::output::{FirstFailure, JsonLines, open_or};
 
 #[derive(Debug, Args)]
 pub struct ReplayArgs {
@@ -118,8 +118,7 @@ struct Pipeline {
     alerts: Option<JsonLines>,
     rejects: Option<JsonLines>,
     counts: Counts,
-    /// The first downstream error, kept whole (the ingest error only carries its text).
-    failure: Option<anyhow::Error>,
+    failure: FirstFailure,
     /// The allowed lateness, µs: late records at least this slow are counted apart.
     lateness_us: u64,
 }
@@ -250,7 +249,7 @@ impl IngestSink for Pipeline {
                 self.report_dropped(&batch)?;
                 self.emit(closed)
             });
-        result.map_err(|e| self.fail(e))
+        result.map_err(|e| self.failure.keep(e))
     }
 
     fn reject(&mut self, rejected: &RejectedLine<'_>) -> ingest::Result<()> {
@@ -259,16 +258,7 @@ impl IngestSink for Pipeline {
             Some(out) => out.write(&RejectDoc::from(rejected)),
             None => Ok(()),
         };
-        written.map_err(|e| self.fail(e))
-    }
-}
-
-impl Pipeline {
-    /// Keeps the first downstream error whole (the ingest error only carries its text).
-    fn fail(&mut self, e: anyhow::Error) -> ingest::Error {
-        let text = format!("{e:#}");
-        self.failure.get_or_insert(e);
-        ingest::Error::Downstream(text)
+        written.map_err(|e| self.failure.keep(e))
     }
 }
 
@@ -307,7 +297,7 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
         alerts: open_or(&args.alerts)?,
         rejects: open_or(&args.input.rejects)?,
         counts: Counts::default(),
-        failure: None,
+        failure: FirstFailure::default(),
         lateness_us: u64::try_from(w.allowed_lateness.as_micros()).unwrap_or(u64::MAX),
     };
     let progress = input::progress_bar(&args.input);
@@ -321,7 +311,7 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
     progress.finish_and_clear();
     let read = match driven {
         Ok(v) => v,
-        Err(e) => return Err(pipeline.failure.take().unwrap_or(e)),
+        Err(e) => return Err(pipeline.failure.or(e)),
     };
     let closed = pipeline.detector.flush();
     pipeline.emit(closed)?;
