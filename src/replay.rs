@@ -247,7 +247,11 @@ impl IngestSink for Pipeline {
             .context("detect")
             .and_then(|closed| {
                 self.report_dropped(&batch)?;
-                self.emit(closed)
+                // Closed windows reach readers now, not when a 64 KiB buffer fills: a reader of
+                // `tail -f access.log | graywatch replay -` sees each window as it closes.
+                let any = !closed.is_empty();
+                self.emit(closed)?;
+                if any { self.flush() } else { Ok(()) }
             });
         result.map_err(|e| self.failure.keep(e))
     }
