@@ -335,13 +335,18 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
             humantime::format_duration(w.allowed_lateness)
         );
         if d.late_records > 0 && d.late_records * 100 >= read.stats.records.max(1) {
+            let lateness = humantime::format_duration(w.allowed_lateness);
             s += &format!(
-                "  hint      {} of the late records took {} or longer: proxies log a request when \
-                 it completes, so raise [detect.window] allowed-lateness above their timeout; the \
-                 rest arrived out of order (--rejects FILE lists every one)\n",
+                "  hint      {} of the late records took {lateness} or longer: proxies log a \
+                 request when it completes, so keep [detect.window] allowed-lateness above \
+                 their timeout (--rejects FILE lists every late record)\n",
                 thousands(c.late_slow),
-                humantime::format_duration(w.allowed_lateness)
             );
+            if c.late_slow * 2 < d.late_records && read.formats.len() > 1 {
+                s += "  hint      most late records were not slow: the inputs overlap in time and \
+                      are read one after another; merge them first \
+                      (`sort -m a.log b.log | graywatch replay -`)\n";
+            }
         }
         if d.future_records > 0 {
             s += &format!(

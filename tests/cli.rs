@@ -325,3 +325,22 @@ fn closed_stderr_is_not_a_panic() {
     assert_ne!(status.code(), Some(101), "panicked");
     assert!(status.success());
 }
+
+/// Two logs covering the same minute, given as two inputs: read one after another, the second
+/// is mostly late, and the summary says to merge them.
+#[test]
+fn overlapping_inputs_are_pointed_at_merging() {
+    let (dir, a) = temp_path("a.log");
+    let b = dir.path().join("b.log");
+    let (mut ta, mut tb) = (String::new(), String::new());
+    for s in 0..60 {
+        ta += &envoy_line(s * 1000, 10);
+        tb += &envoy_line(s * 1000 + 500, 10);
+    }
+    write(&a, &ta);
+    write(&b, &tb);
+    let (_, stderr) = graywatch_ok(&["replay", a.to_str().unwrap(), b.to_str().unwrap()]);
+    // b's records before 60 s − 15 s, rounded to their window: 4 windows of 10 = 40 late.
+    assert!(stderr.contains("late      40 "), "{stderr}");
+    assert!(stderr.contains("merge them first"), "{stderr}");
+}
