@@ -446,6 +446,55 @@ proptest! {
         prop_assert_eq!(got.p99_us, h.value_at_quantile(0.99).min(max));
     }
 
+    /// Concurrency against a brute-force oracle, one pair, starts in order: the mean is Σ of
+    /// each request's overlap with the window ÷ its length; the peak is at least the exact
+    /// instantaneous peak (a sweep over the intervals) and at most the requests touching the
+    /// busiest 100 ms slot.
+    #[test]
+    fn concurrency_matches_a_brute_force_oracle(
+        mut reqs in proptest::collection::vec((0..40 * S, 0..25 * S), 1..60),
+    ) {
+        reqs.sort_unstable();
+        let recs: Vec<Rec> = reqs
+            .iter()
+            .map(|&(t, d)| ok(t, "a", "b", Some(d as u64)))
+            .collect();
+        let mut agg = aggregator(10, 60);
+        let got = run(&mut agg, &recs, &[usize::MAX]);
+        prop_assert_eq!(agg.late_records(), 0);
+        for p in &got {
+            let (ws, we) = (p.window.start_us - T0, p.window.end_us - T0);
+            let overlap: i64 = reqs
+                .iter()
+                .map(|&(t, d)| ((t + d).min(we) - t.max(ws)).max(0))
+                .sum();
+            let mean = overlap as f64 / (we - ws) as f64;
+            prop_assert!((p.concurrency_mean - mean).abs() < 1e-9, "{} vs {}", p.concurrency_mean, mean);
+            // exact peak: most intervals [t, t+d) (or the instant t when d = 0) containing
+            // one of the instants where one starts, inside the window
+            let inside = |x: i64, t: i64, d: i64| if d == 0 { x == t } else { t <= x && x < t + d };
+            let exact = reqs
+                .iter()
+                .flat_map(|&(t, _)| [t, ws])
+                .filter(|&x| ws <= x && x < we)
+                .map(|x| reqs.iter().filter(|&&(t, d)| inside(x, t, d)).count())
+                .max()
+                .unwrap_or(0) as u64;
+            let slot = 100_000;
+            let slot_bound = (ws / slot..we / slot)
+                .map(|k| {
+                    let (a, b) = (k * slot, (k + 1) * slot);
+                    reqs.iter()
+                        .filter(|&&(t, d)| if d == 0 { a <= t && t < b } else { t < b && a < t + d })
+                        .count()
+                })
+                .max()
+                .unwrap_or(0) as u64;
+            prop_assert!(p.concurrency_peak >= exact, "peak {} < exact {}", p.concurrency_peak, exact);
+            prop_assert!(p.concurrency_peak <= slot_bound, "peak {} > slot bound {}", p.concurrency_peak, slot_bound);
+        }
+    }
+
     /// Extreme times and durations never panic.
     #[test]
     fn extreme_times_never_panic(
