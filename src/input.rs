@@ -127,6 +127,8 @@ pub fn drive(
     let mut builder = FlowBatchBuilder::new();
     let mut stats = IngestStats::default();
     let mut formats = Vec::new();
+    // Each input's parser (an index into `parsers`), or None for an empty input.
+    let mut parser_of: Vec<Option<usize>> = Vec::with_capacity(opened.len());
     for input in &mut opened {
         let format = match &args.format.0 {
             Some(f) => f.clone(),
@@ -142,6 +144,7 @@ pub fn drive(
                         stats.blank_lines += blank;
                         stats.bytes += head.len() as u64;
                         formats.push((input.name.clone(), None));
+                        parser_of.push(None);
                         continue;
                     }
                     None => bail!(
@@ -161,20 +164,50 @@ pub fn drive(
                 parsers.len() - 1
             }
         };
+        parser_of.push(Some(index));
+    }
+
+    // Read in chunks, always from the input furthest behind in event time (as the sink
+    // tracks it): logs of several proxies covering the same time interleave, rotated logs of
+    // one proxy are read one after another.
+    sink.inputs(opened.len());
+    let mut positions = vec![ingest::Position::default(); opened.len()];
+    let mut done: Vec<bool> = parser_of.iter().map(Option::is_none).collect();
+    for (i, _) in done.iter().enumerate().filter(|(_, d)| **d) {
+        sink.end_input(i)?;
+    }
+    while let Some(i) = (0..opened.len())
+        .filter(|&i| !done[i])
+        .min_by_key(|&i| (sink.input_time(i), i))
+    {
+        let parser = parsers[parser_of[i].expect("inputs with a parser")]
+            .1
+            .as_mut();
+        let input = &mut opened[i];
+        sink.switch_input(i);
         let mut tracked = Tracked {
             inner: sink,
             progress,
-            base: stats.bytes,
+            base: stats.bytes - positions[i].bytes,
         };
-        ingest::read_lines(
+        let at_end = ingest::read_some_lines(
             &input.name,
             &mut input.reader,
-            parsers[index].1.as_mut(),
+            parser,
             &mut builder,
             &opts,
             &mut stats,
             &mut tracked,
+            &mut positions[i],
+            CHUNK_LINES,
         )?;
+        if !builder.is_empty() {
+            sink.batch(builder.finish())?;
+        }
+        if at_end {
+            done[i] = true;
+            sink.end_input(i)?;
+        }
     }
     let mut counters = Vec::new();
     for (_, parser) in &mut parsers {
@@ -187,6 +220,9 @@ pub fn drive(
         formats,
     })
 }
+
+/// Lines read from one input before the driver looks again for the input furthest behind.
+const CHUNK_LINES: u64 = 8192;
 
 /// The `--format` name of a format.
 fn format_name(f: &Format) -> String {

@@ -69,9 +69,10 @@ pub struct InputArgs {
     /// Longest accepted line, bytes; longer lines are rejected (line-too-long).
     #[arg(long, default_value_t = 1 << 20, value_name = "BYTES")]
     pub max_line_bytes: usize,
-    /// Input files, read one after another (so in event-time order); `-` reads stdin. Logs of
-    /// several proxies covering the same time must be merged first (Envoy and Istio lines
-    /// start with their timestamp: `sort -m a.log b.log | graywatch replay -`).
+    /// Input files; `-` reads stdin. `replay` reads them in turns, always from the one
+    /// furthest behind in event time, so logs of several proxies covering the same time and
+    /// rotated logs of one proxy can be given together, in any order. `parse` reads them one
+    /// after another.
     #[arg(required = true, value_name = "FILE")]
     pub inputs: Vec<PathBuf>,
 }

@@ -256,6 +256,27 @@ impl IngestSink for Pipeline {
         result.map_err(|e| self.failure.keep(e))
     }
 
+    fn inputs(&mut self, count: usize) {
+        self.detector.set_inputs(count);
+    }
+
+    fn switch_input(&mut self, index: usize) {
+        self.detector.set_input(index);
+    }
+
+    fn end_input(&mut self, index: usize) -> ingest::Result<()> {
+        let closed = self.detector.end_input(index);
+        let any = !closed.is_empty();
+        let result = self
+            .emit(closed)
+            .and_then(|()| if any { self.flush() } else { Ok(()) });
+        result.map_err(|e| self.failure.keep(e))
+    }
+
+    fn input_time(&self, index: usize) -> Option<i64> {
+        self.detector.input_newest(index)
+    }
+
     fn reject(&mut self, rejected: &RejectedLine<'_>) -> ingest::Result<()> {
         tracing::debug!(%rejected, "rejected line");
         let written = match &mut self.rejects {
@@ -342,11 +363,6 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
                  their timeout (--rejects FILE lists every late record)\n",
                 thousands(c.late_slow),
             );
-            if c.late_slow * 2 < d.late_records && read.formats.len() > 1 {
-                s += "  hint      most late records were not slow: the inputs overlap in time and \
-                      are read one after another; merge them first \
-                      (`sort -m a.log b.log | graywatch replay -`)\n";
-            }
         }
         if d.future_records > 0 {
             s += &format!(

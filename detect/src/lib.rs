@@ -153,6 +153,30 @@ impl Detector {
         self.pairs.set_not_after(not_after_us);
     }
 
+    /// Declares that batches come from `inputs` sources read in turns (several proxies' files
+    /// covering the same time): the watermark follows the input furthest behind. See
+    /// [`pair::PairAggregator::set_inputs`].
+    pub fn set_inputs(&mut self, inputs: usize) {
+        self.pairs.set_inputs(inputs);
+    }
+
+    /// The batches pushed from now on come from input `input`.
+    pub fn set_input(&mut self, input: usize) {
+        self.pairs.set_input(input);
+    }
+
+    /// The newest start seen from input `input`, µs since the epoch.
+    pub fn input_newest(&self, input: usize) -> Option<i64> {
+        self.pairs.input_newest(input)
+    }
+
+    /// Input `input` has ended and no longer holds the watermark back; returns the windows
+    /// that this closes.
+    pub fn end_input(&mut self, input: usize) -> Vec<ClosedWindow> {
+        let closed = self.pairs.end_input(input);
+        self.judge(closed)
+    }
+
     /// Rows of the batch last given to [`Detector::push`] that were not aggregated (late, or
     /// beyond [`Detector::set_not_after`]), in row order, so the caller can report them.
     pub fn dropped_rows(&self) -> &[(u32, pair::Dropped)] {
@@ -240,6 +264,37 @@ mod tests {
                 future_records: 0,
             }
         );
+    }
+
+    #[test]
+    fn the_watermark_follows_the_input_furthest_behind() {
+        let mut d = Detector::try_from(DetectConfig::default()).unwrap();
+        d.set_inputs(2);
+        let batch = |starts: &[i64]| {
+            let mut b = FlowBatchBuilder::new();
+            for &t in starts {
+                b.append(&FlowRecordRef::new(t, "a", "b", Reporter::Envoy));
+            }
+            b.finish()
+        };
+        // Input 0 runs ahead to 60 s before input 1 starts at 0 s.
+        d.set_input(0);
+        assert!(
+            d.push(&batch(&[0, 30_000_000, 60_000_000]))
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(d.watermark(), None, "input 1 has given nothing yet");
+        d.set_input(1);
+        // 0 s and 25 s: the watermark is now min(60, 25) − 15 = 10 s; window [0, 10 s) closes.
+        let closed = d.push(&batch(&[0, 25_000_000])).unwrap();
+        assert_eq!(d.stats().late_records, 0);
+        assert_eq!(closed.len(), 1);
+        assert_eq!(closed[0].pairs[0].requests, 2, "one record of each input");
+        // Input 1 ends: the watermark jumps to input 0's 60 s − 15 s.
+        let closed = d.end_input(1);
+        assert_eq!(d.watermark(), Some(45_000_000));
+        assert_eq!(closed.len(), 2, "[20 s, 30 s) and [30 s, 40 s)");
     }
 
     #[test]

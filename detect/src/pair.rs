@@ -524,8 +524,12 @@ pub struct PairAggregator {
     spec: WindowSpec,
     interner: Interner,
     windows: BTreeMap<i64, OpenWindow>,
-    /// Newest `start_us` seen.
-    max_start_us: Option<i64>,
+    /// Newest `start_us` seen, per input (see [`PairAggregator::set_inputs`]).
+    input_max_us: Vec<Option<i64>>,
+    /// Inputs that ended: they no longer hold the watermark back.
+    input_done: Vec<bool>,
+    /// The input the next pushed batch comes from.
+    current_input: usize,
     /// Records whose start window ends at or before this are late: the watermark, or after
     /// [`PairAggregator::flush`] the end of the last closed window if that is later.
     late_before_us: i64,
@@ -562,7 +566,9 @@ impl PairAggregator {
             spec,
             interner: Interner::default(),
             windows: BTreeMap::new(),
-            max_start_us: None,
+            input_max_us: vec![None],
+            input_done: vec![false],
+            current_input: 0,
             late_before_us: i64::MIN,
             scale: new_histogram(),
             last_window_pairs: 0,
@@ -601,11 +607,63 @@ impl PairAggregator {
         &self.spec
     }
 
-    /// Current watermark, µs since the epoch: newest start seen minus the allowed lateness;
-    /// `None` before the first record.
+    /// Current watermark, µs since the epoch: the newest start seen minus the allowed lateness
+    /// (with several inputs, the oldest of their newest starts); records whose window ends at
+    /// or before it are late. `None` before it first moved.
     pub fn watermark(&self) -> Option<i64> {
-        self.max_start_us
-            .map(|m| m.saturating_sub(self.spec.lateness_us))
+        (self.late_before_us != i64::MIN).then_some(self.late_before_us)
+    }
+
+    /// Declares that batches come from `inputs` (>= 1) sources read in turns, e.g. several
+    /// files of proxies that cover the same time. The watermark then follows the input that is
+    /// furthest behind: the oldest of the inputs' newest start times, minus the lateness, and
+    /// it does not move until every input has given a record (or ended). Call before the
+    /// first batch; [`PairAggregator::set_input`] names each batch's input.
+    pub fn set_inputs(&mut self, inputs: usize) {
+        let n = inputs.max(1);
+        self.input_max_us = vec![None; n];
+        self.input_done = vec![false; n];
+        self.current_input = 0;
+    }
+
+    /// The batches pushed from now on come from input `input` (< the count given to
+    /// [`PairAggregator::set_inputs`]; out of range is taken as the last input).
+    pub fn set_input(&mut self, input: usize) {
+        self.current_input = input.min(self.input_max_us.len() - 1);
+    }
+
+    /// The newest start seen from input `input`, µs since the epoch.
+    pub fn input_newest(&self, input: usize) -> Option<i64> {
+        self.input_max_us.get(input).copied().flatten()
+    }
+
+    /// Input `input` has ended: it stops holding the watermark back. Returns the windows that
+    /// this closes.
+    pub fn end_input(&mut self, input: usize) -> Vec<ClosedPairs> {
+        if let Some(done) = self.input_done.get_mut(input) {
+            *done = true;
+        }
+        self.advance_watermark();
+        self.close_ready()
+    }
+
+    /// Moves the watermark to the oldest newest-start of the inputs still reading, minus the
+    /// lateness; stays put while one of them has given no record yet.
+    fn advance_watermark(&mut self) {
+        let mut oldest: Option<i64> = None;
+        for (m, done) in self.input_max_us.iter().zip(&self.input_done) {
+            if *done {
+                continue;
+            }
+            match m {
+                None => return,
+                Some(m) => oldest = Some(oldest.map_or(*m, |o| o.min(*m))),
+            }
+        }
+        if let Some(o) = oldest {
+            let wm = o.saturating_sub(self.spec.lateness_us);
+            self.late_before_us = self.late_before_us.max(wm);
+        }
     }
 
     /// Records read (late ones included).
@@ -676,10 +734,15 @@ impl PairAggregator {
                 self.dropped_rows.push((row as u32, Dropped::Late));
                 continue;
             }
-            if self.max_start_us.is_none_or(|m| start > m) {
-                self.max_start_us = Some(start);
-                let wm = start.saturating_sub(spec.lateness_us);
-                self.late_before_us = self.late_before_us.max(wm);
+            let newest = &mut self.input_max_us[self.current_input];
+            if newest.is_none_or(|m| start > m) {
+                *newest = Some(start);
+                if self.input_max_us.len() == 1 {
+                    let wm = start.saturating_sub(spec.lateness_us);
+                    self.late_before_us = self.late_before_us.max(wm);
+                } else {
+                    self.advance_watermark();
+                }
             }
             let src = sources.id(row, &mut self.interner);
             let dst = destinations.id(row, &mut self.interner);

@@ -41,5 +41,6 @@ pub use error::{Error, Reject, RejectReason, Result};
 pub use format::Format;
 pub use mapping::{Mapping, MappingConfig};
 pub use source::{
-    IngestSink, IngestStats, LineParser, ReaderOptions, RejectedLine, finish, read_lines,
+    IngestSink, IngestStats, LineParser, Position, ReaderOptions, RejectedLine, finish, read_lines,
+    read_some_lines,
 };

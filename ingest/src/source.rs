@@ -94,6 +94,30 @@ pub trait IngestSink {
     }
     /// Bytes of input consumed so far in this input, for progress indicators.
     fn progress(&mut self, _bytes: u64) {}
+
+    /// `count` inputs will be read in turns (see [`read_some_lines`]); called once, first.
+    fn inputs(&mut self, _count: usize) {}
+
+    /// The batches and rejects that follow come from input `index` (0-based, in the order
+    /// given); every batch holds rows of one input only.
+    fn switch_input(&mut self, _index: usize) {}
+
+    /// Input `index` has ended.
+    ///
+    /// # Errors
+    /// Stops ingestion.
+    fn end_input(&mut self, _index: usize) -> Result<()> {
+        Ok(())
+    }
+
+    /// How far input `index` has got in event time (e.g. its newest start, µs), if the sink
+    /// tracks it. A driver reading several inputs reads next from the one furthest behind
+    /// (`None`: not started, first), which interleaves logs that cover the same time and
+    /// reads rotated logs one after another. The default knows nothing: inputs are read in
+    /// the order given.
+    fn input_time(&self, _index: usize) -> Option<i64> {
+        None
+    }
 }
 
 /// What a run read: lines, records, blank lines and rejects per reason.
@@ -121,10 +145,6 @@ impl IngestStats {
 /// Reads `reader` line by line through `parser`, emitting batches of `opts.batch_rows` rows
 /// to `sink`. The builder keeps rows across inputs; call [`finish`] after the last input.
 ///
-/// A UTF-8 byte order mark (`EF BB BF`, which Windows editors write) at the very start of the
-/// input is dropped before the first line reaches the parser (it still counts in
-/// [`IngestStats::bytes`]); one anywhere else is left to the parser.
-///
 /// # Errors
 /// [`Error::Io`] naming `input` when reading fails; any error the sink returns.
 pub fn read_lines<R: BufRead>(
@@ -136,15 +156,60 @@ pub fn read_lines<R: BufRead>(
     stats: &mut IngestStats,
     sink: &mut dyn IngestSink,
 ) -> Result<()> {
+    let mut position = Position::default();
+    let done = read_some_lines(
+        input,
+        &mut reader,
+        parser,
+        builder,
+        opts,
+        stats,
+        sink,
+        &mut position,
+        u64::MAX,
+    )?;
+    debug_assert!(done);
+    Ok(())
+}
+
+/// Where a [`read_some_lines`] reader is in its input: lines and bytes read so far.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Position {
+    /// Lines read so far (the number of the last line read, 1-based).
+    pub line_no: u64,
+    /// Bytes read so far.
+    pub bytes: u64,
+}
+
+/// Like [`read_lines`], but stops after `max_lines` lines, so that several inputs can be read
+/// in turns (each chunk of lines comes from one input). `position` carries the line numbers
+/// and byte count from one call to the next. Returns `true` at the end of the input.
+///
+/// # Errors
+/// [`Error::Io`] naming `input` when reading fails; any error the sink returns.
+#[allow(clippy::too_many_arguments)] // the driver's whole state, passed in rather than owned
+pub fn read_some_lines<R: BufRead + ?Sized>(
+    input: &str,
+    reader: &mut R,
+    parser: &mut dyn LineParser,
+    builder: &mut FlowBatchBuilder,
+    opts: &ReaderOptions,
+    stats: &mut IngestStats,
+    sink: &mut dyn IngestSink,
+    position: &mut Position,
+    max_lines: u64,
+) -> Result<bool> {
     let io = |source| Error::Io {
         input: input.to_owned(),
         source,
     };
     let mut line: Vec<u8> = Vec::with_capacity(4096);
-    let mut line_no = 0u64;
-    let mut consumed = 0u64;
-    let mut last_progress = 0u64;
-    loop {
+    let mut line_no = position.line_no;
+    let mut consumed = position.bytes;
+    let mut last_progress = consumed;
+    let mut read = 0u64;
+    let mut at_end = false;
+    while read < max_lines {
         // Assemble one line, keeping at most max_line_bytes of it.
         line.clear();
         let mut too_long = false;
@@ -175,8 +240,10 @@ pub fn read_lines<R: BufRead>(
             }
         }
         if !saw_any {
+            at_end = true;
             break;
         }
+        read += 1;
         line_no += 1;
         stats.lines += 1;
         if line_no == 1 && line.starts_with(UTF8_BOM) {
@@ -216,9 +283,13 @@ pub fn read_lines<R: BufRead>(
             sink.progress(consumed);
         }
     }
-    stats.bytes += consumed;
+    stats.bytes += consumed - position.bytes;
+    *position = Position {
+        line_no,
+        bytes: consumed,
+    };
     sink.progress(consumed);
-    Ok(())
+    Ok(at_end)
 }
 
 /// End of all inputs: lets the parser append what it held back and emits the last batch.
@@ -353,5 +424,49 @@ mod tests {
         )
         .unwrap();
         assert_eq!((stats.lines, stats.blank_lines, stats.records), (2, 1, 1));
+    }
+
+    #[test]
+    fn reading_in_chunks_continues_line_numbers_and_counts() {
+        let data = b"1\n2\nx3\n4\n\ny6\n7".to_vec();
+        let opts = ReaderOptions::default();
+        let mut stats = IngestStats::default();
+        let mut sink = Collect::default();
+        let mut builder = FlowBatchBuilder::new();
+        let mut reader = &data[..];
+        let mut pos = Position::default();
+        let mut calls = 0;
+        while !read_some_lines(
+            "t.log",
+            &mut reader,
+            &mut Digits,
+            &mut builder,
+            &opts,
+            &mut stats,
+            &mut sink,
+            &mut pos,
+            2,
+        )
+        .unwrap()
+        {
+            calls += 1;
+        }
+        finish(&mut Digits, &mut builder, &mut stats, &mut sink).unwrap();
+        // 7 lines in chunks of 2: three calls read 2 lines each; the fourth reads the last line
+        // and finds the end.
+        assert_eq!(calls, 3);
+        assert_eq!(
+            pos,
+            Position {
+                line_no: 7,
+                bytes: data.len() as u64
+            }
+        );
+        assert_eq!((stats.lines, stats.records, stats.blank_lines), (7, 4, 1));
+        assert_eq!(stats.bytes, data.len() as u64);
+        assert_eq!(
+            sink.rejects,
+            vec!["t.log:3: bad-number: \"x3\"", "t.log:6: bad-number: \"y6\""]
+        );
     }
 }
