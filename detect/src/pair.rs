@@ -530,6 +530,9 @@ pub struct PairAggregator {
     input_done: Vec<bool>,
     /// The input the next pushed batch comes from.
     current_input: usize,
+    /// That input's newest start, kept here on the hot path (its `input_max_us` entry is
+    /// stale while it is current).
+    current_newest: Option<i64>,
     /// Records whose start window ends at or before this are late: the watermark, or after
     /// [`PairAggregator::flush`] the end of the last closed window if that is later.
     late_before_us: i64,
@@ -569,6 +572,7 @@ impl PairAggregator {
             input_max_us: vec![None],
             input_done: vec![false],
             current_input: 0,
+            current_newest: None,
             late_before_us: i64::MIN,
             scale: new_histogram(),
             last_window_pairs: 0,
@@ -624,16 +628,22 @@ impl PairAggregator {
         self.input_max_us = vec![None; n];
         self.input_done = vec![false; n];
         self.current_input = 0;
+        self.current_newest = None;
     }
 
     /// The batches pushed from now on come from input `input` (< the count given to
     /// [`PairAggregator::set_inputs`]; out of range is taken as the last input).
     pub fn set_input(&mut self, input: usize) {
+        self.input_max_us[self.current_input] = self.current_newest;
         self.current_input = input.min(self.input_max_us.len() - 1);
+        self.current_newest = self.input_max_us[self.current_input];
     }
 
     /// The newest start seen from input `input`, µs since the epoch.
     pub fn input_newest(&self, input: usize) -> Option<i64> {
+        if input == self.current_input {
+            return self.current_newest;
+        }
         self.input_max_us.get(input).copied().flatten()
     }
 
@@ -650,6 +660,7 @@ impl PairAggregator {
     /// Moves the watermark to the oldest newest-start of the inputs still reading, minus the
     /// lateness; stays put while one of them has given no record yet.
     fn advance_watermark(&mut self) {
+        self.input_max_us[self.current_input] = self.current_newest;
         let mut oldest: Option<i64> = None;
         for (m, done) in self.input_max_us.iter().zip(&self.input_done) {
             if *done {
@@ -734,9 +745,8 @@ impl PairAggregator {
                 self.dropped_rows.push((row as u32, Dropped::Late));
                 continue;
             }
-            let newest = &mut self.input_max_us[self.current_input];
-            if newest.is_none_or(|m| start > m) {
-                *newest = Some(start);
+            if self.current_newest.is_none_or(|m| start > m) {
+                self.current_newest = Some(start);
                 if self.input_max_us.len() == 1 {
                     let wm = start.saturating_sub(spec.lateness_us);
                     self.late_before_us = self.late_before_us.max(wm);

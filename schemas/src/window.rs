@@ -4,6 +4,8 @@
 //! closed window's [`PairWindow`]s are all a node detector needs, so they can be republished on
 //! a topic keyed by node when graywatch scales out.
 
+use std::borrow::Cow;
+
 use serde::{Deserialize, Serialize};
 
 /// An event-time window `[start_us, end_us)`, µs since the Unix epoch (UTC).
@@ -51,8 +53,8 @@ pub struct Latency {
 pub struct PairWindow {
     /// Version of this document's schema.
     pub schema_version: u32,
-    /// Always `"pair-window"`.
-    pub kind: String,
+    /// Always `"pair-window"` (borrowed: no allocation per aggregate).
+    pub kind: Cow<'static, str>,
     /// The window.
     pub window: Window,
     /// Calling service.
@@ -98,8 +100,8 @@ pub struct PairWindow {
 pub struct NodeWindow {
     /// Version of this document's schema.
     pub schema_version: u32,
-    /// Always `"node-window"`.
-    pub kind: String,
+    /// Always `"node-window"` (borrowed: no allocation per aggregate).
+    pub kind: Cow<'static, str>,
     /// The window.
     pub window: Window,
     /// The service.
