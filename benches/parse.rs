@@ -11,7 +11,6 @@ use std::path::PathBuf;
 use arrow::array::RecordBatch;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use ingest::{Format, IngestSink, IngestStats, Mapping, ReaderOptions};
-use schemas::FlowBatchBuilder;
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -40,7 +39,8 @@ fn repeated(files: &[PathBuf], keep: fn(&[u8]) -> bool, target: usize) -> (Vec<u
 struct Count(usize);
 
 impl IngestSink for Count {
-    fn batch(&mut self, batch: RecordBatch) -> ingest::Result<()> {
+    type Error = std::convert::Infallible;
+    fn batch(&mut self, batch: RecordBatch, _lines: &[u64]) -> Result<(), Self::Error> {
         self.0 += batch.num_rows();
         Ok(())
     }
@@ -48,20 +48,17 @@ impl IngestSink for Count {
 
 fn parse_all(format: &Format, input: &[u8]) -> (usize, IngestStats) {
     let mut parser = format.parser(&Mapping::default()).expect("parser");
-    let mut builder = FlowBatchBuilder::new();
     let mut stats = IngestStats::default();
     let mut sink = Count(0);
     ingest::read_lines(
         "bench",
         input,
         parser.as_mut(),
-        &mut builder,
         &ReaderOptions::default(),
         &mut stats,
         &mut sink,
     )
     .expect("in-memory input");
-    ingest::finish(parser.as_mut(), &mut builder, &mut stats, &mut sink).expect("finish");
     (sink.0, stats)
 }
 

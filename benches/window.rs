@@ -65,7 +65,7 @@ fn batches(
         );
         let x = rng.next();
         r.duration_us = Some(1_000 + x % 199_000);
-        r.status = Some(if x % 100 == 0 { 503 } else { 200 });
+        r.status = Some(if x.is_multiple_of(100) { 503 } else { 200 });
         r.bytes_received = 200 + x % 1_000;
         r.bytes_sent = 1_000 + x % 9_000;
         b.append(&r);

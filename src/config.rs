@@ -1,12 +1,17 @@
-//! The config file (`--config FILE`, TOML): one section per stage.
+//! The config file (`--config FILE`, TOML): one section per stage, plus the run mode's Kafka,
+//! checkpoint, HTTP and scale-out sections.
 //!
-//! Every section and key is optional; unknown keys are errors that name the key. See
-//! `deploy/examples/graywatch.toml` for every key with its unit and default.
+//! Every section and key is optional for `replay`; `run` needs `[kafka]`. Unknown keys are
+//! errors that name the key. `deploy/examples/graywatch.toml` lists every key with its unit and
+//! default.
 
 use std::path::Path;
+use std::time::Duration;
 
 use anyhow::Context;
 use serde::Deserialize;
+
+use crate::kafka::config::{CheckpointConfig, HttpConfig, KafkaConfig, KafkaInput, ScaleOutConfig};
 
 /// The whole config file.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -21,22 +26,85 @@ pub struct Config {
     /// Operational patterns: what remediation commands look like.
     #[serde(default)]
     pub actuate: actuate::ActuateConfig,
+    /// How the drivers treat inputs in processing time.
+    #[serde(default)]
+    pub runtime: RuntimeConfig,
+    /// Brokers, group, input and output topics (`run`).
+    pub kafka: Option<KafkaConfig>,
+    /// Where `run` saves its state.
+    pub checkpoint: Option<CheckpointConfig>,
+    /// `run`'s `/metrics`, `/healthz`, `/readyz`.
+    #[serde(default)]
+    pub http: HttpConfig,
+    /// Stage 2 on a repartition topic keyed by node (several instances in one group).
+    pub scale_out: Option<ScaleOutConfig>,
+}
+
+/// `[runtime]`: processing-time behaviour of the drivers (detection itself reads no clock).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct RuntimeConfig {
+    /// An input (a Kafka partition, a pipe) with no record for this long (processing time,
+    /// `"30s"`; > 0) stops holding the watermark back: its open windows are handed over.
+    /// When every input is idle, every window closes: a landscape that goes silent is seen,
+    /// not waited for. Default 30 s.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// Records of a slow input (`kubectl logs -f … | graywatch replay -`) go through after
+    /// this long without a full batch (`"200ms"`; > 0). Default 200 ms.
+    #[serde(with = "humantime_serde")]
+    pub flush_after: Duration,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig {
+            idle_timeout: Duration::from_secs(30),
+            flush_after: Duration::from_millis(200),
+        }
+    }
+}
+
+/// The Kafka part of a validated config.
+#[derive(Debug, Clone)]
+pub struct ValidKafka {
+    /// The section as given.
+    pub config: KafkaConfig,
+    /// librdkafka properties, `${NAME}` values read from the environment.
+    pub client: std::collections::BTreeMap<String, String>,
+    /// The input topics with their parsed formats.
+    pub inputs: Vec<KafkaInput>,
 }
 
 /// The config after validation: what the pipeline runs with.
 pub struct Validated {
     /// Service mapping for parsers.
     pub mapping: ingest::Mapping,
-    /// The detection stage.
-    pub detector: detect::Detector,
+    /// The window geometry.
+    pub window: detect::pair::WindowSpec,
+    /// The black-hole signature.
+    pub black_hole: detect::signatures::BlackHoleSpec,
     /// The actuation stage.
     pub actuator: actuate::Actuator,
-    /// The detection config as given (for the summary).
+    /// The detection config as given (for summaries).
     pub detect: detect::DetectConfig,
+    /// The runtime section.
+    pub runtime: RuntimeConfig,
+    /// Kafka, when configured.
+    pub kafka: Option<ValidKafka>,
+    /// Checkpoints, when configured.
+    pub checkpoint: Option<CheckpointConfig>,
+    /// The HTTP endpoint.
+    pub http: HttpConfig,
+    /// Scale-out, when configured.
+    pub scale_out: Option<ScaleOutConfig>,
 }
 
 impl Config {
     /// Reads and parses `path`; no file means all defaults.
+    ///
+    /// # Errors
+    /// The file can't be read, is not TOML, or has an unknown key (named).
     pub fn load(path: Option<&Path>) -> anyhow::Result<Self> {
         let Some(path) = path else {
             return Ok(Config::default());
@@ -46,18 +114,129 @@ impl Config {
         toml::from_str(&text).with_context(|| format!("config {}", path.display()))
     }
 
-    /// Validates every section into the runtime types; errors name `path` and the section.
+    /// Validates every section into the runtime types; errors name `path`, the section and
+    /// the key.
+    ///
+    /// # Errors
+    /// The first invalid value.
     pub fn validate(self, path: Option<&Path>) -> anyhow::Result<Validated> {
         let file = path.map_or_else(|| "defaults".into(), |p| p.display().to_string());
-        let detect_config = self.detect.clone();
+        let window = detect::pair::WindowSpec::try_from(&self.detect.window)
+            .with_context(|| format!("config {file} [detect]"))?;
+        let black_hole = detect::signatures::BlackHoleSpec::try_from(&self.detect.black_hole)
+            .with_context(|| format!("config {file} [detect]"))?;
+        if self.runtime.idle_timeout.is_zero() {
+            anyhow::bail!("config {file} [runtime]: idle-timeout must be > 0");
+        }
+        if self.runtime.flush_after.is_zero() {
+            anyhow::bail!("config {file} [runtime]: flush-after must be > 0");
+        }
+        let kafka = match &self.kafka {
+            Some(k) => {
+                let (client, inputs) = k
+                    .validate(|name| std::env::var(name).ok())
+                    .with_context(|| format!("config {file}"))?;
+                Some(ValidKafka {
+                    config: k.clone(),
+                    client,
+                    inputs,
+                })
+            }
+            None => None,
+        };
+        if let Some(c) = &self.checkpoint {
+            c.validate().with_context(|| format!("config {file}"))?;
+        }
+        if let Some(s) = &self.scale_out {
+            s.validate().with_context(|| format!("config {file}"))?;
+        }
         Ok(Validated {
             mapping: ingest::Mapping::try_from(self.mapping)
                 .with_context(|| format!("config {file} [mapping]"))?,
-            detector: detect::Detector::try_from(self.detect)
-                .with_context(|| format!("config {file} [detect]"))?,
+            window,
+            black_hole,
             actuator: actuate::Actuator::try_from(self.actuate)
                 .with_context(|| format!("config {file} [actuate]"))?,
-            detect: detect_config,
+            detect: self.detect,
+            runtime: self.runtime,
+            kafka,
+            checkpoint: self.checkpoint,
+            http: self.http,
+            scale_out: self.scale_out,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_config_is_valid_and_complete() {
+        let path = Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/deploy/examples/graywatch.toml"
+        ));
+        let config = Config::load(Some(path)).unwrap();
+        let kafka = config
+            .kafka
+            .clone()
+            .expect("the example has a [kafka] section");
+        assert_eq!(kafka.bootstrap_servers, "127.0.0.1:9092");
+        assert_eq!(kafka.group_id, "graywatch");
+        assert_eq!(kafka.outputs.findings, "graywatch.findings");
+        assert_eq!(kafka.outputs.windows.as_deref(), Some("graywatch.windows"));
+        assert_eq!(
+            config.checkpoint.as_ref().unwrap().interval,
+            Duration::from_secs(10)
+        );
+        assert_eq!(config.http.listen.to_string(), "127.0.0.1:9464");
+        let valid = config.validate(Some(path)).unwrap();
+        assert_eq!(
+            valid.kafka.unwrap().inputs[0].format,
+            ingest::Format::EnvoyJson
+        );
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let err = |text: &str| {
+            let c: Config = toml::from_str(text).unwrap();
+            format!("{:#}", c.validate(None).err().unwrap())
+        };
+        let kafka = |extra: &str| {
+            format!(
+                "[kafka]\nbootstrap-servers = \"127.0.0.1:1\"\n{extra}\n[kafka.outputs]\nfindings = \"f\"\ncommands = \"c\"\nalerts = \"a\"\ndead-letters = \"d\"\n"
+            )
+        };
+        assert_eq!(
+            err(&kafka(
+                "[[kafka.inputs]]\ntopic = \"logs\"\nformat = \"spans-csv\""
+            )),
+            "config defaults: kafka.inputs[0].format: spans-csv joins lines across messages, \
+             which a Kafka partition can't commit message by message: convert spans to \
+             flow-json first"
+        );
+        assert_eq!(
+            err(&kafka(
+                "[[kafka.inputs]]\ntopic = \"f\"\nformat = \"envoy\""
+            )),
+            "config defaults: kafka.outputs.findings: \"f\" is also an input topic"
+        );
+        assert_eq!(
+            err(&kafka(
+                "[kafka.client]\n\"sasl.password\" = \"${GRAYWATCH_TEST_UNSET_VARIABLE}\"\n[[kafka.inputs]]\ntopic = \"logs\"\nformat = \"envoy\""
+            )),
+            "config defaults: kafka.client.\"sasl.password\": environment variable \
+             GRAYWATCH_TEST_UNSET_VARIABLE is not set"
+        );
+        assert_eq!(
+            err("[runtime]\nidle-timeout = \"0s\"\n"),
+            "config defaults [runtime]: idle-timeout must be > 0"
+        );
+        let e = toml::from_str::<Config>("[kafka]\nbootstrap-server = \"x\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("bootstrap-server"), "{e}");
     }
 }

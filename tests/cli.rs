@@ -145,7 +145,7 @@ fn bundled_logs_replay_with_auto_format() {
 fn rejects_file_names_position_and_reason() {
     // lnav's bad access log (tstack/lnav, BSD-2-Clause): line 2 lacks the ident/user fields.
     let (_dir, rejects) = temp_path("rejects.jsonl");
-    let input = crate::util::shared_data("logs/lnav_logfile_bad_access_log.0");
+    let input = crate::util::example_data("logs/lnav_logfile_bad_access_log.0");
     let (docs, stderr) = graywatch_ok(&[
         "parse",
         "-f",
@@ -355,4 +355,126 @@ fn overlapping_inputs_are_read_in_turns() {
     let (docs, stderr) = graywatch_ok(&["replay", b.to_str().unwrap(), a.to_str().unwrap()]);
     assert!(stderr.contains("late      0 "), "{stderr}");
     assert_eq!(of_kind(&docs, "pair-window").len(), 12);
+}
+
+/// A pipe that stays open but goes quiet (`kubectl logs -f … | graywatch replay -`): its
+/// records go through, and after `idle-timeout` its windows close and are written, while the
+/// pipe is still open.
+#[test]
+fn a_quiet_pipe_is_seen_without_closing_it() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::process::{Command, Stdio};
+    let (dir, config) = temp_path("quiet.toml");
+    write(
+        &config,
+        "[runtime]\nidle-timeout = \"1s\"\nflush-after = \"50ms\"\n",
+    );
+    let mut child = Command::new(env!("CARGO_BIN_EXE_graywatch"))
+        .args([
+            "replay",
+            "-q",
+            "-f",
+            "envoy",
+            "-c",
+            config.to_str().unwrap(),
+            "-",
+        ])
+        .current_dir(root())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    // 12 requests in the first 6 s of a window, then silence
+    let lines: String = (0..12).map(|i| envoy_line(i * 500, 10)).collect();
+    stdin.write_all(lines.as_bytes()).unwrap();
+    stdin.flush().unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            if tx.send(line.unwrap()).is_err() {
+                break;
+            }
+        }
+    });
+    let window = rx
+        .recv_timeout(std::time::Duration::from_secs(30))
+        .expect("a window is written while the pipe is open");
+    let doc: serde_json::Value = serde_json::from_str(&window).unwrap();
+    assert_eq!(doc["kind"], "pair-window");
+    assert_eq!(doc["requests"], 12);
+    assert_eq!(doc["destination"], "catalog");
+    drop(stdin);
+    assert!(child.wait().unwrap().success());
+    drop(dir);
+}
+
+/// Several sidecars' files in one run, each credited to its own workload by
+/// `[[mapping.inputs]]`: the same Istio inbound line (deploy/examples/logs/
+/// integrations_istio_test-access-logs.log, line 3) counts for the workload whose file it is
+/// in.
+#[test]
+fn each_sidecars_file_is_credited_to_its_workload() {
+    let fixture = std::fs::read_to_string(
+        root().join("deploy/examples/logs/integrations_istio_test-access-logs.log"),
+    )
+    .unwrap();
+    let line3 = fixture.lines().nth(2).unwrap();
+    let (dir, config) = temp_path("sidecars.toml");
+    write(
+        &config,
+        "[[mapping.inputs]]\npath = \"*/details-*.log\"\nservice = \"details\"\nversion = \"v1\"\n\n\
+         [[mapping.inputs]]\npath = \"*/ratings-*.log\"\nservice = \"ratings\"\nversion = \"v2\"\n",
+    );
+    let (details, ratings) = (
+        dir.path().join("details-1.log"),
+        dir.path().join("ratings-7.log"),
+    );
+    write(&details, &format!("{line3}\n"));
+    write(&ratings, &format!("{line3}\n{line3}\n"));
+    let (docs, stderr) = graywatch_ok(&[
+        "parse",
+        "-c",
+        config.to_str().unwrap(),
+        details.to_str().unwrap(),
+        ratings.to_str().unwrap(),
+    ]);
+    assert_eq!(docs.len(), 3, "{stderr}");
+    assert_eq!(docs[0]["destination"], "details");
+    assert_eq!(docs[0]["destination_version"], "v1");
+    assert_eq!(docs[1]["destination"], "ratings");
+    assert_eq!(docs[2]["destination_version"], "v2");
+}
+
+/// `parse` prints flow-json; `replay -f flow-json` reads it back to the same windows and
+/// findings as replaying the logs themselves.
+#[test]
+fn flow_json_replays_like_the_logs_it_came_from() {
+    let (dir, logs) = temp_path("istio.log");
+    write(
+        &logs,
+        &crate::util::landscape_logs(200, "inventory", 120, 3),
+    );
+    let config = dir.path().join("landscape.toml");
+    write(&config, &crate::util::landscape_config());
+    let cfg = config.to_str().unwrap();
+    let direct = graywatch(&["replay", "-q", "-c", cfg, logs.to_str().unwrap()]);
+    assert!(direct.status.success());
+    let parsed = graywatch(&["parse", "-q", "-c", cfg, logs.to_str().unwrap()]);
+    let flows = dir.path().join("flows.jsonl");
+    std::fs::write(&flows, &parsed.stdout).unwrap();
+    let again = graywatch(&["replay", "-q", "-c", cfg, flows.to_str().unwrap()]);
+    assert!(
+        again.status.success(),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&again.stdout),
+        String::from_utf8_lossy(&direct.stdout)
+    );
+    let docs = crate::util::json_lines(&again.stdout);
+    assert!(!of_kind(&docs, "finding").is_empty());
 }

@@ -5,5 +5,6 @@ mod cli;
 #[path = "../examples/landscape/generator.rs"]
 mod generator;
 mod golden;
+mod runtime;
 mod trainticket;
 mod util;

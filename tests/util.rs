@@ -13,9 +13,10 @@ pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// `../shared/data/<rel>`: the shared real test data (see its SOURCES.md).
-pub fn shared_data(rel: &str) -> PathBuf {
-    root().join("../shared/data").join(rel)
+/// `deploy/examples/<rel>`: the real inputs bundled with the repository (origins and licences
+/// in deploy/examples/README.md).
+pub fn example_data(rel: &str) -> PathBuf {
+    root().join("deploy/examples").join(rel)
 }
 
 /// Runs the built `graywatch` binary with `args`.

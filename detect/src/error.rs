@@ -1,7 +1,8 @@
 //! The errors of the detection stage.
 
-/// Errors of the detection stage: a bad config (the user's fault, fix the file) or a batch that
-/// is not a flow-record batch (the producer's fault; retrying the same batch won't help).
+/// Errors of the detection stage: a bad config (the user's fault, fix the file), a batch that
+/// is not a flow-record batch (the producer's fault; retrying the same batch won't help), or
+/// saved state that does not fit.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -16,6 +17,11 @@ pub enum Error {
     /// A batch does not have the flow-record schema's columns.
     #[error(transparent)]
     Schema(#[from] schemas::Error),
+    /// Saved state (a checkpoint, a partial aggregate from another instance) can't be used:
+    /// taken under another window config, or inconsistent. Not retriable: the state must be
+    /// discarded (or the config set back).
+    #[error("saved state: {0}")]
+    State(String),
 }
 
 /// Result with this crate's [`Error`].

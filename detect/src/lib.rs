@@ -2,21 +2,26 @@
 //! baselines and gray-failure signatures.
 //!
 //! ```text
-//!  ingest ──[flow-record RecordBatch]──▶ Detector::push
-//!                                          │
-//!                    pair::PairAggregator  │  per (window, source, destination): rate, errors,
-//!                    (watermark, lateness) │  latency (HDR), concurrency, bandwidth
+//!  ingest ──[flow-record RecordBatch of one input]──▶ pair::PairAggregator   (one per input:
+//!                                          │            file, Kafka partition; its own watermark)
+//!                                          │  per (window, source, destination): counts, sums,
+//!                                          │  latency (HDR), concurrency slots
 //!                                          ▼
-//!                        ClosedPairs { window, Vec<PairWindow> }   ◀─ serializable hand-off
-//!                                          │  (republished keyed by node when scaled out)
+//!                 PartialWindow (mergeable; serializable as pair::PairStateData)
+//!                                          │  in process, or republished keyed by node
+//!                      merge::WindowMerger ▼  adds up the inputs' partials; closes a window
+//!                                          │  when every busy input's watermark passed it
+//!                        ClosedPairs { window, Vec<PairWindow> }   (golden signals)
+//!                                          │
 //!                      node::NodeDetector  ▼  NodeWindows + signatures vs. baselines
 //!                                   ClosedWindow { window, pairs, nodes, findings } ──▶ actuate
 //! ```
 //!
-//! Main types: [`Detector`] (the two steps wired together, built from a [`DetectConfig`]),
-//! [`ClosedWindow`] (what comes out), [`pair::PairAggregator`], [`node::NodeDetector`],
-//! [`signatures::BlackHole`], [`is_error`]. Window, watermark and golden-signal semantics are in
-//! [`pair`]; node signals in [`node`]; the black-hole rule in [`signatures::black_hole`].
+//! Main types: [`pair::PairAggregator`] (stage 1, per input), [`merge::WindowMerger`] and
+//! [`node::NodeDetector`] (stage 2), [`Detector`] (all of it for one input, built from a
+//! [`DetectConfig`]), [`ClosedWindow`] (what comes out), [`signatures::BlackHole`],
+//! [`is_error`]. Window, watermark and golden-signal semantics are in [`pair`]; merging in
+//! [`merge`]; node signals in [`node`]; the black-hole rule in [`signatures::black_hole`].
 //!
 //! Detection is synchronous, does no I/O and reads no clock: time comes only from the records'
 //! event times, so a replay gives the same windows and findings.
@@ -48,6 +53,8 @@ pub mod baseline;
 pub mod config;
 pub mod error;
 mod flags;
+mod intern;
+pub mod merge;
 pub mod node;
 pub mod pair;
 pub mod signatures;
@@ -60,6 +67,7 @@ pub use config::{BlackHoleConfig, DetectConfig, WindowConfig};
 pub use error::{Error, Result};
 pub use flags::is_error;
 
+use crate::merge::{Mark, WindowMerger};
 use crate::node::NodeDetector;
 use crate::pair::{ClosedPairs, PairAggregator, WindowSpec};
 use crate::signatures::BlackHoleSpec;
@@ -99,14 +107,20 @@ pub struct DetectStats {
     pub future_records: u64,
 }
 
-/// The detection stage: pair aggregation then node-level detection, built from a validated
-/// [`DetectConfig`] with [`Detector::try_from`].
+/// All of detection for one input: pair aggregation, then node-level detection, built from a
+/// validated [`DetectConfig`] with [`Detector::try_from`]. (Several inputs, each with its own
+/// watermark, are the runtime's to wire: one [`PairAggregator`] per input into a
+/// [`WindowMerger`], then a [`NodeDetector`].)
 #[derive(Debug)]
 pub struct Detector {
     pairs: PairAggregator,
+    merger: WindowMerger,
     nodes: NodeDetector,
     stats: DetectStats,
 }
+
+/// The producer name a [`Detector`] gives its one input in its merger.
+const ONE_INPUT: &str = "input";
 
 impl TryFrom<DetectConfig> for Detector {
     type Error = Error;
@@ -119,8 +133,11 @@ impl TryFrom<DetectConfig> for Detector {
     fn try_from(config: DetectConfig) -> Result<Self> {
         let spec = WindowSpec::try_from(&config.window)?;
         let black_hole = BlackHoleSpec::try_from(&config.black_hole)?;
+        let mut merger = WindowMerger::new(spec);
+        merger.add_producer(ONE_INPUT);
         Ok(Detector {
             pairs: PairAggregator::new(spec),
+            merger,
             nodes: NodeDetector::new(black_hole),
             stats: DetectStats::default(),
         })
@@ -135,46 +152,22 @@ impl Detector {
     /// [`Error::Schema`] when the batch is not a flow-record batch; nothing of it is
     /// aggregated and the detector can go on with the next batch.
     pub fn push(&mut self, batch: &RecordBatch) -> Result<Vec<ClosedWindow>> {
-        let closed = self.pairs.push(batch)?;
-        Ok(self.judge(closed))
+        let partials = self.pairs.push(batch)?;
+        Ok(self.hand_over(partials))
     }
 
     /// End of input: closes every open window, in window order.
     pub fn flush(&mut self) -> Vec<ClosedWindow> {
-        let closed = self.pairs.flush();
-        self.judge(closed)
+        let partials = self.pairs.flush();
+        self.hand_over(partials)
     }
 
     /// Records starting after `not_after_us` (µs since the epoch) are not aggregated but
     /// counted in [`DetectStats::future_records`] and listed by [`Detector::dropped_rows`]:
     /// a clock far ahead must not move the watermark past everything else. The caller passes
-    /// the bound in (the binary uses its wall clock plus a day); detection reads no clock.
+    /// the bound in; detection reads no clock.
     pub fn set_not_after(&mut self, not_after_us: i64) {
         self.pairs.set_not_after(not_after_us);
-    }
-
-    /// Declares that batches come from `inputs` sources read in turns (several proxies' files
-    /// covering the same time): the watermark follows the input furthest behind. See
-    /// [`pair::PairAggregator::set_inputs`].
-    pub fn set_inputs(&mut self, inputs: usize) {
-        self.pairs.set_inputs(inputs);
-    }
-
-    /// The batches pushed from now on come from input `input`.
-    pub fn set_input(&mut self, input: usize) {
-        self.pairs.set_input(input);
-    }
-
-    /// The newest start seen from input `input`, µs since the epoch.
-    pub fn input_newest(&self, input: usize) -> Option<i64> {
-        self.pairs.input_newest(input)
-    }
-
-    /// Input `input` has ended and no longer holds the watermark back; returns the windows
-    /// that this closes.
-    pub fn end_input(&mut self, input: usize) -> Vec<ClosedWindow> {
-        let closed = self.pairs.end_input(input);
-        self.judge(closed)
     }
 
     /// Rows of the batch last given to [`Detector::push`] that were not aggregated (late, or
@@ -193,28 +186,43 @@ impl Detector {
         self.pairs.watermark()
     }
 
-    fn judge(&mut self, closed: Vec<ClosedPairs>) -> Vec<ClosedWindow> {
+    fn hand_over(&mut self, partials: Vec<pair::PartialWindow>) -> Vec<ClosedWindow> {
+        for p in partials {
+            self.merger.complete(ONE_INPUT, p);
+        }
+        self.merger.mark(
+            ONE_INPUT,
+            Mark {
+                watermark_us: self.pairs.watermark(),
+                idle: false,
+            },
+        );
+        let closed = self.merger.close_ready();
         let out: Vec<ClosedWindow> = closed
             .into_iter()
-            .map(|c| {
-                let outcome = self.nodes.detect(c.window, &c.pairs);
-                ClosedWindow {
-                    window: c.window,
-                    pairs: c.pairs,
-                    nodes: outcome.nodes,
-                    findings: outcome.findings,
-                }
-            })
+            .map(|c| judge(&mut self.nodes, c))
             .collect();
+        let c = self.pairs.counters();
         let s = &mut self.stats;
-        s.records = self.pairs.records();
-        s.late_records = self.pairs.late_records();
-        s.clamped_records = self.pairs.clamped_records();
-        s.future_records = self.pairs.future_records();
-        s.max_open_windows = self.pairs.max_open_windows();
+        s.records = c.records;
+        s.late_records = c.late_records;
+        s.clamped_records = c.clamped_records;
+        s.future_records = c.future_records;
+        s.max_open_windows = c.max_open_windows;
         s.windows_closed += out.len() as u64;
         s.findings += out.iter().map(|w| w.findings.len() as u64).sum::<u64>();
         out
+    }
+}
+
+/// Node-level detection of one closed window's pairs: its node windows and findings.
+pub fn judge(nodes: &mut NodeDetector, closed: ClosedPairs) -> ClosedWindow {
+    let outcome = nodes.detect(closed.window, &closed.pairs);
+    ClosedWindow {
+        window: closed.window,
+        pairs: closed.pairs,
+        nodes: outcome.nodes,
+        findings: outcome.findings,
     }
 }
 
@@ -264,37 +272,6 @@ mod tests {
                 future_records: 0,
             }
         );
-    }
-
-    #[test]
-    fn the_watermark_follows_the_input_furthest_behind() {
-        let mut d = Detector::try_from(DetectConfig::default()).unwrap();
-        d.set_inputs(2);
-        let batch = |starts: &[i64]| {
-            let mut b = FlowBatchBuilder::new();
-            for &t in starts {
-                b.append(&FlowRecordRef::new(t, "a", "b", Reporter::Envoy));
-            }
-            b.finish()
-        };
-        // Input 0 runs ahead to 60 s before input 1 starts at 0 s.
-        d.set_input(0);
-        assert!(
-            d.push(&batch(&[0, 30_000_000, 60_000_000]))
-                .unwrap()
-                .is_empty()
-        );
-        assert_eq!(d.watermark(), None, "input 1 has given nothing yet");
-        d.set_input(1);
-        // 0 s and 25 s: the watermark is now min(60, 25) − 15 = 10 s; window [0, 10 s) closes.
-        let closed = d.push(&batch(&[0, 25_000_000])).unwrap();
-        assert_eq!(d.stats().late_records, 0);
-        assert_eq!(closed.len(), 1);
-        assert_eq!(closed[0].pairs[0].requests, 2, "one record of each input");
-        // Input 1 ends: the watermark jumps to input 0's 60 s − 15 s.
-        let closed = d.end_input(1);
-        assert_eq!(d.watermark(), Some(45_000_000));
-        assert_eq!(closed.len(), 2, "[20 s, 30 s) and [30 s, 40 s)");
     }
 
     #[test]

@@ -130,14 +130,32 @@ impl NodeDetector {
         &self.black_hole
     }
 
+    /// Keeps the baselines but judges with `black_hole` from now on (a checkpoint restored
+    /// under an edited config).
+    pub fn set_black_hole_spec(&mut self, black_hole: BlackHoleSpec) {
+        self.black_hole.set_spec(black_hole);
+    }
+
     /// Judges one closed window from its pairs (all of them, any order).
     pub fn detect(&mut self, window: Window, pairs: &[PairWindow]) -> NodeOutcome {
+        self.detect_owned(window, pairs, |_| true)
+    }
+
+    /// Judges the nodes `owns` accepts, from the window's pairs (all pairs touching those
+    /// nodes must be among them: a node seen partially is not judged). The others get no
+    /// node window, no finding and no baseline here: another instance owns them.
+    pub fn detect_owned(
+        &mut self,
+        window: Window,
+        pairs: &[PairWindow],
+        owns: impl Fn(&str) -> bool,
+    ) -> NodeOutcome {
         let sums = sums(pairs);
         let mut out = NodeOutcome {
             nodes: Vec::with_capacity(sums.len()),
             findings: Vec::new(),
         };
-        for (node, s) in &sums {
+        for (node, s) in sums.iter().filter(|(node, _)| owns(node)) {
             let nw = node_window(window, node, s);
             if let Some(f) = self.black_hole.check(&nw, &s.callers) {
                 out.findings.push(f);
@@ -145,7 +163,7 @@ impl NodeDetector {
             out.nodes.push(nw);
         }
         self.windows += 1;
-        if self.windows % FORGET_EVERY == 0 {
+        if self.windows.is_multiple_of(FORGET_EVERY) {
             let idle_us = window.len_us().saturating_mul(IDLE_WINDOWS);
             self.black_hole
                 .forget_idle(window.start_us.saturating_sub(idle_us));

@@ -1,15 +1,24 @@
-//! Step 1 of detection: pair aggregation. Flow-record batches in, each closed window's
-//! [`PairWindow`]s out.
+//! Step 1 of detection: pair aggregation of one input. Flow-record batches in, each closed
+//! window's mergeable pair aggregates ([`PartialWindow`]) out; [`PartialWindow::finish`] (or
+//! [`crate::merge::WindowMerger`], for several inputs) turns them into [`PairWindow`]s.
 //!
 //! # Windows and watermark
 //!
-//! Windows are tumbling, `[k·L, (k+1)·L)` µs since the epoch, by the record's `start_us`. The
-//! watermark is the newest `start_us` seen so far minus the allowed lateness, advanced record by
-//! record in input order, so the result does not depend on where the input was cut into
-//! batches. A record whose start window ends at or before the watermark is *late*: it is counted
-//! in [`PairAggregator::late_records`] and not aggregated. After each batch, every open window
-//! whose end is at or before the watermark closes and is returned, oldest first. A window is
-//! open only once some record touched it; windows nobody touched are not reported.
+//! Windows are tumbling, `[k·L, (k+1)·L)` µs since the epoch, by the record's `start_us`. Each
+//! input (a file, a Kafka partition) has its own watermark: the newest `start_us` seen so far in
+//! it minus the allowed lateness, advanced record by record in input order, so the result does
+//! not depend on where the input was cut into batches. A record whose start window ends at or
+//! before the watermark is *late*: it is counted in [`PairAggregator::late_records`] and not
+//! counted in its start window (its time in flight still counts in the later windows that are
+//! open). After each batch, every open window whose end is at or before the watermark closes
+//! and is handed over, oldest first. A window is open only once some record touched it;
+//! windows nobody touched are not reported.
+//!
+//! Positions: given each row's position in its input (a Kafka offset), the aggregator knows
+//! the lowest position still held in an open window ([`PairAggregator::low_position`]):
+//! reading the input again from there, with the watermark it had, rebuilds exactly the open
+//! windows. That is what a Kafka consumer commits, so that a partition that moves to another
+//! instance takes no half-window with it.
 //!
 //! # Golden signals of one pair in one window
 //!
@@ -26,7 +35,7 @@
 //!   that spans several windows adds its overlap to every one of them, creating that pair's
 //!   state in those windows (with `requests` 0) if needed. Records without a duration add
 //!   nothing. At most [`MAX_SPAN_WINDOWS`] windows count a request's time in flight: longer
-//!   requests are cut there and counted in [`PairAggregator::clamped_records`].
+//!   requests are cut there and counted in [`AggregatorCounters::clamped_records`].
 //! * `concurrency_peak`: the window is cut into L ÷ resolution slots; a request is in flight in
 //!   every slot its interval touches (a zero-duration request touches the slot of its start);
 //!   the peak is the largest number of requests in flight in one slot. Kept as a difference
@@ -37,9 +46,9 @@
 //!
 //! # Memory
 //!
-//! State per open pair-window (64-bit target): a 128-byte [`PairState`] (holding up to 4
-//! durations and 4 in-flight intervals inline) in a hash-map slot of 137 bytes, 1.1 to 2.3
-//! slots per pair depending on the map's load (150–320 bytes), plus
+//! State per open pair-window (64-bit target): a 120-byte [`PairState`] (holding up to 4
+//! durations and 4 in-flight intervals inline) in a hash-map slot of 129 bytes, 1.1 to 2.3
+//! slots per pair depending on the map's load (140–300 bytes), plus
 //! * latency: past 4 durations, up to [`RAW_LATENCY_VALUES`] × 8 = 4 KiB of raw durations,
 //!   then an HDR histogram of `(b + 1) × 128 × 4` bytes where `b` = ⌈log2(max µs ÷ 256)⌉ + 1
 //!   buckets: 7.5 KiB for latencies up to 2 s, 9 KiB up to 10 s, 29 KiB at most (durations
@@ -47,7 +56,7 @@
 //! * concurrency: 4 × (L ÷ resolution + 1) bytes once allocated (404 bytes at the defaults,
 //!   40 KiB at most, [`MAX_CONCURRENCY_SLOTS`]).
 //!
-//! So a pair with up to 4 requests per window costs at most 320 bytes, one with a few hundred
+//! So a pair with up to 4 requests per window costs at most 300 bytes, one with a few hundred
 //! up to 4.7 KiB, a busy pair about 10 KiB at the defaults with latencies under 10 s (70 KiB
 //! in the worst case of any duration and the finest resolution). Measured: `cargo bench
 //! --bench window` prints the resident memory of 100 k pairs in one window. Service names are
@@ -55,17 +64,22 @@
 
 use std::collections::BTreeMap;
 use std::collections::btree_map::Entry;
+use std::sync::Arc;
 use std::time::Duration;
 
 use arrow::array::{Array, AsArray, DictionaryArray, RecordBatch};
 use arrow::datatypes::Int32Type;
-use hdrhistogram::Histogram;
-use schemas::{FlowColumns, Latency, PairWindow, SCHEMA_VERSION, Window};
+use schemas::{FlowColumns, PairWindow, Window};
 use serde::{Deserialize, Serialize};
 
 use crate::config::WindowConfig;
 use crate::error::{Error, Result};
 use crate::flags;
+use crate::intern::{Interner, pair_ids, pair_key};
+
+mod state;
+
+pub use state::{LatencyData, PairState, PairStateData, RAW_LATENCY_VALUES, SlotsData};
 
 /// Most concurrency slots per window (`length ÷ concurrency-resolution`), so that the
 /// concurrency state of a pair-window stays at most 40 KiB.
@@ -74,12 +88,6 @@ pub const MAX_CONCURRENCY_SLOTS: u64 = 10_000;
 /// Most windows (the start window included) in which one request's time in flight counts.
 /// Bounds the state a single very long request (or a bogus duration) can create.
 pub const MAX_SPAN_WINDOWS: i64 = 1024;
-
-/// Durations kept raw per pair-window before they go into an HDR histogram.
-pub const RAW_LATENCY_VALUES: usize = 512;
-
-/// Significant digits of the latency histograms.
-const SIGNIFICANT_DIGITS: u8 = 2;
 
 /// The validated `[detect.window]` config, in µs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -91,7 +99,7 @@ pub struct WindowSpec {
 }
 
 fn whole_us(d: Duration, key: &'static str) -> Result<i64> {
-    if d.subsec_nanos() % 1_000 != 0 {
+    if !d.subsec_nanos().is_multiple_of(1_000) {
         return Err(Error::Config {
             key,
             reason: format!("{d:?} is not a whole number of µs"),
@@ -160,6 +168,11 @@ impl WindowSpec {
         self.resolution_us
     }
 
+    /// Concurrency slots per window (`length ÷ resolution`).
+    pub fn slots(&self) -> usize {
+        self.slots
+    }
+
     /// Index `k` of the window `[k·L, (k+1)·L)` holding `t_us`.
     pub fn index_of(&self, t_us: i64) -> i64 {
         t_us.div_euclid(self.length_us)
@@ -172,11 +185,49 @@ impl WindowSpec {
             end_us: k.saturating_add(1).saturating_mul(self.length_us),
         }
     }
+
+    /// Fails unless `other` has the same length, lateness and resolution: state aggregated
+    /// under one spec (a checkpoint, a partial from another instance) can't be merged into
+    /// windows of another.
+    ///
+    /// # Errors
+    /// [`Error::State`] naming both values of the first key that differs.
+    pub fn check_same(&self, other: &WindowSpec) -> Result<()> {
+        let d = |us: i64| humantime_us(us);
+        for (key, ours, theirs) in [
+            ("window.length", self.length_us, other.length_us),
+            (
+                "window.allowed-lateness",
+                self.lateness_us,
+                other.lateness_us,
+            ),
+            (
+                "window.concurrency-resolution",
+                self.resolution_us,
+                other.resolution_us,
+            ),
+        ] {
+            if ours != theirs {
+                return Err(Error::State(format!(
+                    "{key} is {} here but {} in the saved state",
+                    d(ours),
+                    d(theirs)
+                )));
+            }
+        }
+        Ok(())
+    }
 }
 
-/// One closed window's pair aggregates: the serializable hand-off from [`PairAggregator`] to
-/// [`crate::node::NodeDetector`] (when graywatch scales out, this is what gets republished
-/// keyed by node).
+/// `1500000` → `1s 500ms`.
+fn humantime_us(us: i64) -> String {
+    match u64::try_from(us) {
+        Ok(us) => humantime::format_duration(Duration::from_micros(us)).to_string(),
+        Err(_) => format!("{us}µs"),
+    }
+}
+
+/// One closed window's golden signals per pair.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ClosedPairs {
     /// The window.
@@ -185,40 +236,47 @@ pub struct ClosedPairs {
     pub pairs: Vec<PairWindow>,
 }
 
-/// Service names to dense `u32` ids, so the hot path hashes integers, not strings.
-#[derive(Debug, Default)]
-struct Interner {
-    ids: foldhash::HashMap<Box<str>, u32>,
-    names: Vec<Box<str>>,
-    /// `ranks[id]` = position of the name in sorted order, for sorting pairs by name with
-    /// integer compares; recomputed when names were added.
-    ranks: Vec<u32>,
+/// One pair's running aggregates in one window, with the pair's names: what an input's
+/// [`PairAggregator`] hands over when the window closes for that input.
+#[derive(Debug, Clone)]
+pub struct PairPartial {
+    /// Calling service.
+    pub source: Arc<str>,
+    /// Called service.
+    pub destination: Arc<str>,
+    /// The aggregates (mergeable with the same pair's from other inputs).
+    pub state: PairState,
 }
 
-impl Interner {
-    fn intern(&mut self, name: &str) -> u32 {
-        if let Some(&id) = self.ids.get(name) {
-            return id;
-        }
-        let id = self.names.len() as u32;
-        self.names.push(name.into());
-        self.ids.insert(name.into(), id);
-        id
-    }
+/// One window as one input saw it: the mergeable aggregates of its pairs. The hand-off from
+/// stage 1 (one [`PairAggregator`] per input) to stage 2 ([`crate::merge::WindowMerger`]);
+/// republished on the repartition topic when graywatch scales out.
+#[derive(Debug, Clone)]
+pub struct PartialWindow {
+    /// The window.
+    pub window: Window,
+    /// Its pairs, in no particular order.
+    pub pairs: Vec<PairPartial>,
+}
 
-    fn name(&self, id: u32) -> &str {
-        &self.names[id as usize]
-    }
-
-    fn update_ranks(&mut self) {
-        if self.ranks.len() == self.names.len() {
-            return;
-        }
-        let mut order: Vec<u32> = (0..self.names.len() as u32).collect();
-        order.sort_unstable_by(|&a, &b| self.names[a as usize].cmp(&self.names[b as usize]));
-        self.ranks = vec![0; order.len()];
-        for (rank, id) in order.into_iter().enumerate() {
-            self.ranks[id as usize] = rank as u32;
+impl PartialWindow {
+    /// The golden signals of this window's pairs, sorted by (source, destination), as if no
+    /// other input had records in it.
+    pub fn finish(self) -> ClosedPairs {
+        let scale = PairState::scale();
+        let mut pairs: Vec<PairPartial> = self.pairs;
+        pairs.sort_unstable_by(|a, b| {
+            (&*a.source, &*a.destination).cmp(&(&*b.source, &*b.destination))
+        });
+        ClosedPairs {
+            window: self.window,
+            pairs: pairs
+                .into_iter()
+                .map(|mut p| {
+                    p.state
+                        .finish(self.window, &p.source, &p.destination, &scale)
+                })
+                .collect(),
         }
     }
 }
@@ -273,250 +331,25 @@ impl<'a> DictIds<'a> {
     }
 }
 
-/// Durations inline (no allocation) for quiet pairs.
-const INLINE_DURATIONS: usize = 4;
-
-/// Durations of one pair-window: a few inline, then raw in a vector, then an HDR histogram.
-#[derive(Debug)]
-enum LatencyState {
-    Inline(u8, [u32; INLINE_DURATIONS]),
-    Raw(Vec<u64>),
-    Hist(Box<Histogram<u32>>),
-}
-
-fn new_histogram() -> Histogram<u32> {
-    Histogram::new(SIGNIFICANT_DIGITS).expect("2 significant digits is a valid precision")
-}
-
-fn record(h: &mut Histogram<u32>, v: u64) {
-    // auto-resize only fails when the counts array can't be addressed; clamp then.
-    if h.record(v).is_err() {
-        h.saturating_record(v);
-    }
-}
-
-/// The rank (1-based) of quantile `q` among `n` values, exactly as
-/// `Histogram::value_at_quantile` computes it.
-fn quantile_rank(q: f64, n: u64) -> u64 {
-    ((q * n as f64).ceil() as u64).clamp(1, n)
-}
-
-/// p50, p90, p99 of raw durations: the value at rank ⌈q·n⌉ (as `value_at_quantile` ranks)
-/// mapped to its histogram bucket's highest equivalent value, capped at `max`.
-fn raw_quantiles(v: &mut [u64], scale: &Histogram<u32>, max: u64) -> [u64; 3] {
-    let n = v.len() as u64;
-    let ranks = [0.5, 0.9, 0.99].map(|q| (quantile_rank(q, n) - 1) as usize);
-    let mut at_rank = [0u64; 3];
-    if v.len() <= 64 {
-        v.sort_unstable();
-        at_rank = ranks.map(|at| v[at]);
-    } else {
-        // select the ranks in increasing order, each among the values at or above the previous
-        // one (a later selection may reorder those, so take each value as it is selected):
-        // about 1.6 n steps
-        let mut from = 0;
-        for (x, &at) in at_rank.iter_mut().zip(&ranks) {
-            *x = *v[from..].select_nth_unstable(at - from).1;
-            from = at;
-        }
-    }
-    at_rank.map(|x| scale.highest_equivalent(x).min(max))
-}
-
-/// Intervals of in-flight slots handled inline, before a difference array is allocated.
-const INLINE_INTERVALS: usize = 4;
-
-/// Slots in flight: a few intervals inline (no allocation), then a difference array of
-/// `slots + 1` counters.
-#[derive(Debug)]
-enum Slots {
-    Few(u8, [(u16, u16); INLINE_INTERVALS]),
-    Diff(Box<[i32]>),
-}
-
-impl Slots {
-    fn add(&mut self, first: usize, last: usize, slots: usize) {
-        match self {
-            Slots::Few(n, iv) if (*n as usize) < INLINE_INTERVALS => {
-                iv[*n as usize] = (first as u16, last as u16);
-                *n += 1;
-            }
-            Slots::Few(_, iv) => {
-                let mut d = vec![0i32; slots + 1].into_boxed_slice();
-                for &(f, l) in iv.iter() {
-                    d[f as usize] += 1;
-                    d[l as usize + 1] -= 1;
-                }
-                d[first] += 1;
-                d[last + 1] -= 1;
-                *self = Slots::Diff(d);
-            }
-            Slots::Diff(d) => {
-                d[first] = d[first].wrapping_add(1);
-                d[last + 1] = d[last + 1].wrapping_sub(1);
-            }
-        }
-    }
-
-    fn peak(&self) -> u64 {
-        match self {
-            Slots::Few(n, iv) => {
-                let iv = &iv[..*n as usize];
-                // the most intervals overlap at the start of one of them
-                iv.iter()
-                    .map(|&(s, _)| iv.iter().filter(|&&(f, l)| f <= s && s <= l).count())
-                    .max()
-                    .unwrap_or(0) as u64
-            }
-            Slots::Diff(d) => {
-                let mut run = 0i64;
-                let mut peak = 0i64;
-                for &x in d.iter() {
-                    run += x as i64;
-                    peak = peak.max(run);
-                }
-                peak as u64
-            }
-        }
-    }
-}
-
-/// The running aggregates of one pair in one open window.
-#[derive(Debug)]
-pub struct PairState {
-    source: u32,
-    destination: u32,
-    /// Requests in flight during the whole window.
-    full_cover: u32,
-    requests: u64,
-    errors: u64,
-    bytes_in: u64,
-    bytes_out: u64,
-    /// Σ overlap of requests in flight with the window, µs.
-    overlap_us: u64,
-    /// Exact largest duration, µs; meaningful when `timed > 0`.
-    max_us: u64,
-    timed: u64,
-    latency: LatencyState,
-    slots: Slots,
-}
-
-impl PairState {
-    fn new(source: u32, destination: u32) -> Self {
-        PairState {
-            source,
-            destination,
-            full_cover: 0,
-            requests: 0,
-            errors: 0,
-            bytes_in: 0,
-            bytes_out: 0,
-            overlap_us: 0,
-            max_us: 0,
-            timed: 0,
-            latency: LatencyState::Inline(0, [0; INLINE_DURATIONS]),
-            slots: Slots::Few(0, [(0, 0); INLINE_INTERVALS]),
-        }
-    }
-
-    #[inline]
-    fn record_latency(&mut self, d: u64) {
-        self.timed += 1;
-        self.max_us = self.max_us.max(d);
-        match &mut self.latency {
-            LatencyState::Inline(n, a)
-                if (*n as usize) < INLINE_DURATIONS && d <= u32::MAX as u64 =>
-            {
-                a[*n as usize] = d as u32;
-                *n += 1;
-            }
-            LatencyState::Inline(n, a) => {
-                let mut v = Vec::with_capacity(4 * INLINE_DURATIONS);
-                v.extend(a[..*n as usize].iter().map(|&x| u64::from(x)));
-                v.push(d);
-                self.latency = LatencyState::Raw(v);
-            }
-            LatencyState::Raw(v) if v.len() < RAW_LATENCY_VALUES => v.push(d),
-            LatencyState::Raw(v) => {
-                // sized for the largest duration so far: no reallocation while it fills
-                let mut h = Histogram::new_with_bounds(1, self.max_us.max(2), SIGNIFICANT_DIGITS)
-                    .unwrap_or_else(|_| new_histogram());
-                h.auto(true);
-                for &x in v.iter() {
-                    record(&mut h, x);
-                }
-                record(&mut h, d);
-                self.latency = LatencyState::Hist(Box::new(h));
-            }
-            LatencyState::Hist(h) => record(h, d),
-        }
-    }
-
-    /// Quantiles as `Histogram::value_at_quantile` gives them (the highest value equivalent to
-    /// the value at rank ⌈q·n⌉), capped at the exact max. For raw durations the value at that
-    /// rank is selected directly: same rank, same bucket, same answer, without a histogram.
-    /// `scale` is any histogram with the same precision (only its bucket arithmetic is used).
-    fn latency(&mut self, scale: &Histogram<u32>) -> Option<Latency> {
-        if self.timed == 0 {
-            return None;
-        }
-        let max = self.max_us;
-        let [p50_us, p90_us, p99_us] = match &mut self.latency {
-            LatencyState::Hist(h) => {
-                // one pass for the three quantiles instead of three `value_at_quantile` walks;
-                // `value_iterated_to` is the same highest equivalent value it returns
-                let n = h.len();
-                let ranks = [0.5, 0.9, 0.99].map(|q| quantile_rank(q, n));
-                let mut out = [max; 3];
-                let (mut seen, mut i) = (0u64, 0);
-                for v in h.iter_recorded() {
-                    seen += u64::from(v.count_at_value());
-                    while i < 3 && seen >= ranks[i] {
-                        out[i] = v.value_iterated_to().min(max);
-                        i += 1;
-                    }
-                    if i == 3 {
-                        break;
-                    }
-                }
-                out
-            }
-            LatencyState::Inline(n, a) => {
-                let mut v = [0u64; INLINE_DURATIONS];
-                for (x, &y) in v.iter_mut().zip(a.iter()) {
-                    *x = u64::from(y);
-                }
-                raw_quantiles(&mut v[..*n as usize], scale, max)
-            }
-            LatencyState::Raw(v) => raw_quantiles(v, scale, max),
-        };
-        Some(Latency {
-            p50_us,
-            p90_us,
-            p99_us,
-            max_us: max,
-        })
-    }
-}
-
 /// One open window: its pairs, by `(source id, destination id)`.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct OpenWindow {
     pairs: foldhash::HashMap<u64, PairState>,
+    /// The lowest input position (e.g. Kafka offset) of a record that touched this window;
+    /// `i64::MAX` when positions are not tracked.
+    first_position: i64,
 }
 
 impl OpenWindow {
     #[inline]
     fn pair(&mut self, source: u32, destination: u32) -> &mut PairState {
-        let key = (u64::from(source) << 32) | u64::from(destination);
-        self.pairs
-            .entry(key)
-            .or_insert_with(|| PairState::new(source, destination))
+        self.pairs.entry(pair_key(source, destination)).or_default()
     }
 }
 
-/// Pair aggregation: takes flow-record batches, keeps one [`PairState`] per pair per open
-/// window, and returns windows as the watermark passes them. See the [module docs](self).
+/// Pair aggregation of one input (a file, a Kafka partition): takes flow-record batches, keeps
+/// one [`PairState`] per pair per open window, and hands each window over as a
+/// [`PartialWindow`] when the input's watermark passes it. See the [module docs](self).
 ///
 /// Synchronous, no I/O, no clock: time comes only from the records' `start_us`.
 #[derive(Debug)]
@@ -524,32 +357,34 @@ pub struct PairAggregator {
     spec: WindowSpec,
     interner: Interner,
     windows: BTreeMap<i64, OpenWindow>,
-    /// Newest `start_us` seen, per input (see [`PairAggregator::set_inputs`]).
-    input_max_us: Vec<Option<i64>>,
-    /// Inputs that ended: they no longer hold the watermark back.
-    input_done: Vec<bool>,
-    /// The input the next pushed batch comes from.
-    current_input: usize,
-    /// That input's newest start, kept here on the hot path (its `input_max_us` entry is
-    /// stale while it is current).
-    current_newest: Option<i64>,
+    /// The newest `start_us` seen.
+    newest_us: Option<i64>,
     /// Records whose start window ends at or before this are late: the watermark, or after
     /// [`PairAggregator::flush`] the end of the last closed window if that is later.
     late_before_us: i64,
-    /// Precision reference for quantiles of raw durations (never recorded into).
-    scale: Histogram<u32>,
     /// Pairs of the last closed window: the initial capacity of a window opened by a request
     /// start or the spill into the next window (not of further windows a long request spans).
     last_window_pairs: usize,
-    records: u64,
-    late_records: u64,
-    clamped_records: u64,
-    max_open_windows: u64,
+    counters: AggregatorCounters,
     /// Records starting after this are not aggregated (see [`PairAggregator::set_not_after`]).
     not_after_us: i64,
-    future_records: u64,
     /// Rows of the last pushed batch that were not aggregated, and why.
     dropped_rows: Vec<(u32, Dropped)>,
+}
+
+/// Counters of a [`PairAggregator`] since it was built (or restored with them).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AggregatorCounters {
+    /// Records read, late ones included.
+    pub records: u64,
+    /// Records that arrived after their window was behind the watermark.
+    pub late_records: u64,
+    /// Records whose time in flight was cut after [`MAX_SPAN_WINDOWS`] windows.
+    pub clamped_records: u64,
+    /// Records that started after the bound of [`PairAggregator::set_not_after`].
+    pub future_records: u64,
+    /// Most windows open at once.
+    pub max_open_windows: u64,
 }
 
 /// Why a record was not aggregated.
@@ -562,6 +397,33 @@ pub enum Dropped {
     Future,
 }
 
+/// The serializable state of a [`PairAggregator`]: its open windows with their pair states,
+/// its watermark and counters. What a checkpoint keeps per input.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AggregatorSnapshot {
+    /// The window spec the state was aggregated under.
+    pub spec: WindowSpec,
+    /// Newest start seen, µs since the epoch.
+    pub newest_us: Option<i64>,
+    /// Records whose window ends at or before this are late, µs since the epoch.
+    pub late_before_us: i64,
+    /// Open windows, oldest first.
+    pub windows: Vec<OpenWindowData>,
+    /// Counters so far.
+    pub counters: AggregatorCounters,
+}
+
+/// One open window of an [`AggregatorSnapshot`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OpenWindowData {
+    /// Window index `k` (the window is `[k·L, (k+1)·L)`).
+    pub index: i64,
+    /// Lowest input position of a record in it (`i64::MAX` when not tracked).
+    pub first_position: i64,
+    /// Its pairs: (source, destination, state).
+    pub pairs: Vec<(String, String, PairStateData)>,
+}
+
 impl PairAggregator {
     /// An aggregator with no open windows and no watermark yet.
     pub fn new(spec: WindowSpec) -> Self {
@@ -569,35 +431,34 @@ impl PairAggregator {
             spec,
             interner: Interner::default(),
             windows: BTreeMap::new(),
-            input_max_us: vec![None],
-            input_done: vec![false],
-            current_input: 0,
-            current_newest: None,
+            newest_us: None,
             late_before_us: i64::MIN,
-            scale: new_histogram(),
             last_window_pairs: 0,
-            records: 0,
-            late_records: 0,
-            clamped_records: 0,
-            max_open_windows: 0,
+            counters: AggregatorCounters::default(),
             not_after_us: i64::MAX,
-            future_records: 0,
             dropped_rows: Vec::new(),
         }
     }
 
-    /// Records that start after `not_after_us` (µs since the epoch) are counted in
-    /// [`PairAggregator::future_records`] and not aggregated: one record from a broken clock
-    /// (year 2100) would otherwise move the watermark so far that everything after it is late.
-    /// The caller passes the bound in (e.g. its wall clock plus a margin); detection reads no
-    /// clock.
-    pub fn set_not_after(&mut self, not_after_us: i64) {
-        self.not_after_us = not_after_us;
+    /// An aggregator that resumes an input at a position where `watermark_us` was its
+    /// watermark and no window was open (e.g. a Kafka partition read again from its
+    /// committed offset by a new owner): records whose window ends at or before it are late,
+    /// as they were for the previous owner.
+    pub fn resume_at(spec: WindowSpec, watermark_us: Option<i64>) -> Self {
+        let mut agg = PairAggregator::new(spec);
+        if let Some(wm) = watermark_us {
+            agg.late_before_us = wm;
+        }
+        agg
     }
 
-    /// Records that started after the bound of [`PairAggregator::set_not_after`].
-    pub fn future_records(&self) -> u64 {
-        self.future_records
+    /// Records that start after `not_after_us` (µs since the epoch) are counted in
+    /// [`AggregatorCounters::future_records`] and not aggregated: one record from a broken
+    /// clock (year 2100) would otherwise move the watermark so far that everything after it is
+    /// late. The caller passes the bound in (e.g. its wall clock plus a margin); detection
+    /// reads no clock.
+    pub fn set_not_after(&mut self, not_after_us: i64) {
+        self.not_after_us = not_after_us;
     }
 
     /// Rows (indices into the last batch given to [`PairAggregator::push`]) that were not
@@ -611,90 +472,32 @@ impl PairAggregator {
         &self.spec
     }
 
-    /// Current watermark, µs since the epoch: the newest start seen minus the allowed lateness
-    /// (with several inputs, the oldest of their newest starts); records whose window ends at
-    /// or before it are late. `None` before it first moved.
+    /// Current watermark, µs since the epoch: the newest start seen minus the allowed
+    /// lateness; records whose window ends at or before it are late. `None` before it first
+    /// moved.
     pub fn watermark(&self) -> Option<i64> {
         (self.late_before_us != i64::MIN).then_some(self.late_before_us)
     }
 
-    /// Declares that batches come from `inputs` (>= 1) sources read in turns, e.g. several
-    /// files of proxies that cover the same time. The watermark then follows the input that is
-    /// furthest behind: the oldest of the inputs' newest start times, minus the lateness, and
-    /// it does not move until every input has given a record (or ended). Call before the
-    /// first batch; [`PairAggregator::set_input`] names each batch's input.
-    pub fn set_inputs(&mut self, inputs: usize) {
-        let n = inputs.max(1);
-        self.input_max_us = vec![None; n];
-        self.input_done = vec![false; n];
-        self.current_input = 0;
-        self.current_newest = None;
+    /// The newest start seen, µs since the epoch.
+    pub fn newest(&self) -> Option<i64> {
+        self.newest_us
     }
 
-    /// The batches pushed from now on come from input `input` (< the count given to
-    /// [`PairAggregator::set_inputs`]; out of range is taken as the last input).
-    pub fn set_input(&mut self, input: usize) {
-        self.input_max_us[self.current_input] = self.current_newest;
-        self.current_input = input.min(self.input_max_us.len() - 1);
-        self.current_newest = self.input_max_us[self.current_input];
-    }
-
-    /// The newest start seen from input `input`, µs since the epoch.
-    pub fn input_newest(&self, input: usize) -> Option<i64> {
-        if input == self.current_input {
-            return self.current_newest;
-        }
-        self.input_max_us.get(input).copied().flatten()
-    }
-
-    /// Input `input` has ended: it stops holding the watermark back. Returns the windows that
-    /// this closes.
-    pub fn end_input(&mut self, input: usize) -> Vec<ClosedPairs> {
-        if let Some(done) = self.input_done.get_mut(input) {
-            *done = true;
-        }
-        self.advance_watermark();
-        self.close_ready()
-    }
-
-    /// Moves the watermark to the oldest newest-start of the inputs still reading, minus the
-    /// lateness; stays put while one of them has given no record yet.
-    fn advance_watermark(&mut self) {
-        self.input_max_us[self.current_input] = self.current_newest;
-        let mut oldest: Option<i64> = None;
-        for (m, done) in self.input_max_us.iter().zip(&self.input_done) {
-            if *done {
-                continue;
-            }
-            match m {
-                None => return,
-                Some(m) => oldest = Some(oldest.map_or(*m, |o| o.min(*m))),
-            }
-        }
-        if let Some(o) = oldest {
-            let wm = o.saturating_sub(self.spec.lateness_us);
-            self.late_before_us = self.late_before_us.max(wm);
-        }
+    /// Counters so far.
+    pub fn counters(&self) -> &AggregatorCounters {
+        &self.counters
     }
 
     /// Records read (late ones included).
     pub fn records(&self) -> u64 {
-        self.records
+        self.counters.records
     }
 
-    /// Records that arrived after their window was behind the watermark (not aggregated).
+    /// Records that arrived after their window was behind the watermark (not aggregated in
+    /// their start window).
     pub fn late_records(&self) -> u64 {
-        self.late_records
-    }
-
-    /// Records whose time in flight was cut after [`MAX_SPAN_WINDOWS`] windows.
-    pub fn clamped_records(&self) -> u64 {
-        self.clamped_records
-    }
-
-    /// Most windows open at once so far.
-    pub fn max_open_windows(&self) -> u64 {
-        self.max_open_windows
+        self.counters.late_records
     }
 
     /// Windows currently open.
@@ -702,14 +505,57 @@ impl PairAggregator {
         self.windows.len()
     }
 
-    /// Aggregates `batch` record by record, then closes and returns every window whose end is
-    /// at or before the watermark, oldest first.
+    /// Pair-windows currently open (the state's size in pairs).
+    pub fn open_pairs(&self) -> usize {
+        self.windows.values().map(|w| w.pairs.len()).sum()
+    }
+
+    /// The lowest position (as given to [`PairAggregator::push_at`]) of a record held in an
+    /// open window: reading the input again from there rebuilds every open window. `None`
+    /// when no window is open (or positions were not given).
+    pub fn low_position(&self) -> Option<i64> {
+        self.windows
+            .values()
+            .map(|w| w.first_position)
+            .min()
+            .filter(|&p| p != i64::MAX)
+    }
+
+    /// [`PairAggregator::push_at`] without positions.
     ///
     /// # Errors
-    /// [`Error::Schema`] when `batch` lacks a flow-record column or has it with the wrong type;
-    /// nothing of the batch is aggregated then.
-    pub fn push(&mut self, batch: &RecordBatch) -> Result<Vec<ClosedPairs>> {
+    /// As [`PairAggregator::push_at`].
+    pub fn push(&mut self, batch: &RecordBatch) -> Result<Vec<PartialWindow>> {
+        self.push_at(batch, None)
+    }
+
+    /// Aggregates `batch` record by record, then closes and returns every window whose end is
+    /// at or before the watermark, oldest first. `positions`, when given, holds each row's
+    /// position in the input (e.g. its Kafka offset; one per row, non-decreasing), so that
+    /// [`PairAggregator::low_position`] can say where to read again from.
+    ///
+    /// A late record is not counted in its start window (rate, errors, latency, bytes), but
+    /// its time in flight still counts in the windows after it that are open.
+    ///
+    /// # Errors
+    /// [`Error::Schema`] when `batch` lacks a flow-record column or has it with the wrong type,
+    /// or `positions` has another length than the batch; nothing of the batch is aggregated
+    /// then.
+    pub fn push_at(
+        &mut self,
+        batch: &RecordBatch,
+        positions: Option<&[i64]>,
+    ) -> Result<Vec<PartialWindow>> {
         let cols = FlowColumns::try_new(batch)?;
+        if let Some(p) = positions
+            && p.len() != batch.num_rows()
+        {
+            return Err(Error::Schema(schemas::Error::Schema(format!(
+                "{} positions for a batch of {} rows",
+                p.len(),
+                batch.num_rows()
+            ))));
+        }
         let mut sources = DictIds::new(cols.source, schemas::flow::columns::SOURCE)?;
         let mut destinations = DictIds::new(cols.destination, schemas::flow::columns::DESTINATION)?;
         let flag_class = flags::classify_dictionary(cols.response_flags)?;
@@ -728,31 +574,41 @@ impl PairAggregator {
             ((t.saturating_sub(ws).max(0) / spec.resolution_us) as usize).min(spec.slots - 1)
         };
 
-        self.records += batch.num_rows() as u64;
+        self.counters.records += batch.num_rows() as u64;
         self.dropped_rows.clear();
         for row in 0..batch.num_rows() {
             let start = starts[row];
+            let position = positions.map_or(i64::MAX, |p| p[row]);
             if start > self.not_after_us {
-                self.future_records += 1;
+                self.counters.future_records += 1;
                 self.dropped_rows.push((row as u32, Dropped::Future));
                 continue;
             }
+            let duration = match duration_nulls {
+                Some(n) if n.is_null(row) => None,
+                _ => Some(durations[row]),
+            };
             let k = start.div_euclid(l);
             let ws = k.saturating_mul(l);
             let we = k.saturating_add(1).saturating_mul(l);
             if we <= self.late_before_us {
-                self.late_records += 1;
+                self.counters.late_records += 1;
                 self.dropped_rows.push((row as u32, Dropped::Late));
+                // still in flight in windows that are open: count it there
+                if let Some(d) = duration {
+                    let end = start.saturating_add(i64::try_from(d).unwrap_or(i64::MAX));
+                    if end > we {
+                        let src = sources.id(row, &mut self.interner);
+                        let dst = destinations.id(row, &mut self.interner);
+                        self.spill(k, end, src, dst, position);
+                    }
+                }
                 continue;
             }
-            if self.current_newest.is_none_or(|m| start > m) {
-                self.current_newest = Some(start);
-                if self.input_max_us.len() == 1 {
-                    let wm = start.saturating_sub(spec.lateness_us);
-                    self.late_before_us = self.late_before_us.max(wm);
-                } else {
-                    self.advance_watermark();
-                }
+            if self.newest_us.is_none_or(|m| start > m) {
+                self.newest_us = Some(start);
+                let wm = start.saturating_sub(spec.lateness_us);
+                self.late_before_us = self.late_before_us.max(wm);
             }
             let src = sources.id(row, &mut self.interner);
             let dst = destinations.id(row, &mut self.interner);
@@ -767,13 +623,16 @@ impl PairAggregator {
                     .copied()
                     .unwrap_or(flags::NONE),
             };
-            let duration = match duration_nulls {
-                Some(n) if n.is_null(row) => None,
-                _ => Some(durations[row]),
-            };
 
             let hint = self.last_window_pairs;
-            let state = open(&mut self.windows, &mut self.max_open_windows, k, hint).pair(src, dst);
+            let window = open(
+                &mut self.windows,
+                &mut self.counters.max_open_windows,
+                k,
+                hint,
+            );
+            window.first_position = window.first_position.min(position);
+            let state = window.pair(src, dst);
             state.requests += 1;
             state.errors += u64::from(flags::is_error_class(status, class));
             state.bytes_in = state.bytes_in.saturating_add(bytes_received[row]);
@@ -782,7 +641,7 @@ impl PairAggregator {
             state.record_latency(d);
             if d == 0 {
                 let s = slot_of(start, ws);
-                state.slots.add(s, s, spec.slots);
+                state.add_slots(s, s, spec.slots);
                 continue;
             }
             // in flight [start, end), its share of the start window here, the rest in `spill`
@@ -793,33 +652,35 @@ impl PairAggregator {
                 if start == ws && hi == we {
                     state.full_cover = state.full_cover.wrapping_add(1);
                 } else {
-                    state
-                        .slots
-                        .add(slot_of(start, ws), slot_of(hi - 1, ws), spec.slots);
+                    state.add_slots(slot_of(start, ws), slot_of(hi - 1, ws), spec.slots);
                 }
             }
             if end > we {
-                self.spill(k, end, src, dst);
+                self.spill(k, end, src, dst, position);
             }
         }
         Ok(self.close_ready())
     }
 
     /// Adds the time in flight of a request that started in window `k` and ends at `end` µs
-    /// (exclusive) to windows `k + 1 ..`, at most up to [`MAX_SPAN_WINDOWS`] windows in all.
-    fn spill(&mut self, k: i64, mut end: i64, src: u32, dst: u32) {
+    /// (exclusive) to the open (not yet closed) windows among `k + 1 ..`, at most up to
+    /// [`MAX_SPAN_WINDOWS`] windows in all.
+    fn spill(&mut self, k: i64, mut end: i64, src: u32, dst: u32, position: i64) {
         let spec = self.spec;
         let mut last_k = spec.index_of(end - 1);
         let max_k = k.saturating_add(MAX_SPAN_WINDOWS - 1);
         if last_k > max_k {
             last_k = max_k;
             end = spec.window(max_k).end_us;
-            self.clamped_records += 1;
+            self.counters.clamped_records += 1;
         }
-        for kk in k.saturating_add(1)..=last_k {
+        // windows that ended at or before the watermark have closed: window kk is open when
+        // (kk + 1)·L > watermark, i.e. kk >= ⌊watermark ÷ L⌋
+        let first_open = k.saturating_add(1).max(spec.index_of(self.late_before_us));
+        for kk in first_open..=last_k {
             let w = spec.window(kk);
             let hi = end.min(w.end_us);
-            if hi <= w.start_us {
+            if hi <= w.start_us || w.end_us <= self.late_before_us {
                 continue;
             }
             // the next window usually opens here, before any request starts in it
@@ -828,93 +689,131 @@ impl PairAggregator {
             } else {
                 0
             };
-            let state =
-                open(&mut self.windows, &mut self.max_open_windows, kk, hint).pair(src, dst);
+            let window = open(
+                &mut self.windows,
+                &mut self.counters.max_open_windows,
+                kk,
+                hint,
+            );
+            window.first_position = window.first_position.min(position);
+            let state = window.pair(src, dst);
             state.overlap_us = state.overlap_us.wrapping_add((hi - w.start_us) as u64);
             if hi == w.end_us {
                 state.full_cover = state.full_cover.wrapping_add(1);
             } else {
                 let last =
                     (((hi - 1 - w.start_us) / spec.resolution_us) as usize).min(spec.slots - 1);
-                state.slots.add(0, last, spec.slots);
+                state.add_slots(0, last, spec.slots);
             }
         }
     }
 
     /// Closes every open window whose end is at or before the watermark.
-    fn close_ready(&mut self) -> Vec<ClosedPairs> {
+    fn close_ready(&mut self) -> Vec<PartialWindow> {
         let mut out = Vec::new();
         while let Some(entry) = self.windows.first_entry() {
             if self.spec.window(*entry.key()).end_us > self.late_before_us {
                 break;
             }
             let (k, w) = entry.remove_entry();
-            out.push(self.finish(k, w));
+            out.push(self.hand_over(k, w));
         }
         out
     }
 
-    /// End of input: closes every open window, oldest first. Records that arrive afterwards
-    /// for a window that was closed here count as late.
-    pub fn flush(&mut self) -> Vec<ClosedPairs> {
+    /// End of input (or the input went idle): closes every open window, oldest first. Records
+    /// that arrive afterwards for a window that was closed here count as late.
+    pub fn flush(&mut self) -> Vec<PartialWindow> {
         let mut out = Vec::with_capacity(self.windows.len());
         while let Some((k, w)) = self.windows.pop_first() {
             self.late_before_us = self.late_before_us.max(self.spec.window(k).end_us);
-            out.push(self.finish(k, w));
+            out.push(self.hand_over(k, w));
         }
         out
     }
 
-    fn finish(&mut self, k: i64, w: OpenWindow) -> ClosedPairs {
-        let window = self.spec.window(k);
-        let secs = window.len_secs();
-        let len_us = window.len_us().max(1) as f64;
+    fn hand_over(&mut self, k: i64, w: OpenWindow) -> PartialWindow {
         self.last_window_pairs = w.pairs.len();
-        let mut states: Vec<PairState> = w.pairs.into_values().collect();
-        self.interner.update_ranks();
         let names = &self.interner;
-        let ranks = &names.ranks;
-        // sort 16-byte keys, not the states
-        let mut order: Vec<(u64, u32)> = states
-            .iter()
-            .enumerate()
-            .map(|(i, s)| {
-                let key = (u64::from(ranks[s.source as usize]) << 32)
-                    | u64::from(ranks[s.destination as usize]);
-                (key, i as u32)
-            })
-            .collect();
-        order.sort_unstable_by_key(|&(key, _)| key);
-        let scale = &self.scale;
-        let pairs = order
-            .iter()
-            .map(|&(_, i)| {
-                let s = &mut states[i as usize];
-                PairWindow {
-                    schema_version: SCHEMA_VERSION,
-                    kind: "pair-window".into(),
-                    window,
-                    source: names.name(s.source).to_owned(),
-                    destination: names.name(s.destination).to_owned(),
-                    requests: s.requests,
-                    rate_rps: s.requests as f64 / secs,
-                    errors: s.errors,
-                    error_ratio: if s.requests == 0 {
-                        0.0
-                    } else {
-                        s.errors as f64 / s.requests as f64
-                    },
-                    latency: s.latency(scale),
-                    concurrency_mean: s.overlap_us as f64 / len_us,
-                    concurrency_peak: u64::from(s.full_cover) + s.slots.peak(),
-                    bytes_in: s.bytes_in,
-                    bytes_out: s.bytes_out,
-                    bandwidth_in_bps: s.bytes_in as f64 / secs,
-                    bandwidth_out_bps: s.bytes_out as f64 / secs,
-                }
-            })
-            .collect();
-        ClosedPairs { window, pairs }
+        PartialWindow {
+            window: self.spec.window(k),
+            pairs: w
+                .pairs
+                .into_iter()
+                .map(|(key, state)| {
+                    let (s, d) = pair_ids(key);
+                    PairPartial {
+                        source: Arc::clone(names.name(s)),
+                        destination: Arc::clone(names.name(d)),
+                        state,
+                    }
+                })
+                .collect(),
+        }
+    }
+
+    /// The state to checkpoint: open windows, watermark, counters.
+    pub fn snapshot(&self) -> AggregatorSnapshot {
+        AggregatorSnapshot {
+            spec: self.spec,
+            newest_us: self.newest_us,
+            late_before_us: self.late_before_us,
+            windows: self
+                .windows
+                .iter()
+                .map(|(&index, w)| {
+                    let mut pairs: Vec<(String, String, PairStateData)> = w
+                        .pairs
+                        .iter()
+                        .map(|(&key, state)| {
+                            let (s, d) = pair_ids(key);
+                            (
+                                self.interner.name(s).to_string(),
+                                self.interner.name(d).to_string(),
+                                state.to_data(),
+                            )
+                        })
+                        .collect();
+                    // hash order is arbitrary: the same state makes the same snapshot
+                    pairs.sort_unstable_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+                    OpenWindowData {
+                        index,
+                        first_position: w.first_position,
+                        pairs,
+                    }
+                })
+                .collect(),
+            counters: self.counters,
+        }
+    }
+
+    /// An aggregator holding a checkpointed state, for windows of `spec`.
+    ///
+    /// # Errors
+    /// [`Error::State`] when the snapshot was taken under another window spec or holds an
+    /// inconsistent pair state.
+    pub fn restore(spec: WindowSpec, snapshot: AggregatorSnapshot) -> Result<Self> {
+        spec.check_same(&snapshot.spec)?;
+        let mut agg = PairAggregator::new(spec);
+        agg.newest_us = snapshot.newest_us;
+        agg.late_before_us = snapshot.late_before_us;
+        agg.counters = snapshot.counters;
+        for w in snapshot.windows {
+            let mut pairs = foldhash::HashMap::default();
+            for (source, destination, data) in w.pairs {
+                let s = agg.interner.intern(&source);
+                let d = agg.interner.intern(&destination);
+                pairs.insert(pair_key(s, d), PairState::from_data(data, spec.slots)?);
+            }
+            agg.windows.insert(
+                w.index,
+                OpenWindow {
+                    pairs,
+                    first_position: w.first_position,
+                },
+            );
+        }
+        Ok(agg)
     }
 }
 
@@ -933,6 +832,7 @@ fn open<'a>(
             *max_open = (*max_open).max(len as u64 + 1);
             v.insert(OpenWindow {
                 pairs: foldhash::HashMap::with_capacity_and_hasher(capacity, Default::default()),
+                first_position: i64::MAX,
             })
         }
     }

@@ -65,13 +65,14 @@ impl fmt::Display for Reject {
     }
 }
 
-/// Errors that stop ingestion: bad configuration (the user's fault) or I/O (external).
+/// Errors that stop ingestion before it starts: bad configuration (the user's fault). Reading
+/// errors are [`crate::ReadError`]s.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// The `--format` value is not one graywatch knows.
     #[error(
-        "unknown format {0:?} (expected envoy, envoy-json, istio, nginx-combined, nginx-ingress, nginx:'<log_format>' or spans-csv)"
+        "unknown format {0:?} (expected envoy, envoy-json, istio, nginx-combined, nginx-ingress, nginx:'<log_format>', spans-csv or flow-json)"
     )]
     UnknownFormat(String),
     /// An NGINX `log_format` string could not be compiled into a parser.
@@ -91,6 +92,14 @@ pub enum Error {
         /// What is wrong with its value.
         reason: String,
     },
+    /// A `[[mapping.inputs]]` entry is invalid.
+    #[error("mapping input {index}: {reason}")]
+    InputMapping {
+        /// 0-based index of the entry in the config.
+        index: usize,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// A mapping rule is invalid.
     #[error("mapping rule {index}: {reason}")]
     Mapping {
@@ -99,18 +108,6 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
-    /// Reading an input failed (external; retrying may help).
-    #[error("reading {input}: {source}")]
-    Io {
-        /// The input's name (path or `-`).
-        input: String,
-        /// The I/O error.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The batch consumer asked to stop (its error is reported by the caller).
-    #[error("downstream stage failed: {0}")]
-    Downstream(String),
 }
 
 /// Result with this crate's [`Error`].

@@ -7,7 +7,7 @@ use schemas::Reporter;
 use crate::error::{Error, Result};
 use crate::mapping::Mapping;
 use crate::source::LineParser;
-use crate::{envoy, istio, nginx, spans};
+use crate::{envoy, flow_json, istio, nginx, spans};
 
 /// An input format, as named on the command line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,6 +26,8 @@ pub enum Format {
     Nginx(String),
     /// `spans-csv`: span tables (`TraceID,SpanID,ParentID,PodName,OperationName,…`).
     SpansCsv,
+    /// `flow-json`: flow records as JSON (`schemas/json/flow-record.schema.json`), one per line.
+    FlowJson,
 }
 
 impl FromStr for Format {
@@ -39,6 +41,7 @@ impl FromStr for Format {
             "nginx-combined" | "nginx" => Format::NginxCombined,
             "nginx-ingress" => Format::NginxIngress,
             "spans-csv" => Format::SpansCsv,
+            "flow-json" => Format::FlowJson,
             _ => match s.strip_prefix("nginx:") {
                 // Quoting (`'…'` or `'…' '…'` pieces, as in nginx.conf) is the parser's to undo.
                 Some(f) => Format::Nginx(f.trim().to_owned()),
@@ -57,6 +60,8 @@ impl Format {
     ///   follow the line's last `"` (Istio's `%UPSTREAM_CLUSTER% %UPSTREAM_LOCAL_ADDRESS%
     ///   %DOWNSTREAM_LOCAL_ADDRESS% %DOWNSTREAM_REMOTE_ADDRESS% %REQUESTED_SERVER_NAME%
     ///   [%ROUTE_NAME%]`), whatever the cluster (`outbound|…`, `PassthroughCluster`, `-`, …);
+    /// - a JSON object with `"schema_version"` and `"start_us"` keys: a flow record
+    ///   (`flow-json`);
     /// - a JSON envelope whose `"message"` holds such a line: the same rule on the message;
     /// - another JSON object: Envoy JSON;
     /// - a spans header (two or more of `TraceID`, `SpanID`, … in any order): spans;
@@ -82,6 +87,9 @@ impl Format {
             }
         };
         if line.starts_with(b"{") {
+            if has(b"\"schema_version\"") && has(b"\"start_us\"") {
+                return Some(Format::FlowJson);
+            }
             if !(has(b"\"message\"") && has(b"] \\\"")) {
                 return Some(Format::EnvoyJson);
             }
@@ -108,6 +116,53 @@ impl Format {
         })
     }
 
+    /// The name `--format` takes for this format (`nginx:'…'` for a custom `log_format`).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Format::Envoy => "envoy",
+            Format::EnvoyJson => "envoy-json",
+            Format::Istio => "istio",
+            Format::NginxCombined => "nginx-combined",
+            Format::NginxIngress => "nginx-ingress",
+            Format::Nginx(_) => "nginx:'…'",
+            Format::SpansCsv => "spans-csv",
+            Format::FlowJson => "flow-json",
+        }
+    }
+
+    /// Whether the parser holds records back across lines (spans wait for their parent): such
+    /// a format can't be read from a Kafka partition, whose records must be settled message by
+    /// message for offsets to be committed.
+    pub fn holds_records(&self) -> bool {
+        matches!(self, Format::SpansCsv)
+    }
+
+    /// Builds this format's parser for input `input` (a path, a topic): with the mapping of
+    /// that input ([`Mapping::for_input`]), behind a [`crate::WriterParser`] when
+    /// `[mapping.writer]` (or `writer`, when given) is configured.
+    ///
+    /// # Errors
+    /// As [`Format::parser`].
+    pub fn parser_for(
+        &self,
+        mapping: &Mapping,
+        input: &str,
+        writer: Option<&crate::WriterConfig>,
+    ) -> Result<Box<dyn LineParser>> {
+        let m = mapping.for_input(input);
+        let writer = writer.unwrap_or(m.writer());
+        let parser = self.parser(&m)?;
+        if writer.is_empty() {
+            Ok(parser)
+        } else {
+            Ok(Box::new(crate::WriterParser::new(
+                parser,
+                &m,
+                writer.clone(),
+            )))
+        }
+    }
+
     /// Builds this format's parser with the given service mapping.
     ///
     /// # Errors
@@ -130,6 +185,7 @@ impl Format {
             )?),
             Format::Nginx(f) => Box::new(nginx::NginxParser::new(f, Reporter::Nginx, m)?),
             Format::SpansCsv => Box::new(spans::SpansCsvParser::new(m)),
+            Format::FlowJson => Box::new(flow_json::FlowJsonParser::new()),
         })
     }
 }
@@ -152,7 +208,7 @@ mod tests {
 
     #[test]
     fn sniffs_the_fixture_formats() {
-        // First lines of files in ../shared/data/logs (see SOURCES.md there).
+        // First lines of files in deploy/examples/logs (origins in its README).
         let cases: [(&[u8], Format); 6] = [
             (br#"[2019-04-06T06:20:05.972Z] "- - -" 0 UF,URX 0 0 0 - "-" "-" "-" "-" "127.0.0.1:9200""#, Format::Envoy),
             (br#"ACCESS [2024-04-25T17:51:55.294Z] "GET /backend/ HTTP/1.1" 200 - 0 141 0 0 "192.168.0.9" "curl/8.4.0" "b7" "localhost:9001" "192.168.96.113:80""#, Format::Envoy),
@@ -173,13 +229,17 @@ mod tests {
             Format::sniff(br#"{"start_time":"2019-04-06T06:20:05.972Z"}"#),
             Some(Format::EnvoyJson)
         );
+        assert_eq!(
+            Format::sniff(br#"{"schema_version":1,"start_us":5,"source":"a"}"#),
+            Some(Format::FlowJson)
+        );
         assert_eq!(Format::sniff(b"hello world"), None);
         assert_eq!(Format::sniff(b""), None);
     }
 
     #[test]
     fn istio_lines_without_an_inbound_or_outbound_cluster_are_istio() {
-        // integrations_istio_test-access-logs.log line 4 (../shared/data/logs, SOURCES.md)
+        // integrations_istio_test-access-logs.log line 4 (deploy/examples/logs, origins in its README)
         // with its cluster replaced by each of Istio's special clusters.
         let line4 = r#"[2022-08-22T13:08:23.188Z] "GET /reviews/0 HTTP/1.1" 200 - via_upstream - "-" 0 442 12 12 "-" "curl/7.79.1" "00bc" "reviews:9080" "10.124.1.5:9080" outbound|9080||reviews.default.svc.cluster.local 10.124.2.6:50960 10.0.18.132:9080 10.124.2.6:52930 - default"#;
         for cluster in [
@@ -217,8 +277,8 @@ mod tests {
 
     #[test]
     fn every_line_of_the_fixtures_sniffs_as_its_file() {
-        // ../shared/data/logs, origins in SOURCES.md there.
-        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/data/logs");
+        // deploy/examples/logs, origins in its README.
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/examples/logs");
         for (file, want) in [
             ("beats_envoyproxy_envoy.log", Format::Envoy),
             ("integrations_envoyproxy_test-log.log", Format::Envoy),

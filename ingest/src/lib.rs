@@ -2,7 +2,7 @@
 //! write (Envoy, Istio, NGINX) and trace spans into flow-record Arrow batches.
 //!
 //! ```text
-//!  file / stdin / Kafka ──lines──▶ read_lines ──▶ LineParser (envoy | istio | nginx | spans)
+//!  file / stdin / Kafka ──lines──▶ LineReader ──▶ LineParser (envoy | istio | nginx | spans)
 //!                                      │                    │ Mapping: who is on each end
 //!                                      ▼                    ▼
 //!                              rejects (counted,     FlowBatchBuilder ──▶ RecordBatch ──▶ detect
@@ -10,7 +10,7 @@
 //! ```
 //!
 //! Main types: [`Format`] (what `--format` names), [`LineParser`] (one per format),
-//! [`Mapping`] (log fields → services), [`read_lines`] / [`IngestSink`] (the driver).
+//! [`Mapping`] (log fields → services), [`LineReader`] / [`IngestSink`] (the driver).
 //!
 //! ```
 //! use ingest::{Format, Mapping};
@@ -29,6 +29,7 @@
 
 pub mod envoy;
 pub mod error;
+pub mod flow_json;
 pub mod format;
 pub mod istio;
 pub mod mapping;
@@ -36,11 +37,13 @@ pub mod nginx;
 pub mod source;
 pub mod spans;
 pub mod time;
+pub mod writer;
 
 pub use error::{Error, Reject, RejectReason, Result};
 pub use format::Format;
 pub use mapping::{Mapping, MappingConfig};
 pub use source::{
-    IngestSink, IngestStats, LineParser, Position, ReaderOptions, RejectedLine, finish, read_lines,
-    read_some_lines,
+    IngestSink, IngestStats, LineParser, LineReader, ReadError, ReadStatus, ReaderOptions,
+    RejectedLine, read_lines,
 };
+pub use writer::{WriterConfig, WriterParser};

@@ -84,6 +84,29 @@ pub struct MappingConfig {
     /// Rules naming the peer from a field of the line, first match wins.
     #[serde(default)]
     pub rules: Vec<RuleConfig>,
+    /// Who wrote each line, from a shipper's envelope or Kafka headers (see
+    /// [`crate::writer`]).
+    #[serde(default)]
+    pub writer: crate::writer::WriterConfig,
+    /// The writer of each input file of `replay`, by path (several sidecars' files in one
+    /// run, each credited to its own workload); the first matching entry wins.
+    #[serde(default)]
+    pub inputs: Vec<InputMappingConfig>,
+}
+
+/// One `[[mapping.inputs]]` entry: the files it matches and who wrote them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct InputMappingConfig {
+    /// Glob on the input's path as given on the command line (`*` matches any run of
+    /// characters, `/` included): `"logs/reviews-*.log"`, `"*/ratings.log"`.
+    pub path: String,
+    /// The service whose proxy wrote the matching files.
+    pub service: String,
+    /// Its zone.
+    pub zone: Option<String>,
+    /// Its version.
+    pub version: Option<String>,
 }
 
 /// One end of a call as the mapping resolved it, borrowing from the mapping or the line.
@@ -143,6 +166,31 @@ pub struct Mapping {
     zone: Option<String>,
     version: Option<String>,
     rules: Vec<Rule>,
+    writer: crate::writer::WriterConfig,
+    inputs: Vec<InputMapping>,
+}
+
+#[derive(Debug, Clone)]
+struct InputMapping {
+    pattern: Vec<String>,
+    anchored_start: bool,
+    anchored_end: bool,
+    service: String,
+    zone: Option<String>,
+    version: Option<String>,
+}
+
+/// A glob split at `*`, with whether it is anchored at each end.
+fn compile_glob(pattern: &str) -> (Vec<String>, bool, bool) {
+    (
+        pattern
+            .split('*')
+            .filter(|p| !p.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        !pattern.starts_with('*'),
+        !pattern.ends_with('*'),
+    )
 }
 
 /// The service name used when neither the line nor the mapping names one.
@@ -208,11 +256,48 @@ impl TryFrom<MappingConfig> for Mapping {
                 })
             })
             .collect::<Result<_>>()?;
+        c.writer.validate()?;
+        let inputs = c
+            .inputs
+            .into_iter()
+            .enumerate()
+            .map(|(index, i)| {
+                if i.path.is_empty() {
+                    return Err(Error::InputMapping {
+                        index,
+                        reason: "empty path".into(),
+                    });
+                }
+                for (key, value) in [
+                    ("service", Some(&i.service)),
+                    ("zone", i.zone.as_ref()),
+                    ("version", i.version.as_ref()),
+                ] {
+                    if value.is_some_and(|v| v.trim().is_empty()) {
+                        return Err(Error::InputMapping {
+                            index,
+                            reason: format!("empty {key}"),
+                        });
+                    }
+                }
+                let (pattern, anchored_start, anchored_end) = compile_glob(&i.path);
+                Ok(InputMapping {
+                    pattern,
+                    anchored_start,
+                    anchored_end,
+                    service: i.service,
+                    zone: i.zone,
+                    version: i.version,
+                })
+            })
+            .collect::<Result<_>>()?;
         Ok(Mapping {
             service: c.service,
             zone: c.zone,
             version: c.version,
             rules,
+            writer: c.writer,
+            inputs,
         })
     }
 }
@@ -284,6 +369,49 @@ impl Mapping {
         })
     }
 
+    /// The mapping of input `path` (a file given to `replay`): the first `[[mapping.inputs]]`
+    /// entry whose glob matches it names the writer; otherwise this mapping as it is.
+    pub fn for_input(&self, path: &str) -> Mapping {
+        let mut m = self.clone();
+        if let Some(i) = self
+            .inputs
+            .iter()
+            .find(|i| glob_match(&i.pattern, i.anchored_start, i.anchored_end, path))
+        {
+            m.set_own(Some(&i.service), i.zone.as_deref(), i.version.as_deref());
+        }
+        m
+    }
+
+    /// The `[mapping.writer]` section.
+    pub fn writer(&self) -> &crate::writer::WriterConfig {
+        &self.writer
+    }
+
+    /// The configured own `[service, zone, version]`, each if given.
+    pub fn own_parts(&self) -> [Option<&str>; 3] {
+        [
+            self.service.as_deref(),
+            self.zone.as_deref(),
+            self.version.as_deref(),
+        ]
+    }
+
+    /// Names the writer of the lines parsed next: the service whose proxy wrote them, its
+    /// zone and version (replacing `service`, `zone`, `version` of the config). A shipper's
+    /// metadata says who wrote each line when one stream carries many proxies' logs; `None`
+    /// clears a value. Allocates only when a value changes.
+    pub fn set_own(&mut self, service: Option<&str>, zone: Option<&str>, version: Option<&str>) {
+        fn set(slot: &mut Option<String>, value: Option<&str>) {
+            if slot.as_deref() != value {
+                *slot = value.map(str::to_owned);
+            }
+        }
+        set(&mut self.service, service);
+        set(&mut self.zone, zone);
+        set(&mut self.version, version);
+    }
+
     /// True when no rule is configured (parsers may skip building field lists).
     pub fn has_rules(&self) -> bool {
         !self.rules.is_empty()
@@ -300,6 +428,7 @@ mod tests {
             zone: Some("a".into()),
             version: None,
             rules: toml_rules,
+            ..Default::default()
         })
         .unwrap()
     }
@@ -382,7 +511,7 @@ mod tests {
                 service: Some("frontend".into()),
                 zone: Some("a".into()),
                 version: Some("v1".into()),
-                rules: vec![],
+                ..Default::default()
             };
             let field = match key {
                 "service" => &mut c.service,
@@ -412,6 +541,40 @@ mod tests {
         })
         .unwrap_err();
         assert_eq!(err.to_string(), "mapping rule 1: empty version");
+    }
+
+    #[test]
+    fn each_input_file_is_credited_to_its_own_writer() {
+        let c: MappingConfig = toml::from_str(
+            r#"
+            service = "edge"
+            [[inputs]]
+            path = "*/reviews-*.log"
+            service = "reviews"
+            version = "v2"
+            [[inputs]]
+            path = "*ratings*"
+            service = "ratings"
+            "#,
+        )
+        .unwrap();
+        let m = Mapping::try_from(c).unwrap();
+        let own = |path: &str| {
+            m.for_input(path)
+                .own()
+                .map(|e| (e.service.to_owned(), e.version.map(str::to_owned)))
+        };
+        assert_eq!(
+            own("logs/reviews-1.log"),
+            Some(("reviews".into(), Some("v2".into())))
+        );
+        assert_eq!(own("logs/ratings.log"), Some(("ratings".into(), None)));
+        assert_eq!(own("logs/reviews-1.txt"), Some(("edge".into(), None)));
+        let err = Mapping::try_from(
+            toml::from_str::<MappingConfig>("[[inputs]]\npath = \"a\"\nservice = \" \"\n").unwrap(),
+        )
+        .unwrap_err();
+        assert_eq!(err.to_string(), "mapping input 0: empty service");
     }
 
     #[test]

@@ -1,9 +1,9 @@
 //! Reading inputs line by line into flow-record batches, with every rejected line counted.
 //!
-//! [`read_lines`] drives a [`LineParser`] over one input (a file, stdin, a Kafka partition's
-//! payloads joined by newlines) and hands full batches, rejects and progress to an
-//! [`IngestSink`]. Memory is bounded by `max_line_bytes` + one batch: a line longer than the
-//! maximum is rejected (`line-too-long`) and its excess bytes are skipped without buffering.
+//! A [`LineReader`] drives a [`LineParser`] over one input (a file, stdin) and hands batches,
+//! rejects and progress to an [`IngestSink`]; [`read_lines`] reads one input whole. Memory is
+//! bounded by `max_line_bytes` + one batch: a line longer than the maximum is rejected
+//! (`line-too-long`) and its excess bytes are skipped without buffering.
 
 use std::collections::BTreeMap;
 use std::io::BufRead;
@@ -11,7 +11,7 @@ use std::io::BufRead;
 use arrow::array::RecordBatch;
 use schemas::FlowBatchBuilder;
 
-use crate::error::{Error, Reject, RejectReason, Result};
+use crate::error::{Reject, RejectReason};
 
 /// The UTF-8 encoding of U+FEFF, the byte order mark.
 const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
@@ -38,6 +38,14 @@ pub trait LineParser: Send {
     /// Counters of this parser for the run's summary, e.g. `("spans without parent", 12)`.
     fn counters(&self) -> Vec<(&'static str, u64)> {
         Vec::new()
+    }
+
+    /// The service mapping this parser consults, so that a driver can name the writer of the
+    /// lines that follow (from a shipper's envelope or a Kafka header) with
+    /// [`crate::Mapping::set_own`]. `None` for a parser that maps nothing (records that name both
+    /// ends, test parsers).
+    fn mapping_mut(&mut self) -> Option<&mut crate::Mapping> {
+        None
     }
 }
 
@@ -78,46 +86,32 @@ impl std::fmt::Display for RejectedLine<'_> {
     }
 }
 
-/// Where [`read_lines`] delivers its output.
+/// Where [`LineReader::read`] delivers its output: batches, rejects and progress.
+///
+/// The sink's own failure (an output that can't be written, a downstream stage that failed)
+/// is its [`Error`](IngestSink::Error): reading stops and returns it whole, as
+/// [`ReadError::Sink`].
 pub trait IngestSink {
-    /// A full batch of flow records (or the last, partial one).
+    /// What a failing sink returns.
+    type Error: std::error::Error + Send + Sync + 'static;
+
+    /// A full batch of flow records (or a partial one, when the reader is flushed).
+    /// `lines[i]` is the 1-based number of the line (in its input) that produced row `i`.
     ///
     /// # Errors
-    /// Stops ingestion; the error is returned from [`read_lines`].
-    fn batch(&mut self, batch: RecordBatch) -> Result<()>;
+    /// Stops reading; the error is returned from [`LineReader::read`].
+    fn batch(&mut self, batch: RecordBatch, lines: &[u64]) -> Result<(), Self::Error>;
+
     /// A rejected line (already counted in [`IngestStats`]).
     ///
     /// # Errors
-    /// Stops ingestion (e.g. the reject file can't be written).
-    fn reject(&mut self, _rejected: &RejectedLine<'_>) -> Result<()> {
+    /// Stops reading (e.g. the reject file can't be written).
+    fn reject(&mut self, _rejected: &RejectedLine<'_>) -> Result<(), Self::Error> {
         Ok(())
     }
+
     /// Bytes of input consumed so far in this input, for progress indicators.
     fn progress(&mut self, _bytes: u64) {}
-
-    /// `count` inputs will be read in turns (see [`read_some_lines`]); called once, first.
-    fn inputs(&mut self, _count: usize) {}
-
-    /// The batches and rejects that follow come from input `index` (0-based, in the order
-    /// given); every batch holds rows of one input only.
-    fn switch_input(&mut self, _index: usize) {}
-
-    /// Input `index` has ended.
-    ///
-    /// # Errors
-    /// Stops ingestion.
-    fn end_input(&mut self, _index: usize) -> Result<()> {
-        Ok(())
-    }
-
-    /// How far input `index` has got in event time (e.g. its newest start, µs), if the sink
-    /// tracks it. A driver reading several inputs reads next from the one furthest behind
-    /// (`None`: not started, first), which interleaves logs that cover the same time and
-    /// reads rotated logs one after another. The default knows nothing: inputs are read in
-    /// the order given.
-    fn input_time(&self, _index: usize) -> Option<i64> {
-        None
-    }
 }
 
 /// What a run read: lines, records, blank lines and rejects per reason.
@@ -142,117 +136,201 @@ impl IngestStats {
     }
 }
 
-/// Reads `reader` line by line through `parser`, emitting batches of `opts.batch_rows` rows
-/// to `sink`. The builder keeps rows across inputs; call [`finish`] after the last input.
-///
-/// # Errors
-/// [`Error::Io`] naming `input` when reading fails; any error the sink returns.
-pub fn read_lines<R: BufRead>(
-    input: &str,
-    mut reader: R,
-    parser: &mut dyn LineParser,
-    builder: &mut FlowBatchBuilder,
-    opts: &ReaderOptions,
-    stats: &mut IngestStats,
-    sink: &mut dyn IngestSink,
-) -> Result<()> {
-    let mut position = Position::default();
-    let done = read_some_lines(
-        input,
-        &mut reader,
-        parser,
-        builder,
-        opts,
-        stats,
-        sink,
-        &mut position,
-        u64::MAX,
-    )?;
-    debug_assert!(done);
-    Ok(())
+/// Why reading stopped before the end of the input.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError<E> {
+    /// Reading the input failed (external; retrying may help).
+    #[error("reading {input}: {source}")]
+    Io {
+        /// The input's name.
+        input: String,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The sink failed: its error, whole.
+    #[error(transparent)]
+    Sink(E),
 }
 
-/// Where a [`read_some_lines`] reader is in its input: lines and bytes read so far.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Position {
+/// What a [`LineReader::read`] call ended with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadStatus {
+    /// It read the lines it was asked for; there may be more.
+    More,
+    /// The input has no data right now (its reader returned
+    /// [`std::io::ErrorKind::WouldBlock`], e.g. a pipe read with a timeout); a line begun is
+    /// kept for the next call.
+    Pending,
+    /// The input has ended.
+    End,
+}
+
+/// Reads one input (a file, stdin, any `BufRead`) line by line through a [`LineParser`] into
+/// flow-record batches, in as many calls as its driver likes: [`LineReader::read`] reads up to
+/// a number of lines, or until the input has nothing right now, keeping a line begun, the
+/// line numbers and the byte count from one call to the next.
+///
+/// Memory is bounded by `max_line_bytes` + one batch: a line longer than the maximum is
+/// rejected (`line-too-long`) and its excess bytes are skipped without buffering. A UTF-8 byte
+/// order mark at the start of the input is dropped.
+#[derive(Debug)]
+pub struct LineReader {
+    input: String,
+    line: Vec<u8>,
+    too_long: bool,
+    /// Bytes of the current line were read (it exists even if empty so far).
+    in_line: bool,
+    line_no: u64,
+    bytes: u64,
+    last_progress: u64,
+    builder: FlowBatchBuilder,
+    /// The line number of each row in `builder`.
+    row_lines: Vec<u64>,
+}
+
+impl LineReader {
+    /// A reader of the input named `input` (a path, `-` for stdin), at its start.
+    pub fn new(input: impl Into<String>) -> Self {
+        LineReader {
+            input: input.into(),
+            line: Vec::with_capacity(4096),
+            too_long: false,
+            in_line: false,
+            line_no: 0,
+            bytes: 0,
+            last_progress: 0,
+            builder: FlowBatchBuilder::new(),
+            row_lines: Vec::new(),
+        }
+    }
+
+    /// The input's name.
+    pub fn input(&self) -> &str {
+        &self.input
+    }
+
     /// Lines read so far (the number of the last line read, 1-based).
-    pub line_no: u64,
-    /// Bytes read so far.
-    pub bytes: u64,
-}
+    pub fn line_no(&self) -> u64 {
+        self.line_no
+    }
 
-/// Like [`read_lines`], but stops after `max_lines` lines, so that several inputs can be read
-/// in turns (each chunk of lines comes from one input). `position` carries the line numbers
-/// and byte count from one call to the next. Returns `true` at the end of the input.
-///
-/// # Errors
-/// [`Error::Io`] naming `input` when reading fails; any error the sink returns.
-#[allow(clippy::too_many_arguments)] // the driver's whole state, passed in rather than owned
-pub fn read_some_lines<R: BufRead + ?Sized>(
-    input: &str,
-    reader: &mut R,
-    parser: &mut dyn LineParser,
-    builder: &mut FlowBatchBuilder,
-    opts: &ReaderOptions,
-    stats: &mut IngestStats,
-    sink: &mut dyn IngestSink,
-    position: &mut Position,
-    max_lines: u64,
-) -> Result<bool> {
-    let io = |source| Error::Io {
-        input: input.to_owned(),
-        source,
-    };
-    let mut line: Vec<u8> = Vec::with_capacity(4096);
-    let mut line_no = position.line_no;
-    let mut consumed = position.bytes;
-    let mut last_progress = consumed;
-    let mut read = 0u64;
-    let mut at_end = false;
-    while read < max_lines {
-        // Assemble one line, keeping at most max_line_bytes of it.
-        line.clear();
-        let mut too_long = false;
-        let mut saw_any = false;
-        loop {
-            let buf = match reader.fill_buf() {
-                Ok(b) => b,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(io(e)),
-            };
-            if buf.is_empty() {
-                break;
+    /// Bytes read so far.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// Rows parsed but not yet handed to a sink.
+    pub fn buffered_rows(&self) -> usize {
+        self.builder.len()
+    }
+
+    /// Reads up to `max_lines` lines from `reader` through `parser`, handing full batches of
+    /// `opts.batch_rows` rows and every rejected line to `sink`. Rows of an unfinished batch
+    /// stay buffered until the next call fills it or [`LineReader::flush`].
+    ///
+    /// # Errors
+    /// [`ReadError::Io`] naming the input when reading fails; [`ReadError::Sink`] with the
+    /// sink's error.
+    #[allow(clippy::too_many_arguments)] // the reader's collaborators, passed in rather than owned
+    pub fn read<R: BufRead + ?Sized, S: IngestSink + ?Sized>(
+        &mut self,
+        reader: &mut R,
+        parser: &mut dyn LineParser,
+        opts: &ReaderOptions,
+        stats: &mut IngestStats,
+        sink: &mut S,
+        max_lines: u64,
+    ) -> Result<ReadStatus, ReadError<S::Error>> {
+        let start_bytes = self.bytes;
+        let mut read = 0u64;
+        let status = loop {
+            if read >= max_lines {
+                break ReadStatus::More;
             }
-            saw_any = true;
-            let (chunk, used, done) = match memchr::memchr(b'\n', buf) {
-                Some(i) => (&buf[..i], i + 1, true),
-                None => (buf, buf.len(), false),
-            };
-            let room = opts.max_line_bytes.saturating_sub(line.len());
-            if chunk.len() > room {
-                too_long = true;
+            // Assemble one line, keeping at most max_line_bytes of it.
+            let mut complete = false;
+            let mut pending = false;
+            let mut eof = false;
+            loop {
+                let buf = match reader.fill_buf() {
+                    Ok(b) => b,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        pending = true;
+                        break;
+                    }
+                    Err(e) => {
+                        stats.bytes += self.bytes - start_bytes;
+                        return Err(ReadError::Io {
+                            input: self.input.clone(),
+                            source: e,
+                        });
+                    }
+                };
+                if buf.is_empty() {
+                    eof = true;
+                    break;
+                }
+                self.in_line = true;
+                let (chunk, used, done) = match memchr::memchr(b'\n', buf) {
+                    Some(i) => (&buf[..i], i + 1, true),
+                    None => (buf, buf.len(), false),
+                };
+                let room = opts.max_line_bytes.saturating_sub(self.line.len());
+                if chunk.len() > room {
+                    self.too_long = true;
+                }
+                self.line.extend_from_slice(&chunk[..chunk.len().min(room)]);
+                reader.consume(used);
+                self.bytes += used as u64;
+                if done {
+                    complete = true;
+                    break;
+                }
             }
-            line.extend_from_slice(&chunk[..chunk.len().min(room)]);
-            reader.consume(used);
-            consumed += used as u64;
-            if done {
-                break;
+            if pending && !complete {
+                break ReadStatus::Pending;
             }
-        }
-        if !saw_any {
-            at_end = true;
-            break;
-        }
-        read += 1;
-        line_no += 1;
+            if eof && !self.in_line {
+                break ReadStatus::End;
+            }
+            read += 1;
+            if let Err(e) = self.take_line(parser, opts, stats, sink) {
+                stats.bytes += self.bytes - start_bytes;
+                return Err(ReadError::Sink(e));
+            }
+            if self.bytes - self.last_progress >= 1 << 20 {
+                self.last_progress = self.bytes;
+                sink.progress(self.bytes);
+            }
+            if eof {
+                break ReadStatus::End;
+            }
+        };
+        stats.bytes += self.bytes - start_bytes;
+        sink.progress(self.bytes);
+        Ok(status)
+    }
+
+    /// Parses the assembled line, counts it, and hands a full batch on.
+    fn take_line<S: IngestSink + ?Sized>(
+        &mut self,
+        parser: &mut dyn LineParser,
+        opts: &ReaderOptions,
+        stats: &mut IngestStats,
+        sink: &mut S,
+    ) -> Result<(), S::Error> {
+        self.line_no += 1;
         stats.lines += 1;
-        if line_no == 1 && line.starts_with(UTF8_BOM) {
+        let line = &mut self.line;
+        if self.line_no == 1 && line.starts_with(UTF8_BOM) {
             line.drain(..UTF8_BOM.len());
         }
         if line.last() == Some(&b'\r') {
             line.pop();
         }
-        let outcome = if too_long {
+        let outcome = if self.too_long {
             Err(Reject::new(
                 RejectReason::LineTooLong,
                 format!("line longer than {} bytes", opts.max_line_bytes),
@@ -261,52 +339,91 @@ pub fn read_some_lines<R: BufRead + ?Sized>(
             stats.blank_lines += 1;
             Ok(0)
         } else {
-            parser.parse_line(&line, builder)
+            parser.parse_line(line, &mut self.builder)
         };
-        match outcome {
-            Ok(n) => stats.records += n as u64,
+        let result = match outcome {
+            Ok(n) => {
+                stats.records += n as u64;
+                self.row_lines.extend(std::iter::repeat_n(self.line_no, n));
+                Ok(())
+            }
             Err(reject) => {
                 *stats.rejects.entry(reject.reason).or_default() += 1;
                 sink.reject(&RejectedLine {
-                    input,
-                    line_no,
+                    input: &self.input,
+                    line_no: self.line_no,
                     reject: &reject,
-                    line: &line,
-                })?;
+                    line,
+                })
             }
+        };
+        self.line.clear();
+        self.too_long = false;
+        self.in_line = false;
+        result?;
+        if self.builder.len() >= opts.batch_rows {
+            self.flush(sink)?;
         }
-        if builder.len() >= opts.batch_rows {
-            sink.batch(builder.finish())?;
-        }
-        if consumed - last_progress >= 1 << 20 {
-            last_progress = consumed;
-            sink.progress(consumed);
-        }
+        Ok(())
     }
-    stats.bytes += consumed - position.bytes;
-    *position = Position {
-        line_no,
-        bytes: consumed,
-    };
-    sink.progress(consumed);
-    Ok(at_end)
+
+    /// Hands the rows parsed so far, if any, to `sink` as one batch.
+    ///
+    /// # Errors
+    /// The sink's.
+    pub fn flush<S: IngestSink + ?Sized>(&mut self, sink: &mut S) -> Result<(), S::Error> {
+        if self.builder.is_empty() {
+            return Ok(());
+        }
+        let batch = self.builder.finish();
+        let result = sink.batch(batch, &self.row_lines);
+        self.row_lines.clear();
+        result
+    }
+
+    /// End of everything this parser reads: lets it append what it held back (attributed to
+    /// this input's last line) and hands the rows on.
+    ///
+    /// # Errors
+    /// The sink's.
+    pub fn finish_parser<S: IngestSink + ?Sized>(
+        &mut self,
+        parser: &mut dyn LineParser,
+        stats: &mut IngestStats,
+        sink: &mut S,
+    ) -> Result<(), S::Error> {
+        let n = parser.finish(&mut self.builder);
+        stats.records += n as u64;
+        self.row_lines.extend(std::iter::repeat_n(self.line_no, n));
+        self.flush(sink)
+    }
 }
 
-/// End of all inputs: lets the parser append what it held back and emits the last batch.
+/// Reads the whole of `reader` through `parser` into `sink`, then lets the parser finish: one
+/// input, start to end (see [`LineReader`] for reading in turns).
 ///
 /// # Errors
-/// Any error the sink returns.
-pub fn finish(
+/// [`ReadError::Io`] naming `input` when reading fails; [`ReadError::Sink`] with the sink's
+/// error.
+pub fn read_lines<R: BufRead, S: IngestSink + ?Sized>(
+    input: &str,
+    mut reader: R,
     parser: &mut dyn LineParser,
-    builder: &mut FlowBatchBuilder,
+    opts: &ReaderOptions,
     stats: &mut IngestStats,
-    sink: &mut dyn IngestSink,
-) -> Result<()> {
-    stats.records += parser.finish(builder) as u64;
-    if !builder.is_empty() {
-        sink.batch(builder.finish())?;
+    sink: &mut S,
+) -> Result<(), ReadError<S::Error>> {
+    let mut lines = LineReader::new(input);
+    loop {
+        match lines.read(&mut reader, parser, opts, stats, sink, u64::MAX)? {
+            ReadStatus::End => break,
+            // a plain reader never blocks with a timeout; treat it as more to come
+            ReadStatus::More | ReadStatus::Pending => continue,
+        }
     }
-    Ok(())
+    lines
+        .finish_parser(parser, stats, sink)
+        .map_err(ReadError::Sink)
 }
 
 #[cfg(test)]
@@ -331,16 +448,20 @@ mod tests {
     #[derive(Default)]
     struct Collect {
         rows: usize,
+        lines: Vec<u64>,
         batches: usize,
         rejects: Vec<String>,
     }
     impl IngestSink for Collect {
-        fn batch(&mut self, batch: RecordBatch) -> Result<()> {
+        type Error = std::convert::Infallible;
+        fn batch(&mut self, batch: RecordBatch, lines: &[u64]) -> Result<(), Self::Error> {
+            assert_eq!(lines.len(), batch.num_rows());
             self.rows += batch.num_rows();
             self.batches += 1;
+            self.lines.extend_from_slice(lines);
             Ok(())
         }
-        fn reject(&mut self, r: &RejectedLine<'_>) -> Result<()> {
+        fn reject(&mut self, r: &RejectedLine<'_>) -> Result<(), Self::Error> {
             self.rejects.push(r.to_string());
             Ok(())
         }
@@ -354,7 +475,6 @@ mod tests {
         let data = [input, long, b"3".to_vec()].concat();
         let mut stats = IngestStats::default();
         let mut sink = Collect::default();
-        let mut builder = FlowBatchBuilder::new();
         let opts = ReaderOptions {
             batch_rows: 2,
             max_line_bytes: 50,
@@ -363,13 +483,11 @@ mod tests {
             "t.log",
             &data[..],
             &mut Digits,
-            &mut builder,
             &opts,
             &mut stats,
             &mut sink,
         )
         .unwrap();
-        finish(&mut Digits, &mut builder, &mut stats, &mut sink).unwrap();
         assert_eq!(stats.lines, 7);
         assert_eq!(stats.records, 3);
         assert_eq!(stats.blank_lines, 1);
@@ -377,6 +495,8 @@ mod tests {
         assert_eq!(stats.rejects[&RejectReason::LineTooLong], 1);
         assert_eq!(sink.rows, 3);
         assert_eq!(sink.batches, 2);
+        // rows from lines 1, 2 and 7
+        assert_eq!(sink.lines, [1, 2, 7]);
         assert_eq!(
             sink.rejects,
             vec![
@@ -394,19 +514,16 @@ mod tests {
         let data = b"\xEF\xBB\xBF1\n2\n\xEF\xBB\xBF3\n";
         let mut stats = IngestStats::default();
         let mut sink = Collect::default();
-        let mut builder = FlowBatchBuilder::new();
         let opts = ReaderOptions::default();
         read_lines(
             "bom.log",
             &data[..],
             &mut Digits,
-            &mut builder,
             &opts,
             &mut stats,
             &mut sink,
         )
         .unwrap();
-        finish(&mut Digits, &mut builder, &mut stats, &mut sink).unwrap();
         assert_eq!(stats.records, 2);
         assert_eq!(sink.rejects, vec!["bom.log:3: bad-number: \"\\u{feff}3\""]);
         assert_eq!(stats.bytes, 12); // BOM 3 + "1\n" 2 + "2\n" 2 + BOM 3 + "3\n" 2
@@ -417,7 +534,6 @@ mod tests {
             "bom.log",
             &b"\xEF\xBB\xBF\r\n7"[..],
             &mut Digits,
-            &mut builder,
             &opts,
             &mut stats,
             &mut sink,
@@ -432,41 +548,105 @@ mod tests {
         let opts = ReaderOptions::default();
         let mut stats = IngestStats::default();
         let mut sink = Collect::default();
-        let mut builder = FlowBatchBuilder::new();
         let mut reader = &data[..];
-        let mut pos = Position::default();
+        let mut lines = LineReader::new("t.log");
         let mut calls = 0;
-        while !read_some_lines(
-            "t.log",
-            &mut reader,
-            &mut Digits,
-            &mut builder,
-            &opts,
-            &mut stats,
-            &mut sink,
-            &mut pos,
-            2,
-        )
-        .unwrap()
+        while lines
+            .read(&mut reader, &mut Digits, &opts, &mut stats, &mut sink, 2)
+            .unwrap()
+            == ReadStatus::More
         {
             calls += 1;
         }
-        finish(&mut Digits, &mut builder, &mut stats, &mut sink).unwrap();
+        lines
+            .finish_parser(&mut Digits, &mut stats, &mut sink)
+            .unwrap();
         // 7 lines in chunks of 2: three calls read 2 lines each; the fourth reads the last line
         // and finds the end.
         assert_eq!(calls, 3);
-        assert_eq!(
-            pos,
-            Position {
-                line_no: 7,
-                bytes: data.len() as u64
-            }
-        );
+        assert_eq!((lines.line_no(), lines.bytes()), (7, data.len() as u64));
         assert_eq!((stats.lines, stats.records, stats.blank_lines), (7, 4, 1));
         assert_eq!(stats.bytes, data.len() as u64);
+        assert_eq!(sink.lines, [1, 2, 4, 7]);
         assert_eq!(
             sink.rejects,
             vec!["t.log:3: bad-number: \"x3\"", "t.log:6: bad-number: \"y6\""]
         );
+    }
+
+    /// Yields its chunks one `fill_buf` at a time, with a `WouldBlock` between them, as a
+    /// pipe read with a timeout does.
+    struct Trickle {
+        chunks: std::collections::VecDeque<Vec<u8>>,
+        at: usize,
+        blocked: bool,
+    }
+
+    impl std::io::Read for Trickle {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = {
+                let b = self.fill_buf()?;
+                let n = b.len().min(buf.len());
+                buf[..n].copy_from_slice(&b[..n]);
+                n
+            };
+            self.consume(n);
+            Ok(n)
+        }
+    }
+
+    impl BufRead for Trickle {
+        fn fill_buf(&mut self) -> std::io::Result<&[u8]> {
+            if self.blocked {
+                self.blocked = false;
+                return Err(std::io::ErrorKind::WouldBlock.into());
+            }
+            match self.chunks.front() {
+                Some(c) => Ok(&c[self.at..]),
+                None => Ok(&[]),
+            }
+        }
+        fn consume(&mut self, n: usize) {
+            self.at += n;
+            if self.chunks.front().is_some_and(|c| self.at == c.len()) {
+                self.chunks.pop_front();
+                self.at = 0;
+                self.blocked = true;
+            }
+        }
+    }
+
+    #[test]
+    fn a_quiet_input_pauses_mid_line_and_goes_on() {
+        let mut reader = Trickle {
+            chunks: [b"1\n2".to_vec(), b"3\n4".to_vec(), b"5\n".to_vec()].into(),
+            at: 0,
+            blocked: false,
+        };
+        let opts = ReaderOptions::default();
+        let mut stats = IngestStats::default();
+        let mut sink = Collect::default();
+        let mut lines = LineReader::new("pipe");
+        let mut read = |lines: &mut LineReader, sink: &mut Collect| {
+            lines
+                .read(&mut reader, &mut Digits, &opts, &mut stats, sink, u64::MAX)
+                .unwrap()
+        };
+        // "1" is complete, "2" is begun when the pipe goes quiet
+        assert_eq!(read(&mut lines, &mut sink), ReadStatus::Pending);
+        assert_eq!((lines.line_no(), lines.buffered_rows()), (1, 1));
+        lines.flush(&mut sink).unwrap();
+        assert_eq!(sink.rows, 1, "a partial batch goes through");
+        assert_eq!(read(&mut lines, &mut sink), ReadStatus::Pending);
+        assert_eq!(read(&mut lines, &mut sink), ReadStatus::Pending);
+        assert_eq!(read(&mut lines, &mut sink), ReadStatus::End);
+        lines.flush(&mut sink).unwrap();
+        assert_eq!(sink.lines, [1, 2, 3]);
+        assert!(
+            sink.rejects.is_empty(),
+            "23 and 45 are whole lines: {:?}",
+            sink.rejects
+        );
+        assert_eq!(stats.records, 3);
     }
 }

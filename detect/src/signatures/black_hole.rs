@@ -117,6 +117,12 @@ impl BlackHole {
         }
     }
 
+    /// Judges with `spec` from now on; baselines already learnt are kept (each keeps the
+    /// number of windows it was made with until it fills or is forgotten).
+    pub fn set_spec(&mut self, spec: BlackHoleSpec) {
+        self.spec = spec;
+    }
+
     /// The baseline of `node`, if it has one.
     pub fn baseline(&self, node: &str) -> Option<&NodeBaseline> {
         self.baselines.get(node)

@@ -303,6 +303,10 @@ struct Line<'a> {
 }
 
 impl LineParser for EnvoyJsonParser {
+    fn mapping_mut(&mut self) -> Option<&mut Mapping> {
+        Some(&mut self.mapping)
+    }
+
     fn parse_line(&mut self, line: &[u8], out: &mut FlowBatchBuilder) -> Result<usize, Reject> {
         let l: Line<'_> = serde_json::from_slice(line).map_err(|e| {
             if let Err(u) = std::str::from_utf8(line) {

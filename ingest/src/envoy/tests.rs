@@ -1,7 +1,7 @@
 //! Tests of the Envoy parsers.
 //!
-//! File fixtures are third-party logs in shared/data/logs beside the repository (origins in
-//! shared/data/SOURCES.md): `beats_envoyproxy_envoy.log` (elastic/beats) and
+//! File fixtures are third-party logs in deploy/examples/logs (origins in
+//! deploy/examples/README.md): `beats_envoyproxy_envoy.log` (elastic/beats) and
 //! `integrations_envoyproxy_test-log.log` (elastic/integrations). Expected epoch seconds were
 //! computed by hand (days since 1970-01-01 × 86 400 + time of day) and checked with
 //! `date -u -d <timestamp> +%s`; the milliseconds of `%START_TIME%` are appended as µs.
@@ -16,7 +16,7 @@ use crate::source::{IngestSink, IngestStats, LineParser, ReaderOptions, Rejected
 
 use super::{EnvoyJsonParser, EnvoyTextParser};
 
-pub(crate) const LOGS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/data/logs");
+pub(crate) const LOGS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/examples/logs");
 
 /// beats_envoyproxy_envoy.log line 2.
 const BEATS_2: &[u8] = br#"[2019-02-12T18:37:42.921Z] "GET /httpbin/ip HTTP/1.1" 200 - 0 43 217 216 "172.17.0.5" "curl/7.59.0" "c62ec130-6dee-4f3b-a52b-4f0d1312d89d" "httpbin.org" "52.87.35.92:80""#;
@@ -49,11 +49,12 @@ pub(crate) struct Collect {
 }
 
 impl IngestSink for Collect {
-    fn batch(&mut self, batch: RecordBatch) -> crate::Result<()> {
+    type Error = std::convert::Infallible;
+    fn batch(&mut self, batch: RecordBatch, _lines: &[u64]) -> Result<(), Self::Error> {
         self.batches.push(batch);
         Ok(())
     }
-    fn reject(&mut self, r: &RejectedLine<'_>) -> crate::Result<()> {
+    fn reject(&mut self, r: &RejectedLine<'_>) -> Result<(), Self::Error> {
         self.rejects.push(r.to_string());
         Ok(())
     }
@@ -66,20 +67,17 @@ pub(crate) fn read_fixture(
 ) -> (Vec<FlowRecord>, IngestStats, Vec<String>) {
     let path = format!("{LOGS}/{file}");
     let data = std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-    let mut builder = FlowBatchBuilder::new();
     let mut stats = IngestStats::default();
     let mut sink = Collect::default();
     read_lines(
         file,
         &data[..],
         p,
-        &mut builder,
         &ReaderOptions::default(),
         &mut stats,
         &mut sink,
     )
     .unwrap();
-    crate::source::finish(p, &mut builder, &mut stats, &mut sink).unwrap();
     let records = sink
         .batches
         .iter()
@@ -98,6 +96,7 @@ pub(crate) fn mapping(
         zone: zone.map(Into::into),
         version: None,
         rules,
+        ..Default::default()
     })
     .unwrap()
 }

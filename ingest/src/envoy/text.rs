@@ -48,6 +48,10 @@ pub(crate) fn destination<'a>(
 }
 
 impl LineParser for EnvoyTextParser {
+    fn mapping_mut(&mut self) -> Option<&mut Mapping> {
+        Some(&mut self.mapping)
+    }
+
     fn parse_line(&mut self, line: &[u8], out: &mut FlowBatchBuilder) -> Result<usize, Reject> {
         let line = scan::trim(line);
         if envelope::is_envelope(line) {

@@ -240,6 +240,10 @@ impl IstioParser {
 }
 
 impl LineParser for IstioParser {
+    fn mapping_mut(&mut self) -> Option<&mut Mapping> {
+        Some(&mut self.mapping)
+    }
+
     fn parse_line(&mut self, line: &[u8], out: &mut FlowBatchBuilder) -> Result<usize, Reject> {
         let line = scan::trim(line);
         if is_envelope(line) {

@@ -1,7 +1,7 @@
 //! Tests of the Istio parser.
 //!
-//! File fixtures are third-party logs in shared/data/logs beside the repository (origins in
-//! shared/data/SOURCES.md): `integrations_istio_test-access-logs.log` and
+//! File fixtures are third-party logs in deploy/examples/logs (origins in
+//! deploy/examples/README.md): `integrations_istio_test-access-logs.log` and
 //! `integrations_istio_test-access_invalid_logs.log` (elastic/integrations). Expected epoch
 //! seconds were computed by hand and checked with `date -u -d <timestamp> +%s`.
 

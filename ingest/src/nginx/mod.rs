@@ -268,6 +268,10 @@ fn fill_attempts<'a>(
 }
 
 impl LineParser for NginxParser {
+    fn mapping_mut(&mut self) -> Option<&mut Mapping> {
+        Some(&mut self.mapping)
+    }
+
     fn parse_line(&mut self, line: &[u8], out: &mut FlowBatchBuilder) -> Result<usize, Reject> {
         let mut v: Values<'_> = [None; VAR_SLOTS];
         self.format.split(line, &mut v)?;

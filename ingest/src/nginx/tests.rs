@@ -1,5 +1,5 @@
-//! NGINX parser tests. Fixtures are third-party logs from shared/data/logs beside the
-//! repository (see shared/data/SOURCES.md for each file's origin). Expected epoch seconds were computed
+//! NGINX parser tests. Fixtures are third-party logs in deploy/examples/logs (see
+//! deploy/examples/README.md for each file's origin). Expected epoch seconds were computed
 //! with `date -u -d '<UTC date>' +%s` from the logged time and offset.
 
 use proptest::prelude::*;
@@ -9,7 +9,7 @@ use super::*;
 use crate::format::Format;
 use crate::mapping::{MappingConfig, RuleConfig};
 
-const LOGS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/data/logs");
+const LOGS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/examples/logs");
 
 fn read(name: &str) -> String {
     std::fs::read_to_string(format!("{LOGS}/{name}")).unwrap()

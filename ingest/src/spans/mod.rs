@@ -4,7 +4,7 @@
 //! # Input
 //!
 //! One span per line, comma-separated, after a header line naming the columns, as in the
-//! Nezha TrainTicket traces (shared/data/SOURCES.md):
+//! Nezha TrainTicket traces (deploy/examples/README.md):
 //! `TraceID,SpanID,ParentID,PodName,OperationName,StartTimeUnixNano,EndTimeUnixNano,Duration`
 //! ([`HEADER`]). `StartTimeUnixNano` is in ns since the Unix epoch, `Duration` in µs,
 //! `ParentID` is `root` (or empty) for a trace's entry span.
@@ -437,6 +437,10 @@ pub(crate) fn is_header(line: &str) -> bool {
 }
 
 impl LineParser for SpansCsvParser {
+    fn mapping_mut(&mut self) -> Option<&mut Mapping> {
+        Some(&mut self.mapping)
+    }
+
     fn parse_line(&mut self, line: &[u8], out: &mut FlowBatchBuilder) -> Result<usize, Reject> {
         let line = std::str::from_utf8(line)
             .map_err(|e| {

@@ -1,5 +1,5 @@
-//! Span parser tests. Fixtures: shared/data/nezha-trainticket/*.csv beside the repository,
-//! TrainTicket traces from IntelligentDDS/Nezha (MIT), see shared/data/SOURCES.md.
+//! Span parser tests. Fixtures: deploy/examples/trainticket/*.csv, four minutes of
+//! TrainTicket traces from IntelligentDDS/Nezha (MIT), origins in deploy/examples/README.md.
 
 use std::collections::HashMap as StdHashMap;
 
@@ -11,7 +11,7 @@ use crate::mapping::{MappingConfig, RuleConfig};
 
 const DIR: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
-    "/../../shared/data/nezha-trainticket"
+    "/../deploy/examples/trainticket"
 );
 
 fn read(name: &str) -> String {
@@ -237,8 +237,8 @@ fn a_whole_file_matches_an_independent_join() {
 
 #[test]
 fn all_files_in_one_run_with_duplicates_counted() {
-    // The 84 files overlap (a fault's minutes can cover another's): repeated spans are
-    // counted as duplicates and not joined twice.
+    // The files overlap (a trace that spans a minute boundary is in both minutes' files):
+    // repeated spans are counted as duplicates and not joined twice.
     let mut names: Vec<_> = std::fs::read_dir(DIR)
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())

@@ -1,0 +1,623 @@
+//! Step 2 of pair aggregation: merging the partial windows of several inputs.
+//!
+//! Each input (a file, a Kafka partition) has its own [`crate::pair::PairAggregator`] and its
+//! own watermark; when a window closes for an input, its [`PartialWindow`] comes here. The
+//! [`WindowMerger`] adds up the partials of each window, and closes the window when every
+//! *producer* (input) that is not idle has passed its end:
+//!
+//! ```text
+//!  input a ─ PairAggregator ─┐ partials + watermark marks
+//!  input b ─ PairAggregator ─┼──────────────────────────▶ WindowMerger ──▶ ClosedPairs
+//!  input c ─ PairAggregator ─┘     (in process, or via the repartition topic)
+//! ```
+//!
+//! - A window closes when its end is at or before the *merged watermark*: the oldest watermark
+//!   of the producers that are not idle. A producer that has not marked yet holds it back.
+//!   When every producer is idle (or none is known), every open window closes.
+//! - A producer's partials for a window count once: a partial arriving after the producer's
+//!   watermark passed the window (a producer that restarted and sent a window again) is a
+//!   *duplicate*; one arriving after the window closed without that producer (it was idle) is
+//!   *late*. Both are counted and dropped.
+//! - Partials may come whole ([`WindowMerger::complete`], in process) or pair by pair
+//!   ([`WindowMerger::partial`], from a topic): pair by pair they wait, per producer, until the
+//!   producer's watermark passes the window, and a pair sent twice replaces itself, so a
+//!   producer that died halfway through sending a window and sent it all again counts once.
+//!
+//! Synchronous, no I/O, no clock.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use schemas::Window;
+use serde::{Deserialize, Serialize};
+
+use crate::error::Result;
+use crate::intern::{Interner, pair_ids, pair_key};
+use crate::pair::{ClosedPairs, PairState, PairStateData, PartialWindow, WindowSpec};
+
+/// Where a producer of partial windows is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Mark {
+    /// The producer's watermark, µs since the epoch: it has handed over every window ending
+    /// at or before it. `None` before its first window.
+    pub watermark_us: Option<i64>,
+    /// It has had no records for a while: it does not hold the merged watermark back.
+    pub idle: bool,
+}
+
+/// Counters of a [`WindowMerger`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MergerCounters {
+    /// Windows closed.
+    pub windows_closed: u64,
+    /// Pair partials dropped because their producer had already handed that window over.
+    pub duplicate_partials: u64,
+    /// Pair partials dropped because their window had closed without them (the producer was
+    /// idle when it closed).
+    pub late_partials: u64,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Refusal {
+    Duplicate,
+    Late,
+}
+
+#[derive(Debug, Default)]
+struct MergeWindow {
+    merged: foldhash::HashMap<u64, PairState>,
+    /// Pairs sent one by one, per producer, until its watermark passes the window.
+    pending: BTreeMap<Arc<str>, foldhash::HashMap<u64, PairState>>,
+}
+
+/// Merges the partial windows of several producers and closes windows on the merged
+/// watermark. See the [module docs](self).
+#[derive(Debug)]
+pub struct WindowMerger {
+    spec: WindowSpec,
+    interner: Interner,
+    producers: BTreeMap<Arc<str>, Mark>,
+    windows: BTreeMap<i64, MergeWindow>,
+    /// Windows ending at or before this have closed.
+    closed_before_us: i64,
+    counters: MergerCounters,
+}
+
+/// The serializable state of a [`WindowMerger`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MergerSnapshot {
+    /// The window spec the partials were aggregated under.
+    pub spec: WindowSpec,
+    /// Each producer's mark.
+    pub producers: Vec<(String, Mark)>,
+    /// Windows ending at or before this have closed, µs since the epoch.
+    pub closed_before_us: i64,
+    /// Open windows: index, merged pairs, pending pairs per producer.
+    pub windows: Vec<MergeWindowData>,
+    /// Counters so far.
+    pub counters: MergerCounters,
+}
+
+/// One open window of a [`MergerSnapshot`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MergeWindowData {
+    /// Window index `k` (the window is `[k·L, (k+1)·L)`).
+    pub index: i64,
+    /// Merged pairs: (source, destination, state).
+    pub merged: Vec<(String, String, PairStateData)>,
+    /// Pairs waiting for their producer's watermark: (producer, source, destination, state).
+    pub pending: Vec<(String, String, String, PairStateData)>,
+}
+
+impl WindowMerger {
+    /// A merger with no producers and no open window.
+    pub fn new(spec: WindowSpec) -> Self {
+        WindowMerger {
+            spec,
+            interner: Interner::default(),
+            producers: BTreeMap::new(),
+            windows: BTreeMap::new(),
+            closed_before_us: i64::MIN,
+            counters: MergerCounters::default(),
+        }
+    }
+
+    /// The window geometry.
+    pub fn spec(&self) -> &WindowSpec {
+        &self.spec
+    }
+
+    /// Counters so far.
+    pub fn counters(&self) -> &MergerCounters {
+        &self.counters
+    }
+
+    /// Windows open.
+    pub fn open_windows(&self) -> usize {
+        self.windows.len()
+    }
+
+    /// Pair-windows held (merged and pending).
+    pub fn open_pairs(&self) -> usize {
+        self.windows
+            .values()
+            .map(|w| w.merged.len() + w.pending.values().map(|p| p.len()).sum::<usize>())
+            .sum()
+    }
+
+    /// The producers and their marks.
+    pub fn producers(&self) -> impl Iterator<Item = (&str, &Mark)> {
+        self.producers.iter().map(|(k, v)| (&**k, v))
+    }
+
+    /// Declares a producer: until it marks (or is marked idle) it holds the merged watermark
+    /// back. Declaring a known producer changes nothing.
+    pub fn add_producer(&mut self, producer: &str) {
+        if !self.producers.contains_key(producer) {
+            self.producers.insert(Arc::from(producer), Mark::default());
+        }
+    }
+
+    /// Forgets a producer (its input moved elsewhere, or ended and was marked past every
+    /// window): it no longer holds the merged watermark back; its pending pairs are dropped.
+    pub fn remove_producer(&mut self, producer: &str) {
+        self.producers.remove(producer);
+        for w in self.windows.values_mut() {
+            w.pending.remove(producer);
+        }
+    }
+
+    /// The merged watermark, µs since the epoch: the oldest watermark of the producers that
+    /// are not idle. `None` while one of them has not marked; `Some(i64::MAX)` when all are
+    /// idle (or there are none).
+    pub fn watermark(&self) -> Option<i64> {
+        let mut oldest = i64::MAX;
+        for mark in self.producers.values().filter(|m| !m.idle) {
+            oldest = oldest.min(mark.watermark_us?);
+        }
+        Some(oldest)
+    }
+
+    /// Whether a partial of `producer` for `window` is a duplicate or late (see the
+    /// [module docs](self)); `None` when it is welcome.
+    fn refusal(&self, producer: &str, window: Window) -> Option<Refusal> {
+        let handed_over = self
+            .producers
+            .get(producer)
+            .and_then(|m| m.watermark_us)
+            .is_some_and(|wm| window.end_us <= wm);
+        if handed_over {
+            Some(Refusal::Duplicate)
+        } else if window.end_us <= self.closed_before_us {
+            Some(Refusal::Late)
+        } else {
+            None
+        }
+    }
+
+    fn count(&mut self, refusal: Refusal, pairs: usize) {
+        let c = match refusal {
+            Refusal::Duplicate => &mut self.counters.duplicate_partials,
+            Refusal::Late => &mut self.counters.late_partials,
+        };
+        *c += pairs as u64;
+    }
+
+    /// A producer's whole window (all its pairs, as [`crate::pair::PairAggregator`] hands it
+    /// over), merged at once. The producer is declared if it was not. Returns how many of its
+    /// pairs were dropped (duplicate or late, see the [module docs](self)).
+    pub fn complete(&mut self, producer: &str, partial: PartialWindow) -> usize {
+        self.add_producer(producer);
+        let window = partial.window;
+        let n = partial.pairs.len();
+        let k = self.spec.index_of(window.start_us);
+        if n == 0 {
+            return 0;
+        }
+        if let Some(refusal) = self.refusal(producer, window) {
+            self.count(refusal, n);
+            return n;
+        }
+        let slots = self.spec.slots();
+        let target = self.windows.entry(k).or_default();
+        if target.merged.is_empty() {
+            target.merged.reserve(n);
+        }
+        for p in partial.pairs {
+            let key = pair_key(
+                self.interner.intern_arc(&p.source),
+                self.interner.intern_arc(&p.destination),
+            );
+            match target.merged.entry(key) {
+                std::collections::hash_map::Entry::Occupied(mut o) => {
+                    o.get_mut().merge(p.state, slots)
+                }
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    v.insert(p.state);
+                }
+            }
+        }
+        0
+    }
+
+    /// One pair of a producer's window, sent on its own (from the repartition topic): it
+    /// waits until the producer's watermark passes the window, and replaces a copy of itself
+    /// sent before. Returns false when it was dropped (duplicate or late).
+    pub fn partial(
+        &mut self,
+        producer: &str,
+        window: Window,
+        source: &str,
+        destination: &str,
+        state: PairState,
+    ) -> bool {
+        self.add_producer(producer);
+        if let Some(refusal) = self.refusal(producer, window) {
+            self.count(refusal, 1);
+            return false;
+        }
+        let k = self.spec.index_of(window.start_us);
+        let key = pair_key(
+            self.interner.intern(source),
+            self.interner.intern(destination),
+        );
+        let producer = self
+            .producers
+            .get_key_value(producer)
+            .map(|(k, _)| Arc::clone(k))
+            .expect("declared above");
+        self.windows
+            .entry(k)
+            .or_default()
+            .pending
+            .entry(producer)
+            .or_default()
+            .insert(key, state);
+        true
+    }
+
+    /// A producer's progress: its watermark (monotone: an older one is ignored) and whether
+    /// it is idle. Merges its pending pairs of the windows its watermark passed. The producer
+    /// is declared if it was not.
+    pub fn mark(&mut self, producer: &str, mark: Mark) {
+        self.add_producer(producer);
+        let entry = self.producers.get_mut(producer).expect("declared above");
+        entry.idle = mark.idle;
+        if let Some(wm) = mark.watermark_us {
+            entry.watermark_us = Some(entry.watermark_us.map_or(wm, |old| old.max(wm)));
+        }
+        let Some(wm) = entry.watermark_us else {
+            return;
+        };
+        let slots = self.spec.slots();
+        for (&k, w) in self.windows.iter_mut() {
+            if self.spec.window(k).end_us > wm {
+                break;
+            }
+            if let Some(pairs) = w.pending.remove(producer) {
+                merge_into(&mut w.merged, pairs, slots);
+            }
+        }
+    }
+
+    /// Closes every open window whose end is at or before the merged watermark (every window
+    /// when all producers are idle), oldest first.
+    pub fn close_ready(&mut self) -> Vec<ClosedPairs> {
+        let Some(wm) = self.watermark() else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        while let Some(entry) = self.windows.first_entry() {
+            let end = self.spec.window(*entry.key()).end_us;
+            if end > wm {
+                break;
+            }
+            let (k, w) = entry.remove_entry();
+            out.push(self.finish(k, w));
+        }
+        out
+    }
+
+    /// End of every input: closes every open window, oldest first (pending pairs included).
+    pub fn flush(&mut self) -> Vec<ClosedPairs> {
+        let mut out = Vec::with_capacity(self.windows.len());
+        while let Some((k, w)) = self.windows.pop_first() {
+            out.push(self.finish(k, w));
+        }
+        out
+    }
+
+    fn finish(&mut self, k: i64, mut w: MergeWindow) -> ClosedPairs {
+        let window = self.spec.window(k);
+        self.closed_before_us = self.closed_before_us.max(window.end_us);
+        self.counters.windows_closed += 1;
+        let slots = self.spec.slots();
+        for (_, pairs) in std::mem::take(&mut w.pending) {
+            merge_into(&mut w.merged, pairs, slots);
+        }
+        let ranks = self.interner.ranks().to_vec();
+        // sort 16-byte keys, not the states
+        let mut states: Vec<(u64, u64, PairState)> = w
+            .merged
+            .into_iter()
+            .map(|(key, state)| {
+                let (s, d) = pair_ids(key);
+                let rank = (u64::from(ranks[s as usize]) << 32) | u64::from(ranks[d as usize]);
+                (rank, key, state)
+            })
+            .collect();
+        states.sort_unstable_by_key(|&(rank, _, _)| rank);
+        let scale = PairState::scale();
+        let names = &self.interner;
+        ClosedPairs {
+            window,
+            pairs: states
+                .into_iter()
+                .map(|(_, key, mut state)| {
+                    let (s, d) = pair_ids(key);
+                    state.finish(window, names.name(s), names.name(d), &scale)
+                })
+                .collect(),
+        }
+    }
+
+    /// The state to checkpoint.
+    pub fn snapshot(&self) -> MergerSnapshot {
+        let name = |id: u32| self.interner.name(id).to_string();
+        MergerSnapshot {
+            spec: self.spec,
+            producers: self
+                .producers
+                .iter()
+                .map(|(p, m)| (p.to_string(), *m))
+                .collect(),
+            closed_before_us: self.closed_before_us,
+            windows: self
+                .windows
+                .iter()
+                .map(|(&index, w)| {
+                    let mut merged: Vec<(String, String, PairStateData)> = w
+                        .merged
+                        .iter()
+                        .map(|(&key, state)| {
+                            let (s, d) = pair_ids(key);
+                            (name(s), name(d), state.to_data())
+                        })
+                        .collect();
+                    let mut pending: Vec<(String, String, String, PairStateData)> = w
+                        .pending
+                        .iter()
+                        .flat_map(|(producer, pairs)| {
+                            pairs.iter().map(move |(&key, state)| {
+                                let (s, d) = pair_ids(key);
+                                (producer.to_string(), name(s), name(d), state.to_data())
+                            })
+                        })
+                        .collect();
+                    // hash order is arbitrary: the same state makes the same snapshot
+                    merged.sort_unstable_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+                    pending.sort_unstable_by(|a, b| (&a.0, &a.1, &a.2).cmp(&(&b.0, &b.1, &b.2)));
+                    MergeWindowData {
+                        index,
+                        merged,
+                        pending,
+                    }
+                })
+                .collect(),
+            counters: self.counters,
+        }
+    }
+
+    /// A merger holding a checkpointed state, for windows of `spec`.
+    ///
+    /// # Errors
+    /// [`crate::Error::State`] when the snapshot was taken under another window spec or holds
+    /// an inconsistent pair state.
+    pub fn restore(spec: WindowSpec, snapshot: MergerSnapshot) -> Result<Self> {
+        spec.check_same(&snapshot.spec)?;
+        let mut m = WindowMerger::new(spec);
+        for (p, mark) in snapshot.producers {
+            m.producers.insert(Arc::from(p), mark);
+        }
+        m.closed_before_us = snapshot.closed_before_us;
+        m.counters = snapshot.counters;
+        let slots = spec.slots();
+        for w in snapshot.windows {
+            let mut window = MergeWindow::default();
+            for (s, d, data) in w.merged {
+                let key = pair_key(m.interner.intern(&s), m.interner.intern(&d));
+                window
+                    .merged
+                    .insert(key, PairState::from_data(data, slots)?);
+            }
+            for (p, s, d, data) in w.pending {
+                let key = pair_key(m.interner.intern(&s), m.interner.intern(&d));
+                window
+                    .pending
+                    .entry(Arc::from(p))
+                    .or_default()
+                    .insert(key, PairState::from_data(data, slots)?);
+            }
+            m.windows.insert(w.index, window);
+        }
+        Ok(m)
+    }
+}
+
+fn merge_into(
+    merged: &mut foldhash::HashMap<u64, PairState>,
+    pairs: foldhash::HashMap<u64, PairState>,
+    slots: usize,
+) {
+    for (key, state) in pairs {
+        match merged.entry(key) {
+            std::collections::hash_map::Entry::Occupied(mut o) => o.get_mut().merge(state, slots),
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(state);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use schemas::{FlowBatchBuilder, FlowRecordRef, Reporter};
+
+    use super::*;
+    use crate::config::WindowConfig;
+    use crate::pair::PairAggregator;
+
+    const S: i64 = 1_000_000;
+
+    fn spec() -> WindowSpec {
+        WindowSpec::try_from(&WindowConfig::default()).unwrap()
+    }
+
+    /// (start s, duration ms, status) records of pair a → b.
+    fn batch(recs: &[(i64, u64, u16)]) -> arrow::array::RecordBatch {
+        let mut b = FlowBatchBuilder::new();
+        for &(t, d, status) in recs {
+            let mut r = FlowRecordRef::new(t * S, "a", "b", Reporter::Envoy);
+            r.duration_us = Some(d * 1000);
+            r.status = Some(status);
+            b.append(&r);
+        }
+        b.finish()
+    }
+
+    fn all(agg: &mut PairAggregator, recs: &[(i64, u64, u16)]) -> Vec<PartialWindow> {
+        let mut out = agg.push(&batch(recs)).unwrap();
+        out.extend(agg.flush());
+        out
+    }
+
+    #[test]
+    fn partials_of_two_inputs_merge_into_what_one_input_would_give() {
+        let a = [(1, 5, 200), (2, 700, 200), (3, 12_000, 503), (31, 1, 200)];
+        let b = [(4, 9, 200), (9, 2_000, 504), (12, 3, 200)];
+        let mut whole: Vec<_> = a.iter().chain(&b).copied().collect();
+        whole.sort();
+        let mut one = PairAggregator::new(spec());
+        let expected: Vec<ClosedPairs> = all(&mut one, &whole)
+            .into_iter()
+            .map(PartialWindow::finish)
+            .collect();
+
+        let mut m = WindowMerger::new(spec());
+        m.add_producer("a");
+        m.add_producer("b");
+        for (name, recs) in [("a", &a[..]), ("b", &b[..])] {
+            let mut agg = PairAggregator::new(spec());
+            for w in all(&mut agg, recs) {
+                assert_eq!(m.complete(name, w), 0);
+            }
+            assert!(m.close_ready().is_empty(), "{name} alone closes nothing");
+            m.mark(
+                name,
+                Mark {
+                    watermark_us: agg.watermark(),
+                    idle: false,
+                },
+            );
+        }
+        // b's watermark (its last window's end, 20 s) holds [30 s, 40 s) until the end
+        let mut got = m.close_ready();
+        assert_eq!(got.len(), 2);
+        got.extend(m.flush());
+        assert_eq!(got, expected);
+        // window [0, 10 s): 5 requests, 2 errors, p99 from the 12 s request
+        assert_eq!(got[0].pairs[0].requests, 5);
+        assert_eq!(got[0].pairs[0].errors, 2);
+        assert_eq!(got[0].pairs[0].latency.unwrap().max_us, 12_000_000);
+    }
+
+    #[test]
+    fn the_oldest_busy_producer_holds_windows_and_idle_ones_do_not() {
+        let mut m = WindowMerger::new(spec());
+        let mut agg = PairAggregator::new(spec());
+        for w in agg.push(&batch(&[(1, 1, 200), (40, 1, 200)])).unwrap() {
+            m.complete("a", w);
+        }
+        m.mark(
+            "a",
+            Mark {
+                watermark_us: agg.watermark(),
+                idle: false,
+            },
+        );
+        m.add_producer("b");
+        assert_eq!(m.watermark(), None, "b has not marked");
+        assert!(m.close_ready().is_empty());
+        m.mark(
+            "b",
+            Mark {
+                watermark_us: None,
+                idle: true,
+            },
+        );
+        // b is idle: a's watermark (40 s − 15 s) closes [0, 10 s)
+        assert_eq!(m.watermark(), Some(25 * S));
+        let closed = m.close_ready();
+        assert_eq!(closed.len(), 1);
+        assert_eq!(closed[0].window.start_us, 0);
+        // b wakes up with a record of [0, 10 s): its partial comes too late
+        let mut b = PairAggregator::new(spec());
+        let late = b.push(&batch(&[(5, 1, 200)])).unwrap();
+        assert!(late.is_empty());
+        for w in b.flush() {
+            assert_eq!(m.complete("b", w), 1);
+        }
+        assert_eq!(m.counters().late_partials, 1);
+    }
+
+    #[test]
+    fn pairs_sent_twice_count_once() {
+        let mut agg = PairAggregator::new(spec());
+        let w = all(&mut agg, &[(1, 5, 200), (2, 6, 200)]).remove(0);
+        let state = w.pairs[0].state.clone();
+        let mut m = WindowMerger::new(spec());
+        // sent once halfway, then again in full (a restarted producer)
+        assert!(m.partial("p", w.window, "a", "b", state.clone()));
+        assert!(m.partial("p", w.window, "a", "b", state.clone()));
+        m.mark(
+            "p",
+            Mark {
+                watermark_us: Some(w.window.end_us),
+                idle: false,
+            },
+        );
+        // and once more after its watermark passed the window: a duplicate
+        assert!(!m.partial("p", w.window, "a", "b", state));
+        let closed = m.close_ready();
+        assert_eq!(closed[0].pairs[0].requests, 2);
+        assert_eq!(m.counters().duplicate_partials, 1);
+    }
+
+    #[test]
+    fn snapshot_restores_merged_and_pending_pairs() {
+        let mut agg = PairAggregator::new(spec());
+        let mut ws = all(&mut agg, &[(1, 5, 200), (2, 600, 500), (15, 7, 200)]);
+        let mut m = WindowMerger::new(spec());
+        m.add_producer("q");
+        let second = ws.pop().unwrap();
+        m.complete("p", ws.pop().unwrap());
+        for p in second.pairs {
+            m.partial("q", second.window, &p.source, &p.destination, p.state);
+        }
+        let snap = m.snapshot();
+        let mut back = WindowMerger::restore(spec(), snap.clone()).unwrap();
+        assert_eq!(back.snapshot(), snap);
+        assert_eq!(back.flush(), m.flush());
+        let other = WindowConfig {
+            length: std::time::Duration::from_secs(5),
+            ..WindowConfig::default()
+        };
+        let err = WindowMerger::restore(WindowSpec::try_from(&other).unwrap(), snap)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "saved state: window.length is 5s here but 10s in the saved state"
+        );
+    }
+}

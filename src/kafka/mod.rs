@@ -1,0 +1,3 @@
+//! `graywatch run`: the pipeline on Kafka. Configuration in [`config`].
+
+pub mod config;

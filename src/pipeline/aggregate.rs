@@ -1,0 +1,324 @@
+//! Stage 1: pair aggregation per input. Each input (a file, a Kafka partition) has its own
+//! [`PairAggregator`] and watermark (the Kafka Streams model: an input is a unit of state); a
+//! window that closes for an input goes to the [`Exchange`] as a partial window, followed by
+//! the input's watermark mark.
+
+use std::collections::BTreeMap;
+
+use arrow::array::{Array, AsArray, RecordBatch};
+use detect::merge::Mark;
+use detect::pair::{AggregatorSnapshot, Dropped, PairAggregator, WindowSpec};
+use serde::{Deserialize, Serialize};
+
+use super::{DeadLetter, Exchange, InputId, Payload, Removal, Stage, StageError};
+
+/// A batch of flow records from one input, with each row's position there when the driver
+/// tracks them (line numbers of a file, Kafka offsets; one per row, non-decreasing).
+#[derive(Debug, Clone, Copy)]
+pub struct FlowBatch<'a> {
+    /// Flow records (`schemas::flow_record_schema`).
+    pub batch: &'a RecordBatch,
+    /// Position of each row in its input.
+    pub positions: Option<&'a [i64]>,
+}
+
+/// Counters of stage 1 over every input it has had.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AggregateCounters {
+    /// Flow records taken in.
+    pub records: u64,
+    /// Records that arrived after their window had closed for their input.
+    pub late_records: u64,
+    /// Of the late records, those whose duration was at least the allowed lateness (slow
+    /// requests logged at completion, rather than a clock or shipping problem).
+    pub late_slow: u64,
+    /// Records that started after the event-time bound (far future).
+    pub future_records: u64,
+    /// Records whose time in flight was cut after `MAX_SPAN_WINDOWS` windows.
+    pub clamped_records: u64,
+    /// Windows handed over (summed over inputs).
+    pub partial_windows: u64,
+}
+
+#[derive(Debug)]
+struct Task {
+    agg: PairAggregator,
+    idle: bool,
+    /// The last mark sent.
+    marked: Option<Mark>,
+    /// Its aggregator's counters when it was added (restored inputs bring theirs).
+    base: detect::pair::AggregatorCounters,
+}
+
+/// Stage 1: one [`PairAggregator`] per input. See the [module docs](self).
+#[derive(Debug)]
+pub struct Aggregate {
+    spec: WindowSpec,
+    not_after_us: i64,
+    tasks: BTreeMap<InputId, Task>,
+    counters: AggregateCounters,
+}
+
+impl Aggregate {
+    /// A stage with no inputs, for windows of `spec`; records starting after `not_after_us`
+    /// (µs since the epoch, the driver's clock plus a margin) are set aside as future.
+    pub fn new(spec: WindowSpec, not_after_us: i64) -> Self {
+        Aggregate {
+            spec,
+            not_after_us,
+            tasks: BTreeMap::new(),
+            counters: AggregateCounters::default(),
+        }
+    }
+
+    /// The window geometry.
+    pub fn spec(&self) -> &WindowSpec {
+        &self.spec
+    }
+
+    /// Counters so far.
+    pub fn counters(&self) -> AggregateCounters {
+        let mut c = self.counters;
+        for t in self.tasks.values() {
+            let now = t.agg.counters();
+            c.records += now.records - t.base.records;
+            c.late_records += now.late_records - t.base.late_records;
+            c.future_records += now.future_records - t.base.future_records;
+            c.clamped_records += now.clamped_records - t.base.clamped_records;
+        }
+        c
+    }
+
+    /// The inputs, in name order.
+    pub fn inputs(&self) -> impl Iterator<Item = &InputId> {
+        self.tasks.keys()
+    }
+
+    /// Whether `input` is known and idle.
+    pub fn is_idle(&self, input: &InputId) -> bool {
+        self.tasks.get(input).is_some_and(|t| t.idle)
+    }
+
+    /// The newest start seen from `input`, µs since the epoch (how far it has got).
+    pub fn newest(&self, input: &InputId) -> Option<i64> {
+        self.tasks.get(input).and_then(|t| t.agg.newest())
+    }
+
+    /// The watermark of `input`, µs since the epoch.
+    pub fn watermark(&self, input: &InputId) -> Option<i64> {
+        self.tasks.get(input).and_then(|t| t.agg.watermark())
+    }
+
+    /// The lowest position of a record of `input` still held in an open window: where to read
+    /// the input again from to rebuild its state (see `PairAggregator::low_position`).
+    pub fn low_position(&self, input: &InputId) -> Option<i64> {
+        self.tasks.get(input).and_then(|t| t.agg.low_position())
+    }
+
+    /// Windows and pair-windows open over all inputs.
+    pub fn open_state(&self) -> (usize, usize) {
+        self.tasks.values().fold((0, 0), |(w, p), t| {
+            (w + t.agg.open_windows(), p + t.agg.open_pairs())
+        })
+    }
+
+    fn task(&mut self, input: &InputId) -> &mut Task {
+        if !self.tasks.contains_key(input) {
+            let mut agg = PairAggregator::new(self.spec);
+            agg.set_not_after(self.not_after_us);
+            self.tasks.insert(
+                input.clone(),
+                Task {
+                    agg,
+                    idle: false,
+                    marked: None,
+                    base: Default::default(),
+                },
+            );
+        }
+        self.tasks.get_mut(input).expect("inserted above")
+    }
+
+    /// Sends what the input's aggregator handed over, then its mark if it changed.
+    fn hand_over<X: Exchange + ?Sized>(
+        &mut self,
+        input: &InputId,
+        partials: Vec<detect::pair::PartialWindow>,
+        out: &mut X,
+    ) -> Result<(), StageError<X::Error>> {
+        self.counters.partial_windows += partials.len() as u64;
+        for p in partials {
+            out.partial_window(input, p).map_err(StageError::Output)?;
+        }
+        let task = self.tasks.get_mut(input).expect("a known input");
+        let mark = Mark {
+            watermark_us: task.agg.watermark(),
+            idle: task.idle,
+        };
+        if task.marked != Some(mark) {
+            task.marked = Some(mark);
+            out.mark(input, mark).map_err(StageError::Output)?;
+        }
+        Ok(())
+    }
+
+    /// Reports the rows of `batch` its aggregator did not aggregate.
+    fn report_dropped<X: Exchange + ?Sized>(
+        &mut self,
+        input: &InputId,
+        batch: &FlowBatch<'_>,
+        out: &mut X,
+    ) -> Result<(), StageError<X::Error>> {
+        let task = self.tasks.get(input).expect("a known input");
+        let dropped = task.agg.dropped_rows();
+        if dropped.is_empty() {
+            return Ok(());
+        }
+        let durations = batch
+            .batch
+            .column_by_name(schemas::flow::columns::DURATION)
+            .and_then(|c| {
+                c.as_primitive_opt::<arrow::datatypes::UInt64Type>()
+                    .cloned()
+            });
+        let lateness = u64::try_from(self.spec.lateness_us()).unwrap_or(0);
+        let records = schemas::flow_records(batch.batch).map_err(|e| StageError::Batch {
+            input: input.clone(),
+            source: e.into(),
+        })?;
+        for &(row, why) in dropped {
+            let row = row as usize;
+            let (reason, detail) = match why {
+                Dropped::Late => {
+                    let slow = durations
+                        .as_ref()
+                        .is_some_and(|d| d.is_valid(row) && d.value(row) >= lateness);
+                    self.counters.late_slow += u64::from(slow);
+                    (
+                        "late",
+                        "its window had closed: the watermark was past its end",
+                    )
+                }
+                Dropped::Future => (
+                    "future",
+                    "starts more than a day after this machine's clock",
+                ),
+            };
+            out.dead_letter(&DeadLetter {
+                input,
+                position: batch.positions.map(|p| p[row]),
+                reason,
+                detail,
+                payload: Payload::Record(&records[row]),
+                headers: &[],
+            })
+            .map_err(StageError::Output)?;
+        }
+        Ok(())
+    }
+}
+
+impl<X: Exchange + ?Sized> Stage<X> for Aggregate {
+    type Item<'a> = FlowBatch<'a>;
+    type Error = StageError<X::Error>;
+    type InputState = AggregatorSnapshot;
+    type State = AggregateCounters;
+
+    fn add_input(
+        &mut self,
+        input: &InputId,
+        state: Option<AggregatorSnapshot>,
+    ) -> Result<(), Self::Error> {
+        let Some(state) = state else {
+            self.task(input);
+            return Ok(());
+        };
+        let mut agg =
+            PairAggregator::restore(self.spec, state).map_err(|source| StageError::State {
+                what: format!("input {input}"),
+                source,
+            })?;
+        agg.set_not_after(self.not_after_us);
+        let base = *agg.counters();
+        self.tasks.insert(
+            input.clone(),
+            Task {
+                agg,
+                idle: false,
+                marked: None,
+                base,
+            },
+        );
+        Ok(())
+    }
+
+    fn process(
+        &mut self,
+        input: &InputId,
+        item: FlowBatch<'_>,
+        out: &mut X,
+    ) -> Result<(), Self::Error> {
+        let task = self.task(input);
+        task.idle = false;
+        let partials = task
+            .agg
+            .push_at(item.batch, item.positions)
+            .map_err(|source| StageError::Batch {
+                input: input.clone(),
+                source,
+            })?;
+        self.report_dropped(input, &item, out)?;
+        self.hand_over(input, partials, out)
+    }
+
+    fn input_idle(&mut self, input: &InputId, out: &mut X) -> Result<(), Self::Error> {
+        let task = self.task(input);
+        if task.idle {
+            return Ok(());
+        }
+        task.idle = true;
+        let partials = task.agg.flush();
+        self.hand_over(input, partials, out)
+    }
+
+    fn remove_input(
+        &mut self,
+        input: &InputId,
+        why: Removal,
+        out: &mut X,
+    ) -> Result<(), Self::Error> {
+        match why {
+            Removal::Ended => {
+                let task = self.task(input);
+                task.idle = true;
+                let partials = task.agg.flush();
+                self.hand_over(input, partials, out)?;
+            }
+            Removal::Revoked => out.revoked(input).map_err(StageError::Output)?,
+        }
+        if let Some(t) = self.tasks.remove(input) {
+            let c = t.agg.counters();
+            let k = &mut self.counters;
+            k.records += c.records - t.base.records;
+            k.late_records += c.late_records - t.base.late_records;
+            k.future_records += c.future_records - t.base.future_records;
+            k.clamped_records += c.clamped_records - t.base.clamped_records;
+        }
+        Ok(())
+    }
+
+    fn snapshot_input(&self, input: &InputId) -> Option<AggregatorSnapshot> {
+        self.tasks.get(input).map(|t| t.agg.snapshot())
+    }
+
+    fn snapshot(&self) -> AggregateCounters {
+        self.counters()
+    }
+
+    fn restore(&mut self, state: AggregateCounters) -> Result<(), Self::Error> {
+        // inputs restored after this bring their aggregators' counters as their `base`: only
+        // what they count from now on is added
+        self.counters = state;
+        Ok(())
+    }
+}

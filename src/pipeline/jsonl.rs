@@ -1,0 +1,236 @@
+//! [`Outputs`] as JSON lines: stdout, or one file per document kind (what `replay` writes).
+
+use std::fs::File;
+use std::io::{self, BufWriter, Write};
+use std::path::Path;
+
+use schemas::{Alert, Finding, FlowRecord, NodeWindow, PairWindow, RemediationCommand, Window};
+use serde::Serialize;
+
+use super::{DeadLetter, Outputs, Payload};
+
+/// Why JSON lines could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum JsonLinesError {
+    /// Standard output was closed by its reader (`graywatch … | head`): the run ends quietly.
+    #[error("stdout closed")]
+    StdoutClosed,
+    /// A file (or stdout) could not be written.
+    #[error("writing {name}: {source}")]
+    Io {
+        /// The file's path, or `stdout`.
+        name: String,
+        /// The I/O error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// A JSON-lines destination: a file, or stdout.
+pub struct JsonLines {
+    name: String,
+    is_stdout: bool,
+    out: Box<dyn Write + Send>,
+}
+
+impl JsonLines {
+    /// Writes to `path` (created, or truncated), or to stdout when `None` or `-`.
+    ///
+    /// # Errors
+    /// [`JsonLinesError::Io`] when the file can't be created.
+    pub fn open(path: Option<&Path>) -> Result<Self, JsonLinesError> {
+        match path {
+            Some(p) if p != Path::new("-") => {
+                let f = File::create(p).map_err(|source| JsonLinesError::Io {
+                    name: format!("{} (creating it)", p.display()),
+                    source,
+                })?;
+                Ok(JsonLines {
+                    name: p.display().to_string(),
+                    is_stdout: false,
+                    out: Box::new(BufWriter::with_capacity(1 << 16, f)),
+                })
+            }
+            _ => Ok(JsonLines {
+                name: "stdout".into(),
+                is_stdout: true,
+                out: Box::new(BufWriter::with_capacity(1 << 16, io::stdout())),
+            }),
+        }
+    }
+
+    /// Writes one document as one line.
+    ///
+    /// # Errors
+    /// [`JsonLinesError`]: stdout closed, or an I/O error naming the file.
+    pub fn write<T: Serialize + ?Sized>(&mut self, doc: &T) -> Result<(), JsonLinesError> {
+        let written = serde_json::to_writer(&mut self.out, doc)
+            .map_err(io::Error::from)
+            .and_then(|()| self.out.write_all(b"\n"));
+        self.check(written)
+    }
+
+    /// Flushes buffered lines.
+    ///
+    /// # Errors
+    /// As [`JsonLines::write`].
+    pub fn flush(&mut self) -> Result<(), JsonLinesError> {
+        let flushed = self.out.flush();
+        self.check(flushed)
+    }
+
+    fn check(&self, result: io::Result<()>) -> Result<(), JsonLinesError> {
+        match result {
+            Err(e) if self.is_stdout && e.kind() == io::ErrorKind::BrokenPipe => {
+                Err(JsonLinesError::StdoutClosed)
+            }
+            Err(source) => Err(JsonLinesError::Io {
+                name: self.name.clone(),
+                source,
+            }),
+            Ok(()) => Ok(()),
+        }
+    }
+}
+
+/// A dead letter as a JSON line of the reject file: the line's text, or the record that could
+/// not be aggregated.
+#[derive(Serialize)]
+struct DeadLetterDoc<'a> {
+    kind: &'static str,
+    input: &'a str,
+    /// 1-based line number (files) or offset (Kafka).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    line: Option<i64>,
+    reason: &'a str,
+    detail: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    text: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    record: Option<&'a FlowRecord>,
+}
+
+/// Where each kind of document goes: a file of its own, or stdout (`None`).
+#[derive(Default)]
+pub struct JsonLinesConfig<'a> {
+    /// Pair and node windows (`None`: stdout).
+    pub windows: Option<&'a Path>,
+    /// Findings.
+    pub findings: Option<&'a Path>,
+    /// Remediation commands.
+    pub commands: Option<&'a Path>,
+    /// Alerts.
+    pub alerts: Option<&'a Path>,
+    /// Dead letters (`None`: not written, only counted).
+    pub rejects: Option<&'a Path>,
+    /// Whether pair and node windows are written at all.
+    pub write_windows: bool,
+}
+
+/// [`Outputs`] writing JSON lines, each with its `kind` (`pair-window`, `node-window`,
+/// `finding`, `remediation-command`, `alert`): to stdout, or per kind to files; dead letters
+/// to a reject file. Lines reach readers when a window closes, not when a buffer fills, so a
+/// reader of `tail -f access.log | graywatch replay -` sees each window as it closes.
+pub struct JsonLinesOutputs {
+    stdout: JsonLines,
+    windows: Option<JsonLines>,
+    findings: Option<JsonLines>,
+    commands: Option<JsonLines>,
+    alerts: Option<JsonLines>,
+    rejects: Option<JsonLines>,
+    write_windows: bool,
+}
+
+impl JsonLinesOutputs {
+    /// Opens (creates or truncates) every file `config` names.
+    ///
+    /// # Errors
+    /// [`JsonLinesError::Io`] naming the file that can't be created.
+    pub fn open(config: &JsonLinesConfig<'_>) -> Result<Self, JsonLinesError> {
+        let open = |p: Option<&Path>| p.map(|p| JsonLines::open(Some(p))).transpose();
+        Ok(JsonLinesOutputs {
+            stdout: JsonLines::open(None)?,
+            windows: open(config.windows)?,
+            findings: open(config.findings)?,
+            commands: open(config.commands)?,
+            alerts: open(config.alerts)?,
+            rejects: open(config.rejects)?,
+            write_windows: config.write_windows,
+        })
+    }
+
+    /// Whether dead letters are kept (a reject file was given).
+    pub fn keeps_dead_letters(&self) -> bool {
+        self.rejects.is_some()
+    }
+}
+
+impl Outputs for JsonLinesOutputs {
+    type Error = JsonLinesError;
+
+    fn pair_window(&mut self, w: &PairWindow) -> Result<(), JsonLinesError> {
+        if !self.write_windows {
+            return Ok(());
+        }
+        self.windows.as_mut().unwrap_or(&mut self.stdout).write(w)
+    }
+
+    fn node_window(&mut self, w: &NodeWindow) -> Result<(), JsonLinesError> {
+        if !self.write_windows {
+            return Ok(());
+        }
+        self.windows.as_mut().unwrap_or(&mut self.stdout).write(w)
+    }
+
+    fn finding(&mut self, f: &Finding) -> Result<(), JsonLinesError> {
+        self.findings.as_mut().unwrap_or(&mut self.stdout).write(f)
+    }
+
+    fn command(&mut self, c: &RemediationCommand) -> Result<(), JsonLinesError> {
+        self.commands.as_mut().unwrap_or(&mut self.stdout).write(c)
+    }
+
+    fn alert(&mut self, a: &Alert) -> Result<(), JsonLinesError> {
+        self.alerts.as_mut().unwrap_or(&mut self.stdout).write(a)
+    }
+
+    fn dead_letter(&mut self, d: &DeadLetter<'_>) -> Result<(), JsonLinesError> {
+        let Some(out) = &mut self.rejects else {
+            return Ok(());
+        };
+        let (text, record) = match d.payload {
+            Payload::Bytes(b) => (Some(String::from_utf8_lossy(b).into_owned()), None),
+            Payload::Record(r) => (None, Some(r)),
+        };
+        out.write(&DeadLetterDoc {
+            kind: "dead-letter",
+            input: d.input.as_str(),
+            line: d.position,
+            reason: d.reason,
+            detail: d.detail,
+            text,
+            record,
+        })
+    }
+
+    fn window_closed(&mut self, _window: Window) -> Result<(), JsonLinesError> {
+        self.flush()
+    }
+
+    fn flush(&mut self) -> Result<(), JsonLinesError> {
+        for out in [
+            Some(&mut self.stdout),
+            self.windows.as_mut(),
+            self.findings.as_mut(),
+            self.commands.as_mut(),
+            self.alerts.as_mut(),
+            self.rejects.as_mut(),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            out.flush()?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,400 @@
+//! Stage 2: merge the inputs' partial windows, compute pair and node windows, run the
+//! detectors and actuation, and send what comes out to the [`Outputs`].
+//!
+//! A judge owns a set of nodes ([`Ownership`]): all of them in one process, or those whose
+//! name hashes to its repartition partition when graywatch scales out. It judges only the nodes
+//! it owns (their pairs all reach it: each pair's partial goes to its source's and its
+//! destination's partition), writes the pair windows whose source it owns (so each pair window
+//! is written once), and acts on its own findings.
+
+use actuate::{Actuator, ActuatorState};
+use detect::merge::{Mark, MergerCounters, MergerSnapshot, WindowMerger};
+use detect::node::NodeDetector;
+use detect::pair::{ClosedPairs, PairState, PartialWindow, WindowSpec};
+use detect::signatures::BlackHoleSpec;
+use schemas::Window;
+use serde::{Deserialize, Serialize};
+
+use super::{InputId, Outputs, Removal, Stage, StageError};
+
+/// Which nodes a [`Judge`] owns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Ownership {
+    /// Every node (one process runs both stages).
+    All,
+    /// The nodes whose name hashes to partition `index` of `count` (see [`partition_of`]).
+    Partition {
+        /// This judge's partition of the repartition topic.
+        index: i32,
+        /// The repartition topic's partition count.
+        count: i32,
+    },
+}
+
+impl Ownership {
+    /// Whether `node` is this judge's.
+    pub fn owns(&self, node: &str) -> bool {
+        match *self {
+            Ownership::All => true,
+            Ownership::Partition { index, count } => partition_of(node.as_bytes(), count) == index,
+        }
+    }
+}
+
+/// The partition of `key` among `count` (> 0) partitions, as Kafka's default partitioner
+/// computes it for a keyed record: `(murmur2(key) & 0x7fffffff) % count` (Java client's
+/// `Utils.murmur2` and `Utils.toPositive`; librdkafka's `murmur2_random` partitioner), so other
+/// Kafka tools agree on which partition holds a node.
+pub fn partition_of(key: &[u8], count: i32) -> i32 {
+    ((murmur2(key) & 0x7fff_ffff) % count.max(1) as u32) as i32
+}
+
+/// MurmurHash2, 32-bit, seed `0x9747b28c`, as Kafka's clients compute it.
+fn murmur2(data: &[u8]) -> u32 {
+    const SEED: u32 = 0x9747_b28c;
+    const M: u32 = 0x5bd1_e995;
+    const R: u32 = 24;
+    let len = data.len();
+    let mut h = SEED ^ len as u32;
+    let mut chunks = data.chunks_exact(4);
+    for c in &mut chunks {
+        let mut k = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+        k = k.wrapping_mul(M);
+        k ^= k >> R;
+        k = k.wrapping_mul(M);
+        h = h.wrapping_mul(M);
+        h ^= k;
+    }
+    let rest = chunks.remainder();
+    if rest.len() >= 3 {
+        h ^= u32::from(rest[2]) << 16;
+    }
+    if rest.len() >= 2 {
+        h ^= u32::from(rest[1]) << 8;
+    }
+    if !rest.is_empty() {
+        h ^= u32::from(rest[0]);
+        h = h.wrapping_mul(M);
+    }
+    h ^= h >> 13;
+    h = h.wrapping_mul(M);
+    h ^= h >> 15;
+    h
+}
+
+/// What stage 2 takes in.
+#[derive(Debug)]
+pub enum JudgeItem {
+    /// A whole window of one input (in process).
+    Partial(PartialWindow),
+    /// One pair of one input's window (from the repartition topic).
+    Pair {
+        /// The window.
+        window: Window,
+        /// Calling service.
+        source: String,
+        /// Called service.
+        destination: String,
+        /// Its aggregates.
+        state: PairState,
+    },
+    /// The input's progress.
+    Mark(Mark),
+}
+
+/// Counters of stage 2.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JudgeCounters {
+    /// Windows closed.
+    pub windows: u64,
+    /// Pair windows written.
+    pub pair_windows: u64,
+    /// Node windows written.
+    pub node_windows: u64,
+    /// Findings, by signature.
+    pub findings: std::collections::BTreeMap<String, u64>,
+    /// Remediation commands written.
+    pub commands: u64,
+    /// Alerts written.
+    pub alerts: u64,
+}
+
+/// The checkpointed state of a [`Judge`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JudgeState {
+    /// The merger's open windows and producers.
+    pub merger: MergerSnapshot,
+    /// Node baselines.
+    pub nodes: NodeDetector,
+    /// Commands in force and open incidents.
+    pub actuator: ActuatorState,
+    /// Counters so far.
+    pub counters: JudgeCounters,
+}
+
+/// Stage 2 (see the [module docs](self)).
+#[derive(Debug)]
+pub struct Judge {
+    merger: WindowMerger,
+    nodes: NodeDetector,
+    black_hole: BlackHoleSpec,
+    actuator: Actuator,
+    ownership: Ownership,
+    write_windows: bool,
+    counters: JudgeCounters,
+}
+
+impl Judge {
+    /// A judge of windows of `spec`, with the validated detectors and actuator, owning
+    /// `ownership`'s nodes. `write_windows`: whether pair and node windows go to the outputs.
+    pub fn new(
+        spec: WindowSpec,
+        black_hole: BlackHoleSpec,
+        actuator: Actuator,
+        ownership: Ownership,
+        write_windows: bool,
+    ) -> Self {
+        Judge {
+            merger: WindowMerger::new(spec),
+            nodes: NodeDetector::new(black_hole.clone()),
+            black_hole,
+            actuator,
+            ownership,
+            write_windows,
+            counters: JudgeCounters::default(),
+        }
+    }
+
+    /// Counters so far.
+    pub fn counters(&self) -> &JudgeCounters {
+        &self.counters
+    }
+
+    /// The merger's counters (duplicate and late partials).
+    pub fn merger_counters(&self) -> &MergerCounters {
+        self.merger.counters()
+    }
+
+    /// The merged watermark, µs since the epoch (see `WindowMerger::watermark`).
+    pub fn watermark(&self) -> Option<i64> {
+        self.merger.watermark()
+    }
+
+    /// Windows and pair-windows held.
+    pub fn open_state(&self) -> (usize, usize) {
+        (self.merger.open_windows(), self.merger.open_pairs())
+    }
+
+    /// Nodes with a baseline.
+    pub fn baselines(&self) -> usize {
+        self.nodes.black_hole().nodes()
+    }
+
+    /// Which nodes this judge owns.
+    pub fn ownership(&self) -> Ownership {
+        self.ownership
+    }
+
+    /// Declares an input whose marks the merged watermark waits for.
+    pub fn expect_input(&mut self, input: &InputId) {
+        self.merger.add_producer(input.as_str());
+    }
+
+    /// Closes what the merged watermark allows and sends it on.
+    fn close<O: Outputs + ?Sized>(&mut self, out: &mut O) -> Result<(), StageError<O::Error>> {
+        for closed in self.merger.close_ready() {
+            self.emit(closed, out).map_err(StageError::Output)?;
+        }
+        Ok(())
+    }
+
+    /// End of every input: closes every open window.
+    ///
+    /// # Errors
+    /// The output's.
+    pub fn flush<O: Outputs + ?Sized>(&mut self, out: &mut O) -> Result<(), StageError<O::Error>> {
+        for closed in self.merger.flush() {
+            self.emit(closed, out).map_err(StageError::Output)?;
+        }
+        Ok(())
+    }
+
+    fn emit<O: Outputs + ?Sized>(
+        &mut self,
+        closed: ClosedPairs,
+        out: &mut O,
+    ) -> Result<(), O::Error> {
+        let window = closed.window;
+        let own = self.ownership;
+        let outcome = self
+            .nodes
+            .detect_owned(window, &closed.pairs, |n| own.owns(n));
+        self.counters.windows += 1;
+        if self.write_windows {
+            for p in closed.pairs.iter().filter(|p| own.owns(&p.source)) {
+                out.pair_window(p)?;
+                self.counters.pair_windows += 1;
+            }
+            for n in &outcome.nodes {
+                out.node_window(n)?;
+                self.counters.node_windows += 1;
+            }
+        }
+        for f in &outcome.findings {
+            out.finding(f)?;
+            *self
+                .counters
+                .findings
+                .entry(f.signature.as_str().to_owned())
+                .or_default() += 1;
+        }
+        let actions = self.actuator.on_window(window, &outcome.findings);
+        for c in &actions.commands {
+            out.command(c)?;
+            self.counters.commands += 1;
+        }
+        for a in &actions.alerts {
+            out.alert(a)?;
+            self.counters.alerts += 1;
+        }
+        out.window_closed(window)
+    }
+}
+
+impl<O: Outputs + ?Sized> Stage<O> for Judge {
+    type Item<'a> = JudgeItem;
+    type Error = StageError<O::Error>;
+    type InputState = ();
+    type State = JudgeState;
+
+    fn add_input(&mut self, input: &InputId, _state: Option<()>) -> Result<(), Self::Error> {
+        self.expect_input(input);
+        Ok(())
+    }
+
+    fn process(
+        &mut self,
+        input: &InputId,
+        item: JudgeItem,
+        out: &mut O,
+    ) -> Result<(), Self::Error> {
+        let from = input.as_str();
+        match item {
+            JudgeItem::Partial(p) => {
+                self.merger.complete(from, p);
+            }
+            JudgeItem::Pair {
+                window,
+                source,
+                destination,
+                state,
+            } => {
+                self.merger
+                    .partial(from, window, &source, &destination, state);
+            }
+            JudgeItem::Mark(mark) => {
+                self.merger.mark(from, mark);
+                self.close(out)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn input_idle(&mut self, input: &InputId, out: &mut O) -> Result<(), Self::Error> {
+        let watermark_us = self
+            .merger
+            .producers()
+            .find(|(p, _)| *p == input.as_str())
+            .and_then(|(_, m)| m.watermark_us);
+        self.merger.mark(
+            input.as_str(),
+            Mark {
+                watermark_us,
+                idle: true,
+            },
+        );
+        self.close(out)
+    }
+
+    fn remove_input(
+        &mut self,
+        input: &InputId,
+        _why: Removal,
+        out: &mut O,
+    ) -> Result<(), Self::Error> {
+        self.merger.remove_producer(input.as_str());
+        self.close(out)
+    }
+
+    fn snapshot_input(&self, _input: &InputId) -> Option<()> {
+        None
+    }
+
+    fn snapshot(&self) -> JudgeState {
+        JudgeState {
+            merger: self.merger.snapshot(),
+            nodes: self.nodes.clone(),
+            actuator: self.actuator.state(),
+            counters: self.counters.clone(),
+        }
+    }
+
+    fn restore(&mut self, state: JudgeState) -> Result<(), Self::Error> {
+        self.merger =
+            WindowMerger::restore(*self.merger.spec(), state.merger).map_err(|source| {
+                StageError::State {
+                    what: "stage 2 (window merger)".into(),
+                    source,
+                }
+            })?;
+        self.nodes = state.nodes;
+        self.nodes.set_black_hole_spec(self.black_hole.clone());
+        self.actuator.restore(state.actuator);
+        self.counters = state.counters;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn murmur2_matches_kafka() {
+        // Values from Kafka's UtilsTest.testMurmur2 (Java client), as unsigned 32-bit.
+        let cases: [(&[u8], i32); 7] = [
+            (b"21", -973932308),
+            (b"foobar", -790332482),
+            (b"a-little-bit-long-string", -985981536),
+            (b"a-little-bit-longer-string", -1486304829),
+            (
+                b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8",
+                -58897971,
+            ),
+            (b"abc", 479470107),
+            (b"", 275646681),
+        ];
+        for (key, java) in cases {
+            assert_eq!(
+                murmur2(key),
+                java as u32,
+                "{}",
+                String::from_utf8_lossy(key)
+            );
+        }
+        // "foobar": (-790332482 & 0x7fffffff) % 12 = 1357151166 % 12 = 6
+        assert_eq!(partition_of(b"foobar", 12), 6);
+    }
+
+    #[test]
+    fn ownership_splits_nodes_without_overlap() {
+        let names: Vec<String> = (0..200).map(|i| format!("svc-{i}")).collect();
+        for n in &names {
+            let owners = (0..4)
+                .filter(|&i| Ownership::Partition { index: i, count: 4 }.owns(n))
+                .count();
+            assert_eq!(owners, 1, "{n}");
+        }
+        assert!(Ownership::All.owns("anything"));
+    }
+}

@@ -1,0 +1,733 @@
+//! The `replay` driver: files or stdin → the [`Pipeline`] → JSON lines, with a summary.
+//!
+//! Inputs are read in chunks, always from the one furthest behind in event time (logs of
+//! several proxies covering the same time interleave; rotated logs of one proxy are read one
+//! after the other). Each input has its own watermark. A stream (stdin, a pipe) is read by a
+//! thread: when it is quiet, the rows parsed so far go through after `flush-after`, and after
+//! `idle-timeout` it stops holding the watermark back; the other inputs go on meanwhile.
+
+pub mod input;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use arrow::array::RecordBatch;
+use clap::Args;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use ingest::{
+    Format, IngestSink, IngestStats, LineParser, LineReader, ReadError, ReadStatus, ReaderOptions,
+    RejectedLine,
+};
+
+use crate::pipeline::jsonl::{JsonLinesConfig, JsonLinesOutputs};
+use crate::pipeline::{
+    Aggregate, DeadLetter, FlowBatch, InputId, Judge, Outputs, Ownership, Payload, Pipeline,
+    Removal, Stage, StageError,
+};
+use input::{Opened, Source, Streams};
+
+/// Input options shared by `replay` and `parse`.
+#[derive(Debug, Args)]
+pub struct InputArgs {
+    /// Log format: auto, envoy, envoy-json, istio, nginx-combined (alias nginx),
+    /// nginx-ingress, nginx:'<log_format>' (any NGINX log_format, verbatim, as in
+    /// nginx.conf), spans-csv, flow-json. `auto` looks at the first non-blank line of each
+    /// input.
+    #[arg(long, short = 'f', default_value = "auto", value_name = "FORMAT", value_parser = parse_format)]
+    pub format: FormatArg,
+    /// Config file (TOML): service mapping, windows, detector thresholds, patterns.
+    /// See deploy/examples/graywatch.toml.
+    #[arg(long, short = 'c', value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Write every rejected line (input, line, reason, detail, text) and every record that
+    /// could not be aggregated (late, future) as a JSON line to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub rejects: Option<PathBuf>,
+    /// Longest accepted line, bytes; longer lines are rejected (line-too-long).
+    #[arg(long, default_value_t = 1 << 20, value_name = "BYTES")]
+    pub max_line_bytes: usize,
+    /// Input files; `-` reads stdin. `replay` reads them in turns, always from the one
+    /// furthest behind in event time, so logs of several proxies covering the same time and
+    /// rotated logs of one proxy can be given together, in any order. `parse` reads them one
+    /// after another.
+    #[arg(required = true, value_name = "FILE")]
+    pub inputs: Vec<PathBuf>,
+}
+
+/// `replay`'s own options.
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    /// Inputs and config.
+    #[command(flatten)]
+    pub input: InputArgs,
+    /// Write window aggregates (pair-window and node-window documents) to FILE instead of stdout.
+    #[arg(long, value_name = "FILE")]
+    pub windows: Option<PathBuf>,
+    /// Don't write window aggregates at all (only findings, commands and alerts).
+    #[arg(long, conflicts_with = "windows")]
+    pub no_windows: bool,
+    /// Write findings to FILE instead of stdout.
+    #[arg(long, value_name = "FILE")]
+    pub findings: Option<PathBuf>,
+    /// Write remediation commands to FILE instead of stdout.
+    #[arg(long, value_name = "FILE")]
+    pub commands: Option<PathBuf>,
+    /// Write alerts (trigger/resolve) to FILE instead of stdout.
+    #[arg(long, value_name = "FILE")]
+    pub alerts: Option<PathBuf>,
+    /// Print no summary on stderr.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+}
+
+/// `--format`: a format name, or `auto` (`None`).
+#[derive(Debug, Clone)]
+pub struct FormatArg(pub Option<Format>);
+
+/// Parses `--format` for clap, so a bad value is a usage error (exit status 2).
+///
+/// # Errors
+/// The format is unknown or its `log_format` doesn't compile.
+pub fn parse_format(s: &str) -> Result<FormatArg, String> {
+    if s == "auto" {
+        return Ok(FormatArg(None));
+    }
+    s.parse::<Format>()
+        .map(|f| FormatArg(Some(f)))
+        .map_err(|e| e.to_string())
+}
+
+/// Writes `text` to stderr, ignoring errors: a closed stderr must not abort the run
+/// (`eprintln!` panics then).
+pub fn say(text: &str) {
+    use std::io::Write as _;
+    let _ = std::io::stderr().write_all(text.as_bytes());
+}
+
+/// Lines read from one input before the driver looks again for the input furthest behind.
+const CHUNK_LINES: u64 = 8192;
+
+/// Each input's format and parser (an index into the parsers).
+pub struct Parsers {
+    /// One per input (`None`: an empty input, nothing to parse).
+    pub of_input: Vec<Option<usize>>,
+    /// The parsers, with their format; the inputs that use each.
+    pub parsers: Vec<(Format, Box<dyn LineParser>, Vec<usize>)>,
+    /// Each input's name and format name (`None` for an empty input), for summaries.
+    pub formats: Vec<(String, Option<String>)>,
+    /// Lines and bytes of empty inputs (counted in the stats).
+    pub stats: IngestStats,
+}
+
+/// Sniffs (or takes `--format`) each input's format and builds its parser: one per input (its
+/// own `[[mapping.inputs]]` writer), shared per format for formats that join lines across
+/// inputs (spans).
+///
+/// # Errors
+/// An input whose format can't be told; a `log_format` that doesn't compile.
+pub fn parsers(
+    args: &InputArgs,
+    inputs: &mut [Opened],
+    mapping: &ingest::Mapping,
+    streams: &Streams,
+) -> anyhow::Result<Parsers> {
+    let mut out = Parsers {
+        of_input: Vec::new(),
+        parsers: Vec::new(),
+        formats: Vec::new(),
+        stats: IngestStats::default(),
+    };
+    for i in 0..inputs.len() {
+        let name = inputs[i].name.clone();
+        let format = match &args.format.0 {
+            Some(f) => f.clone(),
+            None => {
+                let head = input::peek_first_line(inputs, i, args.max_line_bytes, streams)?;
+                match Format::sniff(&head) {
+                    Some(f) => f,
+                    None if head.iter().all(u8::is_ascii_whitespace) => {
+                        // Nothing to parse: count its blank lines, if any, and go on.
+                        let blank = head.iter().filter(|&&b| b == b'\n').count() as u64;
+                        out.stats.lines +=
+                            blank + u64::from(!head.is_empty() && !head.ends_with(b"\n"));
+                        out.stats.blank_lines += blank;
+                        out.stats.bytes += head.len() as u64;
+                        out.formats.push((name, None));
+                        out.of_input.push(None);
+                        continue;
+                    }
+                    None => anyhow::bail!(
+                        "{name}: cannot tell the log format from its first line; pass --format"
+                    ),
+                }
+            }
+        };
+        tracing::info!(input = %name, format = format.name(), "reading");
+        out.formats
+            .push((name.clone(), Some(format.name().to_owned())));
+        let shared = format.holds_records();
+        let index = match out
+            .parsers
+            .iter()
+            .position(|(f, _, _)| shared && *f == format)
+        {
+            Some(p) => p,
+            None => {
+                let parser = format
+                    .parser_for(mapping, &name, None)
+                    .context("--format")?;
+                out.parsers.push((format, parser, Vec::new()));
+                out.parsers.len() - 1
+            }
+        };
+        out.parsers[index].2.push(i);
+        out.of_input.push(Some(index));
+    }
+    Ok(out)
+}
+
+/// Hands one input's batches to the pipeline and its rejects to the outputs.
+struct Feed<'a, O: Outputs> {
+    pipeline: &'a mut Pipeline,
+    out: &'a mut O,
+    input: &'a InputId,
+    positions: Vec<i64>,
+    progress: &'a ProgressBar,
+    /// Bytes of the inputs read before this one.
+    base: u64,
+}
+
+impl<O: Outputs> IngestSink for Feed<'_, O> {
+    type Error = StageError<O::Error>;
+
+    fn batch(&mut self, batch: RecordBatch, lines: &[u64]) -> Result<(), Self::Error> {
+        self.positions.clear();
+        self.positions
+            .extend(lines.iter().map(|&l| i64::try_from(l).unwrap_or(i64::MAX)));
+        self.pipeline.process(
+            self.input,
+            FlowBatch {
+                batch: &batch,
+                positions: Some(&self.positions),
+            },
+            self.out,
+        )
+    }
+
+    fn reject(&mut self, r: &RejectedLine<'_>) -> Result<(), Self::Error> {
+        tracing::debug!(rejected = %r, "rejected line");
+        self.out
+            .dead_letter(&DeadLetter {
+                input: self.input,
+                position: i64::try_from(r.line_no).ok(),
+                reason: r.reject.reason.as_str(),
+                detail: &r.reject.detail,
+                payload: Payload::Bytes(r.line),
+                headers: &[],
+            })
+            .map_err(StageError::Output)
+    }
+
+    fn progress(&mut self, bytes: u64) {
+        self.progress.set_position(self.base + bytes);
+    }
+}
+
+/// What was read, for the summary.
+pub struct InputSummary {
+    /// Lines, bytes, records, rejects.
+    pub stats: IngestStats,
+    /// Parser counters (e.g. spans without parent).
+    pub counters: Vec<(&'static str, u64)>,
+    /// Each input with the format it was read as (`None` for an empty input).
+    pub formats: Vec<(String, Option<String>)>,
+}
+
+/// Per-input reading state of the driver.
+struct Reading {
+    id: InputId,
+    lines: LineReader,
+    done: bool,
+    /// When the input last delivered bytes (streams), processing time.
+    last_data: Instant,
+    idle: bool,
+}
+
+/// Runs every input through its parser into `pipeline`, in turns (see the [module
+/// docs](self)); returns what was read. The pipeline is flushed (every window closed) at the
+/// end.
+///
+/// # Errors
+/// An input that can't be read (named); the outputs' error, whole.
+#[allow(clippy::too_many_arguments)] // the run's collaborators, each needed here
+pub fn drive<O: Outputs>(
+    args: &InputArgs,
+    mut inputs: Vec<Opened>,
+    mut parsers: Parsers,
+    streams: &Streams,
+    runtime: &crate::config::RuntimeConfig,
+    pipeline: &mut Pipeline,
+    out: &mut O,
+    progress: &ProgressBar,
+) -> Result<InputSummary, DriveError<O::Error>> {
+    let opts = ReaderOptions {
+        max_line_bytes: args.max_line_bytes,
+        ..ReaderOptions::default()
+    };
+    let mut stats = std::mem::take(&mut parsers.stats);
+    let now = Instant::now();
+    let mut seen_ids: HashMap<String, usize> = HashMap::new();
+    let mut reading: Vec<Reading> = inputs
+        .iter()
+        .map(|i| {
+            // the same path given twice is two inputs
+            let n = seen_ids.entry(i.name.clone()).or_default();
+            *n += 1;
+            let id = if *n == 1 {
+                InputId::new(&i.name)
+            } else {
+                InputId::new(&format!("{}#{n}", i.name))
+            };
+            Reading {
+                id,
+                lines: LineReader::new(i.name.clone()),
+                done: false,
+                last_data: now,
+                idle: false,
+            }
+        })
+        .collect();
+    for (i, r) in reading.iter_mut().enumerate() {
+        Stage::<O>::add_input(pipeline, &r.id, None).map_err(DriveError::Stage)?;
+        if parsers.of_input[i].is_none() {
+            r.done = true;
+            pipeline
+                .remove_input(&r.id, Removal::Ended, out)
+                .map_err(DriveError::Stage)?;
+        }
+    }
+    // bytes read per input, for the progress bar
+    let mut read_bytes = vec![0u64; inputs.len()];
+    loop {
+        streams.receive(&mut inputs, Duration::ZERO);
+        let ready = |i: usize, inputs: &[Opened]| match &inputs[i].source {
+            Source::File(_) => true,
+            Source::Stream(s) => s.ready(),
+        };
+        let pending: Vec<usize> = (0..reading.len()).filter(|&i| !reading[i].done).collect();
+        if pending.is_empty() {
+            break;
+        }
+        // the ready input furthest behind in event time (not started first), busy ones first
+        let next = pending
+            .iter()
+            .copied()
+            .filter(|&i| ready(i, &inputs))
+            .min_by_key(|&i| {
+                (
+                    reading[i].idle,
+                    pipeline.aggregate.newest(&reading[i].id),
+                    i,
+                )
+            });
+        let Some(i) = next else {
+            // every input left is a quiet stream: wait for bytes, flag the idle ones
+            if !streams.receive(&mut inputs, runtime.flush_after) {
+                for r in reading.iter_mut().filter(|r| !r.done && !r.idle) {
+                    if r.last_data.elapsed() >= runtime.idle_timeout {
+                        r.idle = true;
+                        tracing::info!(input = %r.id, "input idle");
+                        pipeline.input_idle(&r.id, out).map_err(DriveError::Stage)?;
+                    }
+                }
+            }
+            continue;
+        };
+        let p = parsers.of_input[i].expect("inputs being read have a parser");
+        let parser = parsers.parsers[p].1.as_mut();
+        let r = &mut reading[i];
+        let base: u64 = read_bytes.iter().sum::<u64>() - read_bytes[i];
+        let mut feed = Feed {
+            pipeline,
+            out,
+            input: &r.id,
+            positions: Vec::new(),
+            progress,
+            base,
+        };
+        let status = match &mut inputs[i].source {
+            Source::File(reader) => {
+                r.lines
+                    .read(reader, parser, &opts, &mut stats, &mut feed, CHUNK_LINES)
+            }
+            Source::Stream(reader) => {
+                r.lines
+                    .read(reader, parser, &opts, &mut stats, &mut feed, CHUNK_LINES)
+            }
+        };
+        let status = match status {
+            Ok(s) => s,
+            Err(ReadError::Io { input, source }) => {
+                return Err(DriveError::Read { input, source });
+            }
+            Err(ReadError::Sink(e)) => return Err(DriveError::Stage(e)),
+        };
+        read_bytes[i] = r.lines.bytes();
+        r.last_data = Instant::now();
+        r.idle = false;
+        // rows of a chunk go through now: a slow stream's records are not held back
+        r.lines.flush(&mut feed).map_err(DriveError::Stage)?;
+        if status == ReadStatus::End {
+            r.done = true;
+            // the last input of a parser lets it hand over what it held back
+            let users = &parsers.parsers[p].2;
+            if users.iter().all(|&u| u == i || reading[u].done) {
+                let r = &mut reading[i];
+                let mut feed = Feed {
+                    pipeline,
+                    out,
+                    input: &r.id,
+                    positions: Vec::new(),
+                    progress,
+                    base,
+                };
+                r.lines
+                    .finish_parser(parsers.parsers[p].1.as_mut(), &mut stats, &mut feed)
+                    .map_err(DriveError::Stage)?;
+            }
+            pipeline
+                .remove_input(&reading[i].id, Removal::Ended, out)
+                .map_err(DriveError::Stage)?;
+        }
+    }
+    pipeline.flush(out).map_err(DriveError::Stage)?;
+    let mut counters = Vec::new();
+    for (_, parser, _) in &parsers.parsers {
+        counters.extend(parser.counters());
+    }
+    Ok(InputSummary {
+        stats,
+        counters,
+        formats: parsers.formats,
+    })
+}
+
+/// Why a drive stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum DriveError<E> {
+    /// An input could not be read (external; retrying may help).
+    #[error("reading {input}: {source}")]
+    Read {
+        /// The input.
+        input: String,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A stage (or the outputs behind it) failed.
+    #[error(transparent)]
+    Stage(StageError<E>),
+}
+
+/// Counts pair totals for the summary on their way to the outputs.
+struct Tally<O> {
+    inner: O,
+    /// Per pair over the run: requests, errors, worst window p99 (µs).
+    pairs: HashMap<(String, String), (u64, u64, Option<u64>)>,
+}
+
+impl<O: Outputs> Outputs for Tally<O> {
+    type Error = O::Error;
+
+    fn pair_window(&mut self, p: &schemas::PairWindow) -> Result<(), O::Error> {
+        if p.requests > 0 {
+            let key = (p.source.clone(), p.destination.clone());
+            let t = self.pairs.entry(key).or_default();
+            t.0 += p.requests;
+            t.1 += p.errors;
+            if let Some(l) = p.latency {
+                t.2 = Some(t.2.map_or(l.p99_us, |w| w.max(l.p99_us)));
+            }
+        }
+        self.inner.pair_window(p)
+    }
+    fn node_window(&mut self, w: &schemas::NodeWindow) -> Result<(), O::Error> {
+        self.inner.node_window(w)
+    }
+    fn finding(&mut self, f: &schemas::Finding) -> Result<(), O::Error> {
+        self.inner.finding(f)
+    }
+    fn command(&mut self, c: &schemas::RemediationCommand) -> Result<(), O::Error> {
+        self.inner.command(c)
+    }
+    fn alert(&mut self, a: &schemas::Alert) -> Result<(), O::Error> {
+        self.inner.alert(a)
+    }
+    fn dead_letter(&mut self, d: &DeadLetter<'_>) -> Result<(), O::Error> {
+        self.inner.dead_letter(d)
+    }
+    fn window_closed(&mut self, w: schemas::Window) -> Result<(), O::Error> {
+        self.inner.window_closed(w)
+    }
+    fn flush(&mut self) -> Result<(), O::Error> {
+        self.inner.flush()
+    }
+}
+
+/// How many pairs the summary lists.
+const BUSIEST_PAIRS: usize = 5;
+
+/// `graywatch replay`.
+///
+/// # Errors
+/// A bad config, an input that can't be read, an output that can't be written (a closed
+/// stdout is [`crate::pipeline::jsonl::JsonLinesError::StdoutClosed`], which the binary turns into a quiet exit).
+pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let config_path = args.input.config.as_deref();
+    let config = crate::config::Config::load(config_path)?.validate(config_path)?;
+    let streams = Streams::default();
+    let mut inputs = input::open_all(&args.input.inputs, &streams)?;
+    input::check_outputs(
+        &args.input.inputs,
+        &[
+            ("--windows", &args.windows),
+            ("--findings", &args.findings),
+            ("--commands", &args.commands),
+            ("--alerts", &args.alerts),
+            ("--rejects", &args.input.rejects),
+        ],
+    )?;
+    let parsers = parsers(&args.input, &mut inputs, &config.mapping, &streams)?;
+    let outputs = JsonLinesOutputs::open(&JsonLinesConfig {
+        windows: args.windows.as_deref(),
+        findings: args.findings.as_deref(),
+        commands: args.commands.as_deref(),
+        alerts: args.alerts.as_deref(),
+        rejects: args.input.rejects.as_deref(),
+        write_windows: !args.no_windows,
+    })?;
+    let mut out = Tally {
+        inner: outputs,
+        pairs: HashMap::new(),
+    };
+    // The one clock read of a run: records more than a day ahead of it are not believed.
+    let mut pipeline = Pipeline {
+        aggregate: Aggregate::new(config.window, crate::not_after_now()),
+        judge: Judge::new(
+            config.window,
+            config.black_hole.clone(),
+            config.actuator,
+            Ownership::All,
+            true,
+        ),
+    };
+    let progress = progress_bar(&inputs);
+    let driven = drive(
+        &args.input,
+        inputs,
+        parsers,
+        &streams,
+        &config.runtime,
+        &mut pipeline,
+        &mut out,
+        &progress,
+    );
+    progress.finish_and_clear();
+    let read = driven.map_err(|e| match e {
+        DriveError::Stage(StageError::Output(e)) => anyhow::Error::from(e),
+        other => anyhow::Error::from(other),
+    })?;
+    out.flush()?;
+    if !args.quiet {
+        say(&summary(
+            &args,
+            &read,
+            started.elapsed(),
+            &pipeline,
+            &out.pairs,
+            &config.detect,
+        ));
+    }
+    Ok(())
+}
+
+fn summary(
+    args: &ReplayArgs,
+    read: &InputSummary,
+    elapsed: Duration,
+    pipeline: &Pipeline,
+    pairs: &HashMap<(String, String), (u64, u64, Option<u64>)>,
+    detect: &detect::DetectConfig,
+) -> String {
+    let w = &detect.window;
+    let a = pipeline.aggregate.counters();
+    let j = pipeline.judge.counters();
+    let mut s = format!(
+        "graywatch replay: {} input(s)\n{}",
+        args.input.inputs.len(),
+        summarize_input(read, elapsed)
+    );
+    s += &format!(
+        "  late      {} (beyond the allowed lateness of {})\n",
+        thousands(a.late_records),
+        humantime::format_duration(w.allowed_lateness)
+    );
+    if a.late_records > 0 && a.late_records * 100 >= read.stats.records.max(1) {
+        let lateness = humantime::format_duration(w.allowed_lateness);
+        s += &format!(
+            "  hint      {} of the late records took {lateness} or longer: proxies log a \
+             request when it completes, so keep [detect.window] allowed-lateness above \
+             their timeout (--rejects FILE lists every late record)\n",
+            thousands(a.late_slow),
+        );
+    }
+    if a.future_records > 0 {
+        s += &format!(
+            "  future    {} (start more than a day after this machine's clock; not aggregated)\n",
+            thousands(a.future_records)
+        );
+    }
+    if a.clamped_records > 0 {
+        s += &format!(
+            "  clamped   {} (in flight over more than {} windows: counted in the first {})\n",
+            thousands(a.clamped_records),
+            detect::pair::MAX_SPAN_WINDOWS,
+            detect::pair::MAX_SPAN_WINDOWS
+        );
+    }
+    let m = pipeline.judge.merger_counters();
+    if m.late_partials > 0 {
+        s += &format!(
+            "  late      {} pair aggregates of an input that woke up after its windows closed \
+             without it (it was idle)\n",
+            thousands(m.late_partials)
+        );
+    }
+    s += &format!(
+        "  windows   {} closed ({} each), {} pair and {} node aggregates\n",
+        thousands(j.windows),
+        humantime::format_duration(w.length),
+        thousands(j.pair_windows),
+        thousands(j.node_windows)
+    );
+    let findings: Vec<String> = j.findings.iter().map(|(k, n)| format!("{k} {n}")).collect();
+    s += &format!(
+        "  findings  {}{}\n",
+        j.findings.values().sum::<u64>(),
+        if findings.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", findings.join(", "))
+        }
+    );
+    s += &format!("  commands  {}, alerts {}\n", j.commands, j.alerts);
+    if !pairs.is_empty() {
+        let mut busiest: Vec<_> = pairs.iter().collect();
+        busiest.sort_by(|a, b| b.1.0.cmp(&a.1.0).then(a.0.cmp(b.0)));
+        s += &format!("  busiest pairs (of {}):\n", thousands(pairs.len() as u64));
+        for ((source, destination), (requests, errors, p99)) in
+            busiest.into_iter().take(BUSIEST_PAIRS)
+        {
+            let p99 = match p99 {
+                Some(us) => format!("worst p99 {:.1} ms", *us as f64 / 1000.0),
+                None => "no latency in this format".into(),
+            };
+            s += &format!(
+                "    {source} -> {destination}: {} requests, {:.1} % errors, {p99}\n",
+                thousands(*requests),
+                100.0 * *errors as f64 / *requests as f64,
+            );
+        }
+    }
+    s
+}
+
+/// A progress indicator, drawn only when stderr is a terminal: a bar over the inputs' total
+/// size, or a byte counter when an input is a stream (size unknown).
+pub fn progress_bar(inputs: &[Opened]) -> ProgressBar {
+    let target = ProgressDrawTarget::stderr();
+    if inputs.iter().any(|i| i.size.is_none()) {
+        let spinner = ProgressBar::with_draw_target(None, target);
+        spinner.set_style(
+            ProgressStyle::with_template("{spinner} {decimal_bytes} read, {decimal_bytes_per_sec}")
+                .expect("valid progress template"),
+        );
+        spinner.enable_steady_tick(Duration::from_millis(200));
+        return spinner;
+    }
+    let total: u64 = inputs.iter().filter_map(|i| i.size).sum();
+    let bar = ProgressBar::with_draw_target(Some(total), target);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} {decimal_bytes}/{decimal_total_bytes} {wide_bar} {decimal_bytes_per_sec} eta {eta}",
+        )
+        .expect("valid progress template"),
+    );
+    bar
+}
+
+/// "1,234,567" for summaries.
+pub fn thousands(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::with_capacity(s.len() + s.len() / 3);
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// The summary lines about input: formats, lines, records, rejects by reason, parser counters.
+pub fn summarize_input(read: &InputSummary, elapsed: Duration) -> String {
+    let stats = &read.stats;
+    let secs = elapsed.as_secs_f64();
+    let mut s = String::new();
+    let mut formats: Vec<String> = Vec::new();
+    for (_, f) in &read.formats {
+        let f = f.clone().unwrap_or_else(|| "empty".into());
+        if !formats.contains(&f) {
+            formats.push(f);
+        }
+    }
+    s += &format!("  format    {}\n", formats.join(", "));
+    s += &format!(
+        "  lines     {} ({} bytes) in {:.2} s ({} lines/s)\n  records   {}\n",
+        thousands(stats.lines),
+        thousands(stats.bytes),
+        secs,
+        thousands((stats.lines as f64 / secs.max(1e-9)) as u64),
+        thousands(stats.records),
+    );
+    let reasons: Vec<String> = stats
+        .rejects
+        .iter()
+        .map(|(r, n)| format!("{r} {}", thousands(*n)))
+        .collect();
+    s += &format!("  rejected  {}", thousands(stats.rejected()));
+    if !reasons.is_empty() {
+        s += &format!(" ({})", reasons.join(", "));
+    }
+    s += "\n";
+    if stats.blank_lines > 0 {
+        s += &format!("  blank     {}\n", thousands(stats.blank_lines));
+    }
+    if !read.counters.is_empty() {
+        let c: Vec<String> = read
+            .counters
+            .iter()
+            .map(|(name, n)| format!("{name} {}", thousands(*n)))
+            .collect();
+        s += &format!("  parser    {}\n", c.join(", "));
+    }
+    let parsed = stats.lines - stats.blank_lines;
+    if parsed > 0 && stats.rejected() * 2 > parsed {
+        s += "  hint      most lines were rejected: is --format right? `graywatch parse` shows \
+              each reject's reason; --rejects FILE keeps them\n";
+    }
+    s
+}
