@@ -71,7 +71,7 @@ pub struct ValidKafka {
     /// The section as given.
     pub config: KafkaConfig,
     /// librdkafka properties, `${NAME}` values read from the environment.
-    pub client: std::collections::BTreeMap<String, String>,
+    pub client: crate::kafka::config::Properties,
     /// The input topics with their parsed formats.
     pub inputs: Vec<KafkaInput>,
 }

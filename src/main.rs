@@ -21,6 +21,10 @@ mod parse;
 #[derive(Debug, Parser)]
 #[command(name = "graywatch", version, max_term_width = 100)]
 struct Cli {
+    /// Log format on stderr: text, or json (one JSON object per event). Log levels come from
+    /// RUST_LOG (default warn; run logs at info).
+    #[arg(long, global = true, default_value = "text", value_name = "FORMAT", value_parser = ["text", "json"])]
+    log_format: String,
     #[command(subcommand)]
     command: Command,
 }
@@ -37,6 +41,12 @@ enum Command {
     ///
     /// Rejected lines are reported on stderr as FILE:LINE: REASON: DETAIL.
     Parse(parse::ParseArgs),
+    /// Run on Kafka: read proxies' logs from input topics, write findings, remediation
+    /// commands, alerts, window aggregates and dead letters to output topics.
+    ///
+    /// Runs until SIGTERM or SIGINT, then checkpoints, commits and exits 0. Several
+    /// instances with the same group id share the input partitions.
+    Run(graywatch::kafka::RunArgs),
     /// Check a config file: every key known, every value in range.
     Validate(ValidateArgs),
 }
@@ -49,17 +59,26 @@ struct ValidateArgs {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .init();
     let cli = Cli::parse();
+    let default_level = match cli.command {
+        Command::Run(_) => "info",
+        _ => "warn",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    let logs = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_env_filter(filter);
+    if cli.log_format == "json" {
+        logs.json().init();
+    } else {
+        logs.init();
+    }
     let result = match cli.command {
         Command::Replay(args) => replay::run(args),
         Command::Parse(args) => parse::run(args),
+        Command::Run(args) => graywatch::kafka::main(args),
         Command::Validate(args) => validate(args),
     };
     match result {

@@ -1,10 +1,12 @@
 //! End-to-end tests of the `graywatch` binary: real logs and traces in, JSON lines out.
 
 mod black_hole;
+mod broker;
 mod cli;
 #[path = "../examples/landscape/generator.rs"]
 mod generator;
 mod golden;
+mod kafka;
 mod runtime;
 mod trainticket;
 mod util;

@@ -23,6 +23,14 @@ pub struct KafkaConfig {
     /// every client. A value `"${NAME}"` is read from the environment variable `NAME`.
     #[serde(default)]
     pub client: BTreeMap<String, String>,
+    /// librdkafka properties of the consumer only (`session.timeout.ms`,
+    /// `fetch.wait.max.ms`, …), after `client`; `${NAME}` as there.
+    #[serde(default)]
+    pub consumer: BTreeMap<String, String>,
+    /// librdkafka properties of the producer only (`linger.ms`, `compression.type`, …), after
+    /// `client`; `${NAME}` as there.
+    #[serde(default)]
+    pub producer: BTreeMap<String, String>,
     /// Topics to read, each with its format.
     pub inputs: Vec<KafkaInputConfig>,
     /// Topics to write.
@@ -165,6 +173,17 @@ pub struct KafkaConfigError {
     pub reason: String,
 }
 
+/// librdkafka properties with `${NAME}` values read from the environment.
+#[derive(Debug, Clone, Default)]
+pub struct Properties {
+    /// For every client (`[kafka.client]`).
+    pub all: BTreeMap<String, String>,
+    /// For the consumer only (`[kafka.consumer]`).
+    pub consumer: BTreeMap<String, String>,
+    /// For the producer only (`[kafka.producer]`).
+    pub producer: BTreeMap<String, String>,
+}
+
 /// A validated input topic.
 #[derive(Debug, Clone)]
 pub struct KafkaInput {
@@ -188,7 +207,7 @@ impl KafkaConfig {
     pub fn validate(
         &self,
         env: impl Fn(&str) -> Option<String>,
-    ) -> Result<(BTreeMap<String, String>, Vec<KafkaInput>), KafkaConfigError> {
+    ) -> Result<(Properties, Vec<KafkaInput>), KafkaConfigError> {
         let bad = |key: &str, reason: String| KafkaConfigError {
             key: key.to_owned(),
             reason,
@@ -199,19 +218,27 @@ impl KafkaConfig {
         if self.group_id.trim().is_empty() {
             return Err(bad("kafka.group-id", "is empty".into()));
         }
-        let mut client = BTreeMap::new();
-        for (k, v) in &self.client {
-            let value = match v.strip_prefix("${").and_then(|r| r.strip_suffix('}')) {
-                Some(name) => env(name).ok_or_else(|| {
-                    bad(
-                        &format!("kafka.client.{k:?}"),
-                        format!("environment variable {name} is not set"),
-                    )
-                })?,
-                None => v.clone(),
-            };
-            client.insert(k.clone(), value);
-        }
+        let expand = |section: &str, map: &BTreeMap<String, String>| {
+            let mut out = BTreeMap::new();
+            for (k, v) in map {
+                let value = match v.strip_prefix("${").and_then(|r| r.strip_suffix('}')) {
+                    Some(name) => env(name).ok_or_else(|| {
+                        bad(
+                            &format!("kafka.{section}.{k:?}"),
+                            format!("environment variable {name} is not set"),
+                        )
+                    })?,
+                    None => v.clone(),
+                };
+                out.insert(k.clone(), value);
+            }
+            Ok::<_, KafkaConfigError>(out)
+        };
+        let client = Properties {
+            all: expand("client", &self.client)?,
+            consumer: expand("consumer", &self.consumer)?,
+            producer: expand("producer", &self.producer)?,
+        };
         if self.inputs.is_empty() {
             return Err(bad(
                 "kafka.inputs",

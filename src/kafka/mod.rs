@@ -1,3 +1,54 @@
-//! `graywatch run`: the pipeline on Kafka. Configuration in [`config`].
+//! `graywatch run`: the pipeline on Kafka.
+//!
+//! ```text
+//!  input topics (proxies' logs, flow records) ── consumer group ──▶ Pipeline ──▶ findings,
+//!      ▲ offsets committed after each checkpoint                    │           commands,
+//!      └──────────────────────────────────────── checkpoint dir ◀───┘           alerts, windows,
+//!                                                                               dead letters
+//! ```
+//!
+//! Modules: [`config`] (the `[kafka]`, `[checkpoint]`, `[http]`, `[scale-out]` sections),
+//! [`client`] (librdkafka properties, topics), [`consumer`] (rebalances, commits), [`outputs`]
+//! (topics written), [`run`] (the main loop), [`metrics`] and [`http`] (graywatch's own
+//! metrics and health).
 
+pub mod client;
 pub mod config;
+pub mod consumer;
+pub mod http;
+pub mod metrics;
+pub mod outputs;
+pub mod run;
+
+pub use run::now_ms;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+/// `graywatch run`'s options.
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// Config file (TOML) with a [kafka] section: brokers, group, input and output topics;
+    /// [checkpoint] and [http] too. See deploy/examples/graywatch.toml.
+    #[arg(long, short = 'c', value_name = "FILE")]
+    pub config: PathBuf,
+}
+
+/// `graywatch run`: validates the config, starts the HTTP endpoint (and the signal
+/// handlers), and runs the main loop until SIGTERM or SIGINT.
+///
+/// # Errors
+/// See [`run::run`].
+pub fn main(args: RunArgs) -> anyhow::Result<()> {
+    let config = crate::config::Config::load(Some(&args.config))?.validate(Some(&args.config))?;
+    let metrics = Arc::new(metrics::Metrics::default());
+    let shutdown = Arc::new(AtomicBool::new(false));
+    let bound = http::start(
+        config.http.listen,
+        Arc::clone(&metrics),
+        Arc::clone(&shutdown),
+    )?;
+    tracing::info!(listen = %bound, "http endpoint: /metrics /healthz /readyz");
+    run::run(config, shutdown, metrics)
+}

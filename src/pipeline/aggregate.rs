@@ -210,6 +210,7 @@ impl Aggregate {
                 reason,
                 detail,
                 payload: Payload::Record(&records[row]),
+                key: None,
                 headers: &[],
             })
             .map_err(StageError::Output)?;

@@ -316,14 +316,16 @@ impl<O: Outputs + ?Sized> Stage<O> for Judge {
         self.close(out)
     }
 
+    /// The input stops holding the merged watermark back, but its watermark is kept: if it
+    /// comes back (a partition revoked and assigned again, read again from an older offset),
+    /// what it sends again for windows it had handed over is refused as a duplicate.
     fn remove_input(
         &mut self,
         input: &InputId,
         _why: Removal,
         out: &mut O,
     ) -> Result<(), Self::Error> {
-        self.merger.remove_producer(input.as_str());
-        self.close(out)
+        self.input_idle(input, out)
     }
 
     fn snapshot_input(&self, _input: &InputId) -> Option<()> {

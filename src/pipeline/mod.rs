@@ -121,6 +121,8 @@ pub struct DeadLetter<'a> {
     pub detail: &'a str,
     /// What it was.
     pub payload: Payload<'a>,
+    /// The Kafka message's key, as it arrived (`None` for files).
+    pub key: Option<&'a [u8]>,
     /// The Kafka message's headers, as they arrived (empty for files).
     pub headers: &'a [(&'a str, &'a [u8])],
 }

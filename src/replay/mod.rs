@@ -225,6 +225,7 @@ impl<O: Outputs> IngestSink for Feed<'_, O> {
                 reason: r.reject.reason.as_str(),
                 detail: &r.reject.detail,
                 payload: Payload::Bytes(r.line),
+                key: None,
                 headers: &[],
             })
             .map_err(StageError::Output)

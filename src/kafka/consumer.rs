@@ -1,0 +1,304 @@
+//! The consumer's side of rebalances: where each assigned partition starts, and the offsets a
+//! revoked partition leaves for its next owner.
+//!
+//! # Commits
+//!
+//! graywatch commits, per input partition, the **lowest offset still held in an open window**
+//! (or the next offset to read, when no window is open), with metadata naming the partition's
+//! watermark at that moment and who committed:
+//!
+//! ```json
+//! {"v":1,"wm":1714521735000000,"by":"9f2c…","seq":42}
+//! ```
+//!
+//! Reading the partition again from that offset with that watermark rebuilds exactly the
+//! windows that were open (records of closed windows are late again, as they were), so a
+//! partition that moves to another instance takes no half-window with it.
+//!
+//! # Where an assigned partition starts
+//!
+//! - this instance's checkpoint holds the partition, and the committed metadata says this
+//!   instance committed last (or nothing is committed): restore its state, read from the
+//!   checkpoint's position;
+//! - else, something is committed: start empty at the committed offset with its watermark;
+//! - else: start empty at the beginning.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rdkafka::ClientContext;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::KafkaError;
+use rdkafka::statistics::Statistics;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::types::RDKafkaRespErr;
+use serde::{Deserialize, Serialize};
+
+use super::metrics::{Metrics, PartitionLabels};
+
+/// The metadata of a graywatch commit (see the [module docs](self)).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommitMeta {
+    /// Format version (1).
+    pub v: u32,
+    /// The partition's watermark, µs since the epoch.
+    pub wm: Option<i64>,
+    /// The instance that committed (its checkpoint directory's id).
+    pub by: String,
+    /// The checkpoint the commit belongs to.
+    pub seq: u64,
+}
+
+/// Where an assigned partition starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Start {
+    /// Restore its state from this instance's checkpoint and read from `offset`.
+    Restore {
+        /// The checkpoint's position: the next offset to read.
+        offset: i64,
+    },
+    /// Start empty at the committed `offset`, with the committed watermark.
+    Resume {
+        /// The committed offset.
+        offset: i64,
+        /// The watermark committed with it.
+        watermark: Option<i64>,
+    },
+    /// Start empty at the beginning (nothing committed).
+    Beginning,
+    /// Start empty at the group's committed offset, its watermark unknown (the brokers did not
+    /// say what was committed).
+    Committed,
+}
+
+/// A rebalance, as the main loop learns it after `poll` returns.
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// Partitions assigned, each with where it starts.
+    Assigned(Vec<(String, i32, Start)>),
+    /// Partitions revoked (their offsets were committed first).
+    Revoked(Vec<(String, i32)>),
+}
+
+/// What the rebalance callback shares with the main loop.
+#[derive(Debug, Default)]
+pub struct Shared {
+    /// Rebalances not yet handled by the main loop.
+    pub events: Vec<Event>,
+    /// Per partition, what the last saved checkpoint lets be committed: (offset, metadata).
+    pub commits: HashMap<(String, i32), (i64, String)>,
+    /// Partitions this instance's checkpoint holds, with their positions.
+    pub checkpointed: HashMap<(String, i32), i64>,
+}
+
+/// The consumer's context: handles rebalances, reads librdkafka's statistics into metrics.
+pub struct ConsumerCx {
+    /// Shared with the main loop.
+    pub shared: Arc<Mutex<Shared>>,
+    /// This instance's id (commit metadata `by`).
+    pub instance: String,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Repeated errors are logged now and then.
+    pub quiet: Quiet,
+}
+
+impl ClientContext for ConsumerCx {
+    fn stats(&self, stats: Statistics) {
+        let up = stats
+            .brokers
+            .values()
+            .any(|b| b.state == "UP" && b.nodeid >= 0);
+        self.metrics.broker_up.set(i64::from(up));
+        for (topic, t) in &stats.topics {
+            for (p, part) in &t.partitions {
+                if *p < 0 || !part.desired {
+                    continue;
+                }
+                self.metrics
+                    .consumer_lag
+                    .get_or_create(&PartitionLabels {
+                        topic: topic.clone(),
+                        partition: p.to_string(),
+                    })
+                    .set(part.consumer_lag.max(0));
+            }
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        if matches!(
+            error.rdkafka_error_code(),
+            Some(rdkafka::error::RDKafkaErrorCode::AllBrokersDown)
+        ) {
+            self.metrics.broker_up.set(0);
+        }
+        if self.quiet.allow(&error.to_string()) {
+            tracing::warn!(%error, reason, "kafka consumer (repeats of this error are logged every 30 s)");
+        }
+    }
+}
+
+/// Lets one log line through per key every [`Quiet::EVERY`]: a broker outage makes librdkafka
+/// report the same error many times a second.
+#[derive(Debug, Default)]
+pub struct Quiet {
+    last: Mutex<HashMap<String, std::time::Instant>>,
+}
+
+impl Quiet {
+    /// How often a repeated error is logged.
+    pub const EVERY: Duration = Duration::from_secs(30);
+
+    /// Whether to log `key` now.
+    pub fn allow(&self, key: &str) -> bool {
+        let mut last = self.last.lock().expect("log limiter lock");
+        let now = std::time::Instant::now();
+        match last.get(key) {
+            Some(t) if now.duration_since(*t) < Self::EVERY => false,
+            _ => {
+                last.insert(key.to_owned(), now);
+                true
+            }
+        }
+    }
+}
+
+impl ConsumerContext for ConsumerCx {
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => self.assign(consumer, tpl),
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => self.revoke(consumer, tpl),
+            other => {
+                tracing::error!(error = ?other, "rebalance failed");
+                if let Err(e) = consumer.unassign() {
+                    tracing::error!(error = %e, "unassign after a failed rebalance");
+                }
+            }
+        }
+    }
+
+    fn pre_rebalance(&self, _: &BaseConsumer<Self>, _: &Rebalance<'_>) {}
+}
+
+impl ConsumerCx {
+    fn assign(&self, consumer: &BaseConsumer<Self>, tpl: &mut TopicPartitionList) {
+        let committed = committed_with_retries(consumer, tpl);
+        let checkpointed = self
+            .shared
+            .lock()
+            .expect("rebalance state lock")
+            .checkpointed
+            .clone();
+        let mut starts = Vec::new();
+        for elem in tpl.elements() {
+            let key = (elem.topic().to_owned(), elem.partition());
+            let (offset, meta) = match committed
+                .as_ref()
+                .and_then(|c| c.find_partition(elem.topic(), elem.partition()))
+            {
+                Some(c) => (
+                    match c.offset() {
+                        Offset::Offset(o) => Some(o),
+                        _ => None,
+                    },
+                    serde_json::from_str::<CommitMeta>(c.metadata()).ok(),
+                ),
+                None => (None, None),
+            };
+            let ours = meta.as_ref().is_none_or(|m| m.by == self.instance);
+            let start = match (checkpointed.get(&key), offset) {
+                (Some(&position), None) => Start::Restore { offset: position },
+                (Some(&position), Some(_)) if ours => Start::Restore { offset: position },
+                (_, Some(o)) => Start::Resume {
+                    offset: o,
+                    watermark: meta.and_then(|m| m.wm),
+                },
+                (None, None) => Start::Beginning,
+            };
+            let start = match (committed.is_none(), start) {
+                (true, Start::Beginning) => Start::Committed,
+                (_, s) => s,
+            };
+            starts.push((key.0, key.1, start));
+        }
+        let mut assignment = TopicPartitionList::new();
+        for (topic, partition, start) in &starts {
+            let offset = match start {
+                Start::Restore { offset } | Start::Resume { offset, .. } => Offset::Offset(*offset),
+                Start::Beginning => Offset::Beginning,
+                Start::Committed => Offset::Invalid,
+            };
+            if let Err(e) = assignment.add_partition_offset(topic, *partition, offset) {
+                tracing::error!(%topic, partition, error = %e, "bad start offset");
+            }
+        }
+        if let Err(e) = consumer.assign(&assignment) {
+            tracing::error!(error = %e, "assign");
+        }
+        tracing::info!(partitions = ?starts, "assigned");
+        self.shared
+            .lock()
+            .expect("rebalance state lock")
+            .events
+            .push(Event::Assigned(starts));
+    }
+
+    fn revoke(&self, consumer: &BaseConsumer<Self>, tpl: &TopicPartitionList) {
+        let revoked: Vec<(String, i32)> = tpl
+            .elements()
+            .iter()
+            .map(|e| (e.topic().to_owned(), e.partition()))
+            .collect();
+        let mut commit = TopicPartitionList::new();
+        {
+            let shared = self.shared.lock().expect("rebalance state lock");
+            for key in &revoked {
+                if let Some((offset, meta)) = shared.commits.get(key)
+                    && let Ok(()) =
+                        commit.add_partition_offset(&key.0, key.1, Offset::Offset(*offset))
+                    && let Some(mut e) = commit.find_partition(&key.0, key.1)
+                {
+                    e.set_metadata(meta);
+                }
+            }
+        }
+        if commit.count() > 0
+            && let Err(e) = consumer.commit(&commit, CommitMode::Sync)
+        {
+            tracing::warn!(error = %e, "commit of revoked partitions failed: their next owner starts from the previous commit");
+        }
+        if let Err(e) = consumer.unassign() {
+            tracing::error!(error = %e, "unassign");
+        }
+        tracing::info!(partitions = ?revoked, "revoked");
+        self.shared
+            .lock()
+            .expect("rebalance state lock")
+            .events
+            .push(Event::Revoked(revoked));
+    }
+}
+
+/// The committed offsets of `tpl`, asking a few times while the brokers don't answer.
+fn committed_with_retries(
+    consumer: &BaseConsumer<ConsumerCx>,
+    tpl: &TopicPartitionList,
+) -> Option<TopicPartitionList> {
+    for attempt in 1..=6 {
+        match consumer.committed_offsets(tpl.clone(), Duration::from_secs(5)) {
+            Ok(c) => return Some(c),
+            Err(e) => tracing::warn!(error = %e, attempt, "reading committed offsets"),
+        }
+    }
+    tracing::error!(
+        "committed offsets unknown: partitions start from the group's offsets without their watermarks"
+    );
+    None
+}

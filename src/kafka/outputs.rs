@@ -1,0 +1,312 @@
+//! [`Outputs`] as Kafka topics: each document as JSON (the same as `replay`'s lines), keyed so
+//! that one consumer sees what concerns one subject in order.
+//!
+//! | document | topic | key |
+//! |---|---|---|
+//! | finding | `findings` | its subject: `node/<node>` |
+//! | remediation command | `commands` | its target's destination (one enforcement point's commands stay in order) |
+//! | alert | `alerts` | its dedup key |
+//! | pair window, node window | `windows` | `<source>/<destination>`, `<node>` |
+//! | dead letter | `dead-letters` | the original key; value: the original bytes (or the flow record's JSON) |
+//!
+//! A dead letter's headers name why and where from: `graywatch-reason`,
+//! `graywatch-detail`, `graywatch-source-topic`, `graywatch-source-partition`,
+//! `graywatch-source-offset`, followed by the original message's own headers.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use rdkafka::ClientContext;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use schemas::{Alert, Finding, NodeWindow, PairWindow, RemediationCommand};
+use serde::Serialize;
+
+use super::metrics::Metrics;
+use crate::pipeline::{DeadLetter, Outputs, Payload};
+
+/// Header names of dead letters.
+pub mod headers {
+    /// Why it was not used (`bad-json`, `malformed`, `too-large`, `late`, …).
+    pub const REASON: &str = "graywatch-reason";
+    /// What exactly was wrong.
+    pub const DETAIL: &str = "graywatch-detail";
+    /// The topic it came from.
+    pub const SOURCE_TOPIC: &str = "graywatch-source-topic";
+    /// The partition it came from.
+    pub const SOURCE_PARTITION: &str = "graywatch-source-partition";
+    /// Its offset there.
+    pub const SOURCE_OFFSET: &str = "graywatch-source-offset";
+}
+
+/// Why a document could not be produced.
+#[derive(Debug, thiserror::Error)]
+pub enum KafkaOutputError {
+    /// The producer refused or could not deliver in time (external; retrying may help).
+    #[error("producing to {topic}: {source}")]
+    Produce {
+        /// The topic.
+        topic: String,
+        /// librdkafka's error.
+        #[source]
+        source: KafkaError,
+    },
+    /// Messages sent earlier could not be delivered: they are lost, so nothing may be
+    /// committed (fatal for this process; a restart reads again from the last commit).
+    #[error("{0} message(s) could not be delivered (see the log): stopping before committing")]
+    Undelivered(u64),
+}
+
+/// The producer's context: counts delivery failures.
+#[derive(Debug)]
+pub struct ProducerCx {
+    metrics: Arc<Metrics>,
+    failed: Arc<AtomicU64>,
+    quiet: super::consumer::Quiet,
+}
+
+impl ClientContext for ProducerCx {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if self.quiet.allow(&error.to_string()) {
+            tracing::warn!(%error, reason, "kafka producer (repeats of this error are logged every 30 s)");
+        }
+    }
+}
+
+impl ProducerContext for ProducerCx {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        if let Err((e, m)) = result {
+            use rdkafka::Message as _;
+            self.failed.fetch_add(1, Ordering::Relaxed);
+            self.metrics.produce_errors.inc();
+            tracing::error!(error = %e, topic = m.topic(), "message not delivered");
+        }
+    }
+}
+
+/// The output topics.
+#[derive(Debug, Clone)]
+pub struct OutputTopics {
+    /// Findings.
+    pub findings: String,
+    /// Remediation commands.
+    pub commands: String,
+    /// Alerts.
+    pub alerts: String,
+    /// Dead letters.
+    pub dead_letters: String,
+    /// Window aggregates, when written.
+    pub windows: Option<String>,
+}
+
+/// [`Outputs`] on Kafka (see the [module docs](self)).
+pub struct KafkaOutputs {
+    producer: ThreadedProducer<ProducerCx>,
+    topics: OutputTopics,
+    metrics: Arc<Metrics>,
+    failed: Arc<AtomicU64>,
+    /// Delivery failures already reported.
+    reported: u64,
+    flush_timeout: Duration,
+    buf: Vec<u8>,
+}
+
+impl KafkaOutputs {
+    /// Outputs through a producer made from `config` (idempotent; see `super::client`).
+    ///
+    /// # Errors
+    /// librdkafka refuses the config.
+    pub fn new(
+        config: &rdkafka::ClientConfig,
+        topics: OutputTopics,
+        metrics: Arc<Metrics>,
+        flush_timeout: Duration,
+    ) -> Result<Self, KafkaError> {
+        let failed = Arc::new(AtomicU64::new(0));
+        let producer = config.create_with_context(ProducerCx {
+            metrics: Arc::clone(&metrics),
+            failed: Arc::clone(&failed),
+            quiet: Default::default(),
+        })?;
+        Ok(KafkaOutputs {
+            producer,
+            topics,
+            metrics,
+            failed,
+            reported: 0,
+            flush_timeout,
+            buf: Vec::with_capacity(1024),
+        })
+    }
+
+    /// The producer, for other topics of the same process (repartition, state).
+    pub fn producer(&self) -> &ThreadedProducer<ProducerCx> {
+        &self.producer
+    }
+
+    /// Produces `payload` to `topic` with `key` (and `partition`, when given), waiting while
+    /// the producer's queue is full: when outputs can't keep up, consumption slows down.
+    ///
+    /// # Errors
+    /// [`KafkaOutputError::Produce`] for anything but a full queue.
+    pub fn send(
+        &self,
+        topic: &str,
+        key: Option<&[u8]>,
+        partition: Option<i32>,
+        payload: &[u8],
+        headers: Option<OwnedHeaders>,
+    ) -> Result<(), KafkaOutputError> {
+        let mut headers = headers;
+        loop {
+            let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic).payload(payload);
+            if let Some(k) = key {
+                record = record.key(k);
+            }
+            if let Some(p) = partition {
+                record = record.partition(p);
+            }
+            if let Some(h) = headers.take() {
+                record = record.headers(h);
+            }
+            match self.producer.send(record) {
+                Ok(()) => {
+                    Metrics::by_topic(&self.metrics.messages_out, topic, 1);
+                    return Ok(());
+                }
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                    headers = r.headers;
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err((source, _)) => {
+                    return Err(KafkaOutputError::Produce {
+                        topic: topic.to_owned(),
+                        source,
+                    });
+                }
+            }
+        }
+    }
+
+    fn json<T: Serialize>(
+        &mut self,
+        topic: &str,
+        key: &str,
+        doc: &T,
+    ) -> Result<(), KafkaOutputError> {
+        self.buf.clear();
+        serde_json::to_writer(&mut self.buf, doc).expect("documents serialize to JSON");
+        let payload = std::mem::take(&mut self.buf);
+        let sent = self.send(topic, Some(key.as_bytes()), None, &payload, None);
+        self.buf = payload;
+        sent
+    }
+
+    /// Fails if a message sent earlier was not delivered.
+    fn check_delivered(&mut self) -> Result<(), KafkaOutputError> {
+        let failed = self.failed.load(Ordering::Relaxed);
+        if failed > self.reported {
+            self.reported = failed;
+            return Err(KafkaOutputError::Undelivered(failed));
+        }
+        Ok(())
+    }
+}
+
+impl Outputs for KafkaOutputs {
+    type Error = KafkaOutputError;
+
+    fn pair_window(&mut self, w: &PairWindow) -> Result<(), KafkaOutputError> {
+        let Some(topic) = self.topics.windows.clone() else {
+            return Ok(());
+        };
+        self.json(&topic, &format!("{}/{}", w.source, w.destination), w)
+    }
+
+    fn node_window(&mut self, w: &NodeWindow) -> Result<(), KafkaOutputError> {
+        let Some(topic) = self.topics.windows.clone() else {
+            return Ok(());
+        };
+        self.json(&topic, &w.node, w)
+    }
+
+    fn finding(&mut self, f: &Finding) -> Result<(), KafkaOutputError> {
+        let topic = self.topics.findings.clone();
+        self.json(&topic, &f.subject.key(), f)
+    }
+
+    fn command(&mut self, c: &RemediationCommand) -> Result<(), KafkaOutputError> {
+        let topic = self.topics.commands.clone();
+        self.json(&topic, &c.target.destination, c)
+    }
+
+    fn alert(&mut self, a: &Alert) -> Result<(), KafkaOutputError> {
+        let topic = self.topics.alerts.clone();
+        self.json(&topic, &a.dedup_key, a)
+    }
+
+    fn dead_letter(&mut self, d: &DeadLetter<'_>) -> Result<(), KafkaOutputError> {
+        self.metrics
+            .dead_letters
+            .get_or_create(&super::metrics::ReasonLabel {
+                reason: d.reason.to_owned(),
+            })
+            .inc();
+        let (source_topic, source_partition) = match d.input.topic_partition() {
+            Some((t, p)) => (t.to_owned(), p.to_string()),
+            None => (d.input.to_string(), String::new()),
+        };
+        let offset = d.position.map(|p| p.to_string()).unwrap_or_default();
+        let mut h = OwnedHeaders::new()
+            .insert(Header {
+                key: headers::REASON,
+                value: Some(d.reason),
+            })
+            .insert(Header {
+                key: headers::DETAIL,
+                value: Some(d.detail),
+            })
+            .insert(Header {
+                key: headers::SOURCE_TOPIC,
+                value: Some(&source_topic),
+            })
+            .insert(Header {
+                key: headers::SOURCE_PARTITION,
+                value: Some(&source_partition),
+            })
+            .insert(Header {
+                key: headers::SOURCE_OFFSET,
+                value: Some(&offset),
+            });
+        for (k, v) in d.headers {
+            h = h.insert(Header {
+                key: k,
+                value: Some(*v),
+            });
+        }
+        let record_json;
+        let payload: &[u8] = match d.payload {
+            Payload::Bytes(b) => b,
+            Payload::Record(r) => {
+                record_json = serde_json::to_vec(r).expect("records serialize to JSON");
+                &record_json
+            }
+        };
+        let topic = self.topics.dead_letters.clone();
+        self.send(&topic, d.key, None, payload, Some(h))
+    }
+
+    fn flush(&mut self) -> Result<(), KafkaOutputError> {
+        self.producer
+            .flush(self.flush_timeout)
+            .map_err(|source| KafkaOutputError::Produce {
+                topic: "(flush)".into(),
+                source,
+            })?;
+        self.check_delivered()
+    }
+}

@@ -1,0 +1,790 @@
+//! The `run` driver's main loop: one thread polls the consumer, parses messages into flow
+//! batches per partition, drives the [`Pipeline`], and every `[checkpoint] interval` saves the
+//! state with the offsets it covers and commits them.
+//!
+//! ```text
+//!  poll ─▶ message ─▶ lines ─▶ parser ─▶ batch of one partition ─▶ Pipeline ─▶ KafkaOutputs
+//!    │        └─ too large, bad bytes, rejected line ─────────────────────────▶ dead letters
+//!    └─ rebalance (inside poll) ─▶ Event ─▶ add / revoke inputs
+//!  every interval: flush batches ─▶ flush producer ─▶ save checkpoint ─▶ commit offsets
+//! ```
+//!
+//! Nothing accepted is lost: an offset is committed only after every record before it is in
+//! the saved state or in output the producer has delivered.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use detect::pair::{AggregatorSnapshot, PairAggregator};
+use ingest::{LineParser, WriterParser};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::message::{BorrowedMessage, Headers, Message};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use schemas::FlowBatchBuilder;
+use serde::{Deserialize, Serialize};
+
+use super::client;
+use super::consumer::{CommitMeta, ConsumerCx, Event, Shared, Start};
+use super::metrics::{Delta, KindLabel, Metrics, SignatureLabel};
+use super::outputs::{KafkaOutputError, KafkaOutputs, OutputTopics};
+use crate::config::Validated;
+use crate::pipeline::checkpoint::CheckpointDir;
+use crate::pipeline::local::PipelineState;
+use crate::pipeline::{
+    Aggregate, DeadLetter, FlowBatch, InputId, Judge, Outputs, Ownership, Payload, Pipeline,
+    Removal, Stage, StageError,
+};
+
+/// Rows per flow batch handed to the pipeline.
+const BATCH_ROWS: usize = 8192;
+/// How long a broker call at startup may take.
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a flush of the producer may take before the checkpoint waits for the next turn.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What `run` saves: the pipeline's state with, per input partition, its state, the next
+/// offset to read and the offset committed with it.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RunCheckpoint {
+    /// The instance that saved it.
+    pub instance: String,
+    /// Its sequence number (commits carry it).
+    pub seq: u64,
+    /// When it was saved, ms since the epoch (processing time).
+    pub saved_at_ms: i64,
+    /// Stage 2 and stage 1's counters.
+    pub pipeline: PipelineState,
+    /// Each input partition held.
+    pub inputs: Vec<InputCheckpoint>,
+}
+
+/// One input partition of a [`RunCheckpoint`].
+#[derive(Debug, Serialize, Deserialize)]
+pub struct InputCheckpoint {
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: i32,
+    /// The next offset to read.
+    pub position: i64,
+    /// The offset committed with this checkpoint (the lowest held in an open window).
+    pub commit: i64,
+    /// The partition's aggregator.
+    pub state: AggregatorSnapshot,
+}
+
+/// A topic's parser, behind a writer when the shipper names who wrote each message.
+enum TopicParser {
+    Plain(Box<dyn LineParser>),
+    Writer(Box<WriterParser>),
+}
+
+impl TopicParser {
+    fn get(&mut self, headers: &[(&str, &[u8])]) -> &mut dyn LineParser {
+        match self {
+            TopicParser::Plain(p) => p.as_mut(),
+            TopicParser::Writer(w) => {
+                w.set_headers(headers);
+                w.as_mut()
+            }
+        }
+    }
+}
+
+/// One assigned input partition.
+struct Part {
+    id: InputId,
+    /// The next offset to read.
+    next: i64,
+    /// Processing time of its last message (or of its assignment).
+    last_data: Instant,
+    idle: bool,
+}
+
+/// Flow records parsed but not yet handed to the pipeline: rows of one partition.
+struct Batch {
+    builder: FlowBatchBuilder,
+    positions: Vec<i64>,
+    owner: Option<(String, i32)>,
+    since: Instant,
+}
+
+/// Counter deltas from the pipeline into metrics.
+#[derive(Default)]
+struct Deltas {
+    windows: Delta,
+    commands: Delta,
+    alerts: Delta,
+    late: Delta,
+    duplicate: Delta,
+    late_partials: Delta,
+    findings: HashMap<String, Delta>,
+}
+
+/// The main loop's state.
+struct Driver {
+    config: Validated,
+    shared: Arc<Mutex<Shared>>,
+    metrics: Arc<Metrics>,
+    out: KafkaOutputs,
+    pipeline: Pipeline,
+    parsers: HashMap<String, TopicParser>,
+    max_message: HashMap<String, usize>,
+    parts: BTreeMap<(String, i32), Part>,
+    /// Partition states of the checkpoint loaded at start, taken when assigned.
+    restored: HashMap<(String, i32), AggregatorSnapshot>,
+    batch: Batch,
+    checkpoint: Option<CheckpointDir>,
+    instance: String,
+    seq: u64,
+    interval: Duration,
+    last_checkpoint: Instant,
+    deltas: Deltas,
+    /// No broker answered at the last look (see `check_idle`).
+    broker_was_down: bool,
+}
+
+/// Processing time, ms since the epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// This instance's id, kept in the checkpoint directory (a new one without a directory).
+fn instance_id(dir: Option<&PathBuf>) -> anyhow::Result<String> {
+    let fresh = || {
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u32(std::process::id());
+        h.write_i64(now_ms());
+        format!("{:016x}", h.finish())
+    };
+    let Some(dir) = dir else {
+        return Ok(fresh());
+    };
+    let path = dir.join("instance");
+    match std::fs::read_to_string(&path) {
+        Ok(id) if !id.trim().is_empty() => Ok(id.trim().to_owned()),
+        _ => {
+            let id = fresh();
+            std::fs::write(&path, format!("{id}\n"))
+                .with_context(|| format!("writing {}", path.display()))?;
+            Ok(id)
+        }
+    }
+}
+
+/// `graywatch run` (see the [module docs](self)). Returns when a shutdown is requested (after
+/// the last checkpoint and commit), or with the error that stopped it.
+///
+/// # Errors
+/// A config without `[kafka]`, a missing input topic, a checkpoint that can't be read, an
+/// output that failed for good.
+pub fn run(
+    config: Validated,
+    shutdown: Arc<AtomicBool>,
+    metrics: Arc<Metrics>,
+) -> anyhow::Result<()> {
+    let Some(kafka) = config.kafka.clone() else {
+        anyhow::bail!(
+            "run needs a [kafka] section in the config (see deploy/examples/graywatch.toml)"
+        );
+    };
+    if config.scale_out.is_some() {
+        anyhow::bail!("[scale-out] is not supported by this build of graywatch run");
+    }
+    let servers = &kafka.config.bootstrap_servers;
+    let checkpoint = match &config.checkpoint {
+        Some(c) => Some(CheckpointDir::open(&c.dir)?),
+        None => {
+            tracing::warn!(
+                "no [checkpoint] section: baselines and open windows are not saved; a restart reads again from the committed offsets and learns baselines anew"
+            );
+            None
+        }
+    };
+    let instance = instance_id(config.checkpoint.as_ref().map(|c| &c.dir))?;
+    let interval = config
+        .checkpoint
+        .as_ref()
+        .map_or(Duration::from_secs(10), |c| c.interval);
+
+    let shared = Arc::new(Mutex::new(Shared::default()));
+    let consumer: BaseConsumer<ConsumerCx> =
+        client::consumer_config(servers, &kafka.config.group_id, &kafka.client)
+            .create_with_context(ConsumerCx {
+                shared: Arc::clone(&shared),
+                instance: instance.clone(),
+                metrics: Arc::clone(&metrics),
+                quiet: Default::default(),
+            })
+            .context("kafka consumer")?;
+    for input in &kafka.inputs {
+        if client::partitions(&consumer, &input.topic, STARTUP_TIMEOUT)?.is_none() {
+            return Err(client::TopicError::MissingInput(input.topic.clone()).into());
+        }
+    }
+    let o = &kafka.config.outputs;
+    let mut wanted: Vec<(String, i32, i32, bool)> =
+        [&o.findings, &o.commands, &o.alerts, &o.dead_letters]
+            .into_iter()
+            .chain(o.windows.as_ref())
+            .map(|t| (t.clone(), o.partitions, o.replication_factor, false))
+            .collect();
+    wanted.dedup();
+    client::create_missing(
+        &client::admin_config(servers, &kafka.client),
+        &wanted,
+        STARTUP_TIMEOUT,
+    )?;
+    let out = KafkaOutputs::new(
+        &client::producer_config(servers, &kafka.client),
+        OutputTopics {
+            findings: o.findings.clone(),
+            commands: o.commands.clone(),
+            alerts: o.alerts.clone(),
+            dead_letters: o.dead_letters.clone(),
+            windows: o.windows.clone(),
+        },
+        Arc::clone(&metrics),
+        FLUSH_TIMEOUT,
+    )
+    .context("kafka producer")?;
+
+    let mut parsers = HashMap::new();
+    let mut max_message = HashMap::new();
+    for input in &kafka.inputs {
+        let mapping = config.mapping.for_input(&input.topic);
+        let writer = input
+            .writer
+            .clone()
+            .unwrap_or_else(|| mapping.writer().clone());
+        let base = input.format.parser(&mapping)?;
+        let parser = if writer.is_empty() {
+            TopicParser::Plain(base)
+        } else {
+            TopicParser::Writer(Box::new(WriterParser::new(base, &mapping, writer)))
+        };
+        parsers.insert(input.topic.clone(), parser);
+        max_message.insert(input.topic.clone(), input.max_message_bytes);
+    }
+
+    let pipeline = Pipeline {
+        aggregate: Aggregate::new(config.window, crate::not_after_now()),
+        judge: Judge::new(
+            config.window,
+            config.black_hole.clone(),
+            config.actuator.clone(),
+            Ownership::All,
+            o.windows.is_some(),
+        ),
+    };
+    let mut driver = Driver {
+        config,
+        shared,
+        metrics,
+        out,
+        pipeline,
+        parsers,
+        max_message,
+        parts: BTreeMap::new(),
+        restored: HashMap::new(),
+        batch: Batch {
+            builder: FlowBatchBuilder::new(),
+            positions: Vec::new(),
+            owner: None,
+            since: Instant::now(),
+        },
+        checkpoint,
+        instance,
+        seq: 0,
+        interval,
+        last_checkpoint: Instant::now(),
+        deltas: Deltas::default(),
+        broker_was_down: false,
+    };
+    driver.restore()?;
+    driver.metrics.broker_up.set(1); // it answered the metadata requests above
+    let topics: Vec<&str> = kafka.inputs.iter().map(|i| i.topic.as_str()).collect();
+    consumer.subscribe(&topics).context("subscribing")?;
+    tracing::info!(?topics, group = %kafka.config.group_id, instance = %driver.instance, "running");
+    driver.metrics.ready.store(true, Ordering::Relaxed);
+
+    let result = driver.main_loop(&consumer, &shutdown);
+    match result {
+        Ok(()) => {
+            // SIGTERM: stop consuming, close what can close, checkpoint, commit
+            driver.checkpoint(&consumer)?;
+            consumer.unsubscribe();
+            tracing::info!("stopped");
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+impl Driver {
+    /// Loads this instance's checkpoint, if any: stage 2 now, input partitions when assigned.
+    fn restore(&mut self) -> anyhow::Result<()> {
+        let Some(dir) = &self.checkpoint else {
+            return Ok(());
+        };
+        let Some(cp) = dir.load::<RunCheckpoint>()? else {
+            tracing::info!(dir = %dir.path().display(), "no checkpoint: starting empty");
+            return Ok(());
+        };
+        if cp.instance != self.instance {
+            anyhow::bail!(
+                "checkpoint in {} was written by instance {}, this directory says {}",
+                dir.path().display(),
+                cp.instance,
+                self.instance
+            );
+        }
+        Stage::<KafkaOutputs>::restore(&mut self.pipeline, cp.pipeline)?;
+        self.seq = cp.seq;
+        let mut shared = self.shared.lock().expect("rebalance state lock");
+        for input in cp.inputs {
+            let key = (input.topic, input.partition);
+            shared.checkpointed.insert(key.clone(), input.position);
+            let meta = commit_meta(&self.instance, self.seq, input.state.late_before_us);
+            shared.commits.insert(key.clone(), (input.commit, meta));
+            self.restored.insert(key, input.state);
+        }
+        tracing::info!(
+            seq = self.seq,
+            partitions = self.restored.len(),
+            "restored checkpoint"
+        );
+        Ok(())
+    }
+
+    fn main_loop(
+        &mut self,
+        consumer: &BaseConsumer<ConsumerCx>,
+        shutdown: &AtomicBool,
+    ) -> anyhow::Result<()> {
+        let flush_after = self.config.runtime.flush_after;
+        while !shutdown.load(Ordering::SeqCst) {
+            let message = consumer.poll(Duration::from_millis(100));
+            self.handle_events()?;
+            let quiet = match message {
+                Some(Ok(m)) => {
+                    self.on_message(&m)?;
+                    false
+                }
+                Some(Err(e)) => {
+                    // the context's error callback has reported it
+                    tracing::debug!(error = %e, "kafka consumer");
+                    true
+                }
+                None => true,
+            };
+            if !self.batch.builder.is_empty()
+                && (quiet || self.batch.since.elapsed() >= flush_after)
+            {
+                self.flush_batch()?;
+            }
+            self.check_idle()?;
+            if self.last_checkpoint.elapsed() >= self.interval {
+                self.checkpoint(consumer)?;
+            }
+            self.update_metrics();
+        }
+        Ok(())
+    }
+
+    fn handle_events(&mut self) -> anyhow::Result<()> {
+        let events = std::mem::take(&mut self.shared.lock().expect("rebalance state lock").events);
+        for event in events {
+            match event {
+                Event::Assigned(parts) => {
+                    for (topic, partition, start) in parts {
+                        self.assigned(topic, partition, start)?;
+                    }
+                }
+                Event::Revoked(parts) => {
+                    for key in parts {
+                        self.revoked(key)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn assigned(&mut self, topic: String, partition: i32, start: Start) -> anyhow::Result<()> {
+        let key = (topic, partition);
+        let id = InputId::partition(&key.0, partition);
+        let (next, state) = match start {
+            Start::Restore { offset } => match self.restored.remove(&key) {
+                Some(s) => (offset, Some(s)),
+                None => {
+                    tracing::error!(input = %id, "checkpointed partition without its state: starting it empty");
+                    (offset, None)
+                }
+            },
+            Start::Resume { offset, watermark } => (
+                offset,
+                Some(PairAggregator::resume_at(self.config.window, watermark).snapshot()),
+            ),
+            Start::Beginning | Start::Committed => (-1, None),
+        };
+        Stage::<KafkaOutputs>::add_input(&mut self.pipeline, &id, state)?;
+        self.parts.insert(
+            key,
+            Part {
+                id,
+                next,
+                last_data: Instant::now(),
+                idle: false,
+            },
+        );
+        Ok(())
+    }
+
+    fn revoked(&mut self, key: (String, i32)) -> anyhow::Result<()> {
+        if self.batch.owner.as_ref() == Some(&key) {
+            self.flush_batch()?;
+        }
+        if let Some(part) = self.parts.remove(&key) {
+            self.pipeline
+                .remove_input(&part.id, Removal::Revoked, &mut self.out)
+                .map_err(lift)?;
+        }
+        let mut shared = self.shared.lock().expect("rebalance state lock");
+        shared.checkpointed.remove(&key);
+        shared.commits.remove(&key);
+        self.restored.remove(&key);
+        Ok(())
+    }
+
+    fn on_message(&mut self, m: &BorrowedMessage<'_>) -> anyhow::Result<()> {
+        let topic = m.topic();
+        let key = (topic.to_owned(), m.partition());
+        let offset = m.offset();
+        Metrics::by_topic(&self.metrics.messages_in, topic, 1);
+        self.metrics.broker_up.set(1);
+        let Some(part) = self.parts.get_mut(&key) else {
+            tracing::warn!(%topic, partition = key.1, offset, "message of a partition not assigned here");
+            return Ok(());
+        };
+        part.next = offset + 1;
+        part.last_data = Instant::now();
+        part.idle = false;
+        if self.batch.owner.as_ref() != Some(&key) {
+            self.flush_batch()?;
+            self.batch.owner = Some(key.clone());
+        }
+        let Some(payload) = m.payload() else {
+            return Ok(());
+        };
+        let headers: Vec<(&str, &[u8])> = m
+            .headers()
+            .map(|h| {
+                h.iter()
+                    .map(|h| (h.key, h.value.unwrap_or_default()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let id = self.parts[&key].id.clone();
+        let max = self.max_message.get(topic).copied().unwrap_or(usize::MAX);
+        if payload.len() > max {
+            let detail = format!(
+                "message of {} bytes, more than max-message-bytes {max}",
+                payload.len()
+            );
+            return self.dead_letter(
+                &id,
+                offset,
+                m.key(),
+                "too-large",
+                &detail,
+                payload,
+                &headers,
+            );
+        }
+        if self.batch.builder.is_empty() {
+            self.batch.since = Instant::now();
+        }
+        let rows_before = self.batch.builder.len();
+        let parser = self
+            .parsers
+            .get_mut(topic)
+            .expect("a parser per input topic")
+            .get(&headers);
+        let mut rejects = Vec::new();
+        for (i, line) in payload.split(|&b| b == b'\n').enumerate() {
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            if line.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            match parser.parse_line(line, &mut self.batch.builder) {
+                Ok(n) => self.batch.positions.extend(std::iter::repeat_n(offset, n)),
+                Err(r) => rejects.push((i + 1, r)),
+            }
+        }
+        let rows = (self.batch.builder.len() - rows_before) as u64;
+        Metrics::by_topic(&self.metrics.records_in, topic, rows);
+        for (line, r) in rejects {
+            let detail = format!("line {line} of the message: {}", r.detail);
+            self.dead_letter(
+                &id,
+                offset,
+                m.key(),
+                r.reason.as_str(),
+                &detail,
+                payload,
+                &headers,
+            )?;
+        }
+        if self.batch.builder.len() >= BATCH_ROWS {
+            self.flush_batch()?;
+        }
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)] // a dead letter's parts, as the message gave them
+    fn dead_letter(
+        &mut self,
+        input: &InputId,
+        offset: i64,
+        key: Option<&[u8]>,
+        reason: &str,
+        detail: &str,
+        payload: &[u8],
+        headers: &[(&str, &[u8])],
+    ) -> anyhow::Result<()> {
+        tracing::debug!(%input, offset, reason, detail, "dead letter");
+        self.out
+            .dead_letter(&DeadLetter {
+                input,
+                position: Some(offset),
+                reason,
+                detail,
+                payload: Payload::Bytes(payload),
+                key,
+                headers,
+            })
+            .map_err(anyhow::Error::from)
+    }
+
+    /// Hands the parsed rows to the pipeline.
+    fn flush_batch(&mut self) -> anyhow::Result<()> {
+        if self.batch.builder.is_empty() {
+            return Ok(());
+        }
+        let Some(owner) = self.batch.owner.clone() else {
+            return Ok(());
+        };
+        let batch = self.batch.builder.finish();
+        let id = self.parts.get(&owner).map(|p| p.id.clone());
+        let result = match &id {
+            Some(id) => self.pipeline.process(
+                id,
+                FlowBatch {
+                    batch: &batch,
+                    positions: Some(&self.batch.positions),
+                },
+                &mut self.out,
+            ),
+            None => Ok(()),
+        };
+        self.batch.positions.clear();
+        result.map_err(lift)
+    }
+
+    /// Partitions without messages for `idle-timeout` stop holding the watermark back. While
+    /// no broker answers, nothing is idle (no message may mean none could be fetched, not none
+    /// was written): idle clocks start again when a broker is back.
+    fn check_idle(&mut self) -> anyhow::Result<()> {
+        if self.metrics.broker_up.get() == 0 {
+            self.broker_was_down = true;
+            return Ok(());
+        }
+        if std::mem::take(&mut self.broker_was_down) {
+            let now = Instant::now();
+            for p in self.parts.values_mut() {
+                p.last_data = now;
+            }
+            tracing::info!("a broker answers again: reading on");
+        }
+        let timeout = self.config.runtime.idle_timeout;
+        let idle: Vec<(String, i32)> = self
+            .parts
+            .iter()
+            .filter(|(_, p)| !p.idle && p.last_data.elapsed() >= timeout)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in idle {
+            if self.batch.owner.as_ref() == Some(&key) {
+                self.flush_batch()?;
+            }
+            let part = self.parts.get_mut(&key).expect("listed above");
+            part.idle = true;
+            tracing::info!(input = %part.id, "input idle");
+            let id = part.id.clone();
+            self.pipeline.input_idle(&id, &mut self.out).map_err(lift)?;
+        }
+        Ok(())
+    }
+
+    /// Flushes batches and the producer, saves the checkpoint, commits the offsets it covers.
+    /// A producer that can't deliver in time (a broker outage) postpones it to the next turn.
+    fn checkpoint(&mut self, consumer: &BaseConsumer<ConsumerCx>) -> anyhow::Result<()> {
+        self.last_checkpoint = Instant::now();
+        self.flush_batch()?;
+        if self.metrics.broker_up.get() == 0 {
+            tracing::debug!("no broker answers: checkpoint and commit postponed");
+            return Ok(());
+        }
+        match self.out.flush() {
+            Ok(()) => {}
+            Err(e @ KafkaOutputError::Undelivered(_)) => return Err(e.into()),
+            Err(e) => {
+                tracing::warn!(error = %e, "outputs not delivered yet: checkpoint and commit postponed");
+                self.metrics.checkpoint_failures.inc();
+                return Ok(());
+            }
+        }
+        self.seq += 1;
+        let mut inputs = Vec::new();
+        let mut commit = TopicPartitionList::new();
+        let mut commits = HashMap::new();
+        let mut positions = HashMap::new();
+        for ((topic, partition), part) in &self.parts {
+            if part.next < 0 {
+                continue; // nothing read yet: nothing to commit
+            }
+            let low = self.pipeline.aggregate.low_position(&part.id);
+            let at = low.unwrap_or(part.next).min(part.next);
+            let state = Stage::<KafkaOutputs>::snapshot_input(&self.pipeline, &part.id)
+                .unwrap_or_else(|| PairAggregator::new(self.config.window).snapshot());
+            let meta = commit_meta(&self.instance, self.seq, state.late_before_us);
+            commit
+                .add_partition_offset(topic, *partition, Offset::Offset(at))
+                .context("commit offset")?;
+            if let Some(mut e) = commit.find_partition(topic, *partition) {
+                e.set_metadata(&meta);
+            }
+            commits.insert((topic.clone(), *partition), (at, meta));
+            positions.insert((topic.clone(), *partition), part.next);
+            inputs.push(InputCheckpoint {
+                topic: topic.clone(),
+                partition: *partition,
+                position: part.next,
+                commit: at,
+                state,
+            });
+        }
+        if let Some(dir) = &self.checkpoint {
+            let cp = RunCheckpoint {
+                instance: self.instance.clone(),
+                seq: self.seq,
+                saved_at_ms: now_ms(),
+                pipeline: Stage::<KafkaOutputs>::snapshot(&self.pipeline),
+                inputs,
+            };
+            match dir.save(&cp) {
+                Ok(saved) => {
+                    self.metrics
+                        .checkpoint_duration
+                        .set(saved.took.as_secs_f64());
+                    self.metrics.checkpoint_bytes.set(saved.bytes as i64);
+                    tracing::debug!(seq = self.seq, bytes = saved.bytes, took = ?saved.took, "checkpoint saved");
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "checkpoint not saved: offsets not committed");
+                    self.metrics.checkpoint_failures.inc();
+                    return Ok(());
+                }
+            }
+        }
+        {
+            let mut shared = self.shared.lock().expect("rebalance state lock");
+            shared.commits = commits;
+            shared.checkpointed = positions;
+        }
+        self.metrics.checkpoint_age.set(0.0);
+        if commit.count() > 0
+            && let Err(e) = consumer.commit(&commit, CommitMode::Sync)
+        {
+            tracing::warn!(error = %e, "offsets not committed (the checkpoint is saved; retried next time)");
+            self.metrics.checkpoint_failures.inc();
+        }
+        Ok(())
+    }
+
+    fn update_metrics(&mut self) {
+        let m = &self.metrics;
+        let j = self.pipeline.judge.counters();
+        let d = &mut self.deltas;
+        d.windows.update(&m.windows_closed, j.windows);
+        d.commands.update(&m.commands, j.commands);
+        d.alerts.update(&m.alerts, j.alerts);
+        for (signature, n) in &j.findings {
+            let counter = m.findings.get_or_create(&SignatureLabel {
+                signature: signature.clone(),
+            });
+            d.findings
+                .entry(signature.clone())
+                .or_default()
+                .update(&counter, *n);
+        }
+        d.late.update(
+            &m.late_records,
+            self.pipeline.aggregate.counters().late_records,
+        );
+        let mc = self.pipeline.judge.merger_counters();
+        d.duplicate.update(
+            &m.dropped_partials.get_or_create(&KindLabel {
+                kind: "duplicate".into(),
+            }),
+            mc.duplicate_partials,
+        );
+        d.late_partials.update(
+            &m.dropped_partials.get_or_create(&KindLabel {
+                kind: "late".into(),
+            }),
+            mc.late_partials,
+        );
+        let (w1, p1) = self.pipeline.aggregate.open_state();
+        let (w2, p2) = self.pipeline.judge.open_state();
+        m.state_windows.set((w1 + w2) as i64);
+        m.state_pairs.set((p1 + p2) as i64);
+        m.state_nodes.set(self.pipeline.judge.baselines() as i64);
+        m.assigned.set(self.parts.len() as i64);
+        let now = now_ms();
+        if let Some(wm) = self.pipeline.judge.watermark().filter(|&w| w != i64::MAX) {
+            m.watermark_delay
+                .set((now as f64 / 1e3 - wm as f64 / 1e6).max(0.0));
+        }
+        m.checkpoint_age
+            .set(self.last_checkpoint.elapsed().as_secs_f64());
+        m.turned(now);
+    }
+}
+
+/// The metadata committed with an offset (see [`CommitMeta`]).
+fn commit_meta(instance: &str, seq: u64, late_before_us: i64) -> String {
+    serde_json::to_string(&CommitMeta {
+        v: 1,
+        wm: (late_before_us != i64::MIN).then_some(late_before_us),
+        by: instance.to_owned(),
+        seq,
+    })
+    .expect("commit metadata serializes")
+}
+
+/// A stage error of the Kafka outputs, whole.
+fn lift(e: StageError<KafkaOutputError>) -> anyhow::Error {
+    match e {
+        StageError::Output(o) => o.into(),
+        other => other.into(),
+    }
+}
