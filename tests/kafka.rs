@@ -217,11 +217,7 @@ fn black_hole_on_kafka_gives_finding_command_and_alert() {
         ids(&read(&broker, "graywatch.commands", want_commands.len())),
         want_commands
     );
-    let log = run.log.clone();
     assert_eq!(run.terminate(Duration::from_secs(30)), Some(0));
-    if std::env::var_os("GRAYWATCH_TEST_LOGS").is_some() {
-        eprintln!("{}", std::fs::read_to_string(log).unwrap());
-    }
 }
 
 /// Σ requests of the distinct pair windows among `msgs` (a window sent twice counts once).
@@ -623,4 +619,80 @@ fn broker_outage_loses_nothing() {
     produce_slowly(&broker, &second, 1, 0.0).join().unwrap();
     check_exactly_once(&broker, dir.path(), &split, records.len(), &run.logs());
     assert_eq!(run.terminate(Duration::from_secs(60)), Some(0));
+}
+
+/// Test 5: two instances in one group with `[scale-out]` (stage 2 on a repartition topic
+/// keyed by node): the partitions are split between them, the node-level findings are those of
+/// `replay` (each id's messages identical), and when one is killed the other takes over its
+/// partitions, stage 2 state included, and counts every record once.
+#[test]
+fn two_instances_share_the_work_and_one_takes_over() {
+    let broker = Broker::start();
+    let records = landscape_records(240, 19);
+    broker.create_topic("envoy-logs", 2);
+    broker.create_topic("flows", 2);
+    let split = split_landscape(&records);
+    let dir = tempfile::tempdir().unwrap();
+    let scale_out = "[scale-out]\npartitions = 4\n";
+    let configs: Vec<(std::path::PathBuf, String)> = ["a", "b"]
+        .iter()
+        .map(|name| {
+            let text = run_config(&broker, LANDSCAPE_INPUTS, &dir.path().join(name), scale_out);
+            let path = dir.path().join(format!("{name}.toml"));
+            util::write(&path, &text);
+            (path, text)
+        })
+        .collect();
+    let a = Run::start(&configs[0].0, &dir.path().join("a.log"));
+    let b = Run::start(&configs[1].0, &dir.path().join("b.log"));
+    let producer = produce_slowly(&broker, &split, 40, 20.0);
+    // both get a share: 4 input and 4 repartition partitions between them
+    let assigned = |text: &str| {
+        metric(
+            &http_get(&http_addr(text), "/metrics").1,
+            "graywatch_assigned_partitions",
+        )
+        .unwrap_or(0.0)
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let split_between = || {
+        let (x, y) = (assigned(&configs[0].1), assigned(&configs[1].1));
+        x > 0.0 && y > 0.0 && x + y == 4.0
+    };
+    while !split_between() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "partitions not split:\n{}\n{}",
+            a.logs(),
+            b.logs()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_secs(6));
+    b.kill();
+    producer.join().unwrap();
+    let logs = a.logs();
+    check_exactly_once(&broker, dir.path(), &split, records.len(), &logs);
+    assert_eq!(
+        assigned(&configs[0].1),
+        4.0,
+        "the survivor holds every input partition"
+    );
+    // a finding re-sent after the take-over is the same finding
+    let findings = broker.read_until("graywatch.findings", Duration::from_secs(10), |_| false);
+    let mut by_id: BTreeMap<String, Value> = BTreeMap::new();
+    for f in &findings {
+        let d = f.json();
+        let id = d["id"].as_str().unwrap().to_owned();
+        if let Some(before) = by_id.get(&id) {
+            assert_eq!(before, &d, "finding {id} sent twice with different content");
+        }
+        by_id.insert(id, d);
+    }
+    assert!(
+        by_id
+            .keys()
+            .any(|id| id.starts_with("black-hole/node/inventory/"))
+    );
+    assert_eq!(a.terminate(Duration::from_secs(30)), Some(0));
 }

@@ -36,6 +36,7 @@ use rdkafka::types::RDKafkaRespErr;
 use serde::{Deserialize, Serialize};
 
 use super::metrics::{Metrics, PartitionLabels};
+use super::repartition::PartitionState;
 
 /// The metadata of a graywatch commit (see the [module docs](self)).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -90,6 +91,77 @@ pub struct Shared {
     pub commits: HashMap<(String, i32), (i64, String)>,
     /// Partitions this instance's checkpoint holds, with their positions.
     pub checkpointed: HashMap<(String, i32), i64>,
+    /// Stage-2 states read from the state topic for repartition partitions just assigned.
+    pub stage2: HashMap<i32, PartitionState>,
+}
+
+/// Reads the latest stage-2 state of a repartition partition from the state topic (its
+/// partition of the same number; see `super::repartition`).
+pub struct StateReader {
+    consumer: BaseConsumer,
+    topic: String,
+    /// The repartition topic whose partitions' states it reads.
+    pub repartition: String,
+}
+
+impl StateReader {
+    /// A reader of `topic` (no group: it assigns partitions itself).
+    ///
+    /// # Errors
+    /// librdkafka refuses the config.
+    pub fn new(
+        mut config: rdkafka::ClientConfig,
+        topic: &str,
+        repartition: &str,
+    ) -> Result<Self, KafkaError> {
+        config.set("enable.auto.commit", "false");
+        Ok(StateReader {
+            consumer: config.create()?,
+            topic: topic.to_owned(),
+            repartition: repartition.to_owned(),
+        })
+    }
+
+    /// The last state published for repartition partition `partition`, if any.
+    ///
+    /// # Errors
+    /// The brokers don't answer, or the last message does not decode (named).
+    pub fn latest(&self, partition: i32) -> Result<Option<PartitionState>, String> {
+        let timeout = Duration::from_secs(10);
+        let (low, high) = self
+            .consumer
+            .fetch_watermarks(&self.topic, partition, timeout)
+            .map_err(|e| format!("watermarks of {}/{partition}: {e}", self.topic))?;
+        if high <= low {
+            return Ok(None);
+        }
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(&self.topic, partition, Offset::Offset(high - 1))
+            .map_err(|e| e.to_string())?;
+        self.consumer.assign(&tpl).map_err(|e| e.to_string())?;
+        let deadline = std::time::Instant::now() + timeout;
+        while std::time::Instant::now() < deadline {
+            match self.consumer.poll(Duration::from_millis(100)) {
+                Some(Ok(m)) => {
+                    use rdkafka::Message as _;
+                    let state = super::repartition::decode::<PartitionState>(
+                        m.payload().unwrap_or_default(),
+                    )
+                    .map_err(|e| format!("{}/{partition} offset {}: {e}", self.topic, m.offset()));
+                    let _ = self.consumer.unassign();
+                    return state.map(Some);
+                }
+                Some(Err(e)) => tracing::warn!(error = %e, "reading the state topic"),
+                None => {}
+            }
+        }
+        let _ = self.consumer.unassign();
+        Err(format!(
+            "{}/{partition}: no message at offset {} within {timeout:?}",
+            self.topic,
+            high - 1
+        ))
+    }
 }
 
 /// The consumer's context: handles rebalances, reads librdkafka's statistics into metrics.
@@ -102,6 +174,8 @@ pub struct ConsumerCx {
     pub metrics: Arc<Metrics>,
     /// Repeated errors are logged now and then.
     pub quiet: Quiet,
+    /// With `[scale-out]`: where stage-2 states are.
+    pub state: Option<StateReader>,
 }
 
 impl ClientContext for ConsumerCx {
@@ -199,6 +273,26 @@ impl ConsumerCx {
         let mut starts = Vec::new();
         for elem in tpl.elements() {
             let key = (elem.topic().to_owned(), elem.partition());
+            if let Some(reader) = self.state.as_ref().filter(|r| r.repartition == key.0) {
+                let start = match reader.latest(key.1) {
+                    Ok(Some(state)) => {
+                        let offset = state.position;
+                        self.shared
+                            .lock()
+                            .expect("rebalance state lock")
+                            .stage2
+                            .insert(key.1, state);
+                        Start::Restore { offset }
+                    }
+                    Ok(None) => Start::Beginning,
+                    Err(e) => {
+                        tracing::error!(error = %e, "stage-2 state unreadable: reading the partition from its beginning");
+                        Start::Beginning
+                    }
+                };
+                starts.push((key.0, key.1, start));
+                continue;
+            }
             let (offset, meta) = match committed
                 .as_ref()
                 .and_then(|c| c.find_partition(elem.topic(), elem.partition()))

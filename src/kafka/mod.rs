@@ -18,6 +18,7 @@ pub mod consumer;
 pub mod http;
 pub mod metrics;
 pub mod outputs;
+pub mod repartition;
 pub mod run;
 
 pub use run::now_ms;
@@ -29,8 +30,8 @@ use std::sync::atomic::AtomicBool;
 /// `graywatch run`'s options.
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
-    /// Config file (TOML) with a [kafka] section: brokers, group, input and output topics;
-    /// [checkpoint] and [http] too. See deploy/examples/graywatch.toml.
+    /// Config file (TOML): the kafka section (brokers, group, input and output topics), and
+    /// checkpoint, http, scale-out. See deploy/examples/graywatch.toml.
     #[arg(long, short = 'c', value_name = "FILE")]
     pub config: PathBuf,
 }

@@ -1,9 +1,10 @@
 //! The `run` driver's main loop: one thread polls the consumer, parses messages into flow
-//! batches per partition, drives the [`Pipeline`], and every `[checkpoint] interval` saves the
-//! state with the offsets it covers and commits them.
+//! batches per partition, drives stage 1 ([`Aggregate`]) and stage 2 ([`Judge`]: in this
+//! process, or one per owned partition of the repartition topic with `[scale-out]`), and every
+//! `[checkpoint] interval` saves the state with the offsets it covers and commits them.
 //!
 //! ```text
-//!  poll ─▶ message ─▶ lines ─▶ parser ─▶ batch of one partition ─▶ Pipeline ─▶ KafkaOutputs
+//!  poll ─▶ message ─▶ lines ─▶ parser ─▶ batch of one partition ─▶ Aggregate ─▶ Judge ─▶ outputs
 //!    │        └─ too large, bad bytes, rejected line ─────────────────────────▶ dead letters
 //!    └─ rebalance (inside poll) ─▶ Event ─▶ add / revoke inputs
 //!  every interval: flush batches ─▶ flush producer ─▶ save checkpoint ─▶ commit offsets
@@ -31,12 +32,15 @@ use super::client;
 use super::consumer::{CommitMeta, ConsumerCx, Event, Shared, Start};
 use super::metrics::{Delta, KindLabel, Metrics, SignatureLabel};
 use super::outputs::{KafkaOutputError, KafkaOutputs, OutputTopics};
+use super::repartition::{self, PartitionState, TopicExchange};
 use crate::config::Validated;
+use crate::pipeline::aggregate::AggregateCounters;
 use crate::pipeline::checkpoint::CheckpointDir;
-use crate::pipeline::local::PipelineState;
+use crate::pipeline::judge::{JudgeItem, JudgeState};
+use crate::pipeline::local::Local;
 use crate::pipeline::{
-    Aggregate, DeadLetter, FlowBatch, InputId, Judge, Outputs, Ownership, Payload, Pipeline,
-    Removal, Stage, StageError,
+    Aggregate, DeadLetter, FlowBatch, InputId, Judge, Outputs, Ownership, Payload, Removal, Stage,
+    StageError,
 };
 
 /// Rows per flow batch handed to the pipeline.
@@ -56,8 +60,11 @@ pub struct RunCheckpoint {
     pub seq: u64,
     /// When it was saved, ms since the epoch (processing time).
     pub saved_at_ms: i64,
-    /// Stage 2 and stage 1's counters.
-    pub pipeline: PipelineState,
+    /// Stage 1's counters.
+    pub aggregate: AggregateCounters,
+    /// Stage 2, when it runs in this process (not scaled out: then each repartition
+    /// partition's stage 2 is on the state topic).
+    pub judge: Option<JudgeState>,
     /// Each input partition held.
     pub inputs: Vec<InputCheckpoint>,
 }
@@ -113,16 +120,58 @@ struct Batch {
     since: Instant,
 }
 
-/// Counter deltas from the pipeline into metrics.
+/// Counter deltas from stage 1 into metrics (stage 2's come from `Judge::new_counts`).
 #[derive(Default)]
 struct Deltas {
-    windows: Delta,
-    commands: Delta,
-    alerts: Delta,
     late: Delta,
-    duplicate: Delta,
-    late_partials: Delta,
-    findings: HashMap<String, Delta>,
+}
+
+/// Stage 2: in this process, or per owned repartition partition.
+enum Stage2 {
+    /// Both stages in one process (no `[scale-out]`).
+    Local(Box<Judge>),
+    /// `[scale-out]`: a judge per repartition partition this instance owns.
+    Topic(Box<Scaled>),
+}
+
+/// Stage 2 scaled out.
+struct Scaled {
+    /// The repartition topic.
+    topic: Arc<str>,
+    /// The state topic.
+    state_topic: String,
+    /// The repartition topic's partition count.
+    count: i32,
+    /// Owned partitions: their judge and the next offset to read.
+    judges: BTreeMap<i32, (Judge, i64)>,
+    /// Every input partition of every input topic: the producers a judge waits for.
+    producers: Vec<InputId>,
+}
+
+/// Runs `$body` with stage 1 (`$agg`) and the exchange to stage 2 (`$x`), whichever it is;
+/// errors become the output's own.
+macro_rules! stage1 {
+    ($self:ident, |$agg:ident, $x:ident| $body:expr) => {
+        match &mut $self.stage2 {
+            Stage2::Local(judge) => {
+                let mut $x = Local {
+                    judge: judge.as_mut(),
+                    out: &mut $self.out,
+                };
+                let $agg = &mut $self.aggregate;
+                $body.map_err(|e| lift(e.flatten()))
+            }
+            Stage2::Topic(t) => {
+                let mut $x = TopicExchange {
+                    out: &mut $self.out,
+                    topic: &t.topic,
+                    partitions: t.count,
+                };
+                let $agg = &mut $self.aggregate;
+                $body.map_err(lift)
+            }
+        }
+    };
 }
 
 /// The main loop's state.
@@ -131,7 +180,8 @@ struct Driver {
     shared: Arc<Mutex<Shared>>,
     metrics: Arc<Metrics>,
     out: KafkaOutputs,
-    pipeline: Pipeline,
+    aggregate: Aggregate,
+    stage2: Stage2,
     parsers: HashMap<String, TopicParser>,
     max_message: HashMap<String, usize>,
     parts: BTreeMap<(String, i32), Part>,
@@ -190,14 +240,12 @@ pub fn run(
     shutdown: Arc<AtomicBool>,
     metrics: Arc<Metrics>,
 ) -> anyhow::Result<()> {
+    let kafka_scale_out = config.scale_out.clone();
     let Some(kafka) = config.kafka.clone() else {
         anyhow::bail!(
             "run needs a [kafka] section in the config (see deploy/examples/graywatch.toml)"
         );
     };
-    if config.scale_out.is_some() {
-        anyhow::bail!("[scale-out] is not supported by this build of graywatch run");
-    }
     let servers = &kafka.config.bootstrap_servers;
     let checkpoint = match &config.checkpoint {
         Some(c) => Some(CheckpointDir::open(&c.dir)?),
@@ -215,6 +263,17 @@ pub fn run(
         .map_or(Duration::from_secs(10), |c| c.interval);
 
     let shared = Arc::new(Mutex::new(Shared::default()));
+    let state_reader = match &config.scale_out {
+        Some(s) => Some(
+            super::consumer::StateReader::new(
+                client::consumer_config(servers, &kafka.config.group_id, &kafka.client),
+                &s.state_topic,
+                &s.repartition_topic,
+            )
+            .context("kafka consumer of the state topic")?,
+        ),
+        None => None,
+    };
     let consumer: BaseConsumer<ConsumerCx> =
         client::consumer_config(servers, &kafka.config.group_id, &kafka.client)
             .create_with_context(ConsumerCx {
@@ -222,12 +281,15 @@ pub fn run(
                 instance: instance.clone(),
                 metrics: Arc::clone(&metrics),
                 quiet: Default::default(),
+                state: state_reader,
             })
             .context("kafka consumer")?;
+    let mut producers = Vec::new();
     for input in &kafka.inputs {
-        if client::partitions(&consumer, &input.topic, STARTUP_TIMEOUT)?.is_none() {
+        let Some(n) = client::partitions(&consumer, &input.topic, STARTUP_TIMEOUT)? else {
             return Err(client::TopicError::MissingInput(input.topic.clone()).into());
-        }
+        };
+        producers.extend((0..n).map(|p| InputId::partition(&input.topic, p)));
     }
     let o = &kafka.config.outputs;
     let mut wanted: Vec<(String, i32, i32, bool)> =
@@ -236,6 +298,20 @@ pub fn run(
             .chain(o.windows.as_ref())
             .map(|t| (t.clone(), o.partitions, o.replication_factor, false))
             .collect();
+    if let Some(s) = &config.scale_out {
+        wanted.push((
+            s.repartition_topic.clone(),
+            s.partitions,
+            o.replication_factor,
+            false,
+        ));
+        wanted.push((
+            s.state_topic.clone(),
+            s.partitions,
+            o.replication_factor,
+            true,
+        ));
+    }
     wanted.dedup();
     client::create_missing(
         &client::admin_config(servers, &kafka.client),
@@ -274,22 +350,41 @@ pub fn run(
         max_message.insert(input.topic.clone(), input.max_message_bytes);
     }
 
-    let pipeline = Pipeline {
-        aggregate: Aggregate::new(config.window, crate::not_after_now()),
-        judge: Judge::new(
+    let stage2 = match &config.scale_out {
+        None => Stage2::Local(Box::new(Judge::new(
             config.window,
             config.black_hole.clone(),
             config.actuator.clone(),
             Ownership::All,
             o.windows.is_some(),
-        ),
+        ))),
+        Some(s) => {
+            if let Some(n) = client::partitions(&consumer, &s.repartition_topic, STARTUP_TIMEOUT)?
+                && n != s.partitions
+            {
+                anyhow::bail!(
+                    "[scale-out] partitions is {} but topic {} has {n}: nodes would be judged on the wrong partitions",
+                    s.partitions,
+                    s.repartition_topic
+                );
+            }
+            Stage2::Topic(Box::new(Scaled {
+                topic: Arc::from(s.repartition_topic.as_str()),
+                state_topic: s.state_topic.clone(),
+                count: s.partitions,
+                judges: BTreeMap::new(),
+                producers,
+            }))
+        }
     };
+    let aggregate = Aggregate::new(config.window, crate::not_after_now());
     let mut driver = Driver {
         config,
         shared,
         metrics,
         out,
-        pipeline,
+        aggregate,
+        stage2,
         parsers,
         max_message,
         parts: BTreeMap::new(),
@@ -310,7 +405,10 @@ pub fn run(
     };
     driver.restore()?;
     driver.metrics.broker_up.set(1); // it answered the metadata requests above
-    let topics: Vec<&str> = kafka.inputs.iter().map(|i| i.topic.as_str()).collect();
+    let mut topics: Vec<&str> = kafka.inputs.iter().map(|i| i.topic.as_str()).collect();
+    if let Some(s) = &kafka_scale_out {
+        topics.push(s.repartition_topic.as_str());
+    }
     consumer.subscribe(&topics).context("subscribing")?;
     tracing::info!(?topics, group = %kafka.config.group_id, instance = %driver.instance, "running");
     driver.metrics.ready.store(true, Ordering::Relaxed);
@@ -346,7 +444,22 @@ impl Driver {
                 self.instance
             );
         }
-        Stage::<KafkaOutputs>::restore(&mut self.pipeline, cp.pipeline)?;
+        Stage::<Local<'_, KafkaOutputs>>::restore(&mut self.aggregate, cp.aggregate)
+            .map_err(|e| lift(e.flatten()))?;
+        match (&mut self.stage2, cp.judge) {
+            (Stage2::Local(judge), Some(state)) => {
+                Stage::<KafkaOutputs>::restore(judge.as_mut(), state).map_err(lift)?;
+            }
+            (Stage2::Local(_), None) => anyhow::bail!(
+                "checkpoint in {} was taken with [scale-out]: its stage 2 is on the state topic; \
+                 run with [scale-out] again, or move the checkpoint away",
+                dir.path().display()
+            ),
+            (Stage2::Topic(_), Some(_)) => tracing::warn!(
+                "checkpoint taken without [scale-out]: its stage 2 (baselines, commands in force) is not carried over"
+            ),
+            (Stage2::Topic(_), None) => {}
+        }
         self.seq = cp.seq;
         let mut shared = self.shared.lock().expect("rebalance state lock");
         for input in cp.inputs {
@@ -418,7 +531,55 @@ impl Driver {
         Ok(())
     }
 
+    /// Whether `topic` is the repartition topic (stage 2's input).
+    fn is_repartition(&self, topic: &str) -> bool {
+        matches!(&self.stage2, Stage2::Topic(t) if &*t.topic == topic)
+    }
+
+    /// A repartition partition assigned: its judge, restored from the state topic when a
+    /// state was there.
+    fn assigned_stage2(&mut self, partition: i32, start: Start) -> anyhow::Result<()> {
+        let state = self
+            .shared
+            .lock()
+            .expect("rebalance state lock")
+            .stage2
+            .remove(&partition);
+        let Stage2::Topic(t) = &mut self.stage2 else {
+            return Ok(());
+        };
+        let mut judge = Judge::new(
+            self.config.window,
+            self.config.black_hole.clone(),
+            self.config.actuator.clone(),
+            Ownership::Partition {
+                index: partition,
+                count: t.count,
+            },
+            self.config
+                .kafka
+                .as_ref()
+                .is_some_and(|k| k.config.outputs.windows.is_some()),
+        );
+        let next = match (start, state) {
+            (Start::Restore { offset }, Some(state)) => {
+                Stage::<KafkaOutputs>::restore(&mut judge, state.judge).map_err(lift)?;
+                offset
+            }
+            _ => -1,
+        };
+        for p in &t.producers {
+            judge.expect_input(p);
+        }
+        tracing::info!(partition, next, "stage 2 partition assigned");
+        t.judges.insert(partition, (judge, next));
+        Ok(())
+    }
+
     fn assigned(&mut self, topic: String, partition: i32, start: Start) -> anyhow::Result<()> {
+        if self.is_repartition(&topic) {
+            return self.assigned_stage2(partition, start);
+        }
         let key = (topic, partition);
         let id = InputId::partition(&key.0, partition);
         let (next, state) = match start {
@@ -435,7 +596,17 @@ impl Driver {
             ),
             Start::Beginning | Start::Committed => (-1, None),
         };
-        Stage::<KafkaOutputs>::add_input(&mut self.pipeline, &id, state)?;
+        let added = match &mut self.stage2 {
+            Stage2::Local(judge) => {
+                judge.expect_input(&id);
+                Stage::<Local<'_, KafkaOutputs>>::add_input(&mut self.aggregate, &id, state)
+                    .map_err(|e| lift(e.flatten()))
+            }
+            Stage2::Topic(_) => {
+                Stage::<TopicExchange<'_>>::add_input(&mut self.aggregate, &id, state).map_err(lift)
+            }
+        };
+        added?;
         self.parts.insert(
             key,
             Part {
@@ -449,13 +620,24 @@ impl Driver {
     }
 
     fn revoked(&mut self, key: (String, i32)) -> anyhow::Result<()> {
+        if let Stage2::Topic(t) = &mut self.stage2
+            && *t.topic == key.0
+        {
+            t.judges.remove(&key.1);
+            let mut shared = self.shared.lock().expect("rebalance state lock");
+            shared.commits.remove(&key);
+            tracing::info!(partition = key.1, "stage 2 partition revoked");
+            return Ok(());
+        }
         if self.batch.owner.as_ref() == Some(&key) {
             self.flush_batch()?;
         }
         if let Some(part) = self.parts.remove(&key) {
-            self.pipeline
-                .remove_input(&part.id, Removal::Revoked, &mut self.out)
-                .map_err(lift)?;
+            stage1!(self, |agg, x| agg.remove_input(
+                &part.id,
+                Removal::Revoked,
+                &mut x
+            ))?;
         }
         let mut shared = self.shared.lock().expect("rebalance state lock");
         shared.checkpointed.remove(&key);
@@ -470,6 +652,9 @@ impl Driver {
         let offset = m.offset();
         Metrics::by_topic(&self.metrics.messages_in, topic, 1);
         self.metrics.broker_up.set(1);
+        if self.is_repartition(topic) {
+            return self.on_repartition(m);
+        }
         let Some(part) = self.parts.get_mut(&key) else {
             tracing::warn!(%topic, partition = key.1, offset, "message of a partition not assigned here");
             return Ok(());
@@ -549,6 +734,81 @@ impl Driver {
         Ok(())
     }
 
+    /// A message of the repartition topic: into its partition's judge.
+    fn on_repartition(&mut self, m: &BorrowedMessage<'_>) -> anyhow::Result<()> {
+        let partition = m.partition();
+        let offset = m.offset();
+        let Stage2::Topic(t) = &mut self.stage2 else {
+            return Ok(());
+        };
+        let Some((judge, next)) = t.judges.get_mut(&partition) else {
+            tracing::warn!(
+                partition,
+                offset,
+                "repartition message of a partition not assigned here"
+            );
+            return Ok(());
+        };
+        *next = offset + 1;
+        let payload = m.payload().unwrap_or_default();
+        let message = match repartition::decode::<repartition::Message>(payload) {
+            Ok(message) => message,
+            Err(e) => {
+                let id = InputId::partition(m.topic(), partition);
+                let detail = format!("repartition message: {e}");
+                return self.dead_letter(
+                    &id,
+                    offset,
+                    m.key(),
+                    "bad-repartition-message",
+                    &detail,
+                    payload,
+                    &[],
+                );
+            }
+        };
+        let (producer, item) = match message {
+            repartition::Message::Pair {
+                producer,
+                window,
+                source,
+                destination,
+                state,
+            } => {
+                let state =
+                    match detect::pair::PairState::from_data(state, self.config.window.slots()) {
+                        Ok(s) => s,
+                        Err(e) => {
+                            let id = InputId::partition(m.topic(), partition);
+                            let detail = format!("pair state from {producer}: {e}");
+                            return self.dead_letter(
+                                &id,
+                                offset,
+                                m.key(),
+                                "bad-repartition-message",
+                                &detail,
+                                payload,
+                                &[],
+                            );
+                        }
+                    };
+                (
+                    producer,
+                    JudgeItem::Pair {
+                        window,
+                        source,
+                        destination,
+                        state,
+                    },
+                )
+            }
+            repartition::Message::Mark { producer, mark } => (producer, JudgeItem::Mark(mark)),
+        };
+        judge
+            .process(&InputId::new(&producer), item, &mut self.out)
+            .map_err(lift)
+    }
+
     #[allow(clippy::too_many_arguments)] // a dead letter's parts, as the message gave them
     fn dead_letter(
         &mut self,
@@ -583,20 +843,20 @@ impl Driver {
             return Ok(());
         };
         let batch = self.batch.builder.finish();
-        let id = self.parts.get(&owner).map(|p| p.id.clone());
-        let result = match &id {
-            Some(id) => self.pipeline.process(
-                id,
-                FlowBatch {
+        let positions = std::mem::take(&mut self.batch.positions);
+        let result = match self.parts.get(&owner).map(|p| p.id.clone()) {
+            Some(id) => {
+                let fb = FlowBatch {
                     batch: &batch,
-                    positions: Some(&self.batch.positions),
-                },
-                &mut self.out,
-            ),
+                    positions: Some(&positions),
+                };
+                stage1!(self, |agg, x| agg.process(&id, fb, &mut x))
+            }
             None => Ok(()),
         };
+        self.batch.positions = positions;
         self.batch.positions.clear();
-        result.map_err(lift)
+        result
     }
 
     /// Partitions without messages for `idle-timeout` stop holding the watermark back. While
@@ -629,7 +889,7 @@ impl Driver {
             part.idle = true;
             tracing::info!(input = %part.id, "input idle");
             let id = part.id.clone();
-            self.pipeline.input_idle(&id, &mut self.out).map_err(lift)?;
+            stage1!(self, |agg, x| agg.input_idle(&id, &mut x))?;
         }
         Ok(())
     }
@@ -661,9 +921,9 @@ impl Driver {
             if part.next < 0 {
                 continue; // nothing read yet: nothing to commit
             }
-            let low = self.pipeline.aggregate.low_position(&part.id);
+            let low = self.aggregate.low_position(&part.id);
             let at = low.unwrap_or(part.next).min(part.next);
-            let state = Stage::<KafkaOutputs>::snapshot_input(&self.pipeline, &part.id)
+            let state = Stage::<TopicExchange<'_>>::snapshot_input(&self.aggregate, &part.id)
                 .unwrap_or_else(|| PairAggregator::new(self.config.window).snapshot());
             let meta = commit_meta(&self.instance, self.seq, state.late_before_us);
             commit
@@ -687,7 +947,11 @@ impl Driver {
                 instance: self.instance.clone(),
                 seq: self.seq,
                 saved_at_ms: now_ms(),
-                pipeline: Stage::<KafkaOutputs>::snapshot(&self.pipeline),
+                aggregate: self.aggregate.counters(),
+                judge: match &self.stage2 {
+                    Stage2::Local(judge) => Some(Stage::<KafkaOutputs>::snapshot(judge.as_ref())),
+                    Stage2::Topic(_) => None,
+                },
                 inputs,
             };
             match dir.save(&cp) {
@@ -703,6 +967,35 @@ impl Driver {
                     self.metrics.checkpoint_failures.inc();
                     return Ok(());
                 }
+            }
+        }
+        // stage 2 scaled out: each owned partition's state to the state topic, delivered
+        // before its offset is committed
+        if let Stage2::Topic(t) = &self.stage2 {
+            for (&partition, (judge, next)) in &t.judges {
+                if *next < 0 {
+                    continue;
+                }
+                let state = repartition::encode(&PartitionState {
+                    position: *next,
+                    judge: Stage::<KafkaOutputs>::snapshot(judge),
+                });
+                self.out.send(
+                    &t.state_topic,
+                    Some(partition.to_string().as_bytes()),
+                    Some(partition),
+                    &state,
+                    None,
+                )?;
+                commit
+                    .add_partition_offset(&t.topic, partition, Offset::Offset(*next))
+                    .context("commit offset")?;
+                commits.insert((t.topic.to_string(), partition), (*next, String::new()));
+            }
+            if let Err(e) = self.out.flush() {
+                tracing::warn!(error = %e, "stage-2 states not delivered yet: offsets not committed");
+                self.metrics.checkpoint_failures.inc();
+                return Ok(());
             }
         }
         {
@@ -722,45 +1015,50 @@ impl Driver {
 
     fn update_metrics(&mut self) {
         let m = &self.metrics;
-        let j = self.pipeline.judge.counters();
-        let d = &mut self.deltas;
-        d.windows.update(&m.windows_closed, j.windows);
-        d.commands.update(&m.commands, j.commands);
-        d.alerts.update(&m.alerts, j.alerts);
-        for (signature, n) in &j.findings {
-            let counter = m.findings.get_or_create(&SignatureLabel {
-                signature: signature.clone(),
-            });
-            d.findings
-                .entry(signature.clone())
-                .or_default()
-                .update(&counter, *n);
+        let mut judges: Vec<&mut Judge> = match &mut self.stage2 {
+            Stage2::Local(judge) => vec![judge.as_mut()],
+            Stage2::Topic(t) => t.judges.values_mut().map(|(j, _)| j).collect(),
+        };
+        let (mut windows, mut pairs, mut nodes) = (0, 0, 0);
+        let mut watermark: Option<i64> = None;
+        for judge in &mut judges {
+            let (new, merger) = judge.new_counts();
+            m.windows_closed.inc_by(new.windows);
+            m.commands.inc_by(new.commands);
+            m.alerts.inc_by(new.alerts);
+            for (signature, n) in new.findings {
+                m.findings
+                    .get_or_create(&SignatureLabel { signature })
+                    .inc_by(n);
+            }
+            m.dropped_partials
+                .get_or_create(&KindLabel {
+                    kind: "duplicate".into(),
+                })
+                .inc_by(merger.duplicate_partials);
+            m.dropped_partials
+                .get_or_create(&KindLabel {
+                    kind: "late".into(),
+                })
+                .inc_by(merger.late_partials);
+            let (w, p) = judge.open_state();
+            windows += w;
+            pairs += p;
+            nodes += judge.baselines();
+            if let Some(wm) = judge.watermark().filter(|&w| w != i64::MAX) {
+                watermark = Some(watermark.map_or(wm, |o| o.min(wm)));
+            }
         }
-        d.late.update(
-            &m.late_records,
-            self.pipeline.aggregate.counters().late_records,
-        );
-        let mc = self.pipeline.judge.merger_counters();
-        d.duplicate.update(
-            &m.dropped_partials.get_or_create(&KindLabel {
-                kind: "duplicate".into(),
-            }),
-            mc.duplicate_partials,
-        );
-        d.late_partials.update(
-            &m.dropped_partials.get_or_create(&KindLabel {
-                kind: "late".into(),
-            }),
-            mc.late_partials,
-        );
-        let (w1, p1) = self.pipeline.aggregate.open_state();
-        let (w2, p2) = self.pipeline.judge.open_state();
-        m.state_windows.set((w1 + w2) as i64);
-        m.state_pairs.set((p1 + p2) as i64);
-        m.state_nodes.set(self.pipeline.judge.baselines() as i64);
+        self.deltas
+            .late
+            .update(&m.late_records, self.aggregate.counters().late_records);
+        let (w1, p1) = self.aggregate.open_state();
+        m.state_windows.set((w1 + windows) as i64);
+        m.state_pairs.set((p1 + pairs) as i64);
+        m.state_nodes.set(nodes as i64);
         m.assigned.set(self.parts.len() as i64);
         let now = now_ms();
-        if let Some(wm) = self.pipeline.judge.watermark().filter(|&w| w != i64::MAX) {
+        if let Some(wm) = watermark {
             m.watermark_delay
                 .set((now as f64 / 1e3 - wm as f64 / 1e6).max(0.0));
         }

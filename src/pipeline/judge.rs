@@ -142,6 +142,29 @@ pub struct Judge {
     ownership: Ownership,
     write_windows: bool,
     counters: JudgeCounters,
+    /// Counters as of the last [`Judge::new_counts`] (or the restore).
+    reported: (JudgeCounters, MergerCounters),
+}
+
+impl JudgeCounters {
+    /// `self − before`, per counter (saturating).
+    fn since(&self, before: &JudgeCounters) -> JudgeCounters {
+        JudgeCounters {
+            windows: self.windows.saturating_sub(before.windows),
+            pair_windows: self.pair_windows.saturating_sub(before.pair_windows),
+            node_windows: self.node_windows.saturating_sub(before.node_windows),
+            findings: self
+                .findings
+                .iter()
+                .map(|(k, n)| {
+                    let b = before.findings.get(k).copied().unwrap_or(0);
+                    (k.clone(), n.saturating_sub(b))
+                })
+                .collect(),
+            commands: self.commands.saturating_sub(before.commands),
+            alerts: self.alerts.saturating_sub(before.alerts),
+        }
+    }
 }
 
 impl Judge {
@@ -162,7 +185,30 @@ impl Judge {
             ownership,
             write_windows,
             counters: JudgeCounters::default(),
+            reported: Default::default(),
         }
+    }
+
+    /// What was counted since the last call (or since the judge was made or restored: counts
+    /// restored from another instance's state are not counted again), for metrics.
+    pub fn new_counts(&mut self) -> (JudgeCounters, MergerCounters) {
+        let m = *self.merger.counters();
+        let new = (
+            self.counters.since(&self.reported.0),
+            MergerCounters {
+                windows_closed: m
+                    .windows_closed
+                    .saturating_sub(self.reported.1.windows_closed),
+                duplicate_partials: m
+                    .duplicate_partials
+                    .saturating_sub(self.reported.1.duplicate_partials),
+                late_partials: m
+                    .late_partials
+                    .saturating_sub(self.reported.1.late_partials),
+            },
+        );
+        self.reported = (self.counters.clone(), m);
+        new
     }
 
     /// Counters so far.
@@ -353,6 +399,7 @@ impl<O: Outputs + ?Sized> Stage<O> for Judge {
         self.nodes.set_black_hole_spec(self.black_hole.clone());
         self.actuator.restore(state.actuator);
         self.counters = state.counters;
+        self.reported = (self.counters.clone(), *self.merger.counters());
         Ok(())
     }
 }
