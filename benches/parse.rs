@@ -36,6 +36,18 @@ fn repeated(files: &[PathBuf], keep: fn(&[u8]) -> bool, target: usize) -> (Vec<u
     (one.repeat(times), lines * times)
 }
 
+/// Keeps the records of batches.
+struct Records(Vec<schemas::FlowRecord>);
+
+impl IngestSink for Records {
+    type Error = std::convert::Infallible;
+    fn batch(&mut self, batch: RecordBatch, _lines: &[u64]) -> Result<(), Self::Error> {
+        self.0
+            .extend(schemas::flow_records(&batch).expect("a flow-record batch"));
+        Ok(())
+    }
+}
+
 struct Count(usize);
 
 impl IngestSink for Count {
@@ -126,8 +138,45 @@ fn bench(c: &mut Criterion) {
     ];
     let mut group = c.benchmark_group("parse");
     group.sample_size(10);
-    for (name, format, files, keep, target) in cases {
-        let (input, lines) = repeated(&files, keep, target);
+    let mut inputs: Vec<(&str, Format, Vec<u8>, usize)> = cases
+        .into_iter()
+        .map(|(name, format, files, keep, target)| {
+            let (input, lines) = repeated(&files, keep, target);
+            (name, format, input, lines)
+        })
+        .collect();
+    // flow-json: the istio fixture's records as `graywatch parse` prints them
+    {
+        let (istio, _) = repeated(
+            &[logs.join("integrations_istio_test-access-logs.log")],
+            any,
+            0,
+        );
+        let mut parser = Format::Istio.parser(&Mapping::default()).expect("parser");
+        let mut records = Records(Vec::new());
+        ingest::read_lines(
+            "istio",
+            &istio[..],
+            parser.as_mut(),
+            &ReaderOptions::default(),
+            &mut IngestStats::default(),
+            &mut records,
+        )
+        .expect("in-memory input");
+        let mut one = Vec::new();
+        for r in &records.0 {
+            serde_json::to_writer(&mut one, r).expect("records serialize");
+            one.push(b'\n');
+        }
+        let times = 1_000_000usize.div_ceil(records.0.len());
+        inputs.push((
+            "flow-json (the istio fixture's records as graywatch parse prints them)",
+            Format::FlowJson,
+            one.repeat(times),
+            records.0.len() * times,
+        ));
+    }
+    for (name, format, input, lines) in inputs {
         let (rows, stats) = parse_all(&format, &input);
         println!(
             "input: {name}: {lines} lines, {:.1} MB, {rows} records, {} rejected",

@@ -2,10 +2,10 @@
 //! started on a free loopback port per test, in memory or on SQLite (to survive a restart).
 //! `.ci/run` installs it; a test that can't start it fails loudly.
 //!
-//! Also: producing to and reading whole topics with rdkafka, and running `graywatch run` as a
-//! child process (stopped with SIGTERM or killed with SIGKILL).
+//! Also: producing to and reading whole topics with rdkafka. Used by the tests and by
+//! `benches/run.rs`.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -318,89 +318,4 @@ impl Msg {
             .find(|(k, _)| k == key)
             .map(|(_, v)| v.as_str())
     }
-}
-
-/// A `graywatch run` process.
-pub struct Run {
-    child: Child,
-    /// Its stderr (logs).
-    pub log: PathBuf,
-}
-
-impl Run {
-    /// Starts `graywatch run -c config`, logging to `log`.
-    pub fn start(config: &Path, log: &Path) -> Run {
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)
-            .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_graywatch"))
-            .args(["run", "-c", config.to_str().unwrap()])
-            .env("RUST_LOG", "info,librdkafka=warn,rdkafka=warn")
-            .stdout(Stdio::null())
-            .stderr(file)
-            .spawn()
-            .expect("graywatch runs");
-        Run {
-            child,
-            log: log.to_path_buf(),
-        }
-    }
-
-    /// Its logs so far.
-    pub fn logs(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// SIGTERM, then waits for it to exit (at most `timeout`); returns its exit code.
-    pub fn terminate(mut self, timeout: Duration) -> Option<i32> {
-        let pid = self.child.id().to_string();
-        let _ = Command::new("kill").args(["-TERM", &pid]).status();
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status.code();
-            }
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                panic!("graywatch run did not stop on SIGTERM:\n{}", self.logs());
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// SIGKILL (`kill -9`): no checkpoint, no commit.
-    pub fn kill(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Run {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A `graywatch run` config for `broker`: the given `[[kafka.inputs]]` (TOML), the landscape's
-/// mapping and windows, short timeouts, checkpoints in `dir`.
-pub fn run_config(broker: &Broker, inputs: &str, dir: &Path, extra: &str) -> String {
-    format!(
-        "{landscape}\n\
-         [runtime]\nidle-timeout = \"2s\"\nflush-after = \"50ms\"\n\n\
-         [kafka]\nbootstrap-servers = \"{servers}\"\ngroup-id = \"graywatch-test\"\n\n\
-         [kafka.consumer]\n\"session.timeout.ms\" = \"6000\"\n\"fetch.wait.max.ms\" = \"10\"\n\"statistics.interval.ms\" = \"1000\"\n\n\
-         {inputs}\n\n\
-         [kafka.outputs]\nfindings = \"graywatch.findings\"\ncommands = \"graywatch.commands\"\n\
-         alerts = \"graywatch.alerts\"\ndead-letters = \"graywatch.dead-letters\"\n\
-         windows = \"graywatch.windows\"\npartitions = 2\n\n\
-         [checkpoint]\ndir = \"{dir}\"\ninterval = \"1s\"\n\n\
-         [http]\nlisten = \"127.0.0.1:{http}\"\n\n{extra}\n",
-        landscape = crate::util::landscape_config(),
-        servers = broker.bootstrap(),
-        dir = dir.display(),
-        http = free_port(),
-    )
 }

@@ -20,6 +20,10 @@ pub fn consumer_config(servers: &str, group: &str, props: &Properties) -> Client
         .set("auto.offset.reset", "earliest")
         // bounded prefetch: when input outruns processing, lag grows, memory does not
         .set("queued.max.messages.kbytes", "16384")
+        // ...and fetching goes on as soon as the queue has room (librdkafka waits 1 s by
+        // default, which leaves a consumer that processes slower than it fetches idle most of
+        // the time: measured 60 k records/s against 590 k/s with 10 ms, `benches/run.rs`)
+        .set("fetch.queue.backoff.ms", "10")
         .set("statistics.interval.ms", "5000");
     for (k, v) in props.all.iter().chain(&props.consumer) {
         c.set(k, v);

@@ -17,6 +17,8 @@ pub mod names {
     pub const MESSAGES_IN: &str = "graywatch_messages_in";
     /// Flow records parsed from input topics, by topic.
     pub const RECORDS_IN: &str = "graywatch_records_in";
+    /// Flow records taken into windows by stage 1 (late ones included).
+    pub const RECORDS_AGGREGATED: &str = "graywatch_records_aggregated";
     /// Messages produced, by topic.
     pub const MESSAGES_OUT: &str = "graywatch_messages_out";
     /// Lines or records not used, by reason (each one went to the dead-letter topic).
@@ -104,6 +106,8 @@ pub struct Metrics {
     pub messages_in: Family<TopicLabel, Counter>,
     /// See [`names::RECORDS_IN`].
     pub records_in: Family<TopicLabel, Counter>,
+    /// See [`names::RECORDS_AGGREGATED`].
+    pub records_aggregated: Counter,
     /// See [`names::MESSAGES_OUT`].
     pub messages_out: Family<TopicLabel, Counter>,
     /// See [`names::DEAD_LETTERS`].
@@ -165,6 +169,11 @@ impl Metrics {
             RECORDS_IN,
             "Flow records parsed from input topics",
             self.records_in.clone(),
+        );
+        r.register(
+            RECORDS_AGGREGATED,
+            "Flow records taken into windows by stage 1 (late ones included)",
+            self.records_aggregated.clone(),
         );
         r.register(MESSAGES_OUT, "Messages produced", self.messages_out.clone());
         r.register(

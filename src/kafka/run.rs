@@ -45,6 +45,11 @@ use crate::pipeline::{
 
 /// Rows per flow batch handed to the pipeline.
 const BATCH_ROWS: usize = 8192;
+/// Messages handled between two looks at the clock (for idle inputs, flushes, checkpoints):
+/// the clock costs more than handling a small message.
+const CLOCK_EVERY: u32 = 256;
+/// How often metrics are updated from the stages' counters (and the loop's liveness).
+const METRICS_EVERY: Duration = Duration::from_millis(100);
 /// How long a broker call at startup may take.
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a flush of the producer may take before the checkpoint waits for the next turn.
@@ -110,20 +115,27 @@ struct Part {
     /// Processing time of its last message (or of its assignment).
     last_data: Instant,
     idle: bool,
-}
-
-/// Flow records parsed but not yet handed to the pipeline: rows of one partition.
-struct Batch {
+    /// Its flow records parsed but not yet handed to stage 1, with their offsets.
     builder: FlowBatchBuilder,
     positions: Vec<i64>,
-    owner: Option<(String, i32)>,
-    since: Instant,
+}
+
+/// One input topic.
+struct TopicIn {
+    name: String,
+    parser: TopicParser,
+    /// Largest message value read, bytes.
+    max_message: usize,
+    /// Messages and records since metrics were last updated.
+    messages: u64,
+    records: u64,
 }
 
 /// Counter deltas from stage 1 into metrics (stage 2's come from `Judge::new_counts`).
 #[derive(Default)]
 struct Deltas {
     late: Delta,
+    records: Delta,
 }
 
 /// Stage 2: in this process, or per owned repartition partition.
@@ -182,12 +194,20 @@ struct Driver {
     out: KafkaOutputs,
     aggregate: Aggregate,
     stage2: Stage2,
-    parsers: HashMap<String, TopicParser>,
-    max_message: HashMap<String, usize>,
+    /// The input topics: parser, limits, counts.
+    topics: Vec<TopicIn>,
     parts: BTreeMap<(String, i32), Part>,
     /// Partition states of the checkpoint loaded at start, taken when assigned.
     restored: HashMap<(String, i32), AggregatorSnapshot>,
-    batch: Batch,
+    /// Since when rows wait in some partition's builder.
+    unflushed_since: Option<Instant>,
+    last_metrics: Instant,
+    /// Processing time as of the last look at the clock (read every [`CLOCK_EVERY`] messages).
+    now: Instant,
+    /// The partition of the last message, reused as a map key without allocating.
+    hot: (String, i32),
+    /// Messages of the repartition topic since metrics were last updated.
+    repartition_messages: u64,
     checkpoint: Option<CheckpointDir>,
     instance: String,
     seq: u64,
@@ -332,8 +352,7 @@ pub fn run(
     )
     .context("kafka producer")?;
 
-    let mut parsers = HashMap::new();
-    let mut max_message = HashMap::new();
+    let mut topics = Vec::new();
     for input in &kafka.inputs {
         let mapping = config.mapping.for_input(&input.topic);
         let writer = input
@@ -346,8 +365,13 @@ pub fn run(
         } else {
             TopicParser::Writer(Box::new(WriterParser::new(base, &mapping, writer)))
         };
-        parsers.insert(input.topic.clone(), parser);
-        max_message.insert(input.topic.clone(), input.max_message_bytes);
+        topics.push(TopicIn {
+            name: input.topic.clone(),
+            parser,
+            max_message: input.max_message_bytes,
+            messages: 0,
+            records: 0,
+        });
     }
 
     let stage2 = match &config.scale_out {
@@ -385,16 +409,14 @@ pub fn run(
         out,
         aggregate,
         stage2,
-        parsers,
-        max_message,
+        topics,
         parts: BTreeMap::new(),
         restored: HashMap::new(),
-        batch: Batch {
-            builder: FlowBatchBuilder::new(),
-            positions: Vec::new(),
-            owner: None,
-            since: Instant::now(),
-        },
+        unflushed_since: None,
+        last_metrics: Instant::now(),
+        now: Instant::now(),
+        hot: (String::new(), -1),
+        repartition_messages: 0,
         checkpoint,
         instance,
         seq: 0,
@@ -483,6 +505,7 @@ impl Driver {
         shutdown: &AtomicBool,
     ) -> anyhow::Result<()> {
         let flush_after = self.config.runtime.flush_after;
+        let mut handled = 0u32;
         while !shutdown.load(Ordering::SeqCst) {
             let message = consumer.poll(Duration::from_millis(100));
             self.handle_events()?;
@@ -498,16 +521,24 @@ impl Driver {
                 }
                 None => true,
             };
-            if !self.batch.builder.is_empty()
-                && (quiet || self.batch.since.elapsed() >= flush_after)
+            handled += 1;
+            if !quiet && handled < CLOCK_EVERY {
+                continue;
+            }
+            handled = 0;
+            self.now = Instant::now();
+            if let Some(since) = self.unflushed_since
+                && (quiet || self.now.duration_since(since) >= flush_after)
             {
-                self.flush_batch()?;
+                self.flush_all()?;
             }
             self.check_idle()?;
-            if self.last_checkpoint.elapsed() >= self.interval {
+            if self.now.duration_since(self.last_checkpoint) >= self.interval {
                 self.checkpoint(consumer)?;
             }
-            self.update_metrics();
+            if quiet || self.now.duration_since(self.last_metrics) >= METRICS_EVERY {
+                self.update_metrics();
+            }
         }
         Ok(())
     }
@@ -614,6 +645,8 @@ impl Driver {
                 next,
                 last_data: Instant::now(),
                 idle: false,
+                builder: FlowBatchBuilder::new(),
+                positions: Vec::new(),
             },
         );
         Ok(())
@@ -629,9 +662,7 @@ impl Driver {
             tracing::info!(partition = key.1, "stage 2 partition revoked");
             return Ok(());
         }
-        if self.batch.owner.as_ref() == Some(&key) {
-            self.flush_batch()?;
-        }
+        self.flush_part(&key)?;
         if let Some(part) = self.parts.remove(&key) {
             stage1!(self, |agg, x| agg.remove_input(
                 &part.id,
@@ -648,38 +679,41 @@ impl Driver {
 
     fn on_message(&mut self, m: &BorrowedMessage<'_>) -> anyhow::Result<()> {
         let topic = m.topic();
-        let key = (topic.to_owned(), m.partition());
         let offset = m.offset();
-        Metrics::by_topic(&self.metrics.messages_in, topic, 1);
-        self.metrics.broker_up.set(1);
-        if self.is_repartition(topic) {
-            return self.on_repartition(m);
+        let Some(t) = self.topics.iter().position(|t| t.name == topic) else {
+            self.repartition_messages += 1;
+            if self.is_repartition(topic) {
+                return self.on_repartition(m);
+            }
+            tracing::warn!(%topic, "message of a topic not read here");
+            return Ok(());
+        };
+        self.topics[t].messages += 1;
+        if self.hot.1 != m.partition() || self.hot.0 != topic {
+            self.hot.0.clear();
+            self.hot.0.push_str(topic);
+            self.hot.1 = m.partition();
         }
-        let Some(part) = self.parts.get_mut(&key) else {
-            tracing::warn!(%topic, partition = key.1, offset, "message of a partition not assigned here");
+        let Some(part) = self.parts.get_mut(&self.hot) else {
+            tracing::warn!(%topic, partition = m.partition(), offset, "message of a partition not assigned here");
             return Ok(());
         };
         part.next = offset + 1;
-        part.last_data = Instant::now();
+        part.last_data = self.now;
         part.idle = false;
-        if self.batch.owner.as_ref() != Some(&key) {
-            self.flush_batch()?;
-            self.batch.owner = Some(key.clone());
-        }
         let Some(payload) = m.payload() else {
             return Ok(());
         };
-        let headers: Vec<(&str, &[u8])> = m
-            .headers()
-            .map(|h| {
-                h.iter()
-                    .map(|h| (h.key, h.value.unwrap_or_default()))
-                    .collect()
-            })
-            .unwrap_or_default();
-        let id = self.parts[&key].id.clone();
-        let max = self.max_message.get(topic).copied().unwrap_or(usize::MAX);
+        let headers: Vec<(&str, &[u8])> = match m.headers() {
+            Some(h) => h
+                .iter()
+                .map(|h| (h.key, h.value.unwrap_or_default()))
+                .collect(),
+            None => Vec::new(),
+        };
+        let max = self.topics[t].max_message;
         if payload.len() > max {
+            let id = part.id.clone();
             let detail = format!(
                 "message of {} bytes, more than max-message-bytes {max}",
                 payload.len()
@@ -694,42 +728,36 @@ impl Driver {
                 &headers,
             );
         }
-        if self.batch.builder.is_empty() {
-            self.batch.since = Instant::now();
-        }
-        let rows_before = self.batch.builder.len();
-        let parser = self
-            .parsers
-            .get_mut(topic)
-            .expect("a parser per input topic")
-            .get(&headers);
+        let rows_before = part.builder.len();
+        let parser = self.topics[t].parser.get(&headers);
         let mut rejects = Vec::new();
         for (i, line) in payload.split(|&b| b == b'\n').enumerate() {
             let line = line.strip_suffix(b"\r").unwrap_or(line);
             if line.iter().all(u8::is_ascii_whitespace) {
                 continue;
             }
-            match parser.parse_line(line, &mut self.batch.builder) {
-                Ok(n) => self.batch.positions.extend(std::iter::repeat_n(offset, n)),
+            match parser.parse_line(line, &mut part.builder) {
+                Ok(n) => part.positions.extend(std::iter::repeat_n(offset, n)),
                 Err(r) => rejects.push((i + 1, r)),
             }
         }
-        let rows = (self.batch.builder.len() - rows_before) as u64;
-        Metrics::by_topic(&self.metrics.records_in, topic, rows);
-        for (line, r) in rejects {
-            let detail = format!("line {line} of the message: {}", r.detail);
-            self.dead_letter(
-                &id,
-                offset,
-                m.key(),
-                r.reason.as_str(),
-                &detail,
-                payload,
-                &headers,
-            )?;
+        let rows = part.builder.len() - rows_before;
+        let full = part.builder.len() >= BATCH_ROWS;
+        if rows > 0 && self.unflushed_since.is_none() {
+            self.unflushed_since = Some(self.now);
         }
-        if self.batch.builder.len() >= BATCH_ROWS {
-            self.flush_batch()?;
+        self.topics[t].records += rows as u64;
+        if !rejects.is_empty() {
+            let id = part.id.clone();
+            for (line, r) in rejects {
+                let detail = format!("line {line} of the message: {}", r.detail);
+                let reason = r.reason.as_str();
+                self.dead_letter(&id, offset, m.key(), reason, &detail, payload, &headers)?;
+            }
+        }
+        if full {
+            let key = self.hot.clone();
+            self.flush_part(&key)?;
         }
         Ok(())
     }
@@ -834,29 +862,42 @@ impl Driver {
             .map_err(anyhow::Error::from)
     }
 
-    /// Hands the parsed rows to the pipeline.
-    fn flush_batch(&mut self) -> anyhow::Result<()> {
-        if self.batch.builder.is_empty() {
+    /// Hands a partition's parsed rows to stage 1.
+    fn flush_part(&mut self, key: &(String, i32)) -> anyhow::Result<()> {
+        let Some(part) = self.parts.get_mut(key) else {
+            return Ok(());
+        };
+        if part.builder.is_empty() {
             return Ok(());
         }
-        let Some(owner) = self.batch.owner.clone() else {
-            return Ok(());
+        let batch = part.builder.finish();
+        let positions = std::mem::take(&mut part.positions);
+        let id = part.id.clone();
+        let fb = FlowBatch {
+            batch: &batch,
+            positions: Some(&positions),
         };
-        let batch = self.batch.builder.finish();
-        let positions = std::mem::take(&mut self.batch.positions);
-        let result = match self.parts.get(&owner).map(|p| p.id.clone()) {
-            Some(id) => {
-                let fb = FlowBatch {
-                    batch: &batch,
-                    positions: Some(&positions),
-                };
-                stage1!(self, |agg, x| agg.process(&id, fb, &mut x))
-            }
-            None => Ok(()),
-        };
-        self.batch.positions = positions;
-        self.batch.positions.clear();
+        let result = stage1!(self, |agg, x| agg.process(&id, fb, &mut x));
+        if let Some(part) = self.parts.get_mut(key) {
+            part.positions = positions;
+            part.positions.clear();
+        }
         result
+    }
+
+    /// Hands every partition's parsed rows to stage 1.
+    fn flush_all(&mut self) -> anyhow::Result<()> {
+        self.unflushed_since = None;
+        let keys: Vec<(String, i32)> = self
+            .parts
+            .iter()
+            .filter(|(_, p)| !p.builder.is_empty())
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in keys {
+            self.flush_part(&key)?;
+        }
+        Ok(())
     }
 
     /// Partitions without messages for `idle-timeout` stop holding the watermark back. While
@@ -878,13 +919,11 @@ impl Driver {
         let idle: Vec<(String, i32)> = self
             .parts
             .iter()
-            .filter(|(_, p)| !p.idle && p.last_data.elapsed() >= timeout)
+            .filter(|(_, p)| !p.idle && self.now.duration_since(p.last_data) >= timeout)
             .map(|(k, _)| k.clone())
             .collect();
         for key in idle {
-            if self.batch.owner.as_ref() == Some(&key) {
-                self.flush_batch()?;
-            }
+            self.flush_part(&key)?;
             let part = self.parts.get_mut(&key).expect("listed above");
             part.idle = true;
             tracing::info!(input = %part.id, "input idle");
@@ -898,7 +937,7 @@ impl Driver {
     /// A producer that can't deliver in time (a broker outage) postpones it to the next turn.
     fn checkpoint(&mut self, consumer: &BaseConsumer<ConsumerCx>) -> anyhow::Result<()> {
         self.last_checkpoint = Instant::now();
-        self.flush_batch()?;
+        self.flush_all()?;
         if self.metrics.broker_up.get() == 0 {
             tracing::debug!("no broker answers: checkpoint and commit postponed");
             return Ok(());
@@ -1014,7 +1053,28 @@ impl Driver {
     }
 
     fn update_metrics(&mut self) {
+        self.last_metrics = Instant::now();
         let m = &self.metrics;
+        for t in &mut self.topics {
+            if t.messages > 0 {
+                // messages arrive: a broker answers
+                m.broker_up.set(1);
+                Metrics::by_topic(&m.messages_in, &t.name, std::mem::take(&mut t.messages));
+            }
+            if t.records > 0 {
+                Metrics::by_topic(&m.records_in, &t.name, std::mem::take(&mut t.records));
+            }
+        }
+        if self.repartition_messages > 0
+            && let Stage2::Topic(t) = &self.stage2
+        {
+            m.broker_up.set(1);
+            Metrics::by_topic(
+                &m.messages_in,
+                &t.topic,
+                std::mem::take(&mut self.repartition_messages),
+            );
+        }
         let mut judges: Vec<&mut Judge> = match &mut self.stage2 {
             Stage2::Local(judge) => vec![judge.as_mut()],
             Stage2::Topic(t) => t.judges.values_mut().map(|(j, _)| j).collect(),
@@ -1049,9 +1109,9 @@ impl Driver {
                 watermark = Some(watermark.map_or(wm, |o| o.min(wm)));
             }
         }
-        self.deltas
-            .late
-            .update(&m.late_records, self.aggregate.counters().late_records);
+        let a = self.aggregate.counters();
+        self.deltas.late.update(&m.late_records, a.late_records);
+        self.deltas.records.update(&m.records_aggregated, a.records);
         let (w1, p1) = self.aggregate.open_state();
         m.state_windows.set((w1 + windows) as i64);
         m.state_pairs.set((p1 + pairs) as i64);
