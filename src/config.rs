@@ -199,6 +199,22 @@ mod tests {
     }
 
     #[test]
+    fn the_walk_through_config_is_valid() {
+        let path = Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/deploy/examples/run.toml"
+        ));
+        let valid = Config::load(Some(path))
+            .unwrap()
+            .validate(Some(path))
+            .unwrap();
+        let kafka = valid.kafka.unwrap();
+        assert_eq!(kafka.inputs[0].topic, "access-logs");
+        assert_eq!(kafka.inputs[0].format, ingest::Format::FlowJson);
+        assert_eq!(valid.runtime.idle_timeout, Duration::from_secs(5));
+    }
+
+    #[test]
     fn bad_values_name_their_key() {
         let err = |text: &str| {
             let c: Config = toml::from_str(text).unwrap();

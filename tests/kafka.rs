@@ -782,3 +782,26 @@ pub fn run_config(broker: &Broker, inputs: &str, dir: &Path, extra: &str) -> Str
         http = free_port(),
     )
 }
+
+/// An input topic that does not exist is a startup error naming it (exit status 1).
+#[test]
+fn a_missing_input_topic_is_named() {
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("run.toml");
+    let inputs = "[[kafka.inputs]]\ntopic = \"no-such-topic\"\nformat = \"envoy\"\n";
+    util::write(
+        &config,
+        &run_config(&broker, inputs, &dir.path().join("state"), ""),
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_graywatch"))
+        .args(["run", "-c", config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("input topic \"no-such-topic\" does not exist"),
+        "{stderr}"
+    );
+}

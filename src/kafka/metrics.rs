@@ -148,7 +148,7 @@ pub struct Metrics {
     pub broker_up: Gauge,
     /// See [`names::PRODUCE_ERRORS`].
     pub produce_errors: Counter,
-    /// Readiness: partitions assigned (or none to wait for) and state restored.
+    /// Readiness: state restored and a first assignment received from the group.
     pub ready: AtomicBool,
     /// The main loop's last turn, ms since the epoch (a stalled loop is not ready).
     pub last_turn_ms: AtomicI64,

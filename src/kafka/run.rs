@@ -433,7 +433,6 @@ pub fn run(
     }
     consumer.subscribe(&topics).context("subscribing")?;
     tracing::info!(?topics, group = %kafka.config.group_id, instance = %driver.instance, "running");
-    driver.metrics.ready.store(true, Ordering::Relaxed);
 
     let result = driver.main_loop(&consumer, &shutdown);
     match result {
@@ -551,6 +550,8 @@ impl Driver {
                     for (topic, partition, start) in parts {
                         self.assigned(topic, partition, start)?;
                     }
+                    // restored at start, now assigned: ready (while the loop turns)
+                    self.metrics.ready.store(true, Ordering::Relaxed);
                 }
                 Event::Revoked(parts) => {
                     for key in parts {
