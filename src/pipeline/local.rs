@@ -131,10 +131,6 @@ impl<O: Outputs + ?Sized> Stage<O> for Pipeline {
             .map_err(StageError::flatten)
     }
 
-    fn advance_time(&mut self, event_time_us: i64, out: &mut O) -> Result<(), Self::Error> {
-        self.judge.advance_time(event_time_us, out)
-    }
-
     fn snapshot_input(&self, input: &InputId) -> Option<AggregatorSnapshot> {
         <Aggregate as Stage<Local<'_, O>>>::snapshot_input(&self.aggregate, input)
     }

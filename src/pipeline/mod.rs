@@ -31,9 +31,12 @@
 //!    new owner reads it again from the committed offset).
 //!
 //! At any time between calls, [`Stage::snapshot`] and [`Stage::snapshot_input`] give state to
-//! checkpoint (plain data, serde) and [`Stage::restore`] puts it back. [`Stage::advance_time`]
-//! tells a stage that event time has reached a point even though no record says so (every
-//! input idle).
+//! checkpoint (plain data, serde) and [`Stage::restore`] puts it back.
+//!
+//! Event time advances with the records: stage 1 moves each input's watermark as its records
+//! come, and tells stage 2 through [`Exchange::mark`]; stage 2 takes a mark as an item
+//! ([`JudgeItem::Mark`]) and closes what the merged watermark allows (the shape of Arroyo's
+//! `handle_watermark`). An input that goes idle marks itself idle.
 //!
 //! Errors: a stage returns [`StageError`]. [`StageError::Output`] is the output's own error,
 //! whole (a closed stdout, a Kafka producer that gave up); [`StageError::Batch`] is a batch
@@ -308,15 +311,6 @@ pub trait Stage<O: ?Sized> {
         _why: Removal,
         _out: &mut O,
     ) -> Result<(), Self::Error> {
-        Ok(())
-    }
-
-    /// Event time has reached `event_time_us` (µs since the epoch) though no record says so:
-    /// every input is idle, and the driver advances event time with its clock.
-    ///
-    /// # Errors
-    /// The output's.
-    fn advance_time(&mut self, _event_time_us: i64, _out: &mut O) -> Result<(), Self::Error> {
         Ok(())
     }
 
