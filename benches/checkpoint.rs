@@ -19,9 +19,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use detect::pair::AggregatorSnapshot;
 use graywatch::pipeline::checkpoint::CheckpointDir;
 use graywatch::pipeline::local::PipelineState;
-use graywatch::pipeline::{
-    Aggregate, DeadLetter, FlowBatch, InputId, Judge, Outputs, Ownership, Pipeline, Stage,
-};
+use graywatch::pipeline::{DeadLetter, FlowBatch, InputId, Outputs, Pipeline, Stage};
 use schemas::{FlowBatchBuilder, FlowRecordRef, Reporter};
 
 /// Discards everything.
@@ -65,16 +63,7 @@ fn config() -> graywatch::config::Validated {
 }
 
 fn pipeline(c: &graywatch::config::Validated) -> Pipeline {
-    Pipeline {
-        aggregate: Aggregate::new(c.window, i64::MAX),
-        judge: Judge::new(
-            c.window,
-            c.black_hole.clone(),
-            c.actuator.clone(),
-            Ownership::All,
-            true,
-        ),
-    }
+    Pipeline::new(c, i64::MAX)
 }
 
 /// The state described in the module docs, in a pipeline.

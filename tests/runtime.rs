@@ -4,9 +4,7 @@
 use arrow::array::RecordBatch;
 use graywatch::pipeline::checkpoint;
 use graywatch::pipeline::local::PipelineState;
-use graywatch::pipeline::{
-    Aggregate, DeadLetter, FlowBatch, InputId, Judge, Outputs, Ownership, Pipeline, Removal, Stage,
-};
+use graywatch::pipeline::{DeadLetter, FlowBatch, InputId, Outputs, Pipeline, Removal, Stage};
 use ingest::{Format, IngestSink, IngestStats, ReaderOptions};
 
 use crate::util;
@@ -80,16 +78,7 @@ fn config() -> graywatch::config::Validated {
 }
 
 fn pipeline(c: &graywatch::config::Validated) -> Pipeline {
-    Pipeline {
-        aggregate: Aggregate::new(c.window, i64::MAX),
-        judge: Judge::new(
-            c.window,
-            c.black_hole.clone(),
-            c.actuator.clone(),
-            Ownership::All,
-            true,
-        ),
-    }
+    Pipeline::new(c, i64::MAX)
 }
 
 /// The landscape's logs with a black hole at 120 s, split line by line between two inputs (as

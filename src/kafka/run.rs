@@ -189,6 +189,8 @@ macro_rules! stage1 {
 /// The main loop's state.
 struct Driver {
     config: Validated,
+    /// Partitions of all input topics (read at start).
+    input_partitions: usize,
     shared: Arc<Mutex<Shared>>,
     metrics: Arc<Metrics>,
     out: KafkaOutputs,
@@ -304,13 +306,14 @@ pub fn run(
                 state: state_reader,
             })
             .context("kafka consumer")?;
-    let mut producers = Vec::new();
+    let mut producers: Vec<InputId> = Vec::new();
     for input in &kafka.inputs {
         let Some(n) = client::partitions(&consumer, &input.topic, STARTUP_TIMEOUT)? else {
             return Err(client::TopicError::MissingInput(input.topic.clone()).into());
         };
         producers.extend((0..n).map(|p| InputId::partition(&input.topic, p)));
     }
+    let input_partitions = producers.len();
     let o = &kafka.config.outputs;
     let mut wanted: Vec<(String, i32, i32, bool)> =
         [&o.findings, &o.commands, &o.alerts, &o.dead_letters]
@@ -403,6 +406,7 @@ pub fn run(
     };
     let aggregate = Aggregate::new(config.window, crate::not_after_now());
     let mut driver = Driver {
+        input_partitions,
         config,
         shared,
         metrics,
@@ -552,6 +556,17 @@ impl Driver {
                     }
                     // restored at start, now assigned: ready (while the loop turns)
                     self.metrics.ready.store(true, Ordering::Relaxed);
+                    if matches!(self.stage2, Stage2::Local(_))
+                        && self.parts.len() < self.input_partitions
+                    {
+                        tracing::warn!(
+                            held = self.parts.len(),
+                            of = self.input_partitions,
+                            "this instance holds part of the input partitions: without [scale-out], \
+                             nodes are judged on part of their traffic here (run one instance, or \
+                             configure [scale-out])"
+                        );
+                    }
                 }
                 Event::Revoked(parts) => {
                     for key in parts {
@@ -780,58 +795,38 @@ impl Driver {
         };
         *next = offset + 1;
         let payload = m.payload().unwrap_or_default();
-        let message = match repartition::decode::<repartition::Message>(payload) {
-            Ok(message) => message,
-            Err(e) => {
-                let id = InputId::partition(m.topic(), partition);
-                let detail = format!("repartition message: {e}");
-                return self.dead_letter(
-                    &id,
-                    offset,
-                    m.key(),
-                    "bad-repartition-message",
-                    &detail,
-                    payload,
-                    &[],
-                );
-            }
-        };
-        let (producer, item) = match message {
-            repartition::Message::Pair {
-                producer,
-                window,
-                source,
-                destination,
-                state,
-            } => {
-                let state =
-                    match detect::pair::PairState::from_data(state, self.config.window.slots()) {
-                        Ok(s) => s,
-                        Err(e) => {
-                            let id = InputId::partition(m.topic(), partition);
-                            let detail = format!("pair state from {producer}: {e}");
-                            return self.dead_letter(
-                                &id,
-                                offset,
-                                m.key(),
-                                "bad-repartition-message",
-                                &detail,
-                                payload,
-                                &[],
-                            );
-                        }
-                    };
-                (
+        let slots = self.config.window.slots();
+        let decoded = repartition::decode::<repartition::Message>(payload)
+            .map_err(|e| format!("repartition message: {e}"))
+            .and_then(|message| match message {
+                repartition::Message::Pair {
                     producer,
-                    JudgeItem::Pair {
-                        window,
-                        source,
-                        destination,
-                        state,
-                    },
-                )
+                    window,
+                    source,
+                    destination,
+                    state,
+                } => detect::pair::PairState::from_data(state, slots)
+                    .map_err(|e| format!("pair state from {producer}: {e}"))
+                    .map(|state| {
+                        let item = JudgeItem::Pair {
+                            window,
+                            source,
+                            destination,
+                            state,
+                        };
+                        (producer, item)
+                    }),
+                repartition::Message::Mark { producer, mark } => {
+                    Ok((producer, JudgeItem::Mark(mark)))
+                }
+            });
+        let (producer, item) = match decoded {
+            Ok(d) => d,
+            Err(detail) => {
+                let id = InputId::partition(m.topic(), partition);
+                let reason = "bad-repartition-message";
+                return self.dead_letter(&id, offset, m.key(), reason, &detail, payload, &[]);
             }
-            repartition::Message::Mark { producer, mark } => (producer, JudgeItem::Mark(mark)),
         };
         judge
             .process(&InputId::new(&producer), item, &mut self.out)

@@ -124,19 +124,22 @@ impl Aggregate {
 
     fn task(&mut self, input: &InputId) -> &mut Task {
         if !self.tasks.contains_key(input) {
-            let mut agg = PairAggregator::new(self.spec);
-            agg.set_not_after(self.not_after_us);
-            self.tasks.insert(
-                input.clone(),
-                Task {
-                    agg,
-                    idle: false,
-                    marked: None,
-                    base: Default::default(),
-                },
-            );
+            self.insert(input, PairAggregator::new(self.spec));
         }
         self.tasks.get_mut(input).expect("inserted above")
+    }
+
+    /// Adds `input` with `agg` (its counters so far count as already reported).
+    fn insert(&mut self, input: &InputId, mut agg: PairAggregator) {
+        agg.set_not_after(self.not_after_us);
+        let base = *agg.counters();
+        let task = Task {
+            agg,
+            idle: false,
+            marked: None,
+            base,
+        };
+        self.tasks.insert(input.clone(), task);
     }
 
     /// Sends what the input's aggregator handed over, then its mark if it changed.
@@ -234,22 +237,12 @@ impl<X: Exchange + ?Sized> Stage<X> for Aggregate {
             self.task(input);
             return Ok(());
         };
-        let mut agg =
+        let agg =
             PairAggregator::restore(self.spec, state).map_err(|source| StageError::State {
                 what: format!("input {input}"),
                 source,
             })?;
-        agg.set_not_after(self.not_after_us);
-        let base = *agg.counters();
-        self.tasks.insert(
-            input.clone(),
-            Task {
-                agg,
-                idle: false,
-                marked: None,
-                base,
-            },
-        );
+        self.insert(input, agg);
         Ok(())
     }
 

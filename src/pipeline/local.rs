@@ -66,6 +66,34 @@ pub struct PipelineState {
 }
 
 impl Pipeline {
+    /// Both stages for `config`, stage 2 owning every node and writing window aggregates;
+    /// records starting after `not_after_us` (µs since the epoch) are set aside as future.
+    pub fn new(config: &crate::config::Validated, not_after_us: i64) -> Self {
+        Pipeline {
+            aggregate: Aggregate::new(config.window, not_after_us),
+            judge: Judge::new(
+                config.window,
+                config.black_hole.clone(),
+                config.actuator.clone(),
+                super::Ownership::All,
+                true,
+            ),
+        }
+    }
+
+    /// Runs `f` with stage 1 and the exchange to stage 2 in this process; one level of error.
+    fn local<O: Outputs + ?Sized, R>(
+        &mut self,
+        out: &mut O,
+        f: impl FnOnce(&mut Aggregate, &mut Local<'_, O>) -> Result<R, StageError<StageError<O::Error>>>,
+    ) -> Result<R, StageError<O::Error>> {
+        let mut local = Local {
+            judge: &mut self.judge,
+            out,
+        };
+        f(&mut self.aggregate, &mut local).map_err(StageError::flatten)
+    }
+
     /// End of every input: closes every window still open in stage 2.
     ///
     /// # Errors
@@ -97,23 +125,11 @@ impl<O: Outputs + ?Sized> Stage<O> for Pipeline {
         item: FlowBatch<'_>,
         out: &mut O,
     ) -> Result<(), Self::Error> {
-        let mut local = Local {
-            judge: &mut self.judge,
-            out,
-        };
-        self.aggregate
-            .process(input, item, &mut local)
-            .map_err(StageError::flatten)
+        self.local(out, |agg, x| agg.process(input, item, x))
     }
 
     fn input_idle(&mut self, input: &InputId, out: &mut O) -> Result<(), Self::Error> {
-        let mut local = Local {
-            judge: &mut self.judge,
-            out,
-        };
-        self.aggregate
-            .input_idle(input, &mut local)
-            .map_err(StageError::flatten)
+        self.local(out, |agg, x| agg.input_idle(input, x))
     }
 
     fn remove_input(
@@ -122,13 +138,7 @@ impl<O: Outputs + ?Sized> Stage<O> for Pipeline {
         why: Removal,
         out: &mut O,
     ) -> Result<(), Self::Error> {
-        let mut local = Local {
-            judge: &mut self.judge,
-            out,
-        };
-        self.aggregate
-            .remove_input(input, why, &mut local)
-            .map_err(StageError::flatten)
+        self.local(out, |agg, x| agg.remove_input(input, why, x))
     }
 
     fn snapshot_input(&self, input: &InputId) -> Option<AggregatorSnapshot> {

@@ -23,8 +23,7 @@ use ingest::{
 
 use crate::pipeline::jsonl::{JsonLinesConfig, JsonLinesOutputs};
 use crate::pipeline::{
-    Aggregate, DeadLetter, FlowBatch, InputId, Judge, Outputs, Ownership, Payload, Pipeline,
-    Removal, Stage, StageError,
+    DeadLetter, FlowBatch, InputId, Outputs, Payload, Pipeline, Removal, Stage, StageError,
 };
 use input::{Opened, Source, Streams};
 
@@ -199,6 +198,25 @@ struct Feed<'a, O: Outputs> {
     base: u64,
 }
 
+impl<'a, O: Outputs> Feed<'a, O> {
+    fn new(
+        pipeline: &'a mut Pipeline,
+        out: &'a mut O,
+        input: &'a InputId,
+        progress: &'a ProgressBar,
+        base: u64,
+    ) -> Self {
+        Feed {
+            pipeline,
+            out,
+            input,
+            positions: Vec::new(),
+            progress,
+            base,
+        }
+    }
+}
+
 impl<O: Outputs> IngestSink for Feed<'_, O> {
     type Error = StageError<O::Error>;
 
@@ -350,14 +368,7 @@ pub fn drive<O: Outputs>(
         let parser = parsers.parsers[p].1.as_mut();
         let r = &mut reading[i];
         let base: u64 = read_bytes.iter().sum::<u64>() - read_bytes[i];
-        let mut feed = Feed {
-            pipeline,
-            out,
-            input: &r.id,
-            positions: Vec::new(),
-            progress,
-            base,
-        };
+        let mut feed = Feed::new(pipeline, out, &r.id, progress, base);
         let status = match &mut inputs[i].source {
             Source::File(reader) => {
                 r.lines
@@ -386,14 +397,7 @@ pub fn drive<O: Outputs>(
             let users = &parsers.parsers[p].2;
             if users.iter().all(|&u| u == i || reading[u].done) {
                 let r = &mut reading[i];
-                let mut feed = Feed {
-                    pipeline,
-                    out,
-                    input: &r.id,
-                    positions: Vec::new(),
-                    progress,
-                    base,
-                };
+                let mut feed = Feed::new(pipeline, out, &r.id, progress, base);
                 r.lines
                     .finish_parser(parsers.parsers[p].1.as_mut(), &mut stats, &mut feed)
                     .map_err(DriveError::Stage)?;
@@ -515,16 +519,7 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
         pairs: HashMap::new(),
     };
     // The one clock read of a run: records more than a day ahead of it are not believed.
-    let mut pipeline = Pipeline {
-        aggregate: Aggregate::new(config.window, crate::not_after_now()),
-        judge: Judge::new(
-            config.window,
-            config.black_hole.clone(),
-            config.actuator,
-            Ownership::All,
-            true,
-        ),
-    };
+    let mut pipeline = Pipeline::new(&config, crate::not_after_now());
     let progress = progress_bar(&inputs);
     let driven = drive(
         &args.input,
