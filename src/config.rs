@@ -136,6 +136,22 @@ impl Config {
                 let (client, inputs) = k
                     .validate(|name| std::env::var(name).ok())
                     .with_context(|| format!("config {file}"))?;
+                // librdkafka checks every property's name and value (without connecting)
+                let servers = &k.bootstrap_servers;
+                for (section, properties) in [
+                    (
+                        "[kafka.client] or [kafka.consumer]",
+                        crate::kafka::client::consumer_config(servers, &k.group_id, &client),
+                    ),
+                    (
+                        "[kafka.client] or [kafka.producer]",
+                        crate::kafka::client::producer_config(servers, &client),
+                    ),
+                ] {
+                    properties
+                        .create_native_config()
+                        .with_context(|| format!("config {file} {section}"))?;
+                }
                 Some(ValidKafka {
                     config: k.clone(),
                     client,
@@ -149,6 +165,36 @@ impl Config {
         }
         if let Some(s) = &self.scale_out {
             s.validate().with_context(|| format!("config {file}"))?;
+            if s.repartition_topic == s.state_topic {
+                anyhow::bail!(
+                    "config {file}: scale-out.state-topic: {:?} is also the repartition topic",
+                    s.state_topic
+                );
+            }
+            if let Some(k) = &self.kafka {
+                let o = &k.outputs;
+                let others = k
+                    .inputs
+                    .iter()
+                    .map(|i| ("an input topic", &i.topic))
+                    .chain([
+                        ("kafka.outputs.findings", &o.findings),
+                        ("kafka.outputs.commands", &o.commands),
+                        ("kafka.outputs.alerts", &o.alerts),
+                        ("kafka.outputs.dead-letters", &o.dead_letters),
+                    ])
+                    .chain(o.windows.iter().map(|w| ("kafka.outputs.windows", w)));
+                for (what, topic) in others {
+                    for (key, ours) in [
+                        ("scale-out.repartition-topic", &s.repartition_topic),
+                        ("scale-out.state-topic", &s.state_topic),
+                    ] {
+                        if ours == topic {
+                            anyhow::bail!("config {file}: {key}: {ours:?} is also {what}");
+                        }
+                    }
+                }
+            }
         }
         Ok(Validated {
             mapping: ingest::Mapping::try_from(self.mapping)
@@ -245,6 +291,21 @@ mod tests {
             )),
             "config defaults: kafka.client.\"sasl.password\": environment variable \
              GRAYWATCH_TEST_UNSET_VARIABLE is not set"
+        );
+        assert_eq!(
+            err(&format!(
+                "{}[scale-out]\nstate-topic = \"f\"\n",
+                kafka("[[kafka.inputs]]\ntopic = \"logs\"\nformat = \"envoy\"")
+            )),
+            "config defaults: scale-out.state-topic: \"f\" is also kafka.outputs.findings"
+        );
+        let e = err(&kafka(
+            "[kafka.consumer]\n\"sesion.timeout.ms\" = \"6000\"\n[[kafka.inputs]]\ntopic = \"logs\"\nformat = \"envoy\"",
+        ));
+        assert!(
+            e.starts_with("config defaults [kafka.client] or [kafka.consumer]: ")
+                && e.contains("sesion.timeout.ms"),
+            "{e}"
         );
         assert_eq!(
             err("[runtime]\nidle-timeout = \"0s\"\n"),

@@ -87,10 +87,28 @@ fn main() -> ExitCode {
         // command-line tools.
         Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
-            say(&format!("graywatch: error: {e:#}\n"));
+            say(&format!("graywatch: error: {}\n", chain(&e)));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes, `: `-separated, leaving out a cause whose text the message
+/// before it already ends with (errors that print their source, as librdkafka's and I/O
+/// errors wrapped with a context often do).
+fn chain(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain() {
+        let part = cause.to_string();
+        if text.ends_with(&part) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&part);
+    }
+    text
 }
 
 fn is_broken_pipe(e: &anyhow::Error) -> bool {
@@ -108,13 +126,13 @@ fn validate(args: ValidateArgs) -> anyhow::Result<()> {
     let service = config.mapping.service.clone();
     let valid = config.validate(Some(&args.config))?;
     let w = &valid.detect.window;
-    println!("{}: ok", args.config.display());
-    println!(
-        "  mapping: service {}, {rules} rule(s)",
+    let mut out = format!("{}: ok\n", args.config.display());
+    out += &format!(
+        "  mapping: service {}, {rules} rule(s)\n",
         service.as_deref().unwrap_or("(none)")
     );
-    println!(
-        "  windows: {} long, allowed lateness {}",
+    out += &format!(
+        "  windows: {} long, allowed lateness {}\n",
         humantime::format_duration(w.length),
         humantime::format_duration(w.allowed_lateness)
     );
@@ -124,12 +142,15 @@ fn validate(args: ValidateArgs) -> anyhow::Result<()> {
             .iter()
             .map(|i| format!("{} ({})", i.topic, i.format.name()))
             .collect();
-        println!(
-            "  kafka: {} as group {}, reading {}",
+        out += &format!(
+            "  kafka: {} as group {}, reading {}\n",
             k.config.bootstrap_servers,
             k.config.group_id,
             topics.join(", ")
         );
     }
+    let mut stdout = graywatch::pipeline::jsonl::JsonLines::open(None)?;
+    stdout.write_raw(out.as_bytes())?;
+    stdout.flush()?;
     Ok(())
 }

@@ -311,10 +311,11 @@ impl Msg {
             .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.value)))
     }
 
-    /// A header's value.
+    /// A header's value: its last, when the message has it more than once.
     pub fn header(&self, key: &str) -> Option<&str> {
         self.headers
             .iter()
+            .rev()
             .find(|(k, _)| k == key)
             .map(|(_, v)| v.as_str())
     }

@@ -478,3 +478,39 @@ fn flow_json_replays_like_the_logs_it_came_from() {
     let docs = crate::util::json_lines(&again.stdout);
     assert!(!of_kind(&docs, "finding").is_empty());
 }
+
+/// An output that is a link to an input (symbolic or hard) is refused before anything is
+/// written, as is stdin given twice.
+#[test]
+fn outputs_linked_to_an_input_are_refused() {
+    let (dir, log) = temp_path("envoy.log");
+    let line = envoy_line(0, 10);
+    write(&log, &line);
+    let soft = dir.path().join("soft.jsonl");
+    let hard = dir.path().join("hard.jsonl");
+    std::os::unix::fs::symlink(&log, &soft).unwrap();
+    std::fs::hard_link(&log, &hard).unwrap();
+    for link in [&soft, &hard] {
+        let out = graywatch(&[
+            "replay",
+            "--windows",
+            link.to_str().unwrap(),
+            log.to_str().unwrap(),
+        ]);
+        assert_eq!(out.status.code(), Some(1), "{}", link.display());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("is also an input"), "{stderr}");
+    }
+    assert_eq!(
+        std::fs::read_to_string(&log).unwrap(),
+        line,
+        "input untouched"
+    );
+    let out = graywatch(&["replay", "-", "-"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("stdin (-) is given 2 times"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

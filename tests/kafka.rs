@@ -313,12 +313,14 @@ fn malformed_messages_go_to_the_dead_letter_topic() {
             "malformed",
         ),
         (Msg::to(0, "x".repeat(5000)), "too-large"),
+        (Msg::to(0, ""), "empty-message"),
         // two lines in one message, the second bad: one record, one dead letter
         (
             Msg {
                 headers: vec![
                     ("graywatch-service".into(), good[0].source.clone()),
                     ("trace".into(), "t-1".into()),
+                    ("graywatch-reason".into(), "forged".into()),
                 ],
                 key: Some("k-7".into()),
                 ..Msg::to(0, format!("{line}\nnot a line either"))
@@ -344,7 +346,7 @@ fn malformed_messages_go_to_the_dead_letter_topic() {
         ),
     ];
     for (i, (m, _)) in bad_envoy.iter().enumerate() {
-        envoy.insert(20 + 40 * i, m.clone());
+        envoy.insert(20 + 30 * i, m.clone());
     }
     for (i, (m, _)) in bad_flows.iter().enumerate() {
         flows.insert(10 + 50 * i, m.clone());
@@ -357,7 +359,11 @@ fn malformed_messages_go_to_the_dead_letter_topic() {
         "format = \"envoy\"\n",
         "format = \"envoy\"\nmax-message-bytes = 4096\n",
     );
-    let text = run_config(&broker, &inputs, &dir.path().join("state"), "");
+    // dead letters cut to 4 kB: the 5 000-byte message's is cut
+    let text = run_config(&broker, &inputs, &dir.path().join("state"), "").replace(
+        "partitions = 2\n",
+        "partitions = 2\nmax-message-bytes = 4096\n",
+    );
     let config = dir.path().join("run.toml");
     util::write(&config, &text);
     let run = Run::start(&config, &dir.path().join("run.log"));
@@ -369,7 +375,7 @@ fn malformed_messages_go_to_the_dead_letter_topic() {
     assert_eq!(letters.len(), expected, "{}", run.logs());
     // each with its reason, origin and original bytes; envoy-logs partition 0 offsets
     for (i, (m, reason)) in bad_envoy.iter().enumerate() {
-        let offset = (20 + 40 * i).to_string();
+        let offset = (20 + 30 * i).to_string();
         let l = letters
             .iter()
             .find(|l| {
@@ -379,13 +385,20 @@ fn malformed_messages_go_to_the_dead_letter_topic() {
             .unwrap_or_else(|| panic!("no dead letter for envoy-logs offset {offset}"));
         assert_eq!(l.header("graywatch-reason"), Some(*reason), "{offset}");
         assert_eq!(l.header("graywatch-source-partition"), Some("0"));
-        assert_eq!(l.value, m.value, "original bytes kept");
+        if *reason == "too-large" {
+            assert_eq!(l.header("graywatch-truncated"), Some("5000"));
+            assert!(l.value.len() < 4096 && m.value.starts_with(&l.value));
+        } else {
+            assert_eq!(l.value, m.value, "original bytes kept");
+        }
     }
     let two_lines = letters
         .iter()
         .find(|l| l.header("trace") == Some("t-1"))
         .expect("original headers kept");
     assert_eq!(two_lines.key.as_deref(), Some("k-7"));
+    // the input's own "graywatch-reason" comes first; graywatch's, last, is the one read
+    assert_eq!(two_lines.header("graywatch-reason"), Some("malformed"));
     assert!(
         two_lines
             .header("graywatch-detail")
@@ -648,12 +661,17 @@ fn two_instances_share_the_work_and_one_takes_over() {
     let b = Run::start(&configs[1].0, &dir.path().join("b.log"));
     let producer = produce_slowly(&broker, &split, 40, 20.0);
     // both get a share: 4 input and 4 repartition partitions between them
+    // 0 until the instance listens
     let assigned = |text: &str| {
-        metric(
-            &http_get(&http_addr(text), "/metrics").1,
-            "graywatch_assigned_partitions",
-        )
-        .unwrap_or(0.0)
+        std::net::TcpStream::connect(http_addr(text))
+            .ok()
+            .and_then(|_| {
+                metric(
+                    &http_get(&http_addr(text), "/metrics").1,
+                    "graywatch_assigned_partitions",
+                )
+            })
+            .unwrap_or(0.0)
     };
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     let split_between = || {

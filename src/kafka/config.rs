@@ -86,6 +86,16 @@ pub struct KafkaOutputsConfig {
     /// Replication factor of a topic graywatch creates (>= 1). Default 1.
     #[serde(default = "default_replication")]
     pub replication_factor: i32,
+    /// Largest message graywatch produces (value, key and headers), bytes, >= 4096: keep it
+    /// under the brokers' `message.max.bytes`. A dead letter's value is cut to fit; a
+    /// document that does not fit becomes an `output-too-large` dead letter. Default
+    /// 1 000 000.
+    #[serde(default = "default_max_output")]
+    pub max_message_bytes: usize,
+}
+
+fn default_max_output() -> usize {
+    1_000_000
 }
 
 fn default_partitions() -> i32 {
@@ -306,6 +316,12 @@ impl KafkaConfig {
         }
         if o.partitions < 1 {
             return Err(bad("kafka.outputs.partitions", "must be >= 1".into()));
+        }
+        if o.max_message_bytes < 4096 {
+            return Err(bad(
+                "kafka.outputs.max-message-bytes",
+                format!("{} is under 4096", o.max_message_bytes),
+            ));
         }
         if o.replication_factor < 1 {
             return Err(bad(

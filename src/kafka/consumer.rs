@@ -93,6 +93,8 @@ pub struct Shared {
     pub checkpointed: HashMap<(String, i32), i64>,
     /// Stage-2 states read from the state topic for repartition partitions just assigned.
     pub stage2: HashMap<i32, PartitionState>,
+    /// Shutting down: revocations commit nothing more.
+    pub closing: bool,
 }
 
 /// Reads the latest stage-2 state of a repartition partition from the state topic (its
@@ -114,7 +116,10 @@ impl StateReader {
         topic: &str,
         repartition: &str,
     ) -> Result<Self, KafkaError> {
-        config.set("enable.auto.commit", "false");
+        // polled only on assignments: statistics would pile up in its queue
+        config
+            .set("enable.auto.commit", "false")
+            .set("statistics.interval.ms", "0");
         Ok(StateReader {
             consumer: config.create()?,
             topic: topic.to_owned(),
@@ -353,6 +358,14 @@ impl ConsumerCx {
         let mut commit = TopicPartitionList::new();
         {
             let shared = self.shared.lock().expect("rebalance state lock");
+            if shared.closing {
+                // the last checkpoint committed already (or could not: no broker answers)
+                drop(shared);
+                if let Err(e) = consumer.unassign() {
+                    tracing::error!(error = %e, "unassign");
+                }
+                return;
+            }
             for key in &revoked {
                 if let Some((offset, meta)) = shared.commits.get(key)
                     && let Ok(()) =

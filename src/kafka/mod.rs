@@ -43,6 +43,12 @@ pub struct RunArgs {
 /// See [`run::run`].
 pub fn main(args: RunArgs) -> anyhow::Result<()> {
     let config = crate::config::Config::load(Some(&args.config))?.validate(Some(&args.config))?;
+    if config.kafka.is_none() {
+        anyhow::bail!(
+            "run needs a [kafka] section in {} (see deploy/examples/graywatch.toml)",
+            args.config.display()
+        );
+    }
     let metrics = Arc::new(metrics::Metrics::default());
     let shutdown = Arc::new(AtomicBool::new(false));
     let bound = http::start(

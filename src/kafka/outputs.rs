@@ -9,9 +9,17 @@
 //! | pair window, node window | `windows` | `<source>/<destination>`, `<node>` |
 //! | dead letter | `dead-letters` | the original key; value: the original bytes (or the flow record's JSON) |
 //!
-//! A dead letter's headers name why and where from: `graywatch-reason`,
-//! `graywatch-detail`, `graywatch-source-topic`, `graywatch-source-partition`,
-//! `graywatch-source-offset`, followed by the original message's own headers.
+//! A dead letter's headers are the original message's own, followed by graywatch's (so that a
+//! reader taking a header's last value gets graywatch's, whatever the input carried):
+//! `graywatch-reason`, `graywatch-detail`, `graywatch-source-topic`,
+//! `graywatch-source-partition`, `graywatch-source-offset`, and `graywatch-truncated` (the
+//! original size, bytes) when the value had to be cut to fit.
+//!
+//! No message larger than `[kafka.outputs] max-message-bytes` (value, key and headers; default
+//! 1 000 000, under Kafka's and nisshi's default limits) is produced: a dead letter's value is
+//! cut to fit, and a document that does not fit (a window of a pair with a megabyte-long
+//! name) becomes a dead letter (`output-too-large`) holding its start. A message the broker
+//! refuses would otherwise stop the run at the same input after every restart.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -39,6 +47,10 @@ pub mod headers {
     pub const SOURCE_PARTITION: &str = "graywatch-source-partition";
     /// Its offset there.
     pub const SOURCE_OFFSET: &str = "graywatch-source-offset";
+    /// The value's original size, bytes, when it was cut to fit.
+    pub const TRUNCATED: &str = "graywatch-truncated";
+    /// For an `output-too-large` dead letter: the topic the document was for.
+    pub const OUTPUT_TOPIC: &str = "graywatch-output-topic";
 }
 
 /// Why a document could not be produced.
@@ -68,6 +80,10 @@ pub struct ProducerCx {
 }
 
 impl ClientContext for ProducerCx {
+    /// The consumer reports broker state; the producer's statistics (when
+    /// `statistics.interval.ms` is set for every client) are not logged.
+    fn stats(&self, _: rdkafka::statistics::Statistics) {}
+
     fn error(&self, error: KafkaError, reason: &str) {
         if self.quiet.allow(&error.to_string()) {
             tracing::warn!(%error, reason, "kafka producer (repeats of this error are logged every 30 s)");
@@ -86,6 +102,16 @@ impl ProducerContext for ProducerCx {
             tracing::error!(error = %e, topic = m.topic(), "message not delivered");
         }
     }
+}
+
+/// Headers as librdkafka takes them.
+fn owned(headers: &[(&str, &[u8])]) -> OwnedHeaders {
+    headers.iter().fold(OwnedHeaders::new(), |h, (k, v)| {
+        h.insert(Header {
+            key: k,
+            value: Some(*v),
+        })
+    })
 }
 
 /// The output topics.
@@ -113,6 +139,13 @@ pub struct KafkaOutputs {
     reported: u64,
     flush_timeout: Duration,
     buf: Vec<u8>,
+    /// Largest message produced (value + key + headers), bytes.
+    max_bytes: usize,
+}
+
+/// Bytes a header costs in a message, roughly (name, value, framing).
+fn header_bytes(headers: &[(&str, &[u8])]) -> usize {
+    headers.iter().map(|(k, v)| k.len() + v.len() + 8).sum()
 }
 
 impl KafkaOutputs {
@@ -125,6 +158,7 @@ impl KafkaOutputs {
         topics: OutputTopics,
         metrics: Arc<Metrics>,
         flush_timeout: Duration,
+        max_bytes: usize,
     ) -> Result<Self, KafkaError> {
         let failed = Arc::new(AtomicU64::new(0));
         let producer = config.create_with_context(ProducerCx {
@@ -140,6 +174,7 @@ impl KafkaOutputs {
             reported: 0,
             flush_timeout,
             buf: Vec::with_capacity(1024),
+            max_bytes,
         })
     }
 
@@ -201,9 +236,44 @@ impl KafkaOutputs {
         self.buf.clear();
         serde_json::to_writer(&mut self.buf, doc).expect("documents serialize to JSON");
         let payload = std::mem::take(&mut self.buf);
-        let sent = self.send(topic, Some(key.as_bytes()), None, &payload, None);
+        let sent = if payload.len() + key.len() + 64 > self.max_bytes {
+            tracing::error!(%topic, bytes = payload.len(), "document too large for a message: sent to the dead letters");
+            self.too_large(topic, key, &payload)
+        } else {
+            self.send(topic, Some(key.as_bytes()), None, &payload, None)
+        };
         self.buf = payload;
         sent
+    }
+
+    /// A document that does not fit in a message, as a dead letter holding its start.
+    fn too_large(
+        &mut self,
+        topic: &str,
+        key: &str,
+        payload: &[u8],
+    ) -> Result<(), KafkaOutputError> {
+        self.metrics
+            .dead_letters
+            .get_or_create(&super::metrics::ReasonLabel {
+                reason: "output-too-large".into(),
+            })
+            .inc();
+        let size = payload.len().to_string();
+        let detail = format!("a {} byte document for {topic}", payload.len());
+        let ours: [(&str, &[u8]); 4] = [
+            (headers::REASON, b"output-too-large"),
+            (headers::DETAIL, detail.as_bytes()),
+            (headers::OUTPUT_TOPIC, topic.as_bytes()),
+            (headers::TRUNCATED, size.as_bytes()),
+        ];
+        let key = &key.as_bytes()[..key.len().min(1024)];
+        let room = self
+            .max_bytes
+            .saturating_sub(header_bytes(&ours) + key.len() + 64);
+        let cut = &payload[..payload.len().min(room)];
+        let dead_letters = self.topics.dead_letters.clone();
+        self.send(&dead_letters, Some(key), None, cut, Some(owned(&ours)))
     }
 
     /// Fails if a message sent earlier was not delivered.
@@ -261,33 +331,6 @@ impl Outputs for KafkaOutputs {
             None => (d.input.to_string(), String::new()),
         };
         let offset = d.position.map(|p| p.to_string()).unwrap_or_default();
-        let mut h = OwnedHeaders::new()
-            .insert(Header {
-                key: headers::REASON,
-                value: Some(d.reason),
-            })
-            .insert(Header {
-                key: headers::DETAIL,
-                value: Some(d.detail),
-            })
-            .insert(Header {
-                key: headers::SOURCE_TOPIC,
-                value: Some(&source_topic),
-            })
-            .insert(Header {
-                key: headers::SOURCE_PARTITION,
-                value: Some(&source_partition),
-            })
-            .insert(Header {
-                key: headers::SOURCE_OFFSET,
-                value: Some(&offset),
-            });
-        for (k, v) in d.headers {
-            h = h.insert(Header {
-                key: k,
-                value: Some(*v),
-            });
-        }
         let record_json;
         let payload: &[u8] = match d.payload {
             Payload::Bytes(b) => b,
@@ -296,8 +339,29 @@ impl Outputs for KafkaOutputs {
                 &record_json
             }
         };
+        let mut all: Vec<(&str, &[u8])> = d.headers.to_vec();
+        all.extend([
+            (headers::REASON, d.reason.as_bytes()),
+            (headers::DETAIL, d.detail.as_bytes()),
+            (headers::SOURCE_TOPIC, source_topic.as_bytes()),
+            (headers::SOURCE_PARTITION, source_partition.as_bytes()),
+            (headers::SOURCE_OFFSET, offset.as_bytes()),
+        ]);
+        let key = d.key.map(|k| &k[..k.len().min(1024)]);
+        let size = payload.len().to_string();
+        let max = self.max_bytes;
+        let room = |all: &[(&str, &[u8])]| {
+            max.saturating_sub(header_bytes(all) + key.map_or(0, <[u8]>::len) + 64)
+        };
+        let payload = if payload.len() > room(&all) {
+            all.retain(|(k, _)| k.starts_with("graywatch-"));
+            all.push((headers::TRUNCATED, size.as_bytes()));
+            &payload[..payload.len().min(room(&all))]
+        } else {
+            payload
+        };
         let topic = self.topics.dead_letters.clone();
-        self.send(&topic, d.key, None, payload, Some(h))
+        self.send(&topic, key, None, payload, Some(owned(&all)))
     }
 
     fn flush(&mut self) -> Result<(), KafkaOutputError> {

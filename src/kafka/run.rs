@@ -215,6 +215,8 @@ struct Driver {
     seq: u64,
     interval: Duration,
     last_checkpoint: Instant,
+    /// When the last checkpoint was saved and committed.
+    last_saved: Instant,
     deltas: Deltas,
     /// No broker answered at the last look (see `check_idle`).
     broker_was_down: bool,
@@ -225,6 +227,25 @@ pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// The partition count of `topic` (`None`: it does not exist), asking again while the brokers
+/// don't answer, for [`STARTUP_TIMEOUT`] or until a shutdown is requested.
+fn partitions_when_up(
+    consumer: &BaseConsumer<ConsumerCx>,
+    topic: &str,
+    shutdown: &AtomicBool,
+) -> anyhow::Result<Option<i32>> {
+    let deadline = Instant::now() + STARTUP_TIMEOUT;
+    loop {
+        match client::partitions(consumer, topic, Duration::from_secs(2)) {
+            Ok(n) => return Ok(n),
+            Err(e) if Instant::now() < deadline && !shutdown.load(Ordering::SeqCst) => {
+                tracing::warn!(error = %e, "waiting for the brokers");
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
 }
 
 /// This instance's id, kept in the checkpoint directory (a new one without a directory).
@@ -308,7 +329,7 @@ pub fn run(
             .context("kafka consumer")?;
     let mut producers: Vec<InputId> = Vec::new();
     for input in &kafka.inputs {
-        let Some(n) = client::partitions(&consumer, &input.topic, STARTUP_TIMEOUT)? else {
+        let Some(n) = partitions_when_up(&consumer, &input.topic, &shutdown)? else {
             return Err(client::TopicError::MissingInput(input.topic.clone()).into());
         };
         producers.extend((0..n).map(|p| InputId::partition(&input.topic, p)));
@@ -341,8 +362,14 @@ pub fn run(
         &wanted,
         STARTUP_TIMEOUT,
     )?;
+    let mut producer_config = client::producer_config(servers, &kafka.client);
+    // librdkafka's own limit (1 000 000 by default) must not refuse what the cap lets through
+    producer_config.set(
+        "message.max.bytes",
+        (o.max_message_bytes + 65_536).max(1_000_000).to_string(),
+    );
     let out = KafkaOutputs::new(
-        &client::producer_config(servers, &kafka.client),
+        &producer_config,
         OutputTopics {
             findings: o.findings.clone(),
             commands: o.commands.clone(),
@@ -352,6 +379,7 @@ pub fn run(
         },
         Arc::clone(&metrics),
         FLUSH_TIMEOUT,
+        o.max_message_bytes,
     )
     .context("kafka producer")?;
 
@@ -386,7 +414,7 @@ pub fn run(
             o.windows.is_some(),
         ))),
         Some(s) => {
-            if let Some(n) = client::partitions(&consumer, &s.repartition_topic, STARTUP_TIMEOUT)?
+            if let Some(n) = partitions_when_up(&consumer, &s.repartition_topic, &shutdown)?
                 && n != s.partitions
             {
                 anyhow::bail!(
@@ -426,6 +454,7 @@ pub fn run(
         seq: 0,
         interval,
         last_checkpoint: Instant::now(),
+        last_saved: Instant::now(),
         deltas: Deltas::default(),
         broker_was_down: false,
     };
@@ -442,7 +471,14 @@ pub fn run(
     match result {
         Ok(()) => {
             // SIGTERM: stop consuming, close what can close, checkpoint, commit
+            let saved = driver.seq;
             driver.checkpoint(&consumer)?;
+            if driver.seq == saved {
+                tracing::warn!(
+                    "last checkpoint not saved (no broker answers): a restart reads again from the previous commit"
+                );
+            }
+            driver.shared.lock().expect("rebalance state lock").closing = true;
             consumer.unsubscribe();
             tracing::info!("stopped");
             Ok(())
@@ -469,11 +505,21 @@ impl Driver {
                 self.instance
             );
         }
+        let hint = || {
+            format!(
+                "restoring the checkpoint in {}: run with the config it was taken with, or move it \
+                 away to start without it",
+                dir.path().display()
+            )
+        };
         Stage::<Local<'_, KafkaOutputs>>::restore(&mut self.aggregate, cp.aggregate)
-            .map_err(|e| lift(e.flatten()))?;
+            .map_err(|e| lift(e.flatten()))
+            .with_context(hint)?;
         match (&mut self.stage2, cp.judge) {
             (Stage2::Local(judge), Some(state)) => {
-                Stage::<KafkaOutputs>::restore(judge.as_mut(), state).map_err(lift)?;
+                Stage::<KafkaOutputs>::restore(judge.as_mut(), state)
+                    .map_err(lift)
+                    .with_context(hint)?;
             }
             (Stage2::Local(_), None) => anyhow::bail!(
                 "checkpoint in {} was taken with [scale-out]: its stage 2 is on the state topic; \
@@ -653,7 +699,12 @@ impl Driver {
                 Stage::<TopicExchange<'_>>::add_input(&mut self.aggregate, &id, state).map_err(lift)
             }
         };
-        added?;
+        added.with_context(|| {
+            format!(
+                "restoring input {key:?} from the checkpoint: run with the config it was taken \
+                 with, or move the checkpoint away to start without it"
+            )
+        })?;
         self.parts.insert(
             key,
             Part {
@@ -717,9 +768,7 @@ impl Driver {
         part.next = offset + 1;
         part.last_data = self.now;
         part.idle = false;
-        let Some(payload) = m.payload() else {
-            return Ok(());
-        };
+        let payload = m.payload().unwrap_or_default();
         let headers: Vec<(&str, &[u8])> = match m.headers() {
             Some(h) => h
                 .iter()
@@ -728,6 +777,23 @@ impl Driver {
             None => Vec::new(),
         };
         let max = self.topics[t].max_message;
+        if payload.iter().all(u8::is_ascii_whitespace) {
+            let id = part.id.clone();
+            let detail = if m.payload().is_none() {
+                "the message has no value"
+            } else {
+                "the message's value is empty"
+            };
+            return self.dead_letter(
+                &id,
+                offset,
+                m.key(),
+                "empty-message",
+                detail,
+                payload,
+                &headers,
+            );
+        }
         if payload.len() > max {
             let id = part.id.clone();
             let detail = format!(
@@ -1038,6 +1104,7 @@ impl Driver {
             shared.commits = commits;
             shared.checkpointed = positions;
         }
+        self.last_saved = Instant::now();
         self.metrics.checkpoint_age.set(0.0);
         if commit.count() > 0
             && let Err(e) = consumer.commit(&commit, CommitMode::Sync)
@@ -1119,7 +1186,7 @@ impl Driver {
                 .set((now as f64 / 1e3 - wm as f64 / 1e6).max(0.0));
         }
         m.checkpoint_age
-            .set(self.last_checkpoint.elapsed().as_secs_f64());
+            .set(self.last_saved.elapsed().as_secs_f64());
         m.turned(now);
     }
 }

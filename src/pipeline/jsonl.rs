@@ -70,6 +70,15 @@ impl JsonLines {
         self.check(written)
     }
 
+    /// Writes `bytes` as they are (text for a terminal).
+    ///
+    /// # Errors
+    /// As [`JsonLines::write`].
+    pub fn write_raw(&mut self, bytes: &[u8]) -> Result<(), JsonLinesError> {
+        let written = self.out.write_all(bytes);
+        self.check(written)
+    }
+
     /// Flushes buffered lines.
     ///
     /// # Errors

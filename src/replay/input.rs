@@ -13,8 +13,11 @@ use anyhow::{Context, bail};
 
 /// Bytes read from a stream at once.
 const STREAM_CHUNK: usize = 1 << 16;
-/// Chunks in flight from all stream threads (bounds their memory to 4 MiB).
+/// Chunks in flight from all stream threads (4 MiB).
 const STREAM_QUEUE: usize = 64;
+/// Bytes buffered for all streams together before the driver stops taking chunks from their
+/// threads (which then wait: a stream faster than parsing is slowed down, not buffered).
+const STREAM_BUFFER: usize = 16 << 20;
 
 /// How an input is read.
 pub enum Source {
@@ -134,14 +137,33 @@ impl Streams {
     /// Moves what the threads have sent into their inputs' buffers; waits up to `wait` for
     /// the first chunk when none is there. Returns whether anything arrived.
     pub fn receive(&self, inputs: &mut [Opened], wait: Duration) -> bool {
+        let buffered = |inputs: &[Opened]| -> usize {
+            inputs
+                .iter()
+                .map(|i| match &i.source {
+                    Source::Stream(s) => s.chunks.iter().map(Vec::len).sum::<usize>(),
+                    Source::File(_) => 0,
+                })
+                .sum()
+        };
+        let mut room = STREAM_BUFFER.saturating_sub(buffered(inputs));
+        if room == 0 {
+            return false;
+        }
         let mut got = false;
         let mut first = if wait.is_zero() {
             None
         } else {
             self.rx.recv_timeout(wait).ok()
         };
-        while let Some((index, chunk)) = first.take().or_else(|| self.rx.try_recv().ok()) {
+        while let Some((index, chunk)) = first
+            .take()
+            .or_else(|| (room > 0).then(|| self.rx.try_recv().ok()).flatten())
+        {
             got = true;
+            if let Chunk::Data(d) = &chunk {
+                room = room.saturating_sub(d.len());
+            }
             if let Some(Opened {
                 source: Source::Stream(buf),
                 ..
@@ -216,16 +238,26 @@ pub fn check_outputs(
     inputs: &[PathBuf],
     outputs: &[(&str, &Option<PathBuf>)],
 ) -> anyhow::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    // the path with every link resolved (an output that does not exist yet: its directory's)
     let key = |p: &Path| {
-        let parent = match p.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d,
-            _ => Path::new("."),
-        };
-        parent
-            .canonicalize()
-            .map(|d| d.join(p.file_name().unwrap_or_default()))
-            .unwrap_or_else(|_| p.to_path_buf())
+        p.canonicalize().unwrap_or_else(|_| {
+            let parent = match p.parent() {
+                Some(d) if !d.as_os_str().is_empty() => d,
+                _ => Path::new("."),
+            };
+            parent
+                .canonicalize()
+                .map(|d| d.join(p.file_name().unwrap_or_default()))
+                .unwrap_or_else(|_| p.to_path_buf())
+        })
     };
+    // the file itself (a hard link is another path to it)
+    let file = |p: &Path| std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino()));
+    let stdin = inputs.iter().filter(|i| i.as_os_str() == "-").count();
+    if stdin > 1 {
+        bail!("stdin (-) is given {stdin} times as an input: give it once");
+    }
     let mut seen: Vec<(PathBuf, &str)> = Vec::new();
     for (flag, path) in outputs {
         let Some(path) = path else { continue };
@@ -233,7 +265,11 @@ pub fn check_outputs(
             continue;
         }
         let k = key(path);
-        if inputs.iter().any(|i| i.as_os_str() != "-" && key(i) == k) {
+        let f = file(path);
+        if inputs
+            .iter()
+            .any(|i| i.as_os_str() != "-" && (key(i) == k || (f.is_some() && file(i) == f)))
+        {
             bail!("{flag} {}: is also an input", path.display());
         }
         if let Some((_, other)) = seen.iter().find(|(s, _)| *s == k) {

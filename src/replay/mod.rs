@@ -45,7 +45,7 @@ pub struct InputArgs {
     #[arg(long, value_name = "FILE")]
     pub rejects: Option<PathBuf>,
     /// Longest accepted line, bytes; longer lines are rejected (line-too-long).
-    #[arg(long, default_value_t = 1 << 20, value_name = "BYTES")]
+    #[arg(long, default_value_t = 1 << 20, value_name = "BYTES", value_parser = line_limit)]
     pub max_line_bytes: usize,
     /// Input files; `-` reads stdin. `replay` reads them in turns, always from the one
     /// furthest behind in event time, so logs of several proxies covering the same time and
@@ -79,6 +79,15 @@ pub struct ReplayArgs {
     /// Print no summary on stderr.
     #[arg(long, short = 'q')]
     pub quiet: bool,
+}
+
+/// Parses `--max-line-bytes`: at least 1.
+fn line_limit(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 /// `--format`: a format name, or `auto` (`None`).
@@ -329,6 +338,7 @@ pub fn drive<O: Outputs>(
     }
     // bytes read per input, for the progress bar
     let mut read_bytes = vec![0u64; inputs.len()];
+    let mut last_idle_check = Instant::now();
     loop {
         streams.receive(&mut inputs, Duration::ZERO);
         let ready = |i: usize, inputs: &[Opened]| match &inputs[i].source {
@@ -351,17 +361,24 @@ pub fn drive<O: Outputs>(
                     i,
                 )
             });
-        let Some(i) = next else {
-            // every input left is a quiet stream: wait for bytes, flag the idle ones
-            if !streams.receive(&mut inputs, runtime.flush_after) {
-                for r in reading.iter_mut().filter(|r| !r.done && !r.idle) {
-                    if r.last_data.elapsed() >= runtime.idle_timeout {
-                        r.idle = true;
-                        tracing::info!(input = %r.id, "input idle");
-                        pipeline.input_idle(&r.id, out).map_err(DriveError::Stage)?;
-                    }
+        // quiet streams go idle, even while other inputs keep the loop busy
+        if last_idle_check.elapsed() >= runtime.flush_after {
+            last_idle_check = Instant::now();
+            for (i, r) in reading.iter_mut().enumerate() {
+                if !r.done
+                    && !r.idle
+                    && !ready(i, &inputs)
+                    && r.last_data.elapsed() >= runtime.idle_timeout
+                {
+                    r.idle = true;
+                    tracing::info!(input = %r.id, "input idle");
+                    pipeline.input_idle(&r.id, out).map_err(DriveError::Stage)?;
                 }
             }
+        }
+        let Some(i) = next else {
+            // every input left is a quiet stream: wait for bytes
+            streams.receive(&mut inputs, runtime.flush_after);
             continue;
         };
         let p = parsers.of_input[i].expect("inputs being read have a parser");
