@@ -33,7 +33,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
 use crate::intern::{Interner, pair_ids, pair_key};
-use crate::pair::{ClosedPairs, PairState, PairStateData, PartialWindow, WindowSpec};
+use crate::pair::{
+    ClosedPairs, PairData, PairState, PartialWindow, WindowSpec, merge_state, states_from_data,
+    states_to_data,
+};
 
 /// Where a producer of partial windows is.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -103,10 +106,10 @@ pub struct MergerSnapshot {
 pub struct MergeWindowData {
     /// Window index `k` (the window is `[k·L, (k+1)·L)`).
     pub index: i64,
-    /// Merged pairs: (source, destination, state).
-    pub merged: Vec<(String, String, PairStateData)>,
-    /// Pairs waiting for their producer's watermark: (producer, source, destination, state).
-    pub pending: Vec<(String, String, String, PairStateData)>,
+    /// Merged pairs.
+    pub merged: Vec<PairData>,
+    /// Pairs waiting for their producer's watermark, per producer.
+    pub pending: Vec<(String, Vec<PairData>)>,
 }
 
 impl WindowMerger {
@@ -228,14 +231,7 @@ impl WindowMerger {
                 self.interner.intern_arc(&p.source),
                 self.interner.intern_arc(&p.destination),
             );
-            match target.merged.entry(key) {
-                std::collections::hash_map::Entry::Occupied(mut o) => {
-                    o.get_mut().merge(p.state, slots)
-                }
-                std::collections::hash_map::Entry::Vacant(v) => {
-                    v.insert(p.state);
-                }
-            }
+            merge_state(&mut target.merged, key, p.state, slots);
         }
         0
     }
@@ -363,7 +359,6 @@ impl WindowMerger {
 
     /// The state to checkpoint.
     pub fn snapshot(&self) -> MergerSnapshot {
-        let name = |id: u32| self.interner.name(id).to_string();
         MergerSnapshot {
             spec: self.spec,
             producers: self
@@ -375,33 +370,14 @@ impl WindowMerger {
             windows: self
                 .windows
                 .iter()
-                .map(|(&index, w)| {
-                    let mut merged: Vec<(String, String, PairStateData)> = w
-                        .merged
-                        .iter()
-                        .map(|(&key, state)| {
-                            let (s, d) = pair_ids(key);
-                            (name(s), name(d), state.to_data())
-                        })
-                        .collect();
-                    let mut pending: Vec<(String, String, String, PairStateData)> = w
+                .map(|(&index, w)| MergeWindowData {
+                    index,
+                    merged: states_to_data(&self.interner, &w.merged),
+                    pending: w
                         .pending
                         .iter()
-                        .flat_map(|(producer, pairs)| {
-                            pairs.iter().map(move |(&key, state)| {
-                                let (s, d) = pair_ids(key);
-                                (producer.to_string(), name(s), name(d), state.to_data())
-                            })
-                        })
-                        .collect();
-                    // hash order is arbitrary: the same state makes the same snapshot
-                    merged.sort_unstable_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
-                    pending.sort_unstable_by(|a, b| (&a.0, &a.1, &a.2).cmp(&(&b.0, &b.1, &b.2)));
-                    MergeWindowData {
-                        index,
-                        merged,
-                        pending,
-                    }
+                        .map(|(p, pairs)| (p.to_string(), states_to_data(&self.interner, pairs)))
+                        .collect(),
                 })
                 .collect(),
             counters: self.counters,
@@ -423,20 +399,13 @@ impl WindowMerger {
         m.counters = snapshot.counters;
         let slots = spec.slots();
         for w in snapshot.windows {
-            let mut window = MergeWindow::default();
-            for (s, d, data) in w.merged {
-                let key = pair_key(m.interner.intern(&s), m.interner.intern(&d));
-                window
-                    .merged
-                    .insert(key, PairState::from_data(data, slots)?);
-            }
-            for (p, s, d, data) in w.pending {
-                let key = pair_key(m.interner.intern(&s), m.interner.intern(&d));
-                window
-                    .pending
-                    .entry(Arc::from(p))
-                    .or_default()
-                    .insert(key, PairState::from_data(data, slots)?);
+            let mut window = MergeWindow {
+                merged: states_from_data(&mut m.interner, w.merged, slots)?,
+                pending: BTreeMap::new(),
+            };
+            for (p, pairs) in w.pending {
+                let pairs = states_from_data(&mut m.interner, pairs, slots)?;
+                window.pending.insert(Arc::from(p), pairs);
             }
             m.windows.insert(w.index, window);
         }
@@ -450,12 +419,7 @@ fn merge_into(
     slots: usize,
 ) {
     for (key, state) in pairs {
-        match merged.entry(key) {
-            std::collections::hash_map::Entry::Occupied(mut o) => o.get_mut().merge(state, slots),
-            std::collections::hash_map::Entry::Vacant(v) => {
-                v.insert(state);
-            }
-        }
+        merge_state(merged, key, state, slots);
     }
 }
 

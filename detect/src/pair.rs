@@ -413,6 +413,59 @@ pub struct AggregatorSnapshot {
     pub counters: AggregatorCounters,
 }
 
+/// One pair's state in a snapshot: (source, destination, state).
+pub type PairData = (String, String, PairStateData);
+
+/// The states of a window's pairs (keyed by interned ids) as [`PairData`], sorted by names:
+/// hash order is arbitrary, the same state makes the same snapshot.
+pub(crate) fn states_to_data(
+    interner: &Interner,
+    states: &foldhash::HashMap<u64, PairState>,
+) -> Vec<PairData> {
+    let mut data: Vec<PairData> = states
+        .iter()
+        .map(|(&key, state)| {
+            let (s, d) = pair_ids(key);
+            (
+                interner.name(s).to_string(),
+                interner.name(d).to_string(),
+                state.to_data(),
+            )
+        })
+        .collect();
+    data.sort_unstable_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+    data
+}
+
+/// [`states_to_data`] back, for windows of `slots` concurrency slots.
+pub(crate) fn states_from_data(
+    interner: &mut Interner,
+    data: Vec<PairData>,
+    slots: usize,
+) -> Result<foldhash::HashMap<u64, PairState>> {
+    let mut states = foldhash::HashMap::default();
+    for (source, destination, state) in data {
+        let key = pair_key(interner.intern(&source), interner.intern(&destination));
+        states.insert(key, PairState::from_data(state, slots)?);
+    }
+    Ok(states)
+}
+
+/// Adds `state` to the state of `key` in `states` (or puts it there).
+pub(crate) fn merge_state(
+    states: &mut foldhash::HashMap<u64, PairState>,
+    key: u64,
+    state: PairState,
+    slots: usize,
+) {
+    match states.entry(key) {
+        std::collections::hash_map::Entry::Occupied(mut o) => o.get_mut().merge(state, slots),
+        std::collections::hash_map::Entry::Vacant(v) => {
+            v.insert(state);
+        }
+    }
+}
+
 /// One open window of an [`AggregatorSnapshot`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OpenWindowData {
@@ -420,8 +473,8 @@ pub struct OpenWindowData {
     pub index: i64,
     /// Lowest input position of a record in it (`i64::MAX` when not tracked).
     pub first_position: i64,
-    /// Its pairs: (source, destination, state).
-    pub pairs: Vec<(String, String, PairStateData)>,
+    /// Its pairs.
+    pub pairs: Vec<PairData>,
 }
 
 impl PairAggregator {
@@ -761,26 +814,10 @@ impl PairAggregator {
             windows: self
                 .windows
                 .iter()
-                .map(|(&index, w)| {
-                    let mut pairs: Vec<(String, String, PairStateData)> = w
-                        .pairs
-                        .iter()
-                        .map(|(&key, state)| {
-                            let (s, d) = pair_ids(key);
-                            (
-                                self.interner.name(s).to_string(),
-                                self.interner.name(d).to_string(),
-                                state.to_data(),
-                            )
-                        })
-                        .collect();
-                    // hash order is arbitrary: the same state makes the same snapshot
-                    pairs.sort_unstable_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
-                    OpenWindowData {
-                        index,
-                        first_position: w.first_position,
-                        pairs,
-                    }
+                .map(|(&index, w)| OpenWindowData {
+                    index,
+                    first_position: w.first_position,
+                    pairs: states_to_data(&self.interner, &w.pairs),
                 })
                 .collect(),
             counters: self.counters,
@@ -799,12 +836,7 @@ impl PairAggregator {
         agg.late_before_us = snapshot.late_before_us;
         agg.counters = snapshot.counters;
         for w in snapshot.windows {
-            let mut pairs = foldhash::HashMap::default();
-            for (source, destination, data) in w.pairs {
-                let s = agg.interner.intern(&source);
-                let d = agg.interner.intern(&destination);
-                pairs.insert(pair_key(s, d), PairState::from_data(data, spec.slots)?);
-            }
+            let pairs = states_from_data(&mut agg.interner, w.pairs, spec.slots)?;
             agg.windows.insert(
                 w.index,
                 OpenWindow {

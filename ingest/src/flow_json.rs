@@ -386,60 +386,66 @@ impl LineParser for FlowJsonParser {
             None => serde_json::from_slice(line)
                 .map_err(|e| Reject::new(RejectReason::BadJson, format!("flow record: {e}")))?,
         };
-        if doc.schema_version != SCHEMA_VERSION {
-            return Err(Reject::new(
-                RejectReason::BadJson,
-                format!(
-                    "flow record: schema_version {} (this graywatch reads {SCHEMA_VERSION})",
-                    doc.schema_version
-                ),
-            ));
-        }
-        let reporter = Reporter::from_name(&doc.reporter).ok_or_else(|| {
-            Reject::new(
-                RejectReason::BadJson,
-                format!("flow record: unknown reporter {:?}", doc.reporter),
-            )
-        })?;
-        if doc.source.is_empty() || doc.destination.is_empty() {
-            return Err(Reject::new(
-                RejectReason::Malformed,
-                "flow record: empty source or destination",
-            ));
-        }
-        let attempts: Vec<UpstreamAttemptRef<'_>> = doc
-            .upstream_attempts
-            .iter()
-            .map(|a| UpstreamAttemptRef {
-                address: a.address.as_deref(),
-                status: a.status,
-                response_time_us: a.response_time_us,
-                group: a.group,
-            })
-            .collect();
-        let r = FlowRecordRef {
-            start_us: doc.start_us,
-            duration_us: doc.duration_us,
-            source: &doc.source,
-            source_zone: doc.source_zone.as_deref(),
-            source_version: doc.source_version.as_deref(),
-            destination: &doc.destination,
-            destination_zone: doc.destination_zone.as_deref(),
-            destination_version: doc.destination_version.as_deref(),
-            protocol: doc.protocol.as_deref(),
-            method: doc.method.as_deref(),
-            status: doc.status,
-            response_flags: doc.response_flags.as_deref(),
-            bytes_received: doc.bytes_received,
-            bytes_sent: doc.bytes_sent,
-            upstream_host: doc.upstream_host.as_deref(),
-            upstream_attempts: &attempts,
-            request_id: doc.request_id.as_deref(),
-            reporter,
-        };
-        out.append(&r);
+        append(&doc, out)?;
         Ok(1)
     }
+}
+
+/// Checks a decoded document (schema version, reporter, named ends) and appends its record.
+fn append(doc: &Doc<'_>, out: &mut FlowBatchBuilder) -> Result<(), Reject> {
+    if doc.schema_version != SCHEMA_VERSION {
+        return Err(Reject::new(
+            RejectReason::BadJson,
+            format!(
+                "flow record: schema_version {} (this graywatch reads {SCHEMA_VERSION})",
+                doc.schema_version
+            ),
+        ));
+    }
+    let reporter = Reporter::from_name(&doc.reporter).ok_or_else(|| {
+        Reject::new(
+            RejectReason::BadJson,
+            format!("flow record: unknown reporter {:?}", doc.reporter),
+        )
+    })?;
+    if doc.source.is_empty() || doc.destination.is_empty() {
+        return Err(Reject::new(
+            RejectReason::Malformed,
+            "flow record: empty source or destination",
+        ));
+    }
+    let attempts: Vec<UpstreamAttemptRef<'_>> = doc
+        .upstream_attempts
+        .iter()
+        .map(|a| UpstreamAttemptRef {
+            address: a.address.as_deref(),
+            status: a.status,
+            response_time_us: a.response_time_us,
+            group: a.group,
+        })
+        .collect();
+    let r = FlowRecordRef {
+        start_us: doc.start_us,
+        duration_us: doc.duration_us,
+        source: &doc.source,
+        source_zone: doc.source_zone.as_deref(),
+        source_version: doc.source_version.as_deref(),
+        destination: &doc.destination,
+        destination_zone: doc.destination_zone.as_deref(),
+        destination_version: doc.destination_version.as_deref(),
+        protocol: doc.protocol.as_deref(),
+        method: doc.method.as_deref(),
+        status: doc.status,
+        response_flags: doc.response_flags.as_deref(),
+        bytes_received: doc.bytes_received,
+        bytes_sent: doc.bytes_sent,
+        upstream_host: doc.upstream_host.as_deref(),
+        upstream_attempts: &attempts,
+        request_id: doc.request_id.as_deref(),
+        reporter,
+    };
+    out.append(&r);
+    Ok(())
 }
 
 #[cfg(test)]
@@ -486,24 +492,7 @@ mod tests {
     fn by_serde(line: &[u8]) -> Result<schemas::FlowRecord, String> {
         let doc: Doc<'_> = serde_json::from_slice(line).map_err(|e| e.to_string())?;
         let mut out = FlowBatchBuilder::new();
-        // the checks after decoding are the parser's own; reuse them on serde's doc
-        let line = serde_json::to_vec(&serde_json::json!({
-            "schema_version": doc.schema_version, "start_us": doc.start_us,
-            "duration_us": doc.duration_us, "source": doc.source, "source_zone": doc.source_zone,
-            "source_version": doc.source_version, "destination": doc.destination,
-            "destination_zone": doc.destination_zone, "destination_version": doc.destination_version,
-            "protocol": doc.protocol, "method": doc.method, "status": doc.status,
-            "response_flags": doc.response_flags, "bytes_received": doc.bytes_received,
-            "bytes_sent": doc.bytes_sent, "upstream_host": doc.upstream_host,
-            "request_id": doc.request_id, "reporter": doc.reporter,
-            "upstream_attempts": doc.upstream_attempts.iter().map(|a| serde_json::json!({
-                "address": a.address, "status": a.status,
-                "response_time_us": a.response_time_us, "group": a.group})).collect::<Vec<_>>(),
-        }))
-        .unwrap();
-        FlowJsonParser
-            .parse_line(&line, &mut out)
-            .map_err(|r| r.to_string())?;
+        append(&doc, &mut out).map_err(|r| r.to_string())?;
         Ok(flow_records(&out.finish()).unwrap().remove(0))
     }
 

@@ -205,11 +205,6 @@ impl LineReader {
         }
     }
 
-    /// The input's name.
-    pub fn input(&self) -> &str {
-        &self.input
-    }
-
     /// Lines read so far (the number of the last line read, 1-based).
     pub fn line_no(&self) -> u64 {
         self.line_no

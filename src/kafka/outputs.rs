@@ -227,15 +227,20 @@ impl KafkaOutputs {
         }
     }
 
+    /// Produces `doc` as JSON with `key` to the topic `topic` picks (nothing when it picks
+    /// none); a document too large for a message goes to the dead letters instead.
     fn json<T: Serialize>(
         &mut self,
-        topic: &str,
+        topic: fn(&OutputTopics) -> Option<&str>,
         key: &str,
         doc: &T,
     ) -> Result<(), KafkaOutputError> {
-        self.buf.clear();
-        serde_json::to_writer(&mut self.buf, doc).expect("documents serialize to JSON");
-        let payload = std::mem::take(&mut self.buf);
+        let Some(topic) = topic(&self.topics) else {
+            return Ok(());
+        };
+        let mut payload = std::mem::take(&mut self.buf);
+        payload.clear();
+        serde_json::to_writer(&mut payload, doc).expect("documents serialize to JSON");
         let sent = if payload.len() + key.len() + 64 > self.max_bytes {
             tracing::error!(%topic, bytes = payload.len(), "document too large for a message: sent to the dead letters");
             self.too_large(topic, key, &payload)
@@ -247,12 +252,7 @@ impl KafkaOutputs {
     }
 
     /// A document that does not fit in a message, as a dead letter holding its start.
-    fn too_large(
-        &mut self,
-        topic: &str,
-        key: &str,
-        payload: &[u8],
-    ) -> Result<(), KafkaOutputError> {
+    fn too_large(&self, topic: &str, key: &str, payload: &[u8]) -> Result<(), KafkaOutputError> {
         self.metrics
             .dead_letters
             .get_or_create(&super::metrics::ReasonLabel {
@@ -272,8 +272,8 @@ impl KafkaOutputs {
             .max_bytes
             .saturating_sub(header_bytes(&ours) + key.len() + 64);
         let cut = &payload[..payload.len().min(room)];
-        let dead_letters = self.topics.dead_letters.clone();
-        self.send(&dead_letters, Some(key), None, cut, Some(owned(&ours)))
+        let dead_letters = &self.topics.dead_letters;
+        self.send(dead_letters, Some(key), None, cut, Some(owned(&ours)))
     }
 
     /// Fails if a message sent earlier was not delivered.
@@ -291,32 +291,27 @@ impl Outputs for KafkaOutputs {
     type Error = KafkaOutputError;
 
     fn pair_window(&mut self, w: &PairWindow) -> Result<(), KafkaOutputError> {
-        let Some(topic) = self.topics.windows.clone() else {
-            return Ok(());
-        };
-        self.json(&topic, &format!("{}/{}", w.source, w.destination), w)
+        if self.topics.windows.is_none() {
+            return Ok(()); // before formatting a key for nothing
+        }
+        let key = format!("{}/{}", w.source, w.destination);
+        self.json(|t| t.windows.as_deref(), &key, w)
     }
 
     fn node_window(&mut self, w: &NodeWindow) -> Result<(), KafkaOutputError> {
-        let Some(topic) = self.topics.windows.clone() else {
-            return Ok(());
-        };
-        self.json(&topic, &w.node, w)
+        self.json(|t| t.windows.as_deref(), &w.node, w)
     }
 
     fn finding(&mut self, f: &Finding) -> Result<(), KafkaOutputError> {
-        let topic = self.topics.findings.clone();
-        self.json(&topic, &f.subject.key(), f)
+        self.json(|t| Some(&t.findings), &f.subject.key(), f)
     }
 
     fn command(&mut self, c: &RemediationCommand) -> Result<(), KafkaOutputError> {
-        let topic = self.topics.commands.clone();
-        self.json(&topic, &c.target.destination, c)
+        self.json(|t| Some(&t.commands), &c.target.destination, c)
     }
 
     fn alert(&mut self, a: &Alert) -> Result<(), KafkaOutputError> {
-        let topic = self.topics.alerts.clone();
-        self.json(&topic, &a.dedup_key, a)
+        self.json(|t| Some(&t.alerts), &a.dedup_key, a)
     }
 
     fn dead_letter(&mut self, d: &DeadLetter<'_>) -> Result<(), KafkaOutputError> {
@@ -360,8 +355,13 @@ impl Outputs for KafkaOutputs {
         } else {
             payload
         };
-        let topic = self.topics.dead_letters.clone();
-        self.send(&topic, key, None, payload, Some(owned(&all)))
+        self.send(
+            &self.topics.dead_letters,
+            key,
+            None,
+            payload,
+            Some(owned(&all)),
+        )
     }
 
     fn flush(&mut self) -> Result<(), KafkaOutputError> {

@@ -89,16 +89,6 @@ impl Aggregate {
         c
     }
 
-    /// The inputs, in name order.
-    pub fn inputs(&self) -> impl Iterator<Item = &InputId> {
-        self.tasks.keys()
-    }
-
-    /// Whether `input` is known and idle.
-    pub fn is_idle(&self, input: &InputId) -> bool {
-        self.tasks.get(input).is_some_and(|t| t.idle)
-    }
-
     /// The newest start seen from `input`, µs since the epoch (how far it has got).
     pub fn newest(&self, input: &InputId) -> Option<i64> {
         self.tasks.get(input).and_then(|t| t.agg.newest())

@@ -167,11 +167,6 @@ impl JsonLinesOutputs {
             write_windows: config.write_windows,
         })
     }
-
-    /// Whether dead letters are kept (a reject file was given).
-    pub fn keeps_dead_letters(&self) -> bool {
-        self.rejects.is_some()
-    }
 }
 
 impl Outputs for JsonLinesOutputs {

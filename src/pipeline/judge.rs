@@ -236,11 +236,6 @@ impl Judge {
         self.nodes.black_hole().nodes()
     }
 
-    /// Which nodes this judge owns.
-    pub fn ownership(&self) -> Ownership {
-        self.ownership
-    }
-
     /// Declares an input whose marks the merged watermark waits for.
     pub fn expect_input(&mut self, input: &InputId) {
         self.merger.add_producer(input.as_str());
