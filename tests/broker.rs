@@ -177,33 +177,7 @@ impl Broker {
     /// Produces each `(partition, key, value, headers)` to `topic` and waits for delivery.
     pub fn produce(&self, topic: &str, messages: &[Msg]) {
         let p = self.producer();
-        for m in messages {
-            let mut h = OwnedHeaders::new();
-            for (k, v) in &m.headers {
-                h = h.insert(Header {
-                    key: k,
-                    value: Some(v.as_bytes()),
-                });
-            }
-            let mut r: BaseRecord<'_, [u8], [u8]> =
-                BaseRecord::to(topic).payload(&m.value[..]).headers(h);
-            if let Some(k) = &m.key {
-                r = r.key(k.as_bytes());
-            }
-            if let Some(part) = m.partition {
-                r = r.partition(part);
-            }
-            let mut r = r;
-            loop {
-                match p.send(r) {
-                    Ok(()) => break,
-                    Err((_, back)) => {
-                        r = back;
-                        std::thread::sleep(Duration::from_millis(5));
-                    }
-                }
-            }
-        }
+        send(&p, topic, messages);
         p.flush(Duration::from_secs(30))
             .expect("test messages delivered");
     }
@@ -279,6 +253,37 @@ impl Broker {
 impl Drop for Broker {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// Sends each `(partition, key, value, headers)` to `topic` with `p`, waiting while the
+/// producer's queue is full; delivery is the caller's to wait for (`flush`).
+pub fn send(p: &ThreadedProducer<DefaultProducerContext>, topic: &str, messages: &[Msg]) {
+    for m in messages {
+        let mut h = OwnedHeaders::new();
+        for (k, v) in &m.headers {
+            h = h.insert(Header {
+                key: k,
+                value: Some(v.as_bytes()),
+            });
+        }
+        let mut r: BaseRecord<'_, [u8], [u8]> =
+            BaseRecord::to(topic).payload(&m.value[..]).headers(h);
+        if let Some(k) = &m.key {
+            r = r.key(k.as_bytes());
+        }
+        if let Some(part) = m.partition {
+            r = r.partition(part);
+        }
+        loop {
+            match p.send(r) {
+                Ok(()) => break,
+                Err((_, back)) => {
+                    r = back;
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            }
+        }
     }
 }
 

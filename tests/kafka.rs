@@ -73,32 +73,26 @@ pub fn produce_landscape(
 ) -> BTreeMap<(String, i32), Vec<FlowRecord>> {
     broker.create_topic("envoy-logs", 2);
     broker.create_topic("flows", 2);
-    let mut split: BTreeMap<(String, i32), Vec<FlowRecord>> = BTreeMap::new();
-    let (mut envoy, mut flows) = (Vec::new(), Vec::new());
-    for (i, r) in records.iter().enumerate() {
-        let partition = ((i / 2) % 2) as i32;
-        if i % 2 == 0 {
-            envoy.push(Msg {
-                partition: Some(partition),
-                key: Some(r.source.clone()),
-                value: envoy_line(r).into_bytes(),
-                headers: vec![("graywatch-service".into(), r.source.clone())],
-            });
-            split
-                .entry(("envoy-logs".into(), partition))
-                .or_default()
-                .push(r.clone());
-        } else {
-            flows.push(Msg::to(partition, serde_json::to_vec(r).unwrap()));
-            split
-                .entry(("flows".into(), partition))
-                .or_default()
-                .push(r.clone());
-        }
+    let split = split_landscape(records);
+    for ((topic, partition), records) in &split {
+        broker.produce(topic, &landscape_messages(topic, *partition, records));
     }
-    broker.produce("envoy-logs", &envoy);
-    broker.produce("flows", &flows);
     split
+}
+
+/// `records` as messages of `topic` to `partition`: on `flows` their flow-json, on
+/// `envoy-logs` their Envoy lines with the writing service in a header.
+fn landscape_messages(topic: &str, partition: i32, records: &[FlowRecord]) -> Vec<Msg> {
+    records
+        .iter()
+        .map(|r| match topic {
+            "flows" => Msg::to(partition, serde_json::to_vec(r).unwrap()),
+            _ => Msg {
+                headers: vec![("graywatch-service".into(), r.source.clone())],
+                ..Msg::to(partition, envoy_line(r))
+            },
+        })
+        .collect()
 }
 
 /// The `[[kafka.inputs]]` of [`produce_landscape`]'s topics.
@@ -289,20 +283,11 @@ fn malformed_messages_go_to_the_dead_letter_topic() {
     broker.create_topic("envoy-logs", 1);
     broker.create_topic("flows", 1);
     let records = landscape_records(30, 5);
-    let good: Vec<&FlowRecord> = records.iter().take(400).collect();
-    let mut envoy: Vec<Msg> = good[..200]
-        .iter()
-        .map(|r| Msg {
-            headers: vec![("graywatch-service".into(), r.source.clone())],
-            ..Msg::to(0, envoy_line(r))
-        })
-        .collect();
-    let mut flows: Vec<Msg> = good[200..]
-        .iter()
-        .map(|r| Msg::to(0, serde_json::to_vec(r).unwrap()))
-        .collect();
+    let good = &records[..400];
+    let mut envoy = landscape_messages("envoy-logs", 0, &good[..200]);
+    let mut flows = landscape_messages("flows", 0, &good[200..]);
     // (message, expected reason), inserted among the good ones
-    let line = envoy_line(good[0]);
+    let line = envoy_line(&good[0]);
     let bad_envoy = [
         (Msg::to(0, "this is not an access log line"), "malformed"),
         (
@@ -450,46 +435,16 @@ fn produce_slowly(
     steps: usize,
     seconds: f64,
 ) -> std::thread::JoinHandle<()> {
-    let bootstrap = broker.bootstrap();
+    let p = broker.producer();
     let split = split.clone();
     std::thread::spawn(move || {
-        let mut c = rdkafka::ClientConfig::new();
-        c.set("bootstrap.servers", &bootstrap)
-            .set("enable.idempotence", "true")
-            .set("message.timeout.ms", "0")
-            .set("linger.ms", "5");
-        let p: rdkafka::producer::ThreadedProducer<rdkafka::producer::DefaultProducerContext> =
-            c.create().unwrap();
         use rdkafka::producer::Producer as _;
         for step in 0..steps {
             for ((topic, partition), records) in &split {
                 let n = records.len();
                 let (from, to) = (n * step / steps, n * (step + 1) / steps);
-                for r in &records[from..to] {
-                    let value = if topic == "flows" {
-                        serde_json::to_vec(r).unwrap()
-                    } else {
-                        envoy_line(r).into_bytes()
-                    };
-                    let h =
-                        rdkafka::message::OwnedHeaders::new().insert(rdkafka::message::Header {
-                            key: "graywatch-service",
-                            value: Some(r.source.as_bytes()),
-                        });
-                    let mut rec = rdkafka::producer::BaseRecord::<'_, [u8], [u8]>::to(topic)
-                        .payload(&value[..])
-                        .partition(*partition)
-                        .headers(h);
-                    loop {
-                        match p.send(rec) {
-                            Ok(()) => break,
-                            Err((_, back)) => {
-                                rec = back;
-                                std::thread::sleep(Duration::from_millis(5));
-                            }
-                        }
-                    }
-                }
+                let messages = landscape_messages(topic, *partition, &records[from..to]);
+                crate::broker::send(&p, topic, &messages);
             }
             p.flush(Duration::from_secs(120)).unwrap();
             std::thread::sleep(Duration::from_secs_f64(seconds / steps as f64));
