@@ -133,3 +133,49 @@ fn bundled_landscape_config_matches_the_generator() {
         std::fs::read_to_string(util::root().join("deploy/examples/landscape.toml")).unwrap();
     assert_eq!(bundled, util::landscape_config());
 }
+
+/// Findings of the landscape's log with `edit` applied to its lines, and replay's summary.
+fn findings_of(edit: impl FnOnce(&mut Vec<String>)) -> (Vec<String>, String) {
+    let (dir, logs) = util::temp_path("istio.log");
+    let mut lines: Vec<String> = util::landscape_logs(200, "inventory", 120, 7)
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    edit(&mut lines);
+    util::write(&logs, &(lines.join("\n") + "\n"));
+    let config = dir.path().join("landscape.toml");
+    util::write(&config, &util::landscape_config());
+    let (docs, stderr) = graywatch_ok(&[
+        "replay",
+        "-f",
+        "istio",
+        "-c",
+        config.to_str().unwrap(),
+        logs.to_str().unwrap(),
+    ]);
+    let ids = of_kind(&docs, "finding")
+        .iter()
+        .map(|f| f["id"].as_str().unwrap().to_owned())
+        .collect();
+    (ids, stderr)
+}
+
+/// One line dated an hour after its neighbours (a bad clock, a corrupt or crafted
+/// timestamp), early in a log with a black hole, is set aside: it moves no watermark, nothing
+/// after it is late, and the black hole's findings are those of the clean log.
+#[test]
+fn one_line_an_hour_ahead_hides_no_finding() {
+    let (clean, _) = findings_of(|_| {});
+    assert!(clean.len() >= 5, "{clean:?}");
+    for at in [0, 3_000] {
+        let (got, stderr) = findings_of(|lines| {
+            // the whole log lies in 00:00–00:04 UTC: the copy says 01:…, an hour later
+            let forged = lines[at].replacen("T00:", "T01:", 1);
+            assert_ne!(forged, lines[at]);
+            lines.insert(at, forged);
+        });
+        assert!(stderr.contains("late      0"), "line {at}: {stderr}");
+        assert!(stderr.contains("ahead     1"), "line {at}: {stderr}");
+        assert_eq!(got, clean, "line {at}");
+    }
+}

@@ -5,6 +5,8 @@
 //! length = "10s"                  # tumbling window length
 //! allowed-lateness = "15s"        # how far behind the newest start time a record may arrive
 //! concurrency-resolution = "100ms"
+//! max-ahead = "5m"                # a record further ahead of its input is held back…
+//! ahead-confirm = 8               # …until this many in a row confirm the jump
 //!
 //! [detect.black-hole]
 //! baseline-windows = 6
@@ -46,6 +48,18 @@ pub struct WindowConfig {
     /// [`crate::pair::MAX_CONCURRENCY_SLOTS`]. Default 100 ms.
     #[serde(with = "humantime_serde")]
     pub concurrency_resolution: Duration,
+    /// How far ahead of its input's newest start a record may start and still be trusted, a
+    /// duration (`"5m"`); whole µs. A record further ahead (one bad clock, one corrupt or
+    /// crafted timestamp) does not move the input's watermark: it is held back until
+    /// `ahead-confirm` such records in a row confirm the jump (an input that resumes after a
+    /// gap), and set aside (counted, dead-lettered as `ahead`) when a record within reach
+    /// comes first. Default 5 min.
+    #[serde(with = "humantime_serde")]
+    pub max_ahead: Duration,
+    /// How many records in a row (count, 1..=1024) starting beyond `max-ahead` confirm that
+    /// their input really moved on; also how many records an input's first watermark is
+    /// taken from (their median start). Default 8.
+    pub ahead_confirm: usize,
 }
 
 impl Default for WindowConfig {
@@ -54,6 +68,8 @@ impl Default for WindowConfig {
             length: Duration::from_secs(10),
             allowed_lateness: Duration::from_secs(15),
             concurrency_resolution: Duration::from_millis(100),
+            max_ahead: Duration::from_secs(300),
+            ahead_confirm: 8,
         }
     }
 }

@@ -249,7 +249,10 @@ mod tests {
 
     #[test]
     fn stats_count_records_late_records_and_windows() {
-        let mut d = Detector::try_from(DetectConfig::default()).unwrap();
+        // every record trusted at once, so that three records move the watermark
+        let mut c = DetectConfig::default();
+        c.window.ahead_confirm = 1;
+        let mut d = Detector::try_from(c).unwrap();
         let mut b = FlowBatchBuilder::new();
         // starts 0 s, 25 s (watermark 20 s), 1 s (window 0 ended at 10 s: late)
         for t in [0, 25_000_000, 1_000_000] {

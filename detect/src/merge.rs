@@ -433,8 +433,14 @@ mod tests {
 
     const S: i64 = 1_000_000;
 
+    /// Default windows; every record trusted at once (`ahead-confirm = 1`), so that a few
+    /// records move the watermark.
     fn spec() -> WindowSpec {
-        WindowSpec::try_from(&WindowConfig::default()).unwrap()
+        WindowSpec::try_from(&WindowConfig {
+            ahead_confirm: 1,
+            ..WindowConfig::default()
+        })
+        .unwrap()
     }
 
     /// (start s, duration ms, status) records of pair a → b.

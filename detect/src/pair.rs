@@ -5,14 +5,25 @@
 //! # Windows and watermark
 //!
 //! Windows are tumbling, `[k·L, (k+1)·L)` µs since the epoch, by the record's `start_us`. Each
-//! input (a file, a Kafka partition) has its own watermark: the newest `start_us` seen so far in
-//! it minus the allowed lateness, advanced record by record in input order, so the result does
-//! not depend on where the input was cut into batches. A record whose start window ends at or
-//! before the watermark is *late*: it is counted in [`PairAggregator::late_records`] and not
-//! counted in its start window (its time in flight still counts in the later windows that are
-//! open). After each batch, every open window whose end is at or before the watermark closes
-//! and is handed over, oldest first. A window is open only once some record touched it;
-//! windows nobody touched are not reported.
+//! input (a file, a Kafka partition) has its own watermark: the newest trusted `start_us` seen
+//! so far in it minus the allowed lateness, advanced record by record in input order, so the
+//! result does not depend on where the input was cut into batches. A record whose start window
+//! ends at or before the watermark is *late*: it is counted in
+//! [`PairAggregator::late_records`] and not counted in its start window (its time in flight
+//! still counts in the later windows that are open). After each batch, every open window whose
+//! end is at or before the watermark closes and is handed over, oldest first. A window is open
+//! only once some record touched it; windows nobody touched are not reported.
+//!
+//! The watermark is robust to outliers: a record starting more than `max-ahead` after the
+//! newest trusted start is *held back* (not aggregated, not moving the watermark). When
+//! `ahead-confirm` such records come in a row, the input really moved on (it resumed after a
+//! gap) and they are aggregated; when a record within reach comes first, they were outliers (a
+//! writer with a bad clock, a corrupt or crafted timestamp) and are *set aside*: counted in
+//! [`AggregatorCounters::ahead_records`] and returned by [`PairAggregator::take_set_aside`] for
+//! the dead letters. An input's first `ahead-confirm` records are held too, and those more than
+//! `max-ahead` after their median start are treated the same way, so an input's first record
+//! cannot be the outlier that makes every other record late. At the end of input (or when it
+//! goes idle) the held records are aggregated: nothing came to contradict them.
 //!
 //! Positions: given each row's position in its input (a Kafka offset), the aggregator knows
 //! the lowest position still held in an open window ([`PairAggregator::low_position`]):
@@ -33,9 +44,12 @@
 //!   `Histogram::value_at_quantile` answers, without a histogram per quiet pair.
 //! * `concurrency_mean`: Σ over requests of |[start, start + duration) ∩ window| ÷ L. A request
 //!   that spans several windows adds its overlap to every one of them, creating that pair's
-//!   state in those windows (with `requests` 0) if needed. Records without a duration add
-//!   nothing. At most [`MAX_SPAN_WINDOWS`] windows count a request's time in flight: longer
-//!   requests are cut there and counted in [`AggregatorCounters::clamped_records`].
+//!   state in those windows (with `requests` 0) if needed. Past its start window, such a
+//!   request is kept as one *in-flight* entry (pair, end, position) whose share is added to
+//!   each window as it closes, so it costs memory once, not once per window it spans. Records
+//!   without a duration add nothing. At most [`MAX_SPAN_WINDOWS`] windows count a request's
+//!   time in flight: longer requests are cut there and counted in
+//!   [`AggregatorCounters::clamped_records`].
 //! * `concurrency_peak`: the window is cut into L ÷ resolution slots; a request is in flight in
 //!   every slot its interval touches (a zero-duration request touches the slot of its start);
 //!   the peak is the largest number of requests in flight in one slot. Kept as a difference
@@ -56,6 +70,10 @@
 //! * concurrency: 4 × (L ÷ resolution + 1) bytes once allocated (404 bytes at the defaults,
 //!   40 KiB at most, [`MAX_CONCURRENCY_SLOTS`]).
 //!
+//! A request in flight past its start window costs one 24-byte entry (plus vector slack)
+//! until it ends, however many windows it spans; a record held back for starting far ahead
+//! costs one [`FlowRecord`] (at most `ahead-confirm` per input).
+//!
 //! So a pair with up to 4 requests per window costs at most 300 bytes, one with a few hundred
 //! up to 4.7 KiB, a busy pair about 10 KiB at the defaults with latencies under 10 s (70 KiB
 //! in the worst case of any duration and the finest resolution). Measured: `cargo bench
@@ -69,7 +87,7 @@ use std::time::Duration;
 
 use arrow::array::{Array, AsArray, DictionaryArray, RecordBatch};
 use arrow::datatypes::Int32Type;
-use schemas::{FlowColumns, PairWindow, Window};
+use schemas::{FlowColumns, FlowRecord, PairWindow, Window};
 use serde::{Deserialize, Serialize};
 
 use crate::config::WindowConfig;
@@ -96,6 +114,22 @@ pub struct WindowSpec {
     lateness_us: i64,
     resolution_us: i64,
     slots: usize,
+    #[serde(default = "default_max_ahead_us")]
+    max_ahead_us: i64,
+    #[serde(default = "default_ahead_confirm")]
+    ahead_confirm: usize,
+}
+
+/// Most records [`WindowConfig::ahead_confirm`] may ask for (they are held, one
+/// [`schemas::FlowRecord`] each, per input).
+pub const MAX_AHEAD_CONFIRM: usize = 1024;
+
+fn default_max_ahead_us() -> i64 {
+    300_000_000
+}
+
+fn default_ahead_confirm() -> usize {
+    8
 }
 
 fn whole_us(d: Duration, key: &'static str) -> Result<i64> {
@@ -143,11 +177,23 @@ impl TryFrom<&WindowConfig> for WindowSpec {
                 ),
             });
         }
+        let max_ahead_us = whole_us(c.max_ahead, "window.max-ahead")?;
+        if !(1..=MAX_AHEAD_CONFIRM).contains(&c.ahead_confirm) {
+            return Err(Error::Config {
+                key: "window.ahead-confirm",
+                reason: format!(
+                    "{} must be 1 to {MAX_AHEAD_CONFIRM} records",
+                    c.ahead_confirm
+                ),
+            });
+        }
         Ok(WindowSpec {
             length_us,
             lateness_us,
             resolution_us,
             slots: slots as usize,
+            max_ahead_us,
+            ahead_confirm: c.ahead_confirm,
         })
     }
 }
@@ -171,6 +217,16 @@ impl WindowSpec {
     /// Concurrency slots per window (`length ÷ resolution`).
     pub fn slots(&self) -> usize {
         self.slots
+    }
+
+    /// How far ahead of its input's newest start a record is still trusted, µs.
+    pub fn max_ahead_us(&self) -> i64 {
+        self.max_ahead_us
+    }
+
+    /// Records in a row beyond [`WindowSpec::max_ahead_us`] that confirm a jump.
+    pub fn ahead_confirm(&self) -> usize {
+        self.ahead_confirm
     }
 
     /// Index `k` of the window `[k·L, (k+1)·L)` holding `t_us`.
@@ -341,10 +397,53 @@ struct OpenWindow {
 }
 
 impl OpenWindow {
+    fn with_capacity(capacity: usize) -> Self {
+        OpenWindow {
+            pairs: foldhash::HashMap::with_capacity_and_hasher(capacity, Default::default()),
+            first_position: i64::MAX,
+        }
+    }
+
     #[inline]
     fn pair(&mut self, source: u32, destination: u32) -> &mut PairState {
         self.pairs.entry(pair_key(source, destination)).or_default()
     }
+}
+
+/// A request still in flight after its start window: its time in flight is added to each
+/// window it spans when that window closes, so it costs one entry however many windows it
+/// spans.
+#[derive(Debug, Clone, Copy)]
+struct Flight {
+    /// `pair_key(source, destination)`.
+    key: u64,
+    /// End of the request (start + duration, cut after [`MAX_SPAN_WINDOWS`] windows), µs.
+    end_us: i64,
+    /// Its record's input position (`i64::MAX` when not tracked).
+    position: i64,
+}
+
+/// The values of one flow record that aggregation reads.
+#[derive(Debug, Clone, Copy)]
+struct Row {
+    start: i64,
+    duration: Option<u64>,
+    src: u32,
+    dst: u32,
+    status: Option<u16>,
+    class: u8,
+    bytes_in: u64,
+    bytes_out: u64,
+    /// Input position (`i64::MAX` when not tracked).
+    position: i64,
+}
+
+/// A record held back because it starts too far ahead of its input (see
+/// [`WindowConfig::max_ahead`]).
+#[derive(Debug, Clone)]
+struct Held {
+    row: Row,
+    record: FlowRecord,
 }
 
 /// Pair aggregation of one input (a file, a Kafka partition): takes flow-record batches, keeps
@@ -357,13 +456,20 @@ pub struct PairAggregator {
     spec: WindowSpec,
     interner: Interner,
     windows: BTreeMap<i64, OpenWindow>,
-    /// The newest `start_us` seen.
+    /// Requests in flight past their start window, by the index of the next window they
+    /// count in.
+    flights: BTreeMap<i64, Vec<Flight>>,
+    /// Records held back for starting too far ahead, in input order.
+    held: Vec<Held>,
+    /// Records set aside since the last [`PairAggregator::take_set_aside`].
+    set_aside: Vec<SetAside>,
+    /// The newest trusted `start_us`.
     newest_us: Option<i64>,
     /// Records whose start window ends at or before this are late: the watermark, or after
     /// [`PairAggregator::flush`] the end of the last closed window if that is later.
     late_before_us: i64,
     /// Pairs of the last closed window: the initial capacity of a window opened by a request
-    /// start or the spill into the next window (not of further windows a long request spans).
+    /// start (not of windows a long request spans).
     last_window_pairs: usize,
     counters: AggregatorCounters,
     /// Records starting after this are not aggregated (see [`PairAggregator::set_not_after`]).
@@ -385,6 +491,10 @@ pub struct AggregatorCounters {
     pub future_records: u64,
     /// Most windows open at once.
     pub max_open_windows: u64,
+    /// Records set aside for starting more than [`WindowConfig::max_ahead`] after their
+    /// input's newest start, with no jump confirmed.
+    #[serde(default)]
+    pub ahead_records: u64,
 }
 
 /// Why a record was not aggregated.
@@ -395,15 +505,31 @@ pub enum Dropped {
     Late,
     /// It starts after the configured bound on event time (a clock far ahead, a bad year).
     Future,
+    /// It started more than [`WindowConfig::max_ahead`] after its input's newest start and
+    /// the records after it did not confirm the jump (see [`PairAggregator::push_at`]).
+    Ahead,
+}
+
+/// A record of an earlier batch that was held back and then not aggregated: what
+/// [`PairAggregator::take_set_aside`] returns, for dead letters.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SetAside {
+    /// The record.
+    pub record: FlowRecord,
+    /// Its input position, when positions are tracked.
+    pub position: Option<i64>,
+    /// Why it was not aggregated.
+    pub why: Dropped,
 }
 
 /// The serializable state of a [`PairAggregator`]: its open windows with their pair states,
-/// its watermark and counters. What a checkpoint keeps per input.
+/// requests in flight, held records, watermark and counters. What a checkpoint keeps per
+/// input.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AggregatorSnapshot {
     /// The window spec the state was aggregated under.
     pub spec: WindowSpec,
-    /// Newest start seen, µs since the epoch.
+    /// Newest trusted start seen, µs since the epoch.
     pub newest_us: Option<i64>,
     /// Records whose window ends at or before this are late, µs since the epoch.
     pub late_before_us: i64,
@@ -411,6 +537,28 @@ pub struct AggregatorSnapshot {
     pub windows: Vec<OpenWindowData>,
     /// Counters so far.
     pub counters: AggregatorCounters,
+    /// Requests in flight past their start window.
+    #[serde(default)]
+    pub flights: Vec<FlightData>,
+    /// Records held back for starting too far ahead, in input order, with their positions
+    /// (`i64::MAX` when not tracked).
+    #[serde(default)]
+    pub held: Vec<(FlowRecord, i64)>,
+}
+
+/// A request in flight in a snapshot.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FlightData {
+    /// Index of the next window its time in flight counts in.
+    pub next_window: i64,
+    /// Calling service.
+    pub source: String,
+    /// Called service.
+    pub destination: String,
+    /// End of the request, µs since the epoch.
+    pub end_us: i64,
+    /// Its record's input position (`i64::MAX` when not tracked).
+    pub position: i64,
 }
 
 /// One pair's state in a snapshot: (source, destination, state).
@@ -477,6 +625,13 @@ pub struct OpenWindowData {
     pub pairs: Vec<PairData>,
 }
 
+/// Whether a row was aggregated in its start window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Added {
+    Yes,
+    Late,
+}
+
 impl PairAggregator {
     /// An aggregator with no open windows and no watermark yet.
     pub fn new(spec: WindowSpec) -> Self {
@@ -484,6 +639,9 @@ impl PairAggregator {
             spec,
             interner: Interner::default(),
             windows: BTreeMap::new(),
+            flights: BTreeMap::new(),
+            held: Vec::new(),
+            set_aside: Vec::new(),
             newest_us: None,
             late_before_us: i64::MIN,
             last_window_pairs: 0,
@@ -515,9 +673,17 @@ impl PairAggregator {
     }
 
     /// Rows (indices into the last batch given to [`PairAggregator::push`]) that were not
-    /// aggregated, in row order, with the reason.
+    /// aggregated, in row order, with the reason. Records of earlier batches that were held
+    /// back and then not aggregated come from [`PairAggregator::take_set_aside`].
     pub fn dropped_rows(&self) -> &[(u32, Dropped)] {
         &self.dropped_rows
+    }
+
+    /// Records held back by an earlier batch and not aggregated after all (set aside as
+    /// [`Dropped::Ahead`], or [`Dropped::Late`] once released), in input order, since the last
+    /// call.
+    pub fn take_set_aside(&mut self) -> Vec<SetAside> {
+        std::mem::take(&mut self.set_aside)
     }
 
     /// The window geometry.
@@ -525,14 +691,14 @@ impl PairAggregator {
         &self.spec
     }
 
-    /// Current watermark, µs since the epoch: the newest start seen minus the allowed
+    /// Current watermark, µs since the epoch: the newest trusted start seen minus the allowed
     /// lateness; records whose window ends at or before it are late. `None` before it first
     /// moved.
     pub fn watermark(&self) -> Option<i64> {
         (self.late_before_us != i64::MIN).then_some(self.late_before_us)
     }
 
-    /// The newest start seen, µs since the epoch.
+    /// The newest trusted start seen, µs since the epoch.
     pub fn newest(&self) -> Option<i64> {
         self.newest_us
     }
@@ -563,13 +729,26 @@ impl PairAggregator {
         self.windows.values().map(|w| w.pairs.len()).sum()
     }
 
+    /// Requests in flight past their start window (one entry each, whatever they span).
+    pub fn in_flight(&self) -> usize {
+        self.flights.values().map(Vec::len).sum()
+    }
+
+    /// Records held back for starting too far ahead.
+    pub fn held(&self) -> usize {
+        self.held.len()
+    }
+
     /// The lowest position (as given to [`PairAggregator::push_at`]) of a record held in an
-    /// open window: reading the input again from there rebuilds every open window. `None`
-    /// when no window is open (or positions were not given).
+    /// open window, in flight or held back: reading the input again from there rebuilds
+    /// every open window. `None` when nothing is held (or positions were not given).
     pub fn low_position(&self) -> Option<i64> {
-        self.windows
-            .values()
-            .map(|w| w.first_position)
+        let windows = self.windows.values().map(|w| w.first_position);
+        let flights = self.flights.values().flatten().map(|f| f.position);
+        let held = self.held.iter().map(|h| h.row.position);
+        windows
+            .chain(flights)
+            .chain(held)
             .min()
             .filter(|&p| p != i64::MAX)
     }
@@ -589,6 +768,14 @@ impl PairAggregator {
     ///
     /// A late record is not counted in its start window (rate, errors, latency, bytes), but
     /// its time in flight still counts in the windows after it that are open.
+    ///
+    /// A record starting more than [`WindowSpec::max_ahead_us`] after the newest trusted
+    /// start is held back: when [`WindowSpec::ahead_confirm`] such records come in a row, the
+    /// input really moved on (it resumed after a gap) and they are aggregated; when a record
+    /// within reach comes first, they were outliers (a bad clock among the input's writers, a
+    /// corrupt or crafted timestamp) and are set aside ([`PairAggregator::take_set_aside`]).
+    /// So no single record moves the watermark. An input's first records are held the same
+    /// way, and its first watermark comes from their median start.
     ///
     /// # Errors
     /// [`Error::Schema`] when `batch` lacks a flow-record column or has it with the wrong type,
@@ -621,166 +808,300 @@ impl PairAggregator {
         let status_nulls = cols.status.nulls();
         let bytes_received = cols.bytes_received.values();
         let bytes_sent = cols.bytes_sent.values();
-        let spec = self.spec;
-        let l = spec.length_us;
-        let slot_of = |t: i64, ws: i64| {
-            ((t.saturating_sub(ws).max(0) / spec.resolution_us) as usize).min(spec.slots - 1)
-        };
 
         self.counters.records += batch.num_rows() as u64;
         self.dropped_rows.clear();
         for row in 0..batch.num_rows() {
             let start = starts[row];
-            let position = positions.map_or(i64::MAX, |p| p[row]);
             if start > self.not_after_us {
                 self.counters.future_records += 1;
                 self.dropped_rows.push((row as u32, Dropped::Future));
                 continue;
             }
-            let duration = match duration_nulls {
-                Some(n) if n.is_null(row) => None,
-                _ => Some(durations[row]),
+            let r = Row {
+                start,
+                duration: match duration_nulls {
+                    Some(n) if n.is_null(row) => None,
+                    _ => Some(durations[row]),
+                },
+                src: sources.id(row, &mut self.interner),
+                dst: destinations.id(row, &mut self.interner),
+                status: match status_nulls {
+                    Some(n) if n.is_null(row) => None,
+                    _ => Some(statuses[row]),
+                },
+                class: match flag_nulls {
+                    Some(n) if n.is_null(row) => flags::NONE,
+                    _ => flag_class
+                        .get(flag_keys[row] as usize)
+                        .copied()
+                        .unwrap_or(flags::NONE),
+                },
+                bytes_in: bytes_received[row],
+                bytes_out: bytes_sent[row],
+                position: positions.map_or(i64::MAX, |p| p[row]),
             };
-            let k = start.div_euclid(l);
-            let ws = k.saturating_mul(l);
-            let we = k.saturating_add(1).saturating_mul(l);
-            if we <= self.late_before_us {
-                self.counters.late_records += 1;
+            if self.is_ahead(start) {
+                let record = schemas::flow_records(&batch.slice(row, 1))
+                    .map_err(Error::Schema)?
+                    .pop()
+                    .expect("one row");
+                self.hold(Held { row: r, record });
+                continue;
+            }
+            self.release_held(false);
+            if self.add(r) == Added::Late {
                 self.dropped_rows.push((row as u32, Dropped::Late));
-                // still in flight in windows that are open: count it there
-                if let Some(d) = duration {
-                    let end = start.saturating_add(i64::try_from(d).unwrap_or(i64::MAX));
-                    if end > we {
-                        let src = sources.id(row, &mut self.interner);
-                        let dst = destinations.id(row, &mut self.interner);
-                        self.spill(k, end, src, dst, position);
-                    }
-                }
-                continue;
-            }
-            if self.newest_us.is_none_or(|m| start > m) {
-                self.newest_us = Some(start);
-                let wm = start.saturating_sub(spec.lateness_us);
-                self.late_before_us = self.late_before_us.max(wm);
-            }
-            let src = sources.id(row, &mut self.interner);
-            let dst = destinations.id(row, &mut self.interner);
-            let status = match status_nulls {
-                Some(n) if n.is_null(row) => None,
-                _ => Some(statuses[row]),
-            };
-            let class = match flag_nulls {
-                Some(n) if n.is_null(row) => flags::NONE,
-                _ => flag_class
-                    .get(flag_keys[row] as usize)
-                    .copied()
-                    .unwrap_or(flags::NONE),
-            };
-
-            let hint = self.last_window_pairs;
-            let window = open(
-                &mut self.windows,
-                &mut self.counters.max_open_windows,
-                k,
-                hint,
-            );
-            window.first_position = window.first_position.min(position);
-            let state = window.pair(src, dst);
-            state.requests += 1;
-            state.errors += u64::from(flags::is_error_class(status, class));
-            state.bytes_in = state.bytes_in.saturating_add(bytes_received[row]);
-            state.bytes_out = state.bytes_out.saturating_add(bytes_sent[row]);
-            let Some(d) = duration else { continue };
-            state.record_latency(d);
-            if d == 0 {
-                let s = slot_of(start, ws);
-                state.add_slots(s, s, spec.slots);
-                continue;
-            }
-            // in flight [start, end), its share of the start window here, the rest in `spill`
-            let end = start.saturating_add(i64::try_from(d).unwrap_or(i64::MAX));
-            let hi = end.min(we);
-            if hi > start {
-                state.overlap_us = state.overlap_us.wrapping_add((hi - start) as u64);
-                if start == ws && hi == we {
-                    state.full_cover = state.full_cover.wrapping_add(1);
-                } else {
-                    state.add_slots(slot_of(start, ws), slot_of(hi - 1, ws), spec.slots);
-                }
-            }
-            if end > we {
-                self.spill(k, end, src, dst, position);
             }
         }
         Ok(self.close_ready())
     }
 
-    /// Adds the time in flight of a request that started in window `k` and ends at `end` µs
-    /// (exclusive) to the open (not yet closed) windows among `k + 1 ..`, at most up to
-    /// [`MAX_SPAN_WINDOWS`] windows in all.
-    fn spill(&mut self, k: i64, mut end: i64, src: u32, dst: u32, position: i64) {
+    /// Whether a record starting at `start` is too far ahead to be trusted yet (an input's
+    /// first records are held until its first watermark is known).
+    #[inline]
+    fn is_ahead(&self, start: i64) -> bool {
+        self.newest_us
+            .is_none_or(|n| start > n.saturating_add(self.spec.max_ahead_us))
+    }
+
+    fn hold(&mut self, h: Held) {
+        self.held.push(h);
+        if self.held.len() >= self.spec.ahead_confirm {
+            self.release_held(true);
+        }
+    }
+
+    /// Releases the held records: aggregated when `confirmed` (or when they are an input's
+    /// first records: then its first watermark is their median start), set aside otherwise.
+    fn release_held(&mut self, confirmed: bool) {
+        if self.held.is_empty() {
+            return;
+        }
+        let held = std::mem::take(&mut self.held);
+        if self.newest_us.is_none() {
+            // an input's first records: those within reach of their median aggregate, in
+            // input order; the rest are held again
+            let mut starts: Vec<i64> = held.iter().map(|h| h.row.start).collect();
+            starts.sort_unstable();
+            let reach = starts[(starts.len() - 1) / 2].saturating_add(self.spec.max_ahead_us);
+            for h in held {
+                if h.row.start > reach {
+                    self.held.push(h);
+                } else {
+                    self.add_held(h);
+                }
+            }
+            return;
+        }
+        for h in held {
+            if confirmed {
+                self.add_held(h);
+            } else {
+                self.counters.ahead_records += 1;
+                self.set_aside.push(SetAside {
+                    position: (h.row.position != i64::MAX).then_some(h.row.position),
+                    record: h.record,
+                    why: Dropped::Ahead,
+                });
+            }
+        }
+    }
+
+    fn add_held(&mut self, h: Held) {
+        if self.add(h.row) == Added::Late {
+            self.set_aside.push(SetAside {
+                position: (h.row.position != i64::MAX).then_some(h.row.position),
+                record: h.record,
+                why: Dropped::Late,
+            });
+        }
+    }
+
+    /// Moves the newest trusted start (and with it the watermark) to `start` if later.
+    #[inline]
+    fn trust(&mut self, start: i64) {
+        if self.newest_us.is_none_or(|m| start > m) {
+            self.newest_us = Some(start);
+            let wm = start.saturating_sub(self.spec.lateness_us);
+            self.late_before_us = self.late_before_us.max(wm);
+        }
+    }
+
+    /// Aggregates one trusted record.
+    fn add(&mut self, r: Row) -> Added {
         let spec = self.spec;
-        let mut last_k = spec.index_of(end - 1);
+        let l = spec.length_us;
+        let k = r.start.div_euclid(l);
+        let ws = k.saturating_mul(l);
+        let we = k.saturating_add(1).saturating_mul(l);
+        let end = r
+            .duration
+            .map(|d| r.start.saturating_add(i64::try_from(d).unwrap_or(i64::MAX)));
+        if we <= self.late_before_us {
+            self.counters.late_records += 1;
+            // still in flight in windows that are open: count it there
+            if let Some(end) = end
+                && end > we
+            {
+                self.spill(k, end, pair_key(r.src, r.dst), r.position);
+            }
+            return Added::Late;
+        }
+        self.trust(r.start);
+        let hint = self.last_window_pairs;
+        let window = open(
+            &mut self.windows,
+            &mut self.counters.max_open_windows,
+            k,
+            hint,
+        );
+        window.first_position = window.first_position.min(r.position);
+        let state = window.pair(r.src, r.dst);
+        state.requests += 1;
+        state.errors += u64::from(flags::is_error_class(r.status, r.class));
+        state.bytes_in = state.bytes_in.saturating_add(r.bytes_in);
+        state.bytes_out = state.bytes_out.saturating_add(r.bytes_out);
+        let (Some(d), Some(end)) = (r.duration, end) else {
+            return Added::Yes;
+        };
+        state.record_latency(d);
+        let slot_of = |t: i64| {
+            ((t.saturating_sub(ws).max(0) / spec.resolution_us) as usize).min(spec.slots - 1)
+        };
+        if d == 0 {
+            let s = slot_of(r.start);
+            state.add_slots(s, s, spec.slots);
+            return Added::Yes;
+        }
+        // in flight [start, end), its share of the start window here, the rest in `spill`
+        let hi = end.min(we);
+        if hi > r.start {
+            state.overlap_us = state.overlap_us.wrapping_add((hi - r.start) as u64);
+            if r.start == ws && hi == we {
+                state.full_cover = state.full_cover.wrapping_add(1);
+            } else {
+                state.add_slots(slot_of(r.start), slot_of(hi - 1), spec.slots);
+            }
+        }
+        if end > we {
+            self.spill(k, end, pair_key(r.src, r.dst), r.position);
+        }
+        Added::Yes
+    }
+
+    /// Keeps a request that started in window `k` and ends at `end` µs (exclusive) in flight
+    /// for the windows after `k` that are open (not yet closed), at most up to
+    /// [`MAX_SPAN_WINDOWS`] windows in all; each gets its share when it closes.
+    fn spill(&mut self, k: i64, mut end: i64, key: u64, position: i64) {
+        let spec = self.spec;
         let max_k = k.saturating_add(MAX_SPAN_WINDOWS - 1);
-        if last_k > max_k {
-            last_k = max_k;
+        if spec.index_of(end - 1) > max_k {
             end = spec.window(max_k).end_us;
             self.counters.clamped_records += 1;
         }
         // windows that ended at or before the watermark have closed: window kk is open when
         // (kk + 1)·L > watermark, i.e. kk >= ⌊watermark ÷ L⌋
         let first_open = k.saturating_add(1).max(spec.index_of(self.late_before_us));
-        for kk in first_open..=last_k {
-            let w = spec.window(kk);
-            let hi = end.min(w.end_us);
-            if hi <= w.start_us || w.end_us <= self.late_before_us {
-                continue;
+        if end <= spec.window(first_open).start_us {
+            return;
+        }
+        self.flights.entry(first_open).or_default().push(Flight {
+            key,
+            end_us: end,
+            position,
+        });
+    }
+
+    /// Adds the share of window `k` of every request in flight there (all flights listed at
+    /// `k` or before), keeping those that go on for window `k + 1`.
+    fn add_flights(&mut self, k: i64, window: &mut OpenWindow) {
+        let spec = self.spec;
+        let w = spec.window(k);
+        let mut due: Vec<Flight> = Vec::new();
+        while let Some(entry) = self.flights.first_entry() {
+            if *entry.key() > k {
+                break;
             }
-            // the next window usually opens here, before any request starts in it
-            let hint = if kk == k + 1 {
-                self.last_window_pairs
+            let mut v = entry.remove();
+            if due.is_empty() {
+                due = v;
             } else {
-                0
-            };
-            let window = open(
-                &mut self.windows,
-                &mut self.counters.max_open_windows,
-                kk,
-                hint,
-            );
-            window.first_position = window.first_position.min(position);
-            let state = window.pair(src, dst);
-            state.overlap_us = state.overlap_us.wrapping_add((hi - w.start_us) as u64);
-            if hi == w.end_us {
-                state.full_cover = state.full_cover.wrapping_add(1);
-            } else {
-                let last =
-                    (((hi - 1 - w.start_us) / spec.resolution_us) as usize).min(spec.slots - 1);
-                state.add_slots(0, last, spec.slots);
+                due.append(&mut v);
             }
+        }
+        if due.is_empty() {
+            return;
+        }
+        due.retain(|f| {
+            let hi = f.end_us.min(w.end_us);
+            if hi > w.start_us {
+                let (s, d) = pair_ids(f.key);
+                let state = window.pair(s, d);
+                state.overlap_us = state.overlap_us.wrapping_add((hi - w.start_us) as u64);
+                if hi == w.end_us {
+                    state.full_cover = state.full_cover.wrapping_add(1);
+                } else {
+                    let last =
+                        (((hi - 1 - w.start_us) / spec.resolution_us) as usize).min(spec.slots - 1);
+                    state.add_slots(0, last, spec.slots);
+                }
+            }
+            f.end_us > w.end_us
+        });
+        if !due.is_empty() {
+            self.flights
+                .entry(k.saturating_add(1))
+                .or_default()
+                .append(&mut due);
         }
     }
 
-    /// Closes every open window whose end is at or before the watermark.
+    /// The next window to close: the oldest open window or the oldest window a request in
+    /// flight counts in.
+    fn next_to_close(&self) -> Option<i64> {
+        let w = self.windows.first_key_value().map(|(&k, _)| k);
+        let f = self.flights.first_key_value().map(|(&k, _)| k);
+        match (w, f) {
+            (Some(w), Some(f)) => Some(w.min(f)),
+            (w, f) => w.or(f),
+        }
+    }
+
+    /// Closes window `k` (open or only spanned by requests in flight) and hands it over.
+    fn close(&mut self, k: i64) -> Option<PartialWindow> {
+        let mut w = self
+            .windows
+            .remove(&k)
+            .unwrap_or_else(|| OpenWindow::with_capacity(0));
+        self.add_flights(k, &mut w);
+        (!w.pairs.is_empty()).then(|| self.hand_over(k, w))
+    }
+
+    /// Closes every window whose end is at or before the watermark.
     fn close_ready(&mut self) -> Vec<PartialWindow> {
         let mut out = Vec::new();
-        while let Some(entry) = self.windows.first_entry() {
-            if self.spec.window(*entry.key()).end_us > self.late_before_us {
+        while let Some(k) = self.next_to_close() {
+            if self.spec.window(k).end_us > self.late_before_us {
                 break;
             }
-            let (k, w) = entry.remove_entry();
-            out.push(self.hand_over(k, w));
+            out.extend(self.close(k));
         }
         out
     }
 
-    /// End of input (or the input went idle): closes every open window, oldest first. Records
-    /// that arrive afterwards for a window that was closed here count as late.
+    /// End of input (or the input went idle): aggregates the records held back (nothing
+    /// came to contradict them), then closes every open window and every window a request in
+    /// flight spans, oldest first. Records that arrive afterwards for a window that was
+    /// closed here count as late.
     pub fn flush(&mut self) -> Vec<PartialWindow> {
+        self.release_held(true);
+        // an input's first records re-hold those far ahead of their median: release them too
+        self.release_held(true);
         let mut out = Vec::with_capacity(self.windows.len());
-        while let Some((k, w)) = self.windows.pop_first() {
+        while let Some(k) = self.next_to_close() {
             self.late_before_us = self.late_before_us.max(self.spec.window(k).end_us);
-            out.push(self.hand_over(k, w));
+            out.extend(self.close(k));
         }
         out
     }
@@ -805,8 +1126,10 @@ impl PairAggregator {
         }
     }
 
-    /// The state to checkpoint: open windows, watermark, counters.
+    /// The state to checkpoint: open windows, requests in flight, held records, watermark,
+    /// counters.
     pub fn snapshot(&self) -> AggregatorSnapshot {
+        let names = &self.interner;
         AggregatorSnapshot {
             spec: self.spec,
             newest_us: self.newest_us,
@@ -817,10 +1140,31 @@ impl PairAggregator {
                 .map(|(&index, w)| OpenWindowData {
                     index,
                     first_position: w.first_position,
-                    pairs: states_to_data(&self.interner, &w.pairs),
+                    pairs: states_to_data(names, &w.pairs),
                 })
                 .collect(),
             counters: self.counters,
+            flights: self
+                .flights
+                .iter()
+                .flat_map(|(&next_window, v)| {
+                    v.iter().map(move |f| {
+                        let (s, d) = pair_ids(f.key);
+                        FlightData {
+                            next_window,
+                            source: names.name(s).to_string(),
+                            destination: names.name(d).to_string(),
+                            end_us: f.end_us,
+                            position: f.position,
+                        }
+                    })
+                })
+                .collect(),
+            held: self
+                .held
+                .iter()
+                .map(|h| (h.record.clone(), h.row.position))
+                .collect(),
         }
     }
 
@@ -845,6 +1189,34 @@ impl PairAggregator {
                 },
             );
         }
+        for f in snapshot.flights {
+            let key = pair_key(
+                agg.interner.intern(&f.source),
+                agg.interner.intern(&f.destination),
+            );
+            agg.flights.entry(f.next_window).or_default().push(Flight {
+                key,
+                end_us: f.end_us,
+                position: f.position,
+            });
+        }
+        for (record, position) in snapshot.held {
+            let row = Row {
+                start: record.start_us,
+                duration: record.duration_us,
+                src: agg.interner.intern(&record.source),
+                dst: agg.interner.intern(&record.destination),
+                status: record.status,
+                class: record
+                    .response_flags
+                    .as_deref()
+                    .map_or(flags::NONE, flags::classify),
+                bytes_in: record.bytes_received,
+                bytes_out: record.bytes_sent,
+                position,
+            };
+            agg.held.push(Held { row, record });
+        }
         Ok(agg)
     }
 }
@@ -862,10 +1234,7 @@ fn open<'a>(
         Entry::Occupied(o) => o.into_mut(),
         Entry::Vacant(v) => {
             *max_open = (*max_open).max(len as u64 + 1);
-            v.insert(OpenWindow {
-                pairs: foldhash::HashMap::with_capacity_and_hasher(capacity, Default::default()),
-                first_position: i64::MAX,
-            })
+            v.insert(OpenWindow::with_capacity(capacity))
         }
     }
 }

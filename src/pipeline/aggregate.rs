@@ -36,6 +36,10 @@ pub struct AggregateCounters {
     pub future_records: u64,
     /// Records whose time in flight was cut after `MAX_SPAN_WINDOWS` windows.
     pub clamped_records: u64,
+    /// Records set aside for starting more than `[detect.window] max-ahead` after their
+    /// input's newest start, with no jump confirmed.
+    #[serde(default)]
+    pub ahead_records: u64,
     /// Windows handed over (summed over inputs).
     pub partial_windows: u64,
 }
@@ -85,6 +89,7 @@ impl Aggregate {
             c.late_records += now.late_records - t.base.late_records;
             c.future_records += now.future_records - t.base.future_records;
             c.clamped_records += now.clamped_records - t.base.clamped_records;
+            c.ahead_records += now.ahead_records - t.base.ahead_records;
         }
         c
     }
@@ -155,6 +160,30 @@ impl Aggregate {
         Ok(())
     }
 
+    /// Reports the records of earlier batches that the input's aggregator held back and then
+    /// did not aggregate.
+    fn report_set_aside<X: Exchange + ?Sized>(
+        &mut self,
+        input: &InputId,
+        out: &mut X,
+    ) -> Result<(), StageError<X::Error>> {
+        let task = self.tasks.get_mut(input).expect("a known input");
+        for aside in task.agg.take_set_aside() {
+            let (reason, detail) = why(aside.why);
+            out.dead_letter(&DeadLetter {
+                input,
+                position: aside.position,
+                reason,
+                detail,
+                payload: Payload::Record(&aside.record),
+                key: None,
+                headers: &[],
+            })
+            .map_err(StageError::Output)?;
+        }
+        Ok(())
+    }
+
     /// Reports the rows of `batch` its aggregator did not aggregate.
     fn report_dropped<X: Exchange + ?Sized>(
         &mut self,
@@ -162,6 +191,7 @@ impl Aggregate {
         batch: &FlowBatch<'_>,
         out: &mut X,
     ) -> Result<(), StageError<X::Error>> {
+        self.report_set_aside(input, out)?;
         let task = self.tasks.get(input).expect("a known input");
         let dropped = task.agg.dropped_rows();
         if dropped.is_empty() {
@@ -181,22 +211,13 @@ impl Aggregate {
         })?;
         for &(row, why) in dropped {
             let row = row as usize;
-            let (reason, detail) = match why {
-                Dropped::Late => {
-                    let slow = durations
-                        .as_ref()
-                        .is_some_and(|d| d.is_valid(row) && d.value(row) >= lateness);
-                    self.counters.late_slow += u64::from(slow);
-                    (
-                        "late",
-                        "its window had closed: the watermark was past its end",
-                    )
-                }
-                Dropped::Future => (
-                    "future",
-                    "starts more than a day after this machine's clock",
-                ),
-            };
+            if why == Dropped::Late {
+                let slow = durations
+                    .as_ref()
+                    .is_some_and(|d| d.is_valid(row) && d.value(row) >= lateness);
+                self.counters.late_slow += u64::from(slow);
+            }
+            let (reason, detail) = self::why(why);
             out.dead_letter(&DeadLetter {
                 input,
                 position: batch.positions.map(|p| p[row]),
@@ -209,6 +230,25 @@ impl Aggregate {
             .map_err(StageError::Output)?;
         }
         Ok(())
+    }
+}
+
+/// The dead letter's reason and detail for a record not aggregated.
+fn why(dropped: Dropped) -> (&'static str, &'static str) {
+    match dropped {
+        Dropped::Late => (
+            "late",
+            "its window had closed: the watermark was past its end",
+        ),
+        Dropped::Future => (
+            "future",
+            "starts more than a day after this machine's clock",
+        ),
+        Dropped::Ahead => (
+            "ahead",
+            "starts more than [detect.window] max-ahead after its input's newest start, and \
+             the records after it did not confirm the jump",
+        ),
     }
 }
 
@@ -262,6 +302,7 @@ impl<X: Exchange + ?Sized> Stage<X> for Aggregate {
         }
         task.idle = true;
         let partials = task.agg.flush();
+        self.report_set_aside(input, out)?;
         self.hand_over(input, partials, out)
     }
 
@@ -276,6 +317,7 @@ impl<X: Exchange + ?Sized> Stage<X> for Aggregate {
                 let task = self.task(input);
                 task.idle = true;
                 let partials = task.agg.flush();
+                self.report_set_aside(input, out)?;
                 self.hand_over(input, partials, out)?;
             }
             Removal::Revoked => out.revoked(input).map_err(StageError::Output)?,
@@ -287,6 +329,7 @@ impl<X: Exchange + ?Sized> Stage<X> for Aggregate {
             k.late_records += c.late_records - t.base.late_records;
             k.future_records += c.future_records - t.base.future_records;
             k.clamped_records += c.clamped_records - t.base.clamped_records;
+            k.ahead_records += c.ahead_records - t.base.ahead_records;
         }
         Ok(())
     }

@@ -41,7 +41,7 @@ pub struct InputArgs {
     #[arg(long, short = 'c', value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Write every rejected line (input, line, reason, detail, text) and every record that
-    /// could not be aggregated (late, future) as a JSON line to FILE.
+    /// could not be aggregated (late, future, ahead) as a JSON line to FILE.
     #[arg(long, value_name = "FILE")]
     pub rejects: Option<PathBuf>,
     /// Longest accepted line, bytes; longer lines are rejected (line-too-long).
@@ -601,6 +601,14 @@ fn summary(
         s += &format!(
             "  future    {} (start more than a day after this machine's clock; not aggregated)\n",
             thousands(a.future_records)
+        );
+    }
+    if a.ahead_records > 0 {
+        s += &format!(
+            "  ahead     {} (start more than {} after their input's newest record, and no \
+             later record confirmed the jump: not aggregated)\n",
+            thousands(a.ahead_records),
+            humantime::format_duration(w.max_ahead)
         );
     }
     if a.clamped_records > 0 {

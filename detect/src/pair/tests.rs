@@ -47,12 +47,22 @@ fn ok(t: i64, src: &'static str, dst: &'static str, dur: Option<u64>) -> Rec {
     (t, src, dst, dur, Some(200), None, 0, 0)
 }
 
+/// An aggregator that trusts every record at once (`ahead-confirm = 1`: a record far ahead
+/// is its own confirmation), as before records far ahead were held back; those are tested
+/// with [`holding`].
 fn aggregator(length_s: u64, lateness_s: u64) -> PairAggregator {
+    holding(length_s, lateness_s, 1)
+}
+
+/// An aggregator that holds records more than 5 min ahead until `confirm` come in a row.
+fn holding(length_s: u64, lateness_s: u64, confirm: usize) -> PairAggregator {
     PairAggregator::new(
         WindowSpec::try_from(&WindowConfig {
             length: Duration::from_secs(length_s),
             allowed_lateness: Duration::from_secs(lateness_s),
             concurrency_resolution: Duration::from_millis(100),
+            max_ahead: Duration::from_secs(300),
+            ahead_confirm: confirm,
         })
         .unwrap(),
     )
@@ -648,14 +658,15 @@ fn positions_say_where_to_read_again() {
         .unwrap();
     assert_eq!(closed.len(), 1);
     assert_eq!(agg.low_position(), Some(9));
-    // a request from 12 s to 35 s (offset 11) keeps windows 2 and 3 open from offset 11 too
+    // a request from 12 s to 35 s (offset 11) stays in flight for windows 2 and 3: one
+    // entry, not two windows
     agg.push_at(
         &batch(&[ok(12 * S, "a", "b", Some(23_000_000))]),
         Some(&[11]),
     )
     .unwrap();
     assert_eq!(agg.low_position(), Some(9));
-    assert_eq!(agg.open_windows(), 3);
+    assert_eq!((agg.open_windows(), agg.in_flight()), (1, 1));
     let err = agg
         .push_at(&batch(&recs), Some(&[1]))
         .unwrap_err()
@@ -663,4 +674,145 @@ fn positions_say_where_to_read_again() {
     assert_eq!(err, "schema mismatch: 1 positions for a batch of 3 rows");
     assert_eq!(fin(agg.flush()).len(), 3);
     assert_eq!(agg.low_position(), None);
+}
+
+/// Total requests of the windows handed over.
+fn requests(closed: &[ClosedPairs]) -> u64 {
+    closed
+        .iter()
+        .flat_map(|c| &c.pairs)
+        .map(|p| p.requests)
+        .sum()
+}
+
+#[test]
+fn one_record_far_ahead_moves_no_watermark_and_is_set_aside() {
+    // one request a second for 60 s; the 31st line says it started an hour later
+    let mut recs: Vec<Rec> = (0..60).map(|i| ok(i * S, "a", "b", Some(1_000))).collect();
+    recs.insert(30, ok(3_600 * S, "a", "b", Some(1_000)));
+    let positions: Vec<i64> = (0..recs.len() as i64).collect();
+    let mut agg = holding(10, 5, 8);
+    let mut closed = fin(agg.push_at(&batch(&recs), Some(&positions)).unwrap());
+    // the watermark follows the 60 ordinary records: 59 s − 5 s
+    assert_eq!(agg.watermark(), Some(T0 + 54 * S));
+    closed.extend(fin(agg.flush()));
+    assert_eq!(agg.late_records(), 0);
+    assert_eq!(agg.counters().ahead_records, 1);
+    assert_eq!(requests(&closed), 60);
+    assert_eq!(closed.len(), 6, "windows [0, 60 s), none an hour ahead");
+    let aside = agg.take_set_aside();
+    assert_eq!(aside.len(), 1);
+    assert_eq!(aside[0].why, Dropped::Ahead);
+    assert_eq!(aside[0].position, Some(30));
+    assert_eq!(aside[0].record.start_us, T0 + 3_600 * S);
+    assert!(agg.take_set_aside().is_empty(), "taken once");
+}
+
+#[test]
+fn an_inputs_first_record_far_ahead_is_set_aside_too() {
+    let mut recs: Vec<Rec> = vec![ok(3_600 * S, "a", "b", None)];
+    recs.extend((0..20).map(|i| ok(i * S, "a", "b", None)));
+    let mut agg = holding(10, 5, 8);
+    let mut closed = fin(agg.push(&batch(&recs)).unwrap());
+    closed.extend(fin(agg.flush()));
+    assert_eq!(agg.late_records(), 0);
+    assert_eq!(agg.counters().ahead_records, 1);
+    assert_eq!(requests(&closed), 20);
+    assert_eq!(agg.take_set_aside()[0].record.start_us, T0 + 3_600 * S);
+}
+
+#[test]
+fn a_jump_confirmed_by_records_in_a_row_is_taken() {
+    // 20 s of traffic, two hours of silence, then 20 s more: the input resumed
+    let mut recs: Vec<Rec> = (0..20).map(|i| ok(i * S, "a", "b", None)).collect();
+    recs.extend((0..20).map(|i| ok((7_200 + i) * S, "a", "b", None)));
+    let mut agg = holding(10, 5, 8);
+    let mut closed = fin(agg.push(&batch(&recs[..27])).unwrap());
+    // 7 records after the gap are held: they neither count nor move the watermark yet
+    assert_eq!(agg.held(), 7);
+    assert_eq!(agg.watermark(), Some(T0 + 14 * S));
+    closed.extend(fin(agg.push(&batch(&recs[27..])).unwrap()));
+    assert_eq!(agg.held(), 0);
+    assert_eq!(agg.watermark(), Some(T0 + 7_214 * S));
+    closed.extend(fin(agg.flush()));
+    assert_eq!(requests(&closed), 40);
+    assert_eq!((agg.late_records(), agg.counters().ahead_records), (0, 0));
+    assert!(agg.take_set_aside().is_empty());
+}
+
+#[test]
+fn an_input_that_ends_while_records_are_held_aggregates_them() {
+    let mut recs: Vec<Rec> = (0..10).map(|i| ok(i * S, "a", "b", None)).collect();
+    recs.push(ok(3_600 * S, "a", "b", None));
+    let mut agg = holding(10, 5, 8);
+    let mut closed = fin(agg.push(&batch(&recs)).unwrap());
+    assert_eq!(agg.held(), 1);
+    closed.extend(fin(agg.flush()));
+    assert_eq!(requests(&closed), 11);
+    assert_eq!(closed.last().unwrap().window, window(360));
+}
+
+#[test]
+fn hours_long_requests_cost_one_entry_each_not_one_per_window() {
+    // 1 000 requests of 3 h each (1 080 windows of 10 s, cut at MAX_SPAN_WINDOWS)
+    let recs: Vec<Rec> = (0..1_000)
+        .map(|i| ok(i * 1_000, "a", "b", Some(3 * 3_600 * S as u64)))
+        .collect();
+    let mut agg = aggregator(10, 5);
+    assert!(fin(agg.push(&batch(&recs)).unwrap()).is_empty());
+    assert_eq!((agg.open_windows(), agg.open_pairs()), (1, 1));
+    assert_eq!(agg.in_flight(), 1_000);
+    assert_eq!(agg.counters().clamped_records, 1_000);
+    let closed = fin(agg.flush());
+    assert_eq!(closed.len(), MAX_SPAN_WINDOWS as usize);
+    // every window after the first is fully covered by all 1 000 requests
+    let w5 = &closed[5].pairs[0];
+    assert_eq!((w5.requests, w5.concurrency_peak), (0, 1_000));
+    assert!((w5.concurrency_mean - 1_000.0).abs() < 1e-9);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// With records far ahead held back (some records an hour ahead, some confirmed jumps),
+    /// a checkpoint after any record still changes nothing, and every record is either
+    /// aggregated, late or set aside.
+    #[test]
+    fn holding_records_far_ahead_survives_a_checkpoint(
+        recs in proptest::collection::vec((record(), 0..10u8), 1..150),
+        cut in 0..150usize,
+    ) {
+        // one record in ten jumps an hour ahead, one in ten after it two hours (a gap)
+        let recs: Vec<Rec> = recs
+            .into_iter()
+            .enumerate()
+            .map(|(i, ((mut r, _), roll))| {
+                if roll == 0 {
+                    r.0 += 3_600 * S;
+                } else if roll == 1 && i > 75 {
+                    r.0 += 7_200 * S;
+                }
+                r
+            })
+            .collect();
+        let cut = cut.min(recs.len());
+        let mut whole = holding(10, 5, 3);
+        let mut expected = signals(whole.push(&batch(&recs)).unwrap());
+        expected.extend(signals(whole.flush()));
+        let c = whole.counters();
+        let aggregated: u64 = expected.iter().map(|p| p.requests).sum();
+        prop_assert_eq!(aggregated + c.late_records + c.ahead_records, recs.len() as u64);
+
+        let mut before = holding(10, 5, 3);
+        let mut got = signals(before.push(&batch(&recs[..cut])).unwrap());
+        let snap = before.snapshot();
+        let mut after = PairAggregator::restore(*before.spec(), snap.clone()).unwrap();
+        prop_assert_eq!(after.snapshot(), snap);
+        if cut < recs.len() {
+            got.extend(signals(after.push(&batch(&recs[cut..])).unwrap()));
+        }
+        got.extend(signals(after.flush()));
+        prop_assert_eq!(got, expected);
+        prop_assert_eq!(after.counters().ahead_records, c.ahead_records);
+    }
 }
