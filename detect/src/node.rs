@@ -11,6 +11,8 @@
 //!
 //! Every service that appears on either end of a pair gets a `NodeWindow`.
 
+use std::collections::BTreeMap;
+
 use schemas::{Finding, NodeWindow, PairWindow, SCHEMA_VERSION, Window};
 use serde::{Deserialize, Serialize};
 
@@ -104,17 +106,25 @@ fn node_window(window: Window, node: &str, s: &NodeSums<'_>) -> NodeWindow {
 
 /// Node-level detection: derives node windows and runs the signatures against each node's
 /// baseline. Plain data (serde), no clock; windows must be given in window order.
+///
+/// A node absent from [`IDLE_WINDOWS`] windows' worth of event time (no pair touched it: not
+/// "no healthy window", a node failing for an hour keeps its baseline) loses its baseline
+/// before its next window is judged, so a node back after a gap (a night, a weekend, a
+/// replay of last week's logs after today's) is judged against no stale normal, and learns a
+/// new one. The gap is measured in event time, so windows nobody touched count too.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NodeDetector {
     black_hole: BlackHole,
-    /// Windows judged, to forget idle baselines every [`FORGET_EVERY`] windows.
+    /// Windows judged.
     windows: u64,
+    /// End of the last window each node appeared in, µs since the epoch.
+    #[serde(default)]
+    last_seen: BTreeMap<String, i64>,
 }
 
-/// A node silent for this many windows loses its baseline (60 windows: 10 min at 10 s).
+/// A node absent for this many windows' worth of event time loses its baseline (60 windows:
+/// 10 min at 10 s).
 pub const IDLE_WINDOWS: i64 = 60;
-/// Idle baselines are looked for every this many windows (a scan of all baselines).
-pub const FORGET_EVERY: u64 = 16;
 
 impl NodeDetector {
     /// A detector with empty baselines.
@@ -122,6 +132,7 @@ impl NodeDetector {
         NodeDetector {
             black_hole: BlackHole::new(black_hole),
             windows: 0,
+            last_seen: BTreeMap::new(),
         }
     }
 
@@ -155,19 +166,33 @@ impl NodeDetector {
             nodes: Vec::with_capacity(sums.len()),
             findings: Vec::new(),
         };
+        // a node last seen in a window ending at or before this was absent IDLE_WINDOWS
+        // windows or more
+        let idle_before = window
+            .start_us
+            .saturating_sub(window.len_us().saturating_mul(IDLE_WINDOWS));
+        let black_hole = &mut self.black_hole;
+        self.last_seen.retain(|node, &mut seen| {
+            let keep = seen > idle_before;
+            if !keep {
+                black_hole.forget(node);
+            }
+            keep
+        });
         for (node, s) in sums.iter().filter(|(node, _)| owns(node)) {
             let nw = node_window(window, node, s);
             if let Some(f) = self.black_hole.check(&nw, &s.callers) {
                 out.findings.push(f);
             }
             out.nodes.push(nw);
+            match self.last_seen.get_mut(*node) {
+                Some(seen) => *seen = (*seen).max(window.end_us),
+                None => {
+                    self.last_seen.insert((*node).to_owned(), window.end_us);
+                }
+            }
         }
         self.windows += 1;
-        if self.windows.is_multiple_of(FORGET_EVERY) {
-            let idle_us = window.len_us().saturating_mul(IDLE_WINDOWS);
-            self.black_hole
-                .forget_idle(window.start_us.saturating_sub(idle_us));
-        }
         out
     }
 }
@@ -241,13 +266,75 @@ mod tests {
         };
         // "old" is seen in window 0 only; "steady" in every window.
         d.detect(w(0), &[pair("a", "old", 5, 0, (0, 0))]);
-        for k in 1..=(IDLE_WINDOWS + FORGET_EVERY as i64) {
+        for k in 1..=IDLE_WINDOWS {
             d.detect(w(k), &[pair("a", "steady", 5, 0, (0, 0))]);
         }
+        // absent from windows 1..=59 when window 60 was judged: kept
+        assert!(d.black_hole().baseline("old").is_some());
+        d.detect(w(IDLE_WINDOWS + 1), &[pair("a", "steady", 5, 0, (0, 0))]);
         assert!(d.black_hole().baseline("old").is_none());
         assert!(d.black_hole().baseline("steady").is_some());
         // The caller "a" receives nothing, so it never had a baseline.
         assert_eq!(d.black_hole().nodes(), 1);
+    }
+
+    /// A node back after a gap longer than [`IDLE_WINDOWS`] (no window at all in between:
+    /// the landscape was quiet, or the input resumed days later) is not judged against the
+    /// normal it had before the gap.
+    #[test]
+    fn a_node_back_after_a_long_gap_is_not_judged_by_its_old_baseline() {
+        let w = |k: i64| Window {
+            start_us: k * 10_000_000,
+            end_us: (k + 1) * 10_000_000,
+        };
+        let healthy = [
+            pair("web", "api", 100, 0, (0, 0)),
+            pair("api", "db", 100, 0, (0, 0)),
+        ];
+        // api answers nothing and calls nothing: a black hole against its old normal
+        let hung = [pair("web", "api", 100, 100, (0, 0))];
+        let findings_after = |gap: i64| {
+            let mut d = NodeDetector::new(
+                BlackHoleSpec::try_from(&crate::config::BlackHoleConfig::default()).unwrap(),
+            );
+            for k in 0..10 {
+                assert!(d.detect(w(k), &healthy).findings.is_empty());
+            }
+            // windows 10 .. 10 + gap were never touched: the first window after is
+            // 10 + gap, `gap` windows after api was last seen
+            d.detect(w(10 + gap), &hung).findings
+        };
+        let within = findings_after(IDLE_WINDOWS - 1);
+        assert_eq!(within.len(), 1);
+        assert_eq!(within[0].subject.key(), "node/api");
+        assert!(findings_after(IDLE_WINDOWS).is_empty());
+        assert!(findings_after(3 * 24 * 360).is_empty(), "three days later");
+    }
+
+    /// Being absent is not failing: a black hole lasting longer than [`IDLE_WINDOWS`] windows
+    /// (no healthy window learned meanwhile) is still judged against the normal from before.
+    #[test]
+    fn a_long_black_hole_keeps_its_baseline() {
+        let mut d = NodeDetector::new(
+            BlackHoleSpec::try_from(&crate::config::BlackHoleConfig::default()).unwrap(),
+        );
+        let w = |k: i64| Window {
+            start_us: k * 10_000_000,
+            end_us: (k + 1) * 10_000_000,
+        };
+        for k in 0..10 {
+            d.detect(
+                w(k),
+                &[
+                    pair("web", "api", 100, 0, (0, 0)),
+                    pair("api", "db", 100, 0, (0, 0)),
+                ],
+            );
+        }
+        for k in 10..10 + 2 * IDLE_WINDOWS {
+            let out = d.detect(w(k), &[pair("web", "api", 100, 100, (0, 0))]);
+            assert_eq!(out.findings.len(), 1, "window {k}");
+        }
     }
 
     #[test]

@@ -133,15 +133,10 @@ impl BlackHole {
         self.baselines.len()
     }
 
-    /// Forgets the baselines of nodes with no sample ending after `before_us` (µs since the
-    /// epoch): a node gone that long has no current normal, and a landscape whose names churn
-    /// (pods, clients) must not grow the state without bound.
-    pub fn forget_idle(&mut self, before_us: i64) {
-        self.baselines.retain(|_, b| {
-            b.samples()
-                .last()
-                .is_some_and(|s| s.window.end_us > before_us)
-        });
+    /// Forgets the baseline of `node` (gone for long: it has no current normal, and a
+    /// landscape whose names churn, pods and clients, must not grow the state without bound).
+    pub fn forget(&mut self, node: &str) {
+        self.baselines.remove(node);
     }
 
     /// Judges `node` in its window, with its `callers` (service, req/s in the window), then
