@@ -499,3 +499,44 @@ fn outputs_over_an_input_are_refused() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A flood of client-chosen `Host` names in one window: past `max-pairs` distinct pairs, new
+/// pairs count under `(other)` (bounded state), every request still counted, and the summary
+/// says how many.
+#[test]
+fn a_flood_of_distinct_hosts_is_counted_under_other() {
+    let (dir, log) = temp_path("edge.log");
+    let mut text = String::new();
+    for i in 0..5_000 {
+        let ts = crate::util::format_rfc3339_ms(crate::util::BASE_SECS * 1000 + i);
+        text += &format!(
+            "[{ts}] \"GET / HTTP/1.1\" 200 - 0 10 1 1 \"-\" \"bot\" \"-\" \"host-{i}:80\" \"10.1.0.7:8080\"\n"
+        );
+    }
+    write(&log, &text);
+    let config = dir.path().join("c.toml");
+    write(
+        &config,
+        "[mapping]\nservice = \"edge\"\n[detect.window]\nmax-pairs = 100\n",
+    );
+    let (docs, stderr) = graywatch_ok(&[
+        "replay",
+        "-c",
+        config.to_str().unwrap(),
+        log.to_str().unwrap(),
+    ]);
+    let pairs = of_kind(&docs, "pair-window");
+    // 100 pairs, then 100 ÷ 8 = 12 under (source, other): only (edge, other) here
+    assert_eq!(pairs.len(), 101, "{stderr}");
+    let other: Vec<_> = pairs
+        .iter()
+        .filter(|p| p["destination"] == "(other)")
+        .collect();
+    assert_eq!(other.len(), 1);
+    assert_eq!(other[0]["source"], "edge");
+    assert_eq!(other[0]["requests"], 4_900);
+    let total: u64 = pairs.iter().map(|p| p["requests"].as_u64().unwrap()).sum();
+    assert_eq!(total, 5_000);
+    assert!(stderr.contains("overflow  4,900 records"), "{stderr}");
+    assert!(of_kind(&docs, "finding").is_empty());
+}

@@ -7,6 +7,7 @@
 //! concurrency-resolution = "100ms"
 //! max-ahead = "5m"                # a record further ahead of its input is held back…
 //! ahead-confirm = 8               # …until this many in a row confirm the jump
+//! max-pairs = 100000              # distinct pairs per window; more count under `(other)`
 //!
 //! [detect.black-hole]
 //! baseline-windows = 6
@@ -60,6 +61,13 @@ pub struct WindowConfig {
     /// their input really moved on; also how many records an input's first watermark is
     /// taken from (their median start). Default 8.
     pub ahead_confirm: usize,
+    /// Most distinct (source, destination) pairs per window (count, >= 16), in each input and
+    /// in the merged window. Past it, a record of a new pair counts under (its source,
+    /// `(other)`), and once those pairs too are an eighth of the bound more, under
+    /// (`(other)`, `(other)`): a flood of client-chosen names (a `Host` header per request)
+    /// costs bounded memory and is counted (`overflow`), not dropped. Default 100 000
+    /// (about 30 MB of pair state per window).
+    pub max_pairs: usize,
 }
 
 impl Default for WindowConfig {
@@ -70,6 +78,7 @@ impl Default for WindowConfig {
             concurrency_resolution: Duration::from_millis(100),
             max_ahead: Duration::from_secs(300),
             ahead_confirm: 8,
+            max_pairs: 100_000,
         }
     }
 }

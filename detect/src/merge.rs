@@ -32,10 +32,10 @@ use schemas::Window;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
-use crate::intern::{Interner, pair_ids, pair_key};
+use crate::intern::{Interner, mark_pair, pair_ids, pair_key};
 use crate::pair::{
-    ClosedPairs, PairData, PairState, PartialWindow, WindowSpec, merge_state, states_from_data,
-    states_to_data,
+    ClosedPairs, PairData, PairState, PartialWindow, WindowSpec, capped_key, merge_state,
+    states_from_data, states_to_data,
 };
 
 /// Where a producer of partial windows is.
@@ -58,6 +58,11 @@ pub struct MergerCounters {
     /// Pair partials dropped because their window had closed without them (the producer was
     /// idle when it closed).
     pub late_partials: u64,
+    /// Pair partials of a new pair merged into a window that already held
+    /// [`crate::config::WindowConfig::max_pairs`] pairs, counted under an
+    /// [`crate::pair::OTHER`] pair.
+    #[serde(default)]
+    pub overflow_partials: u64,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -226,11 +231,14 @@ impl WindowMerger {
         if target.merged.is_empty() {
             target.merged.reserve(n);
         }
+        let max = merged_max(&self.spec);
         for p in partial.pairs {
             let key = pair_key(
                 self.interner.intern_arc(&p.source),
                 self.interner.intern_arc(&p.destination),
             );
+            let (key, overflow) = capped_key(&target.merged, key, max, &mut self.interner);
+            self.counters.overflow_partials += u64::from(overflow);
             merge_state(&mut target.merged, key, p.state, slots);
         }
         0
@@ -285,13 +293,18 @@ impl WindowMerger {
         let Some(wm) = entry.watermark_us else {
             return;
         };
-        let slots = self.spec.slots();
         for (&k, w) in self.windows.iter_mut() {
             if self.spec.window(k).end_us > wm {
                 break;
             }
             if let Some(pairs) = w.pending.remove(producer) {
-                merge_into(&mut w.merged, pairs, slots);
+                merge_into(
+                    &mut w.merged,
+                    pairs,
+                    &self.spec,
+                    &mut self.interner,
+                    &mut self.counters,
+                );
             }
         }
     }
@@ -311,6 +324,7 @@ impl WindowMerger {
             let (k, w) = entry.remove_entry();
             out.push(self.finish(k, w));
         }
+        self.collect_names();
         out
     }
 
@@ -320,25 +334,69 @@ impl WindowMerger {
         while let Some((k, w)) = self.windows.pop_first() {
             out.push(self.finish(k, w));
         }
+        self.collect_names();
         out
+    }
+
+    /// Frees the names no open window uses, when enough names were interned since the last
+    /// time (O(1) amortized per name).
+    fn collect_names(&mut self) {
+        if !self.interner.collection_due() {
+            return;
+        }
+        let mut live = vec![false; self.interner.id_bound()];
+        for w in self.windows.values() {
+            let pending = w.pending.values().flat_map(|p| p.keys());
+            for &key in w.merged.keys().chain(pending) {
+                mark_pair(&mut live, key);
+            }
+        }
+        self.interner.retain(&live);
+    }
+
+    /// Distinct service names held (interned) by this merger.
+    pub fn names(&self) -> usize {
+        self.interner.len()
     }
 
     fn finish(&mut self, k: i64, mut w: MergeWindow) -> ClosedPairs {
         let window = self.spec.window(k);
         self.closed_before_us = self.closed_before_us.max(window.end_us);
         self.counters.windows_closed += 1;
-        let slots = self.spec.slots();
         for (_, pairs) in std::mem::take(&mut w.pending) {
-            merge_into(&mut w.merged, pairs, slots);
+            merge_into(
+                &mut w.merged,
+                pairs,
+                &self.spec,
+                &mut self.interner,
+                &mut self.counters,
+            );
         }
-        let ranks = self.interner.ranks().to_vec();
-        // sort 16-byte keys, not the states
+        // rank the window's own names (not every name interned: that would make a window's
+        // cost grow with the names of all windows), then sort 16-byte keys, not the states
+        let names = &self.interner;
+        let mut ids: Vec<u32> = w
+            .merged
+            .keys()
+            .flat_map(|&key| {
+                let (s, d) = pair_ids(key);
+                [s, d]
+            })
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids.sort_unstable_by(|&a, &b| names.name(a).cmp(names.name(b)));
+        let rank_of: foldhash::HashMap<u32, u32> = ids
+            .iter()
+            .enumerate()
+            .map(|(rank, &id)| (id, rank as u32))
+            .collect();
         let mut states: Vec<(u64, u64, PairState)> = w
             .merged
             .into_iter()
             .map(|(key, state)| {
                 let (s, d) = pair_ids(key);
-                let rank = (u64::from(ranks[s as usize]) << 32) | u64::from(ranks[d as usize]);
+                let rank = (u64::from(rank_of[&s]) << 32) | u64::from(rank_of[&d]);
                 (rank, key, state)
             })
             .collect();
@@ -413,13 +471,27 @@ impl WindowMerger {
     }
 }
 
+/// Most pairs of a merged window before new ones count under [`crate::pair::OTHER`]: as many
+/// as one input may hand over (`max-pairs`, plus its eighth of (source, other) pairs, plus
+/// (other, other)), so that merging one input changes nothing.
+fn merged_max(spec: &WindowSpec) -> usize {
+    let max = spec.max_pairs();
+    max.saturating_add(max / 8).saturating_add(1)
+}
+
+/// Merges `pairs` into `merged`, a window of at most [`merged_max`] pairs (the overflow
+/// counted in `counters`).
 fn merge_into(
     merged: &mut foldhash::HashMap<u64, PairState>,
     pairs: foldhash::HashMap<u64, PairState>,
-    slots: usize,
+    spec: &WindowSpec,
+    interner: &mut Interner,
+    counters: &mut MergerCounters,
 ) {
     for (key, state) in pairs {
-        merge_state(merged, key, state, slots);
+        let (key, overflow) = capped_key(merged, key, merged_max(spec), interner);
+        counters.overflow_partials += u64::from(overflow);
+        merge_state(merged, key, state, spec.slots());
     }
 }
 

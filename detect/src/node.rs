@@ -9,7 +9,8 @@
 //! * `downstream_requests`: Σ `requests` of the pairs where the node is the source;
 //! * `callers`: distinct sources of those pairs with at least one request in the window.
 //!
-//! Every service that appears on either end of a pair gets a `NodeWindow`.
+//! Every service that appears on either end of a pair gets a `NodeWindow`. The overflow name
+//! [`crate::pair::OTHER`] gets one too, but is never judged.
 
 use std::collections::BTreeMap;
 
@@ -181,7 +182,10 @@ impl NodeDetector {
         });
         for (node, s) in sums.iter().filter(|(node, _)| owns(node)) {
             let nw = node_window(window, node, s);
-            if let Some(f) = self.black_hole.check(&nw, &s.callers) {
+            // the overflow of too many pairs is no service: never judged, never acted on
+            if *node != crate::pair::OTHER
+                && let Some(f) = self.black_hole.check(&nw, &s.callers)
+            {
                 out.findings.push(f);
             }
             out.nodes.push(nw);

@@ -93,7 +93,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::WindowConfig;
 use crate::error::{Error, Result};
 use crate::flags;
-use crate::intern::{Interner, pair_ids, pair_key};
+use crate::intern::{Interner, mark_pair, pair_ids, pair_key};
 
 mod state;
 
@@ -118,6 +118,19 @@ pub struct WindowSpec {
     max_ahead_us: i64,
     #[serde(default = "default_ahead_confirm")]
     ahead_confirm: usize,
+    #[serde(default = "default_max_pairs")]
+    max_pairs: usize,
+}
+
+/// The name under which pairs past [`WindowConfig::max_pairs`] are counted: not a service
+/// name a proxy log or a mapping can produce (parentheses), never judged or acted on.
+pub const OTHER: &str = "(other)";
+
+/// Least [`WindowConfig::max_pairs`].
+pub const MIN_MAX_PAIRS: usize = 16;
+
+fn default_max_pairs() -> usize {
+    100_000
 }
 
 /// Most records [`WindowConfig::ahead_confirm`] may ask for (they are held, one
@@ -187,6 +200,12 @@ impl TryFrom<&WindowConfig> for WindowSpec {
                 ),
             });
         }
+        if c.max_pairs < MIN_MAX_PAIRS {
+            return Err(Error::Config {
+                key: "window.max-pairs",
+                reason: format!("{} must be at least {MIN_MAX_PAIRS}", c.max_pairs),
+            });
+        }
         Ok(WindowSpec {
             length_us,
             lateness_us,
@@ -194,6 +213,7 @@ impl TryFrom<&WindowConfig> for WindowSpec {
             slots: slots as usize,
             max_ahead_us,
             ahead_confirm: c.ahead_confirm,
+            max_pairs: c.max_pairs,
         })
     }
 }
@@ -227,6 +247,11 @@ impl WindowSpec {
     /// Records in a row beyond [`WindowSpec::max_ahead_us`] that confirm a jump.
     pub fn ahead_confirm(&self) -> usize {
         self.ahead_confirm
+    }
+
+    /// Most distinct pairs per window (see [`WindowConfig::max_pairs`]).
+    pub fn max_pairs(&self) -> usize {
+        self.max_pairs
     }
 
     /// Index `k` of the window `[k·L, (k+1)·L)` holding `t_us`.
@@ -403,11 +428,6 @@ impl OpenWindow {
             first_position: i64::MAX,
         }
     }
-
-    #[inline]
-    fn pair(&mut self, source: u32, destination: u32) -> &mut PairState {
-        self.pairs.entry(pair_key(source, destination)).or_default()
-    }
 }
 
 /// A request still in flight after its start window: its time in flight is added to each
@@ -491,6 +511,10 @@ pub struct AggregatorCounters {
     pub future_records: u64,
     /// Most windows open at once.
     pub max_open_windows: u64,
+    /// Records of a new pair in a window that already held [`WindowConfig::max_pairs`]
+    /// pairs, counted under an [`OTHER`] pair.
+    #[serde(default)]
+    pub overflow_records: u64,
     /// Records set aside for starting more than [`WindowConfig::max_ahead`] after their
     /// input's newest start, with no jump confirmed.
     #[serde(default)]
@@ -597,6 +621,35 @@ pub(crate) fn states_from_data(
         states.insert(key, PairState::from_data(state, slots)?);
     }
     Ok(states)
+}
+
+/// The key under which pair `key` counts in `pairs`, a window of at most `max` pairs (see
+/// [`WindowConfig::max_pairs`]): itself while the window has room or already holds it, else
+/// (source, [`OTHER`]), else ([`OTHER`], [`OTHER`]) once the window holds `max + max / 8`
+/// pairs. A pair naming [`OTHER`] already (an input's overflow, being merged) stays itself.
+/// The flag says whether it was redirected.
+#[inline]
+pub(crate) fn capped_key(
+    pairs: &foldhash::HashMap<u64, PairState>,
+    key: u64,
+    max: usize,
+    interner: &mut Interner,
+) -> (u64, bool) {
+    if pairs.len() < max || pairs.contains_key(&key) {
+        return (key, false);
+    }
+    let other = interner.intern(OTHER);
+    let (source, destination) = pair_ids(key);
+    if source == other || destination == other {
+        // an overflow pair already (an input's, being merged): it stays one
+        return (key, false);
+    }
+    let by_source = pair_key(source, other);
+    if pairs.len() < max.saturating_add(max / 8) || pairs.contains_key(&by_source) {
+        (by_source, true)
+    } else {
+        (pair_key(other, other), true)
+    }
 }
 
 /// Adds `state` to the state of `key` in `states` (or puts it there).
@@ -957,7 +1010,14 @@ impl PairAggregator {
             hint,
         );
         window.first_position = window.first_position.min(r.position);
-        let state = window.pair(r.src, r.dst);
+        let (key, overflow) = capped_key(
+            &window.pairs,
+            pair_key(r.src, r.dst),
+            spec.max_pairs,
+            &mut self.interner,
+        );
+        self.counters.overflow_records += u64::from(overflow);
+        let state = window.pairs.entry(key).or_default();
         state.requests += 1;
         state.errors += u64::from(flags::is_error_class(r.status, r.class));
         state.bytes_in = state.bytes_in.saturating_add(r.bytes_in);
@@ -1033,11 +1093,12 @@ impl PairAggregator {
         if due.is_empty() {
             return;
         }
+        let interner = &mut self.interner;
         due.retain(|f| {
             let hi = f.end_us.min(w.end_us);
             if hi > w.start_us {
-                let (s, d) = pair_ids(f.key);
-                let state = window.pair(s, d);
+                let (key, _) = capped_key(&window.pairs, f.key, spec.max_pairs, interner);
+                let state = window.pairs.entry(key).or_default();
                 state.overlap_us = state.overlap_us.wrapping_add((hi - w.start_us) as u64);
                 if hi == w.end_us {
                     state.full_cover = state.full_cover.wrapping_add(1);
@@ -1087,7 +1148,34 @@ impl PairAggregator {
             }
             out.extend(self.close(k));
         }
+        self.collect_names();
         out
+    }
+
+    /// Frees the names no open window, request in flight or held record uses, when enough
+    /// names were interned since the last time (O(1) amortized per name).
+    fn collect_names(&mut self) {
+        if !self.interner.collection_due() {
+            return;
+        }
+        let mut live = vec![false; self.interner.id_bound()];
+        for w in self.windows.values() {
+            for &key in w.pairs.keys() {
+                mark_pair(&mut live, key);
+            }
+        }
+        for f in self.flights.values().flatten() {
+            mark_pair(&mut live, f.key);
+        }
+        for h in &self.held {
+            mark_pair(&mut live, pair_key(h.row.src, h.row.dst));
+        }
+        self.interner.retain(&live);
+    }
+
+    /// Distinct service names held (interned) by this aggregator.
+    pub fn names(&self) -> usize {
+        self.interner.len()
     }
 
     /// End of input (or the input went idle): aggregates the records held back (nothing
@@ -1103,6 +1191,7 @@ impl PairAggregator {
             self.late_before_us = self.late_before_us.max(self.spec.window(k).end_us);
             out.extend(self.close(k));
         }
+        self.collect_names();
         out
     }
 

@@ -40,6 +40,10 @@ pub mod names {
     /// Partial pair aggregates dropped (duplicate: sent again by a restarted input; late: the
     /// window closed without the input, it was idle), by kind.
     pub const DROPPED_PARTIALS: &str = "graywatch_dropped_partials";
+    /// Records (stage 1, kind `records`) and merged pair aggregates (stage 2, kind
+    /// `partials`) of new pairs in windows already holding `[detect.window] max-pairs` pairs,
+    /// counted under the pair name `(other)`.
+    pub const PAIR_OVERFLOW: &str = "graywatch_pair_overflow";
     /// Seconds since the last checkpoint was saved.
     pub const CHECKPOINT_AGE: &str = "graywatch_checkpoint_age_seconds";
     /// Time the last checkpoint took to save, seconds.
@@ -128,6 +132,8 @@ pub struct Metrics {
     pub late_records: Counter,
     /// See [`names::DROPPED_PARTIALS`].
     pub dropped_partials: Family<KindLabel, Counter>,
+    /// See [`names::PAIR_OVERFLOW`].
+    pub pair_overflow: Family<KindLabel, Counter>,
     /// See [`names::CHECKPOINT_AGE`].
     pub checkpoint_age: Gauge<f64, AtomicU64>,
     /// See [`names::CHECKPOINT_DURATION`].
@@ -212,6 +218,11 @@ impl Metrics {
             DROPPED_PARTIALS,
             "Partial pair aggregates dropped: duplicate (sent again) or late (their window closed without them)",
             self.dropped_partials.clone(),
+        );
+        r.register(
+            PAIR_OVERFLOW,
+            "Records (records) and merged pair aggregates (partials) of new pairs in windows already holding max-pairs pairs, counted under (other)",
+            self.pair_overflow.clone(),
         );
         r.register(
             CHECKPOINT_AGE,

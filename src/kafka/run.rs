@@ -136,6 +136,7 @@ struct TopicIn {
 struct Deltas {
     late: Delta,
     records: Delta,
+    overflow: Delta,
 }
 
 /// Stage 2: in this process, or per owned repartition partition.
@@ -1164,6 +1165,11 @@ impl Driver {
                     kind: "late".into(),
                 })
                 .inc_by(merger.late_partials);
+            m.pair_overflow
+                .get_or_create(&KindLabel {
+                    kind: "partials".into(),
+                })
+                .inc_by(merger.overflow_partials);
             let (w, p) = judge.open_state();
             windows += w;
             pairs += p;
@@ -1175,6 +1181,12 @@ impl Driver {
         let a = self.aggregate.counters();
         self.deltas.late.update(&m.late_records, a.late_records);
         self.deltas.records.update(&m.records_aggregated, a.records);
+        self.deltas.overflow.update(
+            &m.pair_overflow.get_or_create(&KindLabel {
+                kind: "records".into(),
+            }),
+            a.overflow_records,
+        );
         let (w1, p1) = self.aggregate.open_state();
         m.state_windows.set((w1 + windows) as i64);
         m.state_pairs.set((p1 + pairs) as i64);

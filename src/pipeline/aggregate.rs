@@ -40,6 +40,10 @@ pub struct AggregateCounters {
     /// input's newest start, with no jump confirmed.
     #[serde(default)]
     pub ahead_records: u64,
+    /// Records of new pairs in windows already holding `[detect.window] max-pairs` pairs,
+    /// counted under `(other)`.
+    #[serde(default)]
+    pub overflow_records: u64,
     /// Windows handed over (summed over inputs).
     pub partial_windows: u64,
 }
@@ -90,6 +94,7 @@ impl Aggregate {
             c.future_records += now.future_records - t.base.future_records;
             c.clamped_records += now.clamped_records - t.base.clamped_records;
             c.ahead_records += now.ahead_records - t.base.ahead_records;
+            c.overflow_records += now.overflow_records - t.base.overflow_records;
         }
         c
     }
@@ -330,6 +335,7 @@ impl<X: Exchange + ?Sized> Stage<X> for Aggregate {
             k.future_records += c.future_records - t.base.future_records;
             k.clamped_records += c.clamped_records - t.base.clamped_records;
             k.ahead_records += c.ahead_records - t.base.ahead_records;
+            k.overflow_records += c.overflow_records - t.base.overflow_records;
         }
         Ok(())
     }

@@ -205,6 +205,9 @@ impl Judge {
                 late_partials: m
                     .late_partials
                     .saturating_sub(self.reported.1.late_partials),
+                overflow_partials: m
+                    .overflow_partials
+                    .saturating_sub(self.reported.1.overflow_partials),
             },
         );
         self.reported = (self.counters.clone(), m);

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use arrow::array::RecordBatch;
 use clap::Args;
+use detect::pair::OTHER;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use ingest::{
     Format, IngestSink, IngestStats, LineParser, LineReader, ReadError, ReadStatus, ReaderOptions,
@@ -454,6 +455,9 @@ pub enum DriveError<E> {
 }
 
 /// Counts pair totals for the summary on their way to the outputs.
+/// Most distinct pairs the summary tallies; later pairs count under ([`OTHER`], [`OTHER`]).
+const TALLY_PAIRS: usize = 100_000;
+
 struct Tally<O> {
     inner: O,
     /// Per pair over the run: requests, errors, worst window p99 (µs).
@@ -465,7 +469,10 @@ impl<O: Outputs> Outputs for Tally<O> {
 
     fn pair_window(&mut self, p: &schemas::PairWindow) -> Result<(), O::Error> {
         if p.requests > 0 {
-            let key = (p.source.clone(), p.destination.clone());
+            let mut key = (p.source.clone(), p.destination.clone());
+            if self.pairs.len() >= TALLY_PAIRS && !self.pairs.contains_key(&key) {
+                key = (OTHER.to_owned(), OTHER.to_owned());
+            }
             let t = self.pairs.entry(key).or_default();
             t.0 += p.requests;
             t.1 += p.errors;
@@ -620,6 +627,15 @@ fn summary(
         );
     }
     let m = pipeline.judge.merger_counters();
+    if a.overflow_records > 0 || m.overflow_partials > 0 {
+        s += &format!(
+            "  overflow  {} records and {} merged pair aggregates of new pairs in windows already \
+             holding [detect.window] max-pairs ({}) pairs: counted under {OTHER}\n",
+            thousands(a.overflow_records),
+            thousands(m.overflow_partials),
+            thousands(w.max_pairs as u64),
+        );
+    }
     if m.late_partials > 0 {
         s += &format!(
             "  late      {} pair aggregates of an input that woke up after its windows closed \

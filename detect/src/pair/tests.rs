@@ -63,6 +63,7 @@ fn holding(length_s: u64, lateness_s: u64, confirm: usize) -> PairAggregator {
             concurrency_resolution: Duration::from_millis(100),
             max_ahead: Duration::from_secs(300),
             ahead_confirm: confirm,
+            ..WindowConfig::default()
         })
         .unwrap(),
     )
@@ -815,4 +816,107 @@ proptest! {
         prop_assert_eq!(got, expected);
         prop_assert_eq!(after.counters().ahead_records, c.ahead_records);
     }
+}
+
+/// An aggregator of 10 s windows holding at most 16 pairs per window.
+fn capped() -> PairAggregator {
+    PairAggregator::new(
+        WindowSpec::try_from(&WindowConfig {
+            ahead_confirm: 1,
+            max_pairs: 16,
+            ..WindowConfig::default()
+        })
+        .unwrap(),
+    )
+}
+
+const HOSTS: [&str; 40] = [
+    "h00", "h01", "h02", "h03", "h04", "h05", "h06", "h07", "h08", "h09", "h10", "h11", "h12",
+    "h13", "h14", "h15", "h16", "h17", "h18", "h19", "h20", "h21", "h22", "h23", "h24", "h25",
+    "h26", "h27", "h28", "h29", "h30", "h31", "h32", "h33", "h34", "h35", "h36", "h37", "h38",
+    "h39",
+];
+
+#[test]
+fn pairs_past_max_pairs_count_under_other() {
+    // one client-facing edge, 40 client-chosen hosts, then h00 again
+    let mut recs: Vec<Rec> = HOSTS.iter().map(|h| ok(S, "edge", h, Some(10))).collect();
+    recs.push(ok(2 * S, "edge", "h00", Some(10)));
+    let mut agg = capped();
+    agg.push(&batch(&recs)).unwrap();
+    let closed = fin(agg.flush());
+    let pairs = &closed[0].pairs;
+    assert_eq!(pairs.len(), 17);
+    assert_eq!(agg.counters().overflow_records, 24);
+    let other = pairs.iter().find(|p| p.destination == OTHER).unwrap();
+    assert_eq!((other.source.as_str(), other.requests), ("edge", 24));
+    let h00 = pairs.iter().find(|p| p.destination == "h00").unwrap();
+    assert_eq!(h00.requests, 2, "a pair the window holds keeps counting");
+    assert_eq!(requests(&closed), 41);
+
+    // 40 distinct sources too: 16 pairs, 2 more (16 ÷ 8) under (source, other), the rest
+    // under (other, other)
+    let recs: Vec<Rec> = HOSTS
+        .iter()
+        .zip(HOSTS.iter().rev())
+        .map(|(s, d)| ok(S, s, d, None))
+        .collect();
+    let mut agg = capped();
+    agg.push(&batch(&recs)).unwrap();
+    let closed = fin(agg.flush());
+    let pairs = &closed[0].pairs;
+    assert_eq!(pairs.len(), 19);
+    let both = pairs
+        .iter()
+        .find(|p| p.source == OTHER && p.destination == OTHER)
+        .unwrap();
+    assert_eq!(both.requests, 22);
+    assert_eq!(
+        pairs
+            .iter()
+            .filter(|p| p.source != OTHER && p.destination == OTHER)
+            .count(),
+        2
+    );
+    assert_eq!(requests(&closed), 40);
+}
+
+#[test]
+fn names_that_left_every_window_are_freed() {
+    // 2 000 windows of 10 s, each with 50 names seen nowhere else (100 000 names in all)
+    let mut agg = aggregator(10, 5);
+    let mut merger = crate::merge::WindowMerger::new(*agg.spec());
+    let mut most = (0, 0);
+    for w in 0..2_000i64 {
+        let names: Vec<String> = (0..50).map(|i| format!("pod-{w}-{i}")).collect();
+        let mut b = FlowBatchBuilder::new();
+        for n in &names {
+            b.append(&FlowRecordRef::new(
+                T0 + w * 10 * S,
+                "caller",
+                n,
+                Reporter::Envoy,
+            ));
+        }
+        for p in agg.push(&b.finish()).unwrap() {
+            merger.complete("a", p);
+        }
+        merger.mark(
+            "a",
+            crate::merge::Mark {
+                watermark_us: agg.watermark(),
+                idle: false,
+            },
+        );
+        merger.close_ready();
+        most = (most.0.max(agg.names()), most.1.max(merger.names()));
+    }
+    // at most twice the collection threshold (4 096) plus a window's names, not 100 000
+    assert!(
+        most.0 <= 2 * 4_096 + 100,
+        "aggregator held {} names",
+        most.0
+    );
+    assert!(most.1 <= 2 * 4_096 + 100, "merger held {} names", most.1);
+    assert!(agg.names() < 4_096 * 2);
 }
