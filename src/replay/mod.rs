@@ -44,7 +44,8 @@ pub struct InputArgs {
     /// could not be aggregated (late, future) as a JSON line to FILE.
     #[arg(long, value_name = "FILE")]
     pub rejects: Option<PathBuf>,
-    /// Longest accepted line, bytes; longer lines are rejected (line-too-long).
+    /// Longest accepted line, bytes (at least 1024); longer lines are rejected
+    /// (line-too-long).
     #[arg(long, default_value_t = 1 << 20, value_name = "BYTES", value_parser = line_limit)]
     pub max_line_bytes: usize,
     /// Input files; `-` reads stdin. `replay` reads them in turns, always from the one
@@ -81,10 +82,15 @@ pub struct ReplayArgs {
     pub quiet: bool,
 }
 
-/// Parses `--max-line-bytes`: at least 1.
+/// The least `--max-line-bytes`, bytes: shorter than one default-format Envoy or Istio line
+/// with a user agent, so a smaller limit would reject most lines of real logs (or cut the
+/// line `--format auto` looks at).
+pub const MIN_LINE_BYTES: usize = 1024;
+
+/// Parses `--max-line-bytes`: at least [`MIN_LINE_BYTES`].
 fn line_limit(s: &str) -> Result<usize, String> {
     match s.parse::<usize>() {
-        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) if n < MIN_LINE_BYTES => Err(format!("must be at least {MIN_LINE_BYTES}")),
         Ok(n) => Ok(n),
         Err(e) => Err(e.to_string()),
     }
@@ -306,25 +312,15 @@ pub fn drive<O: Outputs>(
     };
     let mut stats = std::mem::take(&mut parsers.stats);
     let now = Instant::now();
-    let mut seen_ids: HashMap<String, usize> = HashMap::new();
+    // (no input is given twice: `input::open_all` refuses it)
     let mut reading: Vec<Reading> = inputs
         .iter()
-        .map(|i| {
-            // the same path given twice is two inputs
-            let n = seen_ids.entry(i.name.clone()).or_default();
-            *n += 1;
-            let id = if *n == 1 {
-                InputId::new(&i.name)
-            } else {
-                InputId::new(&format!("{}#{n}", i.name))
-            };
-            Reading {
-                id,
-                lines: LineReader::new(i.name.clone()),
-                done: false,
-                last_data: now,
-                idle: false,
-            }
+        .map(|i| Reading {
+            id: InputId::new(&i.name),
+            lines: LineReader::new(i.name.clone()),
+            done: false,
+            last_data: now,
+            idle: false,
         })
         .collect();
     for (i, r) in reading.iter_mut().enumerate() {
@@ -382,6 +378,7 @@ pub fn drive<O: Outputs>(
             continue;
         };
         let p = parsers.of_input[i].expect("inputs being read have a parser");
+        input::make_room(&mut inputs, i);
         let parser = parsers.parsers[p].1.as_mut();
         let r = &mut reading[i];
         let base: u64 = read_bytes.iter().sum::<u64>() - read_bytes[i];
@@ -410,6 +407,7 @@ pub fn drive<O: Outputs>(
         r.lines.flush(&mut feed).map_err(DriveError::Stage)?;
         if status == ReadStatus::End {
             r.done = true;
+            inputs[i].close();
             // the last input of a parser lets it hand over what it held back
             let users = &parsers.parsers[p].2;
             if users.iter().all(|&u| u == i || reading[u].done) {
@@ -512,8 +510,13 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
     let config = crate::config::Config::load(config_path)?.validate(config_path)?;
     let streams = Streams::default();
     let mut inputs = input::open_all(&args.input.inputs, &streams)?;
+    // stdout takes every kind of document not sent to a file
+    let stdout = [&args.findings, &args.commands, &args.alerts]
+        .into_iter()
+        .chain((!args.no_windows).then_some(&args.windows))
+        .any(|p| p.as_deref().is_none_or(|p| p.as_os_str() == "-"));
     input::check_outputs(
-        &args.input.inputs,
+        &inputs,
         &[
             ("--windows", &args.windows),
             ("--findings", &args.findings),
@@ -521,6 +524,7 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
             ("--alerts", &args.alerts),
             ("--rejects", &args.input.rejects),
         ],
+        stdout,
     )?;
     let parsers = parsers(&args.input, &mut inputs, &config.mapping, &streams)?;
     let outputs = JsonLinesOutputs::open(&JsonLinesConfig {
