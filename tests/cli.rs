@@ -682,3 +682,42 @@ fn many_inputs_under_a_low_open_file_limit() {
         assert_eq!(summary_count(&stderr, "records"), 400, "{stderr}");
     }
 }
+
+/// A Host header holding NUL is a counted `bad-name` reject naming field and byte, the other
+/// lines go on; a request id that is not UTF-8 only loses the id, counted in the summary.
+#[test]
+fn control_characters_in_names_are_rejects_and_bad_request_ids_are_dropped() {
+    let (dir, log) = temp_path("envoy.log");
+    let good = envoy_line(0, 10);
+    let mut bytes = good.replace("catalog:8080", "cat\0alog:8080").into_bytes();
+    bytes.extend(good.replace("id-0", "id-\u{fffd}").into_bytes());
+    // U+FFFD (EF BF BD) → a lone 0xFF
+    let at = bytes
+        .windows(3)
+        .position(|w| w == [0xef, 0xbf, 0xbd])
+        .unwrap();
+    bytes.splice(at..at + 3, [0xff]);
+    std::fs::write(&log, &bytes).unwrap();
+    let rejects = dir.path().join("rejects.jsonl");
+    let (docs, stderr) = graywatch_ok(&[
+        "replay",
+        "--rejects",
+        rejects.to_str().unwrap(),
+        log.to_str().unwrap(),
+    ]);
+    assert!(stderr.contains("rejected  1 (bad-name 1)"), "{stderr}");
+    assert!(
+        stderr.contains("request ids not UTF-8 (dropped, records kept) 1"),
+        "{stderr}"
+    );
+    let kept = crate::util::json_lines(&std::fs::read(&rejects).unwrap());
+    assert_eq!(kept[0]["line"], 1);
+    assert_eq!(
+        kept[0]["detail"],
+        "destination \"cat\\0alog\": control character U+0000 at byte 3"
+    );
+    let pairs = of_kind(&docs, "pair-window");
+    assert_eq!(pairs.len(), 1);
+    assert_eq!(pairs[0]["destination"], "catalog");
+    assert_eq!(pairs[0]["requests"], 1);
+}

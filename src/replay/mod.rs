@@ -734,8 +734,15 @@ pub fn summarize_input(read: &InputSummary, elapsed: Duration) -> String {
         s += &format!("  blank     {}\n", thousands(stats.blank_lines));
     }
     if !read.counters.is_empty() {
-        let c: Vec<String> = read
-            .counters
+        // one line per counter name, summed over the parsers (one per input)
+        let mut summed: Vec<(&str, u64)> = Vec::new();
+        for &(name, n) in &read.counters {
+            match summed.iter_mut().find(|(s, _)| *s == name) {
+                Some((_, total)) => *total += n,
+                None => summed.push((name, n)),
+            }
+        }
+        let c: Vec<String> = summed
             .iter()
             .map(|(name, n)| format!("{name} {}", thousands(*n)))
             .collect();
