@@ -85,7 +85,7 @@ pub fn run(args: ParseArgs) -> anyhow::Result<()> {
         .mapping;
     let streams = Streams::default();
     let mut inputs = input::open_all(&args.input.inputs, &streams)?;
-    input::check_outputs(&args.input.inputs, &[("--rejects", &args.input.rejects)])?;
+    input::check_outputs(&inputs, &[("--rejects", &args.input.rejects)], true)?;
     let mut parsers = replay::parsers(&args.input, &mut inputs, &mapping, &streams)?;
     let opts = ReaderOptions {
         max_line_bytes: args.input.max_line_bytes,
@@ -112,6 +112,7 @@ pub fn run(args: ParseArgs) -> anyhow::Result<()> {
             input: &name,
         };
         loop {
+            input::make_room(&mut inputs, i);
             let parser = parsers.parsers[p].1.as_mut();
             let status = match &mut inputs[i].source {
                 Source::File(r) => lines.read(r, parser, &opts, &mut stats, &mut printer, u64::MAX),
@@ -134,6 +135,7 @@ pub fn run(args: ParseArgs) -> anyhow::Result<()> {
                 Err(ReadError::Sink(e)) => return Err(lift(e)),
             }
         }
+        inputs[i].close();
         let last_user = parsers.parsers[p].2.iter().all(|&u| u <= i);
         if last_user {
             lines

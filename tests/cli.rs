@@ -540,3 +540,232 @@ fn a_flood_of_distinct_hosts_is_counted_under_other() {
     assert!(stderr.contains("overflow  4,900 records"), "{stderr}");
     assert!(of_kind(&docs, "finding").is_empty());
 }
+
+/// Runs `graywatch args…` through `sh -c` after `setup` (e.g. `ulimit -n 64`, a
+/// redirection: `"$0" "$@"` stands for the command).
+fn graywatch_sh(script: &str, args: &[&str]) -> std::process::Output {
+    std::process::Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .arg(env!("CARGO_BIN_EXE_graywatch"))
+        .args(args)
+        .current_dir(root())
+        .output()
+        .unwrap()
+}
+
+/// Two outputs that are one file (a hard link, a symbolic link not yet pointing at a file),
+/// an output over the file stdin is redirected from, and a stdout appended to an input: each
+/// is refused before anything is written, naming both ends.
+#[test]
+fn outputs_that_are_one_file_are_refused() {
+    let (dir, log) = temp_path("envoy.log");
+    let line = envoy_line(0, 10);
+    write(&log, &line);
+    let log = log.to_str().unwrap();
+    let windows = dir.path().join("windows.jsonl");
+    let findings = dir.path().join("findings.jsonl");
+    write(&windows, "old\n");
+    std::fs::hard_link(&windows, &findings).unwrap();
+    let dangling = dir.path().join("alerts.jsonl");
+    let commands = dir.path().join("commands.jsonl");
+    std::os::unix::fs::symlink(&commands, &dangling).unwrap();
+    for (a, b, second) in [
+        ("--windows", &windows, ("--findings", &findings)),
+        ("--commands", &commands, ("--alerts", &dangling)),
+    ] {
+        let out = graywatch(&[
+            "replay",
+            a,
+            b.to_str().unwrap(),
+            second.0,
+            second.1.to_str().unwrap(),
+            log,
+        ]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(
+            stderr.contains(&format!(
+                "{} {}: the same file as {a} {}",
+                second.0,
+                second.1.display(),
+                b.display()
+            )),
+            "{stderr}"
+        );
+    }
+    assert_eq!(std::fs::read_to_string(&windows).unwrap(), "old\n");
+    assert!(!commands.exists(), "nothing created");
+    // several outputs to a device are fine
+    let (docs, _) = graywatch_ok(&[
+        "replay",
+        "--windows",
+        "/dev/null",
+        "--findings",
+        "/dev/null",
+        log,
+    ]);
+    assert!(docs.is_empty());
+
+    // stdin redirected from the input, which is also an output
+    let out = graywatch_sh(r#""$0" "$@" < "$3""#, &["replay", "--windows", log, "-"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("--windows {log}: is also an input (-)")),
+        "{stderr}"
+    );
+    // stdout appended to the input
+    let out = graywatch_sh(r#""$0" "$@" >> "$2""#, &["parse", log]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("stdout is input {log}")),
+        "{stderr}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(log).unwrap(),
+        line,
+        "input untouched"
+    );
+}
+
+/// One file given twice (by name, through a symbolic link, or as `-` redirected from it)
+/// would count every record twice: refused, naming both.
+#[test]
+fn an_input_given_twice_is_refused() {
+    let (dir, log) = temp_path("envoy.log");
+    write(
+        &log,
+        &(0..20)
+            .map(|s| envoy_line(s * 1000, 10))
+            .collect::<String>(),
+    );
+    let link = dir.path().join("link.log");
+    std::os::unix::fs::symlink(&log, &link).unwrap();
+    let (log, link) = (log.to_str().unwrap(), link.to_str().unwrap());
+    for second in [log, link] {
+        let out = graywatch(&["replay", log, second]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(
+            stderr.contains(&format!("input {second} is the same file as input {log}")),
+            "{stderr}"
+        );
+        assert!(out.stdout.is_empty());
+    }
+    let out = graywatch_sh(r#""$0" "$@" < "$2""#, &["parse", log, "-"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("input - is the same file as input {log}")),
+        "{stderr}"
+    );
+}
+
+/// A closed stdin (`<&-`) or /dev/null (what a closed fd 0 becomes before `main`) has
+/// nothing to read: an error, not a run over 0 records; an empty pipe is an empty input.
+#[test]
+fn a_closed_stdin_is_an_error() {
+    for script in [r#""$0" "$@" <&-"#, r#""$0" "$@" < /dev/null"#] {
+        let out = graywatch_sh(script, &["replay", "-f", "envoy", "-"]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{script}: {stderr}");
+        assert!(
+            stderr.contains("stdin (-) is closed or /dev/null"),
+            "{stderr}"
+        );
+    }
+    let out = graywatch_sh(r#"printf '' | "$0" "$@""#, &["replay", "-"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("format    empty"), "{stderr}");
+    assert_eq!(summary_count(&stderr, "records"), 0);
+}
+
+/// `--max-line-bytes` has a floor, and blank lines before the first line (more bytes of them
+/// than the limit) don't make `--format auto` skip an input as empty.
+#[test]
+fn line_limit_never_skips_an_input() {
+    let (_dir, log) = temp_path("envoy.log");
+    let records: String = (0..20).map(|s| envoy_line(s * 1000, 10)).collect();
+    write(&log, &format!("\n{records}"));
+    let out = graywatch(&["replay", "--max-line-bytes", "1", log.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("must be at least 1024"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    write(&log, &format!("{}{records}", "\n".repeat(2000)));
+    let (_, stderr) = graywatch_ok(&["replay", "--max-line-bytes", "1024", log.to_str().unwrap()]);
+    assert!(stderr.contains("format    envoy"), "{stderr}");
+    assert_eq!(summary_count(&stderr, "records"), 20);
+    assert_eq!(summary_count(&stderr, "blank"), 2000);
+}
+
+/// 200 inputs under `ulimit -n 64`: files are opened as they are read, a few at a time.
+#[test]
+fn many_inputs_under_a_low_open_file_limit() {
+    let (dir, _) = temp_path("x");
+    let paths: Vec<String> = (0..200)
+        .map(|i| {
+            let p = dir.path().join(format!("envoy-{i:03}.log"));
+            // every file covers the same 2 s: read in turns, all open at once before
+            write(
+                &p,
+                &(0..2)
+                    .map(|s| envoy_line(s * 1000 + i, 10))
+                    .collect::<String>(),
+            );
+            p.to_str().unwrap().to_owned()
+        })
+        .collect();
+    for command in ["replay", "parse"] {
+        let mut args = vec![command];
+        args.extend(paths.iter().map(String::as_str));
+        let out = graywatch_sh(r#"ulimit -n 64 && "$0" "$@""#, &args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{command}: {stderr}");
+        assert_eq!(summary_count(&stderr, "records"), 400, "{stderr}");
+    }
+}
+
+/// A Host header holding NUL is a counted `bad-name` reject naming field and byte, the other
+/// lines go on; a request id that is not UTF-8 only loses the id, counted in the summary.
+#[test]
+fn control_characters_in_names_are_rejects_and_bad_request_ids_are_dropped() {
+    let (dir, log) = temp_path("envoy.log");
+    let good = envoy_line(0, 10);
+    let mut bytes = good.replace("catalog:8080", "cat\0alog:8080").into_bytes();
+    bytes.extend(good.replace("id-0", "id-\u{fffd}").into_bytes());
+    // U+FFFD (EF BF BD) → a lone 0xFF
+    let at = bytes
+        .windows(3)
+        .position(|w| w == [0xef, 0xbf, 0xbd])
+        .unwrap();
+    bytes.splice(at..at + 3, [0xff]);
+    std::fs::write(&log, &bytes).unwrap();
+    let rejects = dir.path().join("rejects.jsonl");
+    let (docs, stderr) = graywatch_ok(&[
+        "replay",
+        "--rejects",
+        rejects.to_str().unwrap(),
+        log.to_str().unwrap(),
+    ]);
+    assert!(stderr.contains("rejected  1 (bad-name 1)"), "{stderr}");
+    assert!(
+        stderr.contains("request ids not UTF-8 (dropped, records kept) 1"),
+        "{stderr}"
+    );
+    let kept = crate::util::json_lines(&std::fs::read(&rejects).unwrap());
+    assert_eq!(kept[0]["line"], 1);
+    assert_eq!(
+        kept[0]["detail"],
+        "destination \"cat\\0alog\": control character U+0000 at byte 3"
+    );
+    let pairs = of_kind(&docs, "pair-window");
+    assert_eq!(pairs.len(), 1);
+    assert_eq!(pairs[0]["destination"], "catalog");
+    assert_eq!(pairs[0]["requests"], 1);
+}

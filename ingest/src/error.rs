@@ -18,6 +18,9 @@ pub enum RejectReason {
     BadNumber,
     /// A JSON line (Envoy JSON, container envelope) is not valid JSON or has the wrong types.
     BadJson,
+    /// A service, zone or version name taken from the line holds a control character
+    /// ([`schemas::first_control_char`]).
+    BadName,
 }
 
 impl RejectReason {
@@ -30,6 +33,7 @@ impl RejectReason {
             RejectReason::BadTimestamp => "bad-timestamp",
             RejectReason::BadNumber => "bad-number",
             RejectReason::BadJson => "bad-json",
+            RejectReason::BadName => "bad-name",
         }
     }
 }
@@ -62,6 +66,70 @@ impl Reject {
 impl fmt::Display for Reject {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}: {}", self.reason, self.detail)
+    }
+}
+
+/// Rejects a record naming a service, zone or version with a control character (the rule
+/// is [`schemas::first_control_char`]): every parser checks its record with this before
+/// appending it, so a name from a `Host` header, an upstream cluster, a pod, a shipper's
+/// envelope, a Kafka header or a flow-json document is held to one rule.
+///
+/// # Errors
+/// [`RejectReason::BadName`] naming the field, the character and its byte position, e.g.
+/// `destination "pay\0ments": control character U+0000 at byte 3`.
+pub fn check_names(r: &schemas::FlowRecordRef<'_>) -> Result<(), Reject> {
+    match schemas::bad_name(r) {
+        None => Ok(()),
+        Some((field, value, at, c)) => Err(name_reject(field, value, at, c)),
+    }
+}
+
+/// A field that becomes a name (a pod name in spans) checked on its own, as in
+/// [`check_names`].
+///
+/// # Errors
+/// As [`check_names`].
+pub fn check_name(field: &str, value: &str) -> Result<(), Reject> {
+    match schemas::first_control_char(value) {
+        None => Ok(()),
+        Some((at, c)) => Err(name_reject(field, value, at, c)),
+    }
+}
+
+fn name_reject(field: &str, value: &str, at: usize, c: char) -> Reject {
+    let shown: String = value.chars().take(80).collect();
+    Reject::new(
+        RejectReason::BadName,
+        format!(
+            "{field} {shown:?}: control character U+{:04X} at byte {at}",
+            u32::from(c)
+        ),
+    )
+}
+
+/// The summary counter of request ids left out of their records because they are not UTF-8
+/// (the client chooses them; the record is kept without one).
+pub const DROPPED_REQUEST_IDS: &str = "request ids not UTF-8 (dropped, records kept)";
+
+/// The parser counter of dropped request ids: listed only when some were dropped.
+pub(crate) fn dropped_ids_counter(n: u64) -> Vec<(&'static str, u64)> {
+    if n == 0 {
+        Vec::new()
+    } else {
+        vec![(DROPPED_REQUEST_IDS, n)]
+    }
+}
+
+/// A client-chosen request id (`%REQ(X-REQUEST-ID)%`, `$request_id`) as text: `None` when
+/// absent (`-` or empty) or not UTF-8; the flag says it was dropped for not being UTF-8
+/// (counted as [`DROPPED_REQUEST_IDS`]).
+pub fn request_id(v: &[u8]) -> (Option<&str>, bool) {
+    if v.is_empty() || v == b"-" {
+        return (None, false);
+    }
+    match std::str::from_utf8(v) {
+        Ok(id) => (Some(id), false),
+        Err(_) => (None, true),
     }
 }
 

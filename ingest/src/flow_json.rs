@@ -444,6 +444,7 @@ fn append(doc: &Doc<'_>, out: &mut FlowBatchBuilder) -> Result<(), Reject> {
         request_id: doc.request_id.as_deref(),
         reporter,
     };
+    crate::check_names(&r)?;
     out.append(&r);
     Ok(())
 }

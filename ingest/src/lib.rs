@@ -39,7 +39,7 @@ pub mod spans;
 pub mod time;
 pub mod writer;
 
-pub use error::{Error, Reject, RejectReason, Result};
+pub use error::{Error, Reject, RejectReason, Result, check_name, check_names};
 pub use format::Format;
 pub use mapping::{Mapping, MappingConfig};
 pub use source::{

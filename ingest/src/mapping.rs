@@ -193,6 +193,18 @@ fn compile_glob(pattern: &str) -> (Vec<String>, bool, bool) {
     )
 }
 
+/// Why a configured name can't be one: it holds a control character
+/// ([`schemas::first_control_char`]).
+fn control(name: &str) -> Option<String> {
+    schemas::first_control_char(name).map(|(at, c)| {
+        format!(
+            "{name:?} holds control character U+{:04X} at byte {at}: names go into JSON, Kafka \
+             keys, metric labels and remediation targets",
+            u32::from(c)
+        )
+    })
+}
+
 /// The service name used when neither the line nor the mapping names one.
 pub const UNKNOWN_SERVICE: &str = "unknown";
 
@@ -201,7 +213,9 @@ impl TryFrom<MappingConfig> for Mapping {
 
     /// # Errors
     /// [`Error::MappingKey`] for an empty or blank `service`, `zone` or `version`;
-    /// [`Error::Mapping`] for a rule with an empty pattern, service, zone or version.
+    /// [`Error::Mapping`] for a rule with an empty pattern, service, zone or version;
+    /// [`Error::InputMapping`] likewise for an input entry; any of them when a name holds a
+    /// control character.
     fn try_from(c: MappingConfig) -> Result<Self> {
         let blank = |v: &Option<String>| v.as_deref().is_some_and(|v| v.trim().is_empty());
         for (key, value) in [
@@ -214,6 +228,9 @@ impl TryFrom<MappingConfig> for Mapping {
                     key,
                     reason: "is empty: give a value or leave the key out".into(),
                 });
+            }
+            if let Some(reason) = value.as_deref().and_then(control) {
+                return Err(Error::MappingKey { key, reason });
             }
         }
         let rules = c
@@ -236,6 +253,12 @@ impl TryFrom<MappingConfig> for Mapping {
                         return Err(Error::Mapping {
                             index,
                             reason: format!("empty {key}"),
+                        });
+                    }
+                    if let Some(reason) = value.as_deref().and_then(control) {
+                        return Err(Error::Mapping {
+                            index,
+                            reason: format!("{key} {reason}"),
                         });
                     }
                 }
@@ -277,6 +300,12 @@ impl TryFrom<MappingConfig> for Mapping {
                         return Err(Error::InputMapping {
                             index,
                             reason: format!("empty {key}"),
+                        });
+                    }
+                    if let Some(reason) = value.map(String::as_str).and_then(control) {
+                        return Err(Error::InputMapping {
+                            index,
+                            reason: format!("{key} {reason}"),
                         });
                     }
                 }
@@ -442,6 +471,35 @@ mod tests {
             zone: Some("b".into()),
             version: None,
         }
+    }
+
+    #[test]
+    fn a_control_character_in_a_configured_name_is_an_error_naming_the_key() {
+        let own = MappingConfig {
+            zone: Some("eu\u{1b}[31m".into()),
+            ..Default::default()
+        };
+        let e = Mapping::try_from(own).unwrap_err().to_string();
+        assert!(
+            e.starts_with(
+                "[mapping] zone \"eu\\u{1b}[31m\" holds control character U+001B at byte 2"
+            ),
+            "{e}"
+        );
+        let mut r = rule(MatchField::Authority, "pay*", Some("pay\0ments"));
+        r.zone = None;
+        let e = Mapping::try_from(MappingConfig {
+            rules: vec![rule(MatchField::Authority, "*", None), r],
+            ..Default::default()
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with(
+                "mapping rule 1: service \"pay\\0ments\" holds control character U+0000 at byte 3"
+            ),
+            "{e}"
+        );
     }
 
     #[test]

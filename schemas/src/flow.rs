@@ -288,6 +288,35 @@ fn attempt_fields() -> Fields {
     ])
 }
 
+/// The first control character in a name (a service, zone or version): its byte position
+/// and the character. Control characters are Unicode's `Cc` category (U+0000–U+001F, U+007F,
+/// U+0080–U+009F, [`char::is_control`]): a name is a key of JSON outputs, Kafka messages,
+/// Prometheus labels and remediation targets, where NUL, a newline or an escape sequence would
+/// forge or break a line, so names holding one are refused where they enter (a config error,
+/// a rejected line), never escaped into another name.
+pub fn first_control_char(name: &str) -> Option<(usize, char)> {
+    name.char_indices().find(|(_, c)| c.is_control())
+}
+
+/// The first name of `r` (source, destination, and their zones and versions, by their
+/// field names) that holds a control character: field, name, byte position, character (see
+/// [`first_control_char`]).
+pub fn bad_name<'a>(r: &FlowRecordRef<'a>) -> Option<(&'static str, &'a str, usize, char)> {
+    [
+        ("source", Some(r.source)),
+        ("destination", Some(r.destination)),
+        ("source_zone", r.source_zone),
+        ("destination_zone", r.destination_zone),
+        ("source_version", r.source_version),
+        ("destination_version", r.destination_version),
+    ]
+    .into_iter()
+    .find_map(|(field, v)| {
+        let v = v?;
+        first_control_char(v).map(|(at, c)| (field, v, at, c))
+    })
+}
+
 /// The Arrow schema of a flow-record batch (columns in [`columns`] order). Service, zone,
 /// version, protocol, method, flags and reporter are dictionary-encoded strings.
 pub fn flow_record_schema() -> SchemaRef {

@@ -34,7 +34,7 @@ pub use command::{Alert, AlertAction, Mode, Pattern, RemediationCommand, Target}
 pub use finding::{Caller, Evidence, Finding, Severity, Signature, Subject};
 pub use flow::{
     FlowBatchBuilder, FlowColumns, FlowRecord, FlowRecordRef, Reporter, UpstreamAttempt,
-    UpstreamAttemptRef, flow_record_schema, flow_records,
+    UpstreamAttemptRef, bad_name, first_control_char, flow_record_schema, flow_records,
 };
 pub use window::{Latency, NodeWindow, PairWindow, Window};
 

@@ -1,10 +1,26 @@
 //! Opening `replay`'s and `parse`'s inputs: regular files are read directly; stdin and other
 //! streams (pipes, FIFOs) by a thread each, so that a quiet stream never blocks the run: its
 //! partial batches go through, and after `idle-timeout` it stops holding the watermark back.
+//!
+//! Files are compared by identity (device and inode), not by name: an input given twice
+//! (under two names, through a link, or as `-` while stdin is redirected from it) is refused,
+//! as each of its records would count twice (or, for a stream, two readers would split its
+//! lines); an output that is an input (through a symbolic or hard link too) is refused before
+//! any output is created or truncated, as are two outputs that are one file (their lines
+//! would interleave). Character devices (`/dev/null`, a terminal) may take several outputs.
+//! A stdin that is closed, or `/dev/null` (which is what the Rust runtime puts in place of a
+//! closed fd 0 before `main`), is refused as an input: there is nothing to read, and a run
+//! reporting 0 records with exit status 0 would hide that the producer was never connected;
+//! an empty pipe or an empty file is an empty input.
+//!
+//! At most [`MAX_OPEN_FILES`] regular files are open at once: each is opened when it is read,
+//! and the one read least recently is closed (its position kept) when another needs the room,
+//! so a run over thousands of files works under a low `ulimit -n`. Streams stay open.
 
 use std::collections::VecDeque;
-use std::fs::File;
-use std::io::{self, BufRead, BufReader, Cursor, Read};
+use std::fs::{File, Metadata};
+use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom};
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::time::Duration;
@@ -18,11 +34,97 @@ const STREAM_QUEUE: usize = 64;
 /// Bytes buffered for all streams together before the driver stops taking chunks from their
 /// threads (which then wait: a stream faster than parsing is slowed down, not buffered).
 const STREAM_BUFFER: usize = 16 << 20;
+/// Regular files open at once (the others are closed, their position kept, and opened again
+/// when read).
+pub const MAX_OPEN_FILES: usize = 32;
+/// Bytes of blank lines read before an input's first line when telling its format: beyond
+/// them the format can't be told (an error, never a silently skipped input).
+const MAX_BLANK_PREFIX: usize = 16 << 20;
+/// A file's read buffer, bytes.
+const FILE_BUFFER: usize = 1 << 18;
+
+/// A file's identity: its device and inode (what a symbolic or hard link shares with it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileId {
+    dev: u64,
+    ino: u64,
+    /// A character device (a terminal, `/dev/null`): may take several outputs.
+    device: bool,
+}
+
+impl FileId {
+    fn of(meta: &Metadata) -> Self {
+        FileId {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            device: meta.file_type().is_char_device(),
+        }
+    }
+}
+
+/// A regular file input, opened while it is read: its reader is dropped by [`make_room`]
+/// when other files need the room, and opened again at the byte it had reached.
+pub struct FileInput {
+    path: PathBuf,
+    id: FileId,
+    /// Bytes consumed so far.
+    offset: u64,
+    reader: Option<BufReader<File>>,
+    /// When it was last made ready for reading (a tick of [`make_room`]).
+    used: u64,
+}
+
+impl FileInput {
+    /// Whether its file is open now.
+    pub fn is_open(&self) -> bool {
+        self.reader.is_some()
+    }
+
+    /// Closes its file, keeping the position (it is opened again when read).
+    pub fn close(&mut self) {
+        self.reader = None;
+    }
+
+    fn reader(&mut self) -> io::Result<&mut BufReader<File>> {
+        if self.reader.is_none() {
+            let mut f = File::open(&self.path)?;
+            if FileId::of(&f.metadata()?) != self.id {
+                return Err(io::Error::other(
+                    "replaced by another file while being read",
+                ));
+            }
+            f.seek(SeekFrom::Start(self.offset))?;
+            self.reader = Some(BufReader::with_capacity(FILE_BUFFER, f));
+        }
+        Ok(self.reader.as_mut().expect("opened above"))
+    }
+}
+
+impl Read for FileInput {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.reader()?.read(buf)?;
+        self.offset += n as u64;
+        Ok(n)
+    }
+}
+
+impl BufRead for FileInput {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        self.reader()?.fill_buf()
+    }
+
+    fn consume(&mut self, n: usize) {
+        if let Some(r) = &mut self.reader {
+            r.consume(n);
+            self.offset += n as u64;
+        }
+    }
+}
 
 /// How an input is read.
 pub enum Source {
-    /// A regular file (never waits).
-    File(Box<dyn BufRead + Send>),
+    /// A regular file (never waits), opened while it is read.
+    File(FileInput),
     /// A stream, fed by its thread through [`Streams`].
     Stream(StreamBuf),
 }
@@ -35,6 +137,49 @@ pub struct Opened {
     pub source: Source,
     /// Its size, bytes, when known (regular files).
     pub size: Option<u64>,
+    /// What it is.
+    id: FileId,
+}
+
+impl Opened {
+    /// Closes a file input (it has been read to its end); streams are left as they are.
+    pub fn close(&mut self) {
+        if let Source::File(f) = &mut self.source {
+            f.close();
+        }
+    }
+}
+
+/// Makes input `index` ready to read: when it is a closed file and [`MAX_OPEN_FILES`] files
+/// are open, closes the one read least recently.
+pub fn make_room(inputs: &mut [Opened], index: usize) {
+    let tick = inputs
+        .iter()
+        .filter_map(|i| match &i.source {
+            Source::File(f) => Some(f.used),
+            Source::Stream(_) => None,
+        })
+        .max()
+        .unwrap_or(0)
+        + 1;
+    let Source::File(f) = &mut inputs[index].source else {
+        return;
+    };
+    f.used = tick;
+    if f.is_open() {
+        return;
+    }
+    let open: Vec<usize> = (0..inputs.len())
+        .filter(|&i| matches!(&inputs[i].source, Source::File(f) if f.is_open()))
+        .collect();
+    if open.len() >= MAX_OPEN_FILES
+        && let Some(&lru) = open.iter().min_by_key(|&&i| match &inputs[i].source {
+            Source::File(f) => f.used,
+            Source::Stream(_) => u64::MAX,
+        })
+    {
+        inputs[lru].close();
+    }
 }
 
 /// A stream's bytes as its thread delivered them. As a `BufRead` it never blocks: with
@@ -180,18 +325,43 @@ impl Streams {
     }
 }
 
-/// Opens `path` (`-`: stdin) as input `index`; streams get their reading thread.
+/// A duplicate of fd 0, to know what stdin is (`fstat`) and read it.
 ///
 /// # Errors
-/// The file can't be opened, or is a directory (named).
+/// fd 0 is closed, or is `/dev/null` (what the Rust runtime opens in place of a closed fd 0).
+fn stdin_file() -> anyhow::Result<(File, Metadata)> {
+    use std::os::fd::AsFd;
+    const NOTHING: &str = "stdin (-) is closed or /dev/null: there is nothing to read \
+                           (pipe the log in, or name the file)";
+    let fd = match io::stdin().as_fd().try_clone_to_owned() {
+        Ok(fd) => fd,
+        Err(e) if e.raw_os_error() == Some(9) => bail!(NOTHING), // EBADF
+        Err(e) => return Err(e).context("cannot read stdin (-)"),
+    };
+    let f = File::from(fd);
+    let meta = f.metadata().context("cannot read stdin (-)")?;
+    let null = std::fs::metadata("/dev/null").ok();
+    if meta.file_type().is_char_device() && null.is_some_and(|n| n.rdev() == meta.rdev()) {
+        bail!(NOTHING);
+    }
+    Ok((f, meta))
+}
+
+/// Opens `path` (`-`: stdin) as input `index`; streams get their reading thread, regular
+/// files are closed again until they are read.
+///
+/// # Errors
+/// The file can't be opened, or is a directory (named); stdin is closed.
 fn open(path: &Path, index: usize, streams: &Streams) -> anyhow::Result<Opened> {
     let name = path.display().to_string();
     if path.as_os_str() == "-" {
-        streams.spawn(index, Box::new(io::stdin()));
+        let (f, meta) = stdin_file()?;
+        streams.spawn(index, Box::new(f));
         return Ok(Opened {
             name,
             source: Source::Stream(StreamBuf::default()),
             size: None,
+            id: FileId::of(&meta),
         });
     }
     let f = File::open(path).with_context(|| format!("cannot read input {name}"))?;
@@ -201,112 +371,189 @@ fn open(path: &Path, index: usize, streams: &Streams) -> anyhow::Result<Opened> 
     if meta.is_dir() {
         bail!("cannot read input {name}: is a directory");
     }
+    let id = FileId::of(&meta);
     if !meta.file_type().is_file() {
         streams.spawn(index, Box::new(f));
         return Ok(Opened {
             name,
             source: Source::Stream(StreamBuf::default()),
             size: None,
+            id,
         });
     }
     Ok(Opened {
         name,
-        source: Source::File(Box::new(BufReader::with_capacity(1 << 18, f))),
+        source: Source::File(FileInput {
+            path: path.to_path_buf(),
+            id,
+            offset: 0,
+            reader: None,
+            used: 0,
+        }),
         size: Some(meta.len()),
+        id,
     })
 }
 
-/// Opens every input, so that a typo in the last path fails before anything is read or any
-/// output file is created.
+/// Checks every input, so that a typo in the last path fails before anything is read or any
+/// output file is created; starts the streams' threads. Regular files are closed again (see
+/// the [module docs](self)).
 ///
 /// # Errors
-/// The first input that can't be opened.
+/// The first input that can't be opened; stdin (`-`) given twice, closed or `/dev/null`; an
+/// input that is the same file as another (by identity: another name, a link, `-`
+/// redirected from it), naming both.
 pub fn open_all(paths: &[PathBuf], streams: &Streams) -> anyhow::Result<Vec<Opened>> {
-    paths
-        .iter()
-        .enumerate()
-        .map(|(i, p)| open(p, i, streams))
-        .collect()
-}
-
-/// Fails when an output path is one of the inputs or is given twice: writing would destroy
-/// an input, or interleave two streams in one file.
-///
-/// # Errors
-/// Names the flag and the path.
-pub fn check_outputs(
-    inputs: &[PathBuf],
-    outputs: &[(&str, &Option<PathBuf>)],
-) -> anyhow::Result<()> {
-    use std::os::unix::fs::MetadataExt;
-    // the path with every link resolved (an output that does not exist yet: its directory's)
-    let key = |p: &Path| {
-        p.canonicalize().unwrap_or_else(|_| {
-            let parent = match p.parent() {
-                Some(d) if !d.as_os_str().is_empty() => d,
-                _ => Path::new("."),
-            };
-            parent
-                .canonicalize()
-                .map(|d| d.join(p.file_name().unwrap_or_default()))
-                .unwrap_or_else(|_| p.to_path_buf())
-        })
-    };
-    // the file itself (a hard link is another path to it)
-    let file = |p: &Path| std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino()));
-    let stdin = inputs.iter().filter(|i| i.as_os_str() == "-").count();
+    let stdin = paths.iter().filter(|i| i.as_os_str() == "-").count();
     if stdin > 1 {
         bail!("stdin (-) is given {stdin} times as an input: give it once");
     }
-    let mut seen: Vec<(PathBuf, &str)> = Vec::new();
+    let mut opened: Vec<Opened> = Vec::with_capacity(paths.len());
+    for (i, p) in paths.iter().enumerate() {
+        let input = open(p, i, streams)?;
+        if let Some(first) = opened.iter().find(|o| o.id == input.id) {
+            bail!(
+                "input {} is the same file as input {}: its records would count twice \
+                 (or two readers would split its lines); give it once",
+                input.name,
+                first.name
+            );
+        }
+        opened.push(input);
+    }
+    Ok(opened)
+}
+
+/// Where an output path leads: the file it names (by identity), or, when none exists yet,
+/// the path it would be created at (every symbolic link followed, its directory resolved).
+#[derive(Debug, PartialEq, Eq)]
+enum Target {
+    File(FileId),
+    New(PathBuf),
+}
+
+impl Target {
+    fn of(path: &Path) -> Self {
+        if let Ok(meta) = std::fs::metadata(path) {
+            return Target::File(FileId::of(&meta));
+        }
+        // a dangling symbolic link creates the file it points to
+        let mut p = path.to_path_buf();
+        for _ in 0..40 {
+            match std::fs::read_link(&p) {
+                Ok(to) if to.is_absolute() => p = to,
+                Ok(to) => p = p.parent().unwrap_or(Path::new("")).join(to),
+                Err(_) => break,
+            }
+        }
+        let dir = match p.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        Target::New(
+            dir.canonicalize()
+                .map(|d| d.join(p.file_name().unwrap_or_default()))
+                .unwrap_or(p),
+        )
+    }
+
+    /// A character device (`/dev/null`, a terminal) is no file to protect.
+    fn is_device(&self) -> bool {
+        matches!(self, Target::File(id) if id.device)
+    }
+}
+
+/// Fails when an output is one of the inputs, or two outputs are one file, compared by
+/// identity (device and inode: through symbolic and hard links too) before any output is
+/// created or truncated: writing would destroy an input, or interleave two streams in one
+/// file. `stdout` says whether stdout is written: a stdout redirected onto an input (`>>`)
+/// is refused too.
+///
+/// # Errors
+/// Names the flag, the path, and the input or other output it is.
+pub fn check_outputs(
+    inputs: &[Opened],
+    outputs: &[(&str, &Option<PathBuf>)],
+    stdout: bool,
+) -> anyhow::Result<()> {
+    let input_of = |target: &Target| match target {
+        Target::File(id) if !id.device => inputs.iter().find(|i| i.id == *id),
+        _ => None,
+    };
+    if stdout {
+        use std::os::fd::AsFd;
+        let meta = io::stdout()
+            .as_fd()
+            .try_clone_to_owned()
+            .and_then(|fd| File::from(fd).metadata());
+        if let Ok(meta) = meta
+            && let Some(input) = input_of(&Target::File(FileId::of(&meta)))
+        {
+            bail!(
+                "stdout is input {}: writing it would overwrite what is being read; \
+                 redirect stdout elsewhere",
+                input.name
+            );
+        }
+    }
+    let mut seen: Vec<(Target, String)> = Vec::new();
     for (flag, path) in outputs {
         let Some(path) = path else { continue };
         if path.as_os_str() == "-" {
             continue;
         }
-        let k = key(path);
-        let f = file(path);
-        if inputs
-            .iter()
-            .any(|i| i.as_os_str() != "-" && (key(i) == k || (f.is_some() && file(i) == f)))
+        let target = Target::of(path);
+        if let Some(input) = input_of(&target) {
+            bail!(
+                "{flag} {}: is also an input ({}): writing it would destroy the input; \
+                 name another file",
+                path.display(),
+                input.name
+            );
+        }
+        if !target.is_device()
+            && let Some((_, other)) = seen.iter().find(|(t, _)| *t == target)
         {
-            bail!("{flag} {}: is also an input", path.display());
+            bail!(
+                "{flag} {}: the same file as {other}: their lines would interleave; \
+                 name another file",
+                path.display()
+            );
         }
-        if let Some((_, other)) = seen.iter().find(|(s, _)| *s == k) {
-            bail!("{flag} {}: already given to {other}", path.display());
-        }
-        seen.push((k, flag));
+        seen.push((target, format!("{flag} {}", path.display())));
     }
     Ok(())
 }
 
-/// Reads up to the first non-blank line of input `index` (at most `max` bytes of it) and
-/// puts those bytes back in front of the rest: `--format auto` looks at a whole line even
-/// when a stream delivers it in pieces (waiting for it).
+/// Reads up to the first non-blank line of input `index` (at most `max` bytes of it, after
+/// any blank lines) and puts those bytes back in front of the rest (a file is read again
+/// from its start): `--format auto` looks at a whole line even when a stream delivers it in
+/// pieces (waiting for it).
 ///
 /// # Errors
-/// Reading fails (named).
+/// Reading fails (named); more than 16 MiB of blank lines come before the first line.
 pub fn peek_first_line(
     inputs: &mut [Opened],
     index: usize,
     max: usize,
     streams: &Streams,
 ) -> anyhow::Result<Vec<u8>> {
+    make_room(inputs, index);
     let mut head = Vec::new();
     // where the line being read starts in `head`
     let mut line_start = 0;
     loop {
         let input = &mut inputs[index];
         let name = input.name.clone();
-        let limit = max.saturating_sub(head.len()).max(1) as u64;
+        let limit = max.saturating_sub(head.len() - line_start).max(1) as u64;
         let read = match &mut input.source {
-            Source::File(r) => r.take(limit).read_until(b'\n', &mut head),
+            Source::File(r) => Read::take(&mut *r, limit).read_until(b'\n', &mut head),
             Source::Stream(s) => {
                 if !s.ready() {
                     streams.receive(inputs, Duration::from_millis(100));
                     continue;
                 }
-                s.take(limit).read_until(b'\n', &mut head)
+                Read::take(&mut *s, limit).read_until(b'\n', &mut head)
             }
         };
         let n = match read {
@@ -315,24 +562,27 @@ pub fn peek_first_line(
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
             Err(e) => return Err(e).with_context(|| format!("reading {name}")),
         };
-        if n == 0 || head.len() >= max {
+        if n == 0 {
+            break;
+        }
+        let blank = head[line_start..].iter().all(u8::is_ascii_whitespace);
+        if !blank && (head.ends_with(b"\n") || head.len() - line_start >= max) {
             break;
         }
         if head.ends_with(b"\n") {
-            if !head[line_start..].iter().all(u8::is_ascii_whitespace) {
-                break;
-            }
             line_start = head.len();
         }
+        if head.len() > MAX_BLANK_PREFIX {
+            bail!(
+                "{name}: its first {} MiB are blank: cannot tell the log format; pass --format",
+                MAX_BLANK_PREFIX >> 20
+            );
+        }
     }
-    let input = &mut inputs[index];
-    match &mut input.source {
-        Source::File(r) => {
-            let rest = std::mem::replace(r, Box::new(Cursor::new(Vec::new())));
-            *r = Box::new(BufReader::with_capacity(
-                1 << 18,
-                Cursor::new(head.clone()).chain(rest),
-            ));
+    match &mut inputs[index].source {
+        Source::File(f) => {
+            f.close();
+            f.offset = 0;
         }
         Source::Stream(s) => {
             if !head.is_empty() {

@@ -45,7 +45,8 @@ pub struct InputArgs {
     /// could not be aggregated (late, future, ahead) as a JSON line to FILE.
     #[arg(long, value_name = "FILE")]
     pub rejects: Option<PathBuf>,
-    /// Longest accepted line, bytes; longer lines are rejected (line-too-long).
+    /// Longest accepted line, bytes (at least 1024); longer lines are rejected
+    /// (line-too-long).
     #[arg(long, default_value_t = 1 << 20, value_name = "BYTES", value_parser = line_limit)]
     pub max_line_bytes: usize,
     /// Input files; `-` reads stdin. `replay` reads them in turns, always from the one
@@ -82,10 +83,15 @@ pub struct ReplayArgs {
     pub quiet: bool,
 }
 
-/// Parses `--max-line-bytes`: at least 1.
+/// The least `--max-line-bytes`, bytes: shorter than one default-format Envoy or Istio line
+/// with a user agent, so a smaller limit would reject most lines of real logs (or cut the
+/// line `--format auto` looks at).
+pub const MIN_LINE_BYTES: usize = 1024;
+
+/// Parses `--max-line-bytes`: at least [`MIN_LINE_BYTES`].
 fn line_limit(s: &str) -> Result<usize, String> {
     match s.parse::<usize>() {
-        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) if n < MIN_LINE_BYTES => Err(format!("must be at least {MIN_LINE_BYTES}")),
         Ok(n) => Ok(n),
         Err(e) => Err(e.to_string()),
     }
@@ -307,25 +313,15 @@ pub fn drive<O: Outputs>(
     };
     let mut stats = std::mem::take(&mut parsers.stats);
     let now = Instant::now();
-    let mut seen_ids: HashMap<String, usize> = HashMap::new();
+    // (no input is given twice: `input::open_all` refuses it)
     let mut reading: Vec<Reading> = inputs
         .iter()
-        .map(|i| {
-            // the same path given twice is two inputs
-            let n = seen_ids.entry(i.name.clone()).or_default();
-            *n += 1;
-            let id = if *n == 1 {
-                InputId::new(&i.name)
-            } else {
-                InputId::new(&format!("{}#{n}", i.name))
-            };
-            Reading {
-                id,
-                lines: LineReader::new(i.name.clone()),
-                done: false,
-                last_data: now,
-                idle: false,
-            }
+        .map(|i| Reading {
+            id: InputId::new(&i.name),
+            lines: LineReader::new(i.name.clone()),
+            done: false,
+            last_data: now,
+            idle: false,
         })
         .collect();
     for (i, r) in reading.iter_mut().enumerate() {
@@ -383,6 +379,7 @@ pub fn drive<O: Outputs>(
             continue;
         };
         let p = parsers.of_input[i].expect("inputs being read have a parser");
+        input::make_room(&mut inputs, i);
         let parser = parsers.parsers[p].1.as_mut();
         let r = &mut reading[i];
         let base: u64 = read_bytes.iter().sum::<u64>() - read_bytes[i];
@@ -411,6 +408,7 @@ pub fn drive<O: Outputs>(
         r.lines.flush(&mut feed).map_err(DriveError::Stage)?;
         if status == ReadStatus::End {
             r.done = true;
+            inputs[i].close();
             // the last input of a parser lets it hand over what it held back
             let users = &parsers.parsers[p].2;
             if users.iter().all(|&u| u == i || reading[u].done) {
@@ -519,8 +517,13 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
     let config = crate::config::Config::load(config_path)?.validate(config_path)?;
     let streams = Streams::default();
     let mut inputs = input::open_all(&args.input.inputs, &streams)?;
+    // stdout takes every kind of document not sent to a file
+    let stdout = [&args.findings, &args.commands, &args.alerts]
+        .into_iter()
+        .chain((!args.no_windows).then_some(&args.windows))
+        .any(|p| p.as_deref().is_none_or(|p| p.as_os_str() == "-"));
     input::check_outputs(
-        &args.input.inputs,
+        &inputs,
         &[
             ("--windows", &args.windows),
             ("--findings", &args.findings),
@@ -528,6 +531,7 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
             ("--alerts", &args.alerts),
             ("--rejects", &args.input.rejects),
         ],
+        stdout,
     )?;
     let parsers = parsers(&args.input, &mut inputs, &config.mapping, &streams)?;
     let outputs = JsonLinesOutputs::open(&JsonLinesConfig {
@@ -754,8 +758,15 @@ pub fn summarize_input(read: &InputSummary, elapsed: Duration) -> String {
         s += &format!("  blank     {}\n", thousands(stats.blank_lines));
     }
     if !read.counters.is_empty() {
-        let c: Vec<String> = read
-            .counters
+        // one line per counter name, summed over the parsers (one per input)
+        let mut summed: Vec<(&str, u64)> = Vec::new();
+        for &(name, n) in &read.counters {
+            match summed.iter_mut().find(|(s, _)| *s == name) {
+                Some((_, total)) => *total += n,
+                None => summed.push((name, n)),
+            }
+        }
+        let c: Vec<String> = summed
             .iter()
             .map(|(name, n)| format!("{name} {}", thousands(*n)))
             .collect();

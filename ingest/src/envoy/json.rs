@@ -368,7 +368,7 @@ impl LineParser for EnvoyJsonParser {
                 (None, Some(cluster)) => scan::named(cluster),
                 (None, None) => scan::first_host(&[upstream_host]),
             });
-        out.append(&FlowRecordRef {
+        let r = FlowRecordRef {
             start_us,
             duration_us,
             protocol,
@@ -382,7 +382,9 @@ impl LineParser for EnvoyJsonParser {
             request_id,
             reporter: Reporter::Envoy,
             ..between(source, destination)
-        });
+        };
+        crate::check_names(&r)?;
+        out.append(&r);
         Ok(1)
     }
 }

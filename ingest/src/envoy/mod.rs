@@ -47,7 +47,7 @@
 //! | `%BYTES_RECEIVED%`, `%BYTES_SENT%` | `bytes_received`, `bytes_sent`, bytes (`-` → 0) |
 //! | `%DURATION%`, ms | `duration_us` = ms × 1000 (`-` → none) |
 //! | upstream service time, forwarded-for, user agent | checked for shape, not kept (see below) |
-//! | `%REQ(X-REQUEST-ID)%` | `request_id` (`-` → none) |
+//! | `%REQ(X-REQUEST-ID)%` | `request_id` (`-` → none; not UTF-8 → none, the record kept and counted) |
 //! | `%REQ(:AUTHORITY)%`, `%UPSTREAM_HOST%` | name the destination; `upstream_host` (`-` → none) |
 //!
 //! Services (`reporter` = `envoy`):

@@ -301,7 +301,10 @@ pub(crate) struct Body<'a> {
     pub(crate) bytes_sent: u64,
     /// µs.
     pub(crate) duration_us: Option<u64>,
+    /// `None` too when not UTF-8 (dropped, the record kept: see `request_id_dropped`).
     pub(crate) request_id: Option<&'a str>,
+    /// The request id was dropped for not being UTF-8 ([`crate::error::request_id`]).
+    pub(crate) request_id_dropped: bool,
     pub(crate) authority: Option<&'a str>,
     pub(crate) upstream_host: Option<&'a str>,
 }
@@ -422,11 +425,13 @@ pub(crate) fn body<'a>(cur: &mut Cursor<'a>) -> Result<Body<'a>, Reject> {
         ));
     }
     cur.pos = tail.end;
+    let (request_id, request_id_dropped) = crate::error::request_id(tail.request_id);
     Ok(Body {
         bytes_received,
         bytes_sent,
         duration_us,
-        request_id: opt_text("request_id", tail.request_id)?,
+        request_id,
+        request_id_dropped,
         authority: opt_text("authority", tail.authority)?,
         upstream_host: opt_text("upstream_host", tail.upstream_host)?,
     })
@@ -488,6 +493,9 @@ pub(crate) fn first_host<'a>(candidates: &[Option<&'a str>]) -> Endpoint<'a> {
 
 /// Appends the record of one Envoy-style line (Envoy text, Istio): the fields both formats
 /// share, between the endpoints the parser resolved.
+///
+/// # Errors
+/// A name holding a control character ([`crate::check_names`]).
 pub(crate) fn append_record(
     out: &mut schemas::FlowBatchBuilder,
     head: &Head<'_>,
@@ -495,8 +503,8 @@ pub(crate) fn append_record(
     source: crate::mapping::Endpoint<'_>,
     destination: crate::mapping::Endpoint<'_>,
     reporter: schemas::Reporter,
-) {
-    out.append(&schemas::FlowRecordRef {
+) -> Result<(), crate::Reject> {
+    let r = schemas::FlowRecordRef {
         start_us: head.start_us,
         duration_us: body.duration_us,
         protocol: head.request.protocol,
@@ -510,5 +518,8 @@ pub(crate) fn append_record(
         request_id: body.request_id,
         reporter,
         ..crate::mapping::between(source, destination)
-    });
+    };
+    crate::check_names(&r)?;
+    out.append(&r);
+    Ok(())
 }

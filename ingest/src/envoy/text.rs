@@ -15,12 +15,17 @@ use super::scan::{self, Body, Cursor, Head, MatchFields};
 #[derive(Debug)]
 pub struct EnvoyTextParser {
     mapping: Mapping,
+    /// Request ids dropped for not being UTF-8.
+    dropped_ids: u64,
 }
 
 impl EnvoyTextParser {
     /// A parser using `mapping` to name services.
     pub fn new(mapping: Mapping) -> Self {
-        EnvoyTextParser { mapping }
+        EnvoyTextParser {
+            mapping,
+            dropped_ids: 0,
+        }
     }
 }
 
@@ -52,6 +57,10 @@ impl LineParser for EnvoyTextParser {
         Some(&mut self.mapping)
     }
 
+    fn counters(&self) -> Vec<(&'static str, u64)> {
+        crate::error::dropped_ids_counter(self.dropped_ids)
+    }
+
     fn parse_line(&mut self, line: &[u8], out: &mut FlowBatchBuilder) -> Result<usize, Reject> {
         let line = scan::trim(line);
         if envelope::is_envelope(line) {
@@ -59,12 +68,14 @@ impl LineParser for EnvoyTextParser {
             let (head, body) = fields(env.message.as_bytes())?;
             let source = env.source(&self.mapping);
             let dest = destination(&self.mapping, body.authority, body.upstream_host);
-            scan::append_record(out, &head, &body, source, dest, Reporter::Envoy);
+            scan::append_record(out, &head, &body, source, dest, Reporter::Envoy)?;
+            self.dropped_ids += u64::from(body.request_id_dropped);
         } else {
             let (head, body) = fields(envelope::strip_access(line))?;
             let source = self.mapping.own_or(UNKNOWN_SERVICE);
             let dest = destination(&self.mapping, body.authority, body.upstream_host);
-            scan::append_record(out, &head, &body, source, dest, Reporter::Envoy);
+            scan::append_record(out, &head, &body, source, dest, Reporter::Envoy)?;
+            self.dropped_ids += u64::from(body.request_id_dropped);
         }
         Ok(1)
     }

@@ -87,13 +87,18 @@ mod tests;
 #[derive(Debug)]
 pub struct IstioParser {
     mapping: Mapping,
+    /// Request ids dropped for not being UTF-8.
+    dropped_ids: u64,
 }
 
 impl IstioParser {
     /// A parser using `mapping` to name services: its `service` is the workload whose sidecar
     /// wrote the input.
     pub fn new(mapping: Mapping) -> Self {
-        IstioParser { mapping }
+        IstioParser {
+            mapping,
+            dropped_ids: 0,
+        }
     }
 }
 
@@ -234,7 +239,7 @@ impl IstioParser {
                 (Reporter::IstioDestination, source, destination)
             }
         };
-        scan::append_record(out, &head, &body, source, destination, reporter);
+        scan::append_record(out, &head, &body, source, destination, reporter)?;
         Ok(1)
     }
 }
@@ -244,15 +249,22 @@ impl LineParser for IstioParser {
         Some(&mut self.mapping)
     }
 
+    fn counters(&self) -> Vec<(&'static str, u64)> {
+        crate::error::dropped_ids_counter(self.dropped_ids)
+    }
+
     fn parse_line(&mut self, line: &[u8], out: &mut FlowBatchBuilder) -> Result<usize, Reject> {
         let line = scan::trim(line);
         if is_envelope(line) {
             let env = unwrap_envelope(line)?;
             let f = fields(env.message.as_bytes())?;
-            self.append(&f, Some(&env), out)
+            self.append(&f, Some(&env), out)?;
+            self.dropped_ids += u64::from(f.body.request_id_dropped);
         } else {
             let f = fields(strip_access(line))?;
-            self.append(&f, None, out)
+            self.append(&f, None, out)?;
+            self.dropped_ids += u64::from(f.body.request_id_dropped);
         }
+        Ok(1)
     }
 }

@@ -37,7 +37,7 @@
 //! | `status` | `$status` (`0`/`-` → `None`) |
 //! | `bytes_sent` | `$body_bytes_sent` (the response body, as the flow record defines it), else `$bytes_sent` (body + headers); `-` → 0 |
 //! | `bytes_received` | `$request_length` (request line + headers + body: NGINX logs no body-only count) |
-//! | `request_id` | `$request_id` or `$req_id` |
+//! | `request_id` | `$request_id` or `$req_id` (not UTF-8 → none, the record kept and counted) |
 //! | `upstream_attempts` | `$upstream_addr`, `$upstream_status`, `$upstream_response_time`, aligned by position |
 //! | `upstream_host` | the last attempt's address |
 //!
@@ -104,6 +104,8 @@ pub struct NginxParser {
     format: LogFormat,
     mapping: Mapping,
     reporter: Reporter,
+    /// Request ids dropped for not being UTF-8.
+    dropped_ids: u64,
 }
 
 impl NginxParser {
@@ -119,6 +121,7 @@ impl NginxParser {
             format,
             mapping,
             reporter,
+            dropped_ids: 0,
         })
     }
 
@@ -272,6 +275,10 @@ impl LineParser for NginxParser {
         Some(&mut self.mapping)
     }
 
+    fn counters(&self) -> Vec<(&'static str, u64)> {
+        crate::error::dropped_ids_counter(self.dropped_ids)
+    }
+
     fn parse_line(&mut self, line: &[u8], out: &mut FlowBatchBuilder) -> Result<usize, Reject> {
         let mut v: Values<'_> = [None; VAR_SLOTS];
         self.format.split(line, &mut v)?;
@@ -320,10 +327,9 @@ impl LineParser for NginxParser {
             Some(b) => parse_bytes("$request_length", b)?,
             None => 0,
         };
-        let request_id = match present(get(Var::RequestId)) {
-            Some(r) => Some(text("$request_id", r)?),
-            None => None,
-        };
+        let (request_id, dropped) =
+            crate::error::request_id(get(Var::RequestId).unwrap_or_default());
+        self.dropped_ids += u64::from(dropped);
         let upstream_name = match present(get(Var::ProxyUpstreamName)) {
             Some(n) => Some(text("$proxy_upstream_name", n)?),
             None => None,
@@ -396,7 +402,7 @@ impl LineParser for NginxParser {
             .or_else(|| last_address.map(|a| endpoint(strip_port(a))))
             .unwrap_or(own);
 
-        out.append(&FlowRecordRef {
+        let r = FlowRecordRef {
             start_us,
             duration_us,
             protocol,
@@ -410,7 +416,9 @@ impl LineParser for NginxParser {
             request_id,
             reporter: self.reporter,
             ..between(source, destination)
-        });
+        };
+        crate::check_names(&r)?;
+        out.append(&r);
         Ok(1)
     }
 }

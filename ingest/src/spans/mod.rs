@@ -480,6 +480,7 @@ impl LineParser for SpansCsvParser {
                 ));
             }
         }
+        crate::check_name("PodName", pod)?;
         let start_ns = number("StartTimeUnixNano", start)?;
         let duration_us = number("Duration", duration)?;
         let start_us = i64::try_from(start_ns / 1000).unwrap_or(i64::MAX);
