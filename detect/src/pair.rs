@@ -687,7 +687,7 @@ impl PairAggregator {
             window.first_position = window.first_position.min(position);
             let state = window.pair(src, dst);
             state.requests += 1;
-            state.errors += u64::from(flags::is_error_class(status, class));
+            state.errors += u64::from(flags::is_error_class(status, class, duration));
             state.bytes_in = state.bytes_in.saturating_add(bytes_received[row]);
             state.bytes_out = state.bytes_out.saturating_add(bytes_sent[row]);
             let Some(d) = duration else { continue };
