@@ -52,7 +52,7 @@
 pub mod baseline;
 pub mod config;
 pub mod error;
-mod flags;
+pub mod flags;
 mod intern;
 pub mod merge;
 pub mod node;
