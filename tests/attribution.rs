@@ -129,10 +129,10 @@ fn edge_traffic_text() -> Vec<(i64, String)> {
 
 #[test]
 fn forged_hosts_that_reach_no_service_fake_no_black_hole() {
-    // From 120 s on, a client sends 60 req/s with `Host: payments:1`: the edge finds no route
+    // From 120 s on, a client sends 150 req/s with `Host: payments:1`: the edge finds no route
     // (404 NR, no upstream host). payments itself answers every request it gets.
     let mut lines = edge_traffic_text();
-    lines.extend(spread(120, 200, 60, |t, id| {
+    lines.extend(spread(120, 200, 150, |t, id| {
         envoy_text(t, "payments:1", (404, "NR", 0), "-", id + 2_000_000)
     }));
     let docs = replay(EDGE_CONFIG, "envoy", &[("edge.log", log(lines))]);
@@ -163,7 +163,7 @@ fn forged_hosts_that_reach_no_service_fake_no_black_hole() {
             )
         })
         .collect();
-    assert_eq!(unrouted, vec![("edge".to_owned(), 600, 600); 8]);
+    assert_eq!(unrouted, vec![("edge".to_owned(), 1_500, 1_500); 8]);
 }
 
 /// The edge's JSON logs: 20 req/s to payments, which times out every request (504 UT after
