@@ -31,7 +31,13 @@ fn black_hole(node: &str, i: i64, callers: &[(&str, f64, f64)]) -> Finding {
         subject: Subject::Node { node: node.into() },
         window: window(i),
         severity: Severity::Critical,
-        evidence: vec![],
+        // every caller saw it (a finding of the black-hole signature always says how many did)
+        evidence: vec![schemas::Evidence {
+            signal: schemas::COLLAPSED_CALLERS.into(),
+            value: callers.len() as f64,
+            baseline: callers.len() as f64,
+            unit: "callers".into(),
+        }],
         callers: callers
             .iter()
             .map(|(service, rate_rps, baseline_rate_rps)| Caller {

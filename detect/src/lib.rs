@@ -52,7 +52,7 @@
 pub mod baseline;
 pub mod config;
 pub mod error;
-mod flags;
+pub mod flags;
 mod intern;
 pub mod merge;
 pub mod node;
@@ -65,7 +65,7 @@ use serde::{Deserialize, Serialize};
 
 pub use config::{BlackHoleConfig, DetectConfig, WindowConfig};
 pub use error::{Error, Result};
-pub use flags::is_error;
+pub use flags::{ABANDON_WAIT_US, Blame, blame, is_error};
 
 use crate::merge::{Mark, WindowMerger};
 use crate::node::NodeDetector;

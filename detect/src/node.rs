@@ -6,18 +6,35 @@
 //! * `inflow_requests`, `inflow_bytes`: Σ `requests`, Σ `bytes_in` of the pairs where the node
 //!   is the destination;
 //! * `ok_responses`: Σ (`requests` − `errors`) of those pairs; `outflow_bytes`: Σ `bytes_out`;
-//! * `downstream_requests`: Σ `requests` of the pairs where the node is the source;
+//! * `downstream_requests`: Σ `requests` of the pairs where the node is the source, except
+//!   pairs to [`UNROUTED`] (requests no service received are no calls to a dependency);
 //! * `callers`: distinct sources of those pairs with at least one request in the window.
 //!
-//! Every service that appears on either end of a pair gets a `NodeWindow`. The overflow name
-//! [`crate::pair::OTHER`] gets one too, but is never judged.
+//! Every service that appears on either end of a pair gets a `NodeWindow`. The pseudo-nodes
+//! [`UNROUTED`] (requests that reached no service) and [`crate::pair::OTHER`] (the overflow
+//! past `max-pairs`) get one too, so their inflow stays visible, but they are never judged: no
+//! baseline, no finding, no command.
 
 use std::collections::BTreeMap;
 
-use schemas::{Finding, NodeWindow, PairWindow, SCHEMA_VERSION, Window};
+use schemas::{Finding, NodeWindow, PairWindow, SCHEMA_VERSION, UNROUTED, Window};
 use serde::{Deserialize, Serialize};
 
 use crate::signatures::{BlackHole, BlackHoleSpec};
+
+/// One caller of a node in one window, as the signatures see it: the evidence per source, so
+/// that a signature can tell a node's failure from one caller's doing.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CallerWindow<'a> {
+    /// The calling service.
+    pub service: &'a str,
+    /// Its request rate to the node in the window, req/s.
+    pub rate_rps: f64,
+    /// Its requests to the node that started in the window.
+    pub requests: u64,
+    /// Of those, the ones that were not errors (`requests` − `errors` of the pair).
+    pub ok_responses: u64,
+}
 
 /// What node-level detection makes of one closed window.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -35,8 +52,8 @@ struct NodeSums<'a> {
     ok_responses: u64,
     outflow_bytes: u64,
     downstream_requests: u64,
-    /// (caller, req/s), in caller order because pairs come sorted by (source, destination).
-    callers: Vec<(&'a str, f64)>,
+    /// The callers, in caller order because pairs come sorted by (source, destination).
+    callers: Vec<CallerWindow<'a>>,
 }
 
 /// Node sums of a window's pairs, sorted by node.
@@ -68,14 +85,21 @@ fn sums(pairs: &[PairWindow]) -> Vec<(&str, NodeSums<'_>)> {
         d.ok_responses += p.requests.saturating_sub(p.errors);
         d.outflow_bytes = d.outflow_bytes.saturating_add(p.bytes_out);
         if p.requests > 0 {
-            d.callers.push((p.source.as_str(), p.rate_rps));
+            d.callers.push(CallerWindow {
+                service: p.source.as_str(),
+                rate_rps: p.rate_rps,
+                requests: p.requests,
+                ok_responses: p.requests.saturating_sub(p.errors),
+            });
         }
-        nodes[s].1.downstream_requests += p.requests;
+        if p.destination != UNROUTED {
+            nodes[s].1.downstream_requests += p.requests;
+        }
     }
     for (_, n) in &mut nodes {
         // pairs usually come sorted by (source, destination): callers are then in order
-        if !n.callers.is_sorted_by(|a, b| a.0 <= b.0) {
-            n.callers.sort_by(|a, b| a.0.cmp(b.0));
+        if !n.callers.is_sorted_by(|a, b| a.service <= b.service) {
+            n.callers.sort_by(|a, b| a.service.cmp(b.service));
         }
     }
     nodes.sort_unstable_by(|a, b| a.0.cmp(b.0));
@@ -182,8 +206,9 @@ impl NodeDetector {
         });
         for (node, s) in sums.iter().filter(|(node, _)| owns(node)) {
             let nw = node_window(window, node, s);
-            // the overflow of too many pairs is no service: never judged, never acted on
-            if *node != crate::pair::OTHER
+            // pseudo-nodes are no service: never judged, never acted on
+            if *node != UNROUTED
+                && *node != crate::pair::OTHER
                 && let Some(f) = self.black_hole.check(&nw, &s.callers)
             {
                 out.findings.push(f);

@@ -1019,7 +1019,7 @@ impl PairAggregator {
         self.counters.overflow_records += u64::from(overflow);
         let state = window.pairs.entry(key).or_default();
         state.requests += 1;
-        state.errors += u64::from(flags::is_error_class(r.status, r.class));
+        state.errors += u64::from(flags::is_error_class(r.status, r.class, r.duration));
         state.bytes_in = state.bytes_in.saturating_add(r.bytes_in);
         state.bytes_out = state.bytes_out.saturating_add(r.bytes_out);
         let (Some(d), Some(end)) = (r.duration, end) else {

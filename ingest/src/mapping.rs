@@ -3,8 +3,13 @@
 //! A log line tells *what* happened; which services were on each end depends on who wrote it.
 //! The mapping says so: the service whose proxy wrote the file (`service`, `zone`, `version`),
 //! and ordered rules that match one field of the line (authority, upstream host, upstream
-//! cluster, …) against a glob pattern and name the peer. The first matching rule wins; when none
-//! matches, each parser falls back to a documented default (usually the authority's host).
+//! cluster, …) against a glob pattern and name the peer. The first matching rule in the order
+//! written wins, whatever field it matches: a rule on the authority written before a rule on the
+//! upstream cluster wins over it (write rules on the fields the proxy fills in — upstream
+//! cluster, upstream host — first, since a client chooses its `Host`). When none matches, each
+//! parser falls back to a documented default that puts the service that answered (upstream
+//! cluster, upstream name) before the authority; a request that reached no service (no route,
+//! no upstream) goes to [`schemas::UNROUTED`] before any rule is consulted.
 //!
 //! ```toml
 //! [mapping]

@@ -42,7 +42,7 @@ fn a_control_character_in_a_name_rejects_the_line_in_every_format() {
         (
             "envoy-json",
             None,
-            br#"{"start_time":"2019-02-12T18:37:42.921Z","authority":"pay\u0000ments","response_code":200}"#
+            br#"{"start_time":"2019-02-12T18:37:42.921Z","authority":"pay\u0000ments","upstream_host":"10.1.0.7:8080","response_code":200}"#
                 .to_vec(),
             "destination \"pay\\0ments\": control character U+0000 at byte 3",
         ),

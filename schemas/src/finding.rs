@@ -77,6 +77,12 @@ pub enum Severity {
     Critical,
 }
 
+/// The evidence signal giving how many callers saw the failure themselves (`value`), against
+/// the callers with requests in the window (`baseline`), unit `callers`: a finding with
+/// several callers but fewer than two such witnesses could be one caller's doing, and
+/// backpressure issues no command on it.
+pub const COLLAPSED_CALLERS: &str = "collapsed_callers";
+
 /// One signal's value in the finding's window against its baseline.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

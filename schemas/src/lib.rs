@@ -31,7 +31,7 @@ pub mod flow;
 pub mod window;
 
 pub use command::{Alert, AlertAction, Mode, Pattern, RemediationCommand, Target};
-pub use finding::{Caller, Evidence, Finding, Severity, Signature, Subject};
+pub use finding::{COLLAPSED_CALLERS, Caller, Evidence, Finding, Severity, Signature, Subject};
 pub use flow::{
     FlowBatchBuilder, FlowColumns, FlowRecord, FlowRecordRef, Reporter, UpstreamAttempt,
     UpstreamAttemptRef, bad_name, first_control_char, flow_record_schema, flow_records,
@@ -41,6 +41,16 @@ pub use window::{Latency, NodeWindow, PairWindow, Window};
 /// Version of every JSON document graywatch writes (`schema_version` field). Bumped on any
 /// incompatible change; readers reject versions they don't know.
 pub const SCHEMA_VERSION: u32 = 1;
+
+/// The destination of a request that reached no service: the proxy found no route (`NR`),
+/// no cluster (`NC`), or logged no upstream host nor cluster, so it answered the request
+/// itself (a 404, a direct response, a local reply). The parsers name it so instead of the
+/// service the client named in its `Host`/`:authority` (which the client chooses): such a
+/// request is not that service's inflow. Pairs `<proxy> → (unrouted)` keep those requests and
+/// their errors visible for the caller; node detection never judges `(unrouted)` (no baseline,
+/// no finding, no command), and its requests are not counted as the caller's downstream calls.
+/// The parentheses make it a name no Kubernetes service or DNS host can have.
+pub const UNROUTED: &str = "(unrouted)";
 
 /// Errors of this crate.
 #[derive(Debug, thiserror::Error)]

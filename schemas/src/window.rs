@@ -65,9 +65,11 @@ pub struct PairWindow {
     pub requests: u64,
     /// `requests` ÷ window length, req/s.
     pub rate_rps: f64,
-    /// Failed requests among `requests`: HTTP 5xx, or an Envoy response flag that means
-    /// failure (`UT`, `UF`, `NR`, … with any status; `DC` only when no response was sent); see
-    /// `detect::is_error` for the list.
+    /// Failed requests among `requests`, failures of the destination only: HTTP 5xx, or an
+    /// Envoy response flag that puts the failure on the destination (`UT`, `UF`, `NR`, … with
+    /// any status; `DC` only when no response was sent after a wait of at least 1 s); see
+    /// `detect::is_error` and `detect::blame` for the list. The caller's own failures (a
+    /// client hanging up at once, `DPE`) and policy (`RL`) are not errors.
     pub errors: u64,
     /// `errors` ÷ `requests` (0 when there were none).
     pub error_ratio: f64,

@@ -8,10 +8,20 @@
 //! One command per node at a time: while a command for the node is in force, later findings
 //! for it issue nothing — unless a caller that the command does not cover appears, in which
 //! case a new command covers every caller (the old ones keep their limits).
+//!
+//! Never on one source's evidence alone: a command limits several callers only when the
+//! finding shows at least two of them saw the failure themselves (its
+//! [`schemas::COLLAPSED_CALLERS`] evidence); a finding with a single caller limits only that
+//! caller, whose own traffic is the evidence. A finding with several callers and fewer than two
+//! witnesses (or no such evidence) issues nothing: the failure could be one caller's doing, and
+//! limiting the others would punish them for it.
 
 use std::collections::BTreeMap;
 
-use schemas::{Finding, Mode, Pattern, RemediationCommand, SCHEMA_VERSION, Signature, Subject};
+use schemas::{
+    COLLAPSED_CALLERS, Finding, Mode, Pattern, RemediationCommand, SCHEMA_VERSION, Signature,
+    Subject,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::config::BackpressureConfig;
@@ -96,6 +106,16 @@ struct Request<'a> {
     base_rps: BTreeMap<&'a str, f64>,
 }
 
+/// How many callers saw the finding's failure themselves (its [`COLLAPSED_CALLERS`] evidence;
+/// 0 when absent or not a number).
+fn witnesses(finding: &Finding) -> f64 {
+    finding
+        .evidence
+        .iter()
+        .find(|e| e.signal == COLLAPSED_CALLERS)
+        .map_or(0.0, |e| if e.value.is_finite() { e.value } else { 0.0 })
+}
+
 impl Backpressure {
     /// Turns one closed window's findings into backpressure commands.
     ///
@@ -106,7 +126,9 @@ impl Backpressure {
     /// baseline is 0. A caller with neither (both 0, negative or not finite) is left out: a limit
     /// of 0 req/s would deny the edge, which is segmentation, not backpressure. A finding with
     /// no caller left issues nothing. A caller listed twice for one node in one window counts
-    /// with its larger rate. Commands come out in node order.
+    /// with its larger rate. A finding with several callers but fewer than two
+    /// [`COLLAPSED_CALLERS`] issues nothing (see the module docs). Commands come out in node
+    /// order.
     pub fn on_window(&mut self, now_us: i64, findings: &[Finding]) -> Vec<RemediationCommand> {
         self.state
             .active
@@ -119,6 +141,9 @@ impl Backpressure {
             else {
                 continue;
             };
+            if finding.callers.len() > 1 && witnesses(finding) < 2.0 {
+                continue;
+            }
             let request = requests.entry(node).or_insert_with(|| Request {
                 reason: &finding.id,
                 base_rps: BTreeMap::new(),
@@ -252,7 +277,12 @@ mod tests {
             subject: Subject::Node { node: node.into() },
             window,
             severity: Severity::Critical,
-            evidence: vec![],
+            evidence: vec![schemas::Evidence {
+                signal: COLLAPSED_CALLERS.into(),
+                value: callers.len() as f64,
+                baseline: callers.len() as f64,
+                unit: "callers".into(),
+            }],
             callers,
             summary: format!("{node} answers nothing"),
         }
@@ -296,6 +326,28 @@ mod tests {
         assert_eq!(c.expires_at_us, 1_674_982_510_000_000);
         assert_eq!(c.reason, "black-hole/node/catalog/1674982200000000");
         assert_eq!(c.mode, Mode::Enforce);
+    }
+
+    #[test]
+    fn no_command_limits_others_on_one_callers_evidence() {
+        let mut bp = backpressure(0.5, Duration::from_secs(300));
+        let callers = || vec![caller("checkout", 8.0, 8.0), caller("scraper", 160.0, 0.0)];
+        let mut f = black_hole("payments", 0, callers());
+        // only one of the two callers saw the failure: it could be that caller's doing
+        f.evidence[0].value = 1.0;
+        assert!(bp.on_window(end(0), std::slice::from_ref(&f)).is_empty());
+        // no such evidence at all: the same
+        f.evidence.clear();
+        assert!(bp.on_window(end(0), std::slice::from_ref(&f)).is_empty());
+        // two witnesses: every caller is limited
+        let f = black_hole("payments", 1, callers());
+        let c = &bp.on_window(end(1), &[f])[0];
+        assert_eq!(c.target.sources, ["checkout", "scraper"]);
+        // a single caller, the source of the evidence, is limited alone
+        let mut f = black_hole("ledger", 1, vec![caller("payments", 20.0, 20.0)]);
+        f.evidence[0].value = 1.0;
+        let c = &bp.on_window(end(1), &[f])[0];
+        assert_eq!(c.target.sources, ["payments"]);
     }
 
     #[test]

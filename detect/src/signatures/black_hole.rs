@@ -8,7 +8,8 @@
 //! fires  ⇔  baseline has ≥ min-baseline-windows windows
 //!        ∧  inflow ≥ min-inflow-requests
 //!        ∧  inflow ≥ inflow-ratio × baseline inflow            (callers still call: not a quiet landscape)
-//!        ∧  ok ratio ≤ collapse-ratio × baseline ok ratio                     (baseline ok ratio > 0)
+//!        ∧  witnesses ≥ min(2, callers)                         (seen by two callers, or by the only one)
+//!        ∧  judged ok ratio ≤ collapse-ratio × baseline ok ratio              (baseline ok ratio > 0)
 //!        ∧  ( baseline downstream per request = 0                              (a leaf node)
 //!           ∨ downstream per request ≤ collapse-ratio × baseline )
 //! ```
@@ -19,11 +20,46 @@
 //! errors while still calling its dependencies (an error cascade: another signature's work).
 //! Findings are `critical`.
 //!
+//! # Evidence per source
+//!
+//! The ok ratio is judged per caller too. `callers` are the sources with at least one request
+//! to the node in the window; a **witness** is a caller whose own ok ratio (its ok responses ÷
+//! its requests) is at most `collapse-ratio` × the baseline ok ratio. The *judged* ok ratio is
+//! that of the requests of every caller but the new bystanders: callers that are not
+//! witnesses and never called the node in its baseline.
+//!
+//! What a single source **cannot** trigger: when two or more callers call the node in the
+//! window, one caller whose requests fail (because it aborts them, sends requests the node
+//! rejects, or floods it with requests of its own making) is one witness, and a finding needs
+//! two. Nor can a new caller hide a collapse the other callers see by adding requests the node
+//! answers: it is a bystander, left out of the judged ok ratio.
+//!
+//! What a single source **can** trigger: a node with one caller in the window (a landscape
+//! with only one caller, or a window in which only one calls) is judged on that caller's
+//! requests alone — there is no other view of it, and a real black hole behind a single caller
+//! must still be found. The finding then names that caller alone, and the backpressure it asks
+//! for limits only that caller: one source's evidence throttles nobody but that source. A
+//! caller that has called the node in its healthy windows (it is in the baseline) still
+//! weighs in the judged ok ratio, so such a caller sending many requests the node answers can
+//! dilute a collapse. The downstream and inflow gates are the node's totals; one caller
+//! flooding the node raises its inflow and lowers its downstream calls per request, but that
+//! alone fires nothing without the witnesses.
+//!
+//! Where one proxy writes the lines of many clients (an edge whose lines all name the edge as
+//! their source), those clients are one source: the per-source rule cannot tell them apart;
+//! attribution does (see `ingest`: a request that reached no service goes to
+//! [`schemas::UNROUTED`], never judged).
+//!
+//! The finding's evidence lists `collapsed_callers`: the witnesses, against the callers in the
+//! window as its baseline.
+//!
+//! # Baseline
+//!
 //! A window joins the baseline only when it looks healthy against it: it has inflow, no
-//! finding fired, and neither outflow collapsed (while the baseline is still being learnt,
-//! every window with inflow joins). So a lasting black hole keeps firing instead of becoming
-//! the new normal, even in windows it is not judged in (callers backing off below
-//! `inflow-ratio`, or below `min-inflow-requests`).
+//! finding fired, and neither outflow collapsed over the node's whole traffic (while the
+//! baseline is still being learnt, every window with inflow joins). So a lasting black hole
+//! keeps firing instead of becoming the new normal, even in windows it is not judged in
+//! (callers backing off below `inflow-ratio`, or below `min-inflow-requests`).
 
 use std::collections::BTreeMap;
 
@@ -35,6 +71,11 @@ use serde::{Deserialize, Serialize};
 use crate::baseline::NodeBaseline;
 use crate::config::BlackHoleConfig;
 use crate::error::{Error, Result};
+use crate::node::CallerWindow;
+
+/// The evidence signal naming how many callers saw the collapse themselves (see
+/// [`schemas::COLLAPSED_CALLERS`]).
+pub use schemas::COLLAPSED_CALLERS;
 
 /// Most windows a baseline may remember (bounds the state per node).
 pub const MAX_BASELINE_WINDOWS: usize = 10_000;
@@ -139,9 +180,10 @@ impl BlackHole {
         self.baselines.remove(node);
     }
 
-    /// Judges `node` in its window, with its `callers` (service, req/s in the window), then
-    /// adds the window to the node's baseline if it looks healthy (see the module docs).
-    pub fn check(&mut self, node: &NodeWindow, callers: &[(&str, f64)]) -> Option<Finding> {
+    /// Judges `node` in its window, with its `callers` in the window (each with its requests
+    /// and ok responses), then adds the window to the node's baseline if it looks healthy
+    /// (see the module docs).
+    pub fn check(&mut self, node: &NodeWindow, callers: &[CallerWindow<'_>]) -> Option<Finding> {
         let baseline = self.baselines.get(&node.node);
         let finding = baseline.and_then(|b| self.judge(b, node, callers));
         let degraded = baseline.is_some_and(|b| {
@@ -150,17 +192,30 @@ impl BlackHole {
         });
         if finding.is_none() && !degraded && node.inflow_requests > 0 {
             let capacity = self.spec.baseline_windows;
+            let rates: Vec<(&str, f64)> = callers.iter().map(|c| (c.service, c.rate_rps)).collect();
             match self.baselines.get_mut(&node.node) {
-                Some(b) => b.push(node, callers),
+                Some(b) => b.push(node, &rates),
                 None => {
                     let mut b = NodeBaseline::new(capacity);
-                    b.push(node, callers);
+                    b.push(node, &rates);
                     self.baselines.insert(node.node.clone(), b);
                     true
                 }
             };
         }
         finding
+    }
+
+    /// The callers whose own ok ratio collapsed against `base_ok` (see the module docs).
+    fn witnesses<'c>(
+        &self,
+        base_ok: f64,
+        callers: &'c [CallerWindow<'c>],
+    ) -> impl Iterator<Item = &'c CallerWindow<'c>> + use<'c> {
+        let c = self.spec.collapse_ratio;
+        callers.iter().filter(move |w| {
+            w.requests > 0 && w.ok_responses as f64 / w.requests as f64 <= c * base_ok
+        })
     }
 
     /// Whether the node's ok ratio and its downstream calls per request have collapsed
@@ -182,7 +237,7 @@ impl BlackHole {
         &self,
         baseline: &NodeBaseline,
         node: &NodeWindow,
-        callers: &[(&str, f64)],
+        callers: &[CallerWindow<'_>],
     ) -> Option<Finding> {
         let s = &self.spec;
         if baseline.len() < s.min_baseline_windows || node.inflow_requests < s.min_inflow_requests {
@@ -193,12 +248,31 @@ impl BlackHole {
         if inflow < s.inflow_ratio * base_inflow {
             return None;
         }
-        let ok_ratio = node.ok_responses as f64 / inflow;
         let base_ok = baseline.ok_ratio();
         let dpr = node.downstream_requests as f64 / inflow;
         let base_dpr = baseline.downstream_per_request();
-        let (ok_collapsed, downstream_collapsed) = self.collapsed(baseline, node);
-        if !ok_collapsed || (base_dpr > 0.0 && !downstream_collapsed) {
+        let (_, downstream_collapsed) = self.collapsed(baseline, node);
+        if base_ok <= 0.0 || (base_dpr > 0.0 && !downstream_collapsed) {
+            return None;
+        }
+        // Evidence per source: two witnesses (or the only caller), and the ok ratio of every
+        // caller but the new bystanders.
+        let calling = callers.iter().filter(|c| c.requests > 0).count();
+        let witnesses: Vec<&str> = self
+            .witnesses(base_ok, callers)
+            .map(|w| w.service)
+            .collect();
+        if calling == 0 || witnesses.len() < calling.min(2) {
+            return None;
+        }
+        let (judged, judged_ok) = callers
+            .iter()
+            .filter(|c| witnesses.contains(&c.service) || baseline.caller_rate(c.service) > 0.0)
+            .fold((0u64, 0u64), |(n, ok), c| {
+                (n + c.requests, ok + c.ok_responses)
+            });
+        let ok_ratio = judged_ok as f64 / judged.max(1) as f64;
+        if judged == 0 || ok_ratio > s.collapse_ratio * base_ok {
             return None;
         }
         let severity = Severity::Critical;
@@ -210,10 +284,11 @@ impl BlackHole {
         };
         let callers = callers
             .iter()
-            .map(|&(service, rate_rps)| Caller {
-                service: service.to_owned(),
-                rate_rps,
-                baseline_rate_rps: baseline.caller_rate(service),
+            .filter(|c| c.requests > 0)
+            .map(|c| Caller {
+                service: c.service.to_owned(),
+                rate_rps: c.rate_rps,
+                baseline_rate_rps: baseline.caller_rate(c.service),
             })
             .collect();
         let summary = format!(
@@ -247,6 +322,12 @@ impl BlackHole {
                 evidence("inflow_requests", inflow, base_inflow, "requests"),
                 evidence("ok_response_ratio", ok_ratio, base_ok, "ratio"),
                 evidence("downstream_per_request", dpr, base_dpr, "ratio"),
+                evidence(
+                    COLLAPSED_CALLERS,
+                    witnesses.len() as f64,
+                    calling as f64,
+                    "callers",
+                ),
             ],
             callers,
             summary,
@@ -345,6 +426,7 @@ mod tests {
                 ("inflow_requests", 80.0, 80.0, "requests"),
                 ("ok_response_ratio", 0.0, 1.0, "ratio"),
                 ("downstream_per_request", 0.0, 1.0, "ratio"),
+                ("collapsed_callers", 2.0, 2.0, "callers"),
             ]
         );
         // 50 and 30 requests per 10 s, as in the baseline
@@ -397,11 +479,12 @@ mod tests {
 
     #[test]
     fn a_leaf_that_stops_answering_is_a_black_hole() {
-        // payments calls nothing; from window 3 on it answers none of checkout's 80 calls.
+        // payments calls nothing; from window 3 on it answers none of checkout's 80 calls
+        // (checkout is its only caller: its view is all there is).
         let dead_leaf: Traffic<'_> = &[
             ("frontend", "checkout", 50, 200, None),
             ("mobile", "checkout", 30, 200, None),
-            ("checkout", "payments", 80, 0, Some("DC")),
+            ("checkout", "payments", 80, 504, Some("UT")),
         ];
         let closed = run(&[HEALTHY, HEALTHY, HEALTHY, dead_leaf]);
         let f = &closed[3].findings;
@@ -413,6 +496,149 @@ mod tests {
             }
         );
         assert_eq!(f[0].severity, Severity::Critical);
+    }
+
+    /// Traffic with durations: `(source, destination, requests, status, flags, µs each)`.
+    type TimedTraffic<'a> = &'a [(&'a str, &'a str, i64, u16, Option<&'a str>, u64)];
+
+    /// The requests of `traffic` as flow records of one window `k`.
+    fn window_with_durations(k: i64, traffic: TimedTraffic<'_>) -> arrow::array::RecordBatch {
+        let mut b = FlowBatchBuilder::new();
+        for &(src, dst, n, status, flags, duration_us) in traffic {
+            for i in 0..n {
+                let mut r = FlowRecordRef::new(T0 + k * L + i * (L / n), src, dst, Reporter::Envoy);
+                r.duration_us = Some(duration_us);
+                r.status = Some(status);
+                r.response_flags = flags;
+                b.append(&r);
+            }
+        }
+        b.finish()
+    }
+
+    #[test]
+    fn one_client_aborting_at_once_cannot_fake_a_black_hole_on_a_healthy_leaf() {
+        // payments is a healthy leaf called by checkout (80 per window, answered). From
+        // window 3 a client hangs up 1,600 requests per window after 1 ms (0 DC): the
+        // client's doing, not payments' failure.
+        let mut d = Detector::try_from(DetectConfig::default()).unwrap();
+        let healthy = [("checkout", "payments", 80, 200, None, 10_000)];
+        let attacked = [
+            ("checkout", "payments", 80, 200, None, 10_000),
+            ("scraper", "payments", 1_600, 0, Some("DC"), 1_000),
+        ];
+        let mut closed = Vec::new();
+        for k in 0..6 {
+            let batch = if k < 3 {
+                window_with_durations(k, &healthy)
+            } else {
+                window_with_durations(k, &attacked)
+            };
+            closed.extend(d.push(&batch).unwrap());
+        }
+        closed.extend(d.flush());
+        assert_eq!(closed.len(), 6);
+        let payments = |w: &ClosedWindow| {
+            w.nodes
+                .iter()
+                .find(|n| n.node == "payments")
+                .map(|n| (n.inflow_requests, n.ok_responses))
+        };
+        // the aborts are requests payments received, none of them its error
+        assert_eq!(payments(&closed[3]), Some((1_680, 1_680)));
+        assert!(
+            closed.iter().all(|w| w.findings.is_empty()),
+            "{:?}",
+            findings(&closed)
+        );
+    }
+
+    #[test]
+    fn one_caller_whose_own_requests_fail_cannot_fake_a_black_hole() {
+        // mobile floods checkout with 300 requests that checkout rejects (503), while frontend
+        // is still answered and checkout still calls payments for frontend's requests: over
+        // the node's whole traffic the ok ratio (50 / 350) and the downstream calls per
+        // request (50 / 350) both collapse, but only one of the two callers sees it.
+        let one_bad_caller: Traffic<'_> = &[
+            ("frontend", "checkout", 50, 200, None),
+            ("mobile", "checkout", 300, 503, None),
+            ("checkout", "payments", 50, 200, None),
+        ];
+        let closed = run(&[HEALTHY, HEALTHY, HEALTHY, one_bad_caller, one_bad_caller]);
+        assert!(
+            closed.iter().all(|w| w.findings.is_empty()),
+            "{:?}",
+            findings(&closed)
+        );
+        // the same collapse seen by both callers is a black hole
+        let closed = run(&[HEALTHY, HEALTHY, HEALTHY, BLACK_HOLE]);
+        let f = &closed[3].findings;
+        assert_eq!(f.len(), 1);
+        assert_eq!(
+            f[0].evidence[3],
+            Evidence {
+                signal: COLLAPSED_CALLERS.into(),
+                value: 2.0,
+                baseline: 2.0,
+                unit: "callers".into()
+            }
+        );
+    }
+
+    #[test]
+    fn a_new_caller_answered_fine_cannot_hide_a_black_hole() {
+        // checkout times out for frontend and mobile; a new client, never seen in the
+        // baseline, sends 400 requests that another code path of checkout answers: over the
+        // whole traffic the ok ratio is 400 / 480, but the callers that know checkout all see
+        // it collapse.
+        let hidden: Traffic<'_> = &[
+            ("frontend", "checkout", 50, 504, Some("UT")),
+            ("mobile", "checkout", 30, 504, Some("UT")),
+            ("prober", "checkout", 400, 200, None),
+        ];
+        let closed = run(&[HEALTHY, HEALTHY, HEALTHY, hidden]);
+        let f = &closed[3].findings;
+        assert_eq!(f.len(), 1, "{f:?}");
+        assert_eq!(
+            f[0].evidence[1].value, 0.0,
+            "judged ok ratio: frontend and mobile"
+        );
+        let callers: Vec<&str> = f[0].callers.iter().map(|c| c.service.as_str()).collect();
+        assert_eq!(callers, ["frontend", "mobile", "prober"]);
+    }
+
+    #[test]
+    fn the_unrouted_sink_is_never_judged_nor_a_downstream_call() {
+        // The edge sends 80 requests per window to checkout; from window 3 on, 1,000 more per
+        // window reach no service (404 NR): they go to the unrouted sink.
+        let healthy: Traffic<'_> = &[
+            ("edge", "checkout", 80, 200, None),
+            ("edge", schemas::UNROUTED, 80, 404, Some("NR")),
+        ];
+        let flood: Traffic<'_> = &[
+            ("edge", "checkout", 80, 200, None),
+            ("edge", schemas::UNROUTED, 1_000, 404, Some("NR")),
+        ];
+        let closed = run(&[healthy, healthy, healthy, flood, flood]);
+        assert!(closed.iter().all(|w| w.findings.is_empty()));
+        let node = |w: &ClosedWindow, name: &str| {
+            w.nodes
+                .iter()
+                .find(|n| n.node == name)
+                .map(|n| (n.inflow_requests, n.ok_responses, n.downstream_requests))
+        };
+        assert_eq!(node(&closed[3], schemas::UNROUTED), Some((1_000, 0, 0)));
+        assert_eq!(node(&closed[3], "edge"), Some((0, 0, 80)));
+        let pair = closed[3]
+            .pairs
+            .iter()
+            .find(|p| p.destination == schemas::UNROUTED)
+            .unwrap();
+        assert_eq!(
+            (pair.requests, pair.errors),
+            (1_000, 1_000),
+            "visible for the caller"
+        );
     }
 
     #[test]
@@ -507,7 +733,13 @@ mod tests {
             downstream_requests: 80,
             callers: 1,
         };
-        assert!(bh.check(&node, &[("frontend", 8.0)]).is_none());
+        let frontend = CallerWindow {
+            service: "frontend",
+            rate_rps: 8.0,
+            requests: 80,
+            ok_responses: 80,
+        };
+        assert!(bh.check(&node, &[frontend]).is_none());
         let json = serde_json::to_string(&bh).unwrap();
         let back: BlackHole = serde_json::from_str(&json).unwrap();
         assert_eq!(back, bh);

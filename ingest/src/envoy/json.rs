@@ -358,16 +358,19 @@ impl LineParser for EnvoyJsonParser {
                 .resolve(m, Side::Source)
                 .unwrap_or_else(|| m.own_or(UNKNOWN_SERVICE))
         });
-        let destination = MatchFields::new()
-            .with(MatchField::Authority, authority)
-            .with(MatchField::UpstreamHost, upstream_host)
-            .with(MatchField::UpstreamCluster, upstream_cluster)
-            .resolve(m, Side::Destination)
-            .unwrap_or_else(|| match (authority, upstream_cluster) {
-                (Some(a), _) => scan::first_host(&[Some(a)]),
-                (None, Some(cluster)) => scan::named(cluster),
-                (None, None) => scan::first_host(&[upstream_host]),
-            });
+        let destination = if scan::unrouted(response_flags, upstream_host, upstream_cluster) {
+            scan::unrouted_sink()
+        } else {
+            MatchFields::new()
+                .with(MatchField::Authority, authority)
+                .with(MatchField::UpstreamHost, upstream_host)
+                .with(MatchField::UpstreamCluster, upstream_cluster)
+                .resolve(m, Side::Destination)
+                .unwrap_or_else(|| match upstream_cluster.and_then(scan::cluster_service) {
+                    Some(service) => scan::named(service),
+                    None => scan::first_host(&[authority, upstream_host]),
+                })
+        };
         let r = FlowRecordRef {
             start_us,
             duration_us,

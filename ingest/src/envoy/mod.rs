@@ -55,9 +55,30 @@
 //!   rule on the `pod` name, else the envelope's `kubernetes.labels.service`, `labels.app`,
 //!   `labels."app.kubernetes.io/name"` or `container.name`; else `unknown`. Zone and version
 //!   come from the mapping (`zone`, `version`, or the matching rule).
-//! - **destination**: the first destination rule matching `authority` or `upstream-host`;
-//!   else the authority less its port (`httpbin.org`, `localhost:8000` → `localhost`); else the
-//!   upstream host less its port; else `unknown`. Zone and version only from a matching rule.
+//! - **destination**, in this order:
+//!   1. [`schemas::UNROUTED`] when the request reached no service: its flags hold `NR` or
+//!      `NC`, or it has no upstream host (`-`). The `Host` of such a request is whatever the
+//!      client sent (`Host: payments:1` logged `404 NR`), so it is nobody's inflow; rules are
+//!      not consulted (they name the service that answered, and none did). This also covers
+//!      `503 UH` (no healthy host): without an upstream cluster in this format, the line
+//!      cannot say which service had none.
+//!   2. the first destination rule, in the order written, matching `authority` or
+//!      `upstream-host` (an authority rule written first wins over an upstream-host rule);
+//!   3. the authority less its port (`httpbin.org`, `localhost:8000` → `localhost`);
+//!   4. the upstream host less its port.
+//!
+//!   Zone and version only from a matching rule.
+//!
+//!   Why the authority before the upstream host, though a client chooses its `Host`: this
+//!   format logs no upstream cluster, and the upstream host is an `ip:port` — a pod address,
+//!   not a service: naming nodes after it would split each service into its pods and lose
+//!   its baseline at every restart. Where Envoy routes on the `Host` (the usual virtual-host
+//!   routing, and every sidecar), the authority *is* the service that answered. **Residual
+//!   risk**: where a route sends requests to a backend whatever their `Host` (a catch-all
+//!   virtual host, routing by path at an edge), a client can name the destination of requests
+//!   another service answered (`Host: payments` answered `200` by reviews) and so dilute, or
+//!   fake, a service's signals. There, map addresses with `upstream-host` rules (pod CIDRs →
+//!   services), or log in JSON with `%UPSTREAM_CLUSTER%`, which this parser puts first.
 //!
 //! # JSON formats
 //!
@@ -82,9 +103,16 @@
 //! Numbers may be JSON numbers, strings (`"12"`) or `12.0`; `-`, `""` and `null` mean absent.
 //! Other keys (`path`, `user_agent`, `x_forwarded_for`, `upstream_service_time`, …) are
 //! ignored. Source: own service, else a source rule on `downstream_remote_address`, else
-//! `unknown`. Destination: the first destination rule on authority, upstream host or upstream
-//! cluster; else the authority less its port; else the upstream cluster; else the upstream
-//! host less its port; else `unknown`.
+//! `unknown`. Destination, in this order (the service that answered before the authority the
+//! client chose):
+//! 1. [`schemas::UNROUTED`] when the request reached no service: flags `NR` or `NC`, cluster
+//!    `BlackHoleCluster`, or neither an upstream host nor an upstream cluster;
+//! 2. the first destination rule, in the order written, on authority, upstream host or
+//!    upstream cluster (whatever its field: the operator's word comes first);
+//! 3. the service of the upstream cluster: Istio's `outbound|9080||reviews.default.svc.cluster.local`
+//!    → `reviews` (a Kubernetes host's first label; another host whole), any other cluster
+//!    name as it is; Istio's `PassthroughCluster` and `InboundPassthroughCluster` name none;
+//! 4. the authority less its port; 5. the upstream host less its port.
 //!
 //! # Rejects
 //!

@@ -481,6 +481,61 @@ pub(crate) fn named(service: &str) -> Endpoint<'_> {
     }
 }
 
+/// Whether a request reached no service, so that its destination is [`schemas::UNROUTED`]
+/// rather than anything the line names: its flags say Envoy found no route (`NR`) or no
+/// cluster (`NC`), its cluster is Istio's `BlackHoleCluster` (a host outside the mesh
+/// registry, refused), or it names neither an upstream host nor an upstream cluster (Envoy
+/// answered it itself: a local reply, a direct response, a client gone before any upstream was
+/// chosen). The `Host`/`:authority` such a request carries is whatever the client sent.
+pub(crate) fn unrouted(
+    response_flags: Option<&str>,
+    upstream_host: Option<&str>,
+    upstream_cluster: Option<&str>,
+) -> bool {
+    response_flags.is_some_and(|f| f.split(',').any(|f| matches!(f.trim(), "NR" | "NC")))
+        || upstream_cluster == Some("BlackHoleCluster")
+        || (upstream_host.is_none() && upstream_cluster.is_none())
+}
+
+/// The sink of requests that reached no service (see [`unrouted`]).
+pub(crate) fn unrouted_sink() -> Endpoint<'static> {
+    named(schemas::UNROUTED)
+}
+
+/// The host part of an Istio cluster name `direction|port|subset|host`, when not empty.
+pub(crate) fn cluster_host(cluster: &str) -> Option<&str> {
+    cluster.splitn(4, '|').nth(3).filter(|h| !h.is_empty())
+}
+
+/// A Kubernetes service host (`<svc>.<namespace>.svc…`) → `<svc>`; any other host unchanged.
+pub(crate) fn service_of_host(host: &str) -> &str {
+    if host.contains(".svc.") || host.ends_with(".svc") {
+        host.split('.').next().unwrap_or(host)
+    } else {
+        host
+    }
+}
+
+/// The service an upstream cluster names: Istio's `outbound|9080||reviews.default.svc.cluster.local`
+/// → `reviews` (a Kubernetes host's first label; any other host, e.g. a ServiceEntry's
+/// `api.example.com`, whole); a cluster name without `|` as it is (`payments`, the name the
+/// Envoy config gave it). `None` for Istio's pseudo-clusters (`PassthroughCluster`,
+/// `InboundPassthroughCluster…`, `BlackHoleCluster`: they name no service) and an Istio name
+/// with an empty host (`inbound|9080||`).
+pub(crate) fn cluster_service(cluster: &str) -> Option<&str> {
+    if cluster.contains('|') {
+        return cluster_host(cluster).map(service_of_host);
+    }
+    if cluster.is_empty()
+        || cluster == "PassthroughCluster"
+        || cluster == "BlackHoleCluster"
+        || cluster.starts_with("InboundPassthroughCluster")
+    {
+        return None;
+    }
+    Some(cluster)
+}
+
 /// The first present value, less any `:port`, as a bare endpoint; `unknown` when none is.
 pub(crate) fn first_host<'a>(candidates: &[Option<&'a str>]) -> Endpoint<'a> {
     candidates

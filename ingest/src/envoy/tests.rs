@@ -185,11 +185,12 @@ fn integrations_file_every_line_with_prefix_and_envelopes() {
     assert_eq!(r[1].duration_us, Some(5_000));
     assert_eq!(r[1].upstream_host.as_deref(), Some("172.27.0.3:80"));
 
-    // Line 3: 404 NR (no route) with upstream `-`.
+    // Line 3: 404 NR (no route) with upstream `-`: it reached no service, whatever its
+    // authority (192.168.99.107:30901).
     assert_eq!(r[2].status, Some(404));
     assert_eq!(r[2].response_flags.as_deref(), Some("NR"));
     assert_eq!(r[2].upstream_host, None);
-    assert_eq!(r[2].destination, "192.168.99.107");
+    assert_eq!(r[2].destination, schemas::UNROUTED);
 
     // Line 5: `ACCESS ` prefix; 2024-04-25T17:51:55.294Z = 1 714 067 515 s.
     assert_eq!(r[4].start_us, 1_714_067_515_294_000);
@@ -275,7 +276,7 @@ fn envelope_fallbacks_and_docker_log_key() {
     let line = br#"{"message":"[2019-02-12T18:37:42.921Z] \"- - -\" 0 - 1 2 3 - \"-\" \"-\" \"-\" \"-\" \"-\""}"#;
     let r = one(&mut text(), line);
     assert_eq!(r.source, "unknown");
-    assert_eq!(r.destination, "unknown"); // no authority, no upstream host
+    assert_eq!(r.destination, schemas::UNROUTED); // no upstream host: reached no service
 }
 
 #[test]
@@ -399,7 +400,8 @@ fn json_format_with_strings() {
     assert_eq!(r.status, Some(200));
     assert_eq!(r.response_flags, None);
     assert_eq!((r.bytes_received, r.bytes_sent), (0, 43));
-    assert_eq!(r.destination, "httpbin.org");
+    // the cluster that answered, before the authority the client sent
+    assert_eq!(r.destination, "httpbin");
     assert_eq!(r.upstream_host.as_deref(), Some("52.87.35.92:80"));
     assert_eq!(r.request_id.as_deref(), Some("c62ec130"));
     assert_eq!(r.method.as_deref(), Some("GET"));
@@ -440,7 +442,9 @@ fn typed_json_format_numbers_nulls_and_upper_case_keys() {
     assert_eq!(r.start_us, 1_554_531_605_972_000);
     assert_eq!(r.status, Some(503));
     assert_eq!(r.duration_us, Some(12_000));
-    assert_eq!(r.destination, "reviews");
+    // neither an upstream host nor a cluster: the request reached no service, whatever its
+    // authority says
+    assert_eq!(r.destination, schemas::UNROUTED);
     assert_eq!(r.upstream_host, None);
     assert_eq!(r.protocol.as_deref(), Some("HTTP/2"));
     assert_eq!(r.source, "web");
@@ -653,4 +657,144 @@ fn throughput_text() {
             n as f64 / secs / 1e6
         );
     }
+}
+
+/// An edge Envoy's line for a request with `Host: {authority}`, answered `{status} {flags}`
+/// by `{upstream}` (`-`: no upstream host).
+fn edge_line(authority: &str, status: u16, flags: &str, upstream: &str) -> String {
+    format!(
+        "[2024-05-01T00:00:01.000Z] \"GET /pay HTTP/1.1\" {status} {flags} 0 0 1 - \"203.0.113.9\" \"curl/8.4.0\" \"id-1\" \"{authority}\" \"{upstream}\""
+    )
+}
+
+#[test]
+fn a_request_that_reached_no_service_is_not_the_inflow_of_the_host_it_named() {
+    // A client sends `Host: payments:1`; the edge finds no route (404 NR, no upstream host).
+    let forged = edge_line("payments:1", 404, "NR", "-");
+    let r = one(&mut text(), forged.as_bytes());
+    assert_eq!(r.destination, schemas::UNROUTED);
+    // Not even when a rule maps that authority: rules name the service that answered, and
+    // none did.
+    let m = mapping(
+        Some("edge"),
+        None,
+        vec![rule(
+            MatchField::Authority,
+            Side::Destination,
+            "payments*",
+            Some("payments"),
+            None,
+        )],
+    );
+    let mut p = EnvoyTextParser::new(m);
+    let r = one(&mut p, forged.as_bytes());
+    assert_eq!(
+        (r.source.as_str(), r.destination.as_str()),
+        ("edge", schemas::UNROUTED)
+    );
+    // No flag, but no upstream host either (a local reply): the same.
+    let r = one(&mut p, edge_line("payments", 503, "-", "-").as_bytes());
+    assert_eq!(r.destination, schemas::UNROUTED);
+    // A request that reached an upstream keeps the rule's name.
+    let r = one(
+        &mut p,
+        edge_line("payments", 200, "-", "10.0.8.3:8080").as_bytes(),
+    );
+    assert_eq!(r.destination, "payments");
+    // JSON: no route, or no cluster found, whatever the authority.
+    for flags in ["NR", "NC"] {
+        let line = format!(
+            r#"{{"start_time":"2024-05-01T00:00:01Z","response_code":404,"response_flags":"{flags}","authority":"payments","upstream_host":null,"upstream_cluster":null}}"#
+        );
+        assert_eq!(
+            one(&mut json(), line.as_bytes()).destination,
+            schemas::UNROUTED
+        );
+    }
+}
+
+#[test]
+fn the_service_that_answered_names_the_destination_before_the_authority() {
+    // `Host: payments`, routed to and answered by reviews: reviews' inflow, not payments'.
+    let line = br#"{"start_time":"2024-05-01T00:00:01Z","response_code":200,"authority":"payments","upstream_host":"10.0.2.7:9080","upstream_cluster":"outbound|9080||reviews.default.svc.cluster.local"}"#;
+    assert_eq!(one(&mut json(), line).destination, "reviews");
+    // An Envoy cluster name without `|` is taken as it is.
+    let line = br#"{"start_time":"2024-05-01T00:00:01Z","response_code":200,"authority":"payments","upstream_host":"10.0.2.7:9080","upstream_cluster":"reviews_v2"}"#;
+    assert_eq!(one(&mut json(), line).destination, "reviews_v2");
+    // Istio's pseudo-clusters name no service: the authority does (PassthroughCluster), or
+    // nothing does (BlackHoleCluster).
+    let line = br#"{"start_time":"2024-05-01T00:00:01Z","response_code":200,"authority":"api.example.com:443","upstream_host":"93.184.216.34:443","upstream_cluster":"PassthroughCluster"}"#;
+    assert_eq!(one(&mut json(), line).destination, "api.example.com");
+    let line = br#"{"start_time":"2024-05-01T00:00:01Z","response_code":502,"authority":"api.example.com","upstream_host":null,"upstream_cluster":"BlackHoleCluster"}"#;
+    assert_eq!(one(&mut json(), line).destination, schemas::UNROUTED);
+    // Rules come first, in the order written, whatever field each matches: an authority rule
+    // written before a cluster rule wins.
+    let authority_first = mapping(
+        None,
+        None,
+        vec![
+            rule(
+                MatchField::Authority,
+                Side::Destination,
+                "pay*",
+                Some("payments"),
+                None,
+            ),
+            rule(
+                MatchField::UpstreamCluster,
+                Side::Destination,
+                "*reviews*",
+                Some("reviews"),
+                None,
+            ),
+        ],
+    );
+    let line = br#"{"start_time":"2024-05-01T00:00:01Z","response_code":200,"authority":"payments","upstream_host":"10.0.2.7:9080","upstream_cluster":"outbound|9080||reviews.default.svc.cluster.local"}"#;
+    assert_eq!(
+        one(&mut EnvoyJsonParser::new(authority_first), line).destination,
+        "payments"
+    );
+    let cluster_first = mapping(
+        None,
+        None,
+        vec![
+            rule(
+                MatchField::UpstreamCluster,
+                Side::Destination,
+                "*reviews*",
+                Some("reviews"),
+                None,
+            ),
+            rule(
+                MatchField::Authority,
+                Side::Destination,
+                "pay*",
+                Some("payments"),
+                None,
+            ),
+        ],
+    );
+    assert_eq!(
+        one(&mut EnvoyJsonParser::new(cluster_first), line).destination,
+        "reviews"
+    );
+    // The default text format has no cluster: with an upstream host, the authority names the
+    // destination unless an upstream-host rule maps the address (see the module docs).
+    let edge = edge_line("payments", 200, "-", "10.0.2.7:9080");
+    assert_eq!(one(&mut text(), edge.as_bytes()).destination, "payments");
+    let by_address = mapping(
+        Some("edge"),
+        None,
+        vec![rule(
+            MatchField::UpstreamHost,
+            Side::Destination,
+            "10.0.2.*",
+            Some("reviews"),
+            None,
+        )],
+    );
+    assert_eq!(
+        one(&mut EnvoyTextParser::new(by_address), edge.as_bytes()).destination,
+        "reviews"
+    );
 }

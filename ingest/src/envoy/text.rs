@@ -38,13 +38,19 @@ fn fields(line: &[u8]) -> Result<(Head<'_>, Body<'_>), Reject> {
     Ok((head, body))
 }
 
-/// The destination of an Envoy line: the first destination rule matching the authority or the
-/// upstream host, else the authority less its port, else the upstream host less its port.
+/// The destination of an Envoy line (see the module docs, "Services"): [`schemas::UNROUTED`]
+/// when the request reached no upstream; else the first destination rule matching the
+/// authority or the upstream host, else the authority less its port, else the upstream host
+/// less its port.
 pub(crate) fn destination<'a>(
     mapping: &'a Mapping,
+    response_flags: Option<&'a str>,
     authority: Option<&'a str>,
     upstream_host: Option<&'a str>,
 ) -> Endpoint<'a> {
+    if scan::unrouted(response_flags, upstream_host, None) {
+        return scan::unrouted_sink();
+    }
     MatchFields::new()
         .with(MatchField::Authority, authority)
         .with(MatchField::UpstreamHost, upstream_host)
@@ -67,13 +73,23 @@ impl LineParser for EnvoyTextParser {
             let env: Envelope = envelope::unwrap(line)?;
             let (head, body) = fields(env.message.as_bytes())?;
             let source = env.source(&self.mapping);
-            let dest = destination(&self.mapping, body.authority, body.upstream_host);
+            let dest = destination(
+                &self.mapping,
+                head.response_flags,
+                body.authority,
+                body.upstream_host,
+            );
             scan::append_record(out, &head, &body, source, dest, Reporter::Envoy)?;
             self.dropped_ids += u64::from(body.request_id_dropped);
         } else {
             let (head, body) = fields(envelope::strip_access(line))?;
             let source = self.mapping.own_or(UNKNOWN_SERVICE);
-            let dest = destination(&self.mapping, body.authority, body.upstream_host);
+            let dest = destination(
+                &self.mapping,
+                head.response_flags,
+                body.authority,
+                body.upstream_host,
+            );
             scan::append_record(out, &head, &body, source, dest, Reporter::Envoy)?;
             self.dropped_ids += u64::from(body.request_id_dropped);
         }

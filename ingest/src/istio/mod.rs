@@ -68,12 +68,23 @@
 //!   - source: a `side = "source"` rule on `downstream-address`
 //!     (`%DOWNSTREAM_REMOTE_ADDRESS%`, the caller's pod `ip:port`); else `unknown`.
 //!
+//! Either way, a request that reached no service — flags `NR` or `NC`, cluster
+//! `BlackHoleCluster`, or neither an upstream host nor a cluster — has the destination
+//! [`schemas::UNROUTED`], before any rule or workload: its authority is whatever the caller
+//! sent. Rules apply in the order written, whatever field each matches (an authority rule
+//! written before a cluster rule wins). The outbound fallbacks put the service that answered
+//! (the cluster Envoy routed to) before the authority the caller chose; the authority only
+//! names the destination for `PassthroughCluster` (an address outside the mesh: the name the
+//! caller dialled is the only one there is) and lines with an upstream host but no cluster.
+//!
 //! Zones and versions come from the mapping (`zone`/`version` for the own service, a rule's
 //! for the service it names); names derived from the line carry none.
 
 use schemas::{FlowBatchBuilder, Reporter};
 
-use crate::envoy::scan::{self, Body, Cursor, Head, MatchFields, named};
+use crate::envoy::scan::{
+    self, Body, Cursor, Head, MatchFields, cluster_host, named, service_of_host,
+};
 use crate::envoy::{Envelope, is_envelope, strip_access, unwrap_envelope};
 use crate::error::Reject;
 use crate::mapping::{Endpoint, Mapping, MatchField, Side, UNKNOWN_SERVICE};
@@ -157,26 +168,12 @@ fn direction(cluster: Option<&str>, server_name: Option<&str>) -> Direction {
     }
 }
 
-/// The host part of `direction|port|subset|host`, when not empty.
-fn cluster_host(cluster: &str) -> Option<&str> {
-    cluster.splitn(4, '|').nth(3).filter(|h| !h.is_empty())
-}
-
 /// The service in the SNI Istio uses for mTLS, `outbound_.<port>_.<subset>_.<host>`.
 fn server_name_host(sni: &str) -> Option<&str> {
     sni.strip_prefix("outbound_.")?
         .splitn(3, "_.")
         .nth(2)
         .filter(|h| !h.is_empty())
-}
-
-/// A Kubernetes service host (`<svc>.<namespace>.svc…`) → `<svc>`; any other host unchanged.
-fn service_of_host(host: &str) -> &str {
-    if host.contains(".svc.") || host.ends_with(".svc") {
-        host.split('.').next().unwrap_or(host)
-    } else {
-        host
-    }
 }
 
 impl IstioParser {
@@ -216,7 +213,8 @@ impl IstioParser {
         };
         let cluster_service = upstream_cluster.and_then(cluster_host).map(service_of_host);
         let direction = direction(upstream_cluster, server_name);
-        let (reporter, source, destination) = match direction {
+        let unrouted = scan::unrouted(head.response_flags, body.upstream_host, upstream_cluster);
+        let (reporter, source, mut destination) = match direction {
             Direction::Outbound => {
                 let source = self
                     .workload(env)
@@ -239,6 +237,9 @@ impl IstioParser {
                 (Reporter::IstioDestination, source, destination)
             }
         };
+        if unrouted {
+            destination = scan::unrouted_sink();
+        }
         scan::append_record(out, &head, &body, source, destination, reporter)?;
         Ok(1)
     }

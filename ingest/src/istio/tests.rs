@@ -203,6 +203,38 @@ fn invalid_logs_file_503_no_healthy_upstream() {
 }
 
 #[test]
+fn outbound_requests_that_reached_no_service_go_to_the_unrouted_sink() {
+    let base = line(ACCESS, 4);
+    let mut p = IstioParser::new(Mapping::default());
+    // Istio's BlackHoleCluster (REGISTRY_ONLY): refused, whatever the authority.
+    let blocked = base
+        .replace(
+            "outbound|9080||reviews.default.svc.cluster.local",
+            "BlackHoleCluster",
+        )
+        .replace(" 200 - ", " 502 - ");
+    let r = one(&mut p, blocked.as_bytes());
+    assert_eq!(
+        (r.reporter, r.destination.as_str()),
+        (Reporter::IstioSource, schemas::UNROUTED)
+    );
+    // No route: no cluster, no upstream host.
+    let upstream = base
+        .split('"')
+        .rev()
+        .nth(1)
+        .expect("the upstream host field")
+        .to_owned();
+    let no_route = base
+        .replace("outbound|9080||reviews.default.svc.cluster.local", "-")
+        .replace(&format!("\"{upstream}\""), "\"-\"")
+        .replace(" 200 - ", " 404 NR ");
+    let r = one(&mut p, no_route.as_bytes());
+    assert_eq!(r.response_flags.as_deref(), Some("NR"));
+    assert_eq!(r.destination, schemas::UNROUTED);
+}
+
+#[test]
 fn cluster_kinds_and_fallbacks() {
     let base = line(ACCESS, 4);
     let with_cluster = |cluster: &str, sni: &str| {

@@ -69,8 +69,18 @@
 //!   itself when there is an upstream (NGINX made that call); else [`UNKNOWN_SERVICE`]
 //!   (a client).
 //! - **destination**: a `destination` rule on `upstream-name`, `upstream-host` or `authority`
-//!   (`$host`, `$http_host`, `$server_name`); else `$proxy_upstream_name`; else the last
-//!   upstream address less its port; else the proxy itself (it served the request).
+//!   (`$host`, `$http_host`, `$server_name`), the first in the order written whatever its
+//!   field; else `$proxy_upstream_name`; else the last upstream address less its port; else
+//!   the proxy itself (it served the request).
+//!
+//! So, without rules, the service that answered names the destination, never the `Host` a
+//! client sent: the upstream NGINX passed the request to (ingress-nginx's
+//! `$proxy_upstream_name`, e.g. `upstream-default-backend` for a host no Ingress serves),
+//! else the proxy itself — the counterpart of Envoy's [`schemas::UNROUTED`] sink, a real node
+//! here because NGINX serves content itself. NGINX logs no flag, and no failure a client can
+//! cause on its own is a 5xx (a client closing early is `499`, not an error). Residual risk:
+//! an `authority` rule names the destination from the client's `Host`, also for requests NGINX
+//! answered itself; put `upstream-name`/`upstream-host` rules first.
 
 mod log_format;
 #[cfg(test)]
