@@ -33,8 +33,8 @@ pub mod window;
 pub use command::{Alert, AlertAction, Mode, Pattern, RemediationCommand, Target};
 pub use finding::{Caller, Evidence, Finding, Severity, Signature, Subject};
 pub use flow::{
-    FlowBatchBuilder, FlowColumns, FlowRecord, FlowRecordRef, Reporter, UpstreamAttempt,
-    UpstreamAttemptRef, flow_record_schema, flow_records,
+    DroppedValues, FlowBatchBuilder, FlowColumns, FlowRecord, FlowRecordRef, Reporter,
+    UpstreamAttempt, UpstreamAttemptRef, flow_record_schema, flow_records,
 };
 pub use window::{Latency, NodeWindow, PairWindow, Window};
 
