@@ -1,6 +1,6 @@
 //! Limits: what a hostile input or config can't make graywatch spend without bound.
 
-use crate::util::{graywatch_ok, temp_path, write};
+use crate::util::{graywatch, graywatch_ok, temp_path, write};
 
 /// The first line of the bundled Istio sidecar log (deploy/examples/logs, see
 /// deploy/examples/README.md) with its request id replaced by `id`.
@@ -37,4 +37,22 @@ fn long_request_ids_are_dropped_and_counted_in_the_summary() {
     assert_eq!(records.len(), 40);
     assert!(records[0]["request_id"].is_null());
     assert_eq!(records[1]["request_id"], "short-id");
+}
+
+/// A config `validate` accepts must run: 1 µs windows would eat memory until killed, so they
+/// are refused, naming the key and the reason.
+#[test]
+fn windows_shorter_than_a_second_are_refused_by_validate() {
+    let (_dir, config) = temp_path("tiny.toml");
+    write(
+        &config,
+        "[detect.window]\nlength = \"1us\"\nconcurrency-resolution = \"1us\"\n",
+    );
+    let out = graywatch(&["validate", "--config", config.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("window.length: 1µs is shorter than 1s"),
+        "{stderr}"
+    );
 }
