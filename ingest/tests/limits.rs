@@ -24,6 +24,7 @@ struct Batches {
     /// Largest batch, bytes of Arrow memory.
     largest: usize,
     request_ids: Vec<Option<String>>,
+    destinations: Vec<String>,
 }
 
 impl IngestSink for Batches {
@@ -33,6 +34,7 @@ impl IngestSink for Batches {
         self.largest = self.largest.max(batch.get_array_memory_size());
         for r in flow_records(&batch).unwrap() {
             self.request_ids.push(r.request_id);
+            self.destinations.push(r.destination);
         }
         Ok(())
     }
@@ -135,4 +137,56 @@ fn a_batch_is_handed_on_by_bytes_before_it_has_its_rows() {
     assert_eq!(stats.records, 60);
     assert_eq!(sink.rows, [4; 15], "{:?}", sink.rows);
     assert!(sink.largest < 256 << 10, "batch of {} bytes", sink.largest);
+}
+
+/// A mapping of `extra` rules that don't match the Envoy fixture's line (a third exact names,
+/// a third `prefix*`, a third `*suffix`), then the one that names `httpbin.org` `httpbin`.
+fn mapping_with_rules(extra: usize) -> Mapping {
+    let mut toml = String::new();
+    for i in 0..extra {
+        let pattern = match i % 3 {
+            0 => format!("svc-{i}.example"),
+            1 => format!("10.{i}.*"),
+            _ => format!("*.ns-{i}.svc"),
+        };
+        toml += &format!("[[rules]]\nfield = \"authority\"\npattern = \"{pattern}\"\n");
+    }
+    toml += "[[rules]]\nfield = \"authority\"\npattern = \"httpbin.*\"\nservice = \"httpbin\"\n";
+    Mapping::try_from(toml::from_str::<ingest::MappingConfig>(&toml).unwrap()).unwrap()
+}
+
+/// 10 000 mapping rules cost about what one does: rules are compiled, not tried one by one.
+#[test]
+fn ten_thousand_rules_cost_about_what_one_does() {
+    let text = std::fs::read_to_string(ENVOY).unwrap();
+    let line = text.lines().nth(1).unwrap();
+    let data = format!("{line}\n").repeat(3_000);
+    let time = |m: &Mapping| {
+        let mut best = std::time::Duration::MAX;
+        let mut names = Vec::new();
+        for _ in 0..3 {
+            let mut parser = Format::Envoy.parser(m).unwrap();
+            let mut stats = IngestStats::default();
+            let mut sink = Batches::default();
+            let started = std::time::Instant::now();
+            read_lines(
+                "envoy.log",
+                data.as_bytes(),
+                parser.as_mut(),
+                &ReaderOptions::default(),
+                &mut stats,
+                &mut sink,
+            )
+            .unwrap();
+            best = best.min(started.elapsed());
+            names = sink.destinations;
+        }
+        (best, names)
+    };
+    let (one, names) = time(&mapping_with_rules(0));
+    let (many, names_many) = time(&mapping_with_rules(9_999));
+    assert_eq!(names.len(), 3_000);
+    assert!(names.iter().all(|n| n == "httpbin"), "{:?}", &names[..3]);
+    assert_eq!(names_many, names);
+    assert!(many < one * 3, "10 000 rules: {many:?}, 1 rule: {one:?}");
 }
