@@ -189,5 +189,56 @@ fn bench(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench);
+/// A mapping of `extra` rules that don't match the Envoy fixture's authorities (a third exact
+/// names, a third `prefix*`, a third `*suffix`), then `*` naming everything `anything`.
+fn mapping_with_rules(extra: usize) -> Mapping {
+    let mut toml = String::new();
+    for i in 0..extra {
+        let pattern = match i % 3 {
+            0 => format!("svc-{i}.example"),
+            1 => format!("10.{i}.*"),
+            _ => format!("*.ns-{i}.svc"),
+        };
+        toml += &format!("[[rules]]\nfield = \"authority\"\npattern = \"{pattern}\"\n");
+    }
+    toml += "[[rules]]\nfield = \"authority\"\npattern = \"*\"\nservice = \"anything\"\n";
+    let config: ingest::MappingConfig = toml::from_str(&toml).expect("rules parse");
+    Mapping::try_from(config).expect("rules are valid")
+}
+
+/// Mapping rules: the Envoy fixture (about 1 M lines) with 1 rule, and with 10 000 rules before
+/// the one that matches: compiled rules cost about the same.
+fn bench_rules(c: &mut Criterion) {
+    let logs = root().join("deploy/examples/logs");
+    let (input, lines) = repeated(
+        &[logs.join("beats_envoyproxy_envoy.log")],
+        |_| true,
+        1_000_000,
+    );
+    let mut group = c.benchmark_group("mapping rules");
+    group.sample_size(10);
+    group.throughput(Throughput::Elements(lines as u64));
+    for rules in [1, 10_000] {
+        let mapping = mapping_with_rules(rules - 1);
+        group.bench_function(format!("envoy, {rules} rule(s)"), |b| {
+            b.iter(|| {
+                let mut parser = Format::Envoy.parser(&mapping).expect("parser");
+                let mut sink = Count(0);
+                ingest::read_lines(
+                    "envoy",
+                    &input[..],
+                    parser.as_mut(),
+                    &ReaderOptions::default(),
+                    &mut IngestStats::default(),
+                    &mut sink,
+                )
+                .expect("in-memory input");
+                sink.0
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench, bench_rules);
 criterion_main!(benches);

@@ -8,6 +8,7 @@ mod cli;
 mod generator;
 mod golden;
 mod kafka;
+mod limits;
 mod runtime;
 mod trainticket;
 mod util;

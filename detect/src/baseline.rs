@@ -3,16 +3,21 @@
 //! A [`NodeBaseline`] is a ring of the node's last N [`NodeSample`]s (plain data, serde, so it
 //! can be checkpointed with the input offsets it covers). Signatures decide which windows go
 //! in: the black-hole signature adds only windows in which it did not fire, so a failure is
-//! never learned as normal. Medians (robust to one odd window) and means come from `statrs`.
+//! never learned as normal. Medians (robust to one odd window) are kept up to date as samples
+//! come and go (a [`RunningMedian`] per signal: O(log N) per window, N = `baseline-windows`),
+//! so judging a node costs the same with 6 windows of history as with 10 000; they equal
+//! `statrs`'s median of the samples to the bit. Means of caller rates come from `statrs`
+//! (computed only for the callers of a finding).
 //!
-//! State per node: the samples (4 numbers and one (caller id, req/s) pair per caller each) and
-//! the names of the callers seen (one copy per distinct caller).
+//! State per node: the samples (4 numbers and one (caller id, req/s) pair per caller each), the
+//! names of the callers seen (one copy per distinct caller), and three ordered multisets of the
+//! samples' signals (rebuilt from the samples when a checkpoint is read, not saved).
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 
 use schemas::{NodeWindow, Window};
 use serde::{Deserialize, Serialize};
-use statrs::statistics::{Data, Median, Statistics};
+use statrs::statistics::Statistics;
 
 /// The signals of one node in one window that baselines are made of.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -39,8 +44,172 @@ impl NodeSample {
     }
 }
 
+/// The median of a multiset of numbers that values join and leave one at a time: the lower
+/// half and the upper half as ordered multisets (value → count), O(log n) per change, O(log n)
+/// per median. The median is the middle value, or the mean of the two middle values
+/// (`(a + b) / 2`) for an even count, as `statrs` computes it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RunningMedian {
+    /// The ⌈n ÷ 2⌉ smallest values, by [`order_key`].
+    lower: BTreeMap<u64, u32>,
+    /// The others.
+    upper: BTreeMap<u64, u32>,
+    lower_len: usize,
+    upper_len: usize,
+}
+
+/// `x`'s bits mapped so that integer order is the numbers' total order (IEEE 754
+/// `totalOrder`: −0 before +0).
+fn order_key(x: f64) -> u64 {
+    let b = x.to_bits();
+    if b >> 63 == 1 { !b } else { b | 1 << 63 }
+}
+
+/// [`order_key`] back to the number.
+fn from_order_key(k: u64) -> f64 {
+    f64::from_bits(if k >> 63 == 1 { k & !(1 << 63) } else { !k })
+}
+
+fn put(set: &mut BTreeMap<u64, u32>, k: u64) {
+    *set.entry(k).or_insert(0) += 1;
+}
+
+/// Takes one `k` out of `set`; false when it holds none.
+fn take(set: &mut BTreeMap<u64, u32>, k: u64) -> bool {
+    match set.get_mut(&k) {
+        Some(1) => {
+            set.remove(&k);
+            true
+        }
+        Some(n) => {
+            *n -= 1;
+            true
+        }
+        None => false,
+    }
+}
+
+impl RunningMedian {
+    /// Values held.
+    pub fn len(&self) -> usize {
+        self.lower_len + self.upper_len
+    }
+
+    /// Whether no value is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn lower_max(&self) -> Option<u64> {
+        self.lower.last_key_value().map(|(&k, _)| k)
+    }
+
+    /// Adds `x`.
+    pub fn insert(&mut self, x: f64) {
+        let k = order_key(x);
+        if self.lower_max().is_none_or(|m| k <= m) {
+            put(&mut self.lower, k);
+            self.lower_len += 1;
+        } else {
+            put(&mut self.upper, k);
+            self.upper_len += 1;
+        }
+        self.rebalance();
+    }
+
+    /// Removes one `x` (a value inserted before); does nothing when none is held.
+    pub fn remove(&mut self, x: f64) {
+        let k = order_key(x);
+        // every value of the upper half is >= the lower half's largest
+        if self.lower_max().is_some_and(|m| k <= m) && take(&mut self.lower, k) {
+            self.lower_len -= 1;
+        } else if take(&mut self.upper, k) {
+            self.upper_len -= 1;
+        }
+        self.rebalance();
+    }
+
+    fn rebalance(&mut self) {
+        while self.lower_len > self.upper_len + 1 {
+            let (&k, _) = self
+                .lower
+                .last_key_value()
+                .expect("lower half is not empty");
+            take(&mut self.lower, k);
+            put(&mut self.upper, k);
+            self.lower_len -= 1;
+            self.upper_len += 1;
+        }
+        while self.upper_len > self.lower_len {
+            let (&k, _) = self
+                .upper
+                .first_key_value()
+                .expect("upper half is not empty");
+            take(&mut self.upper, k);
+            put(&mut self.lower, k);
+            self.upper_len -= 1;
+            self.lower_len += 1;
+        }
+    }
+
+    /// The median (0 when empty).
+    pub fn median(&self) -> f64 {
+        let Some(low) = self.lower_max().map(from_order_key) else {
+            return 0.0;
+        };
+        if self.len() % 2 == 1 {
+            return low;
+        }
+        let high = self
+            .upper
+            .first_key_value()
+            .map_or(low, |(&k, _)| from_order_key(k));
+        (low + high) / 2.0
+    }
+}
+
+/// What a [`NodeBaseline`] saves (its medians are rebuilt from the samples).
+#[derive(Deserialize)]
+struct NodeBaselineData {
+    capacity: usize,
+    samples: VecDeque<NodeSample>,
+    callers: foldhash::HashMap<String, u32>,
+    last_order: Vec<u32>,
+    names: Vec<String>,
+}
+
+impl From<NodeBaselineData> for NodeBaseline {
+    fn from(d: NodeBaselineData) -> Self {
+        let mut medians: [RunningMedian; 3] = Default::default();
+        for s in &d.samples {
+            for (m, x) in medians.iter_mut().zip(signals(s)) {
+                m.insert(x);
+            }
+        }
+        NodeBaseline {
+            capacity: d.capacity.max(1),
+            samples: d.samples,
+            callers: d.callers,
+            last_order: d.last_order,
+            names: d.names,
+            medians,
+        }
+    }
+}
+
+/// The signals of a sample that baselines take medians of, in [`NodeBaseline::medians`] order:
+/// inflow requests, ok ratio, downstream calls per request.
+fn signals(s: &NodeSample) -> [f64; 3] {
+    [
+        s.inflow_requests as f64,
+        s.ok_ratio,
+        s.downstream_per_request,
+    ]
+}
+
 /// The last `capacity` samples of one node, oldest first.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(from = "NodeBaselineData")]
 pub struct NodeBaseline {
     capacity: usize,
     samples: VecDeque<NodeSample>,
@@ -51,6 +220,9 @@ pub struct NodeBaseline {
     last_order: Vec<u32>,
     /// Caller id → name.
     names: Vec<String>,
+    /// Medians of the samples' [`signals`].
+    #[serde(skip)]
+    medians: [RunningMedian; 3],
 }
 
 impl NodeBaseline {
@@ -62,6 +234,7 @@ impl NodeBaseline {
             callers: foldhash::HashMap::default(),
             last_order: Vec::new(),
             names: Vec::new(),
+            medians: Default::default(),
         }
     }
 
@@ -95,16 +268,24 @@ impl NodeBaseline {
         if !caller_rates.is_sorted_by_key(|&(id, _)| id) {
             caller_rates.sort_unstable_by_key(|&(id, _)| id);
         }
-        if self.samples.len() == self.capacity {
-            self.samples.pop_front();
+        if self.samples.len() >= self.capacity
+            && let Some(old) = self.samples.pop_front()
+        {
+            for (m, x) in self.medians.iter_mut().zip(signals(&old)) {
+                m.remove(x);
+            }
         }
-        self.samples.push_back(NodeSample {
+        let sample = NodeSample {
             window: node.window,
             inflow_requests: node.inflow_requests,
             ok_ratio: node.ok_responses as f64 / inflow,
             downstream_per_request: node.downstream_requests as f64 / inflow,
             caller_rates,
-        });
+        };
+        for (m, x) in self.medians.iter_mut().zip(signals(&sample)) {
+            m.insert(x);
+        }
+        self.samples.push_back(sample);
         true
     }
 
@@ -123,26 +304,19 @@ impl NodeBaseline {
         self.samples.iter()
     }
 
-    fn median(&self, f: impl Fn(&NodeSample) -> f64) -> f64 {
-        if self.samples.is_empty() {
-            return 0.0;
-        }
-        Data::new(self.samples.iter().map(f).collect::<Vec<f64>>()).median()
-    }
-
     /// Median inflow, requests per window (0 when empty).
     pub fn inflow_requests(&self) -> f64 {
-        self.median(|s| s.inflow_requests as f64)
+        self.medians[0].median()
     }
 
     /// Median ok-response ratio (0 when empty).
     pub fn ok_ratio(&self) -> f64 {
-        self.median(|s| s.ok_ratio)
+        self.medians[1].median()
     }
 
     /// Median downstream calls per inflow request (0 when empty).
     pub fn downstream_per_request(&self) -> f64 {
-        self.median(|s| s.downstream_per_request)
+        self.medians[2].median()
     }
 
     /// Mean rate of `caller` over the samples, req/s, a window without calls counting as 0
@@ -227,7 +401,66 @@ mod tests {
     fn round_trips_through_serde() {
         let mut b = NodeBaseline::new(2);
         b.push(&node(10, 9), &[("a", 1.0)]);
-        let back: NodeBaseline = serde_json::from_str(&serde_json::to_string(&b).unwrap()).unwrap();
-        assert_eq!(back, b);
+        b.push(&node(30, 3), &[("a", 1.0)]);
+        b.push(&node(20, 20), &[("a", 1.0)]);
+        let json = serde_json::to_string(&b).unwrap();
+        assert!(!json.contains("medians"), "medians are not saved: {json}");
+        let back: NodeBaseline = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, b, "medians rebuilt from the samples");
+        // {30, 20}
+        assert_eq!(back.inflow_requests(), 25.0);
+    }
+
+    proptest::proptest! {
+        /// The running medians equal statrs's median of the samples held, to the bit, through
+        /// any sequence of windows (repeated values, an even and odd number of samples).
+        #[test]
+        fn running_medians_equal_statrs(
+            capacity in 1usize..12,
+            windows in proptest::collection::vec((1u64..8, 0u64..8, 0u64..20), 1..60),
+        ) {
+            use statrs::statistics::{Data, Median};
+            let mut b = NodeBaseline::new(capacity);
+            for (inflow, ok, down) in windows {
+                let mut n = node(inflow, ok.min(inflow));
+                n.downstream_requests = down;
+                b.push(&n, &[]);
+                let median = |f: fn(&NodeSample) -> f64| {
+                    Data::new(b.samples().map(f).collect::<Vec<f64>>()).median()
+                };
+                proptest::prop_assert_eq!(
+                    b.inflow_requests().to_bits(),
+                    median(|s| s.inflow_requests as f64).to_bits()
+                );
+                proptest::prop_assert_eq!(
+                    b.ok_ratio().to_bits(),
+                    median(|s| s.ok_ratio).to_bits()
+                );
+                proptest::prop_assert_eq!(
+                    b.downstream_per_request().to_bits(),
+                    median(|s| s.downstream_per_request).to_bits()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn running_median_keeps_duplicates_and_orders_negative_values() {
+        let mut m = RunningMedian::default();
+        assert_eq!(m.median(), 0.0);
+        for x in [3.0, -1.0, 3.0, 3.0, -2.5] {
+            m.insert(x);
+        }
+        // -2.5 -1 3 3 3
+        assert_eq!(m.median(), 3.0);
+        m.remove(3.0);
+        // -2.5 -1 3 3
+        assert_eq!(m.median(), 1.0);
+        m.remove(3.0);
+        m.remove(-2.5);
+        // -1 3
+        assert_eq!((m.len(), m.median()), (2, 1.0));
+        m.remove(7.0); // never inserted: nothing changes
+        assert_eq!(m.len(), 2);
     }
 }

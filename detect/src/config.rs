@@ -29,7 +29,8 @@ use serde::{Deserialize, Serialize};
 #[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
 pub struct WindowConfig {
     /// Length of each tumbling window `[k·length, (k+1)·length)`, a duration written like
-    /// `"10s"`; whole µs, > 0. Default 10 s.
+    /// `"10s"`; whole µs, at least 1 s ([`crate::pair::MIN_WINDOW_LENGTH_US`]: shorter windows
+    /// can't run in bounded memory). Default 10 s.
     #[serde(with = "humantime_serde")]
     pub length: Duration,
     /// Allowed lateness, a duration (`"15s"`): the watermark is the newest request start seen
@@ -41,6 +42,12 @@ pub struct WindowConfig {
     /// the proxies' request timeout (Envoy's default route timeout is 15 s), or the slowest
     /// requests — timeouts, the ones a gray failure makes — are the ones counted as late.
     /// Findings come one window length plus the lateness after a window starts.
+    ///
+    /// Memory: each input holds open the windows of the last `lateness ÷ length` (plus the
+    /// windows records in flight reach into), each with the state of every pair active in it;
+    /// a large lateness (days, to replay archived logs whose lines are out of order) costs
+    /// memory in proportion to the records it keeps open, so keep it as small as the proxies'
+    /// timeouts allow on a live stream.
     #[serde(with = "humantime_serde")]
     pub allowed_lateness: Duration,
     /// Resolution of the concurrency peak, a duration (`"100ms"`): the window is cut into

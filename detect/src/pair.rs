@@ -107,6 +107,16 @@ pub const MAX_CONCURRENCY_SLOTS: u64 = 10_000;
 /// Bounds the state a single very long request (or a bogus duration) can create.
 pub const MAX_SPAN_WINDOWS: i64 = 1024;
 
+/// Shortest window length, µs (1 s). What a window costs does not shrink with its length: each
+/// open window holds its own state per pair (see the [module docs](self#memory)), a request's
+/// time in flight counts in every window it overlaps (up to [`MAX_SPAN_WINDOWS`] of them), and
+/// the windows that stay open behind the newest start number `allowed-lateness ÷ length`. At
+/// 1 µs, a 15 s lateness keeps 15 million windows open and a request of 1 ms or more fills
+/// 1 024 pair-windows: memory grows with every record until the process is killed. At 1 s and
+/// more, a pair holds at most `lateness ÷ length + 1 + 1024` windows, and a request is counted
+/// whole up to 17 minutes in flight.
+pub const MIN_WINDOW_LENGTH_US: i64 = 1_000_000;
+
 /// The validated `[detect.window]` config, in µs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WindowSpec {
@@ -163,10 +173,15 @@ impl TryFrom<&WindowConfig> for WindowSpec {
 
     fn try_from(c: &WindowConfig) -> Result<Self> {
         let length_us = whole_us(c.length, "window.length")?;
-        if length_us == 0 {
+        if length_us < MIN_WINDOW_LENGTH_US {
             return Err(Error::Config {
                 key: "window.length",
-                reason: "must be > 0".into(),
+                reason: format!(
+                    "{:?} is shorter than {}: windows that short multiply the state per request and \
+                     the windows held open for the allowed lateness",
+                    c.length,
+                    humantime_us(MIN_WINDOW_LENGTH_US)
+                ),
             });
         }
         let lateness_us = whole_us(c.allowed_lateness, "window.allowed-lateness")?;

@@ -3,13 +3,17 @@
 //! A [`LineReader`] drives a [`LineParser`] over one input (a file, stdin) and hands batches,
 //! rejects and progress to an [`IngestSink`]; [`read_lines`] reads one input whole. Memory is
 //! bounded by `max_line_bytes` + one batch: a line longer than the maximum is rejected
-//! (`line-too-long`) and its excess bytes are skipped without buffering.
+//! (`line-too-long`) and its excess bytes are skipped without buffering, and a batch is handed
+//! on at `batch_rows` rows or `batch_bytes` bytes, whichever comes first, so long values can't
+//! grow one batch past about `batch_bytes` + the records of one line. Request ids and upstream
+//! addresses longer than their caps are dropped from their records and counted
+//! ([`IngestStats::dropped_values`], see [`schemas::flow::capped`]).
 
 use std::collections::BTreeMap;
 use std::io::BufRead;
 
 use arrow::array::RecordBatch;
-use schemas::FlowBatchBuilder;
+use schemas::{DroppedValues, FlowBatchBuilder};
 
 use crate::error::{Reject, RejectReason};
 
@@ -52,16 +56,25 @@ pub trait LineParser: Send {
 /// Limits of [`read_lines`].
 #[derive(Debug, Clone, Copy)]
 pub struct ReaderOptions {
-    /// Rows per emitted batch (default 8 192).
+    /// Most rows per emitted batch (default 8 192).
     pub batch_rows: usize,
+    /// A batch is emitted once it holds this many bytes ([`FlowBatchBuilder::bytes`]), even
+    /// with fewer than `batch_rows` rows (default [`DEFAULT_BATCH_BYTES`], 8 MiB).
+    pub batch_bytes: usize,
     /// Longest accepted line, bytes (default 1 MiB); longer lines are rejected.
     pub max_line_bytes: usize,
 }
+
+/// Default [`ReaderOptions::batch_bytes`], 8 MiB: about 50 000 rows of typical access-log
+/// records, so `batch_rows` cuts first unless rows carry long values (a batch of 8 192 rows of
+/// 250 kB request ids would otherwise hold 2 GB).
+pub const DEFAULT_BATCH_BYTES: usize = 8 << 20;
 
 impl Default for ReaderOptions {
     fn default() -> Self {
         ReaderOptions {
             batch_rows: 8192,
+            batch_bytes: DEFAULT_BATCH_BYTES,
             max_line_bytes: 1 << 20,
         }
     }
@@ -127,6 +140,9 @@ pub struct IngestStats {
     pub blank_lines: u64,
     /// Rejected lines per reason.
     pub rejects: BTreeMap<RejectReason, u64>,
+    /// Request ids and upstream addresses dropped from their records for being longer than
+    /// their caps (the records were kept).
+    pub dropped_values: DroppedValues,
 }
 
 impl IngestStats {
@@ -215,13 +231,18 @@ impl LineReader {
         self.bytes
     }
 
+    /// Bytes of the rows parsed but not yet handed to a sink ([`FlowBatchBuilder::bytes`]).
+    pub fn buffered_bytes(&self) -> usize {
+        self.builder.bytes()
+    }
+
     /// Rows parsed but not yet handed to a sink.
     pub fn buffered_rows(&self) -> usize {
         self.builder.len()
     }
 
-    /// Reads up to `max_lines` lines from `reader` through `parser`, handing full batches of
-    /// `opts.batch_rows` rows and every rejected line to `sink`. Rows of an unfinished batch
+    /// Reads up to `max_lines` lines from `reader` through `parser`, handing full batches
+    /// (`opts.batch_rows` rows or `opts.batch_bytes` bytes) and every rejected line to `sink`. Rows of an unfinished batch
     /// stay buffered until the next call fills it or [`LineReader::flush`].
     ///
     /// # Errors
@@ -336,6 +357,7 @@ impl LineReader {
         } else {
             parser.parse_line(line, &mut self.builder)
         };
+        stats.dropped_values.add(self.builder.take_dropped());
         let result = match outcome {
             Ok(n) => {
                 stats.records += n as u64;
@@ -356,7 +378,7 @@ impl LineReader {
         self.too_long = false;
         self.in_line = false;
         result?;
-        if self.builder.len() >= opts.batch_rows {
+        if self.builder.len() >= opts.batch_rows || self.builder.bytes() >= opts.batch_bytes {
             self.flush(sink)?;
         }
         Ok(())
@@ -389,6 +411,7 @@ impl LineReader {
     ) -> Result<(), S::Error> {
         let n = parser.finish(&mut self.builder);
         stats.records += n as u64;
+        stats.dropped_values.add(self.builder.take_dropped());
         self.row_lines.extend(std::iter::repeat_n(self.line_no, n));
         self.flush(sink)
     }
@@ -473,6 +496,7 @@ mod tests {
         let opts = ReaderOptions {
             batch_rows: 2,
             max_line_bytes: 50,
+            ..ReaderOptions::default()
         };
         read_lines(
             "t.log",

@@ -59,6 +59,11 @@ impl DictColumn {
         self.nulls.append_non_null();
     }
 
+    /// Bytes of the distinct values stored so far.
+    pub(crate) fn value_bytes(&self) -> usize {
+        self.values.values_slice().len()
+    }
+
     pub(crate) fn append_option(&mut self, value: Option<&str>) {
         match value {
             Some(v) => self.append(v),

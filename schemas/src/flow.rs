@@ -19,6 +19,51 @@ use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result, SCHEMA_VERSION};
 
+/// Longest request id a flow record stores, bytes. Request ids are `x-request-id` UUIDs (36
+/// bytes), W3C `traceparent` values (55), trace ids (32 hex digits) or similar; a client may
+/// send any header it likes, so a longer value is dropped (the record keeps `None`), not cut:
+/// ids are for joining records of one request, and two long ids cut to a common prefix would
+/// join requests that have nothing in common. See [`capped`].
+pub const MAX_REQUEST_ID_BYTES: usize = 256;
+
+/// Longest upstream address (`upstream_host`, an upstream attempt's `address`) a flow record
+/// stores, bytes: a DNS name (at most 253 bytes) with a `:port`, a `unix:` socket path (at most
+/// 108 bytes) or an NGINX upstream name all fit. A longer value is dropped (`None`), not cut: a
+/// cut address names another host, or none. See [`capped`].
+pub const MAX_ADDRESS_BYTES: usize = 512;
+
+/// `value` when it is at most `max` bytes long; `None` when it is longer (dropped whole, never
+/// cut). The one place where stored id and address lengths are capped
+/// ([`MAX_REQUEST_ID_BYTES`], [`MAX_ADDRESS_BYTES`]); [`FlowBatchBuilder::append`] applies it
+/// and counts what it drops ([`DroppedValues`]).
+pub fn capped(value: Option<&str>, max: usize) -> Option<&str> {
+    value.filter(|v| v.len() <= max)
+}
+
+/// Values a [`FlowBatchBuilder`] dropped because they were longer than their cap (the records
+/// were kept, without the value).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DroppedValues {
+    /// Request ids longer than [`MAX_REQUEST_ID_BYTES`].
+    pub request_ids: u64,
+    /// Upstream addresses (`upstream_host` or an attempt's `address`) longer than
+    /// [`MAX_ADDRESS_BYTES`].
+    pub addresses: u64,
+}
+
+impl DroppedValues {
+    /// Adds `other`'s counts to these.
+    pub fn add(&mut self, other: DroppedValues) {
+        self.request_ids += other.request_ids;
+        self.addresses += other.addresses;
+    }
+
+    /// Whether nothing was dropped.
+    pub fn is_empty(&self) -> bool {
+        self.request_ids == 0 && self.addresses == 0
+    }
+}
+
 /// Column names of the flow-record Arrow schema, in schema order.
 pub mod columns {
     /// Request start, µs since the Unix epoch, UTC (`Timestamp(µs, "+00:00")`).
@@ -115,7 +160,8 @@ impl Reporter {
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamAttempt {
-    /// Upstream address (`ip:port`, `[v6]:port`, `unix:/path` or an upstream name).
+    /// Upstream address (`ip:port`, `[v6]:port`, `unix:/path` or an upstream name); at most
+    /// [`MAX_ADDRESS_BYTES`] bytes (a longer one is not stored).
     pub address: Option<String>,
     /// HTTP status the upstream answered with.
     pub status: Option<u16>,
@@ -176,12 +222,14 @@ pub struct FlowRecord {
     pub bytes_received: u64,
     /// Bytes sent to the downstream (the response body), bytes.
     pub bytes_sent: u64,
-    /// Upstream host that served the request (`ip:port`), the last attempt's for NGINX lists.
+    /// Upstream host that served the request (`ip:port`), the last attempt's for NGINX lists;
+    /// at most [`MAX_ADDRESS_BYTES`] bytes (a longer one is not stored).
     pub upstream_host: Option<String>,
     /// Every upstream attempt, in order; empty when the format has no upstream list.
     #[serde(default)]
     pub upstream_attempts: Vec<UpstreamAttempt>,
-    /// Request id (`x-request-id`, `$request_id`, or the trace id for spans).
+    /// Request id (`x-request-id`, `$request_id`, or the trace id for spans); at most
+    /// [`MAX_REQUEST_ID_BYTES`] bytes (a longer one is not stored).
     pub request_id: Option<String>,
     /// Which proxy wrote the record.
     pub reporter: Reporter,
@@ -361,7 +409,10 @@ use crate::dict::DictColumn as Dict;
 /// Builds flow-record [`RecordBatch`]es row by row, in [`flow_record_schema`].
 ///
 /// Appending copies the borrowed strings into Arrow buffers; low-cardinality columns are
-/// dictionary-encoded, so a service name is stored once per batch.
+/// dictionary-encoded, so a service name is stored once per batch. Request ids and upstream
+/// addresses longer than their caps are dropped ([`capped`]) and counted
+/// ([`take_dropped`](Self::take_dropped)). [`bytes`](Self::bytes) tells how much a batch
+/// holds, so that a driver can hand it on by size as well as by rows.
 pub struct FlowBatchBuilder {
     start: TimestampMicrosecondBuilder,
     duration: UInt64Builder,
@@ -382,7 +433,13 @@ pub struct FlowBatchBuilder {
     request_id: StringBuilder,
     reporter: Dict,
     rows: usize,
+    /// Bytes of the upstream attempts appended since the last finish.
+    attempt_bytes: usize,
+    dropped: DroppedValues,
 }
+
+/// Fixed bytes of one upstream attempt in [`FlowBatchBuilder::bytes`].
+const ATTEMPT_BYTES: usize = 24;
 
 impl Default for FlowBatchBuilder {
     fn default() -> Self {
@@ -426,6 +483,8 @@ impl FlowBatchBuilder {
             request_id: StringBuilder::new(),
             reporter: Dict::new(),
             rows: 0,
+            attempt_bytes: 0,
+            dropped: DroppedValues::default(),
         }
     }
 
@@ -439,10 +498,49 @@ impl FlowBatchBuilder {
         self.rows == 0
     }
 
-    /// Appends one record.
+    /// Bytes the rows appended since the last [`finish`](Self::finish) hold, approximately:
+    /// [`ROW_BYTES`](Self::ROW_BYTES) per row plus every string byte stored (each distinct
+    /// value of a dictionary column once).
+    pub fn bytes(&self) -> usize {
+        let dicts = [
+            &self.source,
+            &self.source_zone,
+            &self.source_version,
+            &self.destination,
+            &self.destination_zone,
+            &self.destination_version,
+            &self.protocol,
+            &self.method,
+            &self.response_flags,
+            &self.reporter,
+        ];
+        let dict_bytes: usize = dicts.iter().map(|d| d.value_bytes()).sum();
+        self.rows * Self::ROW_BYTES
+            + dict_bytes
+            + self.upstream_host.values_slice().len()
+            + self.request_id.values_slice().len()
+            + self.attempt_bytes
+    }
+
+    /// Fixed bytes of one row in [`bytes`](Self::bytes): its numbers, dictionary keys, string
+    /// offsets and null bits (an upstream attempt adds 24 bytes and its address).
+    pub const ROW_BYTES: usize = 96;
+
+    /// Values dropped by the caps since the last call (see [`capped`]), and resets the count.
+    pub fn take_dropped(&mut self) -> DroppedValues {
+        std::mem::take(&mut self.dropped)
+    }
+
+    /// Appends one record; a request id or address longer than its cap is stored as `None`
+    /// and counted (see [`capped`]).
     pub fn append(&mut self, r: &FlowRecordRef<'_>) {
         fn opt(b: &mut Dict, v: Option<&str>) {
             b.append_option(v);
+        }
+        fn cap<'v>(v: Option<&'v str>, max: usize, count: &mut u64) -> Option<&'v str> {
+            let kept = capped(v, max);
+            *count += u64::from(kept.is_none() && v.is_some());
+            kept
         }
         self.start.append_value(r.start_us);
         self.duration.append_option(r.duration_us);
@@ -458,12 +556,19 @@ impl FlowBatchBuilder {
         opt(&mut self.response_flags, r.response_flags);
         self.bytes_received.append_value(r.bytes_received);
         self.bytes_sent.append_value(r.bytes_sent);
-        self.upstream_host.append_option(r.upstream_host);
+        let dropped = &mut self.dropped;
+        self.upstream_host.append_option(cap(
+            r.upstream_host,
+            MAX_ADDRESS_BYTES,
+            &mut dropped.addresses,
+        ));
         let list = self.upstream_attempts.values();
         for a in r.upstream_attempts {
+            let address = cap(a.address, MAX_ADDRESS_BYTES, &mut dropped.addresses);
+            self.attempt_bytes += ATTEMPT_BYTES + address.map_or(0, str::len);
             list.field_builder::<StringBuilder>(0)
                 .expect("address builder")
-                .append_option(a.address);
+                .append_option(address);
             list.field_builder::<UInt16Builder>(1)
                 .expect("status builder")
                 .append_option(a.status);
@@ -476,7 +581,11 @@ impl FlowBatchBuilder {
             list.append(true);
         }
         self.upstream_attempts.append(true);
-        self.request_id.append_option(r.request_id);
+        self.request_id.append_option(cap(
+            r.request_id,
+            MAX_REQUEST_ID_BYTES,
+            &mut dropped.request_ids,
+        ));
         self.reporter.append(r.reporter.as_str());
         self.rows += 1;
     }
@@ -538,6 +647,7 @@ impl FlowBatchBuilder {
             Arc::new(self.reporter.finish()),
         ];
         self.rows = 0;
+        self.attempt_bytes = 0;
         RecordBatch::try_new(flow_record_schema(), columns)
             .expect("builder columns match flow_record_schema")
     }
@@ -733,6 +843,57 @@ mod tests {
         assert!(b.is_empty());
         assert_eq!(batch.num_rows(), 2);
         assert_eq!(flow_records(&batch).unwrap(), vec![a, c]);
+    }
+
+    #[test]
+    fn over_long_request_ids_and_addresses_are_dropped_whole_and_counted() {
+        let mut b = FlowBatchBuilder::new();
+        let long_id = "r".repeat(MAX_REQUEST_ID_BYTES + 1);
+        let long_address = format!("{}:80", "h".repeat(MAX_ADDRESS_BYTES));
+        let mut a = sample();
+        a.request_id = Some(long_id);
+        a.upstream_host = Some(long_address.clone());
+        a.upstream_attempts[0].address = Some(long_address);
+        let mut at_cap = sample();
+        at_cap.request_id = Some("r".repeat(MAX_REQUEST_ID_BYTES));
+        b.append_owned(&a);
+        b.append_owned(&at_cap);
+        assert_eq!(
+            b.take_dropped(),
+            DroppedValues {
+                request_ids: 1,
+                addresses: 2
+            }
+        );
+        assert!(b.take_dropped().is_empty(), "taking resets the count");
+        let back = flow_records(&b.finish()).unwrap();
+        // the record is kept, without the values; the rest of it is intact
+        assert_eq!(back[0].request_id, None);
+        assert_eq!(back[0].upstream_host, None);
+        assert_eq!(back[0].upstream_attempts[0].address, None);
+        assert_eq!(back[0].upstream_attempts[0].status, Some(502));
+        assert_eq!(back[0].destination, "catalog");
+        assert_eq!(back[1], at_cap, "a value at the cap is kept");
+    }
+
+    #[test]
+    fn bytes_grow_with_the_strings_stored() {
+        let mut b = FlowBatchBuilder::new();
+        assert_eq!(b.bytes(), 0);
+        let mut r = sample();
+        r.upstream_attempts.clear();
+        r.request_id = Some("x".repeat(200));
+        b.append_owned(&r);
+        let one = b.bytes();
+        // the row, its dictionary values (frontend, eu-west-1a, catalog, v2, HTTP/1.1, GET,
+        // UF,URX, istio-source), the upstream host and the id
+        let dict = "frontendeu-west-1acatalogv2HTTP/1.1GETUF,URXistio-source".len();
+        assert_eq!(one, FlowBatchBuilder::ROW_BYTES + dict + 15 + 200);
+        b.append_owned(&r);
+        // a repeated dictionary value is stored once
+        assert_eq!(b.bytes(), one + FlowBatchBuilder::ROW_BYTES + 15 + 200);
+        b.finish();
+        assert_eq!(b.bytes(), 0);
     }
 
     #[test]

@@ -33,8 +33,9 @@ pub mod window;
 pub use command::{Alert, AlertAction, Mode, Pattern, RemediationCommand, Target};
 pub use finding::{COLLAPSED_CALLERS, Caller, Evidence, Finding, Severity, Signature, Subject};
 pub use flow::{
-    FlowBatchBuilder, FlowColumns, FlowRecord, FlowRecordRef, Reporter, UpstreamAttempt,
-    UpstreamAttemptRef, bad_name, first_control_char, flow_record_schema, flow_records,
+    DroppedValues, FlowBatchBuilder, FlowColumns, FlowRecord, FlowRecordRef, Reporter,
+    UpstreamAttempt, UpstreamAttemptRef, bad_name, first_control_char, flow_record_schema,
+    flow_records,
 };
 pub use window::{Latency, NodeWindow, PairWindow, Window};
 

@@ -37,6 +37,10 @@ pub mod names {
     pub const ALERTS: &str = "graywatch_alerts";
     /// Records late for their input's watermark.
     pub const LATE_RECORDS: &str = "graywatch_late_records";
+    /// Values dropped from flow records for being longer than their cap (the records kept),
+    /// by field (`request_id`: longer than 256 bytes; `upstream_address`: an upstream host or
+    /// attempt address longer than 512 bytes).
+    pub const DROPPED_VALUES: &str = "graywatch_dropped_values";
     /// Partial pair aggregates dropped (duplicate: sent again by a restarted input; late: the
     /// window closed without the input, it was idle), by kind.
     pub const DROPPED_PARTIALS: &str = "graywatch_dropped_partials";
@@ -96,6 +100,13 @@ pub struct SignatureLabel {
     pub signature: String,
 }
 
+/// `field` label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FieldLabel {
+    /// The flow-record field (`request_id`, `upstream_address`).
+    pub field: String,
+}
+
 /// `kind` label.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabel {
@@ -130,6 +141,8 @@ pub struct Metrics {
     pub alerts: Counter,
     /// See [`names::LATE_RECORDS`].
     pub late_records: Counter,
+    /// See [`names::DROPPED_VALUES`].
+    pub dropped_values: Family<FieldLabel, Counter>,
     /// See [`names::DROPPED_PARTIALS`].
     pub dropped_partials: Family<KindLabel, Counter>,
     /// See [`names::PAIR_OVERFLOW`].
@@ -213,6 +226,11 @@ impl Metrics {
             LATE_RECORDS,
             "Records that arrived after their window had closed for their input",
             self.late_records.clone(),
+        );
+        r.register(
+            DROPPED_VALUES,
+            "Values dropped from flow records for being longer than their cap (records kept), by field",
+            self.dropped_values.clone(),
         );
         r.register(
             DROPPED_PARTIALS,

@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 
 use super::client;
 use super::consumer::{CommitMeta, ConsumerCx, Event, Shared, Start};
-use super::metrics::{Delta, KindLabel, Metrics, SignatureLabel};
+use super::metrics::{Delta, FieldLabel, KindLabel, Metrics, SignatureLabel};
 use super::outputs::{KafkaOutputError, KafkaOutputs, OutputTopics};
 use super::repartition::{self, PartitionState, TopicExchange};
 use crate::config::Validated;
@@ -43,8 +43,11 @@ use crate::pipeline::{
     StageError,
 };
 
-/// Rows per flow batch handed to the pipeline.
+/// Most rows per flow batch handed to the pipeline.
 const BATCH_ROWS: usize = 8192;
+/// A partition's flow batch is handed to the pipeline once it holds this many bytes
+/// ([`schemas::FlowBatchBuilder::bytes`]), with fewer than [`BATCH_ROWS`] rows if need be.
+const BATCH_BYTES: usize = ingest::source::DEFAULT_BATCH_BYTES;
 /// Messages handled between two looks at the clock (for idle inputs, flushes, checkpoints):
 /// the clock costs more than handling a small message.
 const CLOCK_EVERY: u32 = 256;
@@ -825,7 +828,23 @@ impl Driver {
             }
         }
         let rows = part.builder.len() - rows_before;
-        let full = part.builder.len() >= BATCH_ROWS;
+        let full = part.builder.len() >= BATCH_ROWS || part.builder.bytes() >= BATCH_BYTES;
+        let dropped = part.builder.take_dropped();
+        if !dropped.is_empty() {
+            for (field, n) in [
+                ("request_id", dropped.request_ids),
+                ("upstream_address", dropped.addresses),
+            ] {
+                if n > 0 {
+                    self.metrics
+                        .dropped_values
+                        .get_or_create(&FieldLabel {
+                            field: field.into(),
+                        })
+                        .inc_by(n);
+                }
+            }
+        }
         if rows > 0 && self.unflushed_since.is_none() {
             self.unflushed_since = Some(self.now);
         }

@@ -757,6 +757,17 @@ pub fn summarize_input(read: &InputSummary, elapsed: Duration) -> String {
     if stats.blank_lines > 0 {
         s += &format!("  blank     {}\n", thousands(stats.blank_lines));
     }
+    let d = stats.dropped_values;
+    if !d.is_empty() {
+        s += &format!(
+            "  dropped   {} request ids longer than {} bytes, {} upstream addresses longer than {} \
+             bytes (the records kept, without them)\n",
+            thousands(d.request_ids),
+            schemas::flow::MAX_REQUEST_ID_BYTES,
+            thousands(d.addresses),
+            schemas::flow::MAX_ADDRESS_BYTES,
+        );
+    }
     if !read.counters.is_empty() {
         // one line per counter name, summed over the parsers (one per input)
         let mut summed: Vec<(&str, u64)> = Vec::new();

@@ -330,6 +330,34 @@ fn invalid_window_configs_name_the_key() {
         ..d()
     });
     assert!(e.contains("window.length"), "{e}");
+    // too short to run in bounded memory: 1 µs windows (with a resolution that divides them)
+    let e = bad(WindowConfig {
+        length: Duration::from_micros(1),
+        concurrency_resolution: Duration::from_micros(1),
+        ..d()
+    });
+    assert_eq!(
+        e,
+        "invalid config window.length: 1µs is shorter than 1s: windows that short multiply the \
+         state per request and the windows held open for the allowed lateness"
+    );
+    let e = bad(WindowConfig {
+        length: Duration::from_millis(999),
+        concurrency_resolution: Duration::from_millis(333),
+        ..d()
+    });
+    assert!(
+        e.starts_with("invalid config window.length: 999ms is shorter"),
+        "{e}"
+    );
+    assert!(
+        WindowSpec::try_from(&WindowConfig {
+            length: Duration::from_secs(1),
+            ..d()
+        })
+        .is_ok(),
+        "1 s is the shortest"
+    );
     let e = bad(WindowConfig {
         concurrency_resolution: Duration::from_millis(300),
         ..d()

@@ -63,7 +63,18 @@
 //! So plan for up to about 370 bytes per held span (370 MB at the default bound) when many
 //! traces are small or lose their parents, and lower the bound with
 //! [`with_max_pending_spans`](SpansCsvParser::with_max_pending_spans) where memory is
-//! tight. Children that never found their parent (at
+//! tight.
+//!
+//! Ids that are not 16 hex digits are held as text, so long ids make held spans cost more:
+//! traces are also evicted while the held spans' estimated bytes exceed
+//! [`max_pending_bytes`](SpansCsvParser::with_max_pending_bytes) (default
+//! [`DEFAULT_MAX_PENDING_BYTES`], 512 MiB), the estimate being [`HELD_SPAN_BYTES`] per held
+//! span (the worst case measured above) plus the bytes of every id held as text (trace ids
+//! once per trace, span ids once per span, parent ids once per waiting child). And a line
+//! whose `TraceID`, `SpanID` or `ParentID` is longer than
+//! [`MAX_REQUEST_ID_BYTES`](schemas::flow::MAX_REQUEST_ID_BYTES) (256 bytes; W3C trace ids
+//! are 32 hex digits, span ids 16) is rejected (`malformed`): a span joins its parent by id,
+//! and an id cut short could join spans of different traces. Children that never found their parent (at
 //! eviction or at [`finish`](LineParser::finish)) are counted as `spans without parent`;
 //! see [`LineParser::counters`].
 
@@ -81,6 +92,15 @@ use crate::source::LineParser;
 
 /// Default bound on held spans (see the module docs): 45–370 MB resident, by trace shape.
 pub const DEFAULT_MAX_PENDING_SPANS: usize = 1_000_000;
+
+/// Default bound on the estimated bytes of held spans (see the module docs), 512 MiB: above
+/// what [`DEFAULT_MAX_PENDING_SPANS`] spans with short ids are estimated at (370 MB), so it
+/// only cuts when ids are long.
+pub const DEFAULT_MAX_PENDING_BYTES: usize = 512 << 20;
+
+/// Estimated bytes of one held span besides its text ids: the most measured per held span
+/// (one-span traces whose parent never comes; see the module docs).
+pub const HELD_SPAN_BYTES: usize = 370;
 
 /// Counter names reported by [`SpansCsvParser`]'s [`LineParser::counters`].
 pub mod counters {
@@ -104,6 +124,14 @@ enum SpanKey {
 }
 
 impl SpanKey {
+    /// Bytes of the id held as text (0 for a hex id held as a number).
+    fn text_len(&self) -> usize {
+        match self {
+            SpanKey::Hex(_) => 0,
+            SpanKey::Text(t) => t.len(),
+        }
+    }
+
     fn new(id: &str) -> Self {
         if id.len() == 16
             && let Ok(n) = u64::from_str_radix(id, 16)
@@ -130,6 +158,8 @@ struct Trace {
     waiting: HashMap<SpanKey, Vec<Child>>,
     /// Number of children in `waiting`.
     waiting_len: usize,
+    /// Bytes of the ids this trace holds as text (its own id included).
+    id_bytes: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -182,6 +212,7 @@ pub struct SpansCsvParser {
     /// Comma positions of the current line (reused).
     cuts: Vec<usize>,
     max_pending: usize,
+    max_pending_bytes: usize,
     pods: Vec<Pod>,
     pod_index: HashMap<Box<str>, u32>,
     traces: HashMap<Arc<str>, Trace>,
@@ -189,6 +220,8 @@ pub struct SpansCsvParser {
     order: VecDeque<Arc<str>>,
     /// Spans held: span entries plus waiting children.
     held: usize,
+    /// Bytes of the ids held as text, over every trace.
+    id_bytes: usize,
     without_parent: u64,
     evicted_spans: u64,
     evicted_traces: u64,
@@ -204,11 +237,13 @@ impl SpansCsvParser {
             layout: Ok(Layout::default_layout()),
             cuts: Vec::new(),
             max_pending: DEFAULT_MAX_PENDING_SPANS,
+            max_pending_bytes: DEFAULT_MAX_PENDING_BYTES,
             pods: Vec::new(),
             pod_index: HashMap::default(),
             traces: HashMap::default(),
             order: VecDeque::new(),
             held: 0,
+            id_bytes: 0,
             without_parent: 0,
             evicted_spans: 0,
             evicted_traces: 0,
@@ -222,9 +257,22 @@ impl SpansCsvParser {
         self
     }
 
+    /// Sets the bound on the estimated bytes of held spans (at least 1; see the module docs).
+    pub fn with_max_pending_bytes(mut self, max: usize) -> Self {
+        self.max_pending_bytes = max.max(1);
+        self
+    }
+
     /// Spans currently held (span entries plus children waiting for a parent).
     pub fn held_spans(&self) -> usize {
         self.held
+    }
+
+    /// Estimated bytes of the spans held: [`HELD_SPAN_BYTES`] each plus their text ids.
+    pub fn held_bytes(&self) -> usize {
+        self.held
+            .saturating_mul(HELD_SPAN_BYTES)
+            .saturating_add(self.id_bytes)
     }
 
     fn pod(&mut self, name: &str) -> u32 {
@@ -246,14 +294,16 @@ impl SpansCsvParser {
         i
     }
 
-    /// Evicts the oldest traces until at most `max_pending` spans are held.
+    /// Evicts the oldest traces until at most `max_pending` spans of at most
+    /// `max_pending_bytes` estimated bytes are held.
     fn evict(&mut self) {
-        while self.held > self.max_pending {
+        while self.held > self.max_pending || self.held_bytes() > self.max_pending_bytes {
             let Some(id) = self.order.pop_front() else {
                 break;
             };
             if let Some(t) = self.traces.remove(&id) {
                 self.held -= t.spans.len() + t.waiting_len;
+                self.id_bytes -= t.id_bytes;
                 self.evicted_spans += t.spans.len() as u64;
                 self.evicted_traces += 1;
                 self.without_parent += t.waiting_len as u64;
@@ -298,6 +348,22 @@ fn number(field: &str, v: &str) -> Result<u64, Reject> {
             format!("invalid {field} {:?}", truncate(v)),
         )
     })
+}
+
+/// Rejects an id longer than [`MAX_REQUEST_ID_BYTES`](schemas::flow::MAX_REQUEST_ID_BYTES).
+fn check_id(field: &str, v: &str) -> Result<(), Reject> {
+    let max = schemas::flow::MAX_REQUEST_ID_BYTES;
+    if v.len() > max {
+        return Err(Reject::new(
+            RejectReason::Malformed,
+            format!(
+                "{field} of {} bytes, longer than {max}: {:?}…",
+                v.len(),
+                truncate(v)
+            ),
+        ));
+    }
+    Ok(())
 }
 
 fn truncate(v: &str) -> &str {
@@ -481,6 +547,13 @@ impl LineParser for SpansCsvParser {
             }
         }
         crate::check_name("PodName", pod)?;
+        for (name, v) in [
+            ("TraceID", trace_id),
+            ("SpanID", span),
+            ("ParentID", parent),
+        ] {
+            check_id(name, v)?;
+        }
         let start_ns = number("StartTimeUnixNano", start)?;
         let duration_us = number("Duration", duration)?;
         let start_us = i64::try_from(start_ns / 1000).unwrap_or(i64::MAX);
@@ -492,15 +565,19 @@ impl LineParser for SpansCsvParser {
             duration_us,
         };
         let span_key = SpanKey::new(span);
-        let id: Arc<str> = match self.traces.get_key_value(trace_id) {
-            Some((k, _)) => k.clone(),
+        let (id, new) = match self.traces.get_key_value(trace_id) {
+            Some((k, _)) => (k.clone(), false),
             None => {
                 let id: Arc<str> = trace_id.into();
                 self.order.push_back(id.clone());
-                id
+                (id, true)
             }
         };
         let trace = self.traces.entry(id.clone()).or_default();
+        if new {
+            trace.id_bytes += id.len();
+            self.id_bytes += id.len();
+        }
         if trace.spans.contains_key(&span_key) {
             self.duplicates += 1;
             return Ok(0);
@@ -511,20 +588,29 @@ impl LineParser for SpansCsvParser {
             match trace.spans.get(&parent_key) {
                 Some(&p) => n += emit(&self.pods, p, child, &id, out),
                 None => {
+                    let bytes = parent_key.text_len();
                     trace.waiting.entry(parent_key).or_default().push(child);
                     trace.waiting_len += 1;
+                    trace.id_bytes += bytes;
+                    self.id_bytes += bytes;
                     self.held += 1;
                 }
             }
         }
         if let Some(children) = trace.waiting.remove(&span_key) {
+            let bytes = children.len() * span_key.text_len();
             trace.waiting_len -= children.len();
+            trace.id_bytes -= bytes;
+            self.id_bytes -= bytes;
             self.held -= children.len();
             for c in children {
                 n += emit(&self.pods, pod, c, &id, out);
             }
         }
+        let bytes = span_key.text_len();
         trace.spans.insert(span_key, pod);
+        trace.id_bytes += bytes;
+        self.id_bytes += bytes;
         self.held += 1;
         self.evict();
         Ok(n)
@@ -536,6 +622,7 @@ impl LineParser for SpansCsvParser {
         }
         self.order.clear();
         self.held = 0;
+        self.id_bytes = 0;
         0
     }
 

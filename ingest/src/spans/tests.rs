@@ -592,3 +592,61 @@ proptest! {
         prop_assert_eq!(out.len(), n);
     }
 }
+
+#[test]
+fn ids_longer_than_the_cap_are_rejected_naming_the_column() {
+    let max = schemas::flow::MAX_REQUEST_ID_BYTES;
+    let long = "t".repeat(max + 1);
+    let at_cap = "t".repeat(max);
+    let lines = [
+        line(&long, "a1", "root", "x-1-2", 1_000, 5),
+        line("A", &long, "root", "x-1-2", 1_000, 5),
+        line("A", "a2", &long, "y-1-2", 2_000, 4),
+        // at the cap: read, and joined (x calls y)
+        line(&at_cap, "a1", "root", "x-1-2", 1_000, 5),
+        line(&at_cap, "a2", "a1", "y-1-2", 2_000, 4),
+    ];
+    let (recs, rejects, _) = run(
+        SpansCsvParser::new(Mapping::default()),
+        lines.iter().map(String::as_str),
+    );
+    let got: Vec<(usize, String)> = rejects
+        .iter()
+        .map(|(i, r)| (*i, r.to_string()[..40].to_owned()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (1, "malformed: TraceID of 257 bytes, longer ".into()),
+            (2, "malformed: SpanID of 257 bytes, longer t".into()),
+            (3, "malformed: ParentID of 257 bytes, longer".into()),
+        ]
+    );
+    assert_eq!(recs.len(), 1);
+    assert_eq!(recs[0].request_id.as_deref(), Some(at_cap.as_str()));
+}
+
+#[test]
+fn held_spans_are_bounded_by_bytes_when_ids_are_long() {
+    // Orphans: one-span traces whose parent never comes, every id 200 bytes of text. Each
+    // trace holds 2 spans (the span, the waiting child) and 3 ids: 2 × 370 + 3 × 200 bytes.
+    let per_trace = 2 * HELD_SPAN_BYTES + 3 * 200;
+    let bound = 1 << 20;
+    let fits = bound / per_trace;
+    let id = |c: char, i: usize| format!("{c}{i:05}{}", "x".repeat(194));
+    let mut p = SpansCsvParser::new(Mapping::default()).with_max_pending_bytes(bound);
+    let mut out = FlowBatchBuilder::new();
+    let mut most = 0;
+    for i in 0..2_000 {
+        let l = line(&id('t', i), &id('s', i), &id('p', i), "y-1-2", 1_000, 4);
+        assert_eq!(p.parse_line(l.as_bytes(), &mut out), Ok(0));
+        assert!(p.held_bytes() <= bound, "{} held bytes", p.held_bytes());
+        most = most.max(p.held_spans());
+    }
+    assert_eq!(most, 2 * fits);
+    assert_eq!(p.held_bytes(), fits * per_trace);
+    assert_eq!(counter(&p, counters::EVICTED_TRACES), (2_000 - fits) as u64);
+    p.finish(&mut out);
+    assert_eq!(counter(&p, counters::WITHOUT_PARENT), 2_000);
+    assert_eq!(p.held_bytes(), 0);
+}
