@@ -70,8 +70,8 @@
 //!   (a client).
 //! - **destination**: a `destination` rule on `upstream-name`, `upstream-host` or `authority`
 //!   (`$host`, `$http_host`, `$server_name`), the first in the order written whatever its
-//!   field; else `$proxy_upstream_name`; else the last upstream address less its port; else
-//!   the proxy itself (it served the request).
+//!   field; else `$proxy_upstream_name`; else the last upstream address less its port,
+//!   when that leaves a host (not for `:8080`); else the proxy itself (it served the request).
 //!
 //! So, without rules, the service that answered names the destination, never the `Host` a
 //! client sent: the upstream NGINX passed the request to (ingress-nginx's
@@ -409,7 +409,12 @@ impl LineParser for NginxParser {
         });
         let destination = destination
             .or_else(|| upstream_name.map(endpoint))
-            .or_else(|| last_address.map(|a| endpoint(strip_port(a))))
+            .or_else(|| {
+                last_address
+                    .map(strip_port)
+                    .filter(|host| !host.is_empty())
+                    .map(endpoint)
+            })
             .unwrap_or(own);
 
         let r = FlowRecordRef {

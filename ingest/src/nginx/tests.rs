@@ -666,3 +666,30 @@ fn throughput_split_only() {
     let secs = t.elapsed().as_secs_f64();
     println!("append: {:.2} M rows/s", 500_000.0 / secs / 1e6);
 }
+
+#[test]
+fn an_upstream_address_without_a_host_does_not_name_an_empty_destination() {
+    // Found by the `nginx` fuzz target (fuzz/corpus/nginx/empty-upstream-host): `$upstream_addr`
+    // read as `:` (a group separator where an address belongs) gave the record the destination
+    // "" (`:` less its port). Such an address names no host: the proxy itself answered, as
+    // when there is no address at all; the attempt keeps the address as written.
+    let mut parser = NginxParser::new(
+        "$msec $request_time \"$request\" $status $upstream_addr $upstream_status",
+        Reporter::Nginx,
+        Mapping::default(),
+    )
+    .unwrap();
+    for (addr, host) in [(":", ":"), (":8080", ":8080"), ("[]:80", "[]:80")] {
+        let line = format!("1549996662.921 0.012 \"GET /cart HTTP/1.1\" 200 {addr} 200");
+        let mut out = FlowBatchBuilder::new();
+        assert_eq!(
+            parser.parse_line(line.as_bytes(), &mut out),
+            Ok(1),
+            "{line}"
+        );
+        let r = flow_records(&out.finish()).unwrap().remove(0);
+        assert_eq!(r.destination, "nginx", "{line}");
+        assert_eq!(r.source, "nginx", "{line}");
+        assert_eq!(r.upstream_host.as_deref(), Some(host), "{line}");
+    }
+}
