@@ -2,22 +2,26 @@
 
 use crate::util::{self, BASE_SECS, graywatch_ok, of_kind};
 
+/// `graywatch replay` of the landscape's Istio `logs` with its config: (documents, summary).
+fn replay_landscape(logs: &str) -> (Vec<serde_json::Value>, String) {
+    let (dir, path) = util::temp_path("istio.log");
+    util::write(&path, logs);
+    let config = dir.path().join("landscape.toml");
+    util::write(&config, &util::landscape_config());
+    graywatch_ok(&[
+        "replay",
+        "-f",
+        "istio",
+        "-c",
+        config.to_str().unwrap(),
+        path.to_str().unwrap(),
+    ])
+}
+
 /// 10 s windows; the black hole starts at 120 s, i.e. with the 13th window.
 #[test]
 fn black_hole_is_found_in_its_first_window_with_backpressure_on_its_callers() {
-    let (dir, logs) = util::temp_path("istio.log");
-    util::write(&logs, &util::landscape_logs(200, "inventory", 120, 7));
-    let config = dir.path().join("landscape.toml");
-    util::write(&config, &util::landscape_config());
-
-    let (docs, stderr) = graywatch_ok(&[
-        "replay",
-        "--format",
-        "istio",
-        "--config",
-        config.to_str().unwrap(),
-        logs.to_str().unwrap(),
-    ]);
+    let (docs, stderr) = replay_landscape(&util::landscape_logs(200, "inventory", 120, 7));
     assert!(stderr.contains("rejected  0"), "{stderr}");
     assert!(stderr.contains("late      0"), "{stderr}");
 
@@ -96,18 +100,7 @@ fn black_hole_is_found_in_its_first_window_with_backpressure_on_its_callers() {
 /// Without the black hole, the same landscape gives no finding at all.
 #[test]
 fn healthy_landscape_has_no_finding() {
-    let (dir, logs) = util::temp_path("istio.log");
-    util::write(&logs, &util::landscape_logs(200, "inventory", u64::MAX, 7));
-    let config = dir.path().join("landscape.toml");
-    util::write(&config, &util::landscape_config());
-    let (docs, _) = graywatch_ok(&[
-        "replay",
-        "-f",
-        "istio",
-        "-c",
-        config.to_str().unwrap(),
-        logs.to_str().unwrap(),
-    ]);
+    let (docs, _) = replay_landscape(&util::landscape_logs(200, "inventory", u64::MAX, 7));
     assert!(of_kind(&docs, "finding").is_empty());
     assert!(of_kind(&docs, "remediation-command").is_empty());
     // 7 edges × 20 windows with requests, all closed at the end of input. Requests that start
@@ -136,23 +129,12 @@ fn bundled_landscape_config_matches_the_generator() {
 
 /// Findings of the landscape's log with `edit` applied to its lines, and replay's summary.
 fn findings_of(edit: impl FnOnce(&mut Vec<String>)) -> (Vec<String>, String) {
-    let (dir, logs) = util::temp_path("istio.log");
     let mut lines: Vec<String> = util::landscape_logs(200, "inventory", 120, 7)
         .lines()
         .map(str::to_owned)
         .collect();
     edit(&mut lines);
-    util::write(&logs, &(lines.join("\n") + "\n"));
-    let config = dir.path().join("landscape.toml");
-    util::write(&config, &util::landscape_config());
-    let (docs, stderr) = graywatch_ok(&[
-        "replay",
-        "-f",
-        "istio",
-        "-c",
-        config.to_str().unwrap(),
-        logs.to_str().unwrap(),
-    ]);
+    let (docs, stderr) = replay_landscape(&(lines.join("\n") + "\n"));
     let ids = of_kind(&docs, "finding")
         .iter()
         .map(|f| f["id"].as_str().unwrap().to_owned())

@@ -565,6 +565,35 @@ fn signals(partials: Vec<PartialWindow>) -> Vec<PairWindow> {
     fin(partials).into_iter().flat_map(|c| c.pairs).collect()
 }
 
+/// `recs` through one aggregator made by `make` (`whole`), and through one checkpointed after
+/// `cut` records and restored (`after`, its snapshot checked to survive the round trip):
+/// `(whole, after, whole's pair windows, before's and after's pair windows)`.
+fn checkpointed(
+    make: impl Fn() -> PairAggregator,
+    recs: &[Rec],
+    cut: usize,
+) -> (
+    PairAggregator,
+    PairAggregator,
+    Vec<PairWindow>,
+    Vec<PairWindow>,
+) {
+    let cut = cut.min(recs.len());
+    let mut whole = make();
+    let mut expected = signals(whole.push(&batch(recs)).unwrap());
+    expected.extend(signals(whole.flush()));
+    let mut before = make();
+    let mut got = signals(before.push(&batch(&recs[..cut])).unwrap());
+    let snap = before.snapshot();
+    let mut after = PairAggregator::restore(*before.spec(), snap.clone()).unwrap();
+    assert_eq!(after.snapshot(), snap);
+    if cut < recs.len() {
+        got.extend(signals(after.push(&batch(&recs[cut..])).unwrap()));
+    }
+    got.extend(signals(after.flush()));
+    (whole, after, expected, got)
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
 
@@ -609,20 +638,7 @@ proptest! {
         cut in 0..150usize,
     ) {
         let recs: Vec<Rec> = recs.into_iter().map(|(r, _)| r).collect();
-        let cut = cut.min(recs.len());
-        let mut whole = aggregator(10, 5);
-        let mut expected = signals(whole.push(&batch(&recs)).unwrap());
-        expected.extend(signals(whole.flush()));
-
-        let mut before = aggregator(10, 5);
-        let mut got = signals(before.push(&batch(&recs[..cut])).unwrap());
-        let snap = before.snapshot();
-        let mut after = PairAggregator::restore(*before.spec(), snap.clone()).unwrap();
-        prop_assert_eq!(after.snapshot(), snap);
-        if cut < recs.len() {
-            got.extend(signals(after.push(&batch(&recs[cut..])).unwrap()));
-        }
-        got.extend(signals(after.flush()));
+        let (whole, after, expected, got) = checkpointed(|| aggregator(10, 5), &recs, cut);
         prop_assert_eq!(got, expected);
         prop_assert_eq!(after.late_records(), whole.late_records());
     }
@@ -824,23 +840,10 @@ proptest! {
                 r
             })
             .collect();
-        let cut = cut.min(recs.len());
-        let mut whole = holding(10, 5, 3);
-        let mut expected = signals(whole.push(&batch(&recs)).unwrap());
-        expected.extend(signals(whole.flush()));
+        let (whole, after, expected, got) = checkpointed(|| holding(10, 5, 3), &recs, cut);
         let c = whole.counters();
         let aggregated: u64 = expected.iter().map(|p| p.requests).sum();
         prop_assert_eq!(aggregated + c.late_records + c.ahead_records, recs.len() as u64);
-
-        let mut before = holding(10, 5, 3);
-        let mut got = signals(before.push(&batch(&recs[..cut])).unwrap());
-        let snap = before.snapshot();
-        let mut after = PairAggregator::restore(*before.spec(), snap.clone()).unwrap();
-        prop_assert_eq!(after.snapshot(), snap);
-        if cut < recs.len() {
-            got.extend(signals(after.push(&batch(&recs[cut..])).unwrap()));
-        }
-        got.extend(signals(after.flush()));
         prop_assert_eq!(got, expected);
         prop_assert_eq!(after.counters().ahead_records, c.ahead_records);
     }

@@ -69,30 +69,28 @@ impl LineParser for EnvoyTextParser {
 
     fn parse_line(&mut self, line: &[u8], out: &mut FlowBatchBuilder) -> Result<usize, Reject> {
         let line = scan::trim(line);
-        if envelope::is_envelope(line) {
-            let env: Envelope = envelope::unwrap(line)?;
-            let (head, body) = fields(env.message.as_bytes())?;
-            let source = env.source(&self.mapping);
-            let dest = destination(
-                &self.mapping,
-                head.response_flags,
-                body.authority,
-                body.upstream_host,
-            );
-            scan::append_record(out, &head, &body, source, dest, Reporter::Envoy)?;
-            self.dropped_ids += u64::from(body.request_id_dropped);
+        let env: Option<Envelope> = if envelope::is_envelope(line) {
+            Some(envelope::unwrap(line)?)
         } else {
-            let (head, body) = fields(envelope::strip_access(line))?;
-            let source = self.mapping.own_or(UNKNOWN_SERVICE);
-            let dest = destination(
-                &self.mapping,
-                head.response_flags,
-                body.authority,
-                body.upstream_host,
-            );
-            scan::append_record(out, &head, &body, source, dest, Reporter::Envoy)?;
-            self.dropped_ids += u64::from(body.request_id_dropped);
-        }
+            None
+        };
+        let text = match &env {
+            Some(e) => e.message.as_bytes(),
+            None => envelope::strip_access(line),
+        };
+        let (head, body) = fields(text)?;
+        let source = match &env {
+            Some(e) => e.source(&self.mapping),
+            None => self.mapping.own_or(UNKNOWN_SERVICE),
+        };
+        let dest = destination(
+            &self.mapping,
+            head.response_flags,
+            body.authority,
+            body.upstream_host,
+        );
+        scan::append_record(out, &head, &body, source, dest, Reporter::Envoy)?;
+        self.dropped_ids += u64::from(body.request_id_dropped);
         Ok(1)
     }
 }
