@@ -61,12 +61,14 @@ pub struct WindowConfig {
     /// crafted timestamp) does not move the input's watermark: it is held back until
     /// `ahead-confirm` such records in a row confirm the jump (an input that resumes after a
     /// gap), and set aside (counted, dead-lettered as `ahead`) when a record within reach
-    /// comes first. Default 5 min.
+    /// comes first. Taken as at least `length` (a smaller value would set ordinary records
+    /// aside). Default 5 min.
     #[serde(with = "humantime_serde")]
     pub max_ahead: Duration,
     /// How many records in a row (count, 1..=1024) starting beyond `max-ahead` confirm that
-    /// their input really moved on; also how many records an input's first watermark is
-    /// taken from (their median start). Default 8.
+    /// their input really moved on; also how many of an input's first records are held and
+    /// judged against the earliest of them. `1` trusts every record (no protection).
+    /// Default 8.
     pub ahead_confirm: usize,
     /// Most distinct (source, destination) pairs per window (count, >= 16), in each input and
     /// in the merged window. Past it, a record of a new pair counts under (its source,

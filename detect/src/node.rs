@@ -214,11 +214,13 @@ impl NodeDetector {
                 out.findings.push(f);
             }
             out.nodes.push(nw);
+            // only nodes with a baseline are remembered: a flood of one-off names costs nothing
             match self.last_seen.get_mut(*node) {
                 Some(seen) => *seen = (*seen).max(window.end_us),
-                None => {
+                None if self.black_hole.baseline(node).is_some() => {
                     self.last_seen.insert((*node).to_owned(), window.end_us);
                 }
+                None => {}
             }
         }
         self.windows += 1;
@@ -293,14 +295,27 @@ mod tests {
             start_us: k * 10_000_000,
             end_us: (k + 1) * 10_000_000,
         };
-        // "old" is seen in window 0 only; "steady" in every window.
-        d.detect(w(0), &[pair("a", "old", 5, 0, (0, 0))]);
+        // "old" is seen in window 0 only; "steady" in every window; "once" has 9 requests, fewer
+        // than a baseline starts with (20 × 0.5)
+        d.detect(
+            w(0),
+            &[
+                pair("a", "old", 20, 0, (0, 0)),
+                pair("a", "once", 9, 0, (0, 0)),
+            ],
+        );
+        assert!(d.black_hole().baseline("once").is_none());
+        assert_eq!(
+            d.last_seen.len(),
+            1,
+            "nodes without a baseline are not remembered"
+        );
         for k in 1..=IDLE_WINDOWS {
-            d.detect(w(k), &[pair("a", "steady", 5, 0, (0, 0))]);
+            d.detect(w(k), &[pair("a", "steady", 20, 0, (0, 0))]);
         }
         // absent from windows 1..=59 when window 60 was judged: kept
         assert!(d.black_hole().baseline("old").is_some());
-        d.detect(w(IDLE_WINDOWS + 1), &[pair("a", "steady", 5, 0, (0, 0))]);
+        d.detect(w(IDLE_WINDOWS + 1), &[pair("a", "steady", 20, 0, (0, 0))]);
         assert!(d.black_hole().baseline("old").is_none());
         assert!(d.black_hole().baseline("steady").is_some());
         // The caller "a" receives nothing, so it never had a baseline.

@@ -21,9 +21,10 @@
 //! writer with a bad clock, a corrupt or crafted timestamp) and are *set aside*: counted in
 //! [`AggregatorCounters::ahead_records`] and returned by [`PairAggregator::take_set_aside`] for
 //! the dead letters. An input's first `ahead-confirm` records are held too, and those more than
-//! `max-ahead` after their median start are treated the same way, so an input's first record
-//! cannot be the outlier that makes every other record late. At the end of input (or when it
-//! goes idle) the held records are aggregated: nothing came to contradict them.
+//! `max-ahead` after the earliest of them are treated the same way, so an input's first
+//! records cannot be the outliers that make every other record late. At the end of input the
+//! held records are aggregated (nothing came to contradict them); an input that goes idle
+//! keeps holding them.
 //!
 //! Positions: given each row's position in its input (a Kafka offset), the aggregator knows
 //! the lowest position still held in an open window ([`PairAggregator::low_position`]):
@@ -206,6 +207,8 @@ impl TryFrom<&WindowConfig> for WindowSpec {
             });
         }
         let max_ahead_us = whole_us(c.max_ahead, "window.max-ahead")?;
+        // shorter than a window, ordinary records would be set aside
+        let max_ahead_us = max_ahead_us.max(length_us);
         if !(1..=MAX_AHEAD_CONFIRM).contains(&c.ahead_confirm) {
             return Err(Error::Config {
                 key: "window.ahead-confirm",
@@ -843,7 +846,7 @@ impl PairAggregator {
     /// within reach comes first, they were outliers (a bad clock among the input's writers, a
     /// corrupt or crafted timestamp) and are set aside ([`PairAggregator::take_set_aside`]).
     /// So no single record moves the watermark. An input's first records are held the same
-    /// way, and its first watermark comes from their median start.
+    /// way, and those more than `max-ahead` after the earliest of them are judged as above.
     ///
     /// # Errors
     /// [`Error::Schema`] when `batch` lacks a flow-record column or has it with the wrong type,
@@ -854,6 +857,23 @@ impl PairAggregator {
         batch: &RecordBatch,
         positions: Option<&[i64]>,
     ) -> Result<Vec<PartialWindow>> {
+        let mut out = Vec::new();
+        self.push_at_each(batch, positions, |p| out.push(p))?;
+        Ok(out)
+    }
+
+    /// [`PairAggregator::push_at`], handing each closed window to `hand` as soon as it is
+    /// made, oldest first, so that a jump in time over many windows spanned by requests in
+    /// flight never holds all of them at once.
+    ///
+    /// # Errors
+    /// As [`PairAggregator::push_at`].
+    pub fn push_at_each(
+        &mut self,
+        batch: &RecordBatch,
+        positions: Option<&[i64]>,
+        hand: impl FnMut(PartialWindow),
+    ) -> Result<()> {
         let cols = FlowColumns::try_new(batch)?;
         if let Some(p) = positions
             && p.len() != batch.num_rows()
@@ -922,7 +942,8 @@ impl PairAggregator {
                 self.dropped_rows.push((row as u32, Dropped::Late));
             }
         }
-        Ok(self.close_ready())
+        self.close_ready(hand);
+        Ok(())
     }
 
     /// Whether a record starting at `start` is too far ahead to be trusted yet (an input's
@@ -941,18 +962,19 @@ impl PairAggregator {
     }
 
     /// Releases the held records: aggregated when `confirmed` (or when they are an input's
-    /// first records: then its first watermark is their median start), set aside otherwise.
+    /// first records: then those within reach of the earliest are), set aside otherwise.
     fn release_held(&mut self, confirmed: bool) {
         if self.held.is_empty() {
             return;
         }
         let held = std::mem::take(&mut self.held);
         if self.newest_us.is_none() {
-            // an input's first records: those within reach of their median aggregate, in
-            // input order; the rest are held again
-            let mut starts: Vec<i64> = held.iter().map(|h| h.row.start).collect();
-            starts.sort_unstable();
-            let reach = starts[(starts.len() - 1) / 2].saturating_add(self.spec.max_ahead_us);
+            // an input's first records: those within reach of the earliest aggregate, in
+            // input order; the rest are held again. The earliest, not the median: a record
+            // far behind only keeps one window open a while, records far ahead (even most of
+            // the first ones) would make everything after them late
+            let earliest = held.iter().map(|h| h.row.start).min().expect("not empty");
+            let reach = earliest.saturating_add(self.spec.max_ahead_us);
             for h in held {
                 if h.row.start > reach {
                     self.held.push(h);
@@ -1154,17 +1176,17 @@ impl PairAggregator {
         (!w.pairs.is_empty()).then(|| self.hand_over(k, w))
     }
 
-    /// Closes every window whose end is at or before the watermark.
-    fn close_ready(&mut self) -> Vec<PartialWindow> {
-        let mut out = Vec::new();
+    /// Closes every window whose end is at or before the watermark, each handed to `hand`.
+    fn close_ready(&mut self, mut hand: impl FnMut(PartialWindow)) {
         while let Some(k) = self.next_to_close() {
             if self.spec.window(k).end_us > self.late_before_us {
                 break;
             }
-            out.extend(self.close(k));
+            if let Some(p) = self.close(k) {
+                hand(p);
+            }
         }
         self.collect_names();
-        out
     }
 
     /// Frees the names no open window, request in flight or held record uses, when enough
@@ -1193,21 +1215,31 @@ impl PairAggregator {
         self.interner.len()
     }
 
-    /// End of input (or the input went idle): aggregates the records held back (nothing
-    /// came to contradict them), then closes every open window and every window a request in
-    /// flight spans, oldest first. Records that arrive afterwards for a window that was
-    /// closed here count as late.
+    /// End of input: aggregates the records held back (nothing came to contradict them),
+    /// then closes every open window and every window a request in flight spans, oldest
+    /// first. Records that arrive afterwards for a window that was closed here count as late.
     pub fn flush(&mut self) -> Vec<PartialWindow> {
-        self.release_held(true);
-        // an input's first records re-hold those far ahead of their median: release them too
-        self.release_held(true);
         let mut out = Vec::with_capacity(self.windows.len());
+        self.flush_each(true, |p| out.push(p));
+        out
+    }
+
+    /// [`PairAggregator::flush`] (`end` true) or the flush of an input that went idle (`end`
+    /// false: records held back stay held, since an input that stops right after a record far
+    /// ahead has not confirmed the jump), handing each window to `hand` as it is made.
+    pub fn flush_each(&mut self, end: bool, mut hand: impl FnMut(PartialWindow)) {
+        if end {
+            self.release_held(true);
+            // an input's first records re-hold those far ahead of the earliest: take them too
+            self.release_held(true);
+        }
         while let Some(k) = self.next_to_close() {
             self.late_before_us = self.late_before_us.max(self.spec.window(k).end_us);
-            out.extend(self.close(k));
+            if let Some(p) = self.close(k) {
+                hand(p);
+            }
         }
         self.collect_names();
-        out
     }
 
     fn hand_over(&mut self, k: i64, w: OpenWindow) -> PartialWindow {

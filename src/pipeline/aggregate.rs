@@ -165,6 +165,36 @@ impl Aggregate {
         Ok(())
     }
 
+    /// Closes every window of `input` (`end`: and takes its held records, see
+    /// `PairAggregator::flush_each`), windows streamed as they are made, then its mark.
+    fn flush<X: Exchange + ?Sized>(
+        &mut self,
+        input: &InputId,
+        end: bool,
+        out: &mut X,
+    ) -> Result<(), StageError<X::Error>> {
+        let task = self.tasks.get_mut(input).expect("a known input");
+        let (mut sent, mut failed) = (0, None);
+        task.agg.flush_each(end, |p| {
+            if failed.is_none() {
+                match send_window(input, p, out) {
+                    Ok(()) => sent += 1,
+                    Err(e) => failed = Some(e),
+                }
+            }
+        });
+        self.counters.partial_windows += sent;
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        if sent > 0 {
+            // each window was followed by a mark of its own: the input's mark is sent again
+            self.tasks.get_mut(input).expect("a known input").marked = None;
+        }
+        self.report_set_aside(input, out)?;
+        self.hand_over(input, Vec::new(), out)
+    }
+
     /// Reports the records of earlier batches that the input's aggregator held back and then
     /// did not aggregate.
     fn report_set_aside<X: Exchange + ?Sized>(
@@ -238,6 +268,25 @@ impl Aggregate {
     }
 }
 
+/// Hands one closed window of `input` over, then marks the input as past it (windows are
+/// handed over oldest first), so that stage 2 can close and free it before the next is made.
+fn send_window<X: Exchange + ?Sized>(
+    input: &InputId,
+    p: detect::pair::PartialWindow,
+    out: &mut X,
+) -> Result<(), StageError<X::Error>> {
+    let end = p.window.end_us;
+    out.partial_window(input, p).map_err(StageError::Output)?;
+    out.mark(
+        input,
+        Mark {
+            watermark_us: Some(end),
+            idle: false,
+        },
+    )
+    .map_err(StageError::Output)
+}
+
 /// The dead letter's reason and detail for a record not aggregated.
 fn why(dropped: Dropped) -> (&'static str, &'static str) {
     match dropped {
@@ -289,15 +338,30 @@ impl<X: Exchange + ?Sized> Stage<X> for Aggregate {
     ) -> Result<(), Self::Error> {
         let task = self.task(input);
         task.idle = false;
-        let partials = task
-            .agg
-            .push_at(item.batch, item.positions)
+        let (mut sent, mut failed) = (0, None);
+        task.agg
+            .push_at_each(item.batch, item.positions, |p| {
+                if failed.is_none() {
+                    match send_window(input, p, out) {
+                        Ok(()) => sent += 1,
+                        Err(e) => failed = Some(e),
+                    }
+                }
+            })
             .map_err(|source| StageError::Batch {
                 input: input.clone(),
                 source,
             })?;
+        self.counters.partial_windows += sent;
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        if sent > 0 {
+            // each window was followed by a mark of its own: the input's mark is sent again
+            self.tasks.get_mut(input).expect("a known input").marked = None;
+        }
         self.report_dropped(input, &item, out)?;
-        self.hand_over(input, partials, out)
+        self.hand_over(input, Vec::new(), out)
     }
 
     fn input_idle(&mut self, input: &InputId, out: &mut X) -> Result<(), Self::Error> {
@@ -306,9 +370,7 @@ impl<X: Exchange + ?Sized> Stage<X> for Aggregate {
             return Ok(());
         }
         task.idle = true;
-        let partials = task.agg.flush();
-        self.report_set_aside(input, out)?;
-        self.hand_over(input, partials, out)
+        self.flush(input, false, out)
     }
 
     fn remove_input(
@@ -321,9 +383,7 @@ impl<X: Exchange + ?Sized> Stage<X> for Aggregate {
             Removal::Ended => {
                 let task = self.task(input);
                 task.idle = true;
-                let partials = task.agg.flush();
-                self.report_set_aside(input, out)?;
-                self.hand_over(input, partials, out)?;
+                self.flush(input, true, out)?;
             }
             Removal::Revoked => out.revoked(input).map_err(StageError::Output)?,
         }

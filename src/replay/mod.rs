@@ -453,7 +453,8 @@ pub enum DriveError<E> {
 }
 
 /// Counts pair totals for the summary on their way to the outputs.
-/// Most distinct pairs the summary tallies; later pairs count under ([`OTHER`], [`OTHER`]).
+/// Most distinct pairs the summary tallies; later pairs count under ([`OTHER`], [`OTHER`])
+/// (a row of the summary only: the pair windows themselves are written whole).
 const TALLY_PAIRS: usize = 100_000;
 
 struct Tally<O> {
@@ -668,7 +669,12 @@ fn summary(
     if !pairs.is_empty() {
         let mut busiest: Vec<_> = pairs.iter().collect();
         busiest.sort_by(|a, b| b.1.0.cmp(&a.1.0).then(a.0.cmp(b.0)));
-        s += &format!("  busiest pairs (of {}):\n", thousands(pairs.len() as u64));
+        let of = if pairs.len() > TALLY_PAIRS {
+            format!("of more than {}", thousands(TALLY_PAIRS as u64))
+        } else {
+            format!("of {}", thousands(pairs.len() as u64))
+        };
+        s += &format!("  busiest pairs ({of}):\n");
         for ((source, destination), (requests, errors, p99)) in
             busiest.into_iter().take(BUSIEST_PAIRS)
         {

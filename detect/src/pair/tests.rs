@@ -376,6 +376,13 @@ fn invalid_window_configs_name_the_key() {
         ..d()
     });
     assert!(e.contains("window.allowed-lateness"), "{e}");
+    // a max-ahead shorter than a window would set ordinary records aside: a window it is
+    let spec = WindowSpec::try_from(&WindowConfig {
+        max_ahead: Duration::from_millis(1),
+        ..d()
+    })
+    .unwrap();
+    assert_eq!(spec.max_ahead_us(), 10 * S);
 }
 
 /// All closed pair windows, in window then pair order.
@@ -950,4 +957,38 @@ fn names_that_left_every_window_are_freed() {
     );
     assert!(most.1 <= 2 * 4_096 + 100, "merger held {} names", most.1);
     assert!(agg.names() < 4_096 * 2);
+}
+
+#[test]
+fn an_input_that_goes_idle_keeps_holding_a_record_far_ahead() {
+    let mut recs: Vec<Rec> = (0..20).map(|i| ok(i * S, "a", "b", None)).collect();
+    recs.push(ok(3_600 * S, "a", "b", None));
+    let mut agg = holding(10, 5, 8);
+    let mut closed = fin(agg.push(&batch(&recs)).unwrap());
+    let mut idle = Vec::new();
+    agg.flush_each(false, |p| idle.push(p));
+    closed.extend(fin(idle));
+    // the open windows closed; the record an hour ahead is still held, the watermark at
+    // the end of the last window closed, not an hour later
+    assert_eq!((agg.held(), agg.watermark()), (1, Some(T0 + 20 * S)));
+    // the input wakes up where it was: the held record was an outlier
+    let more: Vec<Rec> = (20..40).map(|i| ok(i * S, "a", "b", None)).collect();
+    closed.extend(fin(agg.push(&batch(&more)).unwrap()));
+    closed.extend(fin(agg.flush()));
+    assert_eq!(agg.late_records(), 0);
+    assert_eq!(agg.counters().ahead_records, 1);
+    assert_eq!(requests(&closed), 40);
+}
+
+#[test]
+fn most_of_an_inputs_first_records_far_ahead_make_nothing_late() {
+    // five of the first eight lines an hour ahead, then the input's real traffic
+    let mut recs: Vec<Rec> = (0..5).map(|_| ok(3_600 * S, "a", "b", None)).collect();
+    recs.extend((0..30).map(|i| ok(i * S, "a", "b", None)));
+    let mut agg = holding(10, 5, 8);
+    let mut closed = fin(agg.push(&batch(&recs)).unwrap());
+    closed.extend(fin(agg.flush()));
+    assert_eq!(agg.late_records(), 0);
+    assert_eq!(agg.counters().ahead_records, 5);
+    assert_eq!(requests(&closed), 30);
 }

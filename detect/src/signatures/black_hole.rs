@@ -174,6 +174,13 @@ impl BlackHole {
         self.baselines.len()
     }
 
+    /// Least inflow (requests) of the window that starts a node's baseline:
+    /// `min-inflow-requests` × `inflow-ratio` (10 by default). Below it, the node could never
+    /// be judged against that window anyway.
+    pub fn learn_from(&self) -> f64 {
+        self.spec.min_inflow_requests as f64 * self.spec.inflow_ratio
+    }
+
     /// Forgets the baseline of `node` (gone for long: it has no current normal, and a
     /// landscape whose names churn, pods and clients, must not grow the state without bound).
     pub fn forget(&mut self, node: &str) {
@@ -193,15 +200,20 @@ impl BlackHole {
         if finding.is_none() && !degraded && node.inflow_requests > 0 {
             let capacity = self.spec.baseline_windows;
             let rates: Vec<(&str, f64)> = callers.iter().map(|c| (c.service, c.rate_rps)).collect();
+            let learn_from = self.learn_from();
             match self.baselines.get_mut(&node.node) {
-                Some(b) => b.push(node, &rates),
-                None => {
+                Some(b) => {
+                    b.push(node, &rates);
+                }
+                // a baseline starts with a window busy enough to be judged against one day:
+                // a flood of names with a request or two each costs no baseline
+                None if node.inflow_requests as f64 >= learn_from => {
                     let mut b = NodeBaseline::new(capacity);
                     b.push(node, &rates);
                     self.baselines.insert(node.node.clone(), b);
-                    true
                 }
-            };
+                None => {}
+            }
         }
         finding
     }
