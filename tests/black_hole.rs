@@ -161,3 +161,56 @@ fn one_line_an_hour_ahead_hides_no_finding() {
         assert_eq!(got, clean, "line {at}");
     }
 }
+
+/// A flood of new names at the start of every window (more than `max-pairs` distinct pairs
+/// before the window's real traffic) can't push the landscape's real pairs under `(other)`:
+/// pairs of the previous window keep their place, and the black hole is found as without it.
+#[test]
+fn a_flood_of_new_names_hides_no_black_hole() {
+    let (clean, _) = findings_of(|_| {});
+    let mut lines: Vec<String> = util::landscape_logs(200, "inventory", 120, 7)
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    // a copy of an inventory line re-addressed to 40 new names, at the head of each window
+    let template = lines
+        .iter()
+        .find(|l| l.contains("\"inventory:8080\""))
+        .unwrap()
+        .clone();
+    let ts_len = "[2024-05-01T00:00:00.000Z]".len();
+    for w in (12..20).rev() {
+        let start = util::format_rfc3339_ms((util::BASE_SECS + w * 10) * 1000);
+        let at = lines
+            .iter()
+            .position(|l| l[1..ts_len - 1] >= *start)
+            .unwrap_or(lines.len());
+        for i in 0..40 {
+            let line = format!("[{start}]{}", &template[ts_len..]);
+            lines.insert(at, line.replace("inventory", &format!("flood{w}x{i}")));
+        }
+    }
+    let (dir, path) = util::temp_path("istio.log");
+    util::write(&path, &(lines.join("\n") + "\n"));
+    let config = dir.path().join("landscape.toml");
+    let text = util::landscape_config().replace(
+        "allowed-lateness = \"15s\"\n",
+        "allowed-lateness = \"15s\"\nmax-pairs = 16\n",
+    );
+    assert!(text.contains("max-pairs = 16"));
+    util::write(&config, &text);
+    let (docs, stderr) = graywatch_ok(&[
+        "replay",
+        "-f",
+        "istio",
+        "-c",
+        config.to_str().unwrap(),
+        path.to_str().unwrap(),
+    ]);
+    assert!(stderr.contains("overflow"), "{stderr}");
+    let got: Vec<String> = of_kind(&docs, "finding")
+        .iter()
+        .map(|f| f["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(got, clean, "{stderr}");
+}

@@ -74,7 +74,9 @@ pub struct WindowConfig {
     /// in the merged window. Past it, a record of a new pair counts under (its source,
     /// `(other)`), and once those pairs too are an eighth of the bound more, under
     /// (`(other)`, `(other)`): a flood of client-chosen names (a `Host` header per request)
-    /// costs bounded memory and is counted (`overflow`), not dropped. Default 100 000
+    /// costs bounded memory and is counted (`overflow`), not dropped. Pairs of the previous
+    /// window always keep their own place (at most twice the bound), so a flood can't push
+    /// the landscape's real pairs out of sight. Default 100 000
     /// (about 30 MB of pair state per window).
     pub max_pairs: usize,
 }

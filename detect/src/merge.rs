@@ -89,6 +89,8 @@ pub struct WindowMerger {
     /// Windows ending at or before this have closed.
     closed_before_us: i64,
     counters: MergerCounters,
+    /// The pairs of the last closed window: never pushed under `(other)`.
+    established: foldhash::HashSet<u64>,
 }
 
 /// The serializable state of a [`WindowMerger`].
@@ -127,6 +129,7 @@ impl WindowMerger {
             windows: BTreeMap::new(),
             closed_before_us: i64::MIN,
             counters: MergerCounters::default(),
+            established: foldhash::HashSet::default(),
         }
     }
 
@@ -237,7 +240,13 @@ impl WindowMerger {
                 self.interner.intern_arc(&p.source),
                 self.interner.intern_arc(&p.destination),
             );
-            let (key, overflow) = capped_key(&target.merged, key, max, &mut self.interner);
+            let (key, overflow) = capped_key(
+                &target.merged,
+                key,
+                max,
+                &self.established,
+                &mut self.interner,
+            );
             self.counters.overflow_partials += u64::from(overflow);
             merge_state(&mut target.merged, key, p.state, slots);
         }
@@ -302,6 +311,7 @@ impl WindowMerger {
                     &mut w.merged,
                     pairs,
                     &self.spec,
+                    &self.established,
                     &mut self.interner,
                     &mut self.counters,
                 );
@@ -351,6 +361,9 @@ impl WindowMerger {
                 mark_pair(&mut live, key);
             }
         }
+        for &key in &self.established {
+            mark_pair(&mut live, key);
+        }
         self.interner.retain(&live);
     }
 
@@ -368,12 +381,15 @@ impl WindowMerger {
                 &mut w.merged,
                 pairs,
                 &self.spec,
+                &self.established,
                 &mut self.interner,
                 &mut self.counters,
             );
         }
         // rank the window's own names (not every name interned: that would make a window's
         // cost grow with the names of all windows), then sort 16-byte keys, not the states
+        self.established.clear();
+        self.established.extend(w.merged.keys());
         let names = &self.interner;
         let mut ids: Vec<u32> = w
             .merged
@@ -485,11 +501,12 @@ fn merge_into(
     merged: &mut foldhash::HashMap<u64, PairState>,
     pairs: foldhash::HashMap<u64, PairState>,
     spec: &WindowSpec,
+    established: &foldhash::HashSet<u64>,
     interner: &mut Interner,
     counters: &mut MergerCounters,
 ) {
     for (key, state) in pairs {
-        let (key, overflow) = capped_key(merged, key, merged_max(spec), interner);
+        let (key, overflow) = capped_key(merged, key, merged_max(spec), established, interner);
         counters.overflow_partials += u64::from(overflow);
         merge_state(merged, key, state, spec.slots());
     }

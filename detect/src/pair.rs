@@ -509,6 +509,8 @@ pub struct PairAggregator {
     /// Pairs of the last closed window: the initial capacity of a window opened by a request
     /// start (not of windows a long request spans).
     last_window_pairs: usize,
+    /// The pairs of the last closed window: never pushed under [`OTHER`] (see `capped_key`).
+    established: foldhash::HashSet<u64>,
     counters: AggregatorCounters,
     /// Records starting after this are not aggregated (see [`PairAggregator::set_not_after`]).
     not_after_us: i64,
@@ -644,16 +646,19 @@ pub(crate) fn states_from_data(
 /// The key under which pair `key` counts in `pairs`, a window of at most `max` pairs (see
 /// [`WindowConfig::max_pairs`]): itself while the window has room or already holds it, else
 /// (source, [`OTHER`]), else ([`OTHER`], [`OTHER`]) once the window holds `max + max / 8`
-/// pairs. A pair naming [`OTHER`] already (an input's overflow, being merged) stays itself.
+/// pairs. A pair of the previous window (`established`) always keeps its own place, so a
+/// flood of new names can't push the landscape's real pairs out of sight. A pair naming
+/// [`OTHER`] already (an input's overflow, being merged) stays itself.
 /// The flag says whether it was redirected.
 #[inline]
 pub(crate) fn capped_key(
     pairs: &foldhash::HashMap<u64, PairState>,
     key: u64,
     max: usize,
+    established: &foldhash::HashSet<u64>,
     interner: &mut Interner,
 ) -> (u64, bool) {
-    if pairs.len() < max || pairs.contains_key(&key) {
+    if pairs.len() < max || pairs.contains_key(&key) || established.contains(&key) {
         return (key, false);
     }
     let other = interner.intern(OTHER);
@@ -716,6 +721,7 @@ impl PairAggregator {
             newest_us: None,
             late_before_us: i64::MIN,
             last_window_pairs: 0,
+            established: foldhash::HashSet::default(),
             counters: AggregatorCounters::default(),
             not_after_us: i64::MAX,
             dropped_rows: Vec::new(),
@@ -1051,6 +1057,7 @@ impl PairAggregator {
             &window.pairs,
             pair_key(r.src, r.dst),
             spec.max_pairs,
+            &self.established,
             &mut self.interner,
         );
         self.counters.overflow_records += u64::from(overflow);
@@ -1131,10 +1138,12 @@ impl PairAggregator {
             return;
         }
         let interner = &mut self.interner;
+        let established = &self.established;
         due.retain(|f| {
             let hi = f.end_us.min(w.end_us);
             if hi > w.start_us {
-                let (key, _) = capped_key(&window.pairs, f.key, spec.max_pairs, interner);
+                let (key, _) =
+                    capped_key(&window.pairs, f.key, spec.max_pairs, established, interner);
                 let state = window.pairs.entry(key).or_default();
                 state.overlap_us = state.overlap_us.wrapping_add((hi - w.start_us) as u64);
                 if hi == w.end_us {
@@ -1207,6 +1216,9 @@ impl PairAggregator {
         for h in &self.held {
             mark_pair(&mut live, pair_key(h.row.src, h.row.dst));
         }
+        for &key in &self.established {
+            mark_pair(&mut live, key);
+        }
         self.interner.retain(&live);
     }
 
@@ -1244,6 +1256,8 @@ impl PairAggregator {
 
     fn hand_over(&mut self, k: i64, w: OpenWindow) -> PartialWindow {
         self.last_window_pairs = w.pairs.len();
+        self.established.clear();
+        self.established.extend(w.pairs.keys());
         let names = &self.interner;
         PartialWindow {
             window: self.spec.window(k),
