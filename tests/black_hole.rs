@@ -4,16 +4,21 @@ use crate::util::{self, BASE_SECS, graywatch_ok, of_kind};
 
 /// `graywatch replay` of the landscape's Istio `logs` with its config: (documents, summary).
 fn replay_landscape(logs: &str) -> (Vec<serde_json::Value>, String) {
+    replay_landscape_with(logs, &util::landscape_config())
+}
+
+/// [`replay_landscape`] with the config `config`.
+fn replay_landscape_with(logs: &str, config: &str) -> (Vec<serde_json::Value>, String) {
     let (dir, path) = util::temp_path("istio.log");
     util::write(&path, logs);
-    let config = dir.path().join("landscape.toml");
-    util::write(&config, &util::landscape_config());
+    let config_path = dir.path().join("landscape.toml");
+    util::write(&config_path, config);
     graywatch_ok(&[
         "replay",
         "-f",
         "istio",
         "-c",
-        config.to_str().unwrap(),
+        config_path.to_str().unwrap(),
         path.to_str().unwrap(),
     ])
 }
@@ -190,23 +195,12 @@ fn a_flood_of_new_names_hides_no_black_hole() {
             lines.insert(at, line.replace("inventory", &format!("flood{w}x{i}")));
         }
     }
-    let (dir, path) = util::temp_path("istio.log");
-    util::write(&path, &(lines.join("\n") + "\n"));
-    let config = dir.path().join("landscape.toml");
-    let text = util::landscape_config().replace(
+    let config = util::landscape_config().replace(
         "allowed-lateness = \"15s\"\n",
         "allowed-lateness = \"15s\"\nmax-pairs = 16\n",
     );
-    assert!(text.contains("max-pairs = 16"));
-    util::write(&config, &text);
-    let (docs, stderr) = graywatch_ok(&[
-        "replay",
-        "-f",
-        "istio",
-        "-c",
-        config.to_str().unwrap(),
-        path.to_str().unwrap(),
-    ]);
+    assert!(config.contains("max-pairs = 16"));
+    let (docs, stderr) = replay_landscape_with(&(lines.join("\n") + "\n"), &config);
     assert!(stderr.contains("overflow"), "{stderr}");
     let got: Vec<String> = of_kind(&docs, "finding")
         .iter()

@@ -142,23 +142,24 @@ impl Aggregate {
         self.tasks.insert(input.clone(), task);
     }
 
-    /// Sends what the input's aggregator handed over, then its mark if it changed.
-    fn hand_over<X: Exchange + ?Sized>(
+    /// Counts the windows `streamed` sent and returns its failure; then sends the input's
+    /// mark if it changed (or if windows went with marks of their own).
+    fn mark<X: Exchange + ?Sized>(
         &mut self,
         input: &InputId,
-        partials: Vec<detect::pair::PartialWindow>,
+        streamed: Streamed<StageError<X::Error>>,
         out: &mut X,
     ) -> Result<(), StageError<X::Error>> {
-        self.counters.partial_windows += partials.len() as u64;
-        for p in partials {
-            out.partial_window(input, p).map_err(StageError::Output)?;
+        self.counters.partial_windows += streamed.windows;
+        if let Some(e) = streamed.failed {
+            return Err(e);
         }
         let task = self.tasks.get_mut(input).expect("a known input");
         let mark = Mark {
             watermark_us: task.agg.watermark(),
             idle: task.idle,
         };
-        if task.marked != Some(mark) {
+        if streamed.windows > 0 || task.marked != Some(mark) {
             task.marked = Some(mark);
             out.mark(input, mark).map_err(StageError::Output)?;
         }
@@ -174,25 +175,10 @@ impl Aggregate {
         out: &mut X,
     ) -> Result<(), StageError<X::Error>> {
         let task = self.tasks.get_mut(input).expect("a known input");
-        let (mut sent, mut failed) = (0, None);
-        task.agg.flush_each(end, |p| {
-            if failed.is_none() {
-                match send_window(input, p, out) {
-                    Ok(()) => sent += 1,
-                    Err(e) => failed = Some(e),
-                }
-            }
-        });
-        self.counters.partial_windows += sent;
-        if let Some(e) = failed {
-            return Err(e);
-        }
-        if sent > 0 {
-            // each window was followed by a mark of its own: the input's mark is sent again
-            self.tasks.get_mut(input).expect("a known input").marked = None;
-        }
+        let mut streamed = Streamed::default();
+        task.agg.flush_each(end, |p| streamed.send(input, p, out));
         self.report_set_aside(input, out)?;
-        self.hand_over(input, Vec::new(), out)
+        self.mark(input, streamed, out)
     }
 
     /// Reports the records of earlier batches that the input's aggregator held back and then
@@ -268,23 +254,46 @@ impl Aggregate {
     }
 }
 
-/// Hands one closed window of `input` over, then marks the input as past it (windows are
-/// handed over oldest first), so that stage 2 can close and free it before the next is made.
-fn send_window<X: Exchange + ?Sized>(
-    input: &InputId,
-    p: detect::pair::PartialWindow,
-    out: &mut X,
-) -> Result<(), StageError<X::Error>> {
-    let end = p.window.end_us;
-    out.partial_window(input, p).map_err(StageError::Output)?;
-    out.mark(
-        input,
-        Mark {
+/// Closed windows of one input sent to the exchange as its aggregator makes them, each
+/// followed by a mark at its end (windows come oldest first), so that stage 2 can close and
+/// free one before the next is made. After a failure nothing more is sent.
+struct Streamed<E> {
+    windows: u64,
+    failed: Option<E>,
+}
+
+impl<E> Default for Streamed<E> {
+    fn default() -> Self {
+        Streamed {
+            windows: 0,
+            failed: None,
+        }
+    }
+}
+
+impl<O: std::error::Error> Streamed<StageError<O>> {
+    fn send<X: Exchange<Error = O> + ?Sized>(
+        &mut self,
+        input: &InputId,
+        p: detect::pair::PartialWindow,
+        out: &mut X,
+    ) {
+        if self.failed.is_some() {
+            return;
+        }
+        let end = p.window.end_us;
+        let mark = Mark {
             watermark_us: Some(end),
             idle: false,
-        },
-    )
-    .map_err(StageError::Output)
+        };
+        match out
+            .partial_window(input, p)
+            .and_then(|()| out.mark(input, mark))
+        {
+            Ok(()) => self.windows += 1,
+            Err(e) => self.failed = Some(StageError::Output(e)),
+        }
+    }
 }
 
 /// The dead letter's reason and detail for a record not aggregated.
@@ -338,30 +347,15 @@ impl<X: Exchange + ?Sized> Stage<X> for Aggregate {
     ) -> Result<(), Self::Error> {
         let task = self.task(input);
         task.idle = false;
-        let (mut sent, mut failed) = (0, None);
+        let mut streamed = Streamed::default();
         task.agg
-            .push_at_each(item.batch, item.positions, |p| {
-                if failed.is_none() {
-                    match send_window(input, p, out) {
-                        Ok(()) => sent += 1,
-                        Err(e) => failed = Some(e),
-                    }
-                }
-            })
+            .push_at_each(item.batch, item.positions, |p| streamed.send(input, p, out))
             .map_err(|source| StageError::Batch {
                 input: input.clone(),
                 source,
             })?;
-        self.counters.partial_windows += sent;
-        if let Some(e) = failed {
-            return Err(e);
-        }
-        if sent > 0 {
-            // each window was followed by a mark of its own: the input's mark is sent again
-            self.tasks.get_mut(input).expect("a known input").marked = None;
-        }
         self.report_dropped(input, &item, out)?;
-        self.hand_over(input, Vec::new(), out)
+        self.mark(input, streamed, out)
     }
 
     fn input_idle(&mut self, input: &InputId, out: &mut X) -> Result<(), Self::Error> {
