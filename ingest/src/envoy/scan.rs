@@ -507,13 +507,15 @@ pub(crate) fn cluster_host(cluster: &str) -> Option<&str> {
     cluster.splitn(4, '|').nth(3).filter(|h| !h.is_empty())
 }
 
-/// A Kubernetes service host (`<svc>.<namespace>.svc…`) → `<svc>`; any other host unchanged.
-pub(crate) fn service_of_host(host: &str) -> &str {
-    if host.contains(".svc.") || host.ends_with(".svc") {
+/// A Kubernetes service host (`<svc>.<namespace>.svc…`) → `<svc>`; any other host unchanged;
+/// `None` when that leaves no name (`.default.svc.cluster.local`, an empty host).
+pub(crate) fn service_of_host(host: &str) -> Option<&str> {
+    let service = if host.contains(".svc.") || host.ends_with(".svc") {
         host.split('.').next().unwrap_or(host)
     } else {
         host
-    }
+    };
+    (!service.is_empty()).then_some(service)
 }
 
 /// The service an upstream cluster names: Istio's `outbound|9080||reviews.default.svc.cluster.local`
@@ -524,7 +526,7 @@ pub(crate) fn service_of_host(host: &str) -> &str {
 /// with an empty host (`inbound|9080||`).
 pub(crate) fn cluster_service(cluster: &str) -> Option<&str> {
     if cluster.contains('|') {
-        return cluster_host(cluster).map(service_of_host);
+        return cluster_host(cluster).and_then(service_of_host);
     }
     if cluster.is_empty()
         || cluster == "PassthroughCluster"

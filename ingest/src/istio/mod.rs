@@ -211,7 +211,9 @@ impl IstioParser {
                 .with(MatchField::DownstreamAddress, downstream_remote)
                 .resolve(m, Side::Source)
         };
-        let cluster_service = upstream_cluster.and_then(cluster_host).map(service_of_host);
+        let cluster_service = upstream_cluster
+            .and_then(cluster_host)
+            .and_then(service_of_host);
         let direction = direction(upstream_cluster, server_name);
         let unrouted = scan::unrouted(head.response_flags, body.upstream_host, upstream_cluster);
         let (reporter, source, mut destination) = match direction {
@@ -228,8 +230,11 @@ impl IstioParser {
             }
             Direction::Inbound => {
                 let destination = self.workload(env).or_else(dest_rule).unwrap_or_else(|| {
-                    match server_name.and_then(server_name_host).or(cluster_service) {
-                        Some(host) => named(service_of_host(host)),
+                    let sni_service = server_name
+                        .and_then(server_name_host)
+                        .and_then(service_of_host);
+                    match sni_service.or(cluster_service) {
+                        Some(service) => named(service),
                         None => scan::first_host(&[body.authority]),
                     }
                 });

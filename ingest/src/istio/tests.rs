@@ -368,3 +368,14 @@ proptest! {
         check_contract(&mut IstioParser::new(Mapping::default()), &line);
     }
 }
+
+/// A cluster whose host leaves no service name (`outbound|8000||.default.svc.cluster.local`,
+/// as a mutated line had it) names no destination: the authority does. Found by the
+/// never-panics property; an empty destination broke the flow-record contract.
+#[test]
+fn a_cluster_without_a_service_name_names_no_empty_destination() {
+    let l = line(INVALID, 1).replace("||httpbin.default", "||.default");
+    assert!(l.contains("outbound|8000||.default.svc"));
+    let r = one(&mut IstioParser::new(Mapping::default()), l.as_bytes());
+    assert_eq!(r.destination, "httpbin");
+}
