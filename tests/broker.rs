@@ -34,7 +34,7 @@ fn nisshi() -> PathBuf {
     let cargo = home.join(".cargo/bin/nisshi");
     assert!(
         cargo.is_file(),
-        "the Kafka broker nisshi is not installed: run .ci/test (it installs it) or \
+        "the Kafka broker nisshi is not installed: run scripts/test (it installs it) or \
          `cargo +nightly install nisshi --locked`"
     );
     cargo

@@ -206,6 +206,10 @@ mod tests {
             evidence: vec![],
             callers: vec![],
             summary: "no successful responses".into(),
+            score: 0.0,
+            confidence: schemas::Confidence::Normal,
+            related: Vec::new(),
+            rule: None,
         }
     }
 

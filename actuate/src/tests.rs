@@ -37,6 +37,7 @@ fn black_hole(node: &str, i: i64, callers: &[(&str, f64, f64)]) -> Finding {
             value: callers.len() as f64,
             baseline: callers.len() as f64,
             unit: "callers".into(),
+            tail_probability: None,
         }],
         callers: callers
             .iter()
@@ -47,6 +48,10 @@ fn black_hole(node: &str, i: i64, callers: &[(&str, f64, f64)]) -> Finding {
             })
             .collect(),
         summary: format!("{node} answers nothing"),
+        score: 0.0,
+        confidence: schemas::Confidence::Normal,
+        related: Vec::new(),
+        rule: None,
     }
 }
 

@@ -250,6 +250,8 @@ mod tests {
             bytes_out: bytes.1,
             bandwidth_in_bps: 0.0,
             bandwidth_out_bps: 0.0,
+            breakdown: Vec::new(),
+            breakdown_overflow: 0,
         }
     }
 

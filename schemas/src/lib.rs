@@ -31,13 +31,15 @@ pub mod flow;
 pub mod window;
 
 pub use command::{Alert, AlertAction, Mode, Pattern, RemediationCommand, Target};
-pub use finding::{COLLAPSED_CALLERS, Caller, Evidence, Finding, Severity, Signature, Subject};
+pub use finding::{
+    COLLAPSED_CALLERS, Caller, Confidence, Evidence, Finding, Related, Severity, Signature, Subject,
+};
 pub use flow::{
     DroppedValues, FlowBatchBuilder, FlowColumns, FlowRecord, FlowRecordRef, Reporter,
     UpstreamAttempt, UpstreamAttemptRef, bad_name, first_control_char, flow_record_schema,
     flow_records,
 };
-pub use window::{Latency, NodeWindow, PairWindow, Window};
+pub use window::{Breakdown, Latency, NodeWindow, PairWindow, Window};
 
 /// Version of every JSON document graywatch writes (`schema_version` field). Bumped on any
 /// incompatible change; readers reject versions they don't know.

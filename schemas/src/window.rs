@@ -92,6 +92,52 @@ pub struct PairWindow {
     pub bandwidth_in_bps: f64,
     /// `bytes_out` ÷ window length, bytes/s.
     pub bandwidth_out_bps: f64,
+    /// The window's requests broken down by the zones and versions of both ends, one entry
+    /// per combination seen, sorted; at most `[detect.window] max-breakdown` entries (16 by
+    /// default), the rest counted in `breakdown_overflow`. Requests whose records carry no
+    /// zone and no version are not broken down. Empty (and left out of the JSON) when no
+    /// record had one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub breakdown: Vec<Breakdown>,
+    /// Requests of combinations past the breakdown's cap (in `requests`, not in
+    /// `breakdown`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub breakdown_overflow: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// A pair's requests in one window from one (zone, version) to one (zone, version): the
+/// dimensions cross-zone traffic and deployment regressions are seen in.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Breakdown {
+    /// The caller's zone, when the records give it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_zone: Option<String>,
+    /// The caller's version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_version: Option<String>,
+    /// The callee's zone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destination_zone: Option<String>,
+    /// The callee's version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destination_version: Option<String>,
+    /// Requests that started in the window with these dimensions.
+    pub requests: u64,
+    /// Of those, errors (as `PairWindow::errors` counts them).
+    pub errors: u64,
+    /// Of those, the ones with a duration.
+    pub timed: u64,
+    /// Σ of their durations, µs (mean latency = `duration_sum_us` ÷ `timed`).
+    pub duration_sum_us: u64,
+    /// Request bytes, bytes.
+    pub bytes_in: u64,
+    /// Response bytes, bytes.
+    pub bytes_out: u64,
 }
 
 /// Inflow and outflow of one node (service) in one window, summed from its pairs.

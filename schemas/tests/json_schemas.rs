@@ -9,9 +9,9 @@ use std::path::PathBuf;
 
 use proptest::prelude::*;
 use schemas::{
-    Alert, AlertAction, Caller, Evidence, Finding, FlowRecord, Latency, Mode, NodeWindow,
-    PairWindow, Pattern, RemediationCommand, Reporter, SCHEMA_VERSION, Severity, Signature,
-    Subject, Target, UpstreamAttempt, Window,
+    Alert, AlertAction, Breakdown, Caller, Confidence, Evidence, Finding, FlowRecord, Latency,
+    Mode, NodeWindow, PairWindow, Pattern, Related, RemediationCommand, Reporter, SCHEMA_VERSION,
+    Severity, Signature, Subject, Target, UpstreamAttempt, Window,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -409,6 +409,23 @@ fn pair_window(latency: Option<Latency>) -> PairWindow {
         bytes_out: 50_000,
         bandwidth_in_bps: 100.0,
         bandwidth_out_bps: 5_000.0,
+        breakdown: if latency.is_some() {
+            vec![Breakdown {
+                source_zone: Some("eu-west-1a".into()),
+                source_version: None,
+                destination_zone: Some("eu-west-1b".into()),
+                destination_version: Some("v2".into()),
+                requests: 9,
+                errors: 1,
+                timed: 9,
+                duration_sum_us: 45_000,
+                bytes_in: 900,
+                bytes_out: 45_000,
+            }]
+        } else {
+            Vec::new()
+        },
+        breakdown_overflow: if latency.is_some() { 1 } else { 0 },
     }
 }
 
@@ -426,9 +443,19 @@ fn finding(subject: Subject, callers: Vec<Caller>) -> Finding {
             value: 0.0,
             baseline: 0.99,
             unit: "ratio".into(),
+            tail_probability: Some(1e-9),
         }],
         callers,
         summary: "catalog answers nothing".into(),
+        score: 1.0 - 1e-9,
+        confidence: Confidence::Low,
+        related: vec![Related {
+            role: "candidate".into(),
+            name: "db".into(),
+            score: Some(0.8),
+            detail: "slow first".into(),
+        }],
+        rule: None,
     }
 }
 
@@ -480,6 +507,28 @@ fn documents_serialized_from_rust_values_validate() {
         "finding.schema.json",
         &to_json(&finding(pair_subject, vec![])),
     );
+    for subject in [
+        Subject::Version {
+            service: "catalog".into(),
+            version: "v2".into(),
+        },
+        Subject::ZonePair {
+            source: "frontend".into(),
+            destination: "catalog".into(),
+            source_zone: "a".into(),
+            destination_zone: "b".into(),
+        },
+        Subject::Sources {
+            destination: "relay-1".into(),
+            sources: vec!["client-7".into(), "client-9".into()],
+        },
+        Subject::Landscape,
+    ] {
+        let mut f = finding(subject, vec![]);
+        f.signature = Signature::Rule;
+        f.rule = Some("slow-checkout".into());
+        assert_valid("finding.schema.json", &to_json(&f));
+    }
 
     for (pattern, mode, parameters) in [
         (

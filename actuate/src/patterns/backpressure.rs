@@ -282,9 +282,14 @@ mod tests {
                 value: callers.len() as f64,
                 baseline: callers.len() as f64,
                 unit: "callers".into(),
+                tail_probability: None,
             }],
             callers,
             summary: format!("{node} answers nothing"),
+            score: 0.0,
+            confidence: schemas::Confidence::Normal,
+            related: Vec::new(),
+            rule: None,
         }
     }
 

@@ -363,6 +363,8 @@ impl PairState {
             bytes_out: self.bytes_out,
             bandwidth_in_bps: self.bytes_in as f64 / secs,
             bandwidth_out_bps: self.bytes_out as f64 / secs,
+            breakdown: Vec::new(),
+            breakdown_overflow: 0,
         }
     }
 

@@ -64,7 +64,7 @@
 use std::collections::BTreeMap;
 
 use schemas::{
-    Caller, Evidence, Finding, NodeWindow, SCHEMA_VERSION, Severity, Signature, Subject,
+    Caller, Confidence, Evidence, Finding, NodeWindow, SCHEMA_VERSION, Severity, Signature, Subject,
 };
 use serde::{Deserialize, Serialize};
 
@@ -293,6 +293,7 @@ impl BlackHole {
             value,
             baseline,
             unit: unit.into(),
+            tail_probability: None,
         };
         let callers = callers
             .iter()
@@ -343,6 +344,10 @@ impl BlackHole {
             ],
             callers,
             summary,
+            score: 0.0,
+            confidence: Confidence::Normal,
+            related: Vec::new(),
+            rule: None,
         })
     }
 }
@@ -592,7 +597,8 @@ mod tests {
                 signal: COLLAPSED_CALLERS.into(),
                 value: 2.0,
                 baseline: 2.0,
-                unit: "callers".into()
+                unit: "callers".into(),
+                tail_probability: None,
             }
         );
     }
