@@ -59,6 +59,7 @@ pub mod merge;
 pub mod node;
 pub mod pair;
 pub mod signatures;
+pub mod store;
 
 use arrow::array::RecordBatch;
 use schemas::{Finding, NodeWindow, PairWindow, Window};

@@ -1,0 +1,280 @@
+//! The shared baseline store: one [`SignalBaseline`] per (pair or node, golden signal), which
+//! every signature reads and the judge teaches with healthy windows only.
+//!
+//! Signals of a pair ([`PairWindow`]): `rate_rps` (req/s), `error_ratio`, `p50_us` and
+//! `p99_us` (µs, only when the window had timed requests), `concurrency_mean` (requests in
+//! flight), `bandwidth_in_bps`, `bandwidth_out_bps` (bytes/s). Signals of a node
+//! ([`NodeWindow`]): `inflow_rps` (req/s), `ok_ratio`, `downstream_per_request`.
+//! A pair with no request in a window gives no value ("no data", not zero latency): its
+//! baselines learn nothing from that window. Its rate is the exception: a pair that has a
+//! baseline and went silent has rate 0, which is data.
+
+use std::collections::BTreeMap;
+
+use schemas::{NodeWindow, PairWindow};
+use serde::{Deserialize, Serialize};
+
+use crate::adaptive::{BaselineSpec, Score, SignalBaseline};
+
+/// A golden signal with a baseline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Signal {
+    /// Pair: requests ÷ window length, req/s.
+    RateRps,
+    /// Pair: errors ÷ requests.
+    ErrorRatio,
+    /// Pair: median latency, µs.
+    P50Us,
+    /// Pair: 99th percentile latency, µs.
+    P99Us,
+    /// Pair: mean requests in flight.
+    ConcurrencyMean,
+    /// Pair: request bytes/s.
+    BandwidthInBps,
+    /// Pair: response bytes/s.
+    BandwidthOutBps,
+    /// Node: requests received ÷ window length, req/s.
+    InflowRps,
+    /// Node: successful responses ÷ requests received.
+    OkRatio,
+    /// Node: calls to dependencies ÷ requests received.
+    DownstreamPerRequest,
+}
+
+impl Signal {
+    /// The pair signals.
+    pub const PAIR: [Signal; 7] = [
+        Signal::RateRps,
+        Signal::ErrorRatio,
+        Signal::P50Us,
+        Signal::P99Us,
+        Signal::ConcurrencyMean,
+        Signal::BandwidthInBps,
+        Signal::BandwidthOutBps,
+    ];
+    /// The node signals.
+    pub const NODE: [Signal; 3] = [
+        Signal::InflowRps,
+        Signal::OkRatio,
+        Signal::DownstreamPerRequest,
+    ];
+
+    /// The signal's name (evidence, columns): `rate_rps`, `error_ratio`, `p50_us`, …
+    pub fn name(self) -> &'static str {
+        match self {
+            Signal::RateRps => "rate_rps",
+            Signal::ErrorRatio => "error_ratio",
+            Signal::P50Us => "p50_us",
+            Signal::P99Us => "p99_us",
+            Signal::ConcurrencyMean => "concurrency_mean",
+            Signal::BandwidthInBps => "bandwidth_in_bps",
+            Signal::BandwidthOutBps => "bandwidth_out_bps",
+            Signal::InflowRps => "inflow_rps",
+            Signal::OkRatio => "ok_ratio",
+            Signal::DownstreamPerRequest => "downstream_per_request",
+        }
+    }
+
+    /// The signal's unit: `req/s`, `ratio`, `µs`, `requests`, `bytes/s`.
+    pub fn unit(self) -> &'static str {
+        match self {
+            Signal::RateRps | Signal::InflowRps => "req/s",
+            Signal::ErrorRatio | Signal::OkRatio | Signal::DownstreamPerRequest => "ratio",
+            Signal::P50Us | Signal::P99Us => "µs",
+            Signal::ConcurrencyMean => "requests",
+            Signal::BandwidthInBps | Signal::BandwidthOutBps => "bytes/s",
+        }
+    }
+
+    /// The least σ worth scoring against, in the signal's unit: changes smaller than this
+    /// are never surprising (a pair at 0.1 req/s that never varied, a p99 steady to the µs).
+    pub fn min_spread(self) -> f64 {
+        match self {
+            Signal::RateRps | Signal::InflowRps => 0.5,
+            Signal::ErrorRatio | Signal::OkRatio => 0.01,
+            Signal::DownstreamPerRequest => 0.05,
+            Signal::P50Us | Signal::P99Us => 1_000.0,
+            Signal::ConcurrencyMean => 0.5,
+            Signal::BandwidthInBps | Signal::BandwidthOutBps => 1_000.0,
+        }
+    }
+
+    /// The signal's value in a pair window; `None` when the window has no data for it.
+    pub fn of_pair(self, p: &PairWindow) -> Option<f64> {
+        let any = p.requests > 0;
+        match self {
+            Signal::RateRps => Some(p.rate_rps),
+            Signal::ErrorRatio => any.then_some(p.error_ratio),
+            Signal::P50Us => p.latency.map(|l| l.p50_us as f64),
+            Signal::P99Us => p.latency.map(|l| l.p99_us as f64),
+            Signal::ConcurrencyMean => Some(p.concurrency_mean),
+            Signal::BandwidthInBps => Some(p.bandwidth_in_bps),
+            Signal::BandwidthOutBps => Some(p.bandwidth_out_bps),
+            _ => None,
+        }
+    }
+
+    /// The signal's value in a node window; `None` when the window has no data for it.
+    pub fn of_node(self, n: &NodeWindow) -> Option<f64> {
+        let inflow = n.inflow_requests as f64;
+        match self {
+            Signal::InflowRps => Some(inflow / n.window.len_secs()),
+            Signal::OkRatio => (n.inflow_requests > 0).then(|| n.ok_responses as f64 / inflow),
+            Signal::DownstreamPerRequest => {
+                (n.inflow_requests > 0).then(|| n.downstream_requests as f64 / inflow)
+            }
+            _ => None,
+        }
+    }
+}
+
+/// The baselines of one pair or node, by signal.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Baselines {
+    signals: BTreeMap<Signal, SignalBaseline>,
+    /// End of the last window learned, µs since the epoch.
+    last_learned_us: i64,
+}
+
+impl Baselines {
+    /// The baseline of `signal`, if it learned anything.
+    pub fn get(&self, signal: Signal) -> Option<&SignalBaseline> {
+        self.signals.get(&signal)
+    }
+
+    /// End of the last window learned, µs since the epoch.
+    pub fn last_learned_us(&self) -> i64 {
+        self.last_learned_us
+    }
+}
+
+/// Every pair's and node's baselines (see the [module docs](self)). Plain data (serde): it is
+/// saved with the checkpoint.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct BaselineStore {
+    spec: BaselineSpec,
+    pairs: BTreeMap<(String, String), Baselines>,
+    nodes: BTreeMap<String, Baselines>,
+}
+
+impl BaselineStore {
+    /// An empty store whose baselines learn and score with `spec` (each signal's
+    /// [`Signal::min_spread`] as its σ floor).
+    pub fn new(spec: BaselineSpec) -> Self {
+        BaselineStore {
+            spec,
+            ..BaselineStore::default()
+        }
+    }
+
+    /// The spec of `signal`'s baselines.
+    pub fn spec(&self, signal: Signal) -> BaselineSpec {
+        self.spec.with_min_spread(signal.min_spread())
+    }
+
+    /// Replaces the spec (a checkpoint restored under an edited config).
+    pub fn set_spec(&mut self, spec: BaselineSpec) {
+        self.spec = spec;
+    }
+
+    /// The baselines of the pair `source → destination`.
+    pub fn pair(&self, source: &str, destination: &str) -> Option<&Baselines> {
+        self.pairs.get(&(source.to_owned(), destination.to_owned()))
+    }
+
+    /// The baselines of a node.
+    pub fn node(&self, node: &str) -> Option<&Baselines> {
+        self.nodes.get(node)
+    }
+
+    /// Pairs with baselines.
+    pub fn pairs(&self) -> usize {
+        self.pairs.len()
+    }
+
+    /// Nodes with baselines.
+    pub fn nodes(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// `signal` of a pair window against the pair's baseline (`None`: no data, or warm-up).
+    pub fn score_pair(&self, p: &PairWindow, signal: Signal) -> Option<Score> {
+        let x = signal.of_pair(p)?;
+        let b = self.pair(&p.source, &p.destination)?.get(signal)?;
+        b.score(&self.spec(signal), p.window.start_us, x)
+    }
+
+    /// `signal` of a node window against the node's baseline (`None`: no data, or warm-up).
+    pub fn score_node(&self, n: &NodeWindow, signal: Signal) -> Option<Score> {
+        let x = signal.of_node(n)?;
+        let b = self.node(&n.node)?.get(signal)?;
+        b.score(&self.spec(signal), n.window.start_us, x)
+    }
+
+    /// The expected value and σ of a pair's `signal` at `t_us` (µs since the epoch), once
+    /// its baseline is warm: the baseline columns of the window tables.
+    pub fn expected_pair(
+        &self,
+        source: &str,
+        destination: &str,
+        signal: Signal,
+        t_us: i64,
+    ) -> Option<(f64, f64)> {
+        let b = self.pair(source, destination)?.get(signal)?;
+        let spec = self.spec(signal);
+        let expected = b.expected(&spec, t_us)?;
+        let s = b.score(&spec, t_us, expected)?;
+        Some((expected, s.sigma))
+    }
+
+    /// The expected value and σ of a node's `signal` at `t_us`, once its baseline is warm.
+    pub fn expected_node(&self, node: &str, signal: Signal, t_us: i64) -> Option<(f64, f64)> {
+        let b = self.node(node)?.get(signal)?;
+        let spec = self.spec(signal);
+        let expected = b.expected(&spec, t_us)?;
+        let s = b.score(&spec, t_us, expected)?;
+        Some((expected, s.sigma))
+    }
+
+    /// Teaches the pair's baselines every signal of a healthy window that has data.
+    pub fn learn_pair(&mut self, p: &PairWindow) {
+        let spec = self.spec;
+        let b = self
+            .pairs
+            .entry((p.source.clone(), p.destination.clone()))
+            .or_default();
+        for signal in Signal::PAIR {
+            if let Some(x) = signal.of_pair(p) {
+                let s = spec.with_min_spread(signal.min_spread());
+                b.signals
+                    .entry(signal)
+                    .or_default()
+                    .learn(&s, p.window.start_us, x);
+            }
+        }
+        b.last_learned_us = b.last_learned_us.max(p.window.end_us);
+    }
+
+    /// Teaches the node's baselines every signal of a healthy window that has data.
+    pub fn learn_node(&mut self, n: &NodeWindow) {
+        let spec = self.spec;
+        let b = self.nodes.entry(n.node.clone()).or_default();
+        for signal in Signal::NODE {
+            if let Some(x) = signal.of_node(n) {
+                let s = spec.with_min_spread(signal.min_spread());
+                b.signals
+                    .entry(signal)
+                    .or_default()
+                    .learn(&s, n.window.start_us, x);
+            }
+        }
+        b.last_learned_us = b.last_learned_us.max(n.window.end_us);
+    }
+
+    /// Forgets pairs and nodes that learned nothing since `before_us` (µs since the epoch).
+    pub fn forget_before(&mut self, before_us: i64) {
+        self.pairs.retain(|_, b| b.last_learned_us > before_us);
+        self.nodes.retain(|_, b| b.last_learned_us > before_us);
+    }
+}
