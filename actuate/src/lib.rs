@@ -41,6 +41,10 @@
 //!     evidence: vec![],
 //!     callers: vec![Caller { service: "frontend".into(), rate_rps: 120.0, baseline_rate_rps: 118.5 }],
 //!     summary: "catalog answers nothing".into(),
+//!     score: 0.999,
+//!     confidence: schemas::Confidence::Normal,
+//!     related: vec![],
+//!     rule: None,
 //! };
 //! let actions = actuator.on_window(window, &[finding]);
 //! let command = &actions.commands[0];

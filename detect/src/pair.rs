@@ -61,9 +61,9 @@
 //!
 //! # Memory
 //!
-//! State per open pair-window (64-bit target): a 120-byte [`PairState`] (holding up to 4
-//! durations and 4 in-flight intervals inline) in a hash-map slot of 129 bytes, 1.1 to 2.3
-//! slots per pair depending on the map's load (140–300 bytes), plus
+//! State per open pair-window (64-bit target): a 128-byte [`PairState`] (holding up to 4
+//! durations and 4 in-flight intervals inline) in a hash-map slot of 137 bytes, 1.1 to 2.3
+//! slots per pair depending on the map's load (150–315 bytes), plus
 //! * latency: past 4 durations, up to [`RAW_LATENCY_VALUES`] × 8 = 4 KiB of raw durations,
 //!   then an HDR histogram of `(b + 1) × 128 × 4` bytes where `b` = ⌈log2(max µs ÷ 256)⌉ + 1
 //!   buckets: 7.5 KiB for latencies up to 2 s, 9 KiB up to 10 s, 29 KiB at most (durations
@@ -98,7 +98,9 @@ use crate::intern::{Interner, mark_pair, pair_ids, pair_key};
 
 mod state;
 
-pub use state::{LatencyData, PairState, PairStateData, RAW_LATENCY_VALUES, SlotsData};
+pub use state::{
+    Dims, LatencyData, MAX_BREAKDOWN, PairState, PairStateData, RAW_LATENCY_VALUES, SlotsData,
+};
 
 /// Most concurrency slots per window (`length ÷ concurrency-resolution`), so that the
 /// concurrency state of a pair-window stays at most 40 KiB.
@@ -474,6 +476,93 @@ struct Row {
     bytes_out: u64,
     /// Input position (`i64::MAX` when not tracked).
     position: i64,
+    /// The record's zones and versions: an index into the aggregator's [`DimsTable`], or
+    /// [`NO_DIMS`].
+    dims: u32,
+}
+
+/// A record with no zone and no version.
+const NO_DIMS: u32 = u32::MAX;
+
+/// Distinct (zone, version) combinations seen, shared by the records that have them.
+/// Emptied when it grows past [`DimsTable::MAX`] while no held record refers to it.
+#[derive(Debug, Default)]
+struct DimsTable {
+    ids: foldhash::HashMap<Dims, u32>,
+    all: Vec<Dims>,
+}
+
+impl DimsTable {
+    const MAX: usize = 4_096;
+
+    fn id(&mut self, dims: [Option<&str>; 4]) -> u32 {
+        if dims.iter().all(Option::is_none) {
+            return NO_DIMS;
+        }
+        let key: Dims = Arc::new(dims.map(|d| d.map(Arc::<str>::from)));
+        if let Some(&id) = self.ids.get(&key) {
+            return id;
+        }
+        let id = self.all.len() as u32;
+        self.all.push(Arc::clone(&key));
+        self.ids.insert(key, id);
+        id
+    }
+}
+
+/// Per-batch map from the four dimension columns' dictionary keys to [`DimsTable`] ids.
+struct BatchDims<'a> {
+    cols: [&'a DictionaryArray<Int32Type>; 4],
+    values: [&'a arrow::array::StringArray; 4],
+    /// Whether any of the four columns has a value in the batch.
+    any: bool,
+    cache: foldhash::HashMap<[i32; 4], u32>,
+}
+
+impl<'a> BatchDims<'a> {
+    fn new(cols: [&'a DictionaryArray<Int32Type>; 4]) -> Result<Self> {
+        let mut values = Vec::with_capacity(4);
+        for c in cols {
+            values.push(c.values().as_string_opt::<i32>().ok_or_else(|| {
+                schemas::Error::Schema(
+                    "flow-record zone/version columns do not have Utf8 dictionary values".into(),
+                )
+            })?);
+        }
+        let any = cols.iter().any(|c| c.null_count() < c.len());
+        Ok(BatchDims {
+            cols,
+            values: [values[0], values[1], values[2], values[3]],
+            any,
+            cache: foldhash::HashMap::default(),
+        })
+    }
+
+    #[inline]
+    fn id(&mut self, row: usize, table: &mut DimsTable) -> u32 {
+        if !self.any {
+            return NO_DIMS;
+        }
+        let keys = self.cols.map(|c| {
+            if c.is_null(row) {
+                -1
+            } else {
+                c.keys().value(row)
+            }
+        });
+        if let Some(&id) = self.cache.get(&keys) {
+            return id;
+        }
+        let mut dims = [None; 4];
+        for (i, &k) in keys.iter().enumerate() {
+            if k >= 0 && !self.values[i].is_null(k as usize) {
+                dims[i] = Some(self.values[i].value(k as usize));
+            }
+        }
+        let id = table.id(dims);
+        self.cache.insert(keys, id);
+        id
+    }
 }
 
 /// A record held back because it starts too far ahead of its input (see
@@ -516,6 +605,8 @@ pub struct PairAggregator {
     not_after_us: i64,
     /// Rows of the last pushed batch that were not aggregated, and why.
     dropped_rows: Vec<(u32, Dropped)>,
+    /// The records' (zone, version) combinations.
+    dims: DimsTable,
 }
 
 /// Counters of a [`PairAggregator`] since it was built (or restored with them).
@@ -725,6 +816,7 @@ impl PairAggregator {
             counters: AggregatorCounters::default(),
             not_after_us: i64::MAX,
             dropped_rows: Vec::new(),
+            dims: DimsTable::default(),
         }
     }
 
@@ -892,6 +984,15 @@ impl PairAggregator {
         }
         let mut sources = DictIds::new(cols.source, schemas::flow::columns::SOURCE)?;
         let mut destinations = DictIds::new(cols.destination, schemas::flow::columns::DESTINATION)?;
+        if self.dims.all.len() > DimsTable::MAX && self.held.is_empty() {
+            self.dims = DimsTable::default();
+        }
+        let mut dims = BatchDims::new([
+            cols.source_zone,
+            cols.source_version,
+            cols.destination_zone,
+            cols.destination_version,
+        ])?;
         let flag_class = flags::classify_dictionary(cols.response_flags)?;
         let flag_keys = cols.response_flags.keys().values();
         let flag_nulls = cols.response_flags.nulls();
@@ -934,6 +1035,7 @@ impl PairAggregator {
                 bytes_in: bytes_received[row],
                 bytes_out: bytes_sent[row],
                 position: positions.map_or(i64::MAX, |p| p[row]),
+                dims: dims.id(row, &mut self.dims),
             };
             if self.is_ahead(start) {
                 let record = schemas::flow_records(&batch.slice(row, 1))
@@ -1062,10 +1164,19 @@ impl PairAggregator {
         );
         self.counters.overflow_records += u64::from(overflow);
         let state = window.pairs.entry(key).or_default();
+        let error = flags::is_error_class(r.status, r.class, r.duration);
         state.requests += 1;
-        state.errors += u64::from(flags::is_error_class(r.status, r.class, r.duration));
+        state.errors += u64::from(error);
         state.bytes_in = state.bytes_in.saturating_add(r.bytes_in);
         state.bytes_out = state.bytes_out.saturating_add(r.bytes_out);
+        if r.dims != NO_DIMS {
+            state.record_dims(
+                &self.dims.all[r.dims as usize],
+                error,
+                r.duration,
+                (r.bytes_in, r.bytes_out),
+            );
+        }
         let (Some(d), Some(end)) = (r.duration, end) else {
             return Added::Yes;
         };
@@ -1364,6 +1475,12 @@ impl PairAggregator {
                 bytes_in: record.bytes_received,
                 bytes_out: record.bytes_sent,
                 position,
+                dims: agg.dims.id([
+                    record.source_zone.as_deref(),
+                    record.source_version.as_deref(),
+                    record.destination_zone.as_deref(),
+                    record.destination_version.as_deref(),
+                ]),
             };
             agg.held.push(Held { row, record });
         }

@@ -250,10 +250,10 @@ pub struct Related {
     pub name: String,
     /// A number that ranks or weighs it, with its meaning in `detail` (e.g. a candidate's
     /// score in [0, 1], calls per request).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub score: Option<f64>,
     /// One phrase for humans: why it is related.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[serde(default)]
     pub detail: String,
 }
 
@@ -304,7 +304,7 @@ pub struct Finding {
     #[serde(default)]
     pub confidence: Confidence,
     /// Related entities: callers, sources, suspect version, zones, root-cause candidates.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default)]
     pub related: Vec<Related>,
     /// For [`Signature::Rule`]: the rule's name.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -93,8 +93,8 @@ pub struct PairWindow {
     /// `bytes_out` ÷ window length, bytes/s.
     pub bandwidth_out_bps: f64,
     /// The window's requests broken down by the zones and versions of both ends, one entry
-    /// per combination seen, sorted; at most `[detect.window] max-breakdown` entries (16 by
-    /// default), the rest counted in `breakdown_overflow`. Requests whose records carry no
+    /// per combination seen, sorted; at most `detect::pair::MAX_BREAKDOWN` (16)
+    /// entries, the rest counted in `breakdown_overflow`. Requests whose records carry no
     /// zone and no version are not broken down. Empty (and left out of the JSON) when no
     /// record had one.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -110,21 +110,18 @@ fn is_zero(n: &u64) -> bool {
 }
 
 /// A pair's requests in one window from one (zone, version) to one (zone, version): the
-/// dimensions cross-zone traffic and deployment regressions are seen in.
+/// dimensions cross-zone traffic and deployment regressions are seen in. A dimension the
+/// records did not give is `null`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Breakdown {
     /// The caller's zone, when the records give it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_zone: Option<String>,
     /// The caller's version.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_version: Option<String>,
     /// The callee's zone.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub destination_zone: Option<String>,
     /// The callee's version.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub destination_version: Option<String>,
     /// Requests that started in the window with these dimensions.
     pub requests: u64,

@@ -4,7 +4,9 @@
 
 use hdrhistogram::Histogram;
 use hdrhistogram::serialization::{Deserializer, Serializer, V2Serializer};
-use schemas::{Latency, PairWindow, SCHEMA_VERSION, Window};
+use std::sync::Arc;
+
+use schemas::{Breakdown, Latency, PairWindow, SCHEMA_VERSION, Window};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -14,6 +16,120 @@ pub const RAW_LATENCY_VALUES: usize = 512;
 
 /// Significant digits of the latency histograms.
 const SIGNIFICANT_DIGITS: u8 = 2;
+
+/// Most (zone, version) combinations kept per pair-window in its breakdown; requests of
+/// further combinations are counted in `breakdown_overflow`.
+pub const MAX_BREAKDOWN: usize = 16;
+
+/// The dimensions of one record: (source zone, source version, destination zone, destination
+/// version), shared by every record with the same four values.
+pub type Dims = Arc<[Option<Arc<str>>; 4]>;
+
+/// Counts of one combination of dimensions in one pair-window.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct DimCounts {
+    requests: u64,
+    errors: u64,
+    timed: u64,
+    duration_sum_us: u64,
+    bytes_in: u64,
+    bytes_out: u64,
+}
+
+impl DimCounts {
+    fn add(&mut self, o: &DimCounts) {
+        self.requests += o.requests;
+        self.errors += o.errors;
+        self.timed += o.timed;
+        self.duration_sum_us = self.duration_sum_us.saturating_add(o.duration_sum_us);
+        self.bytes_in = self.bytes_in.saturating_add(o.bytes_in);
+        self.bytes_out = self.bytes_out.saturating_add(o.bytes_out);
+    }
+}
+
+/// A pair-window's requests by dimensions: at most [`MAX_BREAKDOWN`] combinations, the rest's
+/// requests counted in `overflow`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Breakdowns {
+    entries: Vec<(Dims, DimCounts)>,
+    overflow: u64,
+}
+
+impl Breakdowns {
+    fn add(&mut self, dims: &Dims, c: &DimCounts) {
+        if let Some((_, e)) = self
+            .entries
+            .iter_mut()
+            .find(|(d, _)| Arc::ptr_eq(d, dims) || **d == **dims)
+        {
+            e.add(c);
+        } else if self.entries.len() < MAX_BREAKDOWN {
+            self.entries.push((Arc::clone(dims), c.clone()));
+        } else {
+            self.overflow += c.requests;
+        }
+    }
+
+    fn merge(&mut self, o: Breakdowns) {
+        self.overflow += o.overflow;
+        for (d, c) in &o.entries {
+            self.add(d, c);
+        }
+    }
+
+    fn to_data(&self) -> Vec<Breakdown> {
+        let mut v: Vec<Breakdown> = self
+            .entries
+            .iter()
+            .map(|(d, c)| {
+                let [sz, sv, dz, dv] = &**d;
+                let own = |x: &Option<Arc<str>>| x.as_deref().map(str::to_owned);
+                Breakdown {
+                    source_zone: own(sz),
+                    source_version: own(sv),
+                    destination_zone: own(dz),
+                    destination_version: own(dv),
+                    requests: c.requests,
+                    errors: c.errors,
+                    timed: c.timed,
+                    duration_sum_us: c.duration_sum_us,
+                    bytes_in: c.bytes_in,
+                    bytes_out: c.bytes_out,
+                }
+            })
+            .collect();
+        v.sort_unstable();
+        v
+    }
+
+    fn from_data(data: Vec<Breakdown>, overflow: u64) -> Self {
+        let mut b = Breakdowns {
+            entries: Vec::with_capacity(data.len().min(MAX_BREAKDOWN)),
+            overflow,
+        };
+        for x in data {
+            let arc = |s: Option<String>| s.map(Arc::<str>::from);
+            let dims: Dims = Arc::new([
+                arc(x.source_zone),
+                arc(x.source_version),
+                arc(x.destination_zone),
+                arc(x.destination_version),
+            ]);
+            b.add(
+                &dims,
+                &DimCounts {
+                    requests: x.requests,
+                    errors: x.errors,
+                    timed: x.timed,
+                    duration_sum_us: x.duration_sum_us,
+                    bytes_in: x.bytes_in,
+                    bytes_out: x.bytes_out,
+                },
+            );
+        }
+        b
+    }
+}
 
 /// Durations inline (no allocation) for quiet pairs.
 const INLINE_DURATIONS: usize = 4;
@@ -167,6 +283,8 @@ pub struct PairState {
     timed: u64,
     latency: LatencyState,
     slots: Slots,
+    /// Requests by zone and version, when records carry them.
+    breakdown: Option<Box<Breakdowns>>,
 }
 
 impl Default for PairState {
@@ -182,6 +300,7 @@ impl Default for PairState {
             timed: 0,
             latency: LatencyState::Inline(0, [0; INLINE_DURATIONS]),
             slots: Slots::Few(0, [(0, 0); INLINE_INTERVALS]),
+            breakdown: None,
         }
     }
 }
@@ -225,6 +344,29 @@ impl PairState {
         }
     }
 
+    /// Counts one request that started in the window under its dimensions (`error`: whether
+    /// it was an error; `duration`: µs, if it has one).
+    #[inline]
+    pub(crate) fn record_dims(
+        &mut self,
+        dims: &Dims,
+        error: bool,
+        duration: Option<u64>,
+        bytes: (u64, u64),
+    ) {
+        self.breakdown.get_or_insert_default().add(
+            dims,
+            &DimCounts {
+                requests: 1,
+                errors: u64::from(error),
+                timed: u64::from(duration.is_some()),
+                duration_sum_us: duration.unwrap_or(0),
+                bytes_in: bytes.0,
+                bytes_out: bytes.1,
+            },
+        );
+    }
+
     /// Marks slots `first..=last` (0-based, < `slots`) as having one more request in flight.
     #[inline]
     pub(crate) fn add_slots(&mut self, first: usize, last: usize, slots: usize) {
@@ -242,6 +384,12 @@ impl PairState {
         self.bytes_out = self.bytes_out.saturating_add(other.bytes_out);
         self.overlap_us = self.overlap_us.wrapping_add(other.overlap_us);
         self.slots.merge(other.slots, slots);
+        if let Some(theirs) = other.breakdown {
+            match &mut self.breakdown {
+                Some(ours) => ours.merge(*theirs),
+                None => self.breakdown = Some(theirs),
+            }
+        }
         if other.timed == 0 {
             return;
         }
@@ -363,8 +511,11 @@ impl PairState {
             bytes_out: self.bytes_out,
             bandwidth_in_bps: self.bytes_in as f64 / secs,
             bandwidth_out_bps: self.bytes_out as f64 / secs,
-            breakdown: Vec::new(),
-            breakdown_overflow: 0,
+            breakdown: self
+                .breakdown
+                .as_deref()
+                .map_or_else(Vec::new, Breakdowns::to_data),
+            breakdown_overflow: self.breakdown.as_ref().map_or(0, |b| b.overflow),
         }
     }
 
@@ -400,6 +551,11 @@ impl PairState {
             full_cover: self.full_cover,
             latency,
             slots,
+            breakdown: self
+                .breakdown
+                .as_deref()
+                .map_or_else(Vec::new, Breakdowns::to_data),
+            breakdown_overflow: self.breakdown.as_ref().map_or(0, |b| b.overflow),
         }
     }
 
@@ -474,6 +630,12 @@ impl PairState {
             timed: data.timed,
             latency,
             slots: state_slots,
+            breakdown: (!data.breakdown.is_empty() || data.breakdown_overflow > 0).then(|| {
+                Box::new(Breakdowns::from_data(
+                    data.breakdown,
+                    data.breakdown_overflow,
+                ))
+            }),
         })
     }
 }
@@ -512,6 +674,12 @@ pub struct PairStateData {
     pub latency: LatencyData,
     /// Requests in flight per concurrency slot.
     pub slots: SlotsData,
+    /// Requests by zone and version (at most [`MAX_BREAKDOWN`] entries).
+    #[serde(default)]
+    pub breakdown: Vec<Breakdown>,
+    /// Requests of combinations past [`MAX_BREAKDOWN`].
+    #[serde(default)]
+    pub breakdown_overflow: u64,
 }
 
 /// Durations of a pair-window, serialized.

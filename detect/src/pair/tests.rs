@@ -564,7 +564,7 @@ proptest! {
 #[test]
 fn pair_state_size_is_as_documented() {
     // the module docs state the per-pair-window memory from this size
-    assert_eq!(std::mem::size_of::<PairState>(), 120);
+    assert_eq!(std::mem::size_of::<PairState>(), 128);
 }
 
 /// Pair windows of partial windows, finished one by one (one input).
@@ -991,4 +991,136 @@ fn most_of_an_inputs_first_records_far_ahead_make_nothing_late() {
     assert_eq!(agg.late_records(), 0);
     assert_eq!(agg.counters().ahead_records, 5);
     assert_eq!(requests(&closed), 30);
+}
+
+/// One record with zones and versions: (start offset µs, source zone, source version,
+/// destination zone, destination version, duration µs, status).
+type DimsRec<'a> = (
+    i64,
+    Option<&'a str>,
+    Option<&'a str>,
+    Option<&'a str>,
+    Option<&'a str>,
+    u64,
+    u16,
+);
+
+fn dims_batch(recs: &[DimsRec<'_>]) -> RecordBatch {
+    let mut b = FlowBatchBuilder::new();
+    for &(t, sz, sv, dz, dv, dur, status) in recs {
+        let mut r = FlowRecordRef::new(T0 + t, "checkout", "payment", Reporter::Envoy);
+        r.source_zone = sz;
+        r.source_version = sv;
+        r.destination_zone = dz;
+        r.destination_version = dv;
+        r.duration_us = Some(dur);
+        r.status = Some(status);
+        r.bytes_received = 100;
+        r.bytes_sent = 1_000;
+        b.append(&r);
+    }
+    b.finish()
+}
+
+#[test]
+fn pair_windows_break_requests_down_by_zone_and_version() {
+    let a = Some("zone-a");
+    let b = Some("zone-b");
+    let v1 = Some("v1");
+    let v2 = Some("v2");
+    let mut agg = aggregator(10, 0);
+    let recs = [
+        (0, a, v1, a, v1, 4_000, 200),
+        (S, a, v1, a, v1, 6_000, 503),
+        (2 * S, a, v1, b, v2, 30_000, 200),
+        // no zone, no version: in the pair's counts, not in its breakdown
+        (3 * S, None, None, None, None, 1_000, 200),
+        (4 * S, None, None, b, None, 2_000, 200),
+    ];
+    let mut got = signals(agg.push(&dims_batch(&recs)).unwrap());
+    got.extend(signals(agg.flush()));
+    assert_eq!(got.len(), 1);
+    let p = &got[0];
+    assert_eq!(p.requests, 5);
+    assert_eq!(p.breakdown_overflow, 0);
+    let rows: Vec<_> = p
+        .breakdown
+        .iter()
+        .map(|x| {
+            (
+                x.source_zone.as_deref(),
+                x.destination_zone.as_deref(),
+                x.destination_version.as_deref(),
+                x.requests,
+                x.errors,
+                x.timed,
+                x.duration_sum_us,
+                x.bytes_out,
+            )
+        })
+        .collect();
+    // sorted: None before Some
+    assert_eq!(
+        rows,
+        [
+            (None, b, None, 1, 0, 1, 2_000, 1_000),
+            (a, a, v1, 2, 1, 2, 10_000, 2_000),
+            (a, b, v2, 1, 0, 1, 30_000, 1_000),
+        ]
+    );
+}
+
+#[test]
+fn a_breakdown_keeps_sixteen_combinations_and_counts_the_rest() {
+    let versions: Vec<String> = (0..20).map(|i| format!("v{i}")).collect();
+    let recs: Vec<_> = versions
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            (
+                i as i64 * 1_000,
+                Some("a"),
+                Some(v.as_str()),
+                Some("a"),
+                None,
+                1_000,
+                200,
+            )
+        })
+        .collect();
+    // two inputs: the first 12 versions in one, the other 8 (and again the first 4) in the
+    // other; merged, the first 16 seen keep their place
+    let mut one = aggregator(10, 0);
+    let mut two = aggregator(10, 0);
+    let mut first = one.push(&dims_batch(&recs[..12])).unwrap();
+    first.extend(one.flush());
+    let mut second_recs = recs[12..].to_vec();
+    second_recs.extend_from_slice(&recs[..4]);
+    let mut second = two.push(&dims_batch(&second_recs)).unwrap();
+    second.extend(two.flush());
+    let mut state = first.pop().unwrap().pairs.pop().unwrap().state;
+    state.merge(second.pop().unwrap().pairs.pop().unwrap().state, 100);
+    // through the checkpoint's encoding (MessagePack, positional) and back
+    let data = state.to_data();
+    let bytes = rmp_serde::to_vec(&data).unwrap();
+    let back: PairStateData = rmp_serde::from_slice(&bytes).unwrap();
+    assert_eq!(back, data);
+    let mut state = PairState::from_data(back, 100).unwrap();
+    let p = state.finish(window(0), "checkout", "payment", &PairState::scale());
+    assert_eq!(p.requests, 24);
+    assert_eq!(p.breakdown.len(), MAX_BREAKDOWN);
+    // v0..v3 were seen twice; v16..v19 did not fit
+    assert_eq!(p.breakdown_overflow, 4);
+    assert_eq!(p.breakdown.iter().map(|b| b.requests).sum::<u64>(), 20);
+    let v0 = p
+        .breakdown
+        .iter()
+        .find(|b| b.source_version.as_deref() == Some("v0"))
+        .unwrap();
+    assert_eq!((v0.requests, v0.duration_sum_us), (2, 2_000));
+    assert!(
+        p.breakdown
+            .iter()
+            .all(|b| b.source_version.as_deref() != Some("v17"))
+    );
 }
