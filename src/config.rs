@@ -83,7 +83,7 @@ pub struct Validated {
     /// The window geometry.
     pub window: detect::pair::WindowSpec,
     /// The black-hole signature.
-    pub black_hole: detect::signatures::BlackHoleSpec,
+    pub suite: detect::suite::Suite,
     /// The actuation stage.
     pub actuator: actuate::Actuator,
     /// The detection config as given (for summaries).
@@ -123,7 +123,7 @@ impl Config {
         let file = path.map_or_else(|| "defaults".into(), |p| p.display().to_string());
         let window = detect::pair::WindowSpec::try_from(&self.detect.window)
             .with_context(|| format!("config {file} [detect]"))?;
-        let black_hole = detect::signatures::BlackHoleSpec::try_from(&self.detect.black_hole)
+        let suite = detect::suite::Suite::try_from(&self.detect)
             .with_context(|| format!("config {file} [detect]"))?;
         if self.runtime.idle_timeout.is_zero() {
             anyhow::bail!("config {file} [runtime]: idle-timeout must be > 0");
@@ -200,7 +200,7 @@ impl Config {
             mapping: ingest::Mapping::try_from(self.mapping)
                 .with_context(|| format!("config {file} [mapping]"))?,
             window,
-            black_hole,
+            suite,
             actuator: actuate::Actuator::try_from(self.actuate)
                 .with_context(|| format!("config {file} [actuate]"))?,
             detect: self.detect,

@@ -25,7 +25,7 @@
 //! let config = graywatch::config::Config::default().validate(None)?;
 //! let mut pipeline = Pipeline {
 //!     aggregate: Aggregate::new(config.window, i64::MAX),
-//!     judge: Judge::new(config.window, config.black_hole, config.actuator, Ownership::All, true),
+//!     judge: Judge::new(config.window, config.suite, config.actuator, Ownership::All, true),
 //! };
 //! let mut out = Count::default(); // any `Outputs`: JSON lines, Kafka topics
 //! let input = InputId::new("access.log");

@@ -118,15 +118,14 @@ const MAD_TO_SIGMA: f64 = 1.4826;
 pub struct SignalBaseline {
     /// Values learned.
     n: u64,
-    /// Values kept during warm-up.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    /// Values kept during warm-up. (No field skips itself when empty: checkpoints are
+    /// positional MessagePack.)
     warm: Vec<f64>,
     /// Robust level (after warm-up).
     level: f64,
     /// Robust MAD (after warm-up), in the signal's unit.
     mad: f64,
     /// Seasonal offsets to the level and the values each slot has seen.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     seasonal: Vec<(f64, u32)>,
 }
 
@@ -169,6 +168,18 @@ impl SignalBaseline {
             .max(spec.min_spread)
             .max(spec.relative_spread_floor * expected.abs())
             .max(f64::MIN_POSITIVE)
+    }
+
+    /// `(expected, σ, z)` of `x` at `t_us` without the tail probabilities (cheap: detectors
+    /// call [`SignalBaseline::score`] only for values this says are far out); `None` during
+    /// warm-up or for a value that is not finite.
+    pub fn z(&self, spec: &BaselineSpec, t_us: i64, x: f64) -> Option<(f64, f64, f64)> {
+        if !x.is_finite() {
+            return None;
+        }
+        let expected = self.expected(spec, t_us)?;
+        let sigma = self.sigma(spec, expected);
+        Some((expected, sigma, (x - expected) / sigma))
     }
 
     /// Scores `x` seen at `t_us` against the baseline; `None` during warm-up or for a value

@@ -128,6 +128,332 @@ impl Default for BlackHoleConfig {
     }
 }
 
+/// Adaptive baselines (`[detect.baseline]`), see [`crate::adaptive`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct BaselineConfig {
+    /// Healthy windows (count, >= 3) a baseline learns before it scores anything: no finding
+    /// on a subject before it has a baseline. Default 12 (2 min at 10 s).
+    pub warm_up: u32,
+    /// Healthy windows (count) after which findings on a baseline are of normal confidence;
+    /// before, they say `"confidence": "low"`. Default 60.
+    pub confident_after: u32,
+    /// Half-life of a window's weight in the baseline, in windows (>= 1). Default 90 (15 min
+    /// at 10 s).
+    pub half_life: f64,
+    /// `"none"` or `"daily"`: a level offset per hour of the day (UTC), learned once each hour
+    /// has `warm-up` windows. Default `"none"`.
+    pub seasonality: Seasonality,
+}
+
+/// Seasonality of baselines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Seasonality {
+    /// One level.
+    None,
+    /// One level offset per hour of the day (UTC).
+    Daily,
+}
+
+impl Default for BaselineConfig {
+    fn default() -> Self {
+        BaselineConfig {
+            warm_up: 12,
+            confident_after: 60,
+            half_life: 90.0,
+            seasonality: Seasonality::None,
+        }
+    }
+}
+
+/// When a signature's raw findings become findings (the `debounce` key of every signature
+/// section but `black-hole`'s, which fires at once), see [`crate::incident`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct DebounceConfig {
+    /// Windows with a raw finding (count) among the last `of-windows` that open an incident.
+    pub open_after: u32,
+    /// Windows looked back on (count, <= 64).
+    pub of_windows: u32,
+    /// Windows in a row without a raw finding that resolve it.
+    pub resolve_after: u32,
+}
+
+/// Generic per-signal anomalies of pairs (`[detect.anomaly]`), see
+/// [`crate::signatures::generic`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct AnomalyConfig {
+    /// Whether the detector runs. Default true.
+    pub enabled: bool,
+    /// Largest tail probability (in (0, 0.5)) that is anomalous. Default 1e-6.
+    pub max_tail_probability: f64,
+    /// Least requests of a pair in the window (count) for its latency and errors to be
+    /// judged, and of its baseline rate ×window for its rate. Default 30.
+    pub min_requests: u64,
+    /// A rate spike must be at least this many times the baseline rate, a drop at most its
+    /// inverse (ratio >= 1). Default 3.
+    pub rate_factor: f64,
+    /// A latency shift must be at least this many times the baseline p50 or p99 (ratio >= 1).
+    /// Default 2.
+    pub latency_factor: f64,
+    /// An error spike must add at least this error ratio to the baseline's (ratio in (0, 1]).
+    /// Default 0.05.
+    pub min_error_ratio_rise: f64,
+    /// Debounce, a table `{ open-after, of-windows, resolve-after }` (all three): raw
+    /// findings in `open-after` of `of-windows` windows open an incident; `resolve-after`
+    /// quiet ones resolve it. Default 2 of 3, 3.
+    pub debounce: DebounceConfig,
+}
+
+impl Default for AnomalyConfig {
+    fn default() -> Self {
+        AnomalyConfig {
+            enabled: true,
+            max_tail_probability: 1e-6,
+            min_requests: 30,
+            rate_factor: 3.0,
+            latency_factor: 2.0,
+            min_error_ratio_rise: 0.05,
+            debounce: DebounceConfig {
+                open_after: 2,
+                of_windows: 3,
+                resolve_after: 3,
+            },
+        }
+    }
+}
+
+/// Deployment regressions (`[detect.deploy]`), see [`crate::signatures::deploy`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct DeployConfig {
+    /// Whether the detector runs. Default true.
+    pub enabled: bool,
+    /// How long after a new version first appears its service is watched, a duration.
+    /// Default 10 min.
+    #[serde(with = "humantime_serde")]
+    pub watch: Duration,
+    /// Least tail probability of a downstream latency or error rise that counts (in (0,
+    /// 0.5)). Default 1e-4.
+    pub max_tail_probability: f64,
+    /// A downstream p99 must be at least this many times its baseline. Default 1.5.
+    pub latency_factor: f64,
+    /// Calls per request to a destination changed by at least this factor (ratio >= 1), or
+    /// a destination appeared or vanished, for the call pattern to have changed. Default 1.5.
+    pub pattern_factor: f64,
+    /// Least requests (count) a version must have received for its call pattern to be
+    /// compared. Default 30.
+    pub min_requests: u64,
+    /// Debounce (see `[detect.anomaly]`). Default 2 of 3, 6.
+    pub debounce: DebounceConfig,
+}
+
+impl Default for DeployConfig {
+    fn default() -> Self {
+        DeployConfig {
+            enabled: true,
+            watch: Duration::from_secs(600),
+            max_tail_probability: 1e-4,
+            latency_factor: 1.5,
+            pattern_factor: 1.5,
+            min_requests: 30,
+            debounce: DebounceConfig {
+                open_after: 2,
+                of_windows: 3,
+                resolve_after: 6,
+            },
+        }
+    }
+}
+
+/// Synchronized bursts (`[detect.storm]`), see [`crate::signatures::storm`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct StormConfig {
+    /// Whether the detector runs. Default true.
+    pub enabled: bool,
+    /// Least sources (count, >= 2) spiking together. Default 3.
+    pub min_sources: usize,
+    /// Least share of the destination's callers (ratio in (0, 1]) spiking together.
+    /// Default 0.5.
+    pub min_source_share: f64,
+    /// A source spikes when its rate is at least this many times its baseline (ratio > 1)…
+    /// Default 3.
+    pub rate_factor: f64,
+    /// …with a tail probability at most this. Default 1e-4.
+    pub max_tail_probability: f64,
+    /// How far back a period of errors or unavailability of the destination may end, a
+    /// duration. Default 10 min.
+    #[serde(with = "humantime_serde")]
+    pub after_trouble: Duration,
+    /// Debounce (see `[detect.anomaly]`). Default 1 of 1, 3.
+    pub debounce: DebounceConfig,
+}
+
+impl Default for StormConfig {
+    fn default() -> Self {
+        StormConfig {
+            enabled: true,
+            min_sources: 3,
+            min_source_share: 0.5,
+            rate_factor: 3.0,
+            max_tail_probability: 1e-4,
+            after_trouble: Duration::from_secs(600),
+            debounce: DebounceConfig {
+                open_after: 1,
+                of_windows: 1,
+                resolve_after: 3,
+            },
+        }
+    }
+}
+
+/// A segment of the landscape: services by name pattern (`name`, `prefix*`, `*suffix`,
+/// `*infix*`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct SegmentConfig {
+    /// The segment's name (findings name it as the destination).
+    pub name: String,
+    /// Its members' name patterns; a service is in the first segment that matches it.
+    pub members: Vec<String>,
+}
+
+/// Edges allowed between two segments (`from`, `to`: segment names or `*`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct SegmentAllow {
+    /// Source segment, or `*`.
+    pub from: String,
+    /// Destination segment, or `*`.
+    pub to: String,
+}
+
+/// Segmentation, never-seen edges and fan-in/fan-out surges (`[detect.segmentation]`), see
+/// [`crate::signatures::segmentation`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct SegmentationConfig {
+    /// Whether the detector runs. Default true.
+    pub enabled: bool,
+    /// The segments (none by default: every edge is allowed by policy).
+    pub segments: Vec<SegmentConfig>,
+    /// Edges allowed between segments (services in no segment may call and be called by
+    /// anyone).
+    pub allow: Vec<SegmentAllow>,
+    /// Report a source's never-seen edge once the source has been seen this many windows
+    /// (count; 0: never). Default 360 (1 h at 10 s).
+    pub new_edge_after: u32,
+    /// Least requests (count) of a never-seen edge, or of a surge's new callers, in one window
+    /// to be reported. Default 30.
+    pub min_requests: u64,
+    /// Fan-in surge: a destination's distinct callers at least this many times its baseline
+    /// (ratio > 1), with at least `min-requests` from callers it never had. Default 2.
+    pub fan_factor: f64,
+    /// Debounce (see `[detect.anomaly]`). Default 1 of 1, 3.
+    pub debounce: DebounceConfig,
+}
+
+impl Default for SegmentationConfig {
+    fn default() -> Self {
+        SegmentationConfig {
+            enabled: true,
+            segments: Vec::new(),
+            allow: Vec::new(),
+            new_edge_after: 360,
+            min_requests: 30,
+            fan_factor: 2.0,
+            debounce: DebounceConfig {
+                open_after: 1,
+                of_windows: 1,
+                resolve_after: 3,
+            },
+        }
+    }
+}
+
+/// A pair allowed to cross zones (critical fail-over), by name patterns.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct PairAllow {
+    /// Source pattern.
+    pub source: String,
+    /// Destination pattern.
+    pub destination: String,
+}
+
+/// Cross-zone traffic (`[detect.cross-zone]`), see [`crate::signatures::cross_zone`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct CrossZoneConfig {
+    /// Whether the detector runs. Default true.
+    pub enabled: bool,
+    /// Share of a pair's zoned requests (ratio in [0, 1)) that may cross zones. Default 0.05.
+    pub allowed_share: f64,
+    /// Least cross-zone requests (count) in a window to report. Default 30.
+    pub min_requests: u64,
+    /// Largest binomial tail probability of the cross-zone count under `allowed-share` that
+    /// is reported (in (0, 0.5)). Default 1e-6.
+    pub max_tail_probability: f64,
+    /// Pairs allowed to cross zones (fail-over paths).
+    pub allow: Vec<PairAllow>,
+    /// Debounce (see `[detect.anomaly]`). Default 1 of 1, 3.
+    pub debounce: DebounceConfig,
+}
+
+impl Default for CrossZoneConfig {
+    fn default() -> Self {
+        CrossZoneConfig {
+            enabled: true,
+            allowed_share: 0.05,
+            min_requests: 30,
+            max_tail_probability: 1e-6,
+            allow: Vec::new(),
+            debounce: DebounceConfig {
+                open_after: 1,
+                of_windows: 1,
+                resolve_after: 3,
+            },
+        }
+    }
+}
+
+/// Root-cause hints (`[detect.root-cause]`), see [`crate::signatures::root_cause`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct RootCauseConfig {
+    /// Whether the detector runs. Default true.
+    pub enabled: bool,
+    /// Least anomalous pairs (count, >= 2) in one window for a degradation to be spreading.
+    /// Default 3.
+    pub min_pairs: usize,
+    /// Largest tail probability of a pair's latency or error rise to count it anomalous.
+    /// Default 1e-4.
+    pub max_tail_probability: f64,
+    /// Candidates listed (count, >= 1). Default 3.
+    pub candidates: usize,
+    /// Debounce (see `[detect.anomaly]`). Default 1 of 1, 3.
+    pub debounce: DebounceConfig,
+}
+
+impl Default for RootCauseConfig {
+    fn default() -> Self {
+        RootCauseConfig {
+            enabled: true,
+            min_pairs: 3,
+            max_tail_probability: 1e-4,
+            candidates: 3,
+            debounce: DebounceConfig {
+                open_after: 1,
+                of_windows: 1,
+                resolve_after: 3,
+            },
+        }
+    }
+}
+
 /// The whole `[detect]` section.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -135,9 +461,30 @@ pub struct DetectConfig {
     /// Windows and watermark.
     #[serde(default)]
     pub window: WindowConfig,
+    /// Adaptive baselines.
+    #[serde(default)]
+    pub baseline: BaselineConfig,
     /// Black-hole signature thresholds.
     #[serde(default)]
     pub black_hole: BlackHoleConfig,
+    /// Generic per-signal anomalies.
+    #[serde(default)]
+    pub anomaly: AnomalyConfig,
+    /// Deployment regressions.
+    #[serde(default)]
+    pub deploy: DeployConfig,
+    /// Synchronized bursts.
+    #[serde(default)]
+    pub storm: StormConfig,
+    /// Segmentation policy and fan-in/fan-out.
+    #[serde(default)]
+    pub segmentation: SegmentationConfig,
+    /// Cross-zone traffic.
+    #[serde(default)]
+    pub cross_zone: CrossZoneConfig,
+    /// Root-cause hints.
+    #[serde(default)]
+    pub root_cause: RootCauseConfig,
 }
 
 #[cfg(test)]

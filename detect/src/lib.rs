@@ -54,12 +54,14 @@ pub mod baseline;
 pub mod config;
 pub mod error;
 pub mod flags;
+pub mod incident;
 mod intern;
 pub mod merge;
 pub mod node;
 pub mod pair;
 pub mod signatures;
 pub mod store;
+pub mod suite;
 
 use arrow::array::RecordBatch;
 use schemas::{Finding, NodeWindow, PairWindow, Window};
@@ -72,7 +74,7 @@ pub use flags::{ABANDON_WAIT_US, Blame, blame, is_error};
 use crate::merge::{Mark, WindowMerger};
 use crate::node::NodeDetector;
 use crate::pair::{ClosedPairs, PairAggregator, WindowSpec};
-use crate::signatures::BlackHoleSpec;
+use crate::suite::Suite;
 
 /// Everything detection says about one closed window.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -134,13 +136,13 @@ impl TryFrom<DetectConfig> for Detector {
     /// outside (0, 1].
     fn try_from(config: DetectConfig) -> Result<Self> {
         let spec = WindowSpec::try_from(&config.window)?;
-        let black_hole = BlackHoleSpec::try_from(&config.black_hole)?;
+        let suite = Suite::try_from(&config)?;
         let mut merger = WindowMerger::new(spec);
         merger.add_producer(ONE_INPUT);
         Ok(Detector {
             pairs: PairAggregator::new(spec),
             merger,
-            nodes: NodeDetector::new(black_hole),
+            nodes: NodeDetector::new(suite),
             stats: DetectStats::default(),
         })
     }

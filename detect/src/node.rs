@@ -20,7 +20,12 @@ use std::collections::BTreeMap;
 use schemas::{Finding, NodeWindow, PairWindow, SCHEMA_VERSION, UNROUTED, Window};
 use serde::{Deserialize, Serialize};
 
-use crate::signatures::{BlackHole, BlackHoleSpec};
+use schemas::Subject;
+
+use crate::incident::Incidents;
+use crate::signatures::{BlackHole, SignatureDetector, WindowView};
+use crate::store::BaselineStore;
+use crate::suite::Suite;
 
 /// One caller of a node in one window, as the signatures see it: the evidence per source, so
 /// that a signature can tell a node's failure from one caller's doing.
@@ -129,33 +134,109 @@ fn node_window(window: Window, node: &str, s: &NodeSums<'_>) -> NodeWindow {
     }
 }
 
-/// Node-level detection: derives node windows and runs the signatures against each node's
-/// baseline. Plain data (serde), no clock; windows must be given in window order.
+/// Drops the generic anomalies (rate, latency, errors, queueing of one pair) that a
+/// signature's finding of the same window already explains: pairs into a node found by a
+/// node or sources finding, the pair of a zone-pair finding, pairs out of a version's
+/// service. One incident, one finding.
+fn subsume(raw: &mut Vec<Finding>) {
+    use schemas::Signature as S;
+    let generic = |s: S| {
+        matches!(
+            s,
+            S::RateDrop | S::RateSpike | S::LatencyShift | S::ErrorSpike | S::Queueing
+        )
+    };
+    let mut into: Vec<String> = Vec::new();
+    let mut from: Vec<String> = Vec::new();
+    let mut pairs: Vec<(String, String)> = Vec::new();
+    for f in raw.iter().filter(|f| !generic(f.signature)) {
+        match &f.subject {
+            Subject::Node { node } => into.push(node.clone()),
+            Subject::Sources { destination, .. } => into.push(destination.clone()),
+            Subject::ZonePair {
+                source,
+                destination,
+                ..
+            } => pairs.push((source.clone(), destination.clone())),
+            Subject::Version { service, .. } => from.push(service.clone()),
+            _ => {}
+        }
+    }
+    if into.is_empty() && from.is_empty() && pairs.is_empty() {
+        return;
+    }
+    raw.retain(|f| match &f.subject {
+        Subject::Pair {
+            source,
+            destination,
+        } if generic(f.signature) => {
+            !into.contains(destination)
+                && !from.contains(source)
+                && !pairs.iter().any(|(s, d)| s == source && d == destination)
+        }
+        _ => true,
+    });
+}
+
+/// Whether `name` is a service (not one of the pseudo-nodes [`UNROUTED`] and
+/// [`crate::pair::OTHER`], which are never judged).
+pub fn is_service(name: &str) -> bool {
+    name != UNROUTED && name != crate::pair::OTHER
+}
+
+/// Stage 2's detection: derives node windows, runs every signature of the [`Suite`] on the
+/// window against the shared [`BaselineStore`], keeps raw findings whose incident persists
+/// ([`Incidents`]), and teaches the store with the healthy part of the window (see
+/// [`crate::signatures`]). No clock; windows must be given in window order.
 ///
 /// A node absent from [`IDLE_WINDOWS`] windows' worth of event time (no pair touched it: not
-/// "no healthy window", a node failing for an hour keeps its baseline) loses its baseline
+/// "no healthy window", a node failing for an hour keeps its baseline) loses its baselines
 /// before its next window is judged, so a node back after a gap (a night, a weekend, a
 /// replay of last week's logs after today's) is judged against no stale normal, and learns a
 /// new one. The gap is measured in event time, so windows nobody touched count too.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug)]
 pub struct NodeDetector {
+    suite: Suite,
     black_hole: BlackHole,
+    detectors: Vec<Box<dyn SignatureDetector>>,
+    store: BaselineStore,
+    incidents: Incidents,
     /// Windows judged.
     windows: u64,
-    /// End of the last window each node appeared in, µs since the epoch.
-    #[serde(default)]
+    /// End of the last window each node with a black-hole baseline appeared in, µs.
     last_seen: BTreeMap<String, i64>,
 }
 
-/// A node absent for this many windows' worth of event time loses its baseline (60 windows:
-/// 10 min at 10 s).
+/// The checkpointed form of a [`NodeDetector`]: plain data.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeDetectorState {
+    /// The black-hole signature's baselines.
+    pub black_hole: BlackHole,
+    /// Every other detector's state (MessagePack), by detector name.
+    pub detectors: BTreeMap<String, serde_bytes::ByteBuf>,
+    /// The shared baselines.
+    pub store: BaselineStore,
+    /// Open and recent incidents.
+    pub incidents: Incidents,
+    /// Windows judged.
+    pub windows: u64,
+    /// See [`NodeDetector`].
+    pub last_seen: BTreeMap<String, i64>,
+}
+
+/// A node absent for this many windows' worth of event time loses its baselines (60
+/// windows: 10 min at 10 s).
 pub const IDLE_WINDOWS: i64 = 60;
 
 impl NodeDetector {
     /// A detector with empty baselines.
-    pub fn new(black_hole: BlackHoleSpec) -> Self {
+    pub fn new(suite: Suite) -> Self {
         NodeDetector {
-            black_hole: BlackHole::new(black_hole),
+            black_hole: BlackHole::new(suite.black_hole.clone()),
+            detectors: suite.detectors(),
+            store: BaselineStore::new(suite.baseline),
+            incidents: Incidents::default(),
+            suite,
             windows: 0,
             last_seen: BTreeMap::new(),
         }
@@ -166,10 +247,54 @@ impl NodeDetector {
         &self.black_hole
     }
 
-    /// Keeps the baselines but judges with `black_hole` from now on (a checkpoint restored
-    /// under an edited config).
-    pub fn set_black_hole_spec(&mut self, black_hole: BlackHoleSpec) {
-        self.black_hole.set_spec(black_hole);
+    /// The shared baselines.
+    pub fn baselines(&self) -> &BaselineStore {
+        &self.store
+    }
+
+    /// Open and recent incidents.
+    pub fn incidents(&self) -> &Incidents {
+        &self.incidents
+    }
+
+    /// The state to checkpoint.
+    pub fn state(&self) -> NodeDetectorState {
+        NodeDetectorState {
+            black_hole: self.black_hole.clone(),
+            detectors: self
+                .detectors
+                .iter()
+                .map(|d| (d.name().to_owned(), serde_bytes::ByteBuf::from(d.save())))
+                .collect(),
+            store: self.store.clone(),
+            incidents: self.incidents.clone(),
+            windows: self.windows,
+            last_seen: self.last_seen.clone(),
+        }
+    }
+
+    /// A detector judging with `suite` from `state` (possibly saved under another config:
+    /// baselines and detectors' states are kept, a detector the suite no longer has is
+    /// dropped, a new one starts empty).
+    ///
+    /// # Errors
+    /// A message naming the detector whose state does not decode.
+    pub fn restore(suite: Suite, state: NodeDetectorState) -> Result<Self, String> {
+        let mut d = NodeDetector::new(suite);
+        d.black_hole = state.black_hole;
+        d.black_hole.set_spec(d.suite.black_hole.clone());
+        for det in &mut d.detectors {
+            if let Some(bytes) = state.detectors.get(det.name()) {
+                det.load(bytes)
+                    .map_err(|e| format!("detector {}: {e}", det.name()))?;
+            }
+        }
+        d.store = state.store;
+        d.store.set_spec(d.suite.baseline);
+        d.incidents = state.incidents;
+        d.windows = state.windows;
+        d.last_seen = state.last_seen;
+        Ok(d)
     }
 
     /// Judges one closed window from its pairs (all of them, any order).
@@ -179,7 +304,9 @@ impl NodeDetector {
 
     /// Judges the nodes `owns` accepts, from the window's pairs (all pairs touching those
     /// nodes must be among them: a node seen partially is not judged). The others get no
-    /// node window, no finding and no baseline here: another instance owns them.
+    /// node window, no finding and no baseline here: another instance owns them. Findings
+    /// of pair and landscape detectors are kept when `owns` accepts their anchor
+    /// ([`crate::signatures::anchor`]).
     pub fn detect_owned(
         &mut self,
         window: Window,
@@ -187,10 +314,9 @@ impl NodeDetector {
         owns: impl Fn(&str) -> bool,
     ) -> NodeOutcome {
         let sums = sums(pairs);
-        let mut out = NodeOutcome {
-            nodes: Vec::with_capacity(sums.len()),
-            findings: Vec::new(),
-        };
+        let mut nodes = Vec::with_capacity(sums.len());
+        let mut judged = Vec::with_capacity(sums.len());
+        let mut callers = Vec::with_capacity(sums.len());
         // a node last seen in a window ending at or before this was absent IDLE_WINDOWS
         // windows or more
         let idle_before = window
@@ -204,17 +330,36 @@ impl NodeDetector {
             }
             keep
         });
+        self.store.forget_before(idle_before);
+        for d in &mut self.detectors {
+            d.forget_before(idle_before);
+        }
         for (node, s) in sums.iter().filter(|(node, _)| owns(node)) {
             let nw = node_window(window, node, s);
-            // pseudo-nodes are no service: never judged, never acted on
-            if *node != UNROUTED
-                && *node != crate::pair::OTHER
-                && let Some(f) = self.black_hole.check(&nw, &s.callers)
-            {
-                out.findings.push(f);
+            if is_service(node) {
+                judged.push(nw.clone());
+                callers.push(s.callers.clone());
             }
-            out.nodes.push(nw);
-            // only nodes with a baseline are remembered: a flood of one-off names costs nothing
+            nodes.push(nw);
+        }
+        let view = WindowView {
+            window,
+            pairs,
+            nodes: &judged,
+            callers: &callers,
+            baselines: &self.store,
+        };
+        let mut raw = Vec::new();
+        self.black_hole.judge(&view, &mut raw);
+        for d in &mut self.detectors {
+            d.judge(&view, &mut raw);
+        }
+        raw.retain(|f| crate::signatures::anchor(&f.subject, &f.related).is_none_or(&owns));
+        subsume(&mut raw);
+        self.learn(window, pairs, &judged, &raw, &owns);
+        for (node, _) in sums.iter().filter(|(node, _)| owns(node)) {
+            // only nodes with a black-hole baseline are remembered: a flood of one-off
+            // names costs nothing
             match self.last_seen.get_mut(*node) {
                 Some(seen) => *seen = (*seen).max(window.end_us),
                 None if self.black_hole.baseline(node).is_some() => {
@@ -223,14 +368,100 @@ impl NodeDetector {
                 None => {}
             }
         }
+        let suite = &self.suite;
+        let findings = self.incidents.step(raw, |f| suite.debounce(f.signature));
         self.windows += 1;
-        out
+        NodeOutcome { nodes, findings }
+    }
+
+    /// Teaches the store the pairs and nodes of the window that no raw finding touched.
+    fn learn(
+        &mut self,
+        window: Window,
+        pairs: &[PairWindow],
+        nodes: &[NodeWindow],
+        raw: &[Finding],
+        owns: &impl Fn(&str) -> bool,
+    ) {
+        let mut bad_nodes: foldhash::HashSet<&str> = foldhash::HashSet::default();
+        let mut bad_pairs: foldhash::HashSet<(&str, &str)> = foldhash::HashSet::default();
+        let mut bad_sources: foldhash::HashSet<&str> = foldhash::HashSet::default();
+        for f in raw {
+            match &f.subject {
+                Subject::Node { node } => {
+                    bad_nodes.insert(node);
+                }
+                Subject::Pair {
+                    source,
+                    destination,
+                }
+                | Subject::ZonePair {
+                    source,
+                    destination,
+                    ..
+                } => {
+                    bad_pairs.insert((source, destination));
+                }
+                Subject::Version { service, .. } => {
+                    bad_sources.insert(service);
+                }
+                Subject::Sources {
+                    destination,
+                    sources,
+                } => {
+                    bad_nodes.insert(destination);
+                    for s in sources {
+                        bad_pairs.insert((s, destination));
+                    }
+                }
+                _ => {}
+            }
+            for r in &f.related {
+                if r.role == "candidate" {
+                    bad_nodes.insert(&r.name);
+                }
+            }
+        }
+        let _ = window;
+        for p in pairs {
+            if !is_service(&p.source) || !is_service(&p.destination) || !owns(&p.source) {
+                continue;
+            }
+            let bad = bad_nodes.contains(p.destination.as_str())
+                || bad_sources.contains(p.source.as_str())
+                || bad_pairs.contains(&(p.source.as_str(), p.destination.as_str()));
+            if bad {
+                self.store.touch_pair(p);
+            } else {
+                self.store.learn_pair(p);
+            }
+        }
+        for n in nodes {
+            if bad_nodes.contains(n.node.as_str()) || bad_sources.contains(n.node.as_str()) {
+                self.store.touch_node(n);
+            } else {
+                self.store.learn_node(n);
+            }
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The default suite with only the black-hole signature.
+    fn black_hole_only() -> Suite {
+        Suite {
+            anomaly: None,
+            deploy: None,
+            storm: None,
+            segmentation: None,
+            cross_zone: None,
+            root_cause: None,
+            ..Suite::default()
+        }
+    }
 
     fn pair(src: &str, dst: &str, requests: u64, errors: u64, bytes: (u64, u64)) -> PairWindow {
         PairWindow {
@@ -290,9 +521,7 @@ mod tests {
 
     #[test]
     fn baselines_of_nodes_gone_for_long_are_forgotten() {
-        let mut d = NodeDetector::new(
-            BlackHoleSpec::try_from(&crate::config::BlackHoleConfig::default()).unwrap(),
-        );
+        let mut d = NodeDetector::new(black_hole_only());
         let w = |k: i64| Window {
             start_us: k * 10_000_000,
             end_us: (k + 1) * 10_000_000,
@@ -340,9 +569,7 @@ mod tests {
         // api answers nothing and calls nothing: a black hole against its old normal
         let hung = [pair("web", "api", 100, 100, (0, 0))];
         let findings_after = |gap: i64| {
-            let mut d = NodeDetector::new(
-                BlackHoleSpec::try_from(&crate::config::BlackHoleConfig::default()).unwrap(),
-            );
+            let mut d = NodeDetector::new(black_hole_only());
             for k in 0..10 {
                 assert!(d.detect(w(k), &healthy).findings.is_empty());
             }
@@ -361,9 +588,7 @@ mod tests {
     /// (no healthy window learned meanwhile) is still judged against the normal from before.
     #[test]
     fn a_long_black_hole_keeps_its_baseline() {
-        let mut d = NodeDetector::new(
-            BlackHoleSpec::try_from(&crate::config::BlackHoleConfig::default()).unwrap(),
-        );
+        let mut d = NodeDetector::new(black_hole_only());
         let w = |k: i64| Window {
             start_us: k * 10_000_000,
             end_us: (k + 1) * 10_000_000,
@@ -385,9 +610,7 @@ mod tests {
 
     #[test]
     fn detector_outcome_lists_every_node() {
-        let mut d = NodeDetector::new(
-            BlackHoleSpec::try_from(&crate::config::BlackHoleConfig::default()).unwrap(),
-        );
+        let mut d = NodeDetector::new(black_hole_only());
         let out = d.detect(W, &[pair("a", "b", 1, 0, (0, 0))]);
         assert_eq!(out.nodes.len(), 2);
         assert!(out.findings.is_empty());

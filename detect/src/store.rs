@@ -133,8 +133,8 @@ impl Signal {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Baselines {
     signals: BTreeMap<Signal, SignalBaseline>,
-    /// End of the last window learned, µs since the epoch.
-    last_learned_us: i64,
+    /// End of the last window the subject appeared in (learned or not), µs since the epoch.
+    last_seen_us: i64,
 }
 
 impl Baselines {
@@ -143,9 +143,18 @@ impl Baselines {
         self.signals.get(&signal)
     }
 
-    /// End of the last window learned, µs since the epoch.
-    pub fn last_learned_us(&self) -> i64 {
-        self.last_learned_us
+    /// End of the last window the subject appeared in, µs since the epoch.
+    pub fn last_seen_us(&self) -> i64 {
+        self.last_seen_us
+    }
+
+    /// Windows learned by the signal learned most.
+    pub fn windows(&self) -> u64 {
+        self.signals
+            .values()
+            .map(SignalBaseline::len)
+            .max()
+            .unwrap_or(0)
     }
 }
 
@@ -253,7 +262,7 @@ impl BaselineStore {
                     .learn(&s, p.window.start_us, x);
             }
         }
-        b.last_learned_us = b.last_learned_us.max(p.window.end_us);
+        b.last_seen_us = b.last_seen_us.max(p.window.end_us);
     }
 
     /// Teaches the node's baselines every signal of a healthy window that has data.
@@ -269,12 +278,31 @@ impl BaselineStore {
                     .learn(&s, n.window.start_us, x);
             }
         }
-        b.last_learned_us = b.last_learned_us.max(n.window.end_us);
+        b.last_seen_us = b.last_seen_us.max(n.window.end_us);
     }
 
-    /// Forgets pairs and nodes that learned nothing since `before_us` (µs since the epoch).
+    /// Marks a pair seen in a window that did not teach it (an unhealthy one), so that a
+    /// long failure does not make it forgotten.
+    pub fn touch_pair(&mut self, p: &PairWindow) {
+        if let Some(b) = self
+            .pairs
+            .get_mut(&(p.source.clone(), p.destination.clone()))
+        {
+            b.last_seen_us = b.last_seen_us.max(p.window.end_us);
+        }
+    }
+
+    /// Marks a node seen in a window that did not teach it.
+    pub fn touch_node(&mut self, n: &NodeWindow) {
+        if let Some(b) = self.nodes.get_mut(&n.node) {
+            b.last_seen_us = b.last_seen_us.max(n.window.end_us);
+        }
+    }
+
+    /// Forgets pairs and nodes not seen since `before_us` (µs since the epoch): a subject
+    /// back after a long absence learns a new normal.
     pub fn forget_before(&mut self, before_us: i64) {
-        self.pairs.retain(|_, b| b.last_learned_us > before_us);
-        self.nodes.retain(|_, b| b.last_learned_us > before_us);
+        self.pairs.retain(|_, b| b.last_seen_us > before_us);
+        self.nodes.retain(|_, b| b.last_seen_us > before_us);
     }
 }

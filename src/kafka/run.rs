@@ -412,7 +412,7 @@ pub fn run(
     let stage2 = match &config.scale_out {
         None => Stage2::Local(Box::new(Judge::new(
             config.window,
-            config.black_hole.clone(),
+            config.suite.clone(),
             config.actuator.clone(),
             Ownership::All,
             o.windows.is_some(),
@@ -647,7 +647,7 @@ impl Driver {
         };
         let mut judge = Judge::new(
             self.config.window,
-            self.config.black_hole.clone(),
+            self.config.suite.clone(),
             self.config.actuator.clone(),
             Ownership::Partition {
                 index: partition,

@@ -9,9 +9,9 @@
 
 use actuate::{Actuator, ActuatorState};
 use detect::merge::{Mark, MergerCounters, MergerSnapshot, WindowMerger};
-use detect::node::NodeDetector;
+use detect::node::{NodeDetector, NodeDetectorState};
 use detect::pair::{ClosedPairs, PairState, PartialWindow, WindowSpec};
-use detect::signatures::BlackHoleSpec;
+use detect::suite::Suite;
 use schemas::Window;
 use serde::{Deserialize, Serialize};
 
@@ -124,8 +124,8 @@ pub struct JudgeCounters {
 pub struct JudgeState {
     /// The merger's open windows and producers.
     pub merger: MergerSnapshot,
-    /// Node baselines.
-    pub nodes: NodeDetector,
+    /// Baselines, detectors' state and incidents.
+    pub nodes: NodeDetectorState,
     /// Commands in force and open incidents.
     pub actuator: ActuatorState,
     /// Counters so far.
@@ -137,7 +137,7 @@ pub struct JudgeState {
 pub struct Judge {
     merger: WindowMerger,
     nodes: NodeDetector,
-    black_hole: BlackHoleSpec,
+    suite: Suite,
     actuator: Actuator,
     ownership: Ownership,
     write_windows: bool,
@@ -172,15 +172,15 @@ impl Judge {
     /// `ownership`'s nodes. `write_windows`: whether pair and node windows go to the outputs.
     pub fn new(
         spec: WindowSpec,
-        black_hole: BlackHoleSpec,
+        suite: Suite,
         actuator: Actuator,
         ownership: Ownership,
         write_windows: bool,
     ) -> Self {
         Judge {
             merger: WindowMerger::new(spec),
-            nodes: NodeDetector::new(black_hole.clone()),
-            black_hole,
+            nodes: NodeDetector::new(suite.clone()),
+            suite,
             actuator,
             ownership,
             write_windows,
@@ -379,7 +379,7 @@ impl<O: Outputs + ?Sized> Stage<O> for Judge {
     fn snapshot(&self) -> JudgeState {
         JudgeState {
             merger: self.merger.snapshot(),
-            nodes: self.nodes.clone(),
+            nodes: self.nodes.state(),
             actuator: self.actuator.state(),
             counters: self.counters.clone(),
         }
@@ -393,8 +393,12 @@ impl<O: Outputs + ?Sized> Stage<O> for Judge {
                     source,
                 }
             })?;
-        self.nodes = state.nodes;
-        self.nodes.set_black_hole_spec(self.black_hole.clone());
+        self.nodes = NodeDetector::restore(self.suite.clone(), state.nodes).map_err(|e| {
+            StageError::State {
+                what: "stage 2 (detectors)".into(),
+                source: detect::Error::State(e),
+            }
+        })?;
         self.actuator.restore(state.actuator);
         self.counters = state.counters;
         self.reported = (self.counters.clone(), *self.merger.counters());

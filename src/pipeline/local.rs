@@ -73,7 +73,7 @@ impl Pipeline {
             aggregate: Aggregate::new(config.window, not_after_us),
             judge: Judge::new(
                 config.window,
-                config.black_hole.clone(),
+                config.suite.clone(),
                 config.actuator.clone(),
                 super::Ownership::All,
                 true,

@@ -72,6 +72,7 @@ use crate::baseline::NodeBaseline;
 use crate::config::BlackHoleConfig;
 use crate::error::{Error, Result};
 use crate::node::CallerWindow;
+use crate::signatures::{Scope, SignatureDetector, WindowView};
 
 /// The evidence signal naming how many callers saw the collapse themselves (see
 /// [`schemas::COLLAPSED_CALLERS`]).
@@ -192,7 +193,7 @@ impl BlackHole {
     /// (see the module docs).
     pub fn check(&mut self, node: &NodeWindow, callers: &[CallerWindow<'_>]) -> Option<Finding> {
         let baseline = self.baselines.get(&node.node);
-        let finding = baseline.and_then(|b| self.judge(b, node, callers));
+        let finding = baseline.and_then(|b| self.judge_node(b, node, callers));
         let degraded = baseline.is_some_and(|b| {
             let (ok, downstream) = self.collapsed(b, node);
             b.len() >= self.spec.min_baseline_windows && (ok || downstream)
@@ -245,7 +246,7 @@ impl BlackHole {
         )
     }
 
-    fn judge(
+    fn judge_node(
         &self,
         baseline: &NodeBaseline,
         node: &NodeWindow,
@@ -288,6 +289,9 @@ impl BlackHole {
             return None;
         }
         let severity = Severity::Critical;
+        // P(at most `judged_ok` ok responses of `judged` requests | each ok with the baseline
+        // ok ratio): the binomial lower tail (statrs)
+        let p_ok = ok_tail(judged, judged_ok, base_ok);
         let evidence = |signal: &str, value: f64, baseline: f64, unit: &str| Evidence {
             signal: signal.into(),
             value,
@@ -333,7 +337,10 @@ impl BlackHole {
             severity,
             evidence: vec![
                 evidence("inflow_requests", inflow, base_inflow, "requests"),
-                evidence("ok_response_ratio", ok_ratio, base_ok, "ratio"),
+                Evidence {
+                    tail_probability: Some(p_ok),
+                    ..evidence("ok_response_ratio", ok_ratio, base_ok, "ratio")
+                },
                 evidence("downstream_per_request", dpr, base_dpr, "ratio"),
                 evidence(
                     COLLAPSED_CALLERS,
@@ -344,11 +351,43 @@ impl BlackHole {
             ],
             callers,
             summary,
-            score: 0.0,
-            confidence: Confidence::Normal,
+            score: 1.0 - p_ok,
+            confidence: if baseline.len() >= self.spec.baseline_windows {
+                Confidence::Normal
+            } else {
+                Confidence::Low
+            },
             related: Vec::new(),
             rule: None,
         })
+    }
+}
+
+/// P(X ≤ `ok`) for X ~ Binomial(`n`, `p`): how likely so few ok responses are if the node
+/// still answered as in its baseline.
+fn ok_tail(n: u64, ok: u64, p: f64) -> f64 {
+    use statrs::distribution::{Binomial, DiscreteCDF};
+    match Binomial::new(p.clamp(0.0, 1.0), n) {
+        Ok(b) => b.cdf(ok),
+        Err(_) => 1.0,
+    }
+}
+
+impl SignatureDetector for BlackHole {
+    fn name(&self) -> &'static str {
+        "black-hole"
+    }
+
+    fn scope(&self) -> Scope {
+        Scope::Node
+    }
+
+    fn judge(&mut self, view: &WindowView<'_>, out: &mut Vec<Finding>) {
+        for (node, callers) in view.nodes.iter().zip(view.callers) {
+            if let Some(f) = self.check(node, callers) {
+                out.push(f);
+            }
+        }
     }
 }
 

@@ -1,0 +1,216 @@
+//! Synchronized bursts: retry and logging storms. Many sources' rates toward one destination
+//! spike in the same window, shortly after the destination had a period of errors or
+//! unavailability (senders buffered, or retried, and now flush at once).
+//!
+//! A destination is **troubled** in a window when its ok ratio fell far below its baseline
+//! (P(ok ratio this low) ≤ `max-tail-probability` and at least 10 points under it) or its
+//! inflow rate fell to at most 1 ÷ `rate-factor` of its baseline with the same improbability.
+//! A source **spikes** toward it when the pair's rate is at least `rate-factor` × its baseline
+//! with P(rate this high) ≤ `max-tail-probability`. It fires on a destination when, within
+//! `after-trouble` of the end of its last troubled window,
+//!
+//! ```text
+//! spiking sources ≥ min-sources  ∧  spiking sources ≥ min-source-share × its callers
+//! ```
+//!
+//! Subject: `sources/<destination>`, naming the synchronized sources; evidence: the
+//! destination's inflow against its baseline (with its tail probability) and the count of
+//! spiking sources against its callers. Severity `critical`: a storm is what moves pods
+//! around and repeats the spike elsewhere.
+//!
+//! What it can't see: a storm toward a destination that had no trouble graywatch saw (a
+//! cron job: the rate signatures see it), storms of fewer than `min-sources` senders, and
+//! senders whose pairs have no baseline yet.
+
+use std::collections::BTreeMap;
+
+use schemas::{Finding, Severity, Signature, Subject};
+
+use crate::adaptive::Score;
+use crate::config::StormConfig;
+use crate::error::{Error, Result};
+use crate::node::is_service;
+use crate::signatures::generic::far;
+use crate::signatures::{
+    Scope, SignatureDetector, WindowView, confidence, counted, finding, load_state, related,
+    save_state, scored,
+};
+use crate::store::Signal;
+use crate::suite::{factor, tail};
+
+/// The validated `[detect.storm]` section.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StormSpec {
+    min_sources: usize,
+    min_source_share: f64,
+    rate_factor: f64,
+    max_p: f64,
+    after_trouble_us: i64,
+}
+
+impl StormSpec {
+    /// Validates `c`.
+    ///
+    /// # Errors
+    /// [`Error::Config`] naming the key.
+    pub fn new(c: &StormConfig, _window_us: i64) -> Result<Self> {
+        if c.min_sources < 2 {
+            return Err(Error::Config {
+                key: "storm.min-sources",
+                reason: format!("{} is fewer than 2 sources", c.min_sources),
+            });
+        }
+        if !(c.min_source_share > 0.0 && c.min_source_share <= 1.0) {
+            return Err(Error::Config {
+                key: "storm.min-source-share",
+                reason: format!("{} is not a share in (0, 1]", c.min_source_share),
+            });
+        }
+        Ok(StormSpec {
+            min_sources: c.min_sources,
+            min_source_share: c.min_source_share,
+            rate_factor: factor(c.rate_factor, "storm.rate-factor")?,
+            max_p: tail(c.max_tail_probability, "storm.max-tail-probability")?,
+            after_trouble_us: i64::try_from(c.after_trouble.as_micros()).unwrap_or(i64::MAX),
+        })
+    }
+}
+
+/// The storm detector: the end of each destination's last troubled window.
+#[derive(Debug, Clone)]
+pub struct Storm {
+    spec: StormSpec,
+    troubled_until: BTreeMap<String, i64>,
+}
+
+impl Storm {
+    /// A detector with `spec`.
+    pub fn new(spec: StormSpec) -> Self {
+        Storm {
+            spec,
+            troubled_until: BTreeMap::new(),
+        }
+    }
+}
+
+impl SignatureDetector for Storm {
+    fn name(&self) -> &'static str {
+        "storm"
+    }
+
+    fn scope(&self) -> Scope {
+        Scope::Landscape
+    }
+
+    fn judge(&mut self, view: &WindowView<'_>, out: &mut Vec<Finding>) {
+        let s = &self.spec;
+        let store = view.baselines;
+        let w = view.window;
+        for (node, callers) in view.nodes.iter().zip(view.callers) {
+            // trouble first: a window can be both (the flush starts while errors go on)
+            let ok = store.score_node(node, Signal::OkRatio);
+            let inflow = store.score_node(node, Signal::InflowRps);
+            let ok_fell = ok.as_ref().is_some_and(|o| {
+                o.p_low <= s.max_p
+                    && Signal::OkRatio
+                        .of_node(node)
+                        .is_some_and(|x| x <= o.expected - 0.1)
+            });
+            let inflow_fell = inflow.as_ref().is_some_and(|i| {
+                i.p_low <= s.max_p
+                    && Signal::InflowRps
+                        .of_node(node)
+                        .is_some_and(|x| x * s.rate_factor <= i.expected)
+            });
+            if ok_fell || inflow_fell {
+                self.troubled_until.insert(node.node.clone(), w.end_us);
+            }
+            let Some(&until) = self.troubled_until.get(&node.node) else {
+                continue;
+            };
+            if w.start_us.saturating_sub(until) > s.after_trouble_us {
+                continue;
+            }
+            let mut spiking: Vec<(&str, Score, f64)> = Vec::new();
+            for p in view.inflow(&node.node) {
+                if !is_service(&p.source) || p.requests == 0 {
+                    continue;
+                }
+                if let Some(r) = far(store, p, Signal::RateRps)
+                    && r.z > 0.0
+                    && p.rate_rps >= s.rate_factor * r.expected
+                    && r.p_high <= s.max_p
+                {
+                    spiking.push((&p.source, r, p.rate_rps));
+                }
+            }
+            let calling = callers.len().max(1);
+            if spiking.len() < s.min_sources
+                || (spiking.len() as f64) < s.min_source_share * calling as f64
+            {
+                continue;
+            }
+            let mut evidence = Vec::new();
+            if let Some(i) = &inflow {
+                let x = Signal::InflowRps.of_node(node).unwrap_or(0.0);
+                evidence.push(scored(Signal::InflowRps, x, i, true));
+            }
+            evidence.push(counted(
+                "spiking_sources",
+                spiking.len() as f64,
+                calling as f64,
+                "sources",
+            ));
+            let strongest = spiking.iter().map(|x| x.1.p_high).fold(1.0f64, f64::min);
+            if let Some(e) = evidence.last_mut() {
+                e.tail_probability = Some(strongest);
+            }
+            out.push(finding(
+                Signature::SynchronizedBurst,
+                Subject::Sources {
+                    destination: node.node.clone(),
+                    sources: spiking.iter().map(|x| x.0.to_owned()).collect(),
+                },
+                w,
+                Severity::Critical,
+                evidence,
+                spiking
+                    .iter()
+                    .map(|(src, r, rate)| {
+                        related(
+                            "source",
+                            src,
+                            Some(*rate),
+                            format!(
+                                "{rate:.1} req/s, {:.1}× its baseline",
+                                rate / r.expected.max(1e-9)
+                            ),
+                        )
+                    })
+                    .collect(),
+                confidence(spiking.iter().map(|x| &x.1)),
+                format!(
+                    "{} of {} callers of {} spiked together (≥ {:.0}× their baseline rates) \
+                     after it was in trouble: a synchronized burst (retry or logging storm)",
+                    spiking.len(),
+                    calling,
+                    node.node,
+                    s.rate_factor
+                ),
+            ));
+        }
+    }
+
+    fn forget_before(&mut self, before_us: i64) {
+        self.troubled_until.retain(|_, &mut t| t > before_us);
+    }
+
+    fn save(&self) -> Vec<u8> {
+        save_state(&self.troubled_until)
+    }
+
+    fn load(&mut self, state: &[u8]) -> std::result::Result<(), String> {
+        self.troubled_until = load_state(state)?;
+        Ok(())
+    }
+}
