@@ -255,6 +255,33 @@ mod tests {
     }
 
     #[test]
+    fn invalid_signature_sections_name_the_key() {
+        let bad = |f: fn(&mut DetectConfig)| {
+            let mut c = DetectConfig::default();
+            f(&mut c);
+            Detector::try_from(c).unwrap_err().to_string()
+        };
+        assert_eq!(
+            bad(|c| c.cross_zone.allowed_share = 1.0),
+            "invalid config cross-zone.allowed-share: 1 is not a share in [0, 1)"
+        );
+        assert_eq!(
+            bad(|c| c.anomaly.max_tail_probability = 0.7),
+            "invalid config anomaly.max-tail-probability: 0.7 is not a tail probability in \
+             (0, 0.5)"
+        );
+        assert!(
+            bad(|c| c.storm.debounce.open_after = 4).starts_with("invalid config storm.debounce:"),
+        );
+        assert!(bad(|c| c.baseline.warm_up = 1).starts_with("invalid config baseline.warm-up"));
+        // a section turned off is not validated
+        let mut c = DetectConfig::default();
+        c.cross_zone.enabled = false;
+        c.cross_zone.allowed_share = 7.0;
+        assert!(Detector::try_from(c).is_ok());
+    }
+
+    #[test]
     fn stats_count_records_late_records_and_windows() {
         // every record trusted at once, so that three records move the watermark
         let mut c = DetectConfig::default();

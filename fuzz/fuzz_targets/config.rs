@@ -79,7 +79,7 @@ fuzz_target!(|data: &[u8]| {
             window.length_us()
         );
     }
-    let _ = detect::signatures::BlackHoleSpec::try_from(&config.detect.black_hole);
+    let _ = detect::suite::Suite::try_from(&config.detect);
     let _ = actuate::Actuator::try_from(config.actuate);
     let Ok(mapping) = Mapping::try_from(config.mapping) else {
         return;
