@@ -82,7 +82,7 @@ pub struct Validated {
     pub mapping: ingest::Mapping,
     /// The window geometry.
     pub window: detect::pair::WindowSpec,
-    /// The black-hole signature.
+    /// Every signature's validated spec.
     pub suite: detect::suite::Suite,
     /// The actuation stage.
     pub actuator: actuate::Actuator,

@@ -1,0 +1,4 @@
+//! Measured detection quality: graywatch against ground truth.
+
+pub mod collect;
+pub mod trainticket;
