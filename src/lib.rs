@@ -44,6 +44,7 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod eval;
 pub mod kafka;
 pub mod pipeline;
 pub mod replay;
