@@ -49,6 +49,9 @@ enum Command {
     Run(graywatch::kafka::RunArgs),
     /// Check a config file: every key known, every value in range.
     Validate(ValidateArgs),
+    /// Measure detection on labelled data (the Numenta Anomaly Benchmark).
+    #[command(subcommand)]
+    Eval(graywatch::eval::EvalCommand),
 }
 
 #[derive(Debug, Args)]
@@ -80,6 +83,7 @@ fn main() -> ExitCode {
         Command::Parse(args) => parse::run(args),
         Command::Run(args) => graywatch::kafka::main(args),
         Command::Validate(args) => validate(args),
+        Command::Eval(command) => graywatch::eval::run(command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

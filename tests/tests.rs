@@ -9,6 +9,7 @@ mod generator;
 mod golden;
 mod kafka;
 mod limits;
+mod nab;
 mod runtime;
 mod trainticket;
 mod util;

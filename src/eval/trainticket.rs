@@ -125,7 +125,10 @@ pub fn evaluate(
     let mut traces = traces.to_vec();
     // time order: fault files are named by minute, fault-free ones `normal_<same layout>`
     traces.sort_by_key(|p| {
-        let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = p
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         name.trim_start_matches("normal_").to_owned()
     });
     let mut parser = SpansCsvParser::new(config.mapping.clone());
@@ -144,27 +147,30 @@ pub fn evaluate(
             if line.is_empty() {
                 continue;
             }
-            parser.parse_line(line, &mut builder).map_err(|e| {
-                anyhow::anyhow!("{}:{}: {}", path.display(), i + 1, e)
-            })?;
+            parser
+                .parse_line(line, &mut builder)
+                .map_err(|e| anyhow::anyhow!("{}:{}: {}", path.display(), i + 1, e))?;
         }
         if normal && builder.len() > before {
             let b = builder.finish();
-            let starts = schemas::FlowColumns::try_new(&b)?.start_us.values().to_vec();
+            let starts = schemas::FlowColumns::try_new(&b)?
+                .start_us
+                .values()
+                .to_vec();
             if let (Some(lo), Some(hi)) = (starts.iter().min(), starts.iter().max()) {
                 normal_ranges.push((*lo, *hi));
             }
             records += b.num_rows() as u64;
             batches.push(b);
         }
-        if builder.len() > 0 {
+        if !builder.is_empty() {
             let b = builder.finish();
             records += b.num_rows() as u64;
             batches.push(b);
         }
     }
     parser.finish(&mut builder);
-    if builder.len() > 0 {
+    if !builder.is_empty() {
         records += builder.len() as u64;
         batches.push(builder.finish());
     }
@@ -217,7 +223,9 @@ pub fn evaluate(
 
 /// The report as text: one line per fault, then the totals.
 pub fn render(r: &Report) -> String {
-    let mut s = String::from("fault time           type            service                        rank  top candidates\n");
+    let mut s = String::from(
+        "fault time           type            service                        rank  top candidates\n",
+    );
     for f in &r.faults {
         s += &format!(
             "{:<20} {:<15} {:<30} {:>4}  {}\n",
