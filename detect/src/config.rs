@@ -434,7 +434,7 @@ pub struct RootCauseConfig {
     pub max_tail_probability: f64,
     /// Candidates listed (count, >= 1). Default 3.
     pub candidates: usize,
-    /// Debounce (see `[detect.anomaly]`). Default 1 of 1, 3.
+    /// Debounce (see `[detect.anomaly]`). Default 2 of 3, 3.
     pub debounce: DebounceConfig,
 }
 
@@ -446,8 +446,8 @@ impl Default for RootCauseConfig {
             max_tail_probability: 1e-4,
             candidates: 3,
             debounce: DebounceConfig {
-                open_after: 1,
-                of_windows: 1,
+                open_after: 2,
+                of_windows: 3,
                 resolve_after: 3,
             },
         }

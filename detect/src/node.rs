@@ -137,7 +137,8 @@ fn node_window(window: Window, node: &str, s: &NodeSums<'_>) -> NodeWindow {
 /// Drops the generic anomalies (rate, latency, errors, queueing of one pair) that a
 /// signature's finding of the same window already explains: pairs into a node found by a
 /// node or sources finding, the pair of a zone-pair finding, pairs out of a version's
-/// service. One incident, one finding.
+/// service; and a spreading degradation naming one of those nodes or services as a
+/// candidate. One incident, one finding.
 fn subsume(raw: &mut Vec<Finding>) {
     use schemas::Signature as S;
     let generic = |s: S| {
@@ -166,6 +167,11 @@ fn subsume(raw: &mut Vec<Finding>) {
         return;
     }
     raw.retain(|f| match &f.subject {
+        // a spreading degradation whose candidates a signature already names
+        Subject::Landscape => !f
+            .related
+            .iter()
+            .any(|r| r.role == "candidate" && (into.contains(&r.name) || from.contains(&r.name))),
         Subject::Pair {
             source,
             destination,

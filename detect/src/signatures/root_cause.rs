@@ -2,18 +2,20 @@
 //! graph from the affected pairs toward their dependencies and rank the services that most
 //! likely started it.
 //!
-//! A pair is **affected** in a window when its p99 or p50 is at least 1.5 × its baseline with
-//! P ≤ `max-tail-probability`, or its error ratio rose by 5 points with a binomial tail that
-//! improbable. Its strength is −log10 of that probability (capped at 50). When at least
-//! `min-pairs` pairs are affected, every service an affected pair reaches is a candidate,
-//! scored by
+//! A pair **deviates** in a window when its p99 or p50 moved by a factor 1.5 either way
+//! (a failing service often answers faster) with P ≤ `max-tail-probability`, or its error
+//! ratio rose by 5 points with a binomial tail that improbable (blamed on its destination),
+//! or its rate fell to half its baseline that improbably (blamed on its source: the calls a
+//! failing service stopped making). A deviation's strength is −log10 of its probability
+//! (capped at 50). When at least `min-pairs` pairs deviate, every service blamed is a
+//! candidate, scored by
 //!
 //! ```text
-//! score(c) = in(c) × (1 − out_share(c)) × (1 + onset(c))
+//! score(c) = (in(c) + dropped(c)) × (1 − out_share(c)) × (1 + onset(c))
 //! ```
 //!
-//! * `in(c)`: the summed strength of affected pairs *into* c — how strongly callers see c
-//!   deviate;
+//! * `in(c)`: the summed strength of latency/error deviations of pairs *into* c — how
+//!   strongly callers see c deviate; `dropped(c)`: of the calls c stopped making;
 //! * `out_share(c)`: the share of c's own calls (by requests) on affected pairs — a service
 //!   that is slow because its dependency is slow passes the blame down the graph, the deepest
 //!   affected service keeps it;
@@ -72,72 +74,126 @@ impl TryFrom<&RootCauseConfig> for RootCauseSpec {
     }
 }
 
-/// An affected pair: how improbable its latency or errors are (−log10 P, capped at 50).
-fn strength(store: &BaselineStore, p: &PairWindow, max_p: f64) -> Option<f64> {
-    if !is_service(&p.source) || !is_service(&p.destination) || p.requests == 0 {
-        return None;
+/// −log10 of a probability, capped at 50.
+fn strength_of(p: f64) -> f64 {
+    (-p.max(1e-50).log10()).min(50.0)
+}
+
+/// How a pair deviates in a window: its latency or errors (blamed on the destination), and
+/// the calls its source stopped making (blamed on the source), each as −log10 P.
+#[derive(Debug, Clone, Copy, Default)]
+struct Deviation {
+    /// Latency (either way: a failing service often answers faster) or errors.
+    into: f64,
+    /// Rate fallen to at most half its baseline.
+    dropped: f64,
+}
+
+fn deviation(store: &BaselineStore, p: &PairWindow, max_p: f64) -> Deviation {
+    let mut d = Deviation::default();
+    if !is_service(&p.source) || !is_service(&p.destination) {
+        return d;
     }
-    let mut best: Option<f64> = None;
     for signal in [Signal::P99Us, Signal::P50Us] {
-        if let (Some(x), Some(sc)) = (signal.of_pair(p), far(store, p, signal))
-            && sc.z > 0.0
-            && x >= 1.5 * sc.expected
-            && sc.p_high <= max_p
-        {
-            best = Some(best.map_or(sc.p_high, |b: f64| b.min(sc.p_high)));
+        if let (Some(x), Some(sc)) = (signal.of_pair(p), far(store, p, signal)) {
+            let (tail, moved) = if sc.z > 0.0 {
+                (sc.p_high, x >= 1.5 * sc.expected)
+            } else {
+                (sc.p_low, x * 1.5 <= sc.expected)
+            };
+            if moved && tail <= max_p {
+                d.into = d.into.max(strength_of(tail));
+            }
         }
     }
     if let Some(b) = store
         .pair(&p.source, &p.destination)
         .and_then(|b| b.get(Signal::ErrorRatio))
         && let Some(e) = b.expected(&store.spec(Signal::ErrorRatio), p.window.start_us)
+        && p.requests > 0
         && p.error_ratio >= e + 0.05
     {
         let t = error_tail(p.requests, p.errors, e);
         if t <= max_p {
-            best = Some(best.map_or(t, |b: f64| b.min(t)));
+            d.into = d.into.max(strength_of(t));
         }
     }
-    best.map(|p| (-p.max(1e-50).log10()).min(50.0))
+    if let Some(r) = far(store, p, Signal::RateRps)
+        && r.z < 0.0
+        && p.rate_rps * 2.0 <= r.expected
+        && r.p_low <= max_p
+    {
+        d.dropped = strength_of(r.p_low);
+    }
+    d
 }
 
-/// The candidates of one window, best first: (service, score in [0, 1], inbound strength,
-/// outbound affected share). Empty when fewer than `min_pairs` pairs are affected.
-/// `first_affected` gives the window start (µs) at which a service's inbound pairs were first
-/// affected in the current episode.
+/// Whether `node` still receives at least half its baseline inflow: only then are the calls
+/// it stopped making its own doing (a service whose callers went quiet, or an entry point with
+/// no inflow, calls less because it is asked less).
+fn still_called(view: &WindowView<'_>, node: &str) -> bool {
+    let Some((n, _)) = view.node(node) else {
+        return false;
+    };
+    let Some(x) = Signal::InflowRps.of_node(n) else {
+        return false;
+    };
+    let expected = view
+        .baselines
+        .expected_node(node, Signal::InflowRps, n.window.start_us)
+        .map_or(0.0, |e| e.0);
+    x > 0.0 && x * 2.0 >= expected
+}
+
+/// The candidates of one window, best first: (service, score in [0, 1], inbound deviation,
+/// share of its own calls deviating). Empty when fewer than `min_pairs` pairs deviate.
+/// `first_affected` gives the window start (µs) at which a service was first a candidate in
+/// the current episode.
+///
+/// A candidate's score is `(in + dropped) × (1 − out_share) × (1 + onset)`: `in`, the summed
+/// latency/error deviation of pairs into it; `dropped`, the summed deviation of the calls it
+/// stopped making (a service that fails fast stops calling its dependencies); `out_share`,
+/// the share of its own calls (by requests) on pairs whose latency or errors deviate (slow
+/// because its dependency is); `onset` 1 for the candidate(s) that deviated first.
 pub fn rank(
     view: &WindowView<'_>,
     max_p: f64,
     min_pairs: usize,
     first_affected: &BTreeMap<String, i64>,
 ) -> Vec<(String, f64, f64, f64)> {
-    let affected: Vec<(&PairWindow, f64)> = view
+    let devs: Vec<(&PairWindow, Deviation)> = view
         .pairs
         .iter()
-        .filter_map(|p| strength(view.baselines, p, max_p).map(|s| (p, s)))
+        .map(|p| (p, deviation(view.baselines, p, max_p)))
+        .filter(|(_, d)| d.into > 0.0 || d.dropped > 0.0)
         .collect();
-    if affected.len() < min_pairs {
+    if devs.len() < min_pairs {
         return Vec::new();
     }
-    let mut inbound: BTreeMap<&str, f64> = BTreeMap::new();
-    let mut out_affected: BTreeMap<&str, u64> = BTreeMap::new();
-    for (p, s) in &affected {
-        *inbound.entry(&p.destination).or_default() += s;
-        *out_affected.entry(&p.source).or_default() += p.requests;
+    let mut evidence: BTreeMap<&str, f64> = BTreeMap::new();
+    let mut out_deviating: BTreeMap<&str, u64> = BTreeMap::new();
+    for (p, d) in &devs {
+        if d.into > 0.0 {
+            *evidence.entry(&p.destination).or_default() += d.into;
+            *out_deviating.entry(&p.source).or_default() += p.requests;
+        }
+        if d.dropped > 0.0 && still_called(view, &p.source) {
+            *evidence.entry(&p.source).or_default() += d.dropped;
+        }
     }
-    let earliest = inbound
+    let earliest = evidence
         .keys()
         .filter_map(|c| first_affected.get(*c))
         .min()
         .copied();
-    let mut scored: Vec<(String, f64, f64, f64)> = inbound
+    let mut scored: Vec<(String, f64, f64, f64)> = evidence
         .iter()
-        .map(|(c, s_in)| {
+        .map(|(c, ev)| {
             let out_total: u64 = view.outflow(c).iter().map(|p| p.requests).sum();
             let share = if out_total == 0 {
                 0.0
             } else {
-                out_affected.get(c).copied().unwrap_or(0) as f64 / out_total as f64
+                (out_deviating.get(c).copied().unwrap_or(0) as f64 / out_total as f64).min(1.0)
             };
             let onset = match (earliest, first_affected.get(*c)) {
                 (Some(e), Some(f)) if *f == e => 1.0,
@@ -145,11 +201,12 @@ pub fn rank(
             };
             (
                 (*c).to_owned(),
-                s_in * (1.0 - share) * (1.0 + onset),
-                *s_in,
+                ev * (1.0 - share) * (1.0 + onset),
+                *ev,
                 share,
             )
         })
+        .filter(|c| c.1 > 0.0)
         .collect();
     scored.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
     let best = scored.first().map_or(1.0, |c| c.1).max(f64::MIN_POSITIVE);
@@ -249,5 +306,53 @@ impl SignatureDetector for RootCause {
         let s: State = load_state(state)?;
         self.first_affected = s.first_affected;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::adaptive::BaselineSpec;
+    use crate::signatures::generic::tests::pw;
+
+    /// web → api → db and web → cart: db slows down, which slows api (whose own call to db
+    /// deviates) and web's calls to api; cart is untouched.
+    #[test]
+    fn the_deepest_slow_service_ranks_first() {
+        let mut store = BaselineStore::new(BaselineSpec::default());
+        let normal = |k: i64| {
+            vec![
+                pw(k, "api", "db", 300, 0, 20_000 + (k as u64 % 3) * 1_000),
+                pw(k, "web", "api", 300, 0, 50_000 + (k as u64 % 3) * 2_000),
+                pw(k, "web", "cart", 300, 0, 30_000 + (k as u64 % 3) * 1_000),
+            ]
+        };
+        for k in 0..40 {
+            for p in normal(k) {
+                store.learn_pair(&p);
+            }
+        }
+        let slow = vec![
+            pw(40, "api", "db", 300, 0, 400_000),
+            pw(40, "web", "api", 300, 0, 450_000),
+            pw(40, "web", "cart", 300, 0, 31_000),
+        ];
+        let view = WindowView {
+            window: slow[0].window,
+            pairs: &slow,
+            nodes: &[],
+            callers: &[],
+            baselines: &store,
+        };
+        let ranked = rank(&view, 1e-4, 2, &BTreeMap::new());
+        let names: Vec<&str> = ranked.iter().map(|c| c.0.as_str()).collect();
+        // api's evidence is as strong as db's, but all of api's own calls deviate
+        assert_eq!(names[0], "db");
+        assert_eq!(ranked[0].1, 1.0);
+        let api = ranked.iter().find(|c| c.0 == "api");
+        assert!(api.is_none_or(|c| c.3 == 1.0 && c.1 == 0.0), "{api:?}");
+        assert!(!names.contains(&"cart"));
+        // below min-pairs: nothing
+        assert!(rank(&view, 1e-4, 3, &BTreeMap::new()).is_empty());
     }
 }
