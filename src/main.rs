@@ -11,6 +11,7 @@ use graywatch::pipeline::jsonl::JsonLinesError;
 use graywatch::replay::{self, say};
 
 mod parse;
+mod simulate_cmd;
 
 /// Golden signals, gray-failure detection and runtime remediation from the access logs your
 /// proxies already write (Envoy, Istio, NGINX) and from trace spans.
@@ -49,6 +50,13 @@ enum Command {
     Run(graywatch::kafka::RunArgs),
     /// Check a config file: every key known, every value in range.
     Validate(ValidateArgs),
+    /// Write a synthetic landscape's records with one injected incident, and its ground truth.
+    ///
+    /// About 40 services in three zones (edge, front ends, APIs, business services, cache and
+    /// databases, a log sink, three segments of room clients and relays) under a daily load
+    /// curve, slow swings, Poisson noise, long latency tails, a few errors and 2 to 4 benign
+    /// deployments; --truth says what was injected, where and when.
+    Simulate(simulate_cmd::SimulateArgs),
 }
 
 #[derive(Debug, Args)]
@@ -80,6 +88,7 @@ fn main() -> ExitCode {
         Command::Parse(args) => parse::run(args),
         Command::Run(args) => graywatch::kafka::main(args),
         Command::Validate(args) => validate(args),
+        Command::Simulate(args) => simulate_cmd::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -10,5 +10,6 @@ mod golden;
 mod kafka;
 mod limits;
 mod runtime;
+mod simulate;
 mod trainticket;
 mod util;
