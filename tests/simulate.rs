@@ -478,7 +478,7 @@ fn one_pairs_calls_cross_zones_during_the_incident_and_only_fail_over_otherwise(
             assert!(allowed.contains(&key), "{key:?} crosses zones");
         }
     }
-    assert!(pair[1] > 200.0, "{pair:?}");
+    assert!(pair[1] > 100.0, "{pair:?}");
     // a binomial's spread, four deviations
     let tolerance = 4.0 * (share * (1.0 - share) / pair[1]).sqrt();
     assert!(

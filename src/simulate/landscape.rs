@@ -1003,7 +1003,7 @@ impl Landscape {
         Landscape {
             services,
             calls: calls.into_iter().map(|c| [c.clone(), c]).collect(),
-            edge_rps: 9.0,
+            edge_rps: 8.5,
             client_rps: 1.0,
             log_rps: 0.1,
         }
