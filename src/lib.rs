@@ -1,6 +1,7 @@
 //! graywatch: mission control for microservice landscapes. This library is the runtime that the
 //! `graywatch` binary drives: the pipeline of stages ([`pipeline`]), its config ([`config`]),
-//! and its two drivers, [`replay`] (files and stdin) and [`kafka`] (`graywatch run`).
+//! and its two drivers, [`replay`] (files and stdin) and [`kafka`] (`graywatch run`); and
+//! [`simulate`], a synthetic landscape with injected incidents and their ground truth.
 //!
 //! ```text
 //!  schemas ◀── ingest, detect, actuate ◀── graywatch (this crate: runtime + drivers) ◀── main
@@ -48,6 +49,7 @@ pub mod eval;
 pub mod kafka;
 pub mod pipeline;
 pub mod replay;
+pub mod simulate;
 
 /// Records may start at most this far ahead of the machine's clock, µs (one day): a record
 /// further ahead is set aside as `future` rather than moving its input's watermark.

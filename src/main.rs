@@ -11,6 +11,7 @@ use graywatch::pipeline::jsonl::JsonLinesError;
 use graywatch::replay::{self, say};
 
 mod parse;
+mod simulate_cmd;
 
 /// Golden signals, gray-failure detection and runtime remediation from the access logs your
 /// proxies already write (Envoy, Istio, NGINX) and from trace spans.
@@ -49,9 +50,17 @@ enum Command {
     Run(graywatch::kafka::RunArgs),
     /// Check a config file: every key known, every value in range.
     Validate(ValidateArgs),
-    /// Measure detection on labelled data (the Numenta Anomaly Benchmark).
+    /// Measure detection quality on labelled data: the Numenta Anomaly Benchmark, TrainTicket
+    /// traces with injected faults, the simulator's scenarios.
     #[command(subcommand)]
     Eval(graywatch::eval::EvalCommand),
+    /// Write a synthetic landscape's records with one injected incident, and its ground truth.
+    ///
+    /// About 40 services in three zones (edge, front ends, APIs, business services, cache and
+    /// databases, a log sink, three segments of room clients and relays) under a daily load
+    /// curve, slow swings, Poisson noise, long latency tails, a few errors and 2 to 4 benign
+    /// deployments; --truth says what was injected, where and when.
+    Simulate(simulate_cmd::SimulateArgs),
 }
 
 #[derive(Debug, Args)]
@@ -84,6 +93,7 @@ fn main() -> ExitCode {
         Command::Run(args) => graywatch::kafka::main(args),
         Command::Validate(args) => validate(args),
         Command::Eval(command) => graywatch::eval::run(command),
+        Command::Simulate(args) => simulate_cmd::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

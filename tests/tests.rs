@@ -11,5 +11,6 @@ mod kafka;
 mod limits;
 mod nab;
 mod runtime;
+mod simulate;
 mod trainticket;
 mod util;
