@@ -11,6 +11,7 @@ mod kafka;
 mod limits;
 mod nab;
 mod runtime;
+mod scenarios;
 mod simulate;
 mod trainticket;
 mod util;

@@ -241,7 +241,7 @@ pub struct DeployConfig {
     /// A downstream p99 must be at least this many times its baseline. Default 1.5.
     pub latency_factor: f64,
     /// Calls per request to a destination changed by at least this factor (ratio >= 1), or
-    /// a destination appeared or vanished, for the call pattern to have changed. Default 1.5.
+    /// a destination appeared or vanished, for the call pattern to have changed. Default 2.
     pub pattern_factor: f64,
     /// Least requests (count) a version must have received for its call pattern to be
     /// compared. Default 30.
@@ -257,7 +257,7 @@ impl Default for DeployConfig {
             watch: Duration::from_secs(600),
             max_tail_probability: 1e-4,
             latency_factor: 1.5,
-            pattern_factor: 1.5,
+            pattern_factor: 2.0,
             min_requests: 30,
             debounce: DebounceConfig {
                 open_after: 2,
@@ -392,7 +392,7 @@ pub struct CrossZoneConfig {
     pub enabled: bool,
     /// Share of a pair's zoned requests (ratio in [0, 1)) that may cross zones. Default 0.05.
     pub allowed_share: f64,
-    /// Least cross-zone requests (count) in a window to report. Default 30.
+    /// Least cross-zone requests (count) from one zone in a window to report. Default 10.
     pub min_requests: u64,
     /// Largest binomial tail probability of the cross-zone count under `allowed-share` that
     /// is reported (in (0, 0.5)). Default 1e-6.
@@ -408,7 +408,7 @@ impl Default for CrossZoneConfig {
         CrossZoneConfig {
             enabled: true,
             allowed_share: 0.05,
-            min_requests: 30,
+            min_requests: 10,
             max_tail_probability: 1e-6,
             allow: Vec::new(),
             debounce: DebounceConfig {
@@ -427,10 +427,10 @@ pub struct RootCauseConfig {
     /// Whether the detector runs. Default true.
     pub enabled: bool,
     /// Least anomalous pairs (count, >= 2) in one window for a degradation to be spreading.
-    /// Default 3.
+    /// Default 5.
     pub min_pairs: usize,
     /// Largest tail probability of a pair's latency or error rise to count it anomalous.
-    /// Default 1e-4.
+    /// Default 1e-6.
     pub max_tail_probability: f64,
     /// Candidates listed (count, >= 1). Default 3.
     pub candidates: usize,
@@ -442,8 +442,8 @@ impl Default for RootCauseConfig {
     fn default() -> Self {
         RootCauseConfig {
             enabled: true,
-            min_pairs: 3,
-            max_tail_probability: 1e-4,
+            min_pairs: 5,
+            max_tail_probability: 1e-6,
             candidates: 3,
             debounce: DebounceConfig {
                 open_after: 2,

@@ -1,9 +1,11 @@
 //! Cross-zone traffic: a pair sends more of its requests across availability zones than the
 //! bulkhead policy allows.
 //!
-//! For each pair, from its zone breakdown ([`schemas::Breakdown`], requests whose records
-//! name both zones): `cross` = requests whose source zone differs from the destination zone,
-//! `zoned` = all requests with both zones, share = cross ÷ zoned. It fires when
+//! For each pair and each of its source zones, from the pair's zone breakdown
+//! ([`schemas::Breakdown`], requests whose records name both zones): `cross` = requests from
+//! that zone to another, `zoned` = all requests from that zone, share = cross ÷ zoned (a
+//! misrouted zone is seen even when the pair's other zones stay home). It fires, on the
+//! source zone whose crossing is least likely, when
 //!
 //! ```text
 //! cross ≥ min-requests  ∧  share > allowed-share
@@ -105,36 +107,45 @@ impl SignatureDetector for CrossZone {
             {
                 continue;
             }
-            let mut zoned = 0u64;
-            let mut crossings: BTreeMap<(&str, &str), u64> = BTreeMap::new();
+            // per source zone: its requests with both zones, and where they went
+            let mut by_zone: BTreeMap<&str, (u64, BTreeMap<&str, u64>)> = BTreeMap::new();
             for b in &p.breakdown {
                 if let (Some(sz), Some(dz)) = (&b.source_zone, &b.destination_zone) {
-                    zoned += b.requests;
+                    let e = by_zone.entry(sz).or_default();
+                    e.0 += b.requests;
                     if sz != dz {
-                        *crossings.entry((sz, dz)).or_default() += b.requests;
+                        *e.1.entry(dz).or_default() += b.requests;
                     }
                 }
             }
-            let cross: u64 = crossings.values().sum();
-            if cross < s.min_requests || zoned == 0 {
-                continue;
+            // the source zone whose crossing is least likely under the allowed share
+            // (tail probability, source zone, zoned, cross, crossings by destination zone)
+            type Crossing<'a> = (f64, &'a str, u64, u64, &'a BTreeMap<&'a str, u64>);
+            let mut worst: Option<Crossing<'_>> = None;
+            for (sz, (zoned, to)) in &by_zone {
+                let cross: u64 = to.values().sum();
+                if cross < s.min_requests || cross as f64 <= s.allowed_share * *zoned as f64 {
+                    continue;
+                }
+                let p_tail = if s.allowed_share == 0.0 {
+                    0.0
+                } else {
+                    Binomial::new(s.allowed_share, *zoned).map_or(1.0, |b| b.sf(cross - 1))
+                };
+                if p_tail <= s.max_p && worst.as_ref().is_none_or(|w| p_tail < w.0) {
+                    worst = Some((p_tail, sz, *zoned, cross, to));
+                }
             }
-            let share = cross as f64 / zoned as f64;
-            if share <= s.allowed_share {
+            let Some((p_tail, sz, zoned, cross, to)) = worst else {
                 continue;
-            }
-            let p_tail = if s.allowed_share == 0.0 {
-                0.0
-            } else {
-                Binomial::new(s.allowed_share, zoned).map_or(1.0, |b| b.sf(cross - 1))
             };
-            if p_tail > s.max_p {
-                continue;
-            }
-            let (&(sz, dz), _) = crossings
+            let share = cross as f64 / zoned as f64;
+            let (&dz, _) = to
                 .iter()
                 .max_by_key(|(k, n)| (**n, std::cmp::Reverse(**k)))
                 .expect("cross > 0");
+            let crossings: BTreeMap<(&str, &str), u64> =
+                to.iter().map(|(d, n)| ((sz, *d), *n)).collect();
             let mut share_ev = counted("cross_zone_share", share, s.allowed_share, "ratio");
             share_ev.tail_probability = Some(p_tail);
             out.push(finding(
@@ -169,8 +180,8 @@ impl SignatureDetector for CrossZone {
                     .collect(),
                 schemas::Confidence::Normal,
                 format!(
-                    "{} -> {}: {:.0} % of its requests cross zones ({} of {}, most from {sz} \
-                     to {dz}); the policy allows {:.0} %",
+                    "{} -> {}: {:.0} % of its requests from zone {sz} cross zones ({} of {}, \
+                     most to {dz}); the policy allows {:.0} %",
                     p.source,
                     p.destination,
                     100.0 * share,

@@ -14,7 +14,8 @@
 //!
 //! What it can't see: a change smaller than the factors (by design: at 10 s windows tens of
 //! thousands of pairs are judged per hour, so only large, improbable changes are reported), a
-//! pair too quiet for `min-requests`, anything during a baseline's warm-up. A window with no
+//! pair too quiet for `min-requests`, anything before a baseline has `confident-after`
+//! windows. A window with no
 //! request has no latency and no error ratio ("no data"), never a zero.
 
 use schemas::{Finding, PairWindow, Severity, Signature, Subject};
@@ -88,6 +89,13 @@ pub(crate) fn far(store: &BaselineStore, p: &PairWindow, signal: Signal) -> Opti
         .flatten()
 }
 
+/// [`far`], once the baseline has `confident-after` windows: generic anomalies are judged
+/// only against mature baselines (young ones make the signatures' findings, with low
+/// confidence, not these).
+fn confident_far(store: &BaselineStore, p: &PairWindow, signal: Signal) -> Option<Score> {
+    far(store, p, signal).filter(|s| s.confident)
+}
+
 /// P(X ≥ `errors`) for X ~ Binomial(`n`, `ratio`) (statrs), `ratio` floored at 0.1 % so that a
 /// pair that never failed is not infinitely surprised by one error.
 pub(crate) fn error_tail(n: u64, errors: u64, ratio: f64) -> f64 {
@@ -134,7 +142,7 @@ impl SignatureDetector for Anomalies {
                         format!("{} -> {}: {what}", p.source, p.destination),
                     ));
                 };
-            let rate = far(store, p, Signal::RateRps);
+            let rate = confident_far(store, p, Signal::RateRps);
             if let Some(r) = &rate {
                 if r.z > 0.0 && p.rate_rps >= s.rate_factor * r.expected && r.p_high <= s.max_p {
                     emit(
@@ -171,7 +179,7 @@ impl SignatureDetector for Anomalies {
             }
             let mut latency = Vec::new();
             for signal in [Signal::P50Us, Signal::P99Us] {
-                if let (Some(x), Some(sc)) = (signal.of_pair(p), far(store, p, signal))
+                if let (Some(x), Some(sc)) = (signal.of_pair(p), confident_far(store, p, signal))
                     && sc.z > 0.0
                     && x >= s.latency_factor * sc.expected
                     && sc.p_high <= s.max_p
@@ -209,7 +217,9 @@ impl SignatureDetector for Anomalies {
                 .and_then(|b| b.get(Signal::ErrorRatio))
             {
                 let spec = store.spec(Signal::ErrorRatio);
-                if let Some(expected) = b.expected(&spec, p.window.start_us) {
+                if b.len() >= u64::from(spec.confident_after)
+                    && let Some(expected) = b.expected(&spec, p.window.start_us)
+                {
                     let expected = expected.clamp(0.0, 1.0);
                     if p.error_ratio >= expected + s.min_error_ratio_rise {
                         let pt = error_tail(p.requests, p.errors, expected);
@@ -239,7 +249,7 @@ impl SignatureDetector for Anomalies {
                     }
                 }
             }
-            if let Some(c) = far(store, p, Signal::ConcurrencyMean)
+            if let Some(c) = confident_far(store, p, Signal::ConcurrencyMean)
                 && c.z > 0.0
                 && p.concurrency_mean >= 2.0 * c.expected
                 && c.p_high <= s.max_p

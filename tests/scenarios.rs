@@ -1,0 +1,50 @@
+//! Detection quality on the simulator's scenarios (`graywatch eval scenarios`), with seeds:
+//! each incident is found with the subject the truth names, within 2 windows of its onset
+//! where the detectors reach that, and a clean landscape stays silent.
+
+use graywatch::eval::scenarios::{RunResult, run_one};
+use graywatch::simulate::Scenario;
+
+fn config() -> graywatch::config::Validated {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/examples/simulate.toml");
+    graywatch::config::Config::load(Some(&path))
+        .unwrap()
+        .validate(Some(&path))
+        .unwrap()
+}
+
+fn run(scenario: Scenario, seed: u64) -> RunResult {
+    run_one(&config(), scenario, seed, 1.0, None).unwrap()
+}
+
+#[test]
+fn a_black_hole_is_found_on_its_node_within_two_windows() {
+    for seed in [1, 2] {
+        let r = run(Scenario::BlackHole, seed);
+        assert_eq!(r.detected, Some(true), "seed {seed}: {r:?}");
+        let w = r.windows_to_detect.unwrap();
+        assert!((0..=2).contains(&w), "seed {seed}: {w} windows");
+    }
+}
+
+#[test]
+fn a_segmentation_breach_names_the_room_and_its_offending_sources_at_once() {
+    let r = run(Scenario::SegmentationDos, 1);
+    assert_eq!(r.detected, Some(true), "{r:?}");
+    assert!(r.windows_to_detect.unwrap() <= 1, "{r:?}");
+    assert!(r.false_findings.len() <= 5, "{:?}", r.false_findings);
+}
+
+#[test]
+fn a_deployment_that_changed_its_fan_out_is_named_by_service_and_version() {
+    let r = run(Scenario::DeployFanout, 1);
+    assert_eq!(r.detected, Some(true), "{r:?}");
+}
+
+#[test]
+fn a_misrouted_zone_is_found_on_its_pair_and_zones() {
+    let r = run(Scenario::CrossZone, 1);
+    assert_eq!(r.detected, Some(true), "{r:?}");
+    assert!(r.windows_to_detect.unwrap() <= 2, "{r:?}");
+}
