@@ -531,40 +531,6 @@ impl FlowBatchBuilder {
         std::mem::take(&mut self.dropped)
     }
 
-    /// Appends one owned record (as [`FlowBatchBuilder::append`]).
-    pub fn append_record(&mut self, r: &FlowRecord) {
-        let attempts: Vec<UpstreamAttemptRef<'_>> = r
-            .upstream_attempts
-            .iter()
-            .map(|a| UpstreamAttemptRef {
-                address: a.address.as_deref(),
-                status: a.status,
-                response_time_us: a.response_time_us,
-                group: a.group,
-            })
-            .collect();
-        self.append(&FlowRecordRef {
-            start_us: r.start_us,
-            duration_us: r.duration_us,
-            source: &r.source,
-            source_zone: r.source_zone.as_deref(),
-            source_version: r.source_version.as_deref(),
-            destination: &r.destination,
-            destination_zone: r.destination_zone.as_deref(),
-            destination_version: r.destination_version.as_deref(),
-            protocol: r.protocol.as_deref(),
-            method: r.method.as_deref(),
-            status: r.status,
-            response_flags: r.response_flags.as_deref(),
-            bytes_received: r.bytes_received,
-            bytes_sent: r.bytes_sent,
-            upstream_host: r.upstream_host.as_deref(),
-            upstream_attempts: &attempts,
-            request_id: r.request_id.as_deref(),
-            reporter: r.reporter,
-        });
-    }
-
     /// Appends one record; a request id or address longer than its cap is stored as `None`
     /// and counted (see [`capped`]).
     pub fn append(&mut self, r: &FlowRecordRef<'_>) {

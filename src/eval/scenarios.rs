@@ -114,7 +114,7 @@ pub fn run_one(
     let mut builder = FlowBatchBuilder::new();
     let mut batches = Vec::new();
     for r in sim {
-        builder.append_record(&r);
+        builder.append_owned(&r);
         if builder.len() >= 8_192 {
             batches.push(builder.finish());
         }
