@@ -141,7 +141,6 @@ pub fn evaluate(
         let normal = path
             .file_name()
             .is_some_and(|n| n.to_string_lossy().starts_with("normal"));
-        let before = builder.len();
         for (i, line) in text.split(|&b| b == b'\n').enumerate() {
             let line = line.strip_suffix(b"\r").unwrap_or(line);
             if line.is_empty() {
@@ -151,20 +150,15 @@ pub fn evaluate(
                 .parse_line(line, &mut builder)
                 .map_err(|e| anyhow::anyhow!("{}:{}: {}", path.display(), i + 1, e))?;
         }
-        if normal && builder.len() > before {
-            let b = builder.finish();
-            let starts = schemas::FlowColumns::try_new(&b)?
-                .start_us
-                .values()
-                .to_vec();
-            if let (Some(lo), Some(hi)) = (starts.iter().min(), starts.iter().max()) {
-                normal_ranges.push((*lo, *hi));
-            }
-            records += b.num_rows() as u64;
-            batches.push(b);
-        }
+        // one batch per file (the builder is empty before each)
         if !builder.is_empty() {
             let b = builder.finish();
+            if normal {
+                let starts = schemas::FlowColumns::try_new(&b)?.start_us.values();
+                if let (Some(lo), Some(hi)) = (starts.iter().min(), starts.iter().max()) {
+                    normal_ranges.push((*lo, *hi));
+                }
+            }
             records += b.num_rows() as u64;
             batches.push(b);
         }
