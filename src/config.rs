@@ -38,6 +38,9 @@ pub struct Config {
     pub http: HttpConfig,
     /// Stage 2 on a repartition topic keyed by node (several instances in one group).
     pub scale_out: Option<ScaleOutConfig>,
+    /// User rules: detectors in SQL over each window's tables (`[[rules]]`).
+    #[serde(default)]
+    pub rules: Vec<crate::rules::RuleConfig>,
 }
 
 /// `[runtime]`: processing-time behaviour of the drivers (detection itself reads no clock).
@@ -98,6 +101,28 @@ pub struct Validated {
     pub http: HttpConfig,
     /// Scale-out, when configured.
     pub scale_out: Option<ScaleOutConfig>,
+    /// The user rules, each checked and planned once (each judge plans its own copy).
+    pub rules: Vec<crate::rules::RuleConfig>,
+}
+
+impl Validated {
+    /// A stage-2 judge of this config owning `ownership`'s nodes, with the user rules;
+    /// `write_windows`: whether pair and node windows go to the outputs.
+    pub fn judge(
+        &self,
+        ownership: crate::pipeline::Ownership,
+        write_windows: bool,
+    ) -> crate::pipeline::judge::Judge {
+        crate::pipeline::judge::Judge::new(
+            self.window,
+            self.suite.clone(),
+            self.actuator.clone(),
+            ownership,
+            write_windows,
+        )
+        .with_rules(&self.rules)
+        .expect("the rules were planned when the config was validated")
+    }
 }
 
 impl Config {
@@ -196,6 +221,8 @@ impl Config {
                 }
             }
         }
+        crate::rules::Rules::new(&self.rules)
+            .with_context(|| format!("config {file} [[rules]]"))?;
         Ok(Validated {
             mapping: ingest::Mapping::try_from(self.mapping)
                 .with_context(|| format!("config {file} [mapping]"))?,
@@ -209,6 +236,7 @@ impl Config {
             checkpoint: self.checkpoint,
             http: self.http,
             scale_out: self.scale_out,
+            rules: self.rules,
         })
     }
 }
@@ -242,6 +270,9 @@ mod tests {
             valid.kafka.unwrap().inputs[0].format,
             ingest::Format::EnvoyJson
         );
+        assert_eq!(valid.rules.len(), 1);
+        assert_eq!(valid.rules[0].name, "failing-service");
+        assert_eq!(valid.rules[0].severity, schemas::Severity::Critical);
     }
 
     #[test]

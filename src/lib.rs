@@ -49,6 +49,7 @@ pub mod eval;
 pub mod kafka;
 pub mod pipeline;
 pub mod replay;
+pub mod rules;
 pub mod simulate;
 
 /// Records may start at most this far ahead of the machine's clock, µs (one day): a record

@@ -10,6 +10,7 @@ mod golden;
 mod kafka;
 mod limits;
 mod nab;
+mod rules;
 mod runtime;
 mod scenarios;
 mod simulate;

@@ -8,6 +8,9 @@
 //! |---|---|---|
 //! | node | `<signature>/node/<node>` | `black-hole/node/catalog` |
 //! | pair | `<signature>/pair/<source>/<destination>` | `black-hole/pair/frontend/catalog` |
+//! | a user rule's finding | `rule/<rule>/<subject key>` | `rule/slow-pair/pair/web/api` |
+//!
+//! Other subjects' keys are in `schemas::Subject::key`.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -23,6 +26,19 @@ use serde::{Deserialize, Serialize};
 /// ```
 pub fn dedup_key(signature: Signature, subject: &Subject) -> String {
     format!("{}/{}", signature.as_str(), subject.key())
+}
+
+/// The dedup key of `finding`'s incident: [`dedup_key`] of its signature and subject, with a
+/// user rule's name after `rule/` (two rules on one subject are two incidents).
+pub fn finding_dedup_key(finding: &Finding) -> String {
+    match &finding.rule {
+        Some(rule) => format!(
+            "{}/{rule}/{}",
+            finding.signature.as_str(),
+            finding.subject.key()
+        ),
+        None => dedup_key(finding.signature, &finding.subject),
+    }
 }
 
 /// Turns findings into trigger and resolve alerts, one open incident per dedup key.
@@ -90,7 +106,7 @@ impl Alerts {
         let mut alerts = Vec::new();
         let mut seen = BTreeSet::new();
         for finding in findings {
-            let key = dedup_key(finding.signature, &finding.subject);
+            let key = finding_dedup_key(finding);
             match self.state.open.get_mut(&key) {
                 Some(incident) => {
                     incident.severity = incident.severity.max(finding.severity);
@@ -98,7 +114,10 @@ impl Alerts {
                     incident.quiet_windows = 0;
                 }
                 None => {
-                    let label = format!("{} at {}", finding.signature.as_str(), finding.subject);
+                    let label = match &finding.rule {
+                        Some(rule) => format!("rule {rule} at {}", finding.subject),
+                        None => format!("{} at {}", finding.signature.as_str(), finding.subject),
+                    };
                     alerts.push(alert(
                         AlertAction::Trigger,
                         &key,

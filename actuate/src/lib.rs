@@ -76,7 +76,7 @@ pub mod patterns;
 
 use serde::{Deserialize, Serialize};
 
-pub use alerts::{AlertState, Alerts, Incident, dedup_key};
+pub use alerts::{AlertState, Alerts, Incident, dedup_key, finding_dedup_key};
 pub use config::{ActuateConfig, AlertsConfig, BackpressureConfig};
 pub use error::{Error, Result};
 pub use patterns::backpressure::{Backpressure, BackpressureState};

@@ -1,7 +1,7 @@
 //! Incidents: raw findings become findings only when they persist, so detection does not
 //! flap.
 //!
-//! An incident is keyed by (signature, subject key). Each window, every tracked incident
+//! An incident is keyed by (signature, subject key); a user rule's by (rule, subject key). Each window, every tracked incident
 //! learns whether its detector fired. An incident **opens** when it fired in at least
 //! `open-after` of its last `of-windows` windows; while open, each window in which it fires
 //! gives a finding. It **resolves** after `resolve-after` windows in a row without firing,
@@ -108,10 +108,7 @@ impl Incidents {
     ) -> Vec<Finding> {
         let mut fired: BTreeMap<(String, String), Debounce> = BTreeMap::new();
         for f in &raw {
-            fired.insert(
-                (f.signature.as_str().to_owned(), f.subject.key()),
-                debounce(f),
-            );
+            fired.insert(key(f), debounce(f));
         }
         // every tracked incident moves one window on
         let mut opened = std::collections::BTreeSet::new();
@@ -143,8 +140,17 @@ impl Incidents {
             h.open || h.fired != 0
         });
         raw.into_iter()
-            .filter(|f| opened.contains(&(f.signature.as_str().to_owned(), f.subject.key())))
+            .filter(|f| opened.contains(&key(f)))
             .collect()
+    }
+}
+
+/// A finding's incident: its signature and subject key (for a user rule, `rule/<name>` and
+/// the subject key, so two rules on one subject are two incidents).
+fn key(f: &Finding) -> (String, String) {
+    match &f.rule {
+        Some(rule) => (format!("{}/{rule}", f.signature.as_str()), f.subject.key()),
+        None => (f.signature.as_str().to_owned(), f.subject.key()),
     }
 }
 

@@ -62,6 +62,7 @@ pub mod pair;
 pub mod signatures;
 pub mod store;
 pub mod suite;
+pub mod tables;
 
 use arrow::array::RecordBatch;
 use schemas::{Finding, NodeWindow, PairWindow, Window};

@@ -319,6 +319,21 @@ impl NodeDetector {
         pairs: &[PairWindow],
         owns: impl Fn(&str) -> bool,
     ) -> NodeOutcome {
+        self.detect_with(window, pairs, owns, |_, _| {})
+    }
+
+    /// [`NodeDetector::detect_owned`] with `extra` detection run on the same view after the
+    /// signatures (user rules, see `graywatch::rules`): its raw findings are kept by their
+    /// anchor's owner and debounced like the others (by `rule` name and subject), but they
+    /// don't keep baselines from learning: a standing rule is policy, not a sign that the
+    /// window was unhealthy.
+    pub fn detect_with(
+        &mut self,
+        window: Window,
+        pairs: &[PairWindow],
+        owns: impl Fn(&str) -> bool,
+        extra: impl FnOnce(&WindowView<'_>, &mut Vec<Finding>),
+    ) -> NodeOutcome {
         let sums = sums(pairs);
         let mut nodes = Vec::with_capacity(sums.len());
         let mut judged = Vec::with_capacity(sums.len());
@@ -360,9 +375,15 @@ impl NodeDetector {
         for d in &mut self.detectors {
             d.judge(&view, &mut raw);
         }
-        raw.retain(|f| crate::signatures::anchor(&f.subject, &f.related).is_none_or(&owns));
+        let mut rules = Vec::new();
+        extra(&view, &mut rules);
+        let kept =
+            |f: &Finding| crate::signatures::anchor(&f.subject, &f.related).is_none_or(&owns);
+        raw.retain(kept);
+        rules.retain(kept);
         subsume(&mut raw);
         self.learn(window, pairs, &judged, &raw, &owns);
+        raw.append(&mut rules);
         for (node, _) in sums.iter().filter(|(node, _)| owns(node)) {
             // only nodes with a black-hole baseline are remembered: a flood of one-off
             // names costs nothing

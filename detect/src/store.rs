@@ -231,19 +231,15 @@ impl BaselineStore {
         t_us: i64,
     ) -> Option<(f64, f64)> {
         let b = self.pair(source, destination)?.get(signal)?;
-        let spec = self.spec(signal);
-        let expected = b.expected(&spec, t_us)?;
-        let s = b.score(&spec, t_us, expected)?;
-        Some((expected, s.sigma))
+        let (expected, sigma, _) = b.z(&self.spec(signal), t_us, 0.0)?;
+        Some((expected, sigma))
     }
 
     /// The expected value and σ of a node's `signal` at `t_us`, once its baseline is warm.
     pub fn expected_node(&self, node: &str, signal: Signal, t_us: i64) -> Option<(f64, f64)> {
         let b = self.node(node)?.get(signal)?;
-        let spec = self.spec(signal);
-        let expected = b.expected(&spec, t_us)?;
-        let s = b.score(&spec, t_us, expected)?;
-        Some((expected, s.sigma))
+        let (expected, sigma, _) = b.z(&self.spec(signal), t_us, 0.0)?;
+        Some((expected, sigma))
     }
 
     /// Teaches the pair's baselines every signal of a healthy window that has data.

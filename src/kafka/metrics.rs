@@ -31,6 +31,10 @@ pub mod names {
     pub const WINDOWS_CLOSED: &str = "graywatch_windows_closed";
     /// Findings, by signature.
     pub const FINDINGS: &str = "graywatch_findings";
+    /// Findings of user rules (`[[rules]]`), by rule.
+    pub const RULE_FINDINGS: &str = "graywatch_rule_findings";
+    /// User rules that failed on a window.
+    pub const RULE_ERRORS: &str = "graywatch_rule_errors";
     /// Remediation commands written.
     pub const COMMANDS: &str = "graywatch_commands";
     /// Alerts written.
@@ -100,6 +104,13 @@ pub struct SignatureLabel {
     pub signature: String,
 }
 
+/// `rule` label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RuleLabel {
+    /// The rule's name (`slow-pair`).
+    pub rule: String,
+}
+
 /// `field` label.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct FieldLabel {
@@ -135,6 +146,10 @@ pub struct Metrics {
     pub windows_closed: Counter,
     /// See [`names::FINDINGS`].
     pub findings: Family<SignatureLabel, Counter>,
+    /// See [`names::RULE_FINDINGS`].
+    pub rule_findings: Family<RuleLabel, Counter>,
+    /// See [`names::RULE_ERRORS`].
+    pub rule_errors: Counter,
     /// See [`names::COMMANDS`].
     pub commands: Counter,
     /// See [`names::ALERTS`].
@@ -216,6 +231,16 @@ impl Metrics {
             self.windows_closed.clone(),
         );
         r.register(FINDINGS, "Findings, by signature", self.findings.clone());
+        r.register(
+            RULE_FINDINGS,
+            "Findings of user rules, by rule",
+            self.rule_findings.clone(),
+        );
+        r.register(
+            RULE_ERRORS,
+            "User rules that failed on a window",
+            self.rule_errors.clone(),
+        );
         r.register(
             COMMANDS,
             "Remediation commands written",

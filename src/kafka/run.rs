@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 
 use super::client;
 use super::consumer::{CommitMeta, ConsumerCx, Event, Shared, Start};
-use super::metrics::{Delta, FieldLabel, KindLabel, Metrics, SignatureLabel};
+use super::metrics::{Delta, FieldLabel, KindLabel, Metrics, RuleLabel, SignatureLabel};
 use super::outputs::{KafkaOutputError, KafkaOutputs, OutputTopics};
 use super::repartition::{self, PartitionState, TopicExchange};
 use crate::config::Validated;
@@ -410,13 +410,7 @@ pub fn run(
     }
 
     let stage2 = match &config.scale_out {
-        None => Stage2::Local(Box::new(Judge::new(
-            config.window,
-            config.suite.clone(),
-            config.actuator.clone(),
-            Ownership::All,
-            o.windows.is_some(),
-        ))),
+        None => Stage2::Local(Box::new(config.judge(Ownership::All, o.windows.is_some()))),
         Some(s) => {
             if let Some(n) = partitions_when_up(&consumer, &s.repartition_topic, &shutdown)?
                 && n != s.partitions
@@ -645,10 +639,7 @@ impl Driver {
         let Stage2::Topic(t) = &mut self.stage2 else {
             return Ok(());
         };
-        let mut judge = Judge::new(
-            self.config.window,
-            self.config.suite.clone(),
-            self.config.actuator.clone(),
+        let mut judge = self.config.judge(
             Ownership::Partition {
                 index: partition,
                 count: t.count,
@@ -1174,6 +1165,10 @@ impl Driver {
                     .get_or_create(&SignatureLabel { signature })
                     .inc_by(n);
             }
+            for (rule, n) in new.rules {
+                m.rule_findings.get_or_create(&RuleLabel { rule }).inc_by(n);
+            }
+            m.rule_errors.inc_by(new.rule_errors);
             m.dropped_partials
                 .get_or_create(&KindLabel {
                     kind: "duplicate".into(),

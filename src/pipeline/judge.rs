@@ -16,6 +16,7 @@ use schemas::Window;
 use serde::{Deserialize, Serialize};
 
 use super::{InputId, Outputs, Removal, Stage, StageError};
+use crate::rules::{RuleConfig, RuleError, Rules};
 
 /// Which nodes a [`Judge`] owns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -117,6 +118,12 @@ pub struct JudgeCounters {
     pub commands: u64,
     /// Alerts written.
     pub alerts: u64,
+    /// User rules that failed on a window (each failure is logged).
+    #[serde(default)]
+    pub rule_errors: u64,
+    /// Findings of user rules, by rule.
+    #[serde(default)]
+    pub rules: std::collections::BTreeMap<String, u64>,
 }
 
 /// The checkpointed state of a [`Judge`].
@@ -138,6 +145,7 @@ pub struct Judge {
     merger: WindowMerger,
     nodes: NodeDetector,
     suite: Suite,
+    rules: Option<Rules>,
     actuator: Actuator,
     ownership: Ownership,
     write_windows: bool,
@@ -163,6 +171,15 @@ impl JudgeCounters {
                 .collect(),
             commands: self.commands.saturating_sub(before.commands),
             alerts: self.alerts.saturating_sub(before.alerts),
+            rule_errors: self.rule_errors.saturating_sub(before.rule_errors),
+            rules: self
+                .rules
+                .iter()
+                .map(|(k, n)| {
+                    let b = before.rules.get(k).copied().unwrap_or(0);
+                    (k.clone(), n.saturating_sub(b))
+                })
+                .collect(),
         }
     }
 }
@@ -181,12 +198,27 @@ impl Judge {
             merger: WindowMerger::new(spec),
             nodes: NodeDetector::new(suite.clone()),
             suite,
+            rules: None,
             actuator,
             ownership,
             write_windows,
             counters: JudgeCounters::default(),
             reported: Default::default(),
         }
+    }
+
+    /// The judge with user rules (`[[rules]]`), run over each closed window after the
+    /// signatures (see [`crate::rules`]).
+    ///
+    /// # Errors
+    /// A rule that can't be planned.
+    pub fn with_rules(mut self, rules: &[RuleConfig]) -> Result<Self, RuleError> {
+        self.rules = if rules.is_empty() {
+            None
+        } else {
+            Some(Rules::new(rules)?)
+        };
+        Ok(self)
     }
 
     /// What was counted since the last call (or since the judge was made or restored: counts
@@ -270,9 +302,22 @@ impl Judge {
     ) -> Result<(), O::Error> {
         let window = closed.window;
         let own = self.ownership;
-        let outcome = self
-            .nodes
-            .detect_owned(window, &closed.pairs, |n| own.owns(n));
+        let mut failed = Vec::new();
+        let rules = &mut self.rules;
+        let outcome = self.nodes.detect_with(
+            window,
+            &closed.pairs,
+            |n| own.owns(n),
+            |view, raw| {
+                if let Some(r) = rules {
+                    failed = r.judge(view, raw);
+                }
+            },
+        );
+        for e in &failed {
+            tracing::warn!("{e}");
+        }
+        self.counters.rule_errors += failed.len() as u64;
         self.counters.windows += 1;
         if self.write_windows {
             for p in closed.pairs.iter().filter(|p| own.owns(&p.source)) {
@@ -291,6 +336,9 @@ impl Judge {
                 .findings
                 .entry(f.signature.as_str().to_owned())
                 .or_default() += 1;
+            if let Some(rule) = &f.rule {
+                *self.counters.rules.entry(rule.clone()).or_default() += 1;
+            }
         }
         let actions = self.actuator.on_window(window, &outcome.findings);
         for c in &actions.commands {

@@ -71,13 +71,7 @@ impl Pipeline {
     pub fn new(config: &crate::config::Validated, not_after_us: i64) -> Self {
         Pipeline {
             aggregate: Aggregate::new(config.window, not_after_us),
-            judge: Judge::new(
-                config.window,
-                config.suite.clone(),
-                config.actuator.clone(),
-                super::Ownership::All,
-                true,
-            ),
+            judge: config.judge(super::Ownership::All, true),
         }
     }
 

@@ -665,6 +665,19 @@ fn summary(
             format!(" ({})", findings.join(", "))
         }
     );
+    if !j.rules.is_empty() || j.rule_errors > 0 {
+        let rules: Vec<String> = j.rules.iter().map(|(k, n)| format!("{k} {n}")).collect();
+        s += &format!(
+            "  rules     {} findings ({}){}\n",
+            thousands(j.rules.values().sum::<u64>()),
+            rules.join(", "),
+            if j.rule_errors > 0 {
+                format!(", {} failed runs (logged)", thousands(j.rule_errors))
+            } else {
+                String::new()
+            }
+        );
+    }
     s += &format!("  commands  {}, alerts {}\n", j.commands, j.alerts);
     if !pairs.is_empty() {
         let mut busiest: Vec<_> = pairs.iter().collect();
