@@ -80,8 +80,7 @@ fn bench(c: &mut Criterion) {
             }
         }
         let window = pairs(n, 20);
-        let nodes = detect::node::node_windows(window[0].window, &window);
-        let nodes: Vec<NodeWindow> = nodes;
+        let nodes: Vec<NodeWindow> = detect::node::node_windows(window[0].window, &window);
         let mut rules = Rules::new(&example_rules()).expect("the examples plan");
         let view = WindowView {
             window: window[0].window,

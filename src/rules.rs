@@ -190,6 +190,8 @@ pub struct Rules {
     nodes: Arc<WindowTable>,
     breakdown: Arc<WindowTable>,
     rules: Vec<Rule>,
+    /// The tables any rule reads (the others are not built).
+    reads: Reads,
 }
 
 impl std::fmt::Debug for Rules {
@@ -269,6 +271,11 @@ impl Rules {
             pairs,
             nodes,
             breakdown,
+            reads: planned.iter().fold(Reads::default(), |a, r| Reads {
+                pairs: a.pairs || r.reads.pairs,
+                nodes: a.nodes || r.reads.nodes,
+                breakdown: a.breakdown || r.reads.breakdown,
+            }),
             rules: planned,
         })
     }
@@ -286,11 +293,7 @@ impl Rules {
     /// Runs every rule over one closed window, pushing its raw findings to `out` (rule order,
     /// then row order). Returns the rules that failed on this window.
     pub fn judge(&mut self, view: &WindowView<'_>, out: &mut Vec<Finding>) -> Vec<RuleError> {
-        let reads = self.rules.iter().fold(Reads::default(), |a, r| Reads {
-            pairs: a.pairs || r.reads.pairs,
-            nodes: a.nodes || r.reads.nodes,
-            breakdown: a.breakdown || r.reads.breakdown,
-        });
+        let reads = self.reads;
         if reads.pairs {
             self.pairs
                 .set(detect::tables::pair_table(view.pairs, view.baselines));

@@ -6,8 +6,9 @@ use std::collections::BTreeMap;
 
 use graywatch::config::{Config, Validated};
 use graywatch::eval::collect::run_batches;
-use graywatch::simulate::{Scenario, Simulation, SimulationConfig, Truth};
-use schemas::{Finding, FlowBatchBuilder, Subject};
+use graywatch::eval::scenarios::simulate_batches;
+use graywatch::simulate::{Scenario, SimulationConfig, Truth};
+use schemas::{Finding, Subject};
 
 use crate::util::{example_data, graywatch, graywatch_ok, json_lines, of_kind, temp_path};
 
@@ -29,17 +30,7 @@ fn simulate(scenario: Scenario, seed: u64) -> (Truth, Vec<Finding>) {
     let mut sc = SimulationConfig::new(scenario, seed);
     // 40 min: the incident starts 20 to 25 min in, baselines are warm by then
     sc.duration_us = 40 * 60 * 1_000_000;
-    let sim = Simulation::new(sc).unwrap();
-    let truth = sim.truth().clone();
-    let mut b = FlowBatchBuilder::new();
-    let mut batches = Vec::new();
-    for r in sim {
-        b.append_owned(&r);
-        if b.len() >= 8_192 {
-            batches.push(b.finish());
-        }
-    }
-    batches.push(b.finish());
+    let (truth, batches) = simulate_batches(sc).unwrap();
     let findings = run_batches(&config, batches).unwrap().findings;
     (truth, findings)
 }

@@ -33,8 +33,8 @@
 use std::sync::{Arc, LazyLock};
 
 use arrow::array::{
-    ArrayRef, Float64Builder, RecordBatch, StringBuilder, TimestampMicrosecondBuilder,
-    UInt64Builder,
+    ArrayBuilder, ArrayRef, Float64Builder, RecordBatch, StringBuilder,
+    TimestampMicrosecondBuilder, UInt64Builder,
 };
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use schemas::{Breakdown, NodeWindow, PairWindow, Window};
@@ -216,11 +216,15 @@ impl BaselineColumns {
     }
 
     fn finish(self) -> impl Iterator<Item = ArrayRef> {
-        self.columns.into_iter().flat_map(|cols| {
-            cols.map(|mut c| Arc::new(c.finish()) as ArrayRef)
-                .into_iter()
-        })
+        self.columns
+            .into_iter()
+            .flat_map(|cols| finish(cols).into_iter())
     }
+}
+
+/// Each builder's array.
+fn finish<B: ArrayBuilder, const N: usize>(builders: [B; N]) -> [ArrayRef; N] {
+    builders.map(|mut b| b.finish())
 }
 
 fn batch(schema: SchemaRef, columns: Vec<ArrayRef>) -> RecordBatch {
@@ -289,10 +293,9 @@ pub fn pair_table(pairs: &[PairWindow], store: &BaselineStore) -> RecordBatch {
         bytes_in,
         bytes_out,
         overflow,
-    ] = u.map(|mut b| Arc::new(b.finish()) as ArrayRef);
-    let [p50, p90, p99, max] = lat.map(|mut b| Arc::new(b.finish()) as ArrayRef);
-    let [rate, error_ratio, concurrency_mean, bw_in, bw_out] =
-        f.map(|mut b| Arc::new(b.finish()) as ArrayRef);
+    ] = finish(u);
+    let [p50, p90, p99, max] = finish(lat);
+    let [rate, error_ratio, concurrency_mean, bw_in, bw_out] = finish(f);
     let mut columns: Vec<ArrayRef> = window.finish().into();
     columns.extend([
         Arc::new(source.finish()) as ArrayRef,
@@ -351,8 +354,8 @@ pub fn node_table(nodes: &[NodeWindow], store: &BaselineStore) -> RecordBatch {
     }
     let mut columns: Vec<ArrayRef> = window.finish().into();
     columns.push(Arc::new(node.finish()));
-    columns.extend(u.map(|mut b| Arc::new(b.finish()) as ArrayRef));
-    columns.extend(f.map(|mut b| Arc::new(b.finish()) as ArrayRef));
+    columns.extend(finish(u));
+    columns.extend(finish(f));
     columns.extend(baselines.finish());
     batch(node_schema(), columns)
 }
@@ -401,8 +404,8 @@ pub fn breakdown_table(pairs: &[PairWindow]) -> RecordBatch {
         }
     }
     let mut columns: Vec<ArrayRef> = window.finish().into();
-    columns.extend(s.map(|mut b| Arc::new(b.finish()) as ArrayRef));
-    columns.extend(u.map(|mut b| Arc::new(b.finish()) as ArrayRef));
+    columns.extend(finish(s));
+    columns.extend(finish(u));
     batch(breakdown_schema(), columns)
 }
 

@@ -22,7 +22,7 @@ use schemas::{FlowBatchBuilder, Subject};
 
 use crate::config::Validated;
 use crate::eval::collect::run_batches;
-use crate::simulate::{Scenario, Simulation, SimulationConfig};
+use crate::simulate::{Scenario, Simulation, SimulationConfig, Truth};
 
 /// How long after an incident's end findings about it still count, µs.
 pub const GRACE_US: i64 = 120_000_000;
@@ -92,6 +92,29 @@ fn entities(s: &Subject) -> BTreeSet<String> {
     }
 }
 
+/// The records of one simulation as flow-record batches of 8 192 rows, with its truth.
+///
+/// # Errors
+/// A simulation config out of range.
+pub fn simulate_batches(
+    config: SimulationConfig,
+) -> anyhow::Result<(Truth, Vec<arrow::array::RecordBatch>)> {
+    let sim = Simulation::new(config)?;
+    let truth = sim.truth().clone();
+    let mut builder = FlowBatchBuilder::new();
+    let mut batches = Vec::new();
+    for r in sim {
+        builder.append_owned(&r);
+        if builder.len() >= 8_192 {
+            batches.push(builder.finish());
+        }
+    }
+    if !builder.is_empty() {
+        batches.push(builder.finish());
+    }
+    Ok((truth, batches))
+}
+
 /// Runs one scenario with one seed (`hours`: event time to simulate, `None`: the scenario's
 /// default) through `config`.
 ///
@@ -109,19 +132,7 @@ pub fn run_one(
     if let Some(h) = hours {
         sc.duration_us = (h * 3_600e6) as i64;
     }
-    let sim = Simulation::new(sc)?;
-    let truth = sim.truth().clone();
-    let mut builder = FlowBatchBuilder::new();
-    let mut batches = Vec::new();
-    for r in sim {
-        builder.append_owned(&r);
-        if builder.len() >= 8_192 {
-            batches.push(builder.finish());
-        }
-    }
-    if !builder.is_empty() {
-        batches.push(builder.finish());
-    }
+    let (truth, batches) = simulate_batches(sc)?;
     let collected = run_batches(config, batches)?;
     let hours = (truth.end_us - truth.start_us) as f64 / 3_600e6;
     let incident = truth.incidents.first();

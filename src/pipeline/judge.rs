@@ -154,6 +154,21 @@ pub struct Judge {
     reported: (JudgeCounters, MergerCounters),
 }
 
+/// `now − before`, per key (saturating).
+fn counts_since(
+    now: &std::collections::BTreeMap<String, u64>,
+    before: &std::collections::BTreeMap<String, u64>,
+) -> std::collections::BTreeMap<String, u64> {
+    now.iter()
+        .map(|(k, n)| {
+            (
+                k.clone(),
+                n.saturating_sub(before.get(k).copied().unwrap_or(0)),
+            )
+        })
+        .collect()
+}
+
 impl JudgeCounters {
     /// `self − before`, per counter (saturating).
     fn since(&self, before: &JudgeCounters) -> JudgeCounters {
@@ -161,25 +176,11 @@ impl JudgeCounters {
             windows: self.windows.saturating_sub(before.windows),
             pair_windows: self.pair_windows.saturating_sub(before.pair_windows),
             node_windows: self.node_windows.saturating_sub(before.node_windows),
-            findings: self
-                .findings
-                .iter()
-                .map(|(k, n)| {
-                    let b = before.findings.get(k).copied().unwrap_or(0);
-                    (k.clone(), n.saturating_sub(b))
-                })
-                .collect(),
+            findings: counts_since(&self.findings, &before.findings),
             commands: self.commands.saturating_sub(before.commands),
             alerts: self.alerts.saturating_sub(before.alerts),
             rule_errors: self.rule_errors.saturating_sub(before.rule_errors),
-            rules: self
-                .rules
-                .iter()
-                .map(|(k, n)| {
-                    let b = before.rules.get(k).copied().unwrap_or(0);
-                    (k.clone(), n.saturating_sub(b))
-                })
-                .collect(),
+            rules: counts_since(&self.rules, &before.rules),
         }
     }
 }
