@@ -48,3 +48,11 @@ fn a_misrouted_zone_is_found_on_its_pair_and_zones() {
     assert_eq!(r.detected, Some(true), "{r:?}");
     assert!(r.windows_to_detect.unwrap() <= 2, "{r:?}");
 }
+
+#[test]
+fn a_logging_storm_names_the_sink_and_the_flushing_sources_when_they_flush() {
+    let r = run(Scenario::LoggingStorm, 1);
+    assert_eq!(r.detected, Some(true), "{r:?}");
+    // counted from the flush: the sink's outage before it is the black hole's to find
+    assert!(r.windows_to_detect.unwrap() <= 1, "{r:?}");
+}

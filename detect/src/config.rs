@@ -282,7 +282,12 @@ pub struct StormConfig {
     /// A source spikes when its rate is at least this many times its baseline (ratio > 1)…
     /// Default 3.
     pub rate_factor: f64,
-    /// …with a tail probability at most this. Default 1e-4.
+    /// …and P(its rate this high) is at most this (one source's spike alone is weak
+    /// evidence: the synchronization is the signal). Default 0.05.
+    pub source_tail_probability: f64,
+    /// The most likely the synchronization may be by chance: P(K ≥ spiking sources) for
+    /// K ~ Binomial(callers, `source-tail-probability`); also the improbability of the
+    /// destination's trouble (its ok ratio or inflow this low). Default 1e-4.
     pub max_tail_probability: f64,
     /// How far back a period of errors or unavailability of the destination may end, a
     /// duration. Default 10 min.
@@ -299,6 +304,7 @@ impl Default for StormConfig {
             min_sources: 3,
             min_source_share: 0.5,
             rate_factor: 3.0,
+            source_tail_probability: 0.05,
             max_tail_probability: 1e-4,
             after_trouble: Duration::from_secs(600),
             debounce: DebounceConfig {
@@ -397,6 +403,11 @@ pub struct CrossZoneConfig {
     /// Largest binomial tail probability of the cross-zone count under `allowed-share` that
     /// is reported (in (0, 0.5)). Default 1e-6.
     pub max_tail_probability: f64,
+    /// How far back the counts of a run of windows crossing above the allowed share add up,
+    /// a duration (at least one window): a quiet pair's misrouting is too few requests in
+    /// one window to be sure of, not in a minute. Default 1 min.
+    #[serde(with = "humantime_serde")]
+    pub span: Duration,
     /// Pairs allowed to cross zones (fail-over paths).
     pub allow: Vec<PairAllow>,
     /// Debounce (see `[detect.anomaly]`). Default 1 of 1, 3.
@@ -410,6 +421,7 @@ impl Default for CrossZoneConfig {
             allowed_share: 0.05,
             min_requests: 10,
             max_tail_probability: 1e-6,
+            span: Duration::from_secs(60),
             allow: Vec::new(),
             debounce: DebounceConfig {
                 open_after: 1,

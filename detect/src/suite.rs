@@ -142,7 +142,7 @@ impl TryFrom<&DetectConfig> for Suite {
             cross_zone: on(c.cross_zone.enabled)
                 .then(|| {
                     Ok::<_, Error>((
-                        CrossZoneSpec::try_from(&c.cross_zone)?,
+                        CrossZoneSpec::new(&c.cross_zone, window_us)?,
                         debounce(c.cross_zone.debounce, "cross-zone.debounce")?,
                     ))
                 })

@@ -8,8 +8,11 @@
 //! * **detected**: a finding with the truth's signature and subject (for a set of sources:
 //!   same destination and at least half of the truth's sources named) in a window that ends
 //!   after the onset and starts before the incident's end plus [`GRACE_US`];
-//! * **time to detect**: from the onset to the end of the first such finding's window (event
-//!   time), and in windows after the onset's window (0: the onset's own window);
+//! * **time to detect**: from the moment the signature can first be seen to the end of the
+//!   first such finding's window (event time), and in windows after that moment's window (0:
+//!   its own window). That moment is the incident's onset, except for a logging storm: the
+//!   burst starts when the sink answers again (its outage before is a black hole on the sink,
+//!   a related finding);
 //! * **false findings**: findings that are not about the incident (another signature or
 //!   subject outside the incident, or any finding outside onset … end + grace), per hour of
 //!   event time. Findings during the incident on its services (the truth's subject, and the
@@ -22,7 +25,7 @@ use schemas::{FlowBatchBuilder, Subject};
 
 use crate::config::Validated;
 use crate::eval::collect::run_batches;
-use crate::simulate::{Scenario, Simulation, SimulationConfig, Truth};
+use crate::simulate::{Incident, Injected, Scenario, Simulation, SimulationConfig, Truth};
 
 /// How long after an incident's end findings about it still count, µs.
 pub const GRACE_US: i64 = 120_000_000;
@@ -63,6 +66,15 @@ fn same_subject(got: &Subject, want: &Subject) -> bool {
             d1 == d2 && 2 * named >= s2.len()
         }
         (a, b) => a == b,
+    }
+}
+
+/// When `incident`'s signature can first be seen, µs: its onset, or the flush of a logging
+/// storm.
+fn visible_from_us(incident: &Incident) -> i64 {
+    match incident.injected {
+        Injected::LoggingStorm { recovery_us, .. } => recovery_us,
+        _ => incident.onset_us,
     }
 }
 
@@ -136,7 +148,7 @@ pub fn run_one(
     let collected = run_batches(config, batches)?;
     let hours = (truth.end_us - truth.start_us) as f64 / 3_600e6;
     let incident = truth.incidents.first();
-    let during = |f: &schemas::Finding, inc: &crate::simulate::Incident| {
+    let during = |f: &schemas::Finding, inc: &Incident| {
         f.window.end_us > inc.onset_us && f.window.start_us < inc.end_us + GRACE_US
     };
     let right = |f: &schemas::Finding| {
@@ -177,9 +189,9 @@ pub fn run_one(
         detected: incident.map(|_| first.is_some()),
         time_to_detect_us: first
             .zip(incident)
-            .map(|(f, i)| f.window.end_us - i.onset_us),
+            .map(|(f, i)| f.window.end_us - visible_from_us(i)),
         windows_to_detect: first.zip(incident).map(|(f, i)| {
-            f.window.start_us.div_euclid(window_us) - i.onset_us.div_euclid(window_us)
+            f.window.start_us.div_euclid(window_us) - visible_from_us(i).div_euclid(window_us)
         }),
         false_findings,
         hours,

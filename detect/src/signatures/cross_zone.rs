@@ -3,13 +3,18 @@
 //!
 //! For each pair and each of its source zones, from the pair's zone breakdown
 //! ([`schemas::Breakdown`], requests whose records name both zones): `cross` = requests from
-//! that zone to another, `zoned` = all requests from that zone, share = cross ÷ zoned (a
-//! misrouted zone is seen even when the pair's other zones stay home). It fires, on the
-//! source zone whose crossing is least likely, when
+//! that zone to another, `zoned` = all requests from that zone (a misrouted zone is seen even
+//! when the pair's other zones stay home). A window whose share `cross ÷ zoned` is above
+//! `allowed-share` extends that zone's **run**; one at or below it ends the run (a window
+//! without the zone's requests leaves it as it is). The counts of the run's windows within
+//! `span` add up: a pair at 0.3 req/s from a zone sends 3 requests a window, too few to be
+//! sure of in one window (3 of 4 crossing has a tail probability of 5e-4 under 5 %), and
+//! plenty in a minute. It fires, on the source zone whose crossing is least likely, when
+//! over the run
 //!
 //! ```text
-//! cross ≥ min-requests  ∧  share > allowed-share
-//!   ∧  P(X ≥ cross) ≤ max-tail-probability,   X ~ Binomial(zoned, allowed-share)
+//! cross ≥ min-requests  ∧  P(X ≥ cross) ≤ max-tail-probability,
+//!   X ~ Binomial(zoned, allowed-share)
 //! ```
 //!
 //! unless the pair is allow-listed (critical fail-over paths). The finding's subject is the
@@ -22,16 +27,18 @@
 //! them with `[mapping]` rules or log JSON with the peer metadata), crossings within the
 //! allowed share, and zones that are named differently by the two ends.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 
 use schemas::{Finding, Severity, Signature, Subject};
+use serde::{Deserialize, Serialize};
 use statrs::distribution::{Binomial, DiscreteCDF};
 
 use crate::config::CrossZoneConfig;
 use crate::error::{Error, Result};
 use crate::node::is_service;
 use crate::signatures::{
-    NamePattern, Scope, SignatureDetector, WindowView, counted, finding, related,
+    NamePattern, Scope, SignatureDetector, WindowView, counted, finding, load_state, related,
+    save_state,
 };
 use crate::suite::tail;
 
@@ -41,13 +48,16 @@ pub struct CrossZoneSpec {
     allowed_share: f64,
     min_requests: u64,
     max_p: f64,
+    span_us: i64,
     allow: Vec<(NamePattern, NamePattern)>,
 }
 
-impl TryFrom<&CrossZoneConfig> for CrossZoneSpec {
-    type Error = Error;
-
-    fn try_from(c: &CrossZoneConfig) -> Result<Self> {
+impl CrossZoneSpec {
+    /// Validates `c` for windows of `window_us` µs.
+    ///
+    /// # Errors
+    /// [`Error::Config`] naming the key.
+    pub fn new(c: &CrossZoneConfig, window_us: i64) -> Result<Self> {
         if !(c.allowed_share >= 0.0 && c.allowed_share < 1.0) {
             return Err(Error::Config {
                 key: "cross-zone.allowed-share",
@@ -64,6 +74,9 @@ impl TryFrom<&CrossZoneConfig> for CrossZoneSpec {
             allowed_share: c.allowed_share,
             min_requests: c.min_requests.max(1),
             max_p: tail(c.max_tail_probability, "cross-zone.max-tail-probability")?,
+            span_us: i64::try_from(c.span.as_micros())
+                .unwrap_or(i64::MAX)
+                .max(window_us),
             allow: c
                 .allow
                 .iter()
@@ -73,16 +86,29 @@ impl TryFrom<&CrossZoneConfig> for CrossZoneSpec {
     }
 }
 
-/// The cross-zone detector (stateless).
+/// One window of a run: its start (µs), the zone's requests, and where the crossing ones went.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+struct RunWindow {
+    start_us: i64,
+    zoned: u64,
+    to: BTreeMap<String, u64>,
+}
+
+/// The cross-zone detector: per (source, destination, source zone), its run of windows
+/// crossing above the allowed share.
 #[derive(Debug, Clone)]
 pub struct CrossZone {
     spec: CrossZoneSpec,
+    runs: BTreeMap<(String, String, String), VecDeque<RunWindow>>,
 }
 
 impl CrossZone {
-    /// A detector with `spec`.
+    /// A detector with `spec` and no runs.
     pub fn new(spec: CrossZoneSpec) -> Self {
-        CrossZone { spec }
+        CrossZone {
+            spec,
+            runs: BTreeMap::new(),
+        }
     }
 }
 
@@ -97,6 +123,7 @@ impl SignatureDetector for CrossZone {
 
     fn judge(&mut self, view: &WindowView<'_>, out: &mut Vec<Finding>) {
         let s = &self.spec;
+        let w = view.window;
         for p in view.pairs {
             if p.breakdown.is_empty() || !is_service(&p.source) || !is_service(&p.destination) {
                 continue;
@@ -118,34 +145,62 @@ impl SignatureDetector for CrossZone {
                     }
                 }
             }
-            // the source zone whose crossing is least likely under the allowed share
-            // (tail probability, source zone, zoned, cross, crossings by destination zone)
-            type Crossing<'a> = (f64, &'a str, u64, u64, &'a BTreeMap<&'a str, u64>);
+            // the source zone whose run's crossing is least likely under the allowed share
+            // (tail probability, source zone, zoned, cross, crossings by destination zone,
+            // start of the run's first window counted)
+            type Crossing<'a> = (f64, &'a str, u64, u64, BTreeMap<String, u64>, i64);
             let mut worst: Option<Crossing<'_>> = None;
             for (sz, (zoned, to)) in &by_zone {
                 let cross: u64 = to.values().sum();
-                if cross < s.min_requests || cross as f64 <= s.allowed_share * *zoned as f64 {
+                let key = (p.source.clone(), p.destination.clone(), (*sz).to_owned());
+                if *zoned == 0 {
+                    continue;
+                }
+                if cross as f64 <= s.allowed_share * *zoned as f64 {
+                    self.runs.remove(&key);
+                    continue;
+                }
+                let run = self.runs.entry(key).or_default();
+                run.push_back(RunWindow {
+                    start_us: w.start_us,
+                    zoned: *zoned,
+                    to: to.iter().map(|(d, n)| ((*d).to_owned(), *n)).collect(),
+                });
+                while run
+                    .front()
+                    .is_some_and(|f| w.end_us.saturating_sub(f.start_us) > s.span_us)
+                {
+                    run.pop_front();
+                }
+                let zoned: u64 = run.iter().map(|r| r.zoned).sum();
+                let mut to: BTreeMap<String, u64> = BTreeMap::new();
+                for r in run.iter() {
+                    for (d, n) in &r.to {
+                        *to.entry(d.clone()).or_default() += n;
+                    }
+                }
+                let cross: u64 = to.values().sum();
+                if cross < s.min_requests {
                     continue;
                 }
                 let p_tail = if s.allowed_share == 0.0 {
                     0.0
                 } else {
-                    Binomial::new(s.allowed_share, *zoned).map_or(1.0, |b| b.sf(cross - 1))
+                    Binomial::new(s.allowed_share, zoned).map_or(1.0, |b| b.sf(cross - 1))
                 };
                 if p_tail <= s.max_p && worst.as_ref().is_none_or(|w| p_tail < w.0) {
-                    worst = Some((p_tail, sz, *zoned, cross, to));
+                    let since = run.front().map_or(w.start_us, |f| f.start_us);
+                    worst = Some((p_tail, sz, zoned, cross, to, since));
                 }
             }
-            let Some((p_tail, sz, zoned, cross, to)) = worst else {
+            let Some((p_tail, sz, zoned, cross, to, since)) = worst else {
                 continue;
             };
             let share = cross as f64 / zoned as f64;
-            let (&dz, _) = to
+            let (dz, _) = to
                 .iter()
-                .max_by_key(|(k, n)| (**n, std::cmp::Reverse(**k)))
+                .max_by_key(|(k, n)| (**n, std::cmp::Reverse(*k)))
                 .expect("cross > 0");
-            let crossings: BTreeMap<(&str, &str), u64> =
-                to.iter().map(|(d, n)| ((sz, *d), *n)).collect();
             let mut share_ev = counted("cross_zone_share", share, s.allowed_share, "ratio");
             share_ev.tail_probability = Some(p_tail);
             out.push(finding(
@@ -154,9 +209,9 @@ impl SignatureDetector for CrossZone {
                     source: p.source.clone(),
                     destination: p.destination.clone(),
                     source_zone: sz.to_owned(),
-                    destination_zone: dz.to_owned(),
+                    destination_zone: dz.clone(),
                 },
-                view.window,
+                w,
                 Severity::Warning,
                 vec![
                     share_ev,
@@ -167,30 +222,44 @@ impl SignatureDetector for CrossZone {
                         "requests",
                     ),
                 ],
-                crossings
-                    .iter()
-                    .map(|((a, b), n)| {
+                to.iter()
+                    .map(|(d, n)| {
                         related(
                             "zone",
-                            &format!("{a}->{b}"),
+                            &format!("{sz}->{d}"),
                             Some(*n as f64),
-                            format!("{n} requests from zone {a} to zone {b}"),
+                            format!("{n} requests from zone {sz} to zone {d}"),
                         )
                     })
                     .collect(),
                 schemas::Confidence::Normal,
                 format!(
-                    "{} -> {}: {:.0} % of its requests from zone {sz} cross zones ({} of {}, \
-                     most to {dz}); the policy allows {:.0} %",
+                    "{} -> {}: {:.0} % of its requests from zone {sz} cross zones ({} of {} \
+                     over the last {} s, most to {dz}); the policy allows {:.0} %",
                     p.source,
                     p.destination,
                     100.0 * share,
                     cross,
                     zoned,
+                    (w.end_us - since) / 1_000_000,
                     100.0 * s.allowed_share
                 ),
             ));
         }
+    }
+
+    fn forget_before(&mut self, before_us: i64) {
+        self.runs
+            .retain(|_, run| run.back().is_some_and(|r| r.start_us >= before_us));
+    }
+
+    fn save(&self) -> Vec<u8> {
+        save_state(&self.runs)
+    }
+
+    fn load(&mut self, state: &[u8]) -> std::result::Result<(), String> {
+        self.runs = load_state(state)?;
+        Ok(())
     }
 }
 
@@ -213,8 +282,17 @@ mod tests {
     }
 
     fn judge(c: &CrossZoneConfig, b: Vec<Breakdown>) -> Vec<Finding> {
-        let mut p = pw(
+        judge_in(
+            &mut CrossZone::new(CrossZoneSpec::new(c, 10_000_000).unwrap()),
             0,
+            b,
+        )
+    }
+
+    /// `d` judges window `k` (10 s windows) of checkout -> payment with breakdown `b`.
+    fn judge_in(d: &mut CrossZone, k: i64, b: Vec<Breakdown>) -> Vec<Finding> {
+        let mut p = pw(
+            k,
             "checkout",
             "payment",
             b.iter().map(|x| x.requests).sum(),
@@ -223,7 +301,7 @@ mod tests {
         );
         p.breakdown = b;
         let mut out = Vec::new();
-        CrossZone::new(CrossZoneSpec::try_from(c).unwrap()).judge(
+        d.judge(
             &WindowView {
                 window: p.window,
                 pairs: std::slice::from_ref(&p),
@@ -264,5 +342,36 @@ mod tests {
             ..c
         };
         assert!(judge(&allow, vec![zones("a", "a", 600), zones("a", "b", 400)]).is_empty());
+    }
+
+    #[test]
+    fn a_quiet_pair_crossing_is_added_up_over_its_run() {
+        let mut d =
+            CrossZone::new(CrossZoneSpec::new(&CrossZoneConfig::default(), 10_000_000).unwrap());
+        // 3 of 4 requests from zone a cross each window: 3 < 10 requests, and
+        // P(X >= 3), X ~ Binomial(4, 0.05) = 4.8e-4, is not sure enough alone
+        let quiet = || vec![zones("a", "a", 1), zones("a", "b", 3)];
+        assert!(judge_in(&mut d, 0, quiet()).is_empty());
+        assert!(judge_in(&mut d, 1, quiet()).is_empty());
+        assert!(judge_in(&mut d, 2, quiet()).is_empty());
+        // the fourth window makes 12 of 16: P(X >= 12), X ~ Binomial(16, 0.05), is 3.7e-13
+        // (the third window's 9 of 12 was sure enough, 3.7e-10, but under 10 requests)
+        let f = judge_in(&mut d, 3, quiet());
+        assert_eq!(f.len(), 1, "{f:?}");
+        assert_eq!(f[0].subject.key(), "zones/a/b/checkout/payment");
+        assert_eq!(f[0].evidence[0].value, 0.75);
+        assert_eq!(f[0].evidence[1].value, 12.0);
+        let p = f[0].evidence[0].tail_probability.unwrap();
+        assert!((p / 3.6784e-13 - 1.0).abs() < 1e-3, "{p}");
+        // a window within the allowed share ends the run: it starts over
+        assert!(judge_in(&mut d, 4, vec![zones("a", "a", 4)]).is_empty());
+        assert!(judge_in(&mut d, 5, quiet()).is_empty());
+        // a run counts at most `span` (1 min, 6 windows) back: windows 5..=10 hold 18 of 24,
+        // the same as windows 6..=11
+        for k in 6..=10 {
+            judge_in(&mut d, k, quiet());
+        }
+        let f = judge_in(&mut d, 11, quiet());
+        assert_eq!(f[0].evidence[1].value, 18.0);
     }
 }

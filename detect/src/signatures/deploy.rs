@@ -11,8 +11,8 @@
 //! **watch** of `watch` (10 min). In each watched window it fires on `version/<S>/<v>` when
 //!
 //! ```text
-//! (downstream pairs slower or failing  ∨  S@v slower than the previous version by latency-factor)
-//!   ∧  (the call pattern changed  ∨  S@v slower than the previous version)
+//!    (the call pattern changed  ∧  (downstream pairs slower or failing  ∨  S@v slower))
+//!  ∨ (the same call pattern  ∧  S@v slower  ∧  no downstream pair slower or failing)
 //! ```
 //!
 //! where *downstream* pairs are the pairs into S's destinations and their destinations (two
@@ -20,7 +20,14 @@
 //! *slower or failing* is a p99 at least `latency-factor` × its baseline with P ≤
 //! `max-tail-probability`, or an error ratio whose binomial tail is that improbable, and the
 //! pattern *changed* when calls per request to a destination moved by `pattern-factor` (either
-//! way) or a destination with at least 0.1 calls per request appeared or vanished.
+//! way) or a destination with at least 0.1 calls per request appeared or vanished, with a
+//! count of calls that improbable under the old pattern (Poisson).
+//!
+//! *S@v slower*: its mean latency at least `latency-factor` × the previous version's, side by
+//! side in the same window while both run (at least `min-requests` each), else × what the
+//! previous version's was. A version that calls as its predecessor did and is slow along with
+//! its dependencies waits on them: a benign deployment during someone else's incident is not
+//! blamed.
 //!
 //! The finding names the service and version (subject), the previous version, and how the
 //! call pattern changed (related: `suspect-version`, `previous-version`, `destination` /
@@ -31,12 +38,15 @@
 //!
 //! What it can't see: versions the records don't carry (map them with `[mapping]` rules, or
 //! log the peer metadata), regressions that show after the watch, or inside the service with
-//! no effect on its calls and latency, and a rollout too small for `min-requests`.
+//! no effect on its calls and latency, a version that calls as before and slows while its
+//! dependencies are slow too (it is taken to wait on them), and a rollout too small for
+//! `min-requests`.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use schemas::{Finding, PairWindow, Severity, Signature, Subject};
 use serde::{Deserialize, Serialize};
+use statrs::distribution::{DiscreteCDF, Poisson};
 
 use crate::adaptive::Score;
 use crate::config::DeployConfig;
@@ -168,18 +178,32 @@ fn traffic(pairs: &[PairWindow]) -> BTreeMap<(&str, &str), Traffic<'_>> {
     t
 }
 
-/// How calls per request changed from `before` to `now`: (destination, now, before), for
-/// destinations that moved by `factor` or appeared or vanished.
+/// How calls per request changed from `before` to this window's `calls` (per destination) in
+/// `received` requests: (destination, now, before), for destinations that moved by `factor`
+/// either way, or appeared or vanished (crossed [`MIN_CALLS_PER_REQUEST`]), **and** whose
+/// count is improbable under the old pattern: P(X ≥ calls) (a rise) or P(X ≤ calls) (a fall)
+/// at most `max_p`, for X ~ Poisson(before × received), `before` floored at a tenth of
+/// [`MIN_CALLS_PER_REQUEST`] (`statrs`). Counts per request vary less than Poisson's when a
+/// call is made a fixed number of times, so the test is conservative; it keeps a handful of
+/// requests from looking like a new pattern (0.17 → 0.08 calls per request is 5 calls → 2).
 fn pattern_changes(
     before: &BTreeMap<String, f64>,
-    now: &BTreeMap<String, f64>,
+    calls: &BTreeMap<&str, u64>,
+    received: u64,
     factor: f64,
+    max_p: f64,
 ) -> Vec<(String, f64, f64)> {
-    let names: BTreeSet<&String> = before.keys().chain(now.keys()).collect();
+    let names: BTreeSet<&str> = before
+        .keys()
+        .map(String::as_str)
+        .chain(calls.keys().copied())
+        .collect();
+    let n = received.max(1) as f64;
     let mut changes = Vec::new();
     for d in names {
         let a = before.get(d).copied().unwrap_or(0.0);
-        let b = now.get(d).copied().unwrap_or(0.0);
+        let count = calls.get(d).copied().unwrap_or(0);
+        let b = count as f64 / n;
         if a < MIN_CALLS_PER_REQUEST && b < MIN_CALLS_PER_REQUEST {
             continue;
         }
@@ -188,8 +212,19 @@ fn pattern_changes(
         } else {
             b >= factor * a || b * factor <= a
         };
-        if moved {
-            changes.push((d.clone(), b, a));
+        if !moved {
+            continue;
+        }
+        let lambda = a.max(MIN_CALLS_PER_REQUEST / 10.0) * n;
+        let p = Poisson::new(lambda).map_or(1.0, |x| {
+            if b > a {
+                x.sf(count.saturating_sub(1))
+            } else {
+                x.cdf(count)
+            }
+        });
+        if p <= max_p {
+            changes.push((d.to_owned(), b, a));
         }
     }
     changes
@@ -266,16 +301,24 @@ impl SignatureDetector for DeployRegression {
             let Some(prev) = service.versions.get(&watch.previous) else {
                 continue;
             };
-            let cpr: BTreeMap<String, f64> = now
-                .calls
-                .iter()
-                .map(|(d, n)| ((*d).to_owned(), *n as f64 / now.received as f64))
-                .collect();
-            let changes = pattern_changes(&prev.calls_per_request, &cpr, s.pattern_factor);
+            let changes = pattern_changes(
+                &prev.calls_per_request,
+                &now.calls,
+                now.received,
+                s.pattern_factor,
+                s.max_p,
+            );
+            // slower than the previous version: side by side in this window while both run
+            // (a slow shared dependency slows both), else than what it was
             let latency = now.duration_sum_us as f64 / now.timed.max(1) as f64;
-            let slower = now.timed > 0
-                && prev.latency_us > 0.0
-                && latency >= s.latency_factor * prev.latency_us;
+            let reference = match traffic.get(&(svc.as_str(), watch.previous.as_str())) {
+                Some(old) if old.timed >= s.min_requests => {
+                    old.duration_sum_us as f64 / old.timed as f64
+                }
+                _ => prev.latency_us,
+            };
+            let slower =
+                now.timed > 0 && reference > 0.0 && latency >= s.latency_factor * reference;
             // downstream: pairs into its destinations and theirs, whoever calls them
             let mut downstream: BTreeSet<&str> = BTreeSet::new();
             for p in view.outflow(svc) {
@@ -317,7 +360,14 @@ impl SignatureDetector for DeployRegression {
                 }
             }
             let downstream_hurt = worst.is_some() || !failing.is_empty();
-            if !(slower || downstream_hurt && !changes.is_empty()) {
+            // a version that calls as its predecessor did is not to blame for its
+            // dependencies: slower with them, it waits on them
+            let fires = if changes.is_empty() {
+                slower && !downstream_hurt
+            } else {
+                slower || downstream_hurt
+            };
+            if !fires {
                 continue;
             }
             let mut evidence = Vec::new();
@@ -340,7 +390,7 @@ impl SignatureDetector for DeployRegression {
                 ));
             }
             if slower {
-                evidence.push(counted("mean_latency_us", latency, prev.latency_us, "µs"));
+                evidence.push(counted("mean_latency_us", latency, reference, "µs"));
             }
             let mut rel = vec![
                 related(
@@ -398,7 +448,7 @@ impl SignatureDetector for DeployRegression {
                 None => format!(
                     "its own latency rose to {:.1} ms from {:.1} ms",
                     latency / 1e3,
-                    prev.latency_us / 1e3
+                    reference / 1e3
                 ),
             };
             out.push(finding(
@@ -491,19 +541,32 @@ mod tests {
             ("db".to_owned(), 0.5),
             ("old".to_owned(), 0.3),
         ]);
-        let now = BTreeMap::from([
-            ("cache".to_owned(), 4.0),
-            ("db".to_owned(), 0.6),
-            ("new".to_owned(), 0.2),
-        ]);
+        // 100 requests: cache 100 → 400 calls, db 50 → 60 (within the factor), old 30 → 0,
+        // new 0 → 20
+        let now = BTreeMap::from([("cache", 400), ("db", 60), ("new", 20)]);
         assert_eq!(
-            pattern_changes(&before, &now, 1.5),
+            pattern_changes(&before, &now, 100, 1.5, 1e-4),
             [
                 ("cache".to_owned(), 4.0, 1.0),
                 ("new".to_owned(), 0.2, 0.0),
                 ("old".to_owned(), 0.0, 0.3),
             ]
         );
-        assert!(pattern_changes(&before, &before, 1.5).is_empty());
+        let same = BTreeMap::from([("cache", 100), ("db", 50), ("old", 30)]);
+        assert!(pattern_changes(&before, &same, 100, 1.5, 1e-4).is_empty());
+    }
+
+    #[test]
+    fn a_few_calls_are_not_a_new_pattern() {
+        let before = BTreeMap::from([("db".to_owned(), 0.17)]);
+        // 30 requests: 5.1 calls expected, 2 seen (0.07 per request: "vanished" by the
+        // threshold) — P(X ≤ 2) for Poisson(5.1) = 0.116, chance
+        let now = BTreeMap::from([("db", 2)]);
+        assert!(pattern_changes(&before, &now, 30, 2.0, 1e-4).is_empty());
+        // 300 requests, 20 calls against 51 expected: P(X ≤ 20) = 6.7e-7, a change
+        let now = BTreeMap::from([("db", 20)]);
+        let c = pattern_changes(&before, &now, 300, 2.0, 1e-4);
+        assert_eq!(c.len(), 1);
+        assert!((c[0].1 - 20.0 / 300.0).abs() < 1e-12);
     }
 }

@@ -6,17 +6,24 @@
 //! (P(ok ratio this low) ≤ `max-tail-probability` and at least 10 points under it) or its
 //! inflow rate fell to at most 1 ÷ `rate-factor` of its baseline with the same improbability.
 //! A source **spikes** toward it when the pair's rate is at least `rate-factor` × its baseline
-//! with P(rate this high) ≤ `max-tail-probability`. It fires on a destination when, within
-//! `after-trouble` of the end of its last troubled window,
+//! with P(rate this high) ≤ `source-tail-probability` (default 0.05). One source's spike is
+//! weak evidence (a sender at 0.4 req/s that sends 2 req/s in a 10 s window is not
+//! surprising on its own); many at once are not chance. With `k` of the destination's `n`
+//! callers spiking, the detector fires, within `after-trouble` of the end of the
+//! destination's last troubled window, when
 //!
 //! ```text
-//! spiking sources ≥ min-sources  ∧  spiking sources ≥ min-source-share × its callers
+//! k ≥ min-sources  ∧  k ≥ min-source-share × n
+//!   ∧  P(K ≥ k) ≤ max-tail-probability,   K ~ Binomial(n, source-tail-probability)
 //! ```
+//!
+//! (the chance that `k` independent callers would spike together if each did so with the
+//! largest probability a spike may have, `statrs`).
 //!
 //! Subject: `sources/<destination>`, naming the synchronized sources; evidence: the
 //! destination's inflow against its baseline (with its tail probability) and the count of
-//! spiking sources against its callers. Severity `critical`: a storm is what moves pods
-//! around and repeats the spike elsewhere.
+//! spiking sources against its callers, with the binomial tail. Severity `critical`: a storm
+//! is what moves pods around and repeats the spike elsewhere.
 //!
 //! What it can't see: a storm toward a destination that had no trouble graywatch saw (a
 //! cron job: the rate signatures see it), storms of fewer than `min-sources` senders, and
@@ -25,12 +32,12 @@
 use std::collections::BTreeMap;
 
 use schemas::{Finding, Severity, Signature, Subject};
+use statrs::distribution::{Binomial, DiscreteCDF};
 
 use crate::adaptive::Score;
 use crate::config::StormConfig;
 use crate::error::{Error, Result};
 use crate::node::is_service;
-use crate::signatures::generic::far;
 use crate::signatures::{
     Scope, SignatureDetector, WindowView, confidence, counted, finding, load_state, related,
     save_state, scored,
@@ -44,6 +51,7 @@ pub struct StormSpec {
     min_sources: usize,
     min_source_share: f64,
     rate_factor: f64,
+    source_p: f64,
     max_p: f64,
     after_trouble_us: i64,
 }
@@ -70,6 +78,7 @@ impl StormSpec {
             min_sources: c.min_sources,
             min_source_share: c.min_source_share,
             rate_factor: factor(c.rate_factor, "storm.rate-factor")?,
+            source_p: tail(c.source_tail_probability, "storm.source-tail-probability")?,
             max_p: tail(c.max_tail_probability, "storm.max-tail-probability")?,
             after_trouble_us: i64::try_from(c.after_trouble.as_micros()).unwrap_or(i64::MAX),
         })
@@ -91,6 +100,15 @@ impl Storm {
             troubled_until: BTreeMap::new(),
         }
     }
+}
+
+/// P(K ≥ `spiking`) for K ~ Binomial(`callers`, `p`): how likely that many of the callers
+/// spike in one window by chance, each with probability at most `p` and independently.
+fn synchronized_by_chance(callers: usize, spiking: usize, p: f64) -> f64 {
+    if spiking == 0 {
+        return 1.0;
+    }
+    Binomial::new(p, callers as u64).map_or(1.0, |b| b.sf(spiking as u64 - 1))
 }
 
 impl SignatureDetector for Storm {
@@ -136,18 +154,22 @@ impl SignatureDetector for Storm {
                 if !is_service(&p.source) || p.requests == 0 {
                     continue;
                 }
-                if let Some(r) = far(store, p, Signal::RateRps)
+                if let Some(r) = store.score_pair(p, Signal::RateRps)
                     && r.z > 0.0
                     && p.rate_rps >= s.rate_factor * r.expected
-                    && r.p_high <= s.max_p
+                    && r.p_high <= s.source_p
                 {
                     spiking.push((&p.source, r, p.rate_rps));
                 }
             }
-            let calling = callers.len().max(1);
+            let calling = callers.len().max(spiking.len()).max(1);
             if spiking.len() < s.min_sources
                 || (spiking.len() as f64) < s.min_source_share * calling as f64
             {
+                continue;
+            }
+            let chance = synchronized_by_chance(calling, spiking.len(), s.source_p);
+            if chance > s.max_p {
                 continue;
             }
             let mut evidence = Vec::new();
@@ -161,9 +183,8 @@ impl SignatureDetector for Storm {
                 calling as f64,
                 "sources",
             ));
-            let strongest = spiking.iter().map(|x| x.1.p_high).fold(1.0f64, f64::min);
             if let Some(e) = evidence.last_mut() {
-                e.tail_probability = Some(strongest);
+                e.tail_probability = Some(chance);
             }
             out.push(finding(
                 Signature::SynchronizedBurst,
@@ -212,5 +233,24 @@ impl SignatureDetector for Storm {
     fn load(&mut self, state: &[u8]) -> std::result::Result<(), String> {
         self.troubled_until = load_state(state)?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chance_of_a_synchronized_spike_is_the_binomial_tail() {
+        // P(K >= 2), K ~ Binomial(3, 0.1) = 3 × 0.01 × 0.9 + 0.001 = 0.028
+        assert!((synchronized_by_chance(3, 2, 0.1) - 0.028).abs() < 1e-12);
+        // 20 of 40 callers at 5 % each: 4.96e-16 (the sum of C(40, i) 0.05^i 0.95^(40-i)
+        // for i >= 20), far below 1e-4
+        let many = synchronized_by_chance(40, 20, 0.05);
+        assert!((many / 4.960_102e-16 - 1.0).abs() < 1e-4, "{many}");
+        // 3 of 40 at 5 %: common (about 0.32), no storm
+        let few = synchronized_by_chance(40, 3, 0.05);
+        assert!((few - 0.3233).abs() < 1e-3, "{few}");
+        assert_eq!(synchronized_by_chance(40, 0, 0.05), 1.0);
     }
 }
