@@ -243,8 +243,9 @@ pub struct DeployConfig {
     /// Calls per request to a destination changed by at least this factor (ratio >= 1), or
     /// a destination appeared or vanished, for the call pattern to have changed. Default 2.
     pub pattern_factor: f64,
-    /// Least requests (count) a version must have received for its call pattern to be
-    /// compared. Default 30.
+    /// Least requests (count) a version must have received in a window for its call pattern
+    /// and latency to be compared (the pattern's change must also be improbable by its count
+    /// of calls, so a few requests are enough to see a fan-out multiplied). Default 10.
     pub min_requests: u64,
     /// Debounce (see `[detect.anomaly]`). Default 2 of 3, 6.
     pub debounce: DebounceConfig,
@@ -258,7 +259,7 @@ impl Default for DeployConfig {
             max_tail_probability: 1e-4,
             latency_factor: 1.5,
             pattern_factor: 2.0,
-            min_requests: 30,
+            min_requests: 10,
             debounce: DebounceConfig {
                 open_after: 2,
                 of_windows: 3,

@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 
-use schemas::Finding;
+use schemas::{Finding, Subject};
 use serde::{Deserialize, Serialize};
 
 /// When an incident opens and resolves (validated: 1 ≤ `open_after` ≤ `of_windows` ≤ 64,
@@ -68,6 +68,10 @@ struct History {
     resolve_after: u32,
     /// `of-windows` of the rule it last fired with.
     of_windows: u32,
+    /// What it is about (for the learning gate: an open incident's subject teaches no
+    /// baseline, even in a window where it did not fire).
+    #[serde(default)]
+    subject: Option<Subject>,
 }
 
 /// The low `n` bits.
@@ -98,6 +102,14 @@ impl Incidents {
         self.by_key.values().filter(|h| h.open).count()
     }
 
+    /// The subjects of open incidents.
+    pub fn open_subjects(&self) -> impl Iterator<Item = &Subject> {
+        self.by_key
+            .values()
+            .filter(|h| h.open)
+            .filter_map(|h| h.subject.as_ref())
+    }
+
     /// One window: `raw` are the raw findings of every detector (several for one incident
     /// count once), `debounce` gives each signature's rule. Returns the findings of open
     /// incidents, in `raw`'s order.
@@ -106,9 +118,9 @@ impl Incidents {
         raw: Vec<Finding>,
         debounce: impl Fn(&Finding) -> Debounce,
     ) -> Vec<Finding> {
-        let mut fired: BTreeMap<(String, String), Debounce> = BTreeMap::new();
+        let mut fired: BTreeMap<(String, String), (Debounce, &Subject)> = BTreeMap::new();
         for f in &raw {
-            fired.insert(key(f), debounce(f));
+            fired.insert(key(f), (debounce(f), &f.subject));
         }
         // every tracked incident moves one window on
         let mut opened = std::collections::BTreeSet::new();
@@ -120,10 +132,13 @@ impl Incidents {
             h.quiet += 1;
             true
         });
-        for (key, d) in &fired {
+        for (key, (d, subject)) in &fired {
             let h = self.by_key.entry(key.clone()).or_default();
             h.fired |= 1;
             h.quiet = 0;
+            if h.subject.as_ref() != Some(*subject) {
+                h.subject = Some((*subject).clone());
+            }
             h.resolve_after = d.resolve_after;
             h.of_windows = d.of_windows;
             if !h.open && (h.fired & mask(d.of_windows)).count_ones() >= d.open_after {
@@ -139,6 +154,7 @@ impl Incidents {
             }
             h.open || h.fired != 0
         });
+        drop(fired);
         raw.into_iter()
             .filter(|f| opened.contains(&key(f)))
             .collect()
@@ -199,6 +215,8 @@ mod tests {
         // after 5; 6: 1 of 3 (4, 5, 6) → not open; 7: 2 of 3 → open again
         assert_eq!(out, [0, 0, 1, 1, 0, 0, 0, 1]);
         assert_eq!(i.open(), 1);
+        let open: Vec<&Subject> = i.open_subjects().collect();
+        assert_eq!(open, [&Subject::Node { node: "api".into() }]);
     }
 
     #[test]

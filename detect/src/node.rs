@@ -401,7 +401,10 @@ impl NodeDetector {
         NodeOutcome { nodes, findings }
     }
 
-    /// Teaches the store the pairs and nodes of the window that no raw finding touched.
+    /// Teaches the store the pairs and nodes of the window that no raw finding touched and
+    /// that no open incident is about (an incident's subject can miss a window — a black hole
+    /// that answered a few requests — and its values must not teach the baseline then: a
+    /// few such windows in a row would move the level to the outage's).
     fn learn(
         &mut self,
         window: Window,
@@ -413,8 +416,10 @@ impl NodeDetector {
         let mut bad_nodes: foldhash::HashSet<&str> = foldhash::HashSet::default();
         let mut bad_pairs: foldhash::HashSet<(&str, &str)> = foldhash::HashSet::default();
         let mut bad_sources: foldhash::HashSet<&str> = foldhash::HashSet::default();
-        for f in raw {
-            match &f.subject {
+        let open: Vec<&Subject> = self.incidents.open_subjects().collect();
+        let subjects = raw.iter().map(|f| &f.subject).chain(open.iter().copied());
+        for subject in subjects {
+            match subject {
                 Subject::Node { node } => {
                     bad_nodes.insert(node);
                 }
@@ -443,10 +448,10 @@ impl NodeDetector {
                 }
                 _ => {}
             }
-            for r in &f.related {
-                if r.role == "candidate" {
-                    bad_nodes.insert(&r.name);
-                }
+        }
+        for r in raw.iter().flat_map(|f| &f.related) {
+            if r.role == "candidate" {
+                bad_nodes.insert(&r.name);
             }
         }
         let _ = window;

@@ -1,6 +1,7 @@
 //! The whole pipeline over flow-record batches of one input, in memory: what the evaluations
 //! run (the same stages as `replay` and `run`, with every finding kept).
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::convert::Infallible;
 
 use arrow::array::RecordBatch;
@@ -18,12 +19,25 @@ pub struct Collected {
     pub windows: Vec<Window>,
     /// Records not aggregated (late, ahead, malformed), count.
     pub dead_letters: u64,
+    /// The call graph: per destination, every source seen calling it.
+    pub callers: BTreeMap<String, BTreeSet<String>>,
 }
 
 impl Outputs for Collected {
     type Error = Infallible;
 
-    fn pair_window(&mut self, _: &PairWindow) -> Result<(), Infallible> {
+    fn pair_window(&mut self, p: &PairWindow) -> Result<(), Infallible> {
+        // an allocation per new edge, not per window
+        let known = self
+            .callers
+            .get(&p.destination)
+            .is_some_and(|c| c.contains(&p.source));
+        if !known {
+            self.callers
+                .entry(p.destination.clone())
+                .or_default()
+                .insert(p.source.clone());
+        }
         Ok(())
     }
 

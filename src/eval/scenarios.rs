@@ -15,9 +15,10 @@
 //!   a related finding);
 //! * **false findings**: findings that are not about the incident (another signature or
 //!   subject outside the incident, or any finding outside onset … end + grace), per hour of
-//!   event time. Findings during the incident on its services (the truth's subject, and the
+//!   event time. Findings during the incident on its services (the truth's subject, the
 //!   services its right findings name: the relays a breach reached, the sink's black hole in
-//!   its outage) are related, not false.
+//!   its outage, and the services upstream of the truth's subject in the call graph seen,
+//!   whose errors and latency are its cascade) are related, not false.
 
 use std::collections::BTreeSet;
 
@@ -158,6 +159,15 @@ pub fn run_one(
     };
     // the incident's services: the truth's, and those its right findings name
     let mut involved: BTreeSet<String> = incident.map(|i| entities(&i.subject)).unwrap_or_default();
+    // upstream of the truth's subject: who calls it, directly or through others
+    let mut todo: Vec<String> = involved.iter().cloned().collect();
+    while let Some(s) = todo.pop() {
+        for c in collected.callers.get(&s).into_iter().flatten() {
+            if involved.insert(c.clone()) {
+                todo.push(c.clone());
+            }
+        }
+    }
     for f in collected.findings.iter().filter(|f| right(f)) {
         involved.extend(entities(&f.subject));
         involved.extend(f.related.iter().map(|r| r.name.clone()));
