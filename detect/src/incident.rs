@@ -69,7 +69,8 @@ struct History {
     /// `of-windows` of the rule it last fired with.
     of_windows: u32,
     /// What it is about (for the learning gate: an open incident's subject teaches no
-    /// baseline, even in a window where it did not fire).
+    /// baseline, even in a window where it did not fire); `None` for a user rule's, whose
+    /// findings never keep a baseline from learning.
     #[serde(default)]
     subject: Option<Subject>,
 }
@@ -118,9 +119,10 @@ impl Incidents {
         raw: Vec<Finding>,
         debounce: impl Fn(&Finding) -> Debounce,
     ) -> Vec<Finding> {
-        let mut fired: BTreeMap<(String, String), (Debounce, &Subject)> = BTreeMap::new();
+        let mut fired: BTreeMap<(String, String), (Debounce, Option<&Subject>)> = BTreeMap::new();
         for f in &raw {
-            fired.insert(key(f), (debounce(f), &f.subject));
+            let subject = f.rule.is_none().then_some(&f.subject);
+            fired.insert(key(f), (debounce(f), subject));
         }
         // every tracked incident moves one window on
         let mut opened = std::collections::BTreeSet::new();
@@ -136,8 +138,8 @@ impl Incidents {
             let h = self.by_key.entry(key.clone()).or_default();
             h.fired |= 1;
             h.quiet = 0;
-            if h.subject.as_ref() != Some(*subject) {
-                h.subject = Some((*subject).clone());
+            if h.subject.as_ref() != *subject {
+                h.subject = subject.cloned();
             }
             h.resolve_after = d.resolve_after;
             h.of_windows = d.of_windows;
@@ -233,5 +235,20 @@ mod tests {
         }
         // the history slid past the blip: nothing tracked
         assert!(i.is_empty());
+    }
+
+    #[test]
+    fn a_user_rules_open_incident_keeps_no_baseline_from_learning() {
+        let rule = Debounce {
+            open_after: 1,
+            of_windows: 1,
+            resolve_after: 3,
+        };
+        let mut i = Incidents::default();
+        let mut f = raw("api", 0);
+        f.rule = Some("everything".into());
+        assert_eq!(i.step(vec![f], |_| rule).len(), 1);
+        assert_eq!(i.open(), 1);
+        assert_eq!(i.open_subjects().count(), 0);
     }
 }

@@ -585,6 +585,44 @@ mod tests {
         assert_eq!(d.black_hole().nodes(), 1);
     }
 
+    #[test]
+    fn healthy_windows_teach_the_nodes_baselines() {
+        let mut d =
+            NodeDetector::new(Suite::try_from(&crate::config::DetectConfig::default()).unwrap());
+        let w = |k: i64| Window {
+            start_us: 1_767_571_200_000_000 + k * 10_000_000,
+            end_us: 1_767_571_200_000_000 + (k + 1) * 10_000_000,
+        };
+        for k in 0..20 {
+            d.detect(
+                w(k),
+                &[
+                    pair("web", "api", 100, 0, (0, 0)),
+                    pair("api", "db", 200, 0, (0, 0)),
+                ],
+            );
+        }
+        use crate::store::Signal;
+        // 100 requests in 10 s, each answered and making 2 calls
+        let at = w(20).start_us;
+        let store = d.baselines();
+        assert_eq!(
+            store.expected_node("api", Signal::InflowRps, at).unwrap().0,
+            10.0
+        );
+        assert_eq!(
+            store.expected_node("api", Signal::OkRatio, at).unwrap().0,
+            1.0
+        );
+        assert_eq!(
+            store
+                .expected_node("api", Signal::DownstreamPerRequest, at)
+                .unwrap()
+                .0,
+            2.0
+        );
+    }
+
     /// A node back after a gap longer than [`IDLE_WINDOWS`] (no window at all in between:
     /// the landscape was quiet, or the input resumed days later) is not judged against the
     /// normal it had before the gap.
