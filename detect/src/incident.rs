@@ -156,6 +156,7 @@ impl Incidents {
             }
             h.open || h.fired != 0
         });
+        // `fired` borrows `raw`'s subjects
         drop(fired);
         raw.into_iter()
             .filter(|f| opened.contains(&key(f)))

@@ -416,8 +416,10 @@ impl NodeDetector {
         let mut bad_nodes: foldhash::HashSet<&str> = foldhash::HashSet::default();
         let mut bad_pairs: foldhash::HashSet<(&str, &str)> = foldhash::HashSet::default();
         let mut bad_sources: foldhash::HashSet<&str> = foldhash::HashSet::default();
-        let open: Vec<&Subject> = self.incidents.open_subjects().collect();
-        let subjects = raw.iter().map(|f| &f.subject).chain(open.iter().copied());
+        let subjects = raw
+            .iter()
+            .map(|f| &f.subject)
+            .chain(self.incidents.open_subjects());
         for subject in subjects {
             match subject {
                 Subject::Node { node } => {
@@ -587,6 +589,8 @@ mod tests {
 
     #[test]
     fn healthy_windows_teach_the_nodes_baselines() {
+        use crate::store::Signal;
+
         let mut d =
             NodeDetector::new(Suite::try_from(&crate::config::DetectConfig::default()).unwrap());
         let w = |k: i64| Window {
@@ -602,7 +606,6 @@ mod tests {
                 ],
             );
         }
-        use crate::store::Signal;
         // 100 requests in 10 s, each answered and making 2 calls
         let at = w(20).start_us;
         let store = d.baselines();

@@ -94,12 +94,16 @@ struct RunWindow {
     to: BTreeMap<String, u64>,
 }
 
+/// Runs by source, destination, then source zone: nested so that a pair's lookup borrows its
+/// names (no allocation per pair and window; one only when a run starts).
+type Runs = BTreeMap<String, BTreeMap<String, BTreeMap<String, VecDeque<RunWindow>>>>;
+
 /// The cross-zone detector: per (source, destination, source zone), its run of windows
 /// crossing above the allowed share.
 #[derive(Debug, Clone)]
 pub struct CrossZone {
     spec: CrossZoneSpec,
-    runs: BTreeMap<(String, String, String), VecDeque<RunWindow>>,
+    runs: Runs,
 }
 
 impl CrossZone {
@@ -152,15 +156,27 @@ impl SignatureDetector for CrossZone {
             let mut worst: Option<Crossing<'_>> = None;
             for (sz, (zoned, to)) in &by_zone {
                 let cross: u64 = to.values().sum();
-                let key = (p.source.clone(), p.destination.clone(), (*sz).to_owned());
                 if *zoned == 0 {
                     continue;
                 }
                 if cross as f64 <= s.allowed_share * *zoned as f64 {
-                    self.runs.remove(&key);
+                    if let Some(zones) = self
+                        .runs
+                        .get_mut(&p.source)
+                        .and_then(|d| d.get_mut(&p.destination))
+                    {
+                        zones.remove(*sz);
+                    }
                     continue;
                 }
-                let run = self.runs.entry(key).or_default();
+                let run = self
+                    .runs
+                    .entry(p.source.clone())
+                    .or_default()
+                    .entry(p.destination.clone())
+                    .or_default()
+                    .entry((*sz).to_owned())
+                    .or_default();
                 run.push_back(RunWindow {
                     start_us: w.start_us,
                     zoned: *zoned,
@@ -249,8 +265,13 @@ impl SignatureDetector for CrossZone {
     }
 
     fn forget_before(&mut self, before_us: i64) {
-        self.runs
-            .retain(|_, run| run.back().is_some_and(|r| r.start_us >= before_us));
+        self.runs.retain(|_, destinations| {
+            destinations.retain(|_, zones| {
+                zones.retain(|_, run| run.back().is_some_and(|r| r.start_us >= before_us));
+                !zones.is_empty()
+            });
+            !destinations.is_empty()
+        });
     }
 
     fn save(&self) -> Vec<u8> {
