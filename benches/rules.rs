@@ -88,6 +88,7 @@ fn bench(c: &mut Criterion) {
             nodes: &nodes,
             callers: &[],
             baselines: &store,
+            incidents: &detect::incident::Incidents::default(),
         };
         let mut out = Vec::new();
         assert!(rules.judge(&view, &mut out).is_empty());

@@ -189,7 +189,7 @@ fn black_hole_on_kafka_gives_finding_command_and_alert() {
     assert_eq!(alerts[0].json()["action"], "trigger");
 
     // every record counted once in the window aggregates
-    let windows = broker.read_until("graywatch.windows", Duration::from_secs(30), |m| {
+    let windows = broker.read_until("graywatch.windows", Duration::from_secs(90), |m| {
         requests(m) >= records.len() as u64
     });
     assert_eq!(requests(&windows), records.len() as u64);

@@ -189,6 +189,10 @@ pub struct AnomalyConfig {
     pub enabled: bool,
     /// Largest tail probability (in (0, 0.5)) that is anomalous. Default 1e-6.
     pub max_tail_probability: f64,
+    /// Largest tail probability (in [`max-tail-probability`, 0.5)) that keeps an **open**
+    /// incident firing (hysteresis: a rate that stays 5× up is still the incident, and its
+    /// windows don't teach the baseline a level it would then find "normal"). Default 1e-3.
+    pub hold_tail_probability: f64,
     /// Least requests of a pair in the window (count) for its latency and errors to be
     /// judged, and of its baseline rate ×window for its rate. Default 30.
     pub min_requests: u64,
@@ -212,6 +216,7 @@ impl Default for AnomalyConfig {
         AnomalyConfig {
             enabled: true,
             max_tail_probability: 1e-6,
+            hold_tail_probability: 1e-3,
             min_requests: 30,
             rate_factor: 3.0,
             latency_factor: 2.0,
@@ -245,7 +250,7 @@ pub struct DeployConfig {
     pub pattern_factor: f64,
     /// Least requests (count) a version must have received in a window for its call pattern
     /// and latency to be compared (the pattern's change must also be improbable by its count
-    /// of calls, so a few requests are enough to see a fan-out multiplied). Default 10.
+    /// of calls, so a few requests are enough to see a fan-out multiplied). Default 5.
     pub min_requests: u64,
     /// Debounce (see `[detect.anomaly]`). Default 2 of 3, 6.
     pub debounce: DebounceConfig,
@@ -259,7 +264,7 @@ impl Default for DeployConfig {
             max_tail_probability: 1e-4,
             latency_factor: 1.5,
             pattern_factor: 2.0,
-            min_requests: 10,
+            min_requests: 5,
             debounce: DebounceConfig {
                 open_after: 2,
                 of_windows: 3,

@@ -103,6 +103,17 @@ impl Incidents {
         self.by_key.values().filter(|h| h.open).count()
     }
 
+    /// Whether the incident `key` (see [`Incidents::key`]) is open.
+    pub fn is_open(&self, key: &(String, String)) -> bool {
+        self.by_key.get(key).is_some_and(|h| h.open)
+    }
+
+    /// A finding's incident: its signature and subject key (for a user rule, `rule/<name>`
+    /// and the subject key, so two rules on one subject are two incidents).
+    pub fn key(f: &Finding) -> (String, String) {
+        key(f)
+    }
+
     /// The subjects of open incidents.
     pub fn open_subjects(&self) -> impl Iterator<Item = &Subject> {
         self.by_key

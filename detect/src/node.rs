@@ -24,7 +24,7 @@ use schemas::Subject;
 
 use crate::incident::Incidents;
 use crate::signatures::{BlackHole, SignatureDetector, WindowView};
-use crate::store::BaselineStore;
+use crate::store::{BaselineStore, Held};
 use crate::suite::Suite;
 
 /// One caller of a node in one window, as the signatures see it: the evidence per source, so
@@ -211,6 +211,30 @@ pub struct NodeDetector {
     windows: u64,
     /// End of the last window each node with a black-hole baseline appeared in, µs.
     last_seen: BTreeMap<String, i64>,
+    /// Values held back from learning by raw findings whose incidents had not opened.
+    deferred: Vec<Deferred>,
+}
+
+/// One window's values of a pair or node that a raw finding kept from learning while its
+/// incident could still open: dropped if it opens, learned once it no longer can.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Deferred {
+    /// The incidents (signature, subject key) that held the values back.
+    pub incidents: Vec<(String, String)>,
+    /// The last window (count of windows judged) in which one of them can still open.
+    pub until: u64,
+    /// The values.
+    pub held: Held,
+}
+
+/// A raw finding of a signature, as the learning gate sees it once the incidents took it.
+struct Gate {
+    incident: (String, String),
+    /// Windows within which it can still open its incident (`of-windows`).
+    of_windows: u32,
+    subject: Subject,
+    /// Root-cause candidates it names.
+    candidates: Vec<String>,
 }
 
 /// The checkpointed form of a [`NodeDetector`]: plain data.
@@ -228,6 +252,9 @@ pub struct NodeDetectorState {
     pub windows: u64,
     /// See [`NodeDetector`].
     pub last_seen: BTreeMap<String, i64>,
+    /// Values held back from learning, see [`Deferred`].
+    #[serde(default)]
+    pub deferred: Vec<Deferred>,
 }
 
 /// A node absent for this many windows' worth of event time loses its baselines (60
@@ -245,6 +272,7 @@ impl NodeDetector {
             suite,
             windows: 0,
             last_seen: BTreeMap::new(),
+            deferred: Vec::new(),
         }
     }
 
@@ -276,6 +304,7 @@ impl NodeDetector {
             incidents: self.incidents.clone(),
             windows: self.windows,
             last_seen: self.last_seen.clone(),
+            deferred: self.deferred.clone(),
         }
     }
 
@@ -300,6 +329,7 @@ impl NodeDetector {
         d.incidents = state.incidents;
         d.windows = state.windows;
         d.last_seen = state.last_seen;
+        d.deferred = state.deferred;
         Ok(d)
     }
 
@@ -369,6 +399,7 @@ impl NodeDetector {
             nodes: &judged,
             callers: &callers,
             baselines: &self.store,
+            incidents: &self.incidents,
         };
         let mut raw = Vec::new();
         self.black_hole.judge(&view, &mut raw);
@@ -382,7 +413,22 @@ impl NodeDetector {
         raw.retain(kept);
         rules.retain(kept);
         subsume(&mut raw);
-        self.learn(window, pairs, &judged, &raw, &owns);
+        // what the signatures' raw findings keep from learning (a user rule's keep nothing:
+        // a standing rule is policy, not a sign that the window was unhealthy)
+        let gates: Vec<Gate> = raw
+            .iter()
+            .map(|f| Gate {
+                incident: Incidents::key(f),
+                of_windows: self.suite.debounce(f.signature).of_windows,
+                subject: f.subject.clone(),
+                candidates: f
+                    .related
+                    .iter()
+                    .filter(|r| r.role == "candidate")
+                    .map(|r| r.name.clone())
+                    .collect(),
+            })
+            .collect();
         raw.append(&mut rules);
         for (node, _) in sums.iter().filter(|(node, _)| owns(node)) {
             // only nodes with a black-hole baseline are remembered: a flood of one-off
@@ -397,85 +443,191 @@ impl NodeDetector {
         }
         let suite = &self.suite;
         let findings = self.incidents.step(raw, |f| suite.debounce(f.signature));
+        self.settle_deferred();
+        self.learn(pairs, &judged, &gates, &owns);
         self.windows += 1;
         NodeOutcome { nodes, findings }
     }
 
-    /// Teaches the store the pairs and nodes of the window that no raw finding touched and
-    /// that no open incident is about (an incident's subject can miss a window — a black hole
-    /// that answered a few requests — and its values must not teach the baseline then: a
-    /// few such windows in a row would move the level to the outage's).
-    fn learn(
+    /// Learns the held values whose incidents can no longer open, and drops those whose
+    /// incident opened.
+    fn settle_deferred(&mut self) {
+        let (incidents, store, now) = (&self.incidents, &mut self.store, self.windows);
+        self.deferred.retain(|d| {
+            if d.incidents.iter().any(|k| incidents.is_open(k)) {
+                return false;
+            }
+            if now >= d.until {
+                store.learn_held(&d.held);
+                return false;
+            }
+            true
+        });
+    }
+
+    /// Teaches the store this window's pairs and nodes, after the incidents took its raw
+    /// findings (`gates`):
+    /// * the subject of an **open** incident teaches nothing, even in a window where it did
+    ///   not fire (a black hole that answered a few requests: a few such windows in a row
+    ///   would move the level to the outage's);
+    /// * the subject of a raw finding whose incident has not opened is **held back**
+    ///   ([`Deferred`]) until it is known: if the incident opens, the values are dropped; if
+    ///   it can no longer open (its `of-windows` passed), they are learned then. A spike that
+    ///   opens no incident is an excursion of a healthy signal (a pair whose p99 reaches a
+    ///   pause every twentieth window learns that tail, instead of being surprised by it
+    ///   forever), while an incident's first windows never teach its own baseline;
+    /// * everything else is learned now.
+    fn learn<'a>(
         &mut self,
-        window: Window,
         pairs: &[PairWindow],
         nodes: &[NodeWindow],
-        raw: &[Finding],
+        gates: &'a [Gate],
         owns: &impl Fn(&str) -> bool,
     ) {
-        let mut bad_nodes: foldhash::HashSet<&str> = foldhash::HashSet::default();
-        let mut bad_pairs: foldhash::HashSet<(&str, &str)> = foldhash::HashSet::default();
-        let mut bad_sources: foldhash::HashSet<&str> = foldhash::HashSet::default();
-        let subjects = raw
-            .iter()
-            .map(|f| &f.subject)
-            .chain(self.incidents.open_subjects());
-        for subject in subjects {
-            match subject {
-                Subject::Node { node } => {
-                    bad_nodes.insert(node);
+        use foldhash::{HashMap, HashSet};
+        let mut bad = Marks::<HashSet<_>, HashSet<_>>::default();
+        let mut held = Marks::<HashMap<_, Vec<usize>>, HashMap<_, Vec<usize>>>::default();
+        for subject in self.incidents.open_subjects() {
+            each_entity(subject, |e| bad.insert(e));
+        }
+        for (i, g) in gates.iter().enumerate() {
+            let open = self.incidents.is_open(&g.incident);
+            let mut mark = |e: Entity<'a>| {
+                if open {
+                    bad.insert(e);
+                } else {
+                    held.push(e, i);
                 }
-                Subject::Pair {
-                    source,
-                    destination,
-                }
-                | Subject::ZonePair {
-                    source,
-                    destination,
-                    ..
-                } => {
-                    bad_pairs.insert((source, destination));
-                }
-                Subject::Version { service, .. } => {
-                    bad_sources.insert(service);
-                }
-                Subject::Sources {
-                    destination,
-                    sources,
-                } => {
-                    bad_nodes.insert(destination);
-                    for s in sources {
-                        bad_pairs.insert((s, destination));
-                    }
-                }
-                _ => {}
+            };
+            each_entity(&g.subject, &mut mark);
+            for c in &g.candidates {
+                mark(Entity::Node(c));
             }
         }
-        for r in raw.iter().flat_map(|f| &f.related) {
-            if r.role == "candidate" {
-                bad_nodes.insert(&r.name);
-            }
-        }
-        let _ = window;
+        let now = self.windows;
+        let defer = |at: Vec<usize>, held: Held| Deferred {
+            until: at
+                .iter()
+                .map(|&i| now + u64::from(gates[i].of_windows.max(1)) - 1)
+                .max()
+                .unwrap_or(now),
+            incidents: at.into_iter().map(|i| gates[i].incident.clone()).collect(),
+            held,
+        };
         for p in pairs {
             if !is_service(&p.source) || !is_service(&p.destination) || !owns(&p.source) {
                 continue;
             }
-            let bad = bad_nodes.contains(p.destination.as_str())
-                || bad_sources.contains(p.source.as_str())
-                || bad_pairs.contains(&(p.source.as_str(), p.destination.as_str()));
-            if bad {
+            let key = (p.source.as_str(), p.destination.as_str());
+            if bad.nodes.contains(p.destination.as_str())
+                || bad.sources.contains(p.source.as_str())
+                || bad.pairs.contains(&key)
+            {
                 self.store.touch_pair(p);
-            } else {
+                continue;
+            }
+            let at: Vec<usize> = [
+                held.nodes.get(p.destination.as_str()),
+                held.sources.get(p.source.as_str()),
+                held.pairs.get(&key),
+            ]
+            .into_iter()
+            .flatten()
+            .flatten()
+            .copied()
+            .collect();
+            if at.is_empty() {
                 self.store.learn_pair(p);
+            } else {
+                self.store.touch_pair(p);
+                self.deferred.push(defer(at, Held::of_pair(p)));
             }
         }
         for n in nodes {
-            if bad_nodes.contains(n.node.as_str()) || bad_sources.contains(n.node.as_str()) {
+            let name = n.node.as_str();
+            if bad.nodes.contains(name) || bad.sources.contains(name) {
                 self.store.touch_node(n);
-            } else {
-                self.store.learn_node(n);
+                continue;
             }
+            let at: Vec<usize> = [held.nodes.get(name), held.sources.get(name)]
+                .into_iter()
+                .flatten()
+                .flatten()
+                .copied()
+                .collect();
+            if at.is_empty() {
+                self.store.learn_node(n);
+            } else {
+                self.store.touch_node(n);
+                self.deferred.push(defer(at, Held::of_node(n)));
+            }
+        }
+    }
+}
+
+/// What a finding's subject keeps from learning: a node (its pairs in and its node window),
+/// a service's calls (a version's: its pairs out and its node window), or a pair.
+#[derive(Clone, Copy)]
+enum Entity<'a> {
+    Node(&'a str),
+    Source(&'a str),
+    Pair(&'a str, &'a str),
+}
+
+/// Calls `f` with each entity `subject` keeps from learning.
+fn each_entity<'a>(subject: &'a Subject, mut f: impl FnMut(Entity<'a>)) {
+    match subject {
+        Subject::Node { node } => f(Entity::Node(node)),
+        Subject::Pair {
+            source,
+            destination,
+        }
+        | Subject::ZonePair {
+            source,
+            destination,
+            ..
+        } => f(Entity::Pair(source, destination)),
+        Subject::Version { service, .. } => f(Entity::Source(service)),
+        Subject::Sources {
+            destination,
+            sources,
+        } => {
+            f(Entity::Node(destination));
+            for s in sources {
+                f(Entity::Pair(s, destination));
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Entities marked by findings: a set (kept from learning) or a map to the findings that
+/// hold them back.
+#[derive(Default)]
+struct Marks<N, P> {
+    nodes: N,
+    sources: N,
+    pairs: P,
+}
+
+impl<'a> Marks<foldhash::HashSet<&'a str>, foldhash::HashSet<(&'a str, &'a str)>> {
+    fn insert(&mut self, e: Entity<'a>) {
+        match e {
+            Entity::Node(n) => self.nodes.insert(n),
+            Entity::Source(s) => self.sources.insert(s),
+            Entity::Pair(s, d) => self.pairs.insert((s, d)),
+        };
+    }
+}
+
+impl<'a>
+    Marks<foldhash::HashMap<&'a str, Vec<usize>>, foldhash::HashMap<(&'a str, &'a str), Vec<usize>>>
+{
+    fn push(&mut self, e: Entity<'a>, finding: usize) {
+        match e {
+            Entity::Node(n) => self.nodes.entry(n).or_default().push(finding),
+            Entity::Source(s) => self.sources.entry(s).or_default().push(finding),
+            Entity::Pair(s, d) => self.pairs.entry((s, d)).or_default().push(finding),
         }
     }
 }
@@ -624,6 +776,88 @@ mod tests {
                 .0,
             2.0
         );
+    }
+
+    /// A raw finding's values are held back while its incident can open: learned once it
+    /// can't (a lone spike is an excursion of a healthy pair), dropped if it opens (an
+    /// incident's first window never teaches its baseline).
+    #[test]
+    fn a_lone_spike_teaches_late_and_an_incidents_first_window_never() {
+        use crate::store::Signal;
+
+        let w = |k: i64| Window {
+            start_us: 1_767_571_200_000_000 + k * 10_000_000,
+            end_us: 1_767_571_200_000_000 + (k + 1) * 10_000_000,
+        };
+        let learned = |d: &NodeDetector| {
+            d.baselines()
+                .pair("web", "api")
+                .and_then(|b| b.get(Signal::RateRps))
+                .map_or(0, |b| b.len())
+        };
+        let at = |k: i64, requests: u64| {
+            [("web", "api"), ("api", "db")].map(|(src, dst)| PairWindow {
+                window: w(k),
+                ..pair(src, dst, requests, 0, (0, 0))
+            })
+        };
+        // 10 req/s, then 100 req/s: a rate spike (debounce 2 of 3 windows), judged once the
+        // pair's baseline is confident (60 windows)
+        let healthy = |k| at(k, 100);
+        let spike = |k| at(k, 1_000);
+        let warmed = || {
+            let mut d = NodeDetector::new(
+                Suite::try_from(&crate::config::DetectConfig::default()).unwrap(),
+            );
+            for k in 0..70 {
+                assert!(
+                    d.detect(w(k), &healthy(k)).findings.is_empty(),
+                    "window {k}"
+                );
+            }
+            assert_eq!(learned(&d), 70);
+            d
+        };
+
+        // a lone spike: raw only, held while 2 of 3 windows can still open its incident
+        let mut d = warmed();
+        assert!(d.detect(w(70), &spike(70)).findings.is_empty());
+        assert_eq!(d.incidents().len(), 2, "raw findings on both pairs tracked");
+        assert_eq!(learned(&d), 70);
+        assert!(d.detect(w(71), &healthy(71)).findings.is_empty());
+        assert_eq!(learned(&d), 71, "the healthy window is learned at once");
+        assert!(d.detect(w(72), &healthy(72)).findings.is_empty());
+        assert_eq!(
+            learned(&d),
+            73,
+            "the spike can no longer open an incident: learned"
+        );
+        assert!(d.deferred.is_empty(), "{:?}", d.deferred);
+
+        // two spikes in a row open the incident: a finding on web -> api; neither teaches
+        let mut d = warmed();
+        assert!(d.detect(w(70), &spike(70)).findings.is_empty());
+        let f = d.detect(w(71), &spike(71)).findings;
+        assert!(
+            f.iter()
+                .any(|f| f.signature == schemas::Signature::RateSpike
+                    && f.subject
+                        == Subject::Pair {
+                            source: "web".into(),
+                            destination: "api".into()
+                        }),
+            "{f:?}"
+        );
+        // open (until 3 quiet windows resolve it), it keeps the pair from learning even in
+        // healthy windows
+        for k in 72..74 {
+            d.detect(w(k), &healthy(k));
+        }
+        assert_eq!(learned(&d), 70);
+        d.detect(w(74), &healthy(74));
+        assert_eq!(d.incidents().open(), 0, "resolved");
+        assert_eq!(learned(&d), 71);
+        assert!(d.deferred.is_empty(), "{:?}", d.deferred);
     }
 
     /// A node back after a gap longer than [`IDLE_WINDOWS`] (no window at all in between:

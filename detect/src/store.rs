@@ -16,6 +16,52 @@ use serde::{Deserialize, Serialize};
 
 use crate::adaptive::{BaselineSpec, Score, SignalBaseline};
 
+/// One window's values of a pair (`source` set) or a node, held back from learning until
+/// it is known whether they belong to an incident (see `NodeDetector`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Held {
+    /// The pair's source; `None` for a node.
+    pub source: Option<String>,
+    /// The pair's destination, or the node.
+    pub name: String,
+    /// The window, µs since the epoch.
+    pub start_us: i64,
+    /// See `start_us`.
+    pub end_us: i64,
+    /// The signals that had data, in their units.
+    pub values: Vec<(Signal, f64)>,
+}
+
+impl Held {
+    /// The values of a pair's window, to learn later with [`BaselineStore::learn_held`].
+    pub fn of_pair(p: &PairWindow) -> Held {
+        Held {
+            source: Some(p.source.clone()),
+            name: p.destination.clone(),
+            start_us: p.window.start_us,
+            end_us: p.window.end_us,
+            values: Signal::PAIR
+                .iter()
+                .filter_map(|&s| s.of_pair(p).map(|x| (s, x)))
+                .collect(),
+        }
+    }
+
+    /// The values of a node's window, to learn later with [`BaselineStore::learn_held`].
+    pub fn of_node(n: &NodeWindow) -> Held {
+        Held {
+            source: None,
+            name: n.node.clone(),
+            start_us: n.window.start_us,
+            end_us: n.window.end_us,
+            values: Signal::NODE
+                .iter()
+                .filter_map(|&s| s.of_node(n).map(|x| (s, x)))
+                .collect(),
+        }
+    }
+}
+
 /// A golden signal with a baseline.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -275,6 +321,27 @@ impl BaselineStore {
             }
         }
         b.last_seen_us = b.last_seen_us.max(n.window.end_us);
+    }
+
+    /// Teaches held values, as [`BaselineStore::learn_pair`] or
+    /// [`BaselineStore::learn_node`] would have when their window closed.
+    pub fn learn_held(&mut self, h: &Held) {
+        let spec = self.spec;
+        let b = match &h.source {
+            Some(source) => self
+                .pairs
+                .entry((source.clone(), h.name.clone()))
+                .or_default(),
+            None => self.nodes.entry(h.name.clone()).or_default(),
+        };
+        for &(signal, x) in &h.values {
+            let s = spec.with_min_spread(signal.min_spread());
+            b.signals
+                .entry(signal)
+                .or_default()
+                .learn(&s, h.start_us, x);
+        }
+        b.last_seen_us = b.last_seen_us.max(h.end_us);
     }
 
     /// Marks a pair seen in a window that did not teach it (an unhealthy one), so that a

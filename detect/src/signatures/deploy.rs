@@ -23,11 +23,17 @@
 //! way) or a destination with at least 0.1 calls per request appeared or vanished, with a
 //! count of calls that improbable under the old pattern (Poisson).
 //!
-//! *S@v slower*: its mean latency at least `latency-factor` × the previous version's, side by
-//! side in the same window while both run (at least `min-requests` each), else × what the
-//! previous version's was. A version that calls as its predecessor did and is slow along with
-//! its dependencies waits on them: a benign deployment during someone else's incident is not
-//! blamed.
+//! *S@v slower*: the lower median of its windows' mean latencies since the watch began is at
+//! least `latency-factor` × the previous version's mean latency — what it was (an EWMA over
+//! windows), or, when more, what it is in the same windows side by side while both run (once
+//! the previous version has `min-requests` of them: a slow shared dependency slows both) —
+//! and the watch's pooled mean is that high with P ≤ `max-tail-probability` (normal, by the
+//! central limit theorem, with the previous version's spread of one request, at least its
+//! mean). A median of windows, because one request that hits a pause of a few hundred ms
+//! doubles the mean of a window of a hundred: a version is slower when most of its windows
+//! are, and from its second window on, one slow window is not enough. A version that calls as
+//! its predecessor did and is slow along with its dependencies waits on them: a benign
+//! deployment during someone else's incident is not blamed.
 //!
 //! The finding names the service and version (subject), the previous version, and how the
 //! call pattern changed (related: `suspect-version`, `previous-version`, `destination` /
@@ -46,7 +52,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use schemas::{Finding, PairWindow, Severity, Signature, Subject};
 use serde::{Deserialize, Serialize};
-use statrs::distribution::{DiscreteCDF, Poisson};
+use statrs::distribution::{ContinuousCDF, DiscreteCDF, Normal, Poisson};
 
 use crate::adaptive::Score;
 use crate::config::DeployConfig;
@@ -108,6 +114,10 @@ struct Version {
     calls_per_request: BTreeMap<String, f64>,
     /// Mean latency of requests it received, µs (EWMA).
     latency_us: f64,
+    /// Variance of one request's latency, µs² (EWMA of `timed` × (window mean − mean)²: a
+    /// window's mean of n requests varies by σ² ÷ n).
+    #[serde(default)]
+    latency_var: f64,
 }
 
 /// A new version being watched.
@@ -116,6 +126,20 @@ struct Watch {
     version: String,
     previous: String,
     since_us: i64,
+    /// The new version's mean latency in each watched window it was timed in, µs.
+    #[serde(default)]
+    means_us: Vec<f64>,
+    /// The new version's timed requests since the watch began, and their durations (µs).
+    #[serde(default)]
+    timed: u64,
+    #[serde(default)]
+    duration_sum_us: u64,
+    /// The previous version's timed requests and their durations (µs) in the watched windows
+    /// (side by side while both run).
+    #[serde(default)]
+    previous_timed: u64,
+    #[serde(default)]
+    previous_duration_sum_us: u64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -263,6 +287,11 @@ impl SignatureDetector for DeployRegression {
                     version: ver.to_owned(),
                     previous,
                     since_us: w.start_us,
+                    means_us: Vec::new(),
+                    timed: 0,
+                    duration_sum_us: 0,
+                    previous_timed: 0,
+                    previous_duration_sum_us: 0,
                 });
             }
             if service.versions.len() >= MAX_VERSIONS
@@ -285,7 +314,7 @@ impl SignatureDetector for DeployRegression {
         }
         // watched services
         for (svc, service) in &mut self.services {
-            let Some(watch) = service.watch.clone() else {
+            let Some(watch) = service.watch.as_mut() else {
                 continue;
             };
             if w.start_us.saturating_sub(watch.since_us) > s.watch_us {
@@ -295,6 +324,18 @@ impl SignatureDetector for DeployRegression {
             let Some(now) = traffic.get(&(svc.as_str(), watch.version.as_str())) else {
                 continue;
             };
+            if now.timed > 0 {
+                watch
+                    .means_us
+                    .push(now.duration_sum_us as f64 / now.timed as f64);
+                watch.timed += now.timed;
+                watch.duration_sum_us += now.duration_sum_us;
+            }
+            if let Some(old) = traffic.get(&(svc.as_str(), watch.previous.as_str())) {
+                watch.previous_timed += old.timed;
+                watch.previous_duration_sum_us += old.duration_sum_us;
+            }
+            let watch = watch.clone();
             if now.received < s.min_requests {
                 continue;
             }
@@ -308,17 +349,32 @@ impl SignatureDetector for DeployRegression {
                 s.pattern_factor,
                 s.max_p,
             );
-            // slower than the previous version: side by side in this window while both run
-            // (a slow shared dependency slows both), else than what it was
-            let latency = now.duration_sum_us as f64 / now.timed.max(1) as f64;
-            let reference = match traffic.get(&(svc.as_str(), watch.previous.as_str())) {
-                Some(old) if old.timed >= s.min_requests => {
-                    old.duration_sum_us as f64 / old.timed as f64
-                }
-                _ => prev.latency_us,
+            // slower than the previous version over the watch: than what it was, and than
+            // it is side by side while both run (a slow shared dependency slows both; a
+            // short ramp's few requests can be lucky, so not less than it was); the lower median
+            // of the windows' means, because one request that hit a pause (a garbage
+            // collection, 50–300 ms) doubles the mean of a window of a hundred
+            let latency = lower_median(&watch.means_us);
+            let reference = if watch.previous_timed >= s.min_requests {
+                let side_by_side =
+                    watch.previous_duration_sum_us as f64 / watch.previous_timed as f64;
+                side_by_side.max(prev.latency_us)
+            } else {
+                prev.latency_us
+            };
+            // and improbably so: the watch's mean against the reference, with the previous
+            // version's spread of one request (a coefficient of variation of at least 1:
+            // latencies have long tails), normal by the central limit theorem
+            let pooled = watch.duration_sum_us as f64 / watch.timed.max(1) as f64;
+            let sd = prev.latency_var.max(reference * reference).sqrt();
+            let latency_p = if watch.timed == 0 || sd <= 0.0 {
+                1.0
+            } else {
+                let z = (pooled - reference) / (sd / (watch.timed as f64).sqrt());
+                Normal::standard().sf(z)
             };
             let slower =
-                now.timed > 0 && reference > 0.0 && latency >= s.latency_factor * reference;
+                reference > 0.0 && latency >= s.latency_factor * reference && latency_p <= s.max_p;
             // downstream: pairs into its destinations and theirs, whoever calls them
             let mut downstream: BTreeSet<&str> = BTreeSet::new();
             for p in view.outflow(svc) {
@@ -390,7 +446,9 @@ impl SignatureDetector for DeployRegression {
                 ));
             }
             if slower {
-                evidence.push(counted("mean_latency_us", latency, reference, "µs"));
+                let mut e = counted("mean_latency_us", latency, reference, "µs");
+                e.tail_probability = Some(latency_p);
+                evidence.push(e);
             }
             let mut rel = vec![
                 related(
@@ -496,11 +554,13 @@ impl SignatureDetector for DeployRegression {
                 .retain(|_, x| *x >= MIN_CALLS_PER_REQUEST / 10.0);
             if t.timed > 0 {
                 let x = t.duration_sum_us as f64 / t.timed as f64;
-                v.latency_us = if first {
-                    x
+                if first {
+                    v.latency_us = x;
                 } else {
-                    v.latency_us + a * (x - v.latency_us)
-                };
+                    let d = x - v.latency_us;
+                    v.latency_var += a * (t.timed as f64 * d * d - v.latency_var);
+                    v.latency_us += a * d;
+                }
             }
         }
         let mut seen: BTreeSet<&str> = BTreeSet::new();
@@ -530,6 +590,17 @@ impl SignatureDetector for DeployRegression {
     }
 }
 
+/// The lower median of `xs` (the smaller middle value of an even count; 0 when empty):
+/// with two values, the smaller, so one outlier never makes the median.
+fn lower_median(xs: &[f64]) -> f64 {
+    if xs.is_empty() {
+        return 0.0;
+    }
+    let mut v = xs.to_vec();
+    v.sort_by(f64::total_cmp);
+    v[(v.len() - 1) / 2]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -554,6 +625,15 @@ mod tests {
         );
         let same = BTreeMap::from([("cache", 100), ("db", 50), ("old", 30)]);
         assert!(pattern_changes(&before, &same, 100, 1.5, 1e-4).is_empty());
+    }
+
+    #[test]
+    fn the_lower_median_ignores_one_slow_window() {
+        assert_eq!(lower_median(&[]), 0.0);
+        // two windows: the smaller, so one paused window (40 ms) is not "most windows"
+        assert_eq!(lower_median(&[40_000.0, 2_000.0]), 2_000.0);
+        assert_eq!(lower_median(&[5.0, 1.0, 3.0]), 3.0);
+        assert_eq!(lower_median(&[4.0, 1.0, 3.0, 2.0]), 2.0);
     }
 
     #[test]

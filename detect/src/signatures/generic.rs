@@ -9,6 +9,12 @@
 //! | `error-spike` | requests ≥ `min-requests`; error ratio ≥ expected + `min-error-ratio-rise`; P(X ≥ errors) ≤ max for X ~ Binomial(requests, expected ratio) |
 //! | `queueing` | concurrency ≥ 2 × expected with P ≤ max while the rate stays within 2 σ of its baseline: requests queue (Little's law, concurrency = rate × latency, so at a flat rate the time in flight grew) |
 //!
+//! An **open** incident keeps firing while its tail probability is at most
+//! `hold-tail-probability` (hysteresis, 1e-3 by default): a rate still 5× up after the first
+//! windows is still the incident, so it stays open and its windows teach the baseline nothing
+//! (else the baseline would adopt the incident's level, and find the return to normal an
+//! anomaly).
+//!
 //! Evidence: the signal's value, its expected value, unit and tail probability. Subject: the
 //! pair. Severity: `warning` (these say "something changed here", the signatures say what).
 //!
@@ -35,6 +41,7 @@ use crate::suite::{factor, tail};
 #[derive(Debug, Clone, PartialEq)]
 pub struct AnomalySpec {
     max_p: f64,
+    hold_p: f64,
     min_requests: u64,
     rate_factor: f64,
     latency_factor: f64,
@@ -51,8 +58,17 @@ impl TryFrom<&AnomalyConfig> for AnomalySpec {
                 reason: format!("{} is not a ratio in (0, 1]", c.min_error_ratio_rise),
             });
         }
+        let max_p = tail(c.max_tail_probability, "anomaly.max-tail-probability")?;
+        let hold_p = tail(c.hold_tail_probability, "anomaly.hold-tail-probability")?;
+        if hold_p < max_p {
+            return Err(Error::Config {
+                key: "anomaly.hold-tail-probability",
+                reason: format!("{hold_p} is below max-tail-probability {max_p}"),
+            });
+        }
         Ok(AnomalySpec {
-            max_p: tail(c.max_tail_probability, "anomaly.max-tail-probability")?,
+            max_p,
+            hold_p,
             min_requests: c.min_requests,
             rate_factor: factor(c.rate_factor, "anomaly.rate-factor")?,
             latency_factor: factor(c.latency_factor, "anomaly.latency-factor")?,
@@ -142,9 +158,21 @@ impl SignatureDetector for Anomalies {
                         format!("{} -> {}: {what}", p.source, p.destination),
                     ));
                 };
+            // hysteresis: an open incident keeps firing up to `hold-tail-probability`
+            let limit = |sig: Signature| {
+                let key = (sig.as_str().to_owned(), subject().key());
+                if view.incidents.is_open(&key) {
+                    s.hold_p
+                } else {
+                    s.max_p
+                }
+            };
             let rate = confident_far(store, p, Signal::RateRps);
             if let Some(r) = &rate {
-                if r.z > 0.0 && p.rate_rps >= s.rate_factor * r.expected && r.p_high <= s.max_p {
+                if r.z > 0.0
+                    && p.rate_rps >= s.rate_factor * r.expected
+                    && r.p_high <= limit(Signature::RateSpike)
+                {
                     emit(
                         out,
                         Signature::RateSpike,
@@ -160,7 +188,7 @@ impl SignatureDetector for Anomalies {
                 } else if r.z < 0.0
                     && r.expected * secs >= s.min_requests as f64
                     && p.rate_rps * s.rate_factor <= r.expected
-                    && r.p_low <= s.max_p
+                    && r.p_low <= limit(Signature::RateDrop)
                 {
                     emit(
                         out,
@@ -182,7 +210,7 @@ impl SignatureDetector for Anomalies {
                 if let (Some(x), Some(sc)) = (signal.of_pair(p), confident_far(store, p, signal))
                     && sc.z > 0.0
                     && x >= s.latency_factor * sc.expected
-                    && sc.p_high <= s.max_p
+                    && sc.p_high <= limit(Signature::LatencyShift)
                 {
                     latency.push((signal, x, sc));
                 }
@@ -223,7 +251,7 @@ impl SignatureDetector for Anomalies {
                     let expected = expected.clamp(0.0, 1.0);
                     if p.error_ratio >= expected + s.min_error_ratio_rise {
                         let pt = error_tail(p.requests, p.errors, expected);
-                        if pt <= s.max_p {
+                        if pt <= limit(Signature::ErrorSpike) {
                             let mut ev = counted(
                                 Signal::ErrorRatio.name(),
                                 p.error_ratio,
@@ -252,7 +280,7 @@ impl SignatureDetector for Anomalies {
             if let Some(c) = confident_far(store, p, Signal::ConcurrencyMean)
                 && c.z > 0.0
                 && p.concurrency_mean >= 2.0 * c.expected
-                && c.p_high <= s.max_p
+                && c.p_high <= limit(Signature::Queueing)
                 && let Some(b) = store
                     .pair(&p.source, &p.destination)
                     .and_then(|b| b.get(Signal::RateRps))
@@ -327,6 +355,14 @@ pub(crate) mod tests {
     }
 
     fn run(store: &BaselineStore, p: &PairWindow) -> Vec<Finding> {
+        run_with(store, p, &crate::incident::Incidents::default())
+    }
+
+    fn run_with(
+        store: &BaselineStore,
+        p: &PairWindow,
+        incidents: &crate::incident::Incidents,
+    ) -> Vec<Finding> {
         let mut d = Anomalies::new(AnomalySpec::try_from(&AnomalyConfig::default()).unwrap());
         let mut out = Vec::new();
         d.judge(
@@ -336,6 +372,7 @@ pub(crate) mod tests {
                 nodes: &[],
                 callers: &[],
                 baselines: store,
+                incidents,
             },
             &mut out,
         );
@@ -378,6 +415,41 @@ pub(crate) mod tests {
         assert!(e.tail_probability.unwrap() < 1e-20);
         assert!(f[1].score > 0.999_999);
         assert_eq!(f[1].id, "error-spike/pair/web/api/300000000");
+    }
+
+    /// A rise improbable at 1e-3 but not at 1e-6 opens nothing, and keeps an open incident
+    /// firing (hysteresis).
+    #[test]
+    fn an_open_incident_keeps_firing_at_the_hold_probability() {
+        let mut store = BaselineStore::new(BaselineSpec::default());
+        // 70 windows (confident after 60) at 6, 10 and 14 req/s
+        for k in 0..70 {
+            store.learn_pair(&pw(k, "web", "api", 60 + (k as u64 % 3) * 40, 0, 40_000));
+        }
+        // the smallest rate ≥ 3× baseline whose P is within (1e-6, 1e-3]
+        let p = (300..2_000)
+            .map(|n| pw(70, "web", "api", n, 0, 40_000))
+            .find(|p| {
+                store
+                    .score_pair(p, Signal::RateRps)
+                    .is_some_and(|s| s.p_high <= 1e-3 && s.p_high > 1e-6)
+            })
+            .expect("a rate between the two tail probabilities");
+        assert!(run(&store, &p).is_empty(), "closed: not improbable enough");
+        let mut incidents = crate::incident::Incidents::default();
+        let spike = run(&store, &pw(70, "web", "api", 100_000, 0, 40_000));
+        assert_eq!(spike[0].signature, Signature::RateSpike);
+        let debounce = crate::incident::Debounce {
+            open_after: 2,
+            of_windows: 3,
+            resolve_after: 3,
+        };
+        incidents.step(spike.clone(), |_| debounce);
+        assert!(incidents.step(spike, |_| debounce).len() == 1, "open");
+        let f = run_with(&store, &p, &incidents);
+        assert_eq!(f.len(), 1, "open: still firing");
+        assert_eq!(f[0].signature, Signature::RateSpike);
+        assert_eq!(f[0].subject.key(), "pair/web/api");
     }
 
     #[test]

@@ -40,6 +40,7 @@ use schemas::{
 pub use black_hole::{BlackHole, BlackHoleSpec};
 
 use crate::adaptive::Score;
+use crate::incident::Incidents;
 use crate::node::CallerWindow;
 use crate::store::{BaselineStore, Signal};
 
@@ -67,6 +68,8 @@ pub struct WindowView<'a> {
     pub callers: &'a [Vec<CallerWindow<'a>>],
     /// Baselines of every pair and node, as of the windows before this one.
     pub baselines: &'a BaselineStore,
+    /// Incidents as of the windows before this one (which are open).
+    pub incidents: &'a Incidents,
 }
 
 impl<'a> WindowView<'a> {

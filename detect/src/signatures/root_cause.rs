@@ -22,7 +22,10 @@
 //! * `onset(c)`: 1 when c's inbound pairs were affected in an earlier window of the current
 //!   episode than any other candidate's (it deviated first), else 0.
 //!
-//! Scores are normalized to [0, 1] (÷ the best). The finding (subject `landscape`) lists the
+//! The finding needs `min-pairs` deviating pairs whose baselines are confident
+//! (`confident-after` windows): on young baselines, at start-up, every pair's normal is
+//! still being learned and the walk would blame noise ([`rank`] itself ranks on any
+//! baseline, for evaluation on short traces). Scores are normalized to [0, 1] (÷ the best). The finding (subject `landscape`) lists the
 //! top `candidates` (role `candidate`, with score and evidence in `detail`); the best is its
 //! anchor. [`rank`] gives the whole ranking for evaluation.
 //!
@@ -263,6 +266,27 @@ impl SignatureDetector for RootCause {
         if ranked.is_empty() {
             return;
         }
+        // a hint on young baselines is noise (every pair's normal is still being learned): the
+        // finding wants `min-pairs` deviating pairs with confident baselines
+        let store = view.baselines;
+        let confident_after = u64::from(store.spec(Signal::P99Us).confident_after);
+        let mature = view
+            .pairs
+            .iter()
+            .filter(|p| {
+                store
+                    .pair(&p.source, &p.destination)
+                    .and_then(|b| b.get(Signal::P99Us).or_else(|| b.get(Signal::RateRps)))
+                    .is_some_and(|b| b.len() >= confident_after)
+            })
+            .filter(|p| {
+                let d = deviation(store, p, s.max_p);
+                d.into > 0.0 || d.dropped > 0.0
+            })
+            .count();
+        if mature < s.min_pairs {
+            return;
+        }
         let top: Vec<_> = ranked.iter().take(s.candidates).collect();
         out.push(finding(
             Signature::SpreadingDegradation,
@@ -343,6 +367,7 @@ mod tests {
             nodes: &[],
             callers: &[],
             baselines: &store,
+            incidents: &crate::incident::Incidents::default(),
         };
         let ranked = rank(&view, 1e-4, 2, &BTreeMap::new());
         let names: Vec<&str> = ranked.iter().map(|c| c.0.as_str()).collect();

@@ -431,6 +431,7 @@ mod tests {
                 nodes: &[],
                 callers: &[],
                 baselines: &BaselineStore::default(),
+                incidents: &crate::incident::Incidents::default(),
             },
             &mut out,
         );
