@@ -526,16 +526,11 @@ impl NodeDetector {
                 self.store.touch_pair(p);
                 continue;
             }
-            let at: Vec<usize> = [
+            let at = holders([
                 held.nodes.get(p.destination.as_str()),
                 held.sources.get(p.source.as_str()),
                 held.pairs.get(&key),
-            ]
-            .into_iter()
-            .flatten()
-            .flatten()
-            .copied()
-            .collect();
+            ]);
             if at.is_empty() {
                 self.store.learn_pair(p);
             } else {
@@ -549,12 +544,7 @@ impl NodeDetector {
                 self.store.touch_node(n);
                 continue;
             }
-            let at: Vec<usize> = [held.nodes.get(name), held.sources.get(name)]
-                .into_iter()
-                .flatten()
-                .flatten()
-                .copied()
-                .collect();
+            let at = holders([held.nodes.get(name), held.sources.get(name)]);
             if at.is_empty() {
                 self.store.learn_node(n);
             } else {
@@ -572,6 +562,12 @@ enum Entity<'a> {
     Node(&'a str),
     Source(&'a str),
     Pair(&'a str, &'a str),
+}
+
+/// The raw findings (indices) that hold an entity back, from its marks as a node, a source
+/// or a pair.
+fn holders<'h>(marks: impl IntoIterator<Item = Option<&'h Vec<usize>>>) -> Vec<usize> {
+    marks.into_iter().flatten().flatten().copied().collect()
 }
 
 /// Calls `f` with each entity `subject` keeps from learning.
