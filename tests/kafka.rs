@@ -95,6 +95,12 @@ fn landscape_messages(topic: &str, partition: i32, records: &[FlowRecord]) -> Ve
         .collect()
 }
 
+/// How long a test waits for a run's window aggregates, s: a bound, not a timing (the read
+/// returns as soon as they are all there); generous because these tests share two cores with
+/// the simulator-heavy ones, and a run that catches up after an outage or a restart is slow
+/// then.
+const OUTPUT_WAIT_SECS: u64 = 300;
+
 /// The `[[kafka.inputs]]` of [`produce_landscape`]'s topics.
 pub const LANDSCAPE_INPUTS: &str = "[[kafka.inputs]]\ntopic = \"envoy-logs\"\nformat = \"envoy\"\nwriter = { service-header = \"graywatch-service\" }\n\n\
      [[kafka.inputs]]\ntopic = \"flows\"\nformat = \"flow-json\"\n";
@@ -189,9 +195,11 @@ fn black_hole_on_kafka_gives_finding_command_and_alert() {
     assert_eq!(alerts[0].json()["action"], "trigger");
 
     // every record counted once in the window aggregates
-    let windows = broker.read_until("graywatch.windows", Duration::from_secs(90), |m| {
-        requests(m) >= records.len() as u64
-    });
+    let windows = broker.read_until(
+        "graywatch.windows",
+        Duration::from_secs(OUTPUT_WAIT_SECS),
+        |m| requests(m) >= records.len() as u64,
+    );
     assert_eq!(requests(&windows), records.len() as u64);
 
     // the same records replayed, one file per partition: the same findings and commands
@@ -398,9 +406,11 @@ fn malformed_messages_go_to_the_dead_letter_topic() {
     assert_eq!(flow_reasons, ["bad-json"; 3]);
 
     // the rest is processed: 400 good records and the good line of the two-line message
-    let windows = broker.read_until("graywatch.windows", Duration::from_secs(60), |m| {
-        requests(m) >= 401
-    });
+    let windows = broker.read_until(
+        "graywatch.windows",
+        Duration::from_secs(OUTPUT_WAIT_SECS),
+        |m| requests(m) >= 401,
+    );
     assert_eq!(requests(&windows), 401);
     let (status, body) = http_get(&http_addr(&text), "/metrics");
     assert_eq!(status, 200);
@@ -462,9 +472,11 @@ fn check_exactly_once(
     total: usize,
     logs: &str,
 ) {
-    let windows = broker.read_until("graywatch.windows", Duration::from_secs(120), |m| {
-        requests(m) >= total as u64
-    });
+    let windows = broker.read_until(
+        "graywatch.windows",
+        Duration::from_secs(OUTPUT_WAIT_SECS),
+        |m| requests(m) >= total as u64,
+    );
     let mut seen: BTreeMap<(i64, String, String), Value> = BTreeMap::new();
     for m in &windows {
         let d = m.json();
@@ -577,9 +589,11 @@ fn broker_outage_loses_nothing() {
     produce_slowly(&broker, &first, 1, 0.0).join().unwrap();
     let run = Run::start(&config, &dir.path().join("run.log"));
     // some windows of the first half are out
-    broker.read_until("graywatch.windows", Duration::from_secs(60), |m| {
-        requests(m) > 0
-    });
+    broker.read_until(
+        "graywatch.windows",
+        Duration::from_secs(OUTPUT_WAIT_SECS),
+        |m| requests(m) > 0,
+    );
     broker.stop();
     // librdkafka notices within seconds; a loaded machine may take longer
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
