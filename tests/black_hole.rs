@@ -124,6 +124,45 @@ fn healthy_landscape_has_no_finding() {
     }
 }
 
+/// The same landscape over TCP: no status, no flag; the black hole reads each connection's
+/// bytes and sends none back (bytes in, nothing out) and stops connecting to its database.
+#[test]
+fn a_tcp_black_hole_is_found_by_bytes_in_and_nothing_out() {
+    let logs = util::landscape_logs_over(util::Protocol::Tcp, 200, "inventory", 120, 7);
+    assert!(
+        logs.lines().all(|l| l.contains("\"- - -\" 0 - ")),
+        "TCP lines only"
+    );
+    let (docs, stderr) = replay_landscape(&logs);
+    assert!(stderr.contains("rejected  0"), "{stderr}");
+    let start = |d: &serde_json::Value| d["window"]["start_us"].as_i64().unwrap();
+    let black_hole_start_us = (BASE_SECS + 120) * 1_000_000;
+    let findings = of_kind(&docs, "finding");
+    assert!(!findings.is_empty(), "no finding; stderr:\n{stderr}");
+    for f in &findings {
+        assert_eq!(f["subject"]["node"], "inventory", "unexpected finding {f}");
+        assert!(start(f) >= black_hole_start_us, "finding before it: {f}");
+    }
+    let first = findings.iter().min_by_key(|f| start(f)).unwrap();
+    assert_eq!(start(first), black_hole_start_us, "{first}");
+    assert_eq!(first["signature"], "black-hole");
+
+    // before it, every connection was answered: no errors; in it, none is
+    let pairs = of_kind(&docs, "pair-window");
+    let into = |at: i64| {
+        pairs
+            .iter()
+            .find(|p| p["source"] == "catalog" && p["destination"] == "inventory" && start(p) == at)
+            .expect("catalog → inventory")
+    };
+    let before = into(black_hole_start_us - 10_000_000);
+    assert_eq!(before["errors"], 0, "{before}");
+    let during = into(black_hole_start_us);
+    assert!(during["requests"].as_u64().unwrap() > 150, "{during}");
+    assert_eq!(during["errors"], during["requests"], "{during}");
+    assert_eq!(during["bytes_out"], 0, "{during}");
+}
+
 /// The config bundled for `cargo run --example landscape` is the generator's.
 #[test]
 fn bundled_landscape_config_matches_the_generator() {

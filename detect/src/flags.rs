@@ -48,6 +48,11 @@
 //! destination and anything else against nobody (4xx are decisions of the callee). A flag
 //! overrides the status: `500 RLSE` is not the destination's failure. When flags disagree, the
 //! destination wins over the source, and the source over nobody (`UT,DC` is a timeout).
+//!
+//! A TCP proxy connection (protocol `tcp`, no status) with no flag this table names counts
+//! against the destination when it carried request bytes and got none back: **bytes in,
+//! nothing out** (the aggregation applies this rule, which needs the record's protocol and
+//! bytes; [`blame`] sees only status, flags and duration).
 
 use arrow::array::{Array, AsArray, DictionaryArray};
 use arrow::datatypes::Int32Type;
@@ -82,6 +87,9 @@ const ABANDONED: u8 = 2;
 const SOURCE: u8 = 4;
 /// A flag of policy: not a failure of anybody's, whatever the status.
 const POLICY: u8 = 8;
+/// Not a flag: a TCP connection that carried request bytes and got none back (see
+/// [`unanswered_tcp`]).
+const UNANSWERED: u8 = 16;
 
 const DESTINATION_FLAGS: &[&str] = &[
     "UH", "UF", "UO", "URX", "UT", "SI", "UMSDR", "LR", "UR", "UC", "UPE", "LH", "OM", "FI", "NR",
@@ -132,7 +140,7 @@ pub(crate) fn classify_dictionary(dict: &DictionaryArray<Int32Type>) -> Result<V
 #[inline]
 pub(crate) fn blame_class(status: Option<u16>, class: u8, duration_us: Option<u64>) -> Blame {
     let status = status.filter(|&s| s != 0);
-    if class & DESTINATION != 0 {
+    if class & DESTINATION != 0 || (class & UNANSWERED != 0 && status.is_none()) {
         Blame::Destination
     } else if class & SOURCE != 0 {
         Blame::Source
@@ -148,6 +156,50 @@ pub(crate) fn blame_class(status: Option<u16>, class: u8, duration_us: Option<u6
         Blame::Destination
     } else {
         Blame::Nobody
+    }
+}
+
+/// Whether each value of a `protocol` dictionary is `tcp` (index = dictionary key).
+///
+/// # Errors
+/// [`schemas::Error::Schema`] when the dictionary's values are not strings.
+pub(crate) fn tcp_dictionary(dict: &DictionaryArray<Int32Type>) -> Result<Vec<bool>> {
+    let values = dict.values().as_string_opt::<i32>().ok_or_else(|| {
+        schemas::Error::Schema(
+            "flow-record column \"protocol\" does not have Utf8 dictionary values".into(),
+        )
+    })?;
+    Ok((0..values.len())
+        .map(|i| !values.is_null(i) && values.value(i) == "tcp")
+        .collect())
+}
+
+/// The class of a record whose flags classified as `class`: [`UNANSWERED`] for a TCP proxy
+/// connection (`tcp`) with no flag this table names and no status, that carried request bytes
+/// (`bytes_received` > 0) and got no byte back (`bytes_sent` = 0): bytes in, nothing out, what
+/// a TCP service that accepts connections and never answers looks like from its callers. The
+/// destination's failure, so a TCP black hole's callers see its ok ratio collapse as HTTP
+/// callers see timeouts. Otherwise `class`.
+///
+/// What it can't tell apart: a one-way protocol (a sender that never expects an answer): its
+/// pair's error ratio is 1 in every window, so nothing about it changes and nothing fires on it.
+#[inline]
+pub(crate) fn unanswered_tcp(
+    class: u8,
+    tcp: bool,
+    status: Option<u16>,
+    bytes_received: u64,
+    bytes_sent: u64,
+) -> u8 {
+    if class == NONE
+        && tcp
+        && status.is_none_or(|s| s == 0)
+        && bytes_received > 0
+        && bytes_sent == 0
+    {
+        UNANSWERED
+    } else {
+        class
     }
 }
 

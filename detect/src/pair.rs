@@ -996,6 +996,9 @@ impl PairAggregator {
         let flag_class = flags::classify_dictionary(cols.response_flags)?;
         let flag_keys = cols.response_flags.keys().values();
         let flag_nulls = cols.response_flags.nulls();
+        let tcp = flags::tcp_dictionary(cols.protocol)?;
+        let protocol_keys = cols.protocol.keys().values();
+        let protocol_nulls = cols.protocol.nulls();
         let starts = cols.start_us.values();
         let durations = cols.duration_us.values();
         let duration_nulls = cols.duration_us.nulls();
@@ -1013,6 +1016,24 @@ impl PairAggregator {
                 self.dropped_rows.push((row as u32, Dropped::Future));
                 continue;
             }
+            let status = match status_nulls {
+                Some(n) if n.is_null(row) => None,
+                _ => Some(statuses[row]),
+            };
+            let class = match flag_nulls {
+                Some(n) if n.is_null(row) => flags::NONE,
+                _ => flag_class
+                    .get(flag_keys[row] as usize)
+                    .copied()
+                    .unwrap_or(flags::NONE),
+            };
+            let is_tcp = match protocol_nulls {
+                Some(n) if n.is_null(row) => false,
+                _ => tcp
+                    .get(protocol_keys[row] as usize)
+                    .copied()
+                    .unwrap_or(false),
+            };
             let r = Row {
                 start,
                 duration: match duration_nulls {
@@ -1021,17 +1042,14 @@ impl PairAggregator {
                 },
                 src: sources.id(row, &mut self.interner),
                 dst: destinations.id(row, &mut self.interner),
-                status: match status_nulls {
-                    Some(n) if n.is_null(row) => None,
-                    _ => Some(statuses[row]),
-                },
-                class: match flag_nulls {
-                    Some(n) if n.is_null(row) => flags::NONE,
-                    _ => flag_class
-                        .get(flag_keys[row] as usize)
-                        .copied()
-                        .unwrap_or(flags::NONE),
-                },
+                status,
+                class: flags::unanswered_tcp(
+                    class,
+                    is_tcp,
+                    status,
+                    bytes_received[row],
+                    bytes_sent[row],
+                ),
                 bytes_in: bytes_received[row],
                 bytes_out: bytes_sent[row],
                 position: positions.map_or(i64::MAX, |p| p[row]),
@@ -1468,10 +1486,16 @@ impl PairAggregator {
                 src: agg.interner.intern(&record.source),
                 dst: agg.interner.intern(&record.destination),
                 status: record.status,
-                class: record
-                    .response_flags
-                    .as_deref()
-                    .map_or(flags::NONE, flags::classify),
+                class: flags::unanswered_tcp(
+                    record
+                        .response_flags
+                        .as_deref()
+                        .map_or(flags::NONE, flags::classify),
+                    record.protocol.as_deref() == Some("tcp"),
+                    record.status,
+                    record.bytes_received,
+                    record.bytes_sent,
+                ),
                 bytes_in: record.bytes_received,
                 bytes_out: record.bytes_sent,
                 position,

@@ -71,6 +71,28 @@ pub const BASE_SECS: i64 = 1_714_521_600;
 /// the requested server name (SNI), the source by the downstream address `10.0.<i>.<pod>`,
 /// which the config returned by [`landscape_config`] maps to services.
 pub fn landscape_logs(seconds: u64, black_hole: &str, black_hole_at: u64, seed: u64) -> String {
+    landscape_logs_over(Protocol::Http, seconds, black_hole, black_hole_at, seed)
+}
+
+/// What the landscape's services speak.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// HTTP/1.1 requests (`GET /api/<callee>`); a black hole's callers log `0 DC` after 10 s.
+    Http,
+    /// TCP connections through the sidecars' TCP proxy (`"- - -"`, no status, no flag): each
+    /// sends 1 to 300 bytes and gets an answer; a black hole accepts the connection, reads and
+    /// sends nothing back (0 bytes sent) until the caller closes it after 10 s.
+    Tcp,
+}
+
+/// [`landscape_logs`] with the services speaking `protocol`.
+pub fn landscape_logs_over(
+    protocol: Protocol,
+    seconds: u64,
+    black_hole: &str,
+    black_hole_at: u64,
+    seed: u64,
+) -> String {
     let mut rng = SplitMix::new(seed);
     let mut lines: Vec<(i64, String)> = Vec::new();
     for second in 0..seconds {
@@ -83,15 +105,22 @@ pub fn landscape_logs(seconds: u64, black_hole: &str, black_hole_at: u64, seed: 
             for _ in 0..n {
                 let start_ms = second as i64 * 1000 + rng.range(0, 999) as i64;
                 let hung = broken && callee == black_hole;
-                let (status, flags, details, duration_ms, sent) = if hung {
+                let tcp = protocol == Protocol::Tcp;
+                let (status, flags, details, duration_ms, sent) = if hung && tcp {
+                    (0, "-", "-", 10_000, 0)
+                } else if hung {
                     (0, "DC", "downstream_remote_disconnect", 10_000, 0)
                 } else {
                     let ok = rng.range(0, 999) >= 2;
-                    let status = if ok { 200 } else { 503 };
+                    let status = match (tcp, ok) {
+                        (true, _) => 0,
+                        (false, true) => 200,
+                        (false, false) => 503,
+                    };
                     (
                         status,
                         "-",
-                        "via_upstream",
+                        if tcp { "-" } else { "via_upstream" },
                         rng.range(2, 40),
                         rng.range(200, 4000),
                     )
@@ -100,16 +129,31 @@ pub fn landscape_logs(seconds: u64, black_hole: &str, black_hole_at: u64, seed: 
                 let pod = rng.range(2, 9);
                 let port = rng.range(32768, 60999);
                 let ts = format_rfc3339_ms(BASE_SECS * 1000 + start_ms);
+                let (request, agent, authority) = if tcp {
+                    ("- - -".to_string(), "-", "-".to_string())
+                } else {
+                    (
+                        format!("GET /api/{callee} HTTP/1.1"),
+                        "client/1.0",
+                        format!("{callee}:8080"),
+                    )
+                };
+                let recv = rng.range(0, 300) + u64::from(tcp);
+                // no upstream service time header on a TCP connection, nor from a black hole
+                let ust = if hung || tcp {
+                    "-".to_string()
+                } else {
+                    duration_ms.saturating_sub(1).to_string()
+                };
+                let id = rng.next_u64();
+                let id = if tcp {
+                    "-".to_string()
+                } else {
+                    format!("{id:016x}")
+                };
+                let cpod = rng.range(2, 9);
                 let line = format!(
-                    "[{ts}] \"GET /api/{callee} HTTP/1.1\" {status} {flags} {details} - \"-\" {recv} {sent} {duration_ms} {ust} \"-\" \"client/1.0\" \"{id:016x}\" \"{callee}:8080\" \"10.0.{di}.{pod}:8080\" inbound|8080|| 127.0.0.6:{port} 10.0.{di}.{pod}:8080 10.0.{ci}.{cpod}:{port} outbound_.8080_._.{callee}.default.svc.cluster.local default",
-                    recv = rng.range(0, 300),
-                    ust = if hung {
-                        "-".to_string()
-                    } else {
-                        duration_ms.saturating_sub(1).to_string()
-                    },
-                    id = rng.next_u64(),
-                    cpod = rng.range(2, 9),
+                    "[{ts}] \"{request}\" {status} {flags} {details} - \"-\" {recv} {sent} {duration_ms} {ust} \"-\" \"{agent}\" \"{id}\" \"{authority}\" \"10.0.{di}.{pod}:8080\" inbound|8080|| 127.0.0.6:{port} 10.0.{di}.{pod}:8080 10.0.{ci}.{cpod}:{port} outbound_.8080_._.{callee}.default.svc.cluster.local default"
                 );
                 lines.push((start_ms + duration_ms as i64, line));
             }

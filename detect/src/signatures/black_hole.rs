@@ -20,6 +20,11 @@
 //! errors while still calling its dependencies (an error cascade: another signature's work).
 //! Findings are `critical`.
 //!
+//! The ok ratio counts what [`crate::flags`] blames on the destination: for HTTP a 5xx, a
+//! timeout or reset flag, a caller that waited a second for nothing; for a TCP proxy
+//! connection, request bytes with no byte back (**bytes in, nothing out**). So a TCP service
+//! that accepts connections, reads, and never answers is a black hole like an HTTP one.
+//!
 //! # Evidence per source
 //!
 //! The ok ratio is judged per caller too. `callers` are the sources with at least one request
