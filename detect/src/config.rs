@@ -404,7 +404,9 @@ pub struct CrossZoneConfig {
     pub enabled: bool,
     /// Share of a pair's zoned requests (ratio in [0, 1)) that may cross zones. Default 0.05.
     pub allowed_share: f64,
-    /// Least cross-zone requests (count) from one zone in a window to report. Default 10.
+    /// Least cross-zone requests (count) from one zone over its run (see `span`) to report;
+    /// the tail probability carries the evidence, this keeps a handful of requests from
+    /// being a finding. Default 5.
     pub min_requests: u64,
     /// Largest binomial tail probability of the cross-zone count under `allowed-share` that
     /// is reported (in (0, 0.5)). Default 1e-6.
@@ -425,7 +427,7 @@ impl Default for CrossZoneConfig {
         CrossZoneConfig {
             enabled: true,
             allowed_share: 0.05,
-            min_requests: 10,
+            min_requests: 5,
             max_tail_probability: 1e-6,
             span: Duration::from_secs(60),
             allow: Vec::new(),

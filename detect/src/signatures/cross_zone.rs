@@ -5,12 +5,14 @@
 //! ([`schemas::Breakdown`], requests whose records name both zones): `cross` = requests from
 //! that zone to another, `zoned` = all requests from that zone (a misrouted zone is seen even
 //! when the pair's other zones stay home). A window whose share `cross ÷ zoned` is above
-//! `allowed-share` extends that zone's **run**; one at or below it ends the run (a window
-//! without the zone's requests leaves it as it is). The counts of the run's windows within
-//! `span` add up: a pair at 0.3 req/s from a zone sends 3 requests a window, too few to be
-//! sure of in one window (3 of 4 crossing has a tail probability of 5e-4 under 5 %), and
-//! plenty in a minute. It fires, on the source zone whose crossing is least likely, when
-//! over the run
+//! `allowed-share` starts that zone's **run**; every later window with the zone's requests
+//! joins it, and the counts of the run's windows within `span` add up. The run ends when its
+//! share over the span is back within the allowed share (a window without the zone's requests
+//! leaves it as it is). A pair at 0.3 req/s from a zone sends 3 requests a window, too few to
+//! be sure of in one window (3 of 4 crossing has a tail probability of 5e-4 under 5 %), and
+//! plenty in a minute; a window that happens to stay home (1 request of a quiet pair that
+//! misroutes 60 %) does not throw the run's evidence away. It fires, on the source zone whose
+//! crossing is least likely, when over the run
 //!
 //! ```text
 //! cross ≥ min-requests  ∧  P(X ≥ cross) ≤ max-tail-probability,
@@ -159,24 +161,24 @@ impl SignatureDetector for CrossZone {
                 if *zoned == 0 {
                     continue;
                 }
-                if cross as f64 <= s.allowed_share * *zoned as f64 {
-                    if let Some(zones) = self
-                        .runs
-                        .get_mut(&p.source)
-                        .and_then(|d| d.get_mut(&p.destination))
-                    {
-                        zones.remove(*sz);
-                    }
-                    continue;
-                }
-                let run = self
+                let within = cross as f64 <= s.allowed_share * *zoned as f64;
+                let run = match self
                     .runs
-                    .entry(p.source.clone())
-                    .or_default()
-                    .entry(p.destination.clone())
-                    .or_default()
-                    .entry((*sz).to_owned())
-                    .or_default();
+                    .get_mut(&p.source)
+                    .and_then(|d| d.get_mut(&p.destination))
+                    .and_then(|z| z.get_mut(*sz))
+                {
+                    Some(run) => run,
+                    None if within => continue,
+                    None => self
+                        .runs
+                        .entry(p.source.clone())
+                        .or_default()
+                        .entry(p.destination.clone())
+                        .or_default()
+                        .entry((*sz).to_owned())
+                        .or_default(),
+                };
                 run.push_back(RunWindow {
                     start_us: w.start_us,
                     zoned: *zoned,
@@ -196,6 +198,17 @@ impl SignatureDetector for CrossZone {
                     }
                 }
                 let cross: u64 = to.values().sum();
+                if cross as f64 <= s.allowed_share * zoned as f64 {
+                    // the run's share is back within the policy: it ends
+                    if let Some(zones) = self
+                        .runs
+                        .get_mut(&p.source)
+                        .and_then(|d| d.get_mut(&p.destination))
+                    {
+                        zones.remove(*sz);
+                    }
+                    continue;
+                }
                 if cross < s.min_requests {
                     continue;
                 }
@@ -368,8 +381,11 @@ mod tests {
 
     #[test]
     fn a_quiet_pair_crossing_is_added_up_over_its_run() {
-        let mut d =
-            CrossZone::new(CrossZoneSpec::new(&CrossZoneConfig::default(), 10_000_000).unwrap());
+        let c = CrossZoneConfig {
+            min_requests: 10,
+            ..CrossZoneConfig::default()
+        };
+        let mut d = CrossZone::new(CrossZoneSpec::new(&c, 10_000_000).unwrap());
         // 3 of 4 requests from zone a cross each window: 3 < 10 requests, and
         // P(X >= 3), X ~ Binomial(4, 0.05) = 4.8e-4, is not sure enough alone
         let quiet = || vec![zones("a", "a", 1), zones("a", "b", 3)];
@@ -385,15 +401,20 @@ mod tests {
         assert_eq!(f[0].evidence[1].value, 12.0);
         let p = f[0].evidence[0].tail_probability.unwrap();
         assert!((p / 3.6784e-13 - 1.0).abs() < 1e-3, "{p}");
-        // a window within the allowed share ends the run: it starts over
-        assert!(judge_in(&mut d, 4, vec![zones("a", "a", 4)]).is_empty());
-        assert!(judge_in(&mut d, 5, quiet()).is_empty());
-        // a run counts at most `span` (1 min, 6 windows) back: windows 5..=10 hold 18 of 24,
-        // the same as windows 6..=11
-        for k in 6..=10 {
+        // a window that stays home joins the run: 12 of 17 still cross
+        let f = judge_in(&mut d, 4, vec![zones("a", "a", 1)]);
+        assert_eq!(f.len(), 1, "{f:?}");
+        assert_eq!(f[0].evidence[1].value, 12.0);
+        // the run ends once its share is back within the allowed: 12 of 417 (2.9 %)
+        assert!(judge_in(&mut d, 5, vec![zones("a", "a", 400)]).is_empty());
+        // and starts over
+        assert!(judge_in(&mut d, 6, quiet()).is_empty());
+        // a run counts at most `span` (1 min, 6 windows) back: windows 6..=11 hold 18 of 24,
+        // the same as windows 7..=12
+        for k in 7..=11 {
             judge_in(&mut d, k, quiet());
         }
-        let f = judge_in(&mut d, 11, quiet());
+        let f = judge_in(&mut d, 12, quiet());
         assert_eq!(f[0].evidence[1].value, 18.0);
     }
 }
