@@ -80,6 +80,7 @@ pub struct ValidKafka {
 }
 
 /// The config after validation: what the pipeline runs with.
+#[derive(Clone)]
 pub struct Validated {
     /// Service mapping for parsers.
     pub mapping: ingest::Mapping,
@@ -148,8 +149,13 @@ impl Config {
         let file = path.map_or_else(|| "defaults".into(), |p| p.display().to_string());
         let window = detect::pair::WindowSpec::try_from(&self.detect.window)
             .with_context(|| format!("config {file} [detect]"))?;
-        let suite = detect::suite::Suite::try_from(&self.detect)
+        let mut suite = detect::suite::Suite::try_from(&self.detect)
             .with_context(|| format!("config {file} [detect]"))?;
+        if let (Some(path), Some((spec, _))) = (&self.detect.deploy.events, &mut suite.deploy) {
+            let events = read_deployments(path)
+                .with_context(|| format!("config {file} [detect.deploy] events"))?;
+            spec.set_deployments(&events);
+        }
         if self.runtime.idle_timeout.is_zero() {
             anyhow::bail!("config {file} [runtime]: idle-timeout must be > 0");
         }
@@ -347,4 +353,52 @@ mod tests {
             .to_string();
         assert!(e.contains("bootstrap-server"), "{e}");
     }
+}
+
+/// One line of a deploy history file, as written (see [`detect::signatures::deploy::DeploymentEvent`]).
+#[derive(Deserialize)]
+struct DeploymentLine {
+    service: String,
+    version: String,
+    /// RFC 3339, UTC (`2026-01-05T01:06:02Z`).
+    at: String,
+    #[serde(default)]
+    previous_version: Option<String>,
+}
+
+/// Reads a deploy history: one JSON object per line, `{"service", "version", "at" (RFC 3339,
+/// UTC), "previous_version" (optional)}`; other fields are ignored, blank lines skipped.
+///
+/// # Errors
+/// The file can't be read, or a line is not such an object (named by file and line number).
+pub fn read_deployments(
+    path: &Path,
+) -> anyhow::Result<Vec<detect::signatures::deploy::DeploymentEvent>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading deploy history {}", path.display()))?;
+    let mut events = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let at = || format!("{}:{}", path.display(), i + 1);
+        let d: DeploymentLine = serde_json::from_str(line).with_context(at)?;
+        let t = humantime::parse_rfc3339(&d.at)
+            .with_context(|| format!("{}: \"at\" {:?}", at(), d.at))?;
+        let at_us = t
+            .duration_since(std::time::UNIX_EPOCH)
+            .ok()
+            .and_then(|x| i64::try_from(x.as_micros()).ok())
+            .with_context(|| format!("{}: \"at\" {:?} is before 1970", at(), d.at))?;
+        if d.service.is_empty() || d.version.is_empty() {
+            anyhow::bail!("{}: \"service\" and \"version\" must not be empty", at());
+        }
+        events.push(detect::signatures::deploy::DeploymentEvent {
+            service: d.service,
+            version: d.version,
+            at_us,
+            previous_version: d.previous_version,
+        });
+    }
+    Ok(events)
 }

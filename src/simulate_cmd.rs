@@ -49,6 +49,11 @@ pub struct SimulateArgs {
     /// incident's signature, subject, onset and end, and the benign deployments.
     #[arg(long, value_name = "FILE")]
     truth: Option<PathBuf>,
+    /// Write the run's deploy history to this file (JSON lines: service, version, at,
+    /// previous_version; what `[detect.deploy] events` reads): the incident's deployment and
+    /// rollback, and the benign deployments.
+    #[arg(long, value_name = "FILE")]
+    deployments: Option<PathBuf>,
     /// Write a config file with the [mapping] rules that name every pod address (what
     /// `graywatch replay --config` needs to read --format envoy or istio).
     #[arg(long, value_name = "FILE")]
@@ -77,6 +82,21 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
     if let Some(path) = &args.truth {
         let mut text = serde_json::to_string_pretty(sim.truth())?;
         text.push('\n');
+        std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
+    }
+    if let Some(path) = &args.deployments {
+        let mut text = String::new();
+        for e in sim.truth().deployments() {
+            let at = std::time::UNIX_EPOCH
+                + std::time::Duration::from_micros(u64::try_from(e.at_us).unwrap_or(0));
+            let line = serde_json::json!({
+                "service": e.service,
+                "version": e.version,
+                "at": humantime::format_rfc3339(at).to_string(),
+                "previous_version": e.previous_version,
+            });
+            text += &format!("{line}\n");
+        }
         std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
     }
     if let Some(path) = &args.mapping {

@@ -31,6 +31,70 @@ fn unknown_config_key_is_an_error_naming_it() {
     assert!(stderr.contains("bad.toml"), "{stderr}");
 }
 
+/// `simulate --deployments` writes the deploy history `[detect.deploy] events` reads; a bad
+/// line in it is a config error naming the file and line.
+#[test]
+fn a_deploy_history_is_read_and_a_bad_line_named() {
+    let (dir, history) = temp_path("deployments.jsonl");
+    graywatch_ok(&[
+        "simulate",
+        "--scenario",
+        "deploy-fanout",
+        "--seed",
+        "1",
+        "--duration",
+        "10min",
+        "-q",
+        "-o",
+        dir.path().join("sim.jsonl").to_str().unwrap(),
+        "--deployments",
+        history.to_str().unwrap(),
+    ]);
+    let text = std::fs::read_to_string(&history).unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    // seed 1: pricing v2.6.0 from v2.5.3 at +302 s of the 10 min run, rolled back later
+    let incident = lines
+        .iter()
+        .find(|l| l["service"] == "pricing" && l["version"] == "v2.6.0")
+        .unwrap_or_else(|| panic!("no pricing v2.6.0 in {text}"));
+    assert_eq!(incident["previous_version"], "v2.5.3");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["service"] == "pricing" && l["version"] == "v2.5.3"),
+        "no rollback in {text}"
+    );
+
+    let config = dir.path().join("graywatch.toml");
+    write(
+        &config,
+        &format!(
+            "[detect.deploy]\nevents = {:?}\n",
+            history.to_str().unwrap()
+        ),
+    );
+    let out = graywatch(&["validate", "-c", config.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    write(
+        &history,
+        &format!("{text}{{\"service\":\"cart\",\"version\":\"v9\",\"at\":\"yesterday\"}}\n"),
+    );
+    let out = graywatch(&["validate", "-c", config.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let bad_line = format!("deployments.jsonl:{}", lines.len() + 1);
+    assert!(stderr.contains(&bad_line), "{stderr}");
+    assert!(stderr.contains("yesterday"), "{stderr}");
+}
+
 #[test]
 fn unreadable_input_fails_with_its_name() {
     let out = graywatch(&["replay", "--format", "envoy", "no/such/file.log"]);

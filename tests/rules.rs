@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use graywatch::config::{Config, Validated};
 use graywatch::eval::collect::run_batches;
-use graywatch::eval::scenarios::simulate_batches;
+use graywatch::eval::scenarios::{Versions, simulate_batches};
 use graywatch::simulate::{Scenario, SimulationConfig, Truth};
 use schemas::{Finding, Subject};
 
@@ -30,7 +30,7 @@ fn simulate(scenario: Scenario, seed: u64) -> (Truth, Vec<Finding>) {
     let mut sc = SimulationConfig::new(scenario, seed);
     // 40 min: the incident starts 20 to 25 min in, baselines are warm by then
     sc.duration_us = 40 * 60 * 1_000_000;
-    let (truth, batches) = simulate_batches(sc).unwrap();
+    let (truth, batches) = simulate_batches(sc, Versions::Records).unwrap();
     let findings = run_batches(&config, batches).unwrap().findings;
     (truth, findings)
 }

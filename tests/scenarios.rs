@@ -2,7 +2,7 @@
 //! each incident is found with the subject the truth names, within 2 windows of its onset
 //! where the detectors reach that, and a clean landscape stays silent.
 
-use graywatch::eval::scenarios::{RunResult, run_one};
+use graywatch::eval::scenarios::{RunResult, Versions, run_one};
 use graywatch::simulate::Scenario;
 
 fn config() -> graywatch::config::Validated {
@@ -15,7 +15,7 @@ fn config() -> graywatch::config::Validated {
 }
 
 fn run(scenario: Scenario, seed: u64) -> RunResult {
-    run_one(&config(), scenario, seed, 1.0, None).unwrap()
+    run_one(&config(), scenario, seed, 1.0, None, Versions::Records).unwrap()
 }
 
 #[test]
@@ -44,6 +44,22 @@ fn a_deployment_that_changed_its_fan_out_is_named_by_service_and_version() {
         let r = run(Scenario::DeployFanout, seed);
         assert_eq!(r.detected, Some(true), "seed {seed}: {r:?}");
     }
+}
+
+/// Logs that don't say which version answered, and a deploy history that does.
+#[test]
+fn a_deployment_named_only_by_the_deploy_history_is_found_too() {
+    let r = run_one(
+        &config(),
+        Scenario::DeployFanout,
+        1,
+        1.0,
+        None,
+        Versions::Events,
+    )
+    .unwrap();
+    assert_eq!(r.detected, Some(true), "{r:?}");
+    assert!(r.false_findings.is_empty(), "{:?}", r.false_findings);
 }
 
 #[test]

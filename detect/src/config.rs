@@ -254,6 +254,11 @@ pub struct DeployConfig {
     pub min_requests: u64,
     /// Debounce (see `[detect.anomaly]`). Default 2 of 3, 6.
     pub debounce: DebounceConfig,
+    /// A deploy history: a JSON-lines file of deployments (see
+    /// [`crate::signatures::deploy::DeploymentEvent`]), read once when the config is
+    /// validated; a relative path is from the working directory. Default none: versions come
+    /// from the records only.
+    pub events: Option<std::path::PathBuf>,
 }
 
 impl Default for DeployConfig {
@@ -270,6 +275,7 @@ impl Default for DeployConfig {
                 of_windows: 3,
                 resolve_after: 6,
             },
+            events: None,
         }
     }
 }

@@ -69,6 +69,11 @@ pub struct ScenariosArgs {
     /// Event time per run, hours (default: each scenario's own, 2 h; 24 h for `clean`).
     #[arg(long, value_name = "H")]
     pub hours: Option<f64>,
+    /// Where services' versions come from: `records` (the simulator writes them), or
+    /// `events` (removed from the records; the run's deploy history is given as
+    /// `[detect.deploy] events`, as for logs that don't name versions).
+    #[arg(long, default_value = "records", value_name = "FROM", value_parser = ["records", "events"])]
+    pub versions: String,
 }
 
 fn scenarios(args: ScenariosArgs) -> anyhow::Result<()> {
@@ -81,10 +86,15 @@ fn scenarios(args: ScenariosArgs) -> anyhow::Result<()> {
             .map(|s| s.parse().map_err(|e| anyhow::anyhow!("--scenarios: {e}")))
             .collect::<anyhow::Result<_>>()?
     };
+    let versions = if args.versions == "events" {
+        scenarios::Versions::Events
+    } else {
+        scenarios::Versions::Records
+    };
     let mut results = Vec::new();
     for scenario in list {
         for seed in 1..=args.seeds {
-            let r = scenarios::run_one(&config, scenario, seed, args.scale, args.hours)?;
+            let r = scenarios::run_one(&config, scenario, seed, args.scale, args.hours, versions)?;
             eprintln!(
                 "{} seed {seed}: detected {:?}, {} false finding(s)",
                 scenario.as_str(),

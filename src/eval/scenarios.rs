@@ -31,6 +31,18 @@ use crate::simulate::{Incident, Injected, Scenario, Simulation, SimulationConfig
 /// How long after an incident's end findings about it still count, µs.
 pub const GRACE_US: i64 = 120_000_000;
 
+/// Where the detectors learn the services' versions from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Versions {
+    /// The records, which carry them.
+    #[default]
+    Records,
+    /// The run's deploy history alone: the records' versions are removed, and the truth's
+    /// deployments ([`Truth::deployments`]) are the detector's `[detect.deploy] events` (logs
+    /// that don't say which version answered, and a CD system that does).
+    Events,
+}
+
 /// One run's outcome.
 #[derive(Debug, Clone)]
 pub struct RunResult {
@@ -111,12 +123,17 @@ fn entities(s: &Subject) -> BTreeSet<String> {
 /// A simulation config out of range.
 pub fn simulate_batches(
     config: SimulationConfig,
+    versions: Versions,
 ) -> anyhow::Result<(Truth, Vec<arrow::array::RecordBatch>)> {
     let sim = Simulation::new(config)?;
     let truth = sim.truth().clone();
     let mut builder = FlowBatchBuilder::new();
     let mut batches = Vec::new();
-    for r in sim {
+    for mut r in sim {
+        if versions == Versions::Events {
+            r.source_version = None;
+            r.destination_version = None;
+        }
         builder.append_owned(&r);
         if builder.len() >= 8_192 {
             batches.push(builder.finish());
@@ -139,14 +156,23 @@ pub fn run_one(
     seed: u64,
     scale: f64,
     hours: Option<f64>,
+    versions: Versions,
 ) -> anyhow::Result<RunResult> {
     let mut sc = SimulationConfig::new(scenario, seed);
     sc.scale = scale;
     if let Some(h) = hours {
         sc.duration_us = (h * 3_600e6) as i64;
     }
-    let (truth, batches) = simulate_batches(sc)?;
-    let collected = run_batches(config, batches)?;
+    let (truth, batches) = simulate_batches(sc, versions)?;
+    let collected = if versions == Versions::Events {
+        let mut config = config.clone();
+        if let Some((spec, _)) = &mut config.suite.deploy {
+            spec.set_deployments(&truth.deployments());
+        }
+        run_batches(&config, batches)?
+    } else {
+        run_batches(config, batches)?
+    };
     let hours = (truth.end_us - truth.start_us) as f64 / 3_600e6;
     let incident = truth.incidents.first();
     let during = |f: &schemas::Finding, inc: &Incident| {

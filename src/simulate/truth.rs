@@ -46,6 +46,57 @@ pub struct Truth {
     pub landscape: LandscapeFacts,
 }
 
+impl Truth {
+    /// The run's deploy history, by start: the incident's deployment (and its rollback) and
+    /// the benign ones, as a CD system would report them (what `[detect.deploy] events`
+    /// reads).
+    pub fn deployments(&self) -> Vec<detect::signatures::deploy::DeploymentEvent> {
+        use detect::signatures::deploy::DeploymentEvent;
+        let mut v = Vec::new();
+        for i in &self.incidents {
+            if let (
+                Subject::Version { service, version },
+                Injected::DeployFanout {
+                    from_version,
+                    rollback_us,
+                    ..
+                },
+            ) = (&i.subject, &i.injected)
+            {
+                v.push(DeploymentEvent {
+                    service: service.clone(),
+                    version: version.clone(),
+                    at_us: i.onset_us,
+                    previous_version: Some(from_version.clone()),
+                });
+                v.push(DeploymentEvent {
+                    service: service.clone(),
+                    version: from_version.clone(),
+                    at_us: *rollback_us,
+                    previous_version: Some(version.clone()),
+                });
+            }
+        }
+        for BenignChange::Deployment {
+            service,
+            from_version,
+            to_version,
+            start_us,
+            ..
+        } in &self.benign
+        {
+            v.push(DeploymentEvent {
+                service: service.clone(),
+                version: to_version.clone(),
+                at_us: *start_us,
+                previous_version: Some(from_version.clone()),
+            });
+        }
+        v.sort_by_key(|e| e.at_us);
+        v
+    }
+}
+
 /// The `kind` of a truth document.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]

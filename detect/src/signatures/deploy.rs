@@ -25,8 +25,11 @@
 //!
 //! *S@v slower*: the lower median of its windows' mean latencies since the watch began is at
 //! least `latency-factor` × the previous version's mean latency — what it was (an EWMA over
-//! windows), or, when more, what it is in the same windows side by side while both run (once
-//! the previous version has `min-requests` of them: a slow shared dependency slows both) —
+//! its last thousand requests or so), or, when more, what it is in the same windows side by side while both run (once
+//! the previous version has `min-requests` of them: a slow shared dependency slows both),
+//! within zones when the records name them (each zone's previous mean weighted by the new
+//! version's requests there: a rollout starts in one zone, and a slower zone is not a slower
+//! version) —
 //! and the watch's pooled mean is that high with P ≤ `max-tail-probability` (normal, by the
 //! central limit theorem, with the previous version's spread of one request, at least its
 //! mean). A median of windows, because one request that hits a pause of a few hundred ms
@@ -42,13 +45,25 @@
 //! Severity `critical`. A deployment that changes neither the call pattern nor the latency
 //! gives nothing, whatever happens elsewhere.
 //!
-//! What it can't see: versions the records don't carry (map them with `[mapping]` rules, or
-//! log the peer metadata), regressions that show after the watch, or inside the service with
+//! # Deployment events
+//!
+//! Where the records carry no version (NGINX logs, a mesh without peer metadata), a deploy
+//! history can: [`DeploymentEvent`]s (`[detect.deploy] events`, a JSON-lines file, read by the
+//! driver) put the service's unversioned traffic under the version running from each event on
+//! (from the window in which the rollout starts; before the first event, under its
+//! `previous_version`, or `(previous)`), and the detector works as with versions in the
+//! records. A rolling deployment is then seen as a whole, old and new pods together: its
+//! change shows once enough of it runs (a pattern moved by `pattern-factor` overall), and there
+//! is no side-by-side latency. Records that carry a version keep it: they win over events.
+//!
+//! What it can't see: versions neither the records nor the events carry (map them with
+//! `[mapping]` rules, log the peer metadata, or give the deploy history), regressions that show after the watch, or inside the service with
 //! no effect on its calls and latency, a version that calls as before and slows while its
 //! dependencies are slow too (it is taken to wait on them), and a rollout too small for
 //! `min-requests`.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use schemas::{Finding, PairWindow, Severity, Signature, Subject};
 use serde::{Deserialize, Serialize};
@@ -71,11 +86,83 @@ const KNOWN_AFTER: u32 = 30;
 /// EWMA weight of a window in a version's call pattern.
 const PATTERN_ALPHA: f64 = 0.1;
 
+/// Requests a version's mean latency and its spread remember (the weight of a window in their
+/// EWMA is its timed requests ÷ this, at least a hundredth).
+const LATENCY_MEMORY: f64 = 1_000.0;
+
 /// Calls per request below which a destination is not part of the pattern.
 const MIN_CALLS_PER_REQUEST: f64 = 0.1;
 
 /// Most versions remembered per service (the least recently seen is dropped).
 const MAX_VERSIONS: usize = 16;
+
+/// Label of a service's unversioned traffic before its first [`DeploymentEvent`] when that
+/// event names no previous version.
+pub const PREVIOUS: &str = "(previous)";
+
+/// One deployment from a deploy history: `service` starts rolling out `version` at `at_us`.
+///
+/// The file form (`[detect.deploy] events`) is one JSON object per line, `at` in RFC 3339
+/// (UTC), e.g. what a CD system's notification hook or a `kubectl rollout` wrapper writes:
+///
+/// ```text
+/// {"service":"pricing","version":"v2.6.0","at":"2026-01-05T01:06:02Z","previous_version":"v2.5.3"}
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeploymentEvent {
+    /// The deployed service, as the records name it (after `[mapping]`).
+    pub service: String,
+    /// The version rolled out.
+    pub version: String,
+    /// When the rollout started, µs since the Unix epoch (UTC).
+    pub at_us: i64,
+    /// The version it replaces, when known.
+    pub previous_version: Option<String>,
+}
+
+/// The versions each service runs over event time, from [`DeploymentEvent`]s.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Timeline {
+    /// Per service: (start µs, version), by start; and the version before the first.
+    services: BTreeMap<String, (Vec<(i64, String)>, String)>,
+}
+
+impl Timeline {
+    /// The timeline of `events` (any order; of two events of a service at the same µs, the
+    /// later in `events` wins).
+    pub fn new(events: &[DeploymentEvent]) -> Self {
+        let mut by: BTreeMap<&str, Vec<&DeploymentEvent>> = BTreeMap::new();
+        for e in events {
+            by.entry(&e.service).or_default().push(e);
+        }
+        let services = by
+            .into_iter()
+            .map(|(svc, mut es)| {
+                es.sort_by_key(|e| e.at_us); // stable: the later of equal times last
+                let before = es[0]
+                    .previous_version
+                    .clone()
+                    .unwrap_or_else(|| PREVIOUS.to_owned());
+                let steps = es.iter().map(|e| (e.at_us, e.version.clone())).collect();
+                (svc.to_owned(), (steps, before))
+            })
+            .collect();
+        Timeline { services }
+    }
+
+    /// Whether no service has an event.
+    pub fn is_empty(&self) -> bool {
+        self.services.is_empty()
+    }
+
+    /// The version `service` runs in the window ending at `end_us` (the last event starting
+    /// before it), `None` for a service with no event.
+    pub fn version_in(&self, service: &str, end_us: i64) -> Option<&str> {
+        let (steps, before) = self.services.get(service)?;
+        let i = steps.partition_point(|(at, _)| *at < end_us);
+        Some(if i == 0 { before } else { &steps[i - 1].1 })
+    }
+}
 
 /// The validated `[detect.deploy]` section.
 #[derive(Debug, Clone, PartialEq)]
@@ -85,6 +172,7 @@ pub struct DeploySpec {
     latency_factor: f64,
     pattern_factor: f64,
     min_requests: u64,
+    timeline: Arc<Timeline>,
 }
 
 impl DeploySpec {
@@ -99,7 +187,13 @@ impl DeploySpec {
             latency_factor: factor(c.latency_factor, "deploy.latency-factor")?,
             pattern_factor: factor(c.pattern_factor, "deploy.pattern-factor")?,
             min_requests: c.min_requests.max(1),
+            timeline: Arc::default(),
         })
+    }
+
+    /// The deploy history (see [the module docs](self)); replaces any before.
+    pub fn set_deployments(&mut self, events: &[DeploymentEvent]) {
+        self.timeline = Arc::new(Timeline::new(events));
     }
 }
 
@@ -112,7 +206,7 @@ struct Version {
     windows: u32,
     /// Calls per request to each destination (EWMA).
     calls_per_request: BTreeMap<String, f64>,
-    /// Mean latency of requests it received, µs (EWMA).
+    /// Mean latency of requests it received, µs (EWMA over about [`LATENCY_MEMORY`] requests).
     latency_us: f64,
     /// Variance of one request's latency, µs² (EWMA of `timed` × (window mean − mean)²: a
     /// window's mean of n requests varies by σ² ÷ n).
@@ -140,6 +234,39 @@ struct Watch {
     previous_timed: u64,
     #[serde(default)]
     previous_duration_sum_us: u64,
+    /// The same four sums per zone of the service (the records' destination zone), for a
+    /// side-by-side comparison within zones.
+    #[serde(default)]
+    zones: BTreeMap<String, ZoneSums>,
+}
+
+/// Timed requests and their durations (µs) in one zone over a watch: of the new version and
+/// of the previous one.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+struct ZoneSums {
+    timed: u64,
+    duration_sum_us: u64,
+    previous_timed: u64,
+    previous_duration_sum_us: u64,
+}
+
+/// The previous version's mean latency side by side with the new one, µs, within zones: each
+/// zone's previous mean weighted by the new version's timed requests there (a rollout starts in
+/// one zone, and zones differ: a slower zone must not make the new version look slower).
+/// Over the zones both versions were timed in, when those hold at least `min` of the previous
+/// version's requests and half of the new one's; `None` otherwise.
+fn side_by_side_in_zones(zones: &BTreeMap<String, ZoneSums>, min: u64) -> Option<f64> {
+    let (mut weight, mut sum, mut previous, mut all) = (0u64, 0.0, 0u64, 0u64);
+    for z in zones.values() {
+        all += z.timed;
+        if z.timed == 0 || z.previous_timed == 0 {
+            continue;
+        }
+        weight += z.timed;
+        previous += z.previous_timed;
+        sum += z.timed as f64 * (z.previous_duration_sum_us as f64 / z.previous_timed as f64);
+    }
+    (previous >= min && 2 * weight >= all && weight > 0).then(|| sum / weight as f64)
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -157,6 +284,8 @@ struct Traffic<'a> {
     timed: u64,
     duration_sum_us: u64,
     calls: BTreeMap<&'a str, u64>,
+    /// Timed requests and their durations (µs) by the zone that received them.
+    zones: BTreeMap<&'a str, (u64, u64)>,
 }
 
 /// The deployment-regression detector.
@@ -176,26 +305,55 @@ impl DeployRegression {
     }
 }
 
-/// Per (service, version): its traffic in the window, from the pairs' breakdowns.
-fn traffic(pairs: &[PairWindow]) -> BTreeMap<(&str, &str), Traffic<'_>> {
+/// Per (service, version): its traffic in the window ending at `end_us`, from the pairs'
+/// breakdowns; traffic without a version goes to the version `timeline` says ran then (only
+/// for services it has events of; the part of a pair no breakdown covers, records with no
+/// zone or version at all, counts requests but not their latency).
+fn traffic<'a>(
+    pairs: &'a [PairWindow],
+    timeline: &'a Timeline,
+    end_us: i64,
+) -> BTreeMap<(&'a str, &'a str), Traffic<'a>> {
     let mut t: BTreeMap<(&str, &str), Traffic<'_>> = BTreeMap::new();
     for p in pairs {
         if !is_service(&p.source) || !is_service(&p.destination) {
             continue;
         }
+        let dst_from = timeline.version_in(&p.destination, end_us);
+        let src_from = timeline.version_in(&p.source, end_us);
+        let mut covered = 0;
         for b in &p.breakdown {
-            if let Some(v) = &b.destination_version {
+            covered += b.requests;
+            if let Some(v) = b.destination_version.as_deref().or(dst_from) {
                 let e = t.entry((&p.destination, v)).or_default();
                 e.received += b.requests;
                 e.timed += b.timed;
                 e.duration_sum_us = e.duration_sum_us.saturating_add(b.duration_sum_us);
+                if let Some(z) = &b.destination_zone {
+                    let zs = e.zones.entry(z).or_default();
+                    zs.0 += b.timed;
+                    zs.1 = zs.1.saturating_add(b.duration_sum_us);
+                }
             }
-            if let Some(v) = &b.source_version {
+            if let Some(v) = b.source_version.as_deref().or(src_from) {
                 *t.entry((&p.source, v))
                     .or_default()
                     .calls
                     .entry(&p.destination)
                     .or_default() += b.requests;
+            }
+        }
+        let rest = p.requests.saturating_sub(covered);
+        if rest > 0 {
+            if let Some(v) = dst_from {
+                t.entry((&p.destination, v)).or_default().received += rest;
+            }
+            if let Some(v) = src_from {
+                *t.entry((&p.source, v))
+                    .or_default()
+                    .calls
+                    .entry(&p.destination)
+                    .or_default() += rest;
             }
         }
     }
@@ -266,7 +424,7 @@ impl SignatureDetector for DeployRegression {
     fn judge(&mut self, view: &WindowView<'_>, out: &mut Vec<Finding>) {
         let s = self.spec.clone();
         let w = view.window;
-        let traffic = traffic(view.pairs);
+        let traffic = traffic(view.pairs, &s.timeline, w.end_us);
         // new versions start a watch
         for (&(svc, ver), t) in &traffic {
             if t.received == 0 {
@@ -292,6 +450,7 @@ impl SignatureDetector for DeployRegression {
                     duration_sum_us: 0,
                     previous_timed: 0,
                     previous_duration_sum_us: 0,
+                    zones: BTreeMap::new(),
                 });
             }
             if service.versions.len() >= MAX_VERSIONS
@@ -334,6 +493,16 @@ impl SignatureDetector for DeployRegression {
             if let Some(old) = traffic.get(&(svc.as_str(), watch.previous.as_str())) {
                 watch.previous_timed += old.timed;
                 watch.previous_duration_sum_us += old.duration_sum_us;
+                for (z, (n, d)) in &old.zones {
+                    let zs = watch.zones.entry((*z).to_owned()).or_default();
+                    zs.previous_timed += n;
+                    zs.previous_duration_sum_us = zs.previous_duration_sum_us.saturating_add(*d);
+                }
+            }
+            for (z, (n, d)) in &now.zones {
+                let zs = watch.zones.entry((*z).to_owned()).or_default();
+                zs.timed += n;
+                zs.duration_sum_us = zs.duration_sum_us.saturating_add(*d);
             }
             let watch = watch.clone();
             if now.received < s.min_requests {
@@ -355,7 +524,9 @@ impl SignatureDetector for DeployRegression {
             // of the windows' means, because one request that hit a pause (a garbage
             // collection, 50–300 ms) doubles the mean of a window of a hundred
             let latency = lower_median(&watch.means_us);
-            let reference = if watch.previous_timed >= s.min_requests {
+            let reference = if let Some(z) = side_by_side_in_zones(&watch.zones, s.min_requests) {
+                z.max(prev.latency_us)
+            } else if watch.previous_timed >= s.min_requests {
                 let side_by_side =
                     watch.previous_duration_sum_us as f64 / watch.previous_timed as f64;
                 side_by_side.max(prev.latency_us)
@@ -557,6 +728,10 @@ impl SignatureDetector for DeployRegression {
                 if first {
                     v.latency_us = x;
                 } else {
+                    // weighted by requests, not windows: a quiet service's few requests a
+                    // window, with a long tail, give a mean that swings widely; its level and
+                    // spread are those of its last LATENCY_MEMORY requests or so
+                    let a = (t.timed as f64 / LATENCY_MEMORY).clamp(PATTERN_ALPHA / 10.0, 1.0);
                     let d = x - v.latency_us;
                     v.latency_var += a * (t.timed as f64 * d * d - v.latency_var);
                     v.latency_us += a * d;
@@ -625,6 +800,103 @@ mod tests {
         );
         let same = BTreeMap::from([("cache", 100), ("db", 50), ("old", 30)]);
         assert!(pattern_changes(&before, &same, 100, 1.5, 1e-4).is_empty());
+    }
+
+    fn event(service: &str, version: &str, at_us: i64, previous: Option<&str>) -> DeploymentEvent {
+        DeploymentEvent {
+            service: service.into(),
+            version: version.into(),
+            at_us,
+            previous_version: previous.map(Into::into),
+        }
+    }
+
+    #[test]
+    fn a_timeline_gives_the_version_running_in_a_window() {
+        let t = Timeline::new(&[
+            event("cart", "v2", 100, Some("v1")),
+            event("pricing", "p2", 50, None),
+            event("cart", "v1", 300, Some("v2")), // the rollback
+        ]);
+        // a window takes the version whose rollout started before its end
+        assert_eq!(t.version_in("cart", 100), Some("v1"));
+        assert_eq!(t.version_in("cart", 101), Some("v2"));
+        assert_eq!(t.version_in("cart", 300), Some("v2"));
+        assert_eq!(t.version_in("cart", 301), Some("v1"));
+        assert_eq!(t.version_in("pricing", 10), Some(PREVIOUS));
+        assert_eq!(t.version_in("pricing", 51), Some("p2"));
+        assert_eq!(t.version_in("search", 51), None);
+    }
+
+    #[test]
+    fn traffic_without_versions_goes_to_the_timelines_version() {
+        use crate::signatures::generic::tests::pw;
+        use schemas::Breakdown;
+        // window 0 ([0, 10 s)); web → cart: 10 requests, 6 with zones but no version (timed:
+        // 60 µs), 4 with neither
+        let mut p = pw(0, "web", "cart", 10, 0, 100);
+        p.breakdown = vec![Breakdown {
+            source_zone: Some("a".into()),
+            destination_zone: Some("a".into()),
+            requests: 6,
+            timed: 6,
+            duration_sum_us: 60,
+            ..Breakdown::default()
+        }];
+        // cart → cache: 30 calls, 5 of them by a version the records name
+        let mut q = pw(0, "cart", "cache", 30, 0, 100);
+        q.breakdown = vec![Breakdown {
+            source_version: Some("v3".into()),
+            requests: 5,
+            ..Breakdown::default()
+        }];
+        let pairs = [p, q];
+        let end = 10_000_000;
+        let none = Timeline::default();
+        let without: Vec<_> = traffic(&pairs, &none, end).into_keys().collect();
+        assert_eq!(without, [("cart", "v3")]);
+        let t = Timeline::new(&[event("cart", "v2", 5_000_000, Some("v1"))]);
+        let got = traffic(&pairs, &t, end);
+        let v2 = &got[&("cart", "v2")];
+        assert_eq!((v2.received, v2.timed, v2.duration_sum_us), (10, 6, 60));
+        assert_eq!(v2.calls.get("cache"), Some(&25));
+        // the records' own version wins
+        assert_eq!(got[&("cart", "v3")].calls.get("cache"), Some(&5));
+        // web has no event: nothing of it
+        assert!(!got.keys().any(|(s, _)| *s == "web"));
+        // a window that ended before the rollout: the previous version
+        assert!(traffic(&pairs, &t, 5_000_000).contains_key(&("cart", "v1")));
+    }
+
+    #[test]
+    fn side_by_side_compares_within_zones() {
+        let z = |timed, mean, previous_timed, previous_mean| ZoneSums {
+            timed,
+            duration_sum_us: timed * mean,
+            previous_timed,
+            previous_duration_sum_us: previous_timed * previous_mean,
+        };
+        // the new version runs in zone a only (15 ms, as the previous one there); the
+        // previous one is 15 ms in a and 5 ms in b: overall 10 ms, within zones 15 ms
+        let zones = BTreeMap::from([
+            ("a".to_owned(), z(30, 15_000, 20, 15_000)),
+            ("b".to_owned(), z(0, 0, 20, 5_000)),
+        ]);
+        assert_eq!(side_by_side_in_zones(&zones, 5), Some(15_000.0));
+        // weighted by the new version's requests: 30 in a, 10 in b
+        let zones = BTreeMap::from([
+            ("a".to_owned(), z(30, 15_000, 20, 15_000)),
+            ("b".to_owned(), z(10, 5_000, 20, 5_000)),
+        ]);
+        assert_eq!(side_by_side_in_zones(&zones, 5), Some(12_500.0));
+        // too few of the previous version's requests in the shared zones
+        assert_eq!(side_by_side_in_zones(&zones, 41), None);
+        // most of the new version's requests where the previous one was not timed
+        let zones = BTreeMap::from([
+            ("a".to_owned(), z(10, 15_000, 20, 15_000)),
+            ("c".to_owned(), z(30, 15_000, 0, 0)),
+        ]);
+        assert_eq!(side_by_side_in_zones(&zones, 5), None);
     }
 
     #[test]
