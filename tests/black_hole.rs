@@ -23,6 +23,30 @@ fn replay_landscape_with(logs: &str, config: &str) -> (Vec<serde_json::Value>, S
     ])
 }
 
+/// Start of a document's window, µs.
+fn start(d: &serde_json::Value) -> i64 {
+    d["window"]["start_us"].as_i64().unwrap()
+}
+
+/// The first of `docs`' findings, checking that every finding is on `inventory`, none before
+/// `at_us`, and the first a black hole in the window starting at `at_us`.
+fn first_black_hole<'a>(
+    docs: &'a [serde_json::Value],
+    stderr: &str,
+    at_us: i64,
+) -> &'a serde_json::Value {
+    let findings = of_kind(docs, "finding");
+    assert!(!findings.is_empty(), "no finding; stderr:\n{stderr}");
+    for f in &findings {
+        assert_eq!(f["subject"]["node"], "inventory", "unexpected finding {f}");
+        assert!(start(f) >= at_us, "finding before the black hole: {f}");
+    }
+    let first = findings.into_iter().min_by_key(|f| start(f)).unwrap();
+    assert_eq!(start(first), at_us, "not in the first bad window: {first}");
+    assert_eq!(first["signature"], "black-hole");
+    first
+}
+
 /// 10 s windows; the black hole starts at 120 s, i.e. with the 13th window.
 #[test]
 fn black_hole_is_found_in_its_first_window_with_backpressure_on_its_callers() {
@@ -30,24 +54,8 @@ fn black_hole_is_found_in_its_first_window_with_backpressure_on_its_callers() {
     assert!(stderr.contains("rejected  0"), "{stderr}");
     assert!(stderr.contains("late      0"), "{stderr}");
 
-    let start = |d: &serde_json::Value| d["window"]["start_us"].as_i64().unwrap();
     let black_hole_start_us = (BASE_SECS + 120) * 1_000_000;
-    let findings = of_kind(&docs, "finding");
-    assert!(!findings.is_empty(), "no finding; stderr:\n{stderr}");
-    for f in &findings {
-        assert_eq!(f["subject"]["node"], "inventory", "unexpected finding {f}");
-        assert!(
-            start(f) >= black_hole_start_us,
-            "finding before the black hole: {f}"
-        );
-    }
-    let first = findings.iter().min_by_key(|f| start(f)).unwrap();
-    assert_eq!(
-        start(first),
-        black_hole_start_us,
-        "not in the first bad window: {first}"
-    );
-    assert_eq!(first["signature"], "black-hole");
+    let first = first_black_hole(&docs, &stderr, black_hole_start_us);
     let mut callers: Vec<&str> = first["callers"]
         .as_array()
         .unwrap()
@@ -135,17 +143,8 @@ fn a_tcp_black_hole_is_found_by_bytes_in_and_nothing_out() {
     );
     let (docs, stderr) = replay_landscape(&logs);
     assert!(stderr.contains("rejected  0"), "{stderr}");
-    let start = |d: &serde_json::Value| d["window"]["start_us"].as_i64().unwrap();
     let black_hole_start_us = (BASE_SECS + 120) * 1_000_000;
-    let findings = of_kind(&docs, "finding");
-    assert!(!findings.is_empty(), "no finding; stderr:\n{stderr}");
-    for f in &findings {
-        assert_eq!(f["subject"]["node"], "inventory", "unexpected finding {f}");
-        assert!(start(f) >= black_hole_start_us, "finding before it: {f}");
-    }
-    let first = findings.iter().min_by_key(|f| start(f)).unwrap();
-    assert_eq!(start(first), black_hole_start_us, "{first}");
-    assert_eq!(first["signature"], "black-hole");
+    first_black_hole(&docs, &stderr, black_hole_start_us);
 
     // before it, every connection was answered: no errors; in it, none is
     let pairs = of_kind(&docs, "pair-window");

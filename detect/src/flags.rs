@@ -118,22 +118,36 @@ pub(crate) fn classify(flags: &str) -> u8 {
     class
 }
 
-/// The class of each value of a `response_flags` dictionary (index = dictionary key).
-pub(crate) fn classify_dictionary(dict: &DictionaryArray<Int32Type>) -> Result<Vec<u8>> {
+/// `f` of each value of a dictionary of strings (index = dictionary key; `None` for a null).
+///
+/// # Errors
+/// [`schemas::Error::Schema`] naming `column` when the dictionary's values are not strings.
+fn map_dictionary<T>(
+    dict: &DictionaryArray<Int32Type>,
+    column: &str,
+    f: impl Fn(Option<&str>) -> T,
+) -> Result<Vec<T>> {
     let values = dict.values().as_string_opt::<i32>().ok_or_else(|| {
-        schemas::Error::Schema(
-            "flow-record column \"response_flags\" does not have Utf8 dictionary values".into(),
-        )
+        schemas::Error::Schema(format!(
+            "flow-record column {column:?} does not have Utf8 dictionary values"
+        ))
     })?;
     Ok((0..values.len())
-        .map(|i| {
-            if values.is_null(i) {
-                NONE
-            } else {
-                classify(values.value(i))
-            }
-        })
+        .map(|i| f((!values.is_null(i)).then(|| values.value(i))))
         .collect())
+}
+
+/// The class of each value of a `response_flags` dictionary (index = dictionary key).
+pub(crate) fn classify_dictionary(dict: &DictionaryArray<Int32Type>) -> Result<Vec<u8>> {
+    map_dictionary(dict, "response_flags", |v| v.map_or(NONE, classify))
+}
+
+/// Whether each value of a `protocol` dictionary is `tcp` (index = dictionary key).
+///
+/// # Errors
+/// [`schemas::Error::Schema`] when the dictionary's values are not strings.
+pub(crate) fn tcp_dictionary(dict: &DictionaryArray<Int32Type>) -> Result<Vec<bool>> {
+    map_dictionary(dict, "protocol", |v| v == Some("tcp"))
 }
 
 /// [`blame`] with the flags already classified.
@@ -157,21 +171,6 @@ pub(crate) fn blame_class(status: Option<u16>, class: u8, duration_us: Option<u6
     } else {
         Blame::Nobody
     }
-}
-
-/// Whether each value of a `protocol` dictionary is `tcp` (index = dictionary key).
-///
-/// # Errors
-/// [`schemas::Error::Schema`] when the dictionary's values are not strings.
-pub(crate) fn tcp_dictionary(dict: &DictionaryArray<Int32Type>) -> Result<Vec<bool>> {
-    let values = dict.values().as_string_opt::<i32>().ok_or_else(|| {
-        schemas::Error::Schema(
-            "flow-record column \"protocol\" does not have Utf8 dictionary values".into(),
-        )
-    })?;
-    Ok((0..values.len())
-        .map(|i| !values.is_null(i) && values.value(i) == "tcp")
-        .collect())
 }
 
 /// The class of a record whose flags classified as `class`: [`UNANSWERED`] for a TCP proxy
