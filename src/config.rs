@@ -367,32 +367,60 @@ struct DeploymentLine {
 }
 
 /// Reads a deploy history: one JSON object per line, `{"service", "version", "at" (RFC 3339,
-/// UTC), "previous_version" (optional)}`; other fields are ignored, blank lines skipped.
+/// UTC), "previous_version" (optional)}`; other fields are ignored, blank lines and lines
+/// starting with `#` skipped.
 ///
 /// # Errors
-/// The file can't be read, or a line is not such an object (named by file and line number).
+/// The file can't be read, or a line is not such an object (named by file and line number,
+/// with the field at fault).
 pub fn read_deployments(
     path: &Path,
 ) -> anyhow::Result<Vec<detect::signatures::deploy::DeploymentEvent>> {
+    const SHAPE: &str = r#"expected one JSON object per line, {"service": …, "version": …, "at": "2026-01-05T01:06:02Z", "previous_version": … (optional)}"#;
+    anyhow::ensure!(
+        !path.as_os_str().is_empty(),
+        "the path is empty (leave the key out for no deploy history)"
+    );
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("reading deploy history {}", path.display()))?;
+    let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
     let mut events = Vec::new();
     for (i, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
+        let trimmed = line.trim();
+        if trimmed.is_empty() || trimmed.starts_with('#') {
             continue;
         }
         let at = || format!("{}:{}", path.display(), i + 1);
-        let d: DeploymentLine = serde_json::from_str(line).with_context(at)?;
-        let t = humantime::parse_rfc3339(&d.at)
-            .with_context(|| format!("{}: \"at\" {:?}", at(), d.at))?;
+        let d: DeploymentLine = serde_json::from_str(line).map_err(|e| {
+            // serde's "at line 1 column N" is within the line: the file's line is named
+            let msg = e.to_string();
+            let msg = msg.rfind(" at line ").map_or(msg.as_str(), |k| &msg[..k]);
+            anyhow::anyhow!("{}: {msg}; {SHAPE}", at())
+        })?;
+        for (field, value) in [("service", Some(&d.service)), ("version", Some(&d.version))]
+            .into_iter()
+            .chain([("previous_version", d.previous_version.as_ref())])
+        {
+            if let Some(v) = value {
+                anyhow::ensure!(
+                    !v.is_empty() && !v.chars().any(char::is_control),
+                    "{}: {field} {v:?} is empty or holds a control character",
+                    at()
+                );
+            }
+        }
+        let t = humantime::parse_rfc3339(&d.at).map_err(|e| {
+            anyhow::anyhow!(
+                "{}: \"at\" {:?}: {e}; expected RFC 3339 in UTC, e.g. 2026-01-05T01:06:02Z",
+                at(),
+                d.at
+            )
+        })?;
         let at_us = t
             .duration_since(std::time::UNIX_EPOCH)
             .ok()
             .and_then(|x| i64::try_from(x.as_micros()).ok())
             .with_context(|| format!("{}: \"at\" {:?} is before 1970", at(), d.at))?;
-        if d.service.is_empty() || d.version.is_empty() {
-            anyhow::bail!("{}: \"service\" and \"version\" must not be empty", at());
-        }
         events.push(detect::signatures::deploy::DeploymentEvent {
             service: d.service,
             version: d.version,
@@ -400,5 +428,13 @@ pub fn read_deployments(
             previous_version: d.previous_version,
         });
     }
+    let services: std::collections::BTreeSet<&str> =
+        events.iter().map(|e| e.service.as_str()).collect();
+    tracing::info!(
+        "deploy history {}: {} deployments of {} services",
+        path.display(),
+        events.len(),
+        services.len()
+    );
     Ok(events)
 }

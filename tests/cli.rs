@@ -93,6 +93,17 @@ fn a_deploy_history_is_read_and_a_bad_line_named() {
     let bad_line = format!("deployments.jsonl:{}", lines.len() + 1);
     assert!(stderr.contains(&bad_line), "{stderr}");
     assert!(stderr.contains("yesterday"), "{stderr}");
+
+    // names never hold control characters: a version that would colour a terminal is refused
+    write(
+        &history,
+        "{\"service\":\"cart\",\"version\":\"v9\\u001b[31m\",\"at\":\"2026-01-05T01:00:00Z\"}\n",
+    );
+    let out = graywatch(&["validate", "-c", config.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("deployments.jsonl:1"), "{stderr}");
+    assert!(stderr.contains("control character"), "{stderr}");
 }
 
 #[test]

@@ -50,9 +50,9 @@
 //! destination wins over the source, and the source over nobody (`UT,DC` is a timeout).
 //!
 //! A TCP proxy connection (protocol `tcp`, no status) with no flag this table names counts
-//! against the destination when it carried request bytes and got none back: **bytes in,
-//! nothing out** (the aggregation applies this rule, which needs the record's protocol and
-//! bytes; [`blame`] sees only status, flags and duration).
+//! against the destination when it carried request bytes, got none back and lasted at least
+//! [`ABANDON_WAIT_US`]: **bytes in, nothing out** (the aggregation applies this rule, which
+//! needs the record's protocol and bytes; [`blame`] sees only status, flags and duration).
 
 use arrow::array::{Array, AsArray, DictionaryArray};
 use arrow::datatypes::Int32Type;
@@ -175,26 +175,37 @@ pub(crate) fn blame_class(status: Option<u16>, class: u8, duration_us: Option<u6
 
 /// The class of a record whose flags classified as `class`: [`UNANSWERED`] for a TCP proxy
 /// connection (`tcp`) with no flag this table names and no status, that carried request bytes
-/// (`bytes_received` > 0) and got no byte back (`bytes_sent` = 0): bytes in, nothing out, what
-/// a TCP service that accepts connections and never answers looks like from its callers. The
-/// destination's failure, so a TCP black hole's callers see its ok ratio collapse as HTTP
-/// callers see timeouts. Otherwise `class`.
+/// (`bytes_received` > 0), got no byte back (`bytes_sent` = 0) and lasted at least
+/// [`ABANDON_WAIT_US`]: bytes in, nothing out, what a TCP service that accepts connections and
+/// never answers looks like from its callers. The destination's failure, so a TCP black
+/// hole's callers see its ok ratio collapse as HTTP callers see timeouts. A connection the
+/// client closed sooner (a sender that pushes a few bytes and hangs up, a health check) gave
+/// the destination no chance, as for `DC`: not an error. Otherwise `class`.
 ///
-/// What it can't tell apart: a one-way protocol (a sender that never expects an answer): its
-/// pair's error ratio is 1 in every window, so nothing about it changes and nothing fires on it.
+/// What it can't see or tell apart:
+/// - a one-way protocol whose connections last (a log or metrics stream): its pair's error
+///   ratio is 1 in every window, so nothing about it changes and nothing fires on it;
+/// - a server-speaks-first protocol (MySQL, SMTP, FTP): its client sends nothing before the
+///   greeting, so a silent server shows as 0 bytes both ways and only its latency changes;
+/// - Envoy's intermediate TCP access-log entries (`flush_access_log_on_connected`,
+///   `access_log_flush_interval`): without `%ACCESS_LOG_TYPE%` in the format they read as
+///   whole connections; log the final entry only;
+/// - connections that outlast `allowed-lateness` arrive late (their start is the
+///   connection's), as any long request does.
 #[inline]
 pub(crate) fn unanswered_tcp(
     class: u8,
     tcp: bool,
     status: Option<u16>,
-    bytes_received: u64,
-    bytes_sent: u64,
+    (bytes_received, bytes_sent): (u64, u64),
+    duration_us: Option<u64>,
 ) -> u8 {
     if class == NONE
         && tcp
         && status.is_none_or(|s| s == 0)
         && bytes_received > 0
         && bytes_sent == 0
+        && duration_us.is_some_and(|d| d >= ABANDON_WAIT_US)
     {
         UNANSWERED
     } else {
@@ -258,6 +269,34 @@ mod tests {
     use super::*;
 
     const SECOND: Option<u64> = Some(1_000_000);
+
+    #[test]
+    fn a_tcp_connection_is_unanswered_when_bytes_went_in_none_came_out_for_a_second() {
+        let unanswered = |tcp, bytes, duration_us| {
+            blame_class(
+                None,
+                unanswered_tcp(NONE, tcp, None, bytes, duration_us),
+                duration_us,
+            )
+        };
+        assert_eq!(
+            unanswered(true, (120, 0), Some(10_000_000)),
+            Blame::Destination
+        );
+        assert_eq!(unanswered(true, (120, 0), SECOND), Blame::Destination);
+        // the client hung up within a second, or sent nothing, or got an answer
+        assert_eq!(unanswered(true, (120, 0), Some(999_999)), Blame::Nobody);
+        assert_eq!(unanswered(true, (120, 0), None), Blame::Nobody);
+        assert_eq!(unanswered(true, (0, 0), Some(10_000_000)), Blame::Nobody);
+        assert_eq!(unanswered(true, (120, 1), Some(10_000_000)), Blame::Nobody);
+        // HTTP: its status and flags say
+        assert_eq!(unanswered(false, (120, 0), Some(10_000_000)), Blame::Nobody);
+        // a flag keeps its own verdict
+        assert_eq!(
+            unanswered_tcp(classify("DC"), true, None, (120, 0), Some(10_000_000)),
+            classify("DC")
+        );
+    }
 
     #[test]
     fn every_destination_flag_is_an_error_without_status() {

@@ -1034,12 +1034,13 @@ impl PairAggregator {
                     .copied()
                     .unwrap_or(false),
             };
+            let duration = match duration_nulls {
+                Some(n) if n.is_null(row) => None,
+                _ => Some(durations[row]),
+            };
             let r = Row {
                 start,
-                duration: match duration_nulls {
-                    Some(n) if n.is_null(row) => None,
-                    _ => Some(durations[row]),
-                },
+                duration,
                 src: sources.id(row, &mut self.interner),
                 dst: destinations.id(row, &mut self.interner),
                 status,
@@ -1047,8 +1048,8 @@ impl PairAggregator {
                     class,
                     is_tcp,
                     status,
-                    bytes_received[row],
-                    bytes_sent[row],
+                    (bytes_received[row], bytes_sent[row]),
+                    duration,
                 ),
                 bytes_in: bytes_received[row],
                 bytes_out: bytes_sent[row],
@@ -1493,8 +1494,8 @@ impl PairAggregator {
                         .map_or(flags::NONE, flags::classify),
                     record.protocol.as_deref() == Some("tcp"),
                     record.status,
-                    record.bytes_received,
-                    record.bytes_sent,
+                    (record.bytes_received, record.bytes_sent),
+                    record.duration_us,
                 ),
                 bytes_in: record.bytes_received,
                 bytes_out: record.bytes_sent,

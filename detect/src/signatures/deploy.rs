@@ -114,7 +114,8 @@ pub struct DeploymentEvent {
     pub service: String,
     /// The version rolled out.
     pub version: String,
-    /// When the rollout started, µs since the Unix epoch (UTC).
+    /// When the rollout started, µs since the Unix epoch (UTC). The start, not the end: the
+    /// window it falls in is the first counted as the new version's.
     pub at_us: i64,
     /// The version it replaces, when known.
     pub previous_version: Option<String>,
