@@ -14,8 +14,9 @@ use schemas::{Latency, NodeWindow, PairWindow, SCHEMA_VERSION, Window};
 const T0: i64 = 1_700_000_000_000_000;
 const L: i64 = 10_000_000;
 
-/// `n` pairs `svc-i → svc-(i+1)` in window `k`: 100 requests, p50 2 ms (×4 for every 97th
-/// pair in window 20: slow pairs for the rule to find).
+/// `n` pairs `svc-i → svc-(i+1)` in window `k`: 100 requests, p50 2 ms (×5 for every 97th
+/// pair in window 20: slow pairs for the rule to find, 8 σ above the baseline with the
+/// latency spread's floor of 1 ms).
 fn pairs(n: usize, k: i64) -> Vec<PairWindow> {
     let window = Window {
         start_us: T0 + k * L,
@@ -24,7 +25,7 @@ fn pairs(n: usize, k: i64) -> Vec<PairWindow> {
     let mut v: Vec<PairWindow> = (0..n)
         .map(|i| {
             let p50 = if k == 20 && i % 97 == 0 {
-                8_000
+                10_000
             } else {
                 2_000 + (k as u64 % 3) * 10
             };
