@@ -355,8 +355,9 @@ mod tests {
     }
 }
 
-/// One line of a deploy history file, as written (see [`detect::signatures::deploy::DeploymentEvent`]).
-#[derive(Deserialize)]
+/// One line of a deploy history file, as written (see
+/// [`detect::signatures::deploy::DeploymentEvent`]).
+#[derive(Deserialize, serde::Serialize)]
 struct DeploymentLine {
     service: String,
     version: String,
@@ -364,6 +365,20 @@ struct DeploymentLine {
     at: String,
     #[serde(default)]
     previous_version: Option<String>,
+}
+
+/// `e` as a line of a deploy history file (what [`read_deployments`] reads), without the
+/// newline.
+pub fn deployment_line(e: &detect::signatures::deploy::DeploymentEvent) -> String {
+    let at = std::time::UNIX_EPOCH
+        + std::time::Duration::from_micros(u64::try_from(e.at_us).unwrap_or(0));
+    let line = DeploymentLine {
+        service: e.service.clone(),
+        version: e.version.clone(),
+        at: humantime::format_rfc3339(at).to_string(),
+        previous_version: e.previous_version.clone(),
+    };
+    serde_json::to_string(&line).expect("strings serialize")
 }
 
 /// Reads a deploy history: one JSON object per line, `{"service", "version", "at" (RFC 3339,
@@ -397,10 +412,11 @@ pub fn read_deployments(
             let msg = msg.rfind(" at line ").map_or(msg.as_str(), |k| &msg[..k]);
             anyhow::anyhow!("{}: {msg}; {SHAPE}", at())
         })?;
-        for (field, value) in [("service", Some(&d.service)), ("version", Some(&d.version))]
-            .into_iter()
-            .chain([("previous_version", d.previous_version.as_ref())])
-        {
+        for (field, value) in [
+            ("service", Some(&d.service)),
+            ("version", Some(&d.version)),
+            ("previous_version", d.previous_version.as_ref()),
+        ] {
             if let Some(v) = value {
                 anyhow::ensure!(
                     !v.is_empty() && !v.chars().any(char::is_control),

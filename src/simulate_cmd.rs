@@ -87,15 +87,8 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
     if let Some(path) = &args.deployments {
         let mut text = String::new();
         for e in sim.truth().deployments() {
-            let at = std::time::UNIX_EPOCH
-                + std::time::Duration::from_micros(u64::try_from(e.at_us).unwrap_or(0));
-            let line = serde_json::json!({
-                "service": e.service,
-                "version": e.version,
-                "at": humantime::format_rfc3339(at).to_string(),
-                "previous_version": e.previous_version,
-            });
-            text += &format!("{line}\n");
+            text += &graywatch::config::deployment_line(&e);
+            text.push('\n');
         }
         std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
     }

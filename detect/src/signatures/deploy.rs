@@ -25,18 +25,18 @@
 //!
 //! *S@v slower*: the lower median of its windows' mean latencies since the watch began is at
 //! least `latency-factor` × the previous version's mean latency — what it was (an EWMA over
-//! its last thousand requests or so), or, when more, what it is in the same windows side by side while both run (once
-//! the previous version has `min-requests` of them: a slow shared dependency slows both),
-//! within zones when the records name them (each zone's previous mean weighted by the new
-//! version's requests there: a rollout starts in one zone, and a slower zone is not a slower
-//! version) —
-//! and the watch's pooled mean is that high with P ≤ `max-tail-probability` (normal, by the
-//! central limit theorem, with the previous version's spread of one request, at least its
-//! mean). A median of windows, because one request that hits a pause of a few hundred ms
-//! doubles the mean of a window of a hundred: a version is slower when most of its windows
-//! are, and from its second window on, one slow window is not enough. A version that calls as
-//! its predecessor did and is slow along with its dependencies waits on them: a benign
-//! deployment during someone else's incident is not blamed.
+//! its last thousand requests or so), or, when more, what it is in the same windows side by
+//! side while both run (once the previous version has `min-requests` of them: a slow shared
+//! dependency slows both), within zones when the records name them (each zone's previous mean
+//! weighted by the new version's requests there: a rollout starts in one zone, and a slower
+//! zone is not a slower version) — and the watch's pooled mean is that high with P ≤
+//! `max-tail-probability` (normal, by the central limit theorem, with the previous version's
+//! spread of one request, at least its mean). A median of windows, because one request that
+//! hits a pause of a few hundred ms doubles the mean of a window of a hundred: a version is
+//! slower when most of its windows are, and from its second window on, one slow window is not
+//! enough. A version that calls as its predecessor did and is slow along with its
+//! dependencies waits on them: a benign deployment during someone else's incident is not
+//! blamed.
 //!
 //! The finding names the service and version (subject), the previous version, and how the
 //! call pattern changed (related: `suspect-version`, `previous-version`, `destination` /
@@ -57,10 +57,10 @@
 //! is no side-by-side latency. Records that carry a version keep it: they win over events.
 //!
 //! What it can't see: versions neither the records nor the events carry (map them with
-//! `[mapping]` rules, log the peer metadata, or give the deploy history), regressions that show after the watch, or inside the service with
-//! no effect on its calls and latency, a version that calls as before and slows while its
-//! dependencies are slow too (it is taken to wait on them), and a rollout too small for
-//! `min-requests`.
+//! `[mapping]` rules, log the peer metadata, or give the deploy history), regressions that
+//! show after the watch, or inside the service with no effect on its calls and latency, a
+//! version that calls as before and slows while its dependencies are slow too (it is taken
+//! to wait on them), and a rollout too small for `min-requests`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -151,11 +151,6 @@ impl Timeline {
         Timeline { services }
     }
 
-    /// Whether no service has an event.
-    pub fn is_empty(&self) -> bool {
-        self.services.is_empty()
-    }
-
     /// The version `service` runs in the window ending at `end_us` (the last event starting
     /// before it), `None` for a service with no event.
     pub fn version_in(&self, service: &str, end_us: i64) -> Option<&str> {
@@ -235,18 +230,17 @@ struct Watch {
     previous_timed: u64,
     #[serde(default)]
     previous_duration_sum_us: u64,
-    /// The same four sums per zone of the service (the records' destination zone), for a
-    /// side-by-side comparison within zones.
+    /// The same sums per zone of the service (the records' destination zone), but the new
+    /// version's durations, for a side-by-side comparison within zones.
     #[serde(default)]
     zones: BTreeMap<String, ZoneSums>,
 }
 
-/// Timed requests and their durations (µs) in one zone over a watch: of the new version and
-/// of the previous one.
+/// One zone over a watch: the new version's timed requests, and the previous version's timed
+/// requests and their durations (µs).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 struct ZoneSums {
     timed: u64,
-    duration_sum_us: u64,
     previous_timed: u64,
     previous_duration_sum_us: u64,
 }
@@ -500,10 +494,8 @@ impl SignatureDetector for DeployRegression {
                     zs.previous_duration_sum_us = zs.previous_duration_sum_us.saturating_add(*d);
                 }
             }
-            for (z, (n, d)) in &now.zones {
-                let zs = watch.zones.entry((*z).to_owned()).or_default();
-                zs.timed += n;
-                zs.duration_sum_us = zs.duration_sum_us.saturating_add(*d);
+            for (z, (n, _)) in &now.zones {
+                watch.zones.entry((*z).to_owned()).or_default().timed += n;
             }
             let watch = watch.clone();
             if now.received < s.min_requests {
@@ -871,31 +863,30 @@ mod tests {
 
     #[test]
     fn side_by_side_compares_within_zones() {
-        let z = |timed, mean, previous_timed, previous_mean| ZoneSums {
+        let z = |timed, previous_timed, previous_mean| ZoneSums {
             timed,
-            duration_sum_us: timed * mean,
             previous_timed,
             previous_duration_sum_us: previous_timed * previous_mean,
         };
         // the new version runs in zone a only (15 ms, as the previous one there); the
         // previous one is 15 ms in a and 5 ms in b: overall 10 ms, within zones 15 ms
         let zones = BTreeMap::from([
-            ("a".to_owned(), z(30, 15_000, 20, 15_000)),
-            ("b".to_owned(), z(0, 0, 20, 5_000)),
+            ("a".to_owned(), z(30, 20, 15_000)),
+            ("b".to_owned(), z(0, 20, 5_000)),
         ]);
         assert_eq!(side_by_side_in_zones(&zones, 5), Some(15_000.0));
         // weighted by the new version's requests: 30 in a, 10 in b
         let zones = BTreeMap::from([
-            ("a".to_owned(), z(30, 15_000, 20, 15_000)),
-            ("b".to_owned(), z(10, 5_000, 20, 5_000)),
+            ("a".to_owned(), z(30, 20, 15_000)),
+            ("b".to_owned(), z(10, 20, 5_000)),
         ]);
         assert_eq!(side_by_side_in_zones(&zones, 5), Some(12_500.0));
         // too few of the previous version's requests in the shared zones
         assert_eq!(side_by_side_in_zones(&zones, 41), None);
         // most of the new version's requests where the previous one was not timed
         let zones = BTreeMap::from([
-            ("a".to_owned(), z(10, 15_000, 20, 15_000)),
-            ("c".to_owned(), z(30, 15_000, 0, 0)),
+            ("a".to_owned(), z(10, 20, 15_000)),
+            ("c".to_owned(), z(30, 0, 0)),
         ]);
         assert_eq!(side_by_side_in_zones(&zones, 5), None);
     }
