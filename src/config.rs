@@ -337,6 +337,15 @@ mod tests {
             "config defaults: scale-out.state-topic: \"f\" is also kafka.outputs.findings"
         );
         let e = err(&kafka(
+            "[kafka.client]\n\"statistics.interval.ms\" = \"0\"\n[[kafka.inputs]]\ntopic = \"logs\"\nformat = \"envoy\"",
+        ));
+        assert!(
+            e.starts_with(
+                "config defaults: kafka.client.\"statistics.interval.ms\": is 0: graywatch reads"
+            ),
+            "{e}"
+        );
+        let e = err(&kafka(
             "[kafka.consumer]\n\"sesion.timeout.ms\" = \"6000\"\n[[kafka.inputs]]\ntopic = \"logs\"\nformat = \"envoy\"",
         ));
         assert!(

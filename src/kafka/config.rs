@@ -194,6 +194,17 @@ pub struct Properties {
     pub producer: BTreeMap<String, String>,
 }
 
+impl Properties {
+    /// The consumer's value of `key` as the user set it (`[kafka.consumer]` over
+    /// `[kafka.client]`), `None` when unset.
+    pub fn consumer_property(&self, key: &str) -> Option<&str> {
+        self.consumer
+            .get(key)
+            .or_else(|| self.all.get(key))
+            .map(String::as_str)
+    }
+}
+
 /// A validated input topic.
 #[derive(Debug, Clone)]
 pub struct KafkaInput {
@@ -213,7 +224,7 @@ impl KafkaConfig {
     /// # Errors
     /// [`KafkaConfigError`] naming the key: empty servers or group, no input, an unknown or
     /// unsupported format, an empty or repeated topic, an output topic that is also an input,
-    /// a `${NAME}` whose variable is not set, partitions < 1.
+    /// a `${NAME}` whose variable is not set, partitions < 1, `statistics.interval.ms` 0.
     pub fn validate(
         &self,
         env: impl Fn(&str) -> Option<String>,
@@ -249,6 +260,20 @@ impl KafkaConfig {
             consumer: expand("consumer", &self.consumer)?,
             producer: expand("producer", &self.producer)?,
         };
+        if client.consumer_property("statistics.interval.ms") == Some("0") {
+            let section = if client.consumer.contains_key("statistics.interval.ms") {
+                "consumer"
+            } else {
+                "client"
+            };
+            return Err(bad(
+                &format!("kafka.{section}.\"statistics.interval.ms\""),
+                "is 0: graywatch reads librdkafka's statistics to know whether a broker answers \
+                 and which partitions are caught up (idle detection); leave it unset (5000) or \
+                 set it below [runtime] idle-timeout"
+                    .into(),
+            ));
+        }
         if self.inputs.is_empty() {
             return Err(bad(
                 "kafka.inputs",

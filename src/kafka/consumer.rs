@@ -13,7 +13,11 @@
 //!
 //! Reading the partition again from that offset with that watermark rebuilds exactly the
 //! windows that were open (records of closed windows are late again, as they were), so a
-//! partition that moves to another instance takes no half-window with it.
+//! partition that moves to another instance takes no half-window with it. A broker that
+//! keeps no commit metadata (nisshi 0.8.1, the tests' broker, answers every OffsetFetch with
+//! an empty one) leaves the watermark unknown: records that were late for the previous owner
+//! are then aggregated again, and stage 2 refuses their windows as duplicates when it has
+//! seen that partition's mark (`detect::merge`).
 //!
 //! # Where an assigned partition starts
 //!
@@ -23,7 +27,7 @@
 //! - else, something is committed: start empty at the committed offset with its watermark;
 //! - else: start empty at the beginning.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -95,6 +99,29 @@ pub struct Shared {
     pub stage2: HashMap<i32, PartitionState>,
     /// Shutting down: revocations commit nothing more.
     pub closing: bool,
+    /// Assigned partitions that librdkafka's last statistics show caught up (see
+    /// [`caught_up`]): only those may be declared idle.
+    pub caught_up: HashSet<(String, i32)>,
+}
+
+/// Whether a partition's statistics show it caught up: fetching (`fetch_state` `active`),
+/// its next fetch offset at or past the end of what it may read (the last stable offset with
+/// `isolation.level` `read_committed`, librdkafka's default; else the high watermark), and
+/// nothing fetched still queued for the application (`fetchq_cnt` 0; with the consumer's
+/// queues forwarded this counts the whole consumer queue, which errs on the safe side).
+/// Fields per librdkafka's STATISTICS.md. The fetch offset, unlike the application's, moves
+/// past transaction markers, so a transactional topic that went quiet is caught up too.
+///
+/// A partition that is not caught up is being read or waits for its first fetch: its silence
+/// says nothing about its producers, so it must not stop holding the watermark back (as Kafka
+/// Streams' task idling waits for a partition's known lag to be 0, KIP-695).
+pub fn caught_up(p: &rdkafka::statistics::Partition, read_committed: bool) -> bool {
+    let end = if read_committed {
+        p.ls_offset
+    } else {
+        p.hi_offset
+    };
+    p.fetch_state == "active" && end >= 0 && p.next_offset >= end && p.fetchq_cnt == 0
 }
 
 /// Reads the latest stage-2 state of a repartition partition from the state topic (its
@@ -181,6 +208,9 @@ pub struct ConsumerCx {
     pub quiet: Quiet,
     /// With `[scale-out]`: where stage-2 states are.
     pub state: Option<StateReader>,
+    /// The consumer reads committed records only (`isolation.level`, librdkafka's default
+    /// `read_committed`): a partition ends at its last stable offset.
+    pub read_committed: bool,
 }
 
 impl ClientContext for ConsumerCx {
@@ -190,10 +220,14 @@ impl ClientContext for ConsumerCx {
             .values()
             .any(|b| b.state == "UP" && b.nodeid >= 0);
         self.metrics.broker_up.set(i64::from(up));
+        let mut done = HashSet::new();
         for (topic, t) in &stats.topics {
             for (p, part) in &t.partitions {
                 if *p < 0 || !part.desired {
                     continue;
+                }
+                if caught_up(part, self.read_committed) {
+                    done.insert((topic.clone(), *p));
                 }
                 self.metrics
                     .consumer_lag
@@ -204,6 +238,7 @@ impl ClientContext for ConsumerCx {
                     .set(part.consumer_lag.max(0));
             }
         }
+        self.shared.lock().expect("rebalance state lock").caught_up = done;
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
@@ -327,6 +362,13 @@ impl ConsumerCx {
             };
             starts.push((key.0, key.1, start));
         }
+        {
+            // what the statistics said before this assignment is not about its positions
+            let mut shared = self.shared.lock().expect("rebalance state lock");
+            for (topic, partition, _) in &starts {
+                shared.caught_up.remove(&(topic.clone(), *partition));
+            }
+        }
         let mut assignment = TopicPartitionList::new();
         for (topic, partition, start) in &starts {
             let offset = match start {
@@ -408,4 +450,48 @@ fn committed_with_retries(
         "committed offsets unknown: partitions start from the group's offsets without their watermarks"
     );
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A partition's statistics: fetching, next fetch offset `next`, high watermark `hi`,
+    /// last stable offset `ls`, `queued` messages fetched and not yet polled.
+    fn stats(
+        state: &str,
+        next: i64,
+        hi: i64,
+        ls: i64,
+        queued: i64,
+    ) -> rdkafka::statistics::Partition {
+        rdkafka::statistics::Partition {
+            fetch_state: state.into(),
+            next_offset: next,
+            hi_offset: hi,
+            ls_offset: ls,
+            fetchq_cnt: queued,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_partition_is_caught_up_only_when_fetched_to_its_end_and_polled() {
+        // fetched to the end, nothing queued
+        assert!(caught_up(&stats("active", 120, 120, 120, 0), true));
+        // 20 records not fetched yet: behind
+        assert!(!caught_up(&stats("active", 100, 120, 120, 0), true));
+        // fetched, but 3 still queued for the application
+        assert!(!caught_up(&stats("active", 120, 120, 120, 3), true));
+        // just assigned: the offset is being looked up, the end is unknown
+        assert!(!caught_up(
+            &stats("offset-query", -1001, -1001, -1001, 0),
+            true
+        ));
+        assert!(!caught_up(&stats("active", 0, -1001, -1001, 0), true));
+        // an open transaction: read_committed ends at the last stable offset…
+        assert!(caught_up(&stats("active", 110, 120, 110, 0), true));
+        // …read_uncommitted at the high watermark
+        assert!(!caught_up(&stats("active", 110, 120, 110, 0), false));
+    }
 }

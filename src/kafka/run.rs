@@ -55,6 +55,10 @@ const CLOCK_EVERY: u32 = 256;
 const METRICS_EVERY: Duration = Duration::from_millis(100);
 /// How long a broker call at startup may take.
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
+/// librdkafka's property for static group membership. With a checkpoint directory, `run`
+/// sets it to `graywatch-<instance id>` (the id kept there) unless the config sets it (`""`
+/// turns it off).
+const STATIC_ID: &str = "group.instance.id";
 /// How long a flush of the producer may take before the checkpoint waits for the next turn.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -78,7 +82,7 @@ pub struct RunCheckpoint {
 }
 
 /// One input partition of a [`RunCheckpoint`].
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct InputCheckpoint {
     /// Topic.
     pub topic: String,
@@ -204,7 +208,15 @@ struct Driver {
     topics: Vec<TopicIn>,
     parts: BTreeMap<(String, i32), Part>,
     /// Partition states of the checkpoint loaded at start, taken when assigned.
-    restored: HashMap<(String, i32), AggregatorSnapshot>,
+    restored: HashMap<(String, i32), InputCheckpoint>,
+    /// The first assignment has come (after it, restored partitions it did not bring are
+    /// someone else's).
+    assignment_seen: bool,
+    /// Input partitions revoked, or checkpointed and not assigned, that stage 2 in this
+    /// process still waits for (an eager rebalance revokes and assigns again at once; a
+    /// restarted member may get its partitions back when its old membership expires), with
+    /// when they left: released after `idle-timeout`.
+    departed: HashMap<InputId, Instant>,
     /// Since when rows wait in some partition's builder.
     unflushed_since: Option<Instant>,
     last_metrics: Instant,
@@ -321,16 +333,31 @@ pub fn run(
         ),
         None => None,
     };
-    let consumer: BaseConsumer<ConsumerCx> =
-        client::consumer_config(servers, &kafka.config.group_id, &kafka.client)
-            .create_with_context(ConsumerCx {
-                shared: Arc::clone(&shared),
-                instance: instance.clone(),
-                metrics: Arc::clone(&metrics),
-                quiet: Default::default(),
-                state: state_reader,
-            })
-            .context("kafka consumer")?;
+    let mut consumer_config =
+        client::consumer_config(servers, &kafka.config.group_id, &kafka.client);
+    match kafka.client.consumer_property(STATIC_ID) {
+        // static membership (KIP-345): a restart of this instance takes its partitions back
+        // at once, where a new member would wait for the old one's session to time out
+        // (holding, meanwhile, partitions nobody reads)
+        None if config.checkpoint.is_some() => {
+            consumer_config.set(STATIC_ID, format!("graywatch-{instance}"));
+        }
+        Some("") => {
+            consumer_config.remove(STATIC_ID);
+        }
+        _ => {}
+    }
+    let consumer: BaseConsumer<ConsumerCx> = consumer_config
+        .create_with_context(ConsumerCx {
+            shared: Arc::clone(&shared),
+            instance: instance.clone(),
+            metrics: Arc::clone(&metrics),
+            quiet: Default::default(),
+            state: state_reader,
+            read_committed: kafka.client.consumer_property("isolation.level")
+                != Some("read_uncommitted"),
+        })
+        .context("kafka consumer")?;
     let mut producers: Vec<InputId> = Vec::new();
     for input in &kafka.inputs {
         let Some(n) = partitions_when_up(&consumer, &input.topic, &shutdown)? else {
@@ -442,6 +469,8 @@ pub fn run(
         topics,
         parts: BTreeMap::new(),
         restored: HashMap::new(),
+        assignment_seen: false,
+        departed: HashMap::new(),
         unflushed_since: None,
         last_metrics: Instant::now(),
         now: Instant::now(),
@@ -532,11 +561,11 @@ impl Driver {
         self.seq = cp.seq;
         let mut shared = self.shared.lock().expect("rebalance state lock");
         for input in cp.inputs {
-            let key = (input.topic, input.partition);
+            let key = (input.topic.clone(), input.partition);
             shared.checkpointed.insert(key.clone(), input.position);
             let meta = commit_meta(&self.instance, self.seq, input.state.late_before_us);
             shared.commits.insert(key.clone(), (input.commit, meta));
-            self.restored.insert(key, input.state);
+            self.restored.insert(key, input);
         }
         tracing::info!(
             seq = self.seq,
@@ -580,6 +609,7 @@ impl Driver {
                 self.flush_all()?;
             }
             self.check_idle()?;
+            self.release_departed()?;
             if self.now.duration_since(self.last_checkpoint) >= self.interval {
                 self.checkpoint(consumer)?;
             }
@@ -597,6 +627,9 @@ impl Driver {
                 Event::Assigned(parts) => {
                     for (topic, partition, start) in parts {
                         self.assigned(topic, partition, start)?;
+                    }
+                    if !std::mem::replace(&mut self.assignment_seen, true) {
+                        self.elsewhere()?;
                     }
                     // restored at start, now assigned: ready (while the loop turns)
                     self.metrics.ready.store(true, Ordering::Relaxed);
@@ -618,6 +651,67 @@ impl Driver {
                     }
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// After the first assignment: the checkpoint's partitions it did not bring are read
+    /// elsewhere (from their commits). Their states are dropped; stage 2 in this process
+    /// waits for them for `idle-timeout` more ([`Driver::release_departed`]).
+    fn elsewhere(&mut self) -> anyhow::Result<()> {
+        let gone: Vec<(String, i32)> = self
+            .restored
+            .keys()
+            .filter(|k| !self.parts.contains_key(*k))
+            .cloned()
+            .collect();
+        if !gone.is_empty() {
+            tracing::info!(partitions = ?gone, "checkpointed partitions assigned elsewhere: their states are dropped");
+            let mut shared = self.shared.lock().expect("rebalance state lock");
+            for key in &gone {
+                self.restored.remove(key);
+                shared.checkpointed.remove(key);
+                shared.commits.remove(key);
+            }
+        }
+        if let Stage2::Local(judge) = &self.stage2 {
+            let now = Instant::now();
+            for name in judge.inputs() {
+                let id = InputId::new(name);
+                if id
+                    .topic_partition()
+                    .is_some_and(|(t, p)| !self.parts.contains_key(&(t.to_owned(), p)))
+                {
+                    self.departed.entry(id).or_insert(now);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Stage 2 in this process stops waiting for the partitions that left more than
+    /// `idle-timeout` ago and have not come back: windows close without them.
+    fn release_departed(&mut self) -> anyhow::Result<()> {
+        let Stage2::Local(judge) = &mut self.stage2 else {
+            return Ok(());
+        };
+        let timeout = self.config.runtime.idle_timeout;
+        let gone: Vec<InputId> = self
+            .departed
+            .iter()
+            .filter(|(_, since)| self.now.duration_since(**since) >= timeout)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in gone {
+            self.departed.remove(&id);
+            tracing::info!(input = %id, "partition not back within idle-timeout: windows close without it here");
+            Stage::<KafkaOutputs>::remove_input(
+                judge.as_mut(),
+                &id,
+                Removal::Revoked,
+                &mut self.out,
+            )
+            .map_err(lift)?;
         }
         Ok(())
     }
@@ -670,9 +764,10 @@ impl Driver {
         }
         let key = (topic, partition);
         let id = InputId::partition(&key.0, partition);
+        self.departed.remove(&id);
         let (next, state) = match start {
             Start::Restore { offset } => match self.restored.remove(&key) {
-                Some(s) => (offset, Some(s)),
+                Some(s) => (offset, Some(s.state)),
                 None => {
                     tracing::error!(input = %id, "checkpointed partition without its state: starting it empty");
                     (offset, None)
@@ -731,6 +826,9 @@ impl Driver {
                 Removal::Revoked,
                 &mut x
             ))?;
+            if matches!(self.stage2, Stage2::Local(_)) {
+                self.departed.insert(part.id, Instant::now());
+            }
         }
         let mut shared = self.shared.lock().expect("rebalance state lock");
         shared.checkpointed.remove(&key);
@@ -973,9 +1071,12 @@ impl Driver {
         Ok(())
     }
 
-    /// Partitions without messages for `idle-timeout` stop holding the watermark back. While
-    /// no broker answers, nothing is idle (no message may mean none could be fetched, not none
-    /// was written): idle clocks start again when a broker is back.
+    /// Partitions without messages for `idle-timeout` stop holding the watermark back, once
+    /// librdkafka's statistics show them caught up ([`super::consumer::caught_up`]): a
+    /// partition still being read, or waiting for its first fetch (a loaded machine, a slow
+    /// broker), is behind, not idle. While no broker answers, nothing is idle (no message may
+    /// mean none could be fetched, not none was written): idle clocks start again when a
+    /// broker is back.
     fn check_idle(&mut self) -> anyhow::Result<()> {
         if self.metrics.broker_up.get() == 0 {
             self.broker_was_down = true;
@@ -989,12 +1090,18 @@ impl Driver {
             tracing::info!("a broker answers again: reading on");
         }
         let timeout = self.config.runtime.idle_timeout;
-        let idle: Vec<(String, i32)> = self
-            .parts
-            .iter()
-            .filter(|(_, p)| !p.idle && self.now.duration_since(p.last_data) >= timeout)
-            .map(|(k, _)| k.clone())
-            .collect();
+        let idle: Vec<(String, i32)> = {
+            let shared = self.shared.lock().expect("rebalance state lock");
+            self.parts
+                .iter()
+                .filter(|(k, p)| {
+                    !p.idle
+                        && self.now.duration_since(p.last_data) >= timeout
+                        && shared.caught_up.contains(*k)
+                })
+                .map(|(k, _)| k.clone())
+                .collect()
+        };
         for key in idle {
             self.flush_part(&key)?;
             let part = self.parts.get_mut(&key).expect("listed above");
@@ -1053,6 +1160,14 @@ impl Driver {
                 commit: at,
                 state,
             });
+        }
+        // restored, not assigned yet: kept as they were until an assignment says where
+        // they are read
+        for (key, cp) in &self.restored {
+            if !self.parts.contains_key(key) {
+                positions.insert(key.clone(), cp.position);
+                inputs.push(cp.clone());
+            }
         }
         if let Some(dir) = &self.checkpoint {
             let cp = RunCheckpoint {

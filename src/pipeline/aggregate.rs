@@ -379,7 +379,7 @@ impl<X: Exchange + ?Sized> Stage<X> for Aggregate {
                 task.idle = true;
                 self.flush(input, true, out)?;
             }
-            Removal::Revoked => out.revoked(input).map_err(StageError::Output)?,
+            Removal::Revoked => {}
         }
         if let Some(t) = self.tasks.remove(input) {
             let c = t.agg.counters();

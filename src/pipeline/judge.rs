@@ -277,6 +277,11 @@ impl Judge {
         self.merger.add_producer(input.as_str());
     }
 
+    /// The inputs it has heard of or expects (idle or not), by name.
+    pub fn inputs(&self) -> impl Iterator<Item = &str> {
+        self.merger.producers().map(|(name, _)| name)
+    }
+
     /// Closes what the merged watermark allows and sends it on.
     fn close<O: Outputs + ?Sized>(&mut self, out: &mut O) -> Result<(), StageError<O::Error>> {
         for closed in self.merger.close_ready() {

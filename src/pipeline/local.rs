@@ -36,10 +36,6 @@ impl<O: Outputs + ?Sized> Exchange for Local<'_, O> {
         self.judge.process(from, JudgeItem::Mark(mark), self.out)
     }
 
-    fn revoked(&mut self, from: &InputId) -> Result<(), Self::Error> {
-        self.judge.remove_input(from, Removal::Revoked, self.out)
-    }
-
     fn dead_letter(&mut self, d: &DeadLetter<'_>) -> Result<(), Self::Error> {
         self.out.dead_letter(d).map_err(StageError::Output)
     }

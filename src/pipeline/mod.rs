@@ -197,13 +197,6 @@ pub trait Exchange {
     /// # Errors
     /// The exchange's (stops the run).
     fn mark(&mut self, from: &InputId, mark: Mark) -> Result<(), Self::Error>;
-    /// Input `from` was revoked from this instance: its new owner speaks for it now.
-    ///
-    /// # Errors
-    /// The exchange's (stops the run).
-    fn revoked(&mut self, _from: &InputId) -> Result<(), Self::Error> {
-        Ok(())
-    }
     /// A record stage 1 could not aggregate.
     ///
     /// # Errors
@@ -217,7 +210,10 @@ pub enum Removal {
     /// It ended (end of a file): what it holds is handed over.
     Ended,
     /// It was revoked (a Kafka partition given to another instance): what it holds is
-    /// dropped; the new owner reads it again from the committed offset.
+    /// dropped; the new owner reads it again from the committed offset. Stage 2 is not told:
+    /// through a repartition topic the new owner speaks for the input; a stage 2 in the same
+    /// process goes on waiting for it until its driver releases it (`Judge`'s
+    /// `remove_input`), as `run` does when it has not come back within `idle-timeout`.
     Revoked,
 }
 
