@@ -957,3 +957,64 @@ fn a_missing_input_topic_is_named() {
         "{stderr}"
     );
 }
+
+/// One checkpoint directory, two instances: a second process on the same directory stops at
+/// start (the directory is locked); a copy of the directory (a cloned volume) carries the
+/// instance id, so the group fences the older member's static membership, and that one stops
+/// with an error saying so (exit status 1) while the other reads on.
+#[test]
+fn two_instances_with_one_instance_id_are_told_apart() {
+    let broker = Broker::start();
+    broker.create_topic("envoy-logs", 2);
+    broker.create_topic("flows", 2);
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("run.toml");
+    let text = run_config(&broker, LANDSCAPE_INPUTS, &dir.path().join("state"), "");
+    util::write(&config, &text);
+    let mut first = Run::start(&config, &dir.path().join("first.log"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !first.logs().contains("assigned") {
+        assert!(Instant::now() < deadline, "{}", first.logs());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // run_config picks a free HTTP port each time
+    let other = |name: &str, state: &Path| {
+        let path = dir.path().join(format!("{name}.toml"));
+        util::write(&path, &run_config(&broker, LANDSCAPE_INPUTS, state, ""));
+        path
+    };
+    // the same directory: refused at start
+    let same = other("same", &dir.path().join("state"));
+    let out = util::graywatch(&["run", "-c", same.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("is in use by another graywatch process"),
+        "{stderr}"
+    );
+    // a copy of it: the same instance id
+    let copy = dir.path().join("copy");
+    std::fs::create_dir(&copy).unwrap();
+    std::fs::copy(dir.path().join("state/instance"), copy.join("instance")).unwrap();
+    let second = Run::start(&other("copy", &copy), &dir.path().join("second.log"));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = first.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the first instance was not fenced:\n{}\n{}",
+            first.logs(),
+            second.logs()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let logs = first.logs();
+    assert_eq!(status.code(), Some(1), "{logs}");
+    assert!(
+        logs.contains("two instances share one [checkpoint] dir"),
+        "{logs}"
+    );
+    assert_eq!(second.terminate(Duration::from_secs(30)), Some(0));
+}

@@ -602,6 +602,9 @@ impl Driver {
                 continue;
             }
             handled = 0;
+            if let Some((code, reason)) = consumer.client().fatal_error() {
+                return Err(fatal(code, &reason, &self.instance));
+            }
             self.now = Instant::now();
             if let Some(since) = self.unflushed_since
                 && (quiet || self.now.duration_since(since) >= flush_after)
@@ -1330,6 +1333,19 @@ impl Driver {
             .set(self.last_saved.elapsed().as_secs_f64());
         m.turned(now);
     }
+}
+
+/// The consumer's fatal error (it can't go on: librdkafka's `rd_kafka_fatal_error`), with
+/// what to do about it when known.
+fn fatal(code: rdkafka::types::RDKafkaErrorCode, reason: &str, instance: &str) -> anyhow::Error {
+    let hint = match code {
+        rdkafka::types::RDKafkaErrorCode::FencedInstanceId => format!(
+            ": another consumer joined the group as {STATIC_ID} graywatch-{instance}, so two \
+             instances share one [checkpoint] dir; give each its own"
+        ),
+        _ => String::new(),
+    };
+    anyhow::anyhow!("the Kafka consumer failed for good ({code}: {reason}){hint}")
 }
 
 /// The metadata committed with an offset (see [`CommitMeta`]).
