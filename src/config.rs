@@ -167,6 +167,20 @@ impl Config {
                 let (client, inputs) = k
                     .validate(|name| std::env::var(name).ok())
                     .with_context(|| format!("config {file}"))?;
+                // which partitions are caught up comes from librdkafka's statistics: at most
+                // half an idle-timeout old (unset, `run` picks 5 s or half the idle-timeout)
+                if let Some(ms) = client
+                    .consumer_property("statistics.interval.ms")
+                    .and_then(|v| v.parse::<u64>().ok())
+                    && Duration::from_millis(ms * 2) > self.runtime.idle_timeout
+                {
+                    anyhow::bail!(
+                        "config {file}: kafka statistics.interval.ms is {ms}: at most half of \
+                         [runtime] idle-timeout ({:?}), since which partitions are caught up \
+                         (may be idle) comes from librdkafka's statistics",
+                        self.runtime.idle_timeout
+                    );
+                }
                 // librdkafka checks every property's name and value (without connecting)
                 let servers = &k.bootstrap_servers;
                 for (section, properties) in [
@@ -344,6 +358,17 @@ mod tests {
                 "config defaults: kafka.client.\"statistics.interval.ms\": is 0: graywatch reads"
             ),
             "{e}"
+        );
+        assert_eq!(
+            err(&format!(
+                "[runtime]\nidle-timeout = \"4s\"\n{}",
+                kafka(
+                    "[kafka.consumer]\n\"statistics.interval.ms\" = \"2500\"\n[[kafka.inputs]]\ntopic = \"logs\"\nformat = \"envoy\""
+                )
+            )),
+            "config defaults: kafka statistics.interval.ms is 2500: at most half of [runtime] \
+             idle-timeout (4s), since which partitions are caught up (may be idle) comes from \
+             librdkafka's statistics"
         );
         let e = err(&kafka(
             "[kafka.consumer]\n\"sesion.timeout.ms\" = \"6000\"\n[[kafka.inputs]]\ntopic = \"logs\"\nformat = \"envoy\"",

@@ -544,20 +544,13 @@ fn check_exactly_once(
 #[test]
 fn kill_9_and_restart_lose_and_double_nothing() {
     let broker = Broker::start();
-    let records = landscape_records(240, 13);
-    broker.create_topic("envoy-logs", 2);
-    broker.create_topic("flows", 2);
-    let split = split_landscape(&records);
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("run.toml");
-    let text = run_config_idle(
-        &broker,
-        LANDSCAPE_INPUTS,
-        &dir.path().join("state"),
-        "",
-        "8s",
-    );
-    util::write(&config, &text);
+    let Setup {
+        records,
+        split,
+        dir,
+        config,
+        config_text: text,
+    } = setup(&broker, 240, 13, |t| t);
     let log = dir.path().join("run.log");
     let producer = produce_slowly(&broker, &split, 24, 12.0);
     let seed = std::time::SystemTime::now()
@@ -586,27 +579,23 @@ fn kill_9_and_restart_lose_and_double_nothing() {
 /// restored: the restart after it restores all four. Either way every record counts once.
 fn restart_within_the_session(static_membership: bool) {
     let broker = Broker::start();
-    let records = landscape_records(160, 23);
-    broker.create_topic("envoy-logs", 2);
-    broker.create_topic("flows", 2);
-    let split = split_landscape(&records);
+    let Setup {
+        records,
+        split,
+        dir,
+        config,
+        config_text: text,
+    } = setup(&broker, 160, 23, |text| {
+        if static_membership {
+            text
+        } else {
+            text.replace(
+                "[kafka.consumer]\n",
+                "[kafka.consumer]\n\"group.instance.id\" = \"\"\n",
+            )
+        }
+    });
     let (first, second) = halves(&split);
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("run.toml");
-    let mut text = run_config_idle(
-        &broker,
-        LANDSCAPE_INPUTS,
-        &dir.path().join("state"),
-        "",
-        "8s",
-    );
-    if !static_membership {
-        text = text.replace(
-            "[kafka.consumer]\n",
-            "[kafka.consumer]\n\"group.instance.id\" = \"\"\n",
-        );
-    }
-    util::write(&config, &text);
     produce_slowly(&broker, &first, 1, 0.0).join().unwrap();
     let logs: Vec<std::path::PathBuf> = (1..=3)
         .map(|i| dir.path().join(format!("run{i}.log")))
@@ -661,6 +650,39 @@ fn a_restart_within_the_session_takes_its_partitions_back_at_once() {
 fn a_restart_not_yet_assigned_keeps_the_checkpointed_partitions() {
     restart_within_the_session(false);
 }
+/// What an exactly-once test starts from (see [`setup`]).
+struct Setup {
+    records: Vec<FlowRecord>,
+    split: Split,
+    dir: tempfile::TempDir,
+    /// `run.toml` in `dir`.
+    config: PathBuf,
+    /// Its text.
+    config_text: String,
+}
+
+/// The landscape of `seconds` of event time (`seed`) split over two input topics of 2
+/// partitions each, created on `broker` (nothing produced yet), and a run config idle after
+/// 8 s with checkpoints in `dir/state`, `edit`ed before it is written.
+fn setup(broker: &Broker, seconds: u64, seed: u64, edit: impl FnOnce(String) -> String) -> Setup {
+    let records = landscape_records(seconds, seed);
+    broker.create_topic("envoy-logs", 2);
+    broker.create_topic("flows", 2);
+    let split = split_landscape(&records);
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("run.toml");
+    let state = dir.path().join("state");
+    let config_text = edit(run_config_idle(broker, LANDSCAPE_INPUTS, &state, "", "8s"));
+    util::write(&config, &config_text);
+    Setup {
+        records,
+        split,
+        dir,
+        config,
+        config_text,
+    }
+}
+
 /// Each partition's records split in two: the first halves, the second halves.
 type Split = BTreeMap<(String, i32), Vec<FlowRecord>>;
 fn halves(split: &Split) -> (Split, Split) {
@@ -694,21 +716,14 @@ fn split_landscape(records: &[FlowRecord]) -> BTreeMap<(String, i32), Vec<FlowRe
 #[test]
 fn broker_outage_loses_nothing() {
     let mut broker = Broker::start_persistent();
-    let records = landscape_records(200, 17);
-    broker.create_topic("envoy-logs", 2);
-    broker.create_topic("flows", 2);
-    let split = split_landscape(&records);
+    let Setup {
+        records,
+        split,
+        dir,
+        config,
+        config_text: text,
+    } = setup(&broker, 200, 17, |t| t);
     let (first, second) = halves(&split);
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("run.toml");
-    let text = run_config_idle(
-        &broker,
-        LANDSCAPE_INPUTS,
-        &dir.path().join("state"),
-        "",
-        "8s",
-    );
-    util::write(&config, &text);
     produce_slowly(&broker, &first, 1, 0.0).join().unwrap();
     let run = Run::start(&config, &dir.path().join("run.log"));
     // some windows of the first half are out
@@ -1013,7 +1028,7 @@ fn two_instances_with_one_instance_id_are_told_apart() {
     let logs = first.logs();
     assert_eq!(status.code(), Some(1), "{logs}");
     assert!(
-        logs.contains("two instances share one [checkpoint] dir"),
+        logs.contains("two instances share one [checkpoint] dir's instance id"),
         "{logs}"
     );
     assert_eq!(second.terminate(Duration::from_secs(30)), Some(0));

@@ -269,8 +269,8 @@ impl KafkaConfig {
             return Err(bad(
                 &format!("kafka.{section}.\"statistics.interval.ms\""),
                 "is 0: graywatch reads librdkafka's statistics to know whether a broker answers \
-                 and which partitions are caught up (idle detection); leave it unset (5000) or \
-                 set it below [runtime] idle-timeout"
+                 and which partitions are caught up (idle detection); leave it unset (5 s, or half \
+                 of [runtime] idle-timeout when less) or set it to at most half of that"
                     .into(),
             ));
         }

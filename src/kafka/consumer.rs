@@ -27,7 +27,7 @@
 //! - else, something is committed: start empty at the committed offset with its watermark;
 //! - else: start empty at the beginning.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -99,29 +99,32 @@ pub struct Shared {
     pub stage2: HashMap<i32, PartitionState>,
     /// Shutting down: revocations commit nothing more.
     pub closing: bool,
-    /// Assigned partitions that librdkafka's last statistics show caught up (see
-    /// [`caught_up`]): only those may be declared idle.
-    pub caught_up: HashSet<(String, i32)>,
+    /// Assigned partitions that librdkafka's last statistics show fetched to their end (see
+    /// [`fetched_to_end`]), with that end and their low watermark: `(low, end)`.
+    pub fetched: HashMap<(String, i32), (i64, i64)>,
 }
 
-/// Whether a partition's statistics show it caught up: fetching (`fetch_state` `active`),
-/// its next fetch offset at or past the end of what it may read (the last stable offset with
-/// `isolation.level` `read_committed`, librdkafka's default; else the high watermark), and
-/// nothing fetched still queued for the application (`fetchq_cnt` 0; with the consumer's
-/// queues forwarded this counts the whole consumer queue, which errs on the safe side).
-/// Fields per librdkafka's STATISTICS.md. The fetch offset, unlike the application's, moves
-/// past transaction markers, so a transactional topic that went quiet is caught up too.
+/// Where a partition's statistics show it fetched to: `Some((low, end))` when it is fetching
+/// (`fetch_state` `active`) and its next fetch offset is at or past the end of what it may
+/// read (the last stable offset with `isolation.level` `read_committed`, librdkafka's default;
+/// else the high watermark), with the partition's low watermark. Fields per librdkafka's
+/// STATISTICS.md, as of the partition's last fetch response.
 ///
-/// A partition that is not caught up is being read or waits for its first fetch: its silence
-/// says nothing about its producers, so it must not stop holding the watermark back (as Kafka
-/// Streams' task idling waits for a partition's known lag to be 0, KIP-695).
-pub fn caught_up(p: &rdkafka::statistics::Partition, read_committed: bool) -> bool {
+/// The main loop calls a partition caught up when, besides, the application has read to that
+/// end (its next offset ≥ `end`; nothing read yet: the partition is empty, `low ≥ end`). Not
+/// caught up, a partition is being read or waits for its first fetch: its silence says nothing
+/// about its producers, so it must not stop holding the watermark back (as Kafka Streams'
+/// task idling waits for a partition's known lag to be 0, KIP-695).
+pub fn fetched_to_end(
+    p: &rdkafka::statistics::Partition,
+    read_committed: bool,
+) -> Option<(i64, i64)> {
     let end = if read_committed {
         p.ls_offset
     } else {
         p.hi_offset
     };
-    p.fetch_state == "active" && end >= 0 && p.next_offset >= end && p.fetchq_cnt == 0
+    (p.fetch_state == "active" && end >= 0 && p.next_offset >= end).then_some((p.lo_offset, end))
 }
 
 /// Reads the latest stage-2 state of a repartition partition from the state topic (its
@@ -211,6 +214,8 @@ pub struct ConsumerCx {
     /// The consumer reads committed records only (`isolation.level`, librdkafka's default
     /// `read_committed`): a partition ends at its last stable offset.
     pub read_committed: bool,
+    /// Its `group.instance.id` (static membership), if any.
+    pub static_id: Option<String>,
 }
 
 impl ClientContext for ConsumerCx {
@@ -220,14 +225,14 @@ impl ClientContext for ConsumerCx {
             .values()
             .any(|b| b.state == "UP" && b.nodeid >= 0);
         self.metrics.broker_up.set(i64::from(up));
-        let mut done = HashSet::new();
+        let mut fetched = HashMap::new();
         for (topic, t) in &stats.topics {
             for (p, part) in &t.partitions {
                 if *p < 0 || !part.desired {
                     continue;
                 }
-                if caught_up(part, self.read_committed) {
-                    done.insert((topic.clone(), *p));
+                if let Some(at) = fetched_to_end(part, self.read_committed) {
+                    fetched.insert((topic.clone(), *p), at);
                 }
                 self.metrics
                     .consumer_lag
@@ -238,7 +243,7 @@ impl ClientContext for ConsumerCx {
                     .set(part.consumer_lag.max(0));
             }
         }
-        self.shared.lock().expect("rebalance state lock").caught_up = done;
+        self.shared.lock().expect("rebalance state lock").fetched = fetched;
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
@@ -366,7 +371,7 @@ impl ConsumerCx {
             // what the statistics said before this assignment is not about its positions
             let mut shared = self.shared.lock().expect("rebalance state lock");
             for (topic, partition, _) in &starts {
-                shared.caught_up.remove(&(topic.clone(), *partition));
+                shared.fetched.remove(&(topic.clone(), *partition));
             }
         }
         let mut assignment = TopicPartitionList::new();
@@ -456,42 +461,41 @@ fn committed_with_retries(
 mod tests {
     use super::*;
 
-    /// A partition's statistics: fetching, next fetch offset `next`, high watermark `hi`,
-    /// last stable offset `ls`, `queued` messages fetched and not yet polled.
-    fn stats(
-        state: &str,
-        next: i64,
-        hi: i64,
-        ls: i64,
-        queued: i64,
-    ) -> rdkafka::statistics::Partition {
+    /// A partition's statistics: fetching `state`, next fetch offset `next`, high watermark
+    /// `hi`, last stable offset `ls`, low watermark 0.
+    fn stats(state: &str, next: i64, hi: i64, ls: i64) -> rdkafka::statistics::Partition {
         rdkafka::statistics::Partition {
             fetch_state: state.into(),
             next_offset: next,
             hi_offset: hi,
             ls_offset: ls,
-            fetchq_cnt: queued,
             ..Default::default()
         }
     }
 
     #[test]
-    fn a_partition_is_caught_up_only_when_fetched_to_its_end_and_polled() {
-        // fetched to the end, nothing queued
-        assert!(caught_up(&stats("active", 120, 120, 120, 0), true));
+    fn a_partition_is_fetched_to_its_end_only_when_its_fetch_offset_is_there() {
+        assert_eq!(
+            fetched_to_end(&stats("active", 120, 120, 120), true),
+            Some((0, 120))
+        );
         // 20 records not fetched yet: behind
-        assert!(!caught_up(&stats("active", 100, 120, 120, 0), true));
-        // fetched, but 3 still queued for the application
-        assert!(!caught_up(&stats("active", 120, 120, 120, 3), true));
+        assert_eq!(fetched_to_end(&stats("active", 100, 120, 120), true), None);
         // just assigned: the offset is being looked up, the end is unknown
-        assert!(!caught_up(
-            &stats("offset-query", -1001, -1001, -1001, 0),
-            true
-        ));
-        assert!(!caught_up(&stats("active", 0, -1001, -1001, 0), true));
+        assert_eq!(
+            fetched_to_end(&stats("offset-query", -1001, -1001, -1001), true),
+            None
+        );
+        assert_eq!(
+            fetched_to_end(&stats("active", 0, -1001, -1001), true),
+            None
+        );
         // an open transaction: read_committed ends at the last stable offset…
-        assert!(caught_up(&stats("active", 110, 120, 110, 0), true));
+        assert_eq!(
+            fetched_to_end(&stats("active", 110, 120, 110), true),
+            Some((0, 110))
+        );
         // …read_uncommitted at the high watermark
-        assert!(!caught_up(&stats("active", 110, 120, 110, 0), false));
+        assert_eq!(fetched_to_end(&stats("active", 110, 120, 110), false), None);
     }
 }

@@ -215,8 +215,11 @@ struct Driver {
     /// Input partitions revoked, or checkpointed and not assigned, that stage 2 in this
     /// process still waits for (an eager rebalance revokes and assigns again at once; a
     /// restarted member may get its partitions back when its old membership expires), with
-    /// when they left: released after `idle-timeout`.
-    departed: HashMap<InputId, Instant>,
+    /// the assignment that did not bring them back (`None` while the rebalance goes on):
+    /// released `idle-timeout` after it, with a broker answering.
+    departed: HashMap<InputId, Option<Instant>>,
+    /// No broker answered while partitions were departed: their waits start again.
+    departed_while_down: bool,
     /// Since when rows wait in some partition's builder.
     unflushed_since: Option<Instant>,
     last_metrics: Instant,
@@ -335,18 +338,33 @@ pub fn run(
     };
     let mut consumer_config =
         client::consumer_config(servers, &kafka.config.group_id, &kafka.client);
-    match kafka.client.consumer_property(STATIC_ID) {
+    if kafka
+        .client
+        .consumer_property("statistics.interval.ms")
+        .is_none()
+    {
+        // idle needs caught up, known from statistics at most half an idle-timeout old
+        let half = (config.runtime.idle_timeout / 2)
+            .as_millis()
+            .clamp(100, 5000);
+        consumer_config.set("statistics.interval.ms", half.to_string());
+    }
+    let static_id = match kafka.client.consumer_property(STATIC_ID) {
         // static membership (KIP-345): a restart of this instance takes its partitions back
         // at once, where a new member would wait for the old one's session to time out
         // (holding, meanwhile, partitions nobody reads)
         None if config.checkpoint.is_some() => {
-            consumer_config.set(STATIC_ID, format!("graywatch-{instance}"));
+            let id = format!("graywatch-{instance}");
+            consumer_config.set(STATIC_ID, &id);
+            Some(id)
         }
+        None => None,
         Some("") => {
             consumer_config.remove(STATIC_ID);
+            None
         }
-        _ => {}
-    }
+        Some(id) => Some(id.to_owned()),
+    };
     let consumer: BaseConsumer<ConsumerCx> = consumer_config
         .create_with_context(ConsumerCx {
             shared: Arc::clone(&shared),
@@ -356,6 +374,7 @@ pub fn run(
             state: state_reader,
             read_committed: kafka.client.consumer_property("isolation.level")
                 != Some("read_uncommitted"),
+            static_id,
         })
         .context("kafka consumer")?;
     let mut producers: Vec<InputId> = Vec::new();
@@ -471,6 +490,7 @@ pub fn run(
         restored: HashMap::new(),
         assignment_seen: false,
         departed: HashMap::new(),
+        departed_while_down: false,
         unflushed_since: None,
         last_metrics: Instant::now(),
         now: Instant::now(),
@@ -603,7 +623,11 @@ impl Driver {
             }
             handled = 0;
             if let Some((code, reason)) = consumer.client().fatal_error() {
-                return Err(fatal(code, &reason, &self.instance));
+                return Err(fatal(
+                    code,
+                    &reason,
+                    consumer.context().static_id.as_deref(),
+                ));
             }
             self.now = Instant::now();
             if let Some(since) = self.unflushed_since
@@ -633,6 +657,11 @@ impl Driver {
                     }
                     if !std::mem::replace(&mut self.assignment_seen, true) {
                         self.elsewhere()?;
+                    }
+                    // the rebalance is over: who did not come back starts its wait
+                    let now = Instant::now();
+                    for since in self.departed.values_mut() {
+                        since.get_or_insert(now);
                     }
                     // restored at start, now assigned: ready (while the loop turns)
                     self.metrics.ready.store(true, Ordering::Relaxed);
@@ -685,7 +714,7 @@ impl Driver {
                     .topic_partition()
                     .is_some_and(|(t, p)| !self.parts.contains_key(&(t.to_owned(), p)))
                 {
-                    self.departed.entry(id).or_insert(now);
+                    self.departed.entry(id).or_insert(Some(now));
                 }
             }
         }
@@ -698,11 +727,23 @@ impl Driver {
         let Stage2::Local(judge) = &mut self.stage2 else {
             return Ok(());
         };
+        if self.metrics.broker_up.get() == 0 {
+            // no broker: partitions may come back when it does (lost in an outage longer
+            // than the session); their clocks start again then
+            self.departed_while_down = true;
+            return Ok(());
+        }
+        if std::mem::take(&mut self.departed_while_down) {
+            let now = Instant::now();
+            for since in self.departed.values_mut().flatten() {
+                *since = now;
+            }
+        }
         let timeout = self.config.runtime.idle_timeout;
         let gone: Vec<InputId> = self
             .departed
             .iter()
-            .filter(|(_, since)| self.now.duration_since(**since) >= timeout)
+            .filter(|(_, since)| since.is_some_and(|t| self.now.duration_since(t) >= timeout))
             .map(|(id, _)| id.clone())
             .collect();
         for id in gone {
@@ -830,7 +871,7 @@ impl Driver {
                 &mut x
             ))?;
             if matches!(self.stage2, Stage2::Local(_)) {
-                self.departed.insert(part.id, Instant::now());
+                self.departed.insert(part.id, None);
             }
         }
         let mut shared = self.shared.lock().expect("rebalance state lock");
@@ -1075,9 +1116,13 @@ impl Driver {
     }
 
     /// Partitions without messages for `idle-timeout` stop holding the watermark back, once
-    /// librdkafka's statistics show them caught up ([`super::consumer::caught_up`]): a
-    /// partition still being read, or waiting for its first fetch (a loaded machine, a slow
-    /// broker), is behind, not idle. While no broker answers, nothing is idle (no message may
+    /// caught up: librdkafka's statistics show them fetched to their end
+    /// ([`super::consumer::fetched_to_end`]) and this loop has read to it. A partition still
+    /// being read, or waiting for its first fetch (a loaded machine, a slow broker), is
+    /// behind, not idle. One fetched to its end but read short of it for twice `idle-timeout`
+    /// is idle too: what is left are transaction markers (a transactional producer's topic),
+    /// which fetching passes and reading never sees; a record cannot wait that long in the
+    /// consumer's queue, bounded to 16 MiB. While no broker answers, nothing is idle (no message may
     /// mean none could be fetched, not none was written): idle clocks start again when a
     /// broker is back.
     fn check_idle(&mut self) -> anyhow::Result<()> {
@@ -1098,9 +1143,13 @@ impl Driver {
             self.parts
                 .iter()
                 .filter(|(k, p)| {
+                    let silent = self.now.duration_since(p.last_data);
                     !p.idle
-                        && self.now.duration_since(p.last_data) >= timeout
-                        && shared.caught_up.contains(*k)
+                        && silent >= timeout
+                        && shared.fetched.get(*k).is_some_and(|&(low, end)| {
+                            let read = if p.next < 0 { low } else { p.next };
+                            read >= end || silent >= 2 * timeout
+                        })
                 })
                 .map(|(k, _)| k.clone())
                 .collect()
@@ -1169,6 +1218,8 @@ impl Driver {
         for (key, cp) in &self.restored {
             if !self.parts.contains_key(key) {
                 positions.insert(key.clone(), cp.position);
+                let meta = commit_meta(&self.instance, self.seq, cp.state.late_before_us);
+                commits.insert(key.clone(), (cp.commit, meta));
                 inputs.push(cp.clone());
             }
         }
@@ -1336,12 +1387,16 @@ impl Driver {
 }
 
 /// The consumer's fatal error (it can't go on: librdkafka's `rd_kafka_fatal_error`), with
-/// what to do about it when known.
-fn fatal(code: rdkafka::types::RDKafkaErrorCode, reason: &str, instance: &str) -> anyhow::Error {
-    let hint = match code {
-        rdkafka::types::RDKafkaErrorCode::FencedInstanceId => format!(
-            ": another consumer joined the group as {STATIC_ID} graywatch-{instance}, so two \
-             instances share one [checkpoint] dir; give each its own"
+/// what to do about it when known; `static_id`: its `group.instance.id`, if any.
+fn fatal(
+    code: rdkafka::types::RDKafkaErrorCode,
+    reason: &str,
+    static_id: Option<&str>,
+) -> anyhow::Error {
+    let hint = match (code, static_id) {
+        (rdkafka::types::RDKafkaErrorCode::FencedInstanceId, Some(id)) => format!(
+            ": another consumer joined the group as {STATIC_ID} {id:?} (two instances share \
+             one [checkpoint] dir's instance id, or one {STATIC_ID}); give each its own"
         ),
         _ => String::new(),
     };
