@@ -172,7 +172,7 @@ impl Config {
                 if let Some(ms) = client
                     .consumer_property("statistics.interval.ms")
                     .and_then(|v| v.parse::<u64>().ok())
-                    && Duration::from_millis(ms * 2) > self.runtime.idle_timeout
+                    && Duration::from_millis(ms.saturating_mul(2)) > self.runtime.idle_timeout
                 {
                     anyhow::bail!(
                         "config {file}: kafka statistics.interval.ms is {ms}: at most half of \

@@ -100,31 +100,61 @@ pub struct Shared {
     /// Shutting down: revocations commit nothing more.
     pub closing: bool,
     /// Assigned partitions that librdkafka's last statistics show fetched to their end (see
-    /// [`fetched_to_end`]), with that end and their low watermark: `(low, end)`.
-    pub fetched: HashMap<(String, i32), (i64, i64)>,
+    /// [`fetched_to_end`]).
+    pub fetched: HashMap<(String, i32), FetchedTo>,
 }
 
-/// Where a partition's statistics show it fetched to: `Some((low, end))` when it is fetching
-/// (`fetch_state` `active`) and its next fetch offset is at or past the end of what it may
-/// read (the last stable offset with `isolation.level` `read_committed`, librdkafka's default;
-/// else the high watermark), with the partition's low watermark. Fields per librdkafka's
-/// STATISTICS.md, as of the partition's last fetch response.
+/// A partition fetched to its end, per librdkafka's statistics (offsets; see
+/// [`fetched_to_end`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FetchedTo {
+    /// The end of what it may read: the last stable offset with `isolation.level`
+    /// `read_committed` (librdkafka's default), else the high watermark.
+    pub end: i64,
+    /// How far the application has been given its messages (`app_offset`: the last one's
+    /// offset + 1, past transaction markers), or how far its group had committed when nothing
+    /// was given yet, or its low watermark when neither is known.
+    pub read: i64,
+}
+
+impl FetchedTo {
+    /// Whether the main loop, at `next` (the next offset it reads; negative before its first
+    /// message), has read everything up to the end.
+    pub fn caught_up(&self, next: i64) -> bool {
+        next.max(self.read) >= self.end
+    }
+}
+
+/// Where a partition's statistics show it fetched to: `Some` when it is fetching
+/// (`fetch_state` `active`), its next fetch offset is at or past the end of what it may read,
+/// and a fetch response of this assignment said so (`eof_offset` is that end: librdkafka
+/// resets it whenever fetching starts, while the other offsets outlive a re-assignment).
+/// Fields per librdkafka's STATISTICS.md.
 ///
-/// The main loop calls a partition caught up when, besides, the application has read to that
-/// end (its next offset ≥ `end`; nothing read yet: the partition is empty, `low ≥ end`). Not
-/// caught up, a partition is being read or waits for its first fetch: its silence says nothing
-/// about its producers, so it must not stop holding the watermark back (as Kafka Streams'
-/// task idling waits for a partition's known lag to be 0, KIP-695).
+/// A partition is caught up when, besides, the application has read to that end
+/// ([`FetchedTo::caught_up`]). Not caught up, a partition is being read or waits for its first
+/// fetch: its silence says nothing about its producers, so it must not stop holding the
+/// watermark back (as Kafka Streams' task idling waits for a partition's known lag to be 0,
+/// KIP-695).
 pub fn fetched_to_end(
     p: &rdkafka::statistics::Partition,
     read_committed: bool,
-) -> Option<(i64, i64)> {
+) -> Option<FetchedTo> {
     let end = if read_committed {
         p.ls_offset
     } else {
         p.hi_offset
     };
-    (p.fetch_state == "active" && end >= 0 && p.next_offset >= end).then_some((p.lo_offset, end))
+    let fetched =
+        p.fetch_state == "active" && end >= 0 && p.next_offset >= end && p.eof_offset == end;
+    let read = if p.app_offset >= 0 {
+        p.app_offset
+    } else if p.committed_offset >= 0 {
+        p.committed_offset
+    } else {
+        p.lo_offset
+    };
+    fetched.then_some(FetchedTo { end, read })
 }
 
 /// Reads the latest stage-2 state of a repartition partition from the state topic (its
@@ -462,40 +492,83 @@ mod tests {
     use super::*;
 
     /// A partition's statistics: fetching `state`, next fetch offset `next`, high watermark
-    /// `hi`, last stable offset `ls`, low watermark 0.
-    fn stats(state: &str, next: i64, hi: i64, ls: i64) -> rdkafka::statistics::Partition {
+    /// `hi`, last stable offset `ls`, end-of-partition offset `eof`, application offset `app`,
+    /// no commit, low watermark 0.
+    fn stats(
+        state: &str,
+        next: i64,
+        hi: i64,
+        ls: i64,
+        eof: i64,
+        app: i64,
+    ) -> rdkafka::statistics::Partition {
         rdkafka::statistics::Partition {
             fetch_state: state.into(),
             next_offset: next,
             hi_offset: hi,
             ls_offset: ls,
+            eof_offset: eof,
+            app_offset: app,
+            committed_offset: -1001,
             ..Default::default()
         }
     }
 
     #[test]
-    fn a_partition_is_fetched_to_its_end_only_when_its_fetch_offset_is_there() {
+    fn a_partition_is_fetched_to_its_end_only_when_a_fetch_of_this_assignment_said_so() {
+        let at = |end, read| Some(FetchedTo { end, read });
         assert_eq!(
-            fetched_to_end(&stats("active", 120, 120, 120), true),
-            Some((0, 120))
+            fetched_to_end(&stats("active", 120, 120, 120, 120, 120), true),
+            at(120, 120)
         );
         // 20 records not fetched yet: behind
-        assert_eq!(fetched_to_end(&stats("active", 100, 120, 120), true), None);
-        // just assigned: the offset is being looked up, the end is unknown
         assert_eq!(
-            fetched_to_end(&stats("offset-query", -1001, -1001, -1001), true),
+            fetched_to_end(&stats("active", 100, 120, 120, -1001, 100), true),
             None
         );
+        // assigned again at 100: the offsets of the last assignment, no fetch response yet
         assert_eq!(
-            fetched_to_end(&stats("active", 0, -1001, -1001), true),
+            fetched_to_end(&stats("active", 100, 100, 100, -1001, -1001), true),
+            None
+        );
+        // just assigned: the offset is being looked up, the end is unknown
+        assert_eq!(
+            fetched_to_end(
+                &stats("offset-query", -1001, -1001, -1001, -1001, -1001),
+                true
+            ),
             None
         );
         // an open transaction: read_committed ends at the last stable offset…
         assert_eq!(
-            fetched_to_end(&stats("active", 110, 120, 110), true),
-            Some((0, 110))
+            fetched_to_end(&stats("active", 110, 120, 110, 110, 110), true),
+            at(110, 110)
         );
         // …read_uncommitted at the high watermark
-        assert_eq!(fetched_to_end(&stats("active", 110, 120, 110), false), None);
+        assert_eq!(
+            fetched_to_end(&stats("active", 110, 120, 110, 110, 110), false),
+            None
+        );
+    }
+
+    #[test]
+    fn caught_up_counts_what_the_application_was_given() {
+        let f = FetchedTo {
+            end: 120,
+            read: 119,
+        };
+        // the loop read to 119; the last offset, a transaction marker, was passed by librdkafka
+        assert!(
+            FetchedTo {
+                end: 120,
+                read: 120
+            }
+            .caught_up(119)
+        );
+        assert!(!f.caught_up(119));
+        assert!(f.caught_up(120));
+        // nothing read yet, librdkafka has given nothing either: the low watermark
+        assert!(!FetchedTo { end: 120, read: 0 }.caught_up(-1));
+        assert!(FetchedTo { end: 0, read: 0 }.caught_up(-1));
     }
 }

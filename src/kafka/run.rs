@@ -344,9 +344,7 @@ pub fn run(
         .is_none()
     {
         // idle needs caught up, known from statistics at most half an idle-timeout old
-        let half = (config.runtime.idle_timeout / 2)
-            .as_millis()
-            .clamp(100, 5000);
+        let half = (config.runtime.idle_timeout / 2).as_millis().clamp(1, 5000);
         consumer_config.set("statistics.interval.ms", half.to_string());
     }
     let static_id = match kafka.client.consumer_property(STATIC_ID) {
@@ -1117,14 +1115,13 @@ impl Driver {
 
     /// Partitions without messages for `idle-timeout` stop holding the watermark back, once
     /// caught up: librdkafka's statistics show them fetched to their end
-    /// ([`super::consumer::fetched_to_end`]) and this loop has read to it. A partition still
-    /// being read, or waiting for its first fetch (a loaded machine, a slow broker), is
-    /// behind, not idle. One fetched to its end but read short of it for twice `idle-timeout`
-    /// is idle too: what is left are transaction markers (a transactional producer's topic),
-    /// which fetching passes and reading never sees; a record cannot wait that long in the
-    /// consumer's queue, bounded to 16 MiB. While no broker answers, nothing is idle (no message may
-    /// mean none could be fetched, not none was written): idle clocks start again when a
-    /// broker is back.
+    /// ([`super::consumer::fetched_to_end`]) and read to it. A partition still being read, or
+    /// waiting for its first fetch (a loaded machine, a slow broker), is behind, not idle.
+    /// One fetched to its end but read short of it for twice `idle-timeout` is idle too (a
+    /// bound on what the statistics can't say: a record cannot wait that long in the
+    /// consumer's queue, bounded to 16 MiB). While no broker answers, nothing is idle (no
+    /// message may mean none could be fetched, not none was written): idle clocks start again
+    /// when a broker is back.
     fn check_idle(&mut self) -> anyhow::Result<()> {
         if self.metrics.broker_up.get() == 0 {
             self.broker_was_down = true;
@@ -1146,10 +1143,10 @@ impl Driver {
                     let silent = self.now.duration_since(p.last_data);
                     !p.idle
                         && silent >= timeout
-                        && shared.fetched.get(*k).is_some_and(|&(low, end)| {
-                            let read = if p.next < 0 { low } else { p.next };
-                            read >= end || silent >= 2 * timeout
-                        })
+                        && shared
+                            .fetched
+                            .get(*k)
+                            .is_some_and(|f| f.caught_up(p.next) || silent >= 2 * timeout)
                 })
                 .map(|(k, _)| k.clone())
                 .collect()
