@@ -218,8 +218,6 @@ struct Driver {
     /// the assignment that did not bring them back (`None` while the rebalance goes on):
     /// released `idle-timeout` after it, with a broker answering.
     departed: HashMap<InputId, Option<Instant>>,
-    /// No broker answered while partitions were departed: their waits start again.
-    departed_while_down: bool,
     /// Since when rows wait in some partition's builder.
     unflushed_since: Option<Instant>,
     last_metrics: Instant,
@@ -488,7 +486,6 @@ pub fn run(
         restored: HashMap::new(),
         assignment_seen: false,
         departed: HashMap::new(),
-        departed_while_down: false,
         unflushed_since: None,
         last_metrics: Instant::now(),
         now: Instant::now(),
@@ -727,15 +724,8 @@ impl Driver {
         };
         if self.metrics.broker_up.get() == 0 {
             // no broker: partitions may come back when it does (lost in an outage longer
-            // than the session); their clocks start again then
-            self.departed_while_down = true;
+            // than the session); their clocks start again then (`check_idle`)
             return Ok(());
-        }
-        if std::mem::take(&mut self.departed_while_down) {
-            let now = Instant::now();
-            for since in self.departed.values_mut().flatten() {
-                *since = now;
-            }
         }
         let timeout = self.config.runtime.idle_timeout;
         let gone: Vec<InputId> = self
@@ -1131,6 +1121,9 @@ impl Driver {
             let now = Instant::now();
             for p in self.parts.values_mut() {
                 p.last_data = now;
+            }
+            for since in self.departed.values_mut().flatten() {
+                *since = now;
             }
             tracing::info!("a broker answers again: reading on");
         }
