@@ -11,7 +11,7 @@ use ingest::{Format, IngestSink, IngestStats, ReaderOptions};
 use schemas::FlowRecord;
 use serde_json::Value;
 
-use crate::broker::{Broker, Msg, free_port};
+use crate::broker::{Broker, Msg};
 use crate::util;
 
 /// The landscape's flow records (black hole on `inventory` at 120 s), in log order (request
@@ -264,16 +264,6 @@ pub fn http_get(addr: &str, path: &str) -> (u16, String) {
     (status, body)
 }
 
-/// The `listen` address of a run config.
-fn http_addr(config: &str) -> String {
-    config
-        .lines()
-        .find_map(|l| l.strip_prefix("listen = \""))
-        .and_then(|l| l.strip_suffix('"'))
-        .unwrap()
-        .to_owned()
-}
-
 /// A metric's value in Prometheus text (the first line starting with `series`).
 fn metric(text: &str, series: &str) -> Option<f64> {
     text.lines()
@@ -412,7 +402,7 @@ fn malformed_messages_go_to_the_dead_letter_topic() {
         |m| requests(m) >= 401,
     );
     assert_eq!(requests(&windows), 401);
-    let (status, body) = http_get(&http_addr(&text), "/metrics");
+    let (status, body) = http_get(&run.http(), "/metrics");
     assert_eq!(status, 200);
     assert_eq!(
         metric(&body, "graywatch_dead_letters_total{reason=\"malformed\"}"),
@@ -432,8 +422,8 @@ fn malformed_messages_go_to_the_dead_letter_topic() {
         Some(200.0)
     );
     assert_eq!(metric(&body, "graywatch_assigned_partitions"), Some(2.0));
-    assert_eq!(http_get(&http_addr(&text), "/readyz").0, 200);
-    assert_eq!(http_get(&http_addr(&text), "/healthz").0, 200);
+    assert_eq!(http_get(&run.http(), "/readyz").0, 200);
+    assert_eq!(http_get(&run.http(), "/healthz").0, 200);
     assert_eq!(run.terminate(Duration::from_secs(30)), Some(0));
 }
 
@@ -549,7 +539,6 @@ fn kill_9_and_restart_lose_and_double_nothing() {
         split,
         dir,
         config,
-        config_text: text,
     } = setup(&broker, 240, 13, |t| t);
     let log = dir.path().join("run.log");
     let producer = produce_slowly(&broker, &split, 24, 12.0);
@@ -567,7 +556,7 @@ fn kill_9_and_restart_lose_and_double_nothing() {
     let run = Run::start(&config, &log);
     producer.join().unwrap();
     check_exactly_once(&broker, dir.path(), &split, records.len(), &|| {
-        run.diagnosis(&http_addr(&text))
+        run.diagnosis()
     });
     assert_eq!(run.terminate(Duration::from_secs(30)), Some(0));
 }
@@ -584,7 +573,6 @@ fn restart_within_the_session(static_membership: bool) {
         split,
         dir,
         config,
-        config_text: text,
     } = setup(&broker, 160, 23, |text| {
         if static_membership {
             text
@@ -634,7 +622,7 @@ fn restart_within_the_session(static_membership: bool) {
     };
     produce_slowly(&broker, &second, 1, 0.0).join().unwrap();
     check_exactly_once(&broker, dir.path(), &split, records.len(), &|| {
-        run.diagnosis(&http_addr(&text))
+        run.diagnosis()
     });
     assert_eq!(run.terminate(Duration::from_secs(30)), Some(0));
 }
@@ -657,8 +645,6 @@ struct Setup {
     dir: tempfile::TempDir,
     /// `run.toml` in `dir`.
     config: PathBuf,
-    /// Its text.
-    config_text: String,
 }
 
 /// The landscape of `seconds` of event time (`seed`) split over two input topics of 2
@@ -679,7 +665,6 @@ fn setup(broker: &Broker, seconds: u64, seed: u64, edit: impl FnOnce(String) -> 
         split,
         dir,
         config,
-        config_text,
     }
 }
 
@@ -721,7 +706,6 @@ fn broker_outage_loses_nothing() {
         split,
         dir,
         config,
-        config_text: text,
     } = setup(&broker, 200, 17, |t| t);
     let (first, second) = halves(&split);
     produce_slowly(&broker, &first, 1, 0.0).join().unwrap();
@@ -737,19 +721,20 @@ fn broker_outage_loses_nothing() {
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
         std::thread::sleep(Duration::from_millis(500));
-        let (_, body) = http_get(&http_addr(&text), "/metrics");
+        let (_, body) = http_get(&run.http(), "/metrics");
         if metric(&body, "graywatch_broker_up") == Some(0.0) {
             break;
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "broker still up after 30 s: {body}"
+            "broker still up after 30 s:\n{}",
+            run.diagnosis()
         );
     }
     broker.restart();
     produce_slowly(&broker, &second, 1, 0.0).join().unwrap();
     check_exactly_once(&broker, dir.path(), &split, records.len(), &|| {
-        run.diagnosis(&http_addr(&text))
+        run.diagnosis()
     });
     assert_eq!(run.terminate(Duration::from_secs(60)), Some(0));
 }
@@ -781,21 +766,16 @@ fn two_instances_share_the_work_and_one_takes_over() {
     let b = Run::start(&configs[1].0, &dir.path().join("b.log"));
     let producer = produce_slowly(&broker, &split, 40, 20.0);
     // both get a share: 4 input and 4 repartition partitions between them
-    // 0 until the instance listens
-    let assigned = |text: &str| {
-        std::net::TcpStream::connect(http_addr(text))
-            .ok()
-            .and_then(|_| {
-                metric(
-                    &http_get(&http_addr(text), "/metrics").1,
-                    "graywatch_assigned_partitions",
-                )
-            })
-            .unwrap_or(0.0)
+    let assigned = |run: &Run| {
+        metric(
+            &http_get(&run.http(), "/metrics").1,
+            "graywatch_assigned_partitions",
+        )
+        .unwrap_or(0.0)
     };
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     let split_between = || {
-        let (x, y) = (assigned(&configs[0].1), assigned(&configs[1].1));
+        let (x, y) = (assigned(&a), assigned(&b));
         x > 0.0 && y > 0.0 && x + y == 4.0
     };
     while !split_between() {
@@ -813,7 +793,7 @@ fn two_instances_share_the_work_and_one_takes_over() {
     let logs = a.logs();
     check_exactly_once(&broker, dir.path(), &split, records.len(), &|| logs.clone());
     assert_eq!(
-        assigned(&configs[0].1),
+        assigned(&a),
         4.0,
         "the survivor holds every input partition"
     );
@@ -841,6 +821,8 @@ pub struct Run {
     child: Child,
     /// Its stderr (logs).
     pub log: PathBuf,
+    /// How long `log` was before this process started (a restart appends to it).
+    from: usize,
 }
 
 impl Run {
@@ -851,6 +833,7 @@ impl Run {
             .append(true)
             .open(log)
             .unwrap();
+        let from = file.metadata().unwrap().len() as usize;
         let child = Command::new(env!("CARGO_BIN_EXE_graywatch"))
             .args(["run", "-c", config.to_str().unwrap()])
             .env(
@@ -865,6 +848,31 @@ impl Run {
         Run {
             child,
             log: log.to_path_buf(),
+            from,
+        }
+    }
+
+    /// The address its HTTP endpoint bound (the configs listen on port 0, so that no other
+    /// process can take a port picked beforehand), from its log; waits at most 30 s for it.
+    pub fn http(&self) -> String {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let logs = self.logs();
+            let listen = logs.get(self.from..).and_then(|ours| {
+                ours.lines()
+                    .filter(|l| l.contains("http endpoint"))
+                    .find_map(|l| l.split_once(" listen=").map(|(_, a)| a))
+                    .and_then(|a| a.split_whitespace().next())
+                    .map(str::to_owned)
+            });
+            if let Some(addr) = listen {
+                return addr;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "graywatch run did not say where it listens within 30 s:\n{logs}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
         }
     }
 
@@ -873,9 +881,9 @@ impl Run {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    /// What a failed check shows of it: its logs and its `/metrics` at `http` now.
-    pub fn diagnosis(&self, http: &str) -> String {
-        let (_, metrics) = http_get(http, "/metrics");
+    /// What a failed check shows of it: its logs and its `/metrics` now.
+    pub fn diagnosis(&self) -> String {
+        let (_, metrics) = http_get(&self.http(), "/metrics");
         let metrics: String = metrics
             .lines()
             .filter(|l| l.starts_with("graywatch_"))
@@ -942,11 +950,10 @@ pub fn run_config_idle(
          alerts = \"graywatch.alerts\"\ndead-letters = \"graywatch.dead-letters\"\n\
          windows = \"graywatch.windows\"\npartitions = 2\n\n\
          [checkpoint]\ndir = \"{dir}\"\ninterval = \"1s\"\n\n\
-         [http]\nlisten = \"127.0.0.1:{http}\"\n\n{extra}\n",
+         [http]\nlisten = \"127.0.0.1:0\"\n\n{extra}\n",
         landscape = util::landscape_config(),
         servers = broker.bootstrap(),
         dir = dir.display(),
-        http = free_port(),
     )
 }
 
@@ -992,7 +999,6 @@ fn two_instances_with_one_instance_id_are_told_apart() {
         assert!(Instant::now() < deadline, "{}", first.logs());
         std::thread::sleep(Duration::from_millis(100));
     }
-    // run_config picks a free HTTP port each time
     let other = |name: &str, state: &Path| {
         let path = dir.path().join(format!("{name}.toml"));
         util::write(&path, &run_config(&broker, LANDSCAPE_INPUTS, state, ""));
