@@ -42,6 +42,9 @@ impl Outputs for Nowhere {
     fn alert(&mut self, _: &schemas::Alert) -> Result<(), Self::Error> {
         Ok(())
     }
+    fn audit(&mut self, _: &schemas::AuditRecord) -> Result<(), Self::Error> {
+        Ok(())
+    }
     fn dead_letter(&mut self, _: &DeadLetter<'_>) -> Result<(), Self::Error> {
         Ok(())
     }

@@ -20,6 +20,7 @@
 //! #     fn finding(&mut self, _: &schemas::Finding) -> Result<(), Self::Error> { Ok(()) }
 //! #     fn command(&mut self, _: &schemas::RemediationCommand) -> Result<(), Self::Error> { Ok(()) }
 //! #     fn alert(&mut self, _: &schemas::Alert) -> Result<(), Self::Error> { Ok(()) }
+//! #     fn audit(&mut self, _: &schemas::AuditRecord) -> Result<(), Self::Error> { Ok(()) }
 //! #     fn dead_letter(&mut self, _: &DeadLetter<'_>) -> Result<(), Self::Error> { Ok(()) }
 //! #     fn flush(&mut self) -> Result<(), Self::Error> { Ok(()) }
 //! # }

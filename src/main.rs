@@ -150,6 +150,7 @@ fn validate(args: ValidateArgs) -> anyhow::Result<()> {
         humantime::format_duration(w.length),
         humantime::format_duration(w.allowed_lateness)
     );
+    out += &format!("  actuate: {}\n", valid.actuator.summary());
     if let Some(k) = &valid.kafka {
         let topics: Vec<String> = k
             .inputs

@@ -85,15 +85,28 @@ fn black_hole_is_found_in_its_first_window_with_backpressure_on_its_callers() {
     );
     let c = commands[0];
     assert_eq!(c["pattern"], "backpressure");
+    assert_eq!(c["action"], "issue");
+    assert_eq!(c["revision"], 0);
     assert_eq!(c["mode"], "dry-run");
-    assert_eq!(c["target"]["destination"], "inventory");
+    assert_eq!(
+        c["target"]["destinations"],
+        serde_json::json!(["inventory"])
+    );
     assert_eq!(
         c["target"]["sources"],
         serde_json::json!(["cart", "catalog"])
     );
-    assert_eq!(c["reason"], first["id"]);
+    assert_eq!(c["reason"]["finding"], first["id"]);
+    assert_eq!(c["reason"]["incident"], "black-hole/node/inventory");
+    // the decision is audited
+    let audit = of_kind(&docs, "audit");
+    assert_eq!(audit.len(), 1, "{audit:?}");
+    assert_eq!(audit[0]["decision"], "issued");
+    assert_eq!(audit[0]["command"], c["id"]);
     // Half of catalog's baseline 20 req/s (generated with ±10 % jitter).
-    let limit = c["parameters"]["rate_limit_rps.catalog"].as_f64().unwrap();
+    let limit = c["parameters"]["rate_limit_rps"]["catalog"]
+        .as_f64()
+        .unwrap();
     assert!((9.0..=11.0).contains(&limit), "catalog limit {limit}");
     assert_eq!(
         c["expires_at_us"].as_i64().unwrap() - c["issued_at_us"].as_i64().unwrap(),
@@ -245,4 +258,84 @@ fn a_flood_of_new_names_hides_no_black_hole() {
         .map(|f| f["id"].as_str().unwrap().to_owned())
         .collect();
     assert_eq!(got, clean, "{stderr}");
+}
+
+/// The black hole's logs piped in up to the end of its first window, the pipe left open and
+/// quiet (`kubectl logs -f …`): the window closes when the input goes idle, its backpressure
+/// command is issued, and with no window to close, event time still passes for it: it
+/// expires at its TTL (12 s here), audited, while the pipe is open.
+#[test]
+fn a_command_expires_while_the_landscape_is_silent() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::process::{Command, Stdio};
+    let (dir, config) = util::temp_path("landscape.toml");
+    util::write(
+        &config,
+        &format!(
+            "{}\n[runtime]\nidle-timeout = \"1s\"\nflush-after = \"50ms\"\n\n\
+             [[actuate.policy]]\nsignature = \"black-hole\"\npattern = \"backpressure\"\nttl = \"12s\"\n",
+            util::landscape_config()
+        ),
+    );
+    let mut child = Command::new(env!("CARGO_BIN_EXE_graywatch"))
+        .args(["replay", "-q", "-f", "istio", "--no-windows", "-c"])
+        .arg(&config)
+        .arg("-")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin
+        .write_all(util::landscape_logs(130, "inventory", 120, 7).as_bytes())
+        .unwrap();
+    stdin.flush().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let doc: serde_json::Value = serde_json::from_str(&line.unwrap()).unwrap();
+            if tx.send(doc).is_err() {
+                break;
+            }
+        }
+    });
+    let mut audit = Vec::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !audit
+        .iter()
+        .any(|a: &serde_json::Value| a["decision"] == "expired")
+    {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let doc = rx
+            .recv_timeout(left)
+            .unwrap_or_else(|_| panic!("no expiry while the pipe is open; audit: {audit:?}"));
+        if doc["kind"] == "audit" {
+            audit.push(doc);
+        }
+    }
+    // issued at the end of the black hole's window (130 s); the window [130 s, 140 s) closes
+    // too (requests still running at 130 s), with no finding; it expires 12 s of event time
+    // after its issue: not at a window's end (none closes after 140 s), when processing time
+    // since the input went idle says so
+    let decisions: Vec<&str> = audit
+        .iter()
+        .map(|a| a["decision"].as_str().unwrap())
+        .collect();
+    assert_eq!(decisions, ["issued", "expired"], "{audit:?}");
+    let issued_at = (BASE_SECS + 130) * 1_000_000;
+    let id = format!("backpressure/node/inventory/{issued_at}");
+    assert!(
+        audit.iter().all(|a| a["command"] == id.as_str()),
+        "{audit:?}"
+    );
+    let expired = audit[1]["at_us"].as_i64().unwrap();
+    assert!(
+        expired >= issued_at + 12_000_000 && expired < issued_at + 20_000_000,
+        "expired at {expired}, issued at {issued_at}"
+    );
+    drop(stdin);
+    assert!(child.wait().unwrap().success());
+    drop(dir);
 }

@@ -38,6 +38,10 @@ impl Outputs for Collect {
         self.docs.push(serde_json::to_string(a).unwrap());
         Ok(())
     }
+    fn audit(&mut self, a: &schemas::AuditRecord) -> Result<(), Self::Error> {
+        self.docs.push(serde_json::to_string(a).unwrap());
+        Ok(())
+    }
     fn dead_letter(&mut self, d: &DeadLetter<'_>) -> Result<(), Self::Error> {
         self.docs.push(format!(
             "dead letter {} {:?} {}",

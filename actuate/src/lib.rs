@@ -1,34 +1,42 @@
 //! graywatch actuation: findings become remediation commands (operational patterns) and
-//! alerts (trigger/resolve incidents).
+//! alerts (trigger/resolve incidents), with safety rails and an audit of every decision.
 //!
 //! ```text
-//!   detect ──(closed window, its findings)──▶ Actuator::on_window ──▶ Actions
-//!                                               │                     ├─ commands: Vec<RemediationCommand>
-//!                                               ├─ patterns::backpressure   (→ enforcement points)
-//!                                               └─ alerts                   └─ alerts: Vec<Alert>
-//!                                                                              (→ pager systems)
+//!   closed window, its findings, its pairs
+//!        │
+//!        ├─▶ alerts ─────────────────────────────────────────────▶ Alert (trigger/resolve)
+//!        │     └─ resolved incidents ──▶ revoke their commands
+//!        ▼
+//!   policy ([[actuate.policy]]: signature, subject glob → pattern)
+//!        ▼
+//!   patterns (backpressure, circuit breaker, bulkhead, segmentation, quarantine): Remedy
+//!        ▼
+//!   commands in force: issue │ renew (half the TTL gone, or a wider remedy) │ revoke │ expire
+//!        ▼
+//!   rails (protected, max-active, max-new-per-minute, blast-radius; approval) ──▶ AuditRecord
+//!        ▼
+//!   signer (HMAC-SHA256) ───────────────────────────────────────▶ RemediationCommand
 //! ```
 //!
 //! The [`Actuator`] is called once per closed window, in window order, with that window's
-//! findings. Time is the window's end (event time): there are no clocks here, so a replay of
-//! the same input gives the same commands and alerts, ids included. What it remembers between
-//! windows (commands in force, open incidents) is plain data, [`ActuatorState`], to be
-//! checkpointed with the input offsets.
+//! findings and pairs ([`Actuator::on_window`]); when every input is idle and no window
+//! closes, the driver still moves event time on with [`Actuator::advance`], so commands expire
+//! in a landscape gone silent. Time is event time (a window's end): there are no clocks here,
+//! so a replay of the same input gives the same commands, ids and signatures included. What it
+//! remembers (commands in force, recent issues, open incidents) is plain data,
+//! [`ActuatorState`], checkpointed with the input offsets.
 //!
-//! - [`patterns::backpressure`]: a black-hole finding on a node limits each of its callers to a
-//!   fraction of its baseline rate, for a TTL; one command per node while it is in force.
-//! - [`alerts`]: the first finding of a signature and subject triggers an incident, the first
-//!   window without one resolves it (dedup key [`dedup_key`]).
-//!
-//! This crate does no I/O yet: the caller writes [`Actions`] where it likes (the `graywatch`
-//! binary prints JSON lines). Sinks to Kafka, PagerDuty, Alertmanager and webhooks, and the
-//! other patterns, come in a later issue.
+//! A command's life: issued (revision 0) when a finding's policy asks for a pattern and the
+//! rails let it through; renewed (revision + 1, a fresh TTL) when a finding asks again after
+//! half its TTL, or asks for more (a backpressure command with a new caller); revoked when its
+//! incident resolves ([`alerts`]); expired when event time reaches its expiry without a
+//! renewal. Every one of these, and every refusal by a rail, is an [`AuditRecord`].
 //!
 //! ```
 //! use actuate::{ActuateConfig, Actuator};
-//! use schemas::{AlertAction, Caller, Finding, Severity, Signature, Subject, Window};
+//! use schemas::{AlertAction, Caller, CommandAction, Finding, Parameters, Severity, Signature, Subject, Window};
 //!
-//! let mut actuator = Actuator::try_from(ActuateConfig::default()).unwrap(); // 0.5, 5m, dry-run
+//! let mut actuator = Actuator::try_from(ActuateConfig::default()).unwrap(); // dry-run
 //! let window = Window { start_us: 1_674_982_200_000_000, end_us: 1_674_982_210_000_000 };
 //! let finding = Finding {
 //!     schema_version: schemas::SCHEMA_VERSION,
@@ -46,24 +54,25 @@
 //!     related: vec![],
 //!     rule: None,
 //! };
-//! let actions = actuator.on_window(window, &[finding]);
+//! let actions = actuator.on_window(window, &[finding], &[]);
 //! let command = &actions.commands[0];
-//! assert_eq!(command.id, "backpressure/catalog/1674982210000000");
-//! assert_eq!(command.parameters["rate_limit_rps.frontend"], 59.25); // 0.5 × 118.5 req/s
+//! assert_eq!(command.id, "backpressure/node/catalog/1674982210000000");
+//! assert_eq!(command.action, CommandAction::Issue);
+//! let Parameters::Backpressure(p) = &command.parameters else { unreachable!() };
+//! assert_eq!(p.rate_limit_rps["frontend"], 59.25); // 0.5 × 118.5 req/s
 //! assert_eq!(command.expires_at_us, 1_674_982_510_000_000); // + 5 min
 //! assert_eq!(actions.alerts[0].action, AlertAction::Trigger);
-//! assert_eq!(actions.alerts[0].dedup_key, "black-hole/node/catalog");
 //!
-//! // Three windows without a finding (the default `resolve-after-windows`): the incident
-//! // resolves in the third; the command stays in force until it expires.
+//! // Three windows without a finding (`resolve-after-windows`): the incident resolves in the
+//! // third, and its command is revoked.
 //! let mut end = window.end_us;
 //! let mut quiet = || {
 //!     end += 10_000_000;
-//!     actuator.on_window(Window { start_us: end - 10_000_000, end_us: end }, &[])
+//!     actuator.on_window(Window { start_us: end - 10_000_000, end_us: end }, &[], &[])
 //! };
 //! assert!(quiet().is_empty() && quiet().is_empty());
 //! let actions = quiet();
-//! assert!(actions.commands.is_empty());
+//! assert_eq!(actions.commands[0].action, CommandAction::Revoke);
 //! assert_eq!(actions.alerts[0].action, AlertAction::Resolve);
 //! ```
 #![warn(missing_docs)]
@@ -73,27 +82,63 @@ pub mod alerts;
 pub mod config;
 mod error;
 pub mod patterns;
+pub mod rails;
+pub mod sign;
 
+use std::collections::{BTreeMap, BTreeSet};
+
+use schemas::{
+    AuditRecord, CommandAction, Decision, Finding, Mode, PairWindow, Reason, RemediationCommand,
+    SCHEMA_VERSION, Signature,
+};
 use serde::{Deserialize, Serialize};
 
 pub use alerts::{AlertState, Alerts, Incident, dedup_key, finding_dedup_key};
-pub use config::{ActuateConfig, AlertsConfig, BackpressureConfig};
+pub use config::{ActuateConfig, AlertsConfig, PolicyConfig, RailsConfig, SigningConfig};
 pub use error::{Error, Result};
-pub use patterns::backpressure::{Backpressure, BackpressureState};
+pub use patterns::{OperationalPattern, Remedy};
 
-/// What one window asks for: commands for enforcement points and alerts for pager systems.
+use crate::patterns::build;
+use crate::rails::{Rails, blast_radius, glob};
+use crate::sign::Signer;
+
+/// Event time of one minute, µs.
+const MINUTE_US: i64 = 60_000_000;
+
+/// What one window (or one advance of event time) asks for.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Actions {
-    /// Remediation commands, in pattern then destination order.
-    pub commands: Vec<schemas::RemediationCommand>,
+    /// Command messages (issue, renew, revoke), signed when a key is configured: revokes and
+    /// renewals first, then issues, each in finding order.
+    pub commands: Vec<RemediationCommand>,
     /// Alerts: triggers in finding order, then resolves in dedup-key order.
     pub alerts: Vec<schemas::Alert>,
+    /// Every decision about a command, in the order taken.
+    pub audit: Vec<AuditRecord>,
 }
 
 impl Actions {
-    /// True when the window asks for nothing.
+    /// True when nothing was decided.
     pub fn is_empty(&self) -> bool {
-        self.commands.is_empty() && self.alerts.is_empty()
+        self.commands.is_empty() && self.alerts.is_empty() && self.audit.is_empty()
+    }
+}
+
+/// One policy rule, validated: what it matches and its pattern.
+#[derive(Debug, Clone)]
+struct Rule {
+    signature: Signature,
+    rule: Option<String>,
+    subject: String,
+    ttl_us: i64,
+    pattern: std::sync::Arc<dyn OperationalPattern>,
+}
+
+impl Rule {
+    fn matches(&self, f: &Finding) -> bool {
+        f.signature == self.signature
+            && (self.rule.is_none() || self.rule == f.rule)
+            && glob(&self.subject, &f.subject.key())
     }
 }
 
@@ -101,66 +146,541 @@ impl Actions {
 /// [`ActuateConfig`].
 #[derive(Debug, Clone)]
 pub struct Actuator {
-    backpressure: Backpressure,
+    rules: Vec<Rule>,
+    rails: Rails,
+    mode: Mode,
+    signer: Option<Signer>,
     alerts: Alerts,
+    state: ActuatorState,
+}
+
+/// A command in force: its latest message (unsigned) and the policy rule behind it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ActiveCommand {
+    /// The latest message sent for it.
+    pub command: RemediationCommand,
+    /// The policy rule that asked for it (its index in `[[actuate.policy]]`).
+    pub rule: usize,
 }
 
 /// Everything an [`Actuator`] remembers between windows, to checkpoint and restore.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct ActuatorState {
-    /// Backpressure commands in force.
-    pub backpressure: BackpressureState,
+    /// Commands in force, by `<pattern>/<subject key>`.
+    #[serde(default)]
+    pub active: BTreeMap<String, ActiveCommand>,
+    /// Event times of the issues of the last minute, µs, oldest first.
+    #[serde(default)]
+    pub recent_issues_us: Vec<i64>,
+    /// Commands a rail refused, by `<pattern>/<subject key>`, with the rail, until their
+    /// incident resolves (a refusal is audited once per incident, not every window).
+    #[serde(default)]
+    pub suppressed: BTreeMap<String, (String, String)>,
     /// Open incidents.
+    #[serde(default)]
     pub alerts: AlertState,
+}
+
+/// Why an approval is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ApproveError {
+    /// No command in force has this id (never issued, revoked or expired).
+    #[error("no command {0} is in force (revoked, expired, or never issued)")]
+    Unknown(String),
+    /// The command is not waiting for an approval.
+    #[error("command {id} is {mode}, not proposed")]
+    NotProposed {
+        /// The command's id.
+        id: String,
+        /// Its mode.
+        mode: &'static str,
+    },
 }
 
 impl TryFrom<ActuateConfig> for Actuator {
     type Error = Error;
 
-    /// Validates the config: `backpressure.rate-fraction` in (0, 1], `backpressure.ttl` > 0,
-    /// `alerts.resolve-after-windows` >= 1.
+    /// Validates the config: each policy rule's pattern parameters and TTL, the rails,
+    /// `alerts.resolve-after-windows` >= 1, `approval` only with `mode = "enforce"`, and
+    /// reads the signing key.
     ///
     /// # Errors
-    /// [`Error::Config`] naming the first offending key.
+    /// [`Error::Config`] naming the first offending key; [`Error::Key`] for the signing key.
     fn try_from(config: ActuateConfig) -> Result<Self> {
         if config.alerts.resolve_after_windows == 0 {
             return Err(Error::Config {
-                key: "alerts.resolve-after-windows",
+                key: "alerts.resolve-after-windows".into(),
                 value: "0".into(),
-                reason: "must be at least 1",
+                reason: "must be at least 1".into(),
+            });
+        }
+        if config.approval && config.mode != Mode::Enforce {
+            return Err(Error::Config {
+                key: "approval".into(),
+                value: "true".into(),
+                reason: "approves enforcement: set mode = \"enforce\" too".into(),
+            });
+        }
+        if config.mode == Mode::Proposed {
+            return Err(Error::Config {
+                key: "mode".into(),
+                value: "\"proposed\"".into(),
+                reason: "must be dry-run or enforce (proposing is `approval = true`)".into(),
+            });
+        }
+        let mut rules = Vec::new();
+        for (i, r) in config.policy.iter().enumerate() {
+            let ttl_us = i64::try_from(r.ttl.as_micros()).unwrap_or(0);
+            if ttl_us <= 0 {
+                return Err(Error::Config {
+                    key: format!("policy[{i}].ttl"),
+                    value: format!("{:?}", r.ttl),
+                    reason: "must be at least 1µs and at most 292 years".into(),
+                });
+            }
+            if r.rule.is_some() && r.signature != Signature::Rule {
+                return Err(Error::Config {
+                    key: format!("policy[{i}].rule"),
+                    value: format!("{:?}", r.rule.as_deref().unwrap_or_default()),
+                    reason: "names a user rule: only with signature = \"rule\"".into(),
+                });
+            }
+            rules.push(Rule {
+                signature: r.signature,
+                rule: r.rule.clone(),
+                subject: r.subject.clone(),
+                ttl_us,
+                pattern: build(i, r)?.into(),
             });
         }
         Ok(Actuator {
-            backpressure: Backpressure::try_from(config.backpressure)?,
+            rules,
+            rails: Rails::new(&config.rails)?,
+            mode: if config.approval {
+                Mode::Proposed
+            } else {
+                config.mode
+            },
+            signer: Signer::from_config(&config.signing)?,
             alerts: Alerts::new(config.alerts.resolve_after_windows),
+            state: ActuatorState::default(),
         })
     }
 }
 
+fn audit(at_us: i64, decision: Decision, c: &RemediationCommand, detail: String) -> AuditRecord {
+    AuditRecord {
+        schema_version: SCHEMA_VERSION,
+        kind: "audit".into(),
+        at_us,
+        decision,
+        command: c.id.clone(),
+        pattern: c.pattern(),
+        revision: c.revision,
+        rail: None,
+        reason: c.reason.clone(),
+        detail,
+    }
+}
+
+fn reason(f: &Finding) -> Reason {
+    Reason {
+        finding: f.id.clone(),
+        signature: f.signature,
+        incident: finding_dedup_key(f),
+        summary: f.summary.clone(),
+    }
+}
+
 impl Actuator {
+    /// Whether commands are signed.
+    pub fn signs(&self) -> bool {
+        self.signer.is_some()
+    }
+
+    /// One line for `graywatch validate`: mode, policy rules, signing.
+    pub fn summary(&self) -> String {
+        let patterns: Vec<String> = self
+            .rules
+            .iter()
+            .map(|r| {
+                format!(
+                    "{} → {}",
+                    r.signature.as_str(),
+                    r.pattern.pattern().as_str()
+                )
+            })
+            .collect();
+        format!(
+            "{} commands, {} policy rule(s) ({}), {}",
+            self.mode.as_str(),
+            self.rules.len(),
+            patterns.join(", "),
+            match &self.signer {
+                Some(s) => format!("signed with key {:?}", s.key_id()),
+                None => "unsigned (no [actuate.signing] key)".to_owned(),
+            }
+        )
+    }
+
     /// Called once per closed window, in window order, with that window's findings (possibly
-    /// none). Commands are issued and alerts raised at `window.end_us` (event time).
-    pub fn on_window(&mut self, window: schemas::Window, findings: &[schemas::Finding]) -> Actions {
+    /// none) and pairs (for the blast radius). Decisions are taken at `window.end_us`.
+    pub fn on_window(
+        &mut self,
+        window: schemas::Window,
+        findings: &[Finding],
+        pairs: &[PairWindow],
+    ) -> Actions {
         let now_us = window.end_us;
-        Actions {
-            commands: self.backpressure.on_window(now_us, findings),
-            alerts: self.alerts.on_window(now_us, findings),
+        let mut out = self.advance(now_us);
+        out.alerts = self.alerts.on_window(now_us, findings);
+        let resolved: BTreeSet<String> = out
+            .alerts
+            .iter()
+            .filter(|a| a.action == schemas::AlertAction::Resolve)
+            .map(|a| a.dedup_key.clone())
+            .collect();
+        self.revoke_resolved(now_us, &resolved, &mut out);
+        self.state
+            .suppressed
+            .retain(|_, (incident, _)| !resolved.contains(incident));
+
+        // what the policy asks for, merged per command key in finding order
+        let mut asked: BTreeMap<String, (usize, Remedy, &Finding)> = BTreeMap::new();
+        let mut order: Vec<String> = Vec::new();
+        for f in findings {
+            let mut patterns = BTreeSet::new();
+            for (i, rule) in self.rules.iter().enumerate() {
+                if !rule.matches(f) || !patterns.insert(rule.pattern.pattern()) {
+                    continue;
+                }
+                let Some(remedy) = rule.pattern.remedy(f) else {
+                    continue;
+                };
+                let key = format!("{}/{}", rule.pattern.pattern().as_str(), f.subject.key());
+                match asked.get_mut(&key) {
+                    Some((j, before, _)) => *before = self.rules[*j].pattern.merge(before, remedy),
+                    None => {
+                        order.push(key.clone());
+                        asked.insert(key, (i, remedy, f));
+                    }
+                }
+            }
         }
+        let mut issues = Vec::new();
+        for key in order {
+            let (i, remedy, f) = asked.remove(&key).expect("ordered keys are asked");
+            if self.state.active.contains_key(&key) {
+                self.renew(now_us, &key, remedy, f, pairs, &mut out);
+            } else {
+                issues.extend(self.issue(now_us, key, i, remedy, f, pairs, &mut out));
+            }
+        }
+        out.commands.extend(issues);
+        if let Some(signer) = &self.signer {
+            for c in &mut out.commands {
+                signer.sign(c);
+            }
+        }
+        out
+    }
+
+    /// Moves event time to `now_us` without a window (every input idle): commands whose
+    /// expiry has come are dropped, each with an `expired` audit record. Also the first step
+    /// of [`Actuator::on_window`].
+    pub fn advance(&mut self, now_us: i64) -> Actions {
+        let mut out = Actions::default();
+        let expired: Vec<String> = self
+            .state
+            .active
+            .iter()
+            .filter(|(_, a)| a.command.expires_at_us <= now_us)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in expired {
+            let a = self.state.active.remove(&key).expect("listed");
+            out.audit.push(audit(
+                now_us,
+                Decision::Expired,
+                &a.command,
+                format!(
+                    "expired at {} (event time) without a renewal",
+                    a.command.expires_at_us
+                ),
+            ));
+        }
+        self.state
+            .recent_issues_us
+            .retain(|&t| t > now_us - MINUTE_US);
+        out
+    }
+
+    /// An operator approves the proposed command `id` at event time `now_us`: it is sent
+    /// again as an `issue` in enforce mode (next revision, a fresh TTL), and audited.
+    ///
+    /// # Errors
+    /// [`ApproveError`]: no such command in force, or not a proposed one.
+    pub fn approve(&mut self, id: &str, now_us: i64) -> std::result::Result<Actions, ApproveError> {
+        let rules = &self.rules;
+        let Some(a) = self.state.active.values_mut().find(|a| a.command.id == id) else {
+            return Err(ApproveError::Unknown(id.to_owned()));
+        };
+        if a.command.mode != Mode::Proposed {
+            return Err(ApproveError::NotProposed {
+                id: id.to_owned(),
+                mode: a.command.mode.as_str(),
+            });
+        }
+        let ttl_us = rules.get(a.rule).map_or(a.command.ttl_us, |r| r.ttl_us);
+        let c = &mut a.command;
+        c.mode = Mode::Enforce;
+        c.action = CommandAction::Issue;
+        c.revision += 1;
+        c.issued_at_us = now_us;
+        c.ttl_us = ttl_us;
+        c.expires_at_us = now_us.saturating_add(ttl_us);
+        let mut out = Actions::default();
+        out.audit.push(audit(
+            now_us,
+            Decision::Approved,
+            c,
+            "approved by an operator: enforced".into(),
+        ));
+        let mut sent = c.clone();
+        if let Some(signer) = &self.signer {
+            signer.sign(&mut sent);
+        }
+        out.commands.push(sent);
+        Ok(out)
+    }
+
+    fn revoke_resolved(&mut self, now_us: i64, resolved: &BTreeSet<String>, out: &mut Actions) {
+        let keys: Vec<String> = self
+            .state
+            .active
+            .iter()
+            .filter(|(_, a)| resolved.contains(&a.command.reason.incident))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in keys {
+            let mut c = self.state.active.remove(&key).expect("listed").command;
+            c.action = CommandAction::Revoke;
+            c.revision += 1;
+            c.issued_at_us = now_us;
+            c.ttl_us = 0;
+            c.expires_at_us = now_us;
+            out.audit.push(audit(
+                now_us,
+                Decision::Revoked,
+                &c,
+                format!("incident {} resolved", c.reason.incident),
+            ));
+            out.commands.push(c);
+        }
+    }
+
+    /// A rail that refuses `remedy` as a new command or a wider one (`replacing`: the key of
+    /// the command it would replace, left out of the blast radius).
+    fn refused_by(
+        &self,
+        remedy: &Remedy,
+        replacing: Option<&str>,
+        now_us: i64,
+        pairs: &[PairWindow],
+    ) -> Option<(&'static str, String)> {
+        if self.rails.protects(&remedy.target) {
+            return Some((
+                "protected",
+                "its target touches a protected service or edge".into(),
+            ));
+        }
+        if replacing.is_none() {
+            if self.state.active.len() >= self.rails.max_active {
+                return Some((
+                    "max-active",
+                    format!("{} commands in force already", self.state.active.len()),
+                ));
+            }
+            let recent = self
+                .state
+                .recent_issues_us
+                .iter()
+                .filter(|&&t| t > now_us - MINUTE_US)
+                .count();
+            if recent >= self.rails.max_new_per_minute {
+                return Some((
+                    "max-new-per-minute",
+                    format!("{recent} commands issued in the last minute"),
+                ));
+            }
+        }
+        let targets = self
+            .state
+            .active
+            .iter()
+            .filter(|(k, _)| Some(k.as_str()) != replacing)
+            .map(|(_, a)| (&a.command.target, &a.command.parameters))
+            .chain(std::iter::once((&remedy.target, &remedy.parameters)));
+        let share = blast_radius(targets, pairs);
+        if share > self.rails.max_blast_radius {
+            return Some((
+                "blast-radius",
+                format!(
+                    "the commands in force would match {:.1} % of the landscape's requests (at most {:.1} %)",
+                    100.0 * share,
+                    100.0 * self.rails.max_blast_radius
+                ),
+            ));
+        }
+        None
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn issue(
+        &mut self,
+        now_us: i64,
+        key: String,
+        rule: usize,
+        remedy: Remedy,
+        f: &Finding,
+        pairs: &[PairWindow],
+        out: &mut Actions,
+    ) -> Option<RemediationCommand> {
+        let ttl_us = self.rules[rule].ttl_us;
+        let pattern = remedy.parameters.pattern();
+        let command = RemediationCommand {
+            schema_version: SCHEMA_VERSION,
+            kind: "remediation-command".into(),
+            id: format!("{}/{}/{now_us}", pattern.as_str(), f.subject.key()),
+            action: CommandAction::Issue,
+            revision: 0,
+            parameters: remedy.parameters.clone(),
+            target: remedy.target.clone(),
+            issued_at_us: now_us,
+            ttl_us,
+            expires_at_us: now_us.saturating_add(ttl_us),
+            reason: reason(f),
+            mode: self.mode,
+            signature: None,
+        };
+        if let Some((rail, why)) = self.refused_by(&remedy, None, now_us, pairs) {
+            let incident = command.reason.incident.clone();
+            let before = self
+                .state
+                .suppressed
+                .insert(key, (incident, rail.to_owned()));
+            if before.as_ref().map(|(_, r)| r.as_str()) != Some(rail) {
+                let mut a = audit(now_us, Decision::Suppressed, &command, why);
+                a.rail = Some(rail.to_owned());
+                out.audit.push(a);
+            }
+            return None;
+        }
+        self.state.suppressed.remove(&key);
+        self.state.recent_issues_us.push(now_us);
+        let decision = if command.mode == Mode::Proposed {
+            Decision::Proposed
+        } else {
+            Decision::Issued
+        };
+        out.audit.push(audit(
+            now_us,
+            decision,
+            &command,
+            format!("{} ({})", f.summary, command.mode.as_str()),
+        ));
+        self.state.active.insert(
+            key,
+            ActiveCommand {
+                command: command.clone(),
+                rule,
+            },
+        );
+        Some(command)
+    }
+
+    fn renew(
+        &mut self,
+        now_us: i64,
+        key: &str,
+        remedy: Remedy,
+        f: &Finding,
+        pairs: &[PairWindow],
+        out: &mut Actions,
+    ) {
+        let a = &self.state.active[key];
+        let rule = &self.rules[a.rule.min(self.rules.len() - 1)];
+        let before = Remedy {
+            target: a.command.target.clone(),
+            parameters: a.command.parameters.clone(),
+        };
+        let merged = rule.pattern.merge(&before, remedy);
+        let wider = merged != before;
+        let half_gone = now_us >= a.command.expires_at_us - a.command.ttl_us / 2;
+        if !wider && !half_gone {
+            return;
+        }
+        let ttl_us = rule.ttl_us;
+        if wider && let Some((rail, why)) = self.refused_by(&merged, Some(key), now_us, pairs) {
+            let mut record = audit(now_us, Decision::Suppressed, &a.command, why);
+            record.detail = format!("not widened: {}", record.detail);
+            record.rail = Some(rail.to_owned());
+            out.audit.push(record);
+            if !half_gone {
+                return;
+            }
+            // the command goes on as it was
+            return self.renew_as_is(now_us, key, ttl_us, f, out);
+        }
+        let a = self.state.active.get_mut(key).expect("in force");
+        let c = &mut a.command;
+        c.action = CommandAction::Renew;
+        c.revision += 1;
+        c.target = merged.target;
+        c.parameters = merged.parameters;
+        c.issued_at_us = now_us;
+        c.ttl_us = ttl_us;
+        c.expires_at_us = now_us.saturating_add(ttl_us);
+        c.reason = reason(f);
+        let detail = if wider {
+            "renewed with a wider target or new parameters".to_owned()
+        } else {
+            "renewed: its incident goes on".to_owned()
+        };
+        out.audit.push(audit(now_us, Decision::Renewed, c, detail));
+        out.commands.push(c.clone());
+    }
+
+    fn renew_as_is(&mut self, now_us: i64, key: &str, ttl_us: i64, f: &Finding, out: &mut Actions) {
+        let a = self.state.active.get_mut(key).expect("in force");
+        let c = &mut a.command;
+        c.action = CommandAction::Renew;
+        c.revision += 1;
+        c.issued_at_us = now_us;
+        c.ttl_us = ttl_us;
+        c.expires_at_us = now_us.saturating_add(ttl_us);
+        c.reason = reason(f);
+        out.audit.push(audit(
+            now_us,
+            Decision::Renewed,
+            c,
+            "renewed: its incident goes on".into(),
+        ));
+        out.commands.push(c.clone());
     }
 
     /// A copy of the state, to checkpoint.
     pub fn state(&self) -> ActuatorState {
         ActuatorState {
-            backpressure: self.backpressure.state().clone(),
             alerts: self.alerts.state().clone(),
+            ..self.state.clone()
         }
     }
 
     /// Replaces the state with a checkpointed one (the config stays as built).
     pub fn restore(&mut self, state: ActuatorState) {
-        self.backpressure.restore(state.backpressure);
-        self.alerts.restore(state.alerts);
+        self.alerts.restore(state.alerts.clone());
+        self.state = state;
     }
 }
 

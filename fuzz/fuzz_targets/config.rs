@@ -1,6 +1,6 @@
 //! The config file's sections that the library crates validate: `[mapping]` (service mapping,
 //! rules, writer, per-input mappings), `[detect]` (window geometry, black-hole thresholds) and
-//! `[actuate]` (backpressure, alerts), read from TOML exactly as `graywatch validate` reads
+//! `[actuate]` (mode, policy, rails, signing, alerts), read from TOML exactly as `graywatch validate` reads
 //! them (the same serde types; the root crate's own sections, `[runtime]`, `[kafka]`,
 //! `[checkpoint]`, `[http]`, `[scale-out]`, are accepted as any TOML, see `scripts/fuzz`).
 //! A mapping that validates drives every built-in format's parser over real lines (from

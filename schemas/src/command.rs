@@ -1,13 +1,13 @@
-//! Remediation commands (for enforcement points) and alerts (for pager systems).
+//! Remediation commands (for enforcement points), the audit of the actuator's decisions, and
+//! alerts (for pager systems).
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
 /// An operational pattern.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
-#[non_exhaustive]
 pub enum Pattern {
     /// Rate-limit or slow the callers of a node.
     Backpressure,
@@ -34,54 +34,462 @@ impl Pattern {
     }
 }
 
-/// Whether an enforcement point applies a command or only logs what it would do.
+/// How an enforcement point treats a command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Mode {
-    /// Log only (the default: nothing changes until an operator opts in).
+    /// Log only what it would do (the default: nothing changes until an operator opts in).
     #[default]
     DryRun,
+    /// Waiting for an operator's approval (`graywatch approve ID`): logged only, like a dry
+    /// run; the approval sends the command again in [`Mode::Enforce`].
+    Proposed,
     /// Apply.
     Enforce,
 }
 
-/// Which traffic a command applies to: the edges from any of `sources` to `destination`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+impl Mode {
+    /// The name used in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::DryRun => "dry-run",
+            Mode::Proposed => "proposed",
+            Mode::Enforce => "enforce",
+        }
+    }
+}
+
+/// What a command message does to the command its id names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CommandAction {
+    /// Start applying it (revision 0, or the approval of a proposed command).
+    Issue,
+    /// It goes on, with a later expiry and possibly new parameters or target.
+    Renew,
+    /// Stop applying it now (its incident resolved).
+    Revoke,
+}
+
+impl CommandAction {
+    /// The name used in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CommandAction::Issue => "issue",
+            CommandAction::Renew => "renew",
+            CommandAction::Revoke => "revoke",
+        }
+    }
+}
+
+/// Which traffic a command applies to: requests from any of `sources` (every caller when
+/// empty) to any of `destinations`, narrowed by zone and version when given.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Target {
-    /// Calling services whose requests are affected.
+    /// Calling services whose requests are affected, sorted; empty: every caller.
     pub sources: Vec<String>,
+    /// Called services, sorted (at least one).
+    pub destinations: Vec<String>,
+    /// Only requests from callers in this zone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_zone: Option<String>,
+    /// Only requests to instances in this zone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destination_zone: Option<String>,
+    /// Only the destinations' instances running this version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+}
+
+/// One edge, `source → destination` (an allow-list entry).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Edge {
+    /// Calling service.
+    pub source: String,
     /// Called service.
     pub destination: String,
 }
 
-/// An instruction for enforcement points, valid until `expires_at_us`.
-///
-/// JSON: `schemas/json/remediation-command.schema.json` (`"kind": "remediation-command"`).
+/// Backpressure: each listed caller may send at most its rate to the destinations.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackpressureParameters {
+    /// Allowed rate per calling service, req/s (> 0; a caller not listed is not limited).
+    pub rate_limit_rps: BTreeMap<String, f64>,
+}
+
+/// Circuit breaker: the matched requests fail at once with `status`, without reaching the
+/// destinations.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub struct CircuitBreakerParameters {
+    /// HTTP status returned instead, e.g. 503.
+    pub status: u16,
+    /// Only callers with this tier label (the enforcement point's labelling of its callers,
+    /// e.g. `batch`); every caller when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tier: Option<String>,
+    /// Only requests still running after this long, µs (a timeout shorter than the
+    /// destination's current latency); every request when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slower_than_us: Option<u64>,
+}
+
+/// Bulkhead: cap or deny the matched traffic (between zones or pools), except the
+/// allow-listed edges.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BulkheadParameters {
+    /// Most requests in flight on the matched traffic (count); absent: the traffic is denied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_concurrency: Option<u64>,
+    /// Edges left untouched (critical fail-over routes), sorted.
+    #[serde(default)]
+    pub allow: Vec<Edge>,
+}
+
+/// Segmentation: the matched edges are denied with `status`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SegmentationParameters {
+    /// HTTP status returned instead, e.g. 403.
+    pub status: u16,
+}
+
+/// Quarantine: the target's version of its destinations is taken out of rotation (its
+/// instances get no new requests, or `weight` of them; the other versions serve).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuarantineParameters {
+    /// Share of the requests the quarantined version still gets, in [0, 1) (0: none).
+    pub weight: f64,
+}
+
+/// A command's pattern and its typed parameters. In JSON: the `pattern` field, and a
+/// `parameters` object of that pattern's shape (`schemas/json/remediation-command.schema.json`
+/// defines one per pattern).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Parameters {
+    /// [`Pattern::Backpressure`].
+    Backpressure(BackpressureParameters),
+    /// [`Pattern::CircuitBreaker`].
+    CircuitBreaker(CircuitBreakerParameters),
+    /// [`Pattern::Bulkhead`].
+    Bulkhead(BulkheadParameters),
+    /// [`Pattern::Segmentation`].
+    Segmentation(SegmentationParameters),
+    /// [`Pattern::Quarantine`].
+    Quarantine(QuarantineParameters),
+}
+
+impl Parameters {
+    /// The pattern these parameters are for.
+    pub fn pattern(&self) -> Pattern {
+        match self {
+            Parameters::Backpressure(_) => Pattern::Backpressure,
+            Parameters::CircuitBreaker(_) => Pattern::CircuitBreaker,
+            Parameters::Bulkhead(_) => Pattern::Bulkhead,
+            Parameters::Segmentation(_) => Pattern::Segmentation,
+            Parameters::Quarantine(_) => Pattern::Quarantine,
+        }
+    }
+
+    fn to_value(&self) -> serde_json::Result<serde_json::Value> {
+        match self {
+            Parameters::Backpressure(p) => serde_json::to_value(p),
+            Parameters::CircuitBreaker(p) => serde_json::to_value(p),
+            Parameters::Bulkhead(p) => serde_json::to_value(p),
+            Parameters::Segmentation(p) => serde_json::to_value(p),
+            Parameters::Quarantine(p) => serde_json::to_value(p),
+        }
+    }
+
+    fn from_value(pattern: Pattern, v: serde_json::Value) -> serde_json::Result<Self> {
+        Ok(match pattern {
+            Pattern::Backpressure => Parameters::Backpressure(serde_json::from_value(v)?),
+            Pattern::CircuitBreaker => Parameters::CircuitBreaker(serde_json::from_value(v)?),
+            Pattern::Bulkhead => Parameters::Bulkhead(serde_json::from_value(v)?),
+            Pattern::Segmentation => Parameters::Segmentation(serde_json::from_value(v)?),
+            Pattern::Quarantine => Parameters::Quarantine(serde_json::from_value(v)?),
+        })
+    }
+}
+
+/// Why a command exists.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Reason {
+    /// Id of the (latest) finding that asks for it.
+    pub finding: String,
+    /// Its signature.
+    pub signature: crate::finding::Signature,
+    /// Dedup key of its incident: the command is revoked when that incident resolves.
+    pub incident: String,
+    /// One line for humans: the finding's summary.
+    pub summary: String,
+}
+
+/// A command's authentication: HMAC-SHA256 (RFC 2104 over FIPS 180-4's SHA-256) of its
+/// canonical JSON without this field ([`RemediationCommand::canonical_json`]), with the key
+/// named `key_id`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommandSignature {
+    /// Which key signed it (keys rotate: an enforcement point may know several).
+    pub key_id: String,
+    /// The MAC, 64 lowercase hex digits.
+    pub hmac_sha256: String,
+}
+
+/// An instruction for enforcement points: one action (issue, renew, revoke) on the command
+/// `id` names, in force until `expires_at_us`.
+///
+/// JSON: `schemas/json/remediation-command.schema.json` (`"kind": "remediation-command"`).
+/// Messages of one id come in `revision` order; an enforcement point keeps the latest
+/// revision of each id, drops it at `expires_at_us` or on a revoke, and ignores a revision it
+/// has already applied (a replay sends the same messages again).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "RawCommand", into = "RawCommand")]
 pub struct RemediationCommand {
     /// Version of this document's schema.
     pub schema_version: u32,
     /// Always `"remediation-command"`.
     pub kind: String,
-    /// Deterministic id (`<pattern>/<destination>/<issued µs>`): enforcement points drop a
-    /// command whose id they have already applied.
+    /// Deterministic id, `<pattern>/<subject key>/<µs of the first issue>` (the subject of the
+    /// finding that asked for it, `schemas::Subject::key`): the same on every replay.
     pub id: String,
-    /// The pattern.
-    pub pattern: Pattern,
+    /// What this message does.
+    pub action: CommandAction,
+    /// 0 for the first message of the id, then +1 per message.
+    pub revision: u32,
+    /// The pattern and its parameters.
+    pub parameters: Parameters,
     /// The traffic it applies to.
     pub target: Target,
-    /// Pattern parameters. Backpressure: `rate_limit_rps.<source>` (req/s allowed per caller).
-    pub parameters: BTreeMap<String, f64>,
-    /// Event time at which it was issued, µs since the epoch.
+    /// Event time of this message (the end of the window that decided it), µs since the epoch.
     pub issued_at_us: i64,
+    /// Lifetime this message grants, µs (`expires_at_us − issued_at_us`; 0 for a revoke).
+    pub ttl_us: i64,
     /// Event time after which enforcement points drop it, µs since the epoch.
     pub expires_at_us: i64,
-    /// Id of the finding that caused it.
-    pub reason: String,
-    /// Dry run or enforce.
+    /// The finding and incident behind it.
+    pub reason: Reason,
+    /// Dry run, proposed or enforce.
     pub mode: Mode,
+    /// HMAC of the rest; absent when no signing key is configured.
+    pub signature: Option<CommandSignature>,
+}
+
+impl RemediationCommand {
+    /// The pattern.
+    pub fn pattern(&self) -> Pattern {
+        self.parameters.pattern()
+    }
+
+    /// The bytes a [`CommandSignature`] is computed over: the command's JSON without its
+    /// `signature` field in the JSON Canonicalization Scheme's form (RFC 8785): object keys
+    /// sorted, no white space, integral numbers without a fraction. The numbers graywatch
+    /// writes are integers, or decimals at least 0.001 and below 1e15, whose shortest
+    /// round-trip form (Rust's `Display`) is the one RFC 8785 (ECMAScript's
+    /// `Number.prototype.toString`) gives.
+    pub fn canonical_json(&self) -> Vec<u8> {
+        let mut raw = RawCommand::from(self.clone());
+        raw.signature = None;
+        let value = serde_json::to_value(&raw).expect("a command serializes");
+        canonical_json(&value)
+    }
+}
+
+/// `value` in RFC 8785's canonical form (see [`RemediationCommand::canonical_json`]).
+pub fn canonical_json(value: &serde_json::Value) -> Vec<u8> {
+    let mut out = Vec::new();
+    write_canonical(value, &mut out);
+    out
+}
+
+fn write_canonical(value: &serde_json::Value, out: &mut Vec<u8>) {
+    use serde_json::Value;
+    match value {
+        Value::Object(map) => {
+            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+            // RFC 8785 sorts by UTF-16 code units
+            entries.sort_by(|a, b| a.0.encode_utf16().cmp(b.0.encode_utf16()));
+            out.push(b'{');
+            for (i, (k, v)) in entries.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                out.extend_from_slice(Value::String(k.clone()).to_string().as_bytes());
+                out.push(b':');
+                write_canonical(v, out);
+            }
+            out.push(b'}');
+        }
+        Value::Array(items) => {
+            out.push(b'[');
+            for (i, v) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_canonical(v, out);
+            }
+            out.push(b']');
+        }
+        Value::Number(n) => {
+            let text = if let Some(i) = n.as_i64() {
+                i.to_string()
+            } else if let Some(u) = n.as_u64() {
+                u.to_string()
+            } else {
+                let f = n.as_f64().unwrap_or(0.0);
+                if f.fract() == 0.0 && f.abs() < 1e15 {
+                    // ECMAScript writes 59.0 as 59
+                    format!("{}", f as i64)
+                } else {
+                    // shortest round-trip digits without an exponent, as ECMAScript writes
+                    // 1e-6 <= |f| < 1e21
+                    format!("{f}")
+                }
+            };
+            out.extend_from_slice(text.as_bytes());
+        }
+        other => out.extend_from_slice(other.to_string().as_bytes()),
+    }
+}
+
+/// The JSON form of [`RemediationCommand`]: `pattern` beside untyped `parameters`.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCommand {
+    schema_version: u32,
+    kind: String,
+    id: String,
+    action: CommandAction,
+    revision: u32,
+    pattern: Pattern,
+    target: Target,
+    parameters: serde_json::Value,
+    issued_at_us: i64,
+    ttl_us: i64,
+    expires_at_us: i64,
+    reason: Reason,
+    mode: Mode,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    signature: Option<CommandSignature>,
+}
+
+impl From<RemediationCommand> for RawCommand {
+    fn from(c: RemediationCommand) -> Self {
+        RawCommand {
+            schema_version: c.schema_version,
+            kind: c.kind,
+            id: c.id,
+            action: c.action,
+            revision: c.revision,
+            pattern: c.parameters.pattern(),
+            target: c.target,
+            parameters: c
+                .parameters
+                .to_value()
+                .expect("parameters serialize (finite numbers)"),
+            issued_at_us: c.issued_at_us,
+            ttl_us: c.ttl_us,
+            expires_at_us: c.expires_at_us,
+            reason: c.reason,
+            mode: c.mode,
+            signature: c.signature,
+        }
+    }
+}
+
+impl TryFrom<RawCommand> for RemediationCommand {
+    type Error = serde_json::Error;
+
+    fn try_from(r: RawCommand) -> Result<Self, Self::Error> {
+        Ok(RemediationCommand {
+            schema_version: r.schema_version,
+            kind: r.kind,
+            id: r.id,
+            action: r.action,
+            revision: r.revision,
+            parameters: Parameters::from_value(r.pattern, r.parameters)?,
+            target: r.target,
+            issued_at_us: r.issued_at_us,
+            ttl_us: r.ttl_us,
+            expires_at_us: r.expires_at_us,
+            reason: r.reason,
+            mode: r.mode,
+            signature: r.signature,
+        })
+    }
+}
+
+/// What the actuator decided about a command, for the audit stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Decision {
+    /// Issued (dry-run or enforce).
+    Issued,
+    /// Issued as proposed: waits for an approval.
+    Proposed,
+    /// An operator approved a proposed command: issued again in enforce mode.
+    Approved,
+    /// Renewed: a later expiry, or new parameters or target.
+    Renewed,
+    /// Not issued or not renewed: a safety rail refused it (`rail` names which).
+    Suppressed,
+    /// Revoked: its incident resolved.
+    Revoked,
+    /// Reached its expiry (event time) without a renewal.
+    Expired,
+}
+
+impl Decision {
+    /// The name used in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Decision::Issued => "issued",
+            Decision::Proposed => "proposed",
+            Decision::Approved => "approved",
+            Decision::Renewed => "renewed",
+            Decision::Suppressed => "suppressed",
+            Decision::Revoked => "revoked",
+            Decision::Expired => "expired",
+        }
+    }
+}
+
+/// One decision of the actuator about one command, for the audit stream (a file or a
+/// topic): every issue, proposal, approval, renewal, suppression, revoke and expiry.
+///
+/// JSON: `schemas/json/audit.schema.json` (`"kind": "audit"`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditRecord {
+    /// Version of this document's schema.
+    pub schema_version: u32,
+    /// Always `"audit"`.
+    pub kind: String,
+    /// Event time of the decision, µs since the epoch.
+    pub at_us: i64,
+    /// What was decided.
+    pub decision: Decision,
+    /// The command's id (for a suppressed issue, the id it would have had).
+    pub command: String,
+    /// Its pattern.
+    pub pattern: Pattern,
+    /// The revision the decision produced or concerns.
+    pub revision: u32,
+    /// The safety rail that refused it (`suppressed` only): `max-active`,
+    /// `max-new-per-minute`, `blast-radius` or `protected`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rail: Option<String>,
+    /// The finding and incident behind it.
+    pub reason: Reason,
+    /// One line for humans.
+    pub detail: String,
 }
 
 /// Whether an alert opens or closes an incident.

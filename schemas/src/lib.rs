@@ -30,7 +30,12 @@ pub mod finding;
 pub mod flow;
 pub mod window;
 
-pub use command::{Alert, AlertAction, Mode, Pattern, RemediationCommand, Target};
+pub use command::{
+    Alert, AlertAction, AuditRecord, BackpressureParameters, BulkheadParameters,
+    CircuitBreakerParameters, CommandAction, CommandSignature, Decision, Edge, Mode, Parameters,
+    Pattern, QuarantineParameters, Reason, RemediationCommand, SegmentationParameters, Target,
+    canonical_json,
+};
 pub use finding::{
     COLLAPSED_CALLERS, Caller, Confidence, Evidence, Finding, Related, Severity, Signature, Subject,
 };

@@ -9,8 +9,10 @@ use std::path::PathBuf;
 
 use proptest::prelude::*;
 use schemas::{
-    Alert, AlertAction, Breakdown, Caller, Confidence, Evidence, Finding, FlowRecord, Latency,
-    Mode, NodeWindow, PairWindow, Pattern, Related, RemediationCommand, Reporter, SCHEMA_VERSION,
+    Alert, AlertAction, AuditRecord, BackpressureParameters, Breakdown, BulkheadParameters, Caller,
+    CircuitBreakerParameters, CommandAction, CommandSignature, Confidence, Edge, Evidence, Finding,
+    FlowRecord, Latency, Mode, NodeWindow, PairWindow, Parameters, Pattern, QuarantineParameters,
+    Reason, Related, RemediationCommand, Reporter, SCHEMA_VERSION, SegmentationParameters,
     Severity, Signature, Subject, Target, UpstreamAttempt, Window,
 };
 use serde::Serialize;
@@ -19,8 +21,9 @@ use serde_json::{Value, json};
 
 /// The schema files, one per document graywatch writes. A new document type needs a new schema
 /// here (and an entry in `round_trip_examples`).
-const SCHEMA_FILES: [&str; 6] = [
+const SCHEMA_FILES: [&str; 7] = [
     "alert.schema.json",
+    "audit.schema.json",
     "finding.schema.json",
     "flow-record.schema.json",
     "node-window.schema.json",
@@ -163,6 +166,7 @@ fn kind_is_a_constant_per_document_type() {
         ("finding.schema.json", "finding"),
         ("remediation-command.schema.json", "remediation-command"),
         ("alert.schema.json", "alert"),
+        ("audit.schema.json", "audit"),
     ] {
         assert_eq!(schema(file)["properties"]["kind"]["const"], kind);
         let mut doc = examples(file).remove(0);
@@ -199,13 +203,15 @@ fn examples_validate_and_round_trip_through_the_rust_types() {
                 "finding.schema.json" => round_trip::<Finding>(file, doc),
                 "remediation-command.schema.json" => round_trip::<RemediationCommand>(file, doc),
                 "alert.schema.json" => round_trip::<Alert>(file, doc),
+                "audit.schema.json" => round_trip::<AuditRecord>(file, doc),
                 other => panic!("no Rust type for {other}"),
             }
             checked += 1;
         }
     }
-    // 3 flow records, 2 pair windows, 1 node window, 1 finding, 1 command, 2 alerts.
-    assert_eq!(checked, 10);
+    // 3 flow records, 2 pair windows, 1 node window, 1 finding, 3 commands, 2 alerts, 2 audit
+    // records.
+    assert_eq!(checked, 14);
 }
 
 #[test]
@@ -225,6 +231,7 @@ fn unknown_keys_and_other_schema_versions_are_rejected_everywhere() {
                     serde_json::from_value::<RemediationCommand>(extra).is_err()
                 }
                 "alert.schema.json" => serde_json::from_value::<Alert>(extra).is_err(),
+                "audit.schema.json" => serde_json::from_value::<AuditRecord>(extra).is_err(),
                 other => panic!("no Rust type for {other}"),
             };
             assert!(rust_rejects, "serde accepts an unknown key in {file}");
@@ -243,11 +250,15 @@ fn unknown_keys_and_other_schema_versions_are_rejected_everywhere() {
 
 #[test]
 fn unknown_keys_in_nested_objects_are_rejected() {
-    let cases: [(&str, &[&str]); 6] = [
+    let cases: [(&str, &[&str]); 7] = [
         ("pair-window.schema.json", &["window", "latency"]),
         ("node-window.schema.json", &["window"]),
         ("finding.schema.json", &["window", "subject"]),
-        ("remediation-command.schema.json", &["target"]),
+        (
+            "remediation-command.schema.json",
+            &["target", "reason", "parameters", "signature"],
+        ),
+        ("audit.schema.json", &["reason"]),
         ("flow-record.schema.json", &[]),
         ("alert.schema.json", &[]),
     ];
@@ -327,24 +338,74 @@ fn enums_are_kebab_case() {
 }
 
 #[test]
-fn backpressure_parameters_are_per_caller_rate_limits() {
-    let mut doc = examples("remediation-command.schema.json").remove(0);
-    doc["parameters"]["delay_ms"] = json!(5.0);
+fn parameters_have_the_shape_of_their_pattern() {
+    let doc = examples("remediation-command.schema.json").remove(0);
+    let mut bad = doc.clone();
+    bad["parameters"]["rate_limit_rps"]["checkout"] = json!("14.75");
+    assert_invalid("remediation-command.schema.json", &bad, "a string rate");
+    let mut bad = doc.clone();
+    bad["parameters"]["rate_limit_rps"]["checkout"] = json!(0.0);
     assert_invalid(
         "remediation-command.schema.json",
-        &doc,
-        "a backpressure parameter that is not rate_limit_rps.<caller>",
+        &bad,
+        "a limit of 0 req/s",
     );
-    let mut doc = examples("remediation-command.schema.json").remove(0);
-    doc["parameters"]["rate_limit_rps.checkout"] = json!("14.75");
+    // another pattern's parameters: the schema and serde both refuse them
+    let mut bad = doc.clone();
+    bad["parameters"] = json!({"status": 403});
     assert_invalid(
         "remediation-command.schema.json",
-        &doc,
-        "a string parameter",
+        &bad,
+        "segmentation parameters",
+    );
+    assert!(serde_json::from_value::<RemediationCommand>(bad).is_err());
+    let mut seg = doc.clone();
+    seg["pattern"] = json!("segmentation");
+    seg["parameters"] = json!({"status": 403});
+    assert_valid("remediation-command.schema.json", &seg);
+    let c: RemediationCommand = serde_json::from_value(seg).unwrap();
+    assert_eq!(
+        c.parameters,
+        Parameters::Segmentation(SegmentationParameters { status: 403 })
+    );
+    let mut bad = doc;
+    bad["signature"]["hmac_sha256"] = json!("ABC");
+    assert_invalid(
+        "remediation-command.schema.json",
+        &bad,
+        "a MAC that is not hex",
     );
 }
 
-// ---- documents serialized from Rust values ----
+#[test]
+fn the_canonical_json_of_a_command_sorts_keys_and_writes_integral_numbers_bare() {
+    let doc = examples("remediation-command.schema.json").remove(1);
+    let c: RemediationCommand = serde_json::from_value(doc).unwrap();
+    let text = String::from_utf8(c.canonical_json()).unwrap();
+    assert_eq!(
+        text,
+        "{\"action\":\"revoke\",\"expires_at_us\":1767576420000000,\
+         \"id\":\"quarantine/version/pricing/v2.6.0/1767575240000000\",\
+         \"issued_at_us\":1767576420000000,\"kind\":\"remediation-command\",\"mode\":\"dry-run\",\
+         \"parameters\":{\"weight\":0},\"pattern\":\"quarantine\",\
+         \"reason\":{\"finding\":\"deploy-regression/version/pricing/v2.6.0/1767575230000000\",\
+         \"incident\":\"deploy-regression/version/pricing/v2.6.0\",\"signature\":\"deploy-regression\",\
+         \"summary\":\"pricing v2.6.0 calls cache 3x per request; its callers slowed\"},\
+         \"revision\":2,\"schema_version\":1,\
+         \"target\":{\"destinations\":[\"pricing\"],\"sources\":[],\"version\":\"v2.6.0\"},\"ttl_us\":0}"
+    );
+    // the signature is not part of it
+    let mut signed = examples("remediation-command.schema.json").remove(0);
+    let with: RemediationCommand = serde_json::from_value(signed.clone()).unwrap();
+    signed.as_object_mut().unwrap().remove("signature");
+    let without: RemediationCommand = serde_json::from_value(signed).unwrap();
+    assert_eq!(with.canonical_json(), without.canonical_json());
+    let text = String::from_utf8(with.canonical_json()).unwrap();
+    assert!(
+        text.contains("\"rate_limit_rps\":{\"checkout\":14.75,\"frontend\":59.25}"),
+        "{text}"
+    );
+}
 
 fn window() -> Window {
     Window {
@@ -538,33 +599,83 @@ fn documents_serialized_from_rust_values_validate() {
         assert_valid("finding.schema.json", &to_json(&f));
     }
 
-    for (pattern, mode, parameters) in [
+    let reason = Reason {
+        finding: "black-hole/node/catalog/1674982200000000".into(),
+        signature: Signature::BlackHole,
+        incident: "black-hole/node/catalog".into(),
+        summary: "catalog answers nothing".into(),
+    };
+    for (i, (parameters, mode, action)) in [
         (
-            Pattern::Backpressure,
+            Parameters::Backpressure(BackpressureParameters {
+                rate_limit_rps: BTreeMap::from([("frontend".to_owned(), 60.0)]),
+            }),
             Mode::DryRun,
-            BTreeMap::from([("rate_limit_rps.frontend".to_owned(), 60.0)]),
+            CommandAction::Issue,
         ),
-        (Pattern::CircuitBreaker, Mode::Enforce, BTreeMap::new()),
-        (Pattern::Bulkhead, Mode::Enforce, BTreeMap::new()),
-        (Pattern::Segmentation, Mode::Enforce, BTreeMap::new()),
-        (Pattern::Quarantine, Mode::DryRun, BTreeMap::new()),
-    ] {
+        (
+            Parameters::CircuitBreaker(CircuitBreakerParameters {
+                status: 503,
+                tier: Some("batch".into()),
+                slower_than_us: Some(2_000_000),
+            }),
+            Mode::Enforce,
+            CommandAction::Renew,
+        ),
+        (
+            Parameters::Bulkhead(BulkheadParameters {
+                max_concurrency: None,
+                allow: vec![Edge {
+                    source: "order".into(),
+                    destination: "order-db".into(),
+                }],
+            }),
+            Mode::Proposed,
+            CommandAction::Issue,
+        ),
+        (
+            Parameters::Segmentation(SegmentationParameters { status: 403 }),
+            Mode::Enforce,
+            CommandAction::Revoke,
+        ),
+        (
+            Parameters::Quarantine(QuarantineParameters { weight: 0.05 }),
+            Mode::DryRun,
+            CommandAction::Issue,
+        ),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let pattern = parameters.pattern();
         let command = RemediationCommand {
             schema_version: SCHEMA_VERSION,
             kind: "remediation-command".into(),
-            id: format!("{}/catalog/1674982210000000", pattern.as_str()),
-            pattern,
+            id: format!("{}/node/catalog/1674982210000000", pattern.as_str()),
+            action,
+            revision: i as u32,
+            parameters,
             target: Target {
                 sources: vec!["frontend".into()],
-                destination: "catalog".into(),
+                destinations: vec!["catalog".into()],
+                source_zone: Some("zone-a".into()),
+                destination_zone: None,
+                version: (pattern == Pattern::Quarantine).then(|| "v2".into()),
             },
-            parameters,
             issued_at_us: 1_674_982_210_000_000,
+            ttl_us: 300_000_000,
             expires_at_us: 1_674_982_510_000_000,
-            reason: "black-hole/node/catalog/1674982200000000".into(),
+            reason: reason.clone(),
             mode,
+            signature: (i % 2 == 0).then(|| CommandSignature {
+                key_id: "k".into(),
+                hmac_sha256: "0".repeat(64),
+            }),
         };
-        assert_valid("remediation-command.schema.json", &to_json(&command));
+        let doc = to_json(&command);
+        assert_valid("remediation-command.schema.json", &doc);
+        let back: RemediationCommand = serde_json::from_value(doc).unwrap();
+        assert_eq!(back, command);
     }
 
     for (action, dedup_key) in [

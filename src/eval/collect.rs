@@ -58,6 +58,10 @@ impl Outputs for Collected {
         Ok(())
     }
 
+    fn audit(&mut self, _: &schemas::AuditRecord) -> Result<(), Infallible> {
+        Ok(())
+    }
+
     fn dead_letter(&mut self, _: &DeadLetter<'_>) -> Result<(), Infallible> {
         self.dead_letters += 1;
         Ok(())

@@ -69,11 +69,14 @@ fn default_max_message() -> usize {
 pub struct KafkaOutputsConfig {
     /// Findings, keyed by subject (`node/<node>`).
     pub findings: String,
-    /// Remediation commands, keyed by target destination (one enforcement point sees its
-    /// commands in order).
+    /// Remediation commands, keyed by command id (the messages of one command stay in
+    /// revision order).
     pub commands: String,
     /// Alerts, keyed by dedup key.
     pub alerts: String,
+    /// The actuator's decisions about commands (issued, suppressed by a rail, approved,
+    /// revoked, expired), keyed by command id (optional: logged at info when absent).
+    pub audit: Option<String>,
     /// Messages that could not be used, with the original bytes and headers naming reason,
     /// source topic, partition and offset.
     pub dead_letters: String,
@@ -325,6 +328,7 @@ impl KafkaConfig {
             ("findings", Some(&o.findings)),
             ("commands", Some(&o.commands)),
             ("alerts", Some(&o.alerts)),
+            ("audit", o.audit.as_ref()),
             ("dead-letters", Some(&o.dead_letters)),
             ("windows", o.windows.as_ref()),
         ] {

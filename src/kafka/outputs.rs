@@ -4,7 +4,8 @@
 //! | document | topic | key |
 //! |---|---|---|
 //! | finding | `findings` | its subject: `node/<node>` |
-//! | remediation command | `commands` | its target's destination (one enforcement point's commands stay in order) |
+//! | remediation command | `commands` | its id (the messages of one command stay in revision order) |
+//! | audit record | `audit` (optional; else logged) | its command's id |
 //! | alert | `alerts` | its dedup key |
 //! | pair window, node window | `windows` | `<source>/<destination>`, `<node>` |
 //! | dead letter | `dead-letters` | the original key; value: the original bytes (or the flow record's JSON) |
@@ -123,6 +124,8 @@ pub struct OutputTopics {
     pub commands: String,
     /// Alerts.
     pub alerts: String,
+    /// Audit records, when written to a topic (else logged at info).
+    pub audit: Option<String>,
     /// Dead letters.
     pub dead_letters: String,
     /// Window aggregates, when written.
@@ -307,7 +310,23 @@ impl Outputs for KafkaOutputs {
     }
 
     fn command(&mut self, c: &RemediationCommand) -> Result<(), KafkaOutputError> {
-        self.json(|t| Some(&t.commands), &c.target.destination, c)
+        self.json(|t| Some(&t.commands), &c.id, c)
+    }
+
+    fn audit(&mut self, a: &schemas::AuditRecord) -> Result<(), KafkaOutputError> {
+        if self.topics.audit.is_none() {
+            tracing::info!(
+                target: "graywatch::audit",
+                decision = a.decision.as_str(),
+                command = %a.command,
+                revision = a.revision,
+                rail = a.rail.as_deref().unwrap_or(""),
+                "{}",
+                a.detail
+            );
+            return Ok(());
+        }
+        self.json(|t| t.audit.as_deref(), &a.command, a)
     }
 
     fn alert(&mut self, a: &Alert) -> Result<(), KafkaOutputError> {

@@ -218,6 +218,10 @@ struct Driver {
     /// the assignment that did not bring them back (`None` while the rebalance goes on):
     /// released `idle-timeout` after it, with a broker answering.
     departed: HashMap<InputId, Option<Instant>>,
+    /// Per judge (the local one: -1; else its repartition partition), since when every input
+    /// it waits for has been idle: event time moves on from its last window by the processing
+    /// time since ([`Driver::advance_idle`]).
+    all_idle_since: HashMap<i32, Instant>,
     /// Since when rows wait in some partition's builder.
     unflushed_since: Option<Instant>,
     last_metrics: Instant,
@@ -386,6 +390,7 @@ pub fn run(
         [&o.findings, &o.commands, &o.alerts, &o.dead_letters]
             .into_iter()
             .chain(o.windows.as_ref())
+            .chain(o.audit.as_ref())
             .map(|t| (t.clone(), o.partitions, o.replication_factor, false))
             .collect();
     if let Some(s) = &config.scale_out {
@@ -420,6 +425,7 @@ pub fn run(
             findings: o.findings.clone(),
             commands: o.commands.clone(),
             alerts: o.alerts.clone(),
+            audit: o.audit.clone(),
             dead_letters: o.dead_letters.clone(),
             windows: o.windows.clone(),
         },
@@ -486,6 +492,7 @@ pub fn run(
         restored: HashMap::new(),
         assignment_seen: false,
         departed: HashMap::new(),
+        all_idle_since: HashMap::new(),
         unflushed_since: None,
         last_metrics: Instant::now(),
         now: Instant::now(),
@@ -632,6 +639,7 @@ impl Driver {
             }
             self.check_idle()?;
             self.release_departed()?;
+            self.advance_idle()?;
             if self.now.duration_since(self.last_checkpoint) >= self.interval {
                 self.checkpoint(consumer)?;
             }
@@ -1151,6 +1159,33 @@ impl Driver {
             tracing::info!(input = %part.id, "input idle");
             let id = part.id.clone();
             stage1!(self, |agg, x| agg.input_idle(&id, &mut x))?;
+        }
+        Ok(())
+    }
+
+    /// While every input a judge waits for is idle, no window closes; event time still
+    /// passes for what it has in force: the end of its last window plus the processing time
+    /// since every input went idle (commands expire, audited). Not while no broker answers
+    /// (nothing is idle then).
+    fn advance_idle(&mut self) -> anyhow::Result<()> {
+        let now = self.now;
+        let judges: Vec<(i32, &mut Judge)> = match &mut self.stage2 {
+            Stage2::Local(judge) => vec![(-1, judge.as_mut())],
+            Stage2::Topic(t) => t.judges.iter_mut().map(|(p, (j, _))| (*p, j)).collect(),
+        };
+        for (key, judge) in judges {
+            if !judge.all_idle() {
+                self.all_idle_since.remove(&key);
+                continue;
+            }
+            let since = *self.all_idle_since.entry(key).or_insert(now);
+            if let Some(end) = judge.last_closed_us() {
+                let passed =
+                    i64::try_from(now.duration_since(since).as_micros()).unwrap_or(i64::MAX);
+                judge
+                    .advance(end.saturating_add(passed), &mut self.out)
+                    .context("outputs")?;
+            }
         }
         Ok(())
     }

@@ -4,7 +4,9 @@ use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::path::Path;
 
-use schemas::{Alert, Finding, FlowRecord, NodeWindow, PairWindow, RemediationCommand, Window};
+use schemas::{
+    Alert, AuditRecord, Finding, FlowRecord, NodeWindow, PairWindow, RemediationCommand, Window,
+};
 use serde::Serialize;
 
 use super::{DeadLetter, Outputs, Payload};
@@ -130,6 +132,8 @@ pub struct JsonLinesConfig<'a> {
     pub commands: Option<&'a Path>,
     /// Alerts.
     pub alerts: Option<&'a Path>,
+    /// Audit records of the actuator's decisions.
+    pub audit: Option<&'a Path>,
     /// Dead letters (`None`: not written, only counted).
     pub rejects: Option<&'a Path>,
     /// Whether pair and node windows are written at all.
@@ -137,7 +141,7 @@ pub struct JsonLinesConfig<'a> {
 }
 
 /// [`Outputs`] writing JSON lines, each with its `kind` (`pair-window`, `node-window`,
-/// `finding`, `remediation-command`, `alert`): to stdout, or per kind to files; dead letters
+/// `finding`, `remediation-command`, `alert`, `audit`): to stdout, or per kind to files; dead letters
 /// to a reject file. Lines reach readers when a window closes, not when a buffer fills, so a
 /// reader of `tail -f access.log | graywatch replay -` sees each window as it closes.
 pub struct JsonLinesOutputs {
@@ -146,6 +150,7 @@ pub struct JsonLinesOutputs {
     findings: Option<JsonLines>,
     commands: Option<JsonLines>,
     alerts: Option<JsonLines>,
+    audit: Option<JsonLines>,
     rejects: Option<JsonLines>,
     write_windows: bool,
 }
@@ -163,6 +168,7 @@ impl JsonLinesOutputs {
             findings: open(config.findings)?,
             commands: open(config.commands)?,
             alerts: open(config.alerts)?,
+            audit: open(config.audit)?,
             rejects: open(config.rejects)?,
             write_windows: config.write_windows,
         })
@@ -198,6 +204,10 @@ impl Outputs for JsonLinesOutputs {
         self.alerts.as_mut().unwrap_or(&mut self.stdout).write(a)
     }
 
+    fn audit(&mut self, a: &AuditRecord) -> Result<(), JsonLinesError> {
+        self.audit.as_mut().unwrap_or(&mut self.stdout).write(a)
+    }
+
     fn dead_letter(&mut self, d: &DeadLetter<'_>) -> Result<(), JsonLinesError> {
         let Some(out) = &mut self.rejects else {
             return Ok(());
@@ -228,6 +238,7 @@ impl Outputs for JsonLinesOutputs {
             self.findings.as_mut(),
             self.commands.as_mut(),
             self.alerts.as_mut(),
+            self.audit.as_mut(),
             self.rejects.as_mut(),
         ]
         .into_iter()

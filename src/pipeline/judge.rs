@@ -118,6 +118,9 @@ pub struct JudgeCounters {
     pub commands: u64,
     /// Alerts written.
     pub alerts: u64,
+    /// The actuator's decisions about commands, by decision (`issued`, `suppressed`, …).
+    #[serde(default)]
+    pub decisions: std::collections::BTreeMap<String, u64>,
     /// User rules that failed on a window (each failure is logged).
     #[serde(default)]
     pub rule_errors: u64,
@@ -152,6 +155,9 @@ pub struct Judge {
     counters: JudgeCounters,
     /// Counters as of the last [`Judge::new_counts`] (or the restore).
     reported: (JudgeCounters, MergerCounters),
+    /// End of the last window closed, µs (not checkpointed: after a restart, known again at
+    /// the first window closed).
+    last_closed_us: Option<i64>,
 }
 
 /// `now − before`, per key (saturating).
@@ -179,6 +185,7 @@ impl JudgeCounters {
             findings: counts_since(&self.findings, &before.findings),
             commands: self.commands.saturating_sub(before.commands),
             alerts: self.alerts.saturating_sub(before.alerts),
+            decisions: counts_since(&self.decisions, &before.decisions),
             rule_errors: self.rule_errors.saturating_sub(before.rule_errors),
             rules: counts_since(&self.rules, &before.rules),
         }
@@ -205,6 +212,7 @@ impl Judge {
             write_windows,
             counters: JudgeCounters::default(),
             reported: Default::default(),
+            last_closed_us: None,
         }
     }
 
@@ -272,6 +280,22 @@ impl Judge {
         self.nodes.black_hole().nodes()
     }
 
+    /// Whether every input it waits for is idle (at least one): no window closes until a
+    /// record comes, so a driver moves event time on with [`Judge::advance`].
+    pub fn all_idle(&self) -> bool {
+        let mut any = false;
+        self.merger.producers().all(|(_, m)| {
+            any = true;
+            m.idle
+        }) && any
+    }
+
+    /// End of the last window closed, µs since the epoch (`None` before the first since the
+    /// judge was made or restored).
+    pub fn last_closed_us(&self) -> Option<i64> {
+        self.last_closed_us
+    }
+
     /// Declares an input whose marks the merged watermark waits for.
     pub fn expect_input(&mut self, input: &InputId) {
         self.merger.add_producer(input.as_str());
@@ -307,6 +331,10 @@ impl Judge {
         out: &mut O,
     ) -> Result<(), O::Error> {
         let window = closed.window;
+        self.last_closed_us = Some(
+            self.last_closed_us
+                .map_or(window.end_us, |e| e.max(window.end_us)),
+        );
         let own = self.ownership;
         let mut failed = Vec::new();
         let rules = &mut self.rules;
@@ -346,7 +374,26 @@ impl Judge {
                 *self.counters.rules.entry(rule.clone()).or_default() += 1;
             }
         }
-        let actions = self.actuator.on_window(window, &outcome.findings);
+        let actions = self
+            .actuator
+            .on_window(window, &outcome.findings, &closed.pairs);
+        self.send(&actions, out)?;
+        out.window_closed(window)
+    }
+
+    fn send<O: Outputs + ?Sized>(
+        &mut self,
+        actions: &actuate::Actions,
+        out: &mut O,
+    ) -> Result<(), O::Error> {
+        for a in &actions.audit {
+            out.audit(a)?;
+            *self
+                .counters
+                .decisions
+                .entry(a.decision.as_str().to_owned())
+                .or_default() += 1;
+        }
         for c in &actions.commands {
             out.command(c)?;
             self.counters.commands += 1;
@@ -355,7 +402,47 @@ impl Judge {
             out.alert(a)?;
             self.counters.alerts += 1;
         }
-        out.window_closed(window)
+        Ok(())
+    }
+
+    /// Event time goes on without a window to close (every input idle): commands whose expiry
+    /// has come expire (audited). `now_us`: the driver's estimate of event time, µs.
+    ///
+    /// # Errors
+    /// The output's.
+    pub fn advance<O: Outputs + ?Sized>(
+        &mut self,
+        now_us: i64,
+        out: &mut O,
+    ) -> Result<(), O::Error> {
+        let actions = self.actuator.advance(now_us);
+        if actions.is_empty() {
+            return Ok(());
+        }
+        self.send(&actions, out)?;
+        out.flush()
+    }
+
+    /// An operator approves the proposed command `id` at event time `now_us`: it goes out
+    /// again in enforce mode.
+    ///
+    /// # Errors
+    /// [`actuate::ApproveError`] (as text) when there is no such proposed command; the
+    /// output's.
+    pub fn approve<O: Outputs + ?Sized>(
+        &mut self,
+        id: &str,
+        now_us: i64,
+        out: &mut O,
+    ) -> Result<Result<(), actuate::ApproveError>, O::Error> {
+        match self.actuator.approve(id, now_us) {
+            Ok(actions) => {
+                self.send(&actions, out)?;
+                out.flush()?;
+                Ok(Ok(()))
+            }
+            Err(e) => Ok(Err(e)),
+        }
     }
 }
 

@@ -58,7 +58,9 @@ use std::sync::Arc;
 
 use detect::merge::Mark;
 use detect::pair::PartialWindow;
-use schemas::{Alert, Finding, FlowRecord, NodeWindow, PairWindow, RemediationCommand, Window};
+use schemas::{
+    Alert, AuditRecord, Finding, FlowRecord, NodeWindow, PairWindow, RemediationCommand, Window,
+};
 use serde::{Deserialize, Serialize};
 
 pub use aggregate::{Aggregate, AggregateCounters, FlowBatch};
@@ -162,6 +164,12 @@ pub trait Outputs {
     /// # Errors
     /// The output's (stops the run).
     fn alert(&mut self, a: &Alert) -> Result<(), Self::Error>;
+    /// A decision of the actuator about a command (issued, proposed, approved, renewed,
+    /// suppressed by a rail, revoked, expired), for the audit stream.
+    ///
+    /// # Errors
+    /// The output's (stops the run).
+    fn audit(&mut self, a: &AuditRecord) -> Result<(), Self::Error>;
     /// Input that could not be used.
     ///
     /// # Errors

@@ -78,6 +78,10 @@ pub struct ReplayArgs {
     /// Write alerts (trigger/resolve) to FILE instead of stdout.
     #[arg(long, value_name = "FILE")]
     pub alerts: Option<PathBuf>,
+    /// Write the audit of the actuator's decisions (each command issued, proposed, renewed,
+    /// refused by a safety rail, revoked or expired) to FILE instead of stdout.
+    #[arg(long, value_name = "FILE")]
+    pub audit: Option<PathBuf>,
     /// Print no summary on stderr.
     #[arg(long, short = 'q')]
     pub quiet: bool,
@@ -336,6 +340,9 @@ pub fn drive<O: Outputs>(
     // bytes read per input, for the progress bar
     let mut read_bytes = vec![0u64; inputs.len()];
     let mut last_idle_check = Instant::now();
+    // since when every input has been idle (quiet streams): event time moves on from the last
+    // window closed by the processing time since, so commands in force expire
+    let mut all_idle_since: Option<Instant> = None;
     loop {
         streams.receive(&mut inputs, Duration::ZERO);
         let ready = |i: usize, inputs: &[Opened]| match &inputs[i].source {
@@ -375,9 +382,20 @@ pub fn drive<O: Outputs>(
         }
         let Some(i) = next else {
             // every input left is a quiet stream: wait for bytes
+            if pipeline.judge.all_idle() {
+                let since = *all_idle_since.get_or_insert_with(Instant::now);
+                if let Some(end) = pipeline.judge.last_closed_us() {
+                    let passed = i64::try_from(since.elapsed().as_micros()).unwrap_or(i64::MAX);
+                    pipeline
+                        .judge
+                        .advance(end.saturating_add(passed), out)
+                        .map_err(|e| DriveError::Stage(StageError::Output(e)))?;
+                }
+            }
             streams.receive(&mut inputs, runtime.flush_after);
             continue;
         };
+        all_idle_since = None;
         let p = parsers.of_input[i].expect("inputs being read have a parser");
         input::make_room(&mut inputs, i);
         let parser = parsers.parsers[p].1.as_mut();
@@ -493,6 +511,9 @@ impl<O: Outputs> Outputs for Tally<O> {
     fn alert(&mut self, a: &schemas::Alert) -> Result<(), O::Error> {
         self.inner.alert(a)
     }
+    fn audit(&mut self, a: &schemas::AuditRecord) -> Result<(), O::Error> {
+        self.inner.audit(a)
+    }
     fn dead_letter(&mut self, d: &DeadLetter<'_>) -> Result<(), O::Error> {
         self.inner.dead_letter(d)
     }
@@ -519,7 +540,7 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
     let streams = Streams::default();
     let mut inputs = input::open_all(&args.input.inputs, &streams)?;
     // stdout takes every kind of document not sent to a file
-    let stdout = [&args.findings, &args.commands, &args.alerts]
+    let stdout = [&args.findings, &args.commands, &args.alerts, &args.audit]
         .into_iter()
         .chain((!args.no_windows).then_some(&args.windows))
         .any(|p| p.as_deref().is_none_or(|p| p.as_os_str() == "-"));
@@ -530,6 +551,7 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
             ("--findings", &args.findings),
             ("--commands", &args.commands),
             ("--alerts", &args.alerts),
+            ("--audit", &args.audit),
             ("--rejects", &args.input.rejects),
         ],
         stdout,
@@ -540,6 +562,7 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
         findings: args.findings.as_deref(),
         commands: args.commands.as_deref(),
         alerts: args.alerts.as_deref(),
+        audit: args.audit.as_deref(),
         rejects: args.input.rejects.as_deref(),
         write_windows: !args.no_windows,
     })?;

@@ -186,7 +186,7 @@ impl SignatureDetector for Storm {
             if let Some(e) = evidence.last_mut() {
                 e.tail_probability = Some(chance);
             }
-            out.push(finding(
+            let mut f = finding(
                 Signature::SynchronizedBurst,
                 Subject::Sources {
                     destination: node.node.clone(),
@@ -218,7 +218,17 @@ impl SignatureDetector for Storm {
                     node.node,
                     s.rate_factor
                 ),
-            ));
+            );
+            // the callers with their rates: backpressure limits each to a share of its baseline
+            f.callers = spiking
+                .iter()
+                .map(|(src, r, rate)| schemas::Caller {
+                    service: (*src).to_owned(),
+                    rate_rps: *rate,
+                    baseline_rate_rps: r.expected,
+                })
+                .collect();
+            out.push(f);
         }
     }
 

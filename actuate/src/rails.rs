@@ -1,0 +1,230 @@
+//! Safety rails: a remediation system must not cause the outage. Between the patterns and the
+//! outputs, every new command (and every renewal that widens one) passes:
+//!
+//! | rail | refuses a command when |
+//! |---|---|
+//! | `protected` | its target names a protected service (as a caller or a destination) or edge |
+//! | `max-active` | `max-active` commands are in force already |
+//! | `max-new-per-minute` | `max-new-per-minute` commands were issued in the last minute of event time |
+//! | `blast-radius` | the commands in force, with it, would match more than `max-blast-radius` of the landscape's requests in the deciding window |
+//!
+//! The blast radius counts the requests a command may change: every request of a matched pair
+//! (a zone or version narrowing is not subtracted, so the rail errs on the side of acting
+//! less), but for backpressure only those above the caller's limit (limit × window length);
+//! a pair matched by several commands counts with the most any of them may change. In a
+//! scaled-out deployment (`[scale-out]`) each judge sees only the pairs of the nodes it owns,
+//! so the share is of that traffic: larger than of the whole landscape, the rail stricter.
+
+use schemas::{PairWindow, Parameters, Target};
+
+use crate::config::RailsConfig;
+use crate::error::{Error, Result};
+
+/// Whether `text` matches `pattern` (`*`: any run of characters, `?`: one character).
+pub fn glob(pattern: &str, text: &str) -> bool {
+    let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
+    let (mut i, mut j) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while j < t.len() {
+        if i < p.len() && (p[i] == '?' || p[i] == t[j]) {
+            i += 1;
+            j += 1;
+        } else if i < p.len() && p[i] == '*' {
+            star = Some((i, j));
+            i += 1;
+        } else if let Some((si, sj)) = star {
+            i = si + 1;
+            j = sj + 1;
+            star = Some((si, sj + 1));
+        } else {
+            return false;
+        }
+    }
+    p[i..].iter().all(|&c| c == '*')
+}
+
+/// A protected service or edge (globs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Protected {
+    Service(String),
+    Edge(String, String),
+}
+
+/// The validated rails.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rails {
+    /// Most commands in force (>= 1).
+    pub max_active: usize,
+    /// Most new commands per minute of event time (>= 1).
+    pub max_new_per_minute: usize,
+    /// Most share of the landscape's requests the commands in force may match, in (0, 1].
+    pub max_blast_radius: f64,
+    protected: Vec<Protected>,
+}
+
+impl Rails {
+    /// Validates `config`.
+    ///
+    /// # Errors
+    /// [`Error::Config`] naming `rails.<key>`.
+    pub fn new(config: &RailsConfig) -> Result<Self> {
+        let bad = |key: &str, value: String, reason: &str| Error::Config {
+            key: format!("rails.{key}"),
+            value,
+            reason: reason.into(),
+        };
+        if config.max_active == 0 {
+            return Err(bad("max-active", "0".into(), "must be at least 1"));
+        }
+        if config.max_new_per_minute == 0 {
+            return Err(bad("max-new-per-minute", "0".into(), "must be at least 1"));
+        }
+        let b = config.max_blast_radius;
+        if !(b > 0.0 && b <= 1.0) {
+            return Err(bad(
+                "max-blast-radius",
+                b.to_string(),
+                "must be a share above 0 and at most 1",
+            ));
+        }
+        let mut protected = Vec::new();
+        for p in &config.protected {
+            let entry = match p.split_once("->") {
+                Some((s, d)) if !s.trim().is_empty() && !d.trim().is_empty() => {
+                    Protected::Edge(s.trim().to_owned(), d.trim().to_owned())
+                }
+                None if !p.trim().is_empty() => Protected::Service(p.trim().to_owned()),
+                _ => {
+                    return Err(bad(
+                        "protected",
+                        format!("{p:?}"),
+                        "must be a service (`payment`) or an edge (`web->payment`)",
+                    ));
+                }
+            };
+            protected.push(entry);
+        }
+        Ok(Rails {
+            max_active: config.max_active,
+            max_new_per_minute: config.max_new_per_minute,
+            max_blast_radius: b,
+            protected,
+        })
+    }
+
+    /// Whether `target` touches a protected service or edge (a target with no sources
+    /// matches every caller, so a protected edge into one of its destinations).
+    pub fn protects(&self, target: &Target) -> bool {
+        self.protected.iter().any(|p| match p {
+            Protected::Service(s) => target
+                .sources
+                .iter()
+                .chain(&target.destinations)
+                .any(|name| glob(s, name)),
+            Protected::Edge(s, d) => target.destinations.iter().any(|dst| {
+                glob(d, dst)
+                    && (target.sources.is_empty() || target.sources.iter().any(|src| glob(s, src)))
+            }),
+        })
+    }
+}
+
+/// Whether `target` matches the pair `source → destination` (zone and version narrowing
+/// ignored: see the module docs).
+pub fn matches(target: &Target, source: &str, destination: &str) -> bool {
+    target.destinations.iter().any(|d| d == destination)
+        && (target.sources.is_empty() || target.sources.iter().any(|s| s == source))
+}
+
+/// How many of `p`'s requests a command of `target` and `parameters` may change: all of them
+/// when it matches the pair, but for backpressure only those above the caller's limit.
+pub fn affected(target: &Target, parameters: &Parameters, p: &PairWindow) -> f64 {
+    if !matches(target, &p.source, &p.destination) {
+        return 0.0;
+    }
+    let requests = p.requests as f64;
+    match parameters {
+        Parameters::Backpressure(b) => {
+            let Some(limit) = b.rate_limit_rps.get(&p.source) else {
+                return 0.0;
+            };
+            let seconds = (p.window.end_us - p.window.start_us) as f64 / 1e6;
+            (requests - limit * seconds).max(0.0)
+        }
+        _ => requests,
+    }
+}
+
+/// The share of `pairs`' requests that the `commands` (target and parameters) may change
+/// ([`affected`]), in [0, 1] (0 when there is no request).
+pub fn blast_radius<'a>(
+    commands: impl Iterator<Item = (&'a Target, &'a Parameters)> + Clone,
+    pairs: &[PairWindow],
+) -> f64 {
+    let (mut all, mut hit) = (0.0, 0.0);
+    for p in pairs {
+        all += p.requests as f64;
+        hit += commands
+            .clone()
+            .map(|(t, params)| affected(t, params, p))
+            .fold(0.0, f64::max);
+    }
+    if all == 0.0 { 0.0 } else { hit / all }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs() {
+        assert!(glob("*", ""));
+        assert!(glob("room?-relay-*", "room2-relay-10"));
+        assert!(!glob("room?-relay-*", "room12-relay-1"));
+        assert!(glob("*-db", "order-db"));
+        assert!(!glob("*-db", "order-dbx"));
+        assert!(glob("a*b*c", "aXbYbZc"));
+    }
+
+    fn target(sources: &[&str], destinations: &[&str]) -> Target {
+        Target {
+            sources: sources.iter().map(|s| (*s).into()).collect(),
+            destinations: destinations.iter().map(|s| (*s).into()).collect(),
+            ..Target::default()
+        }
+    }
+
+    #[test]
+    fn protected_services_and_edges() {
+        let rails = Rails::new(&RailsConfig {
+            protected: vec!["payment*".into(), "web -> auth".into()],
+            ..RailsConfig::default()
+        })
+        .unwrap();
+        assert!(rails.protects(&target(&[], &["payment-gw"])));
+        assert!(
+            rails.protects(&target(&["payment"], &["ledger"])),
+            "as a caller too"
+        );
+        assert!(rails.protects(&target(&["web", "mobile"], &["auth"])));
+        assert!(
+            rails.protects(&target(&[], &["auth"])),
+            "every caller includes web"
+        );
+        assert!(!rails.protects(&target(&["mobile"], &["auth"])));
+        let e = Rails::new(&RailsConfig {
+            protected: vec!["->auth".into()],
+            ..RailsConfig::default()
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(e.starts_with("rails.protected = \"->auth\""), "{e}");
+        let e = Rails::new(&RailsConfig {
+            max_blast_radius: 0.0,
+            ..RailsConfig::default()
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(e.starts_with("rails.max-blast-radius = 0"), "{e}");
+    }
+}
