@@ -140,7 +140,11 @@ fn graywatch(broker: &Broker, group: &str) -> Duration {
     let started = Instant::now();
     let run = {
         let (metrics, shutdown) = (Arc::clone(&metrics), Arc::clone(&shutdown));
-        std::thread::spawn(move || graywatch::kafka::run::run(config, shutdown, metrics))
+        std::thread::spawn(move || {
+            // no admin endpoint: approvals never come
+            let (_, approvals) = std::sync::mpsc::channel();
+            graywatch::kafka::run::run(config, shutdown, metrics, approvals)
+        })
     };
     let mut first = None;
     while metrics.records_aggregated.get() < RECORDS as u64 {

@@ -296,6 +296,39 @@ mod tests {
     }
 
     #[test]
+    fn the_admin_token_is_read_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("token");
+        std::fs::write(&file, "0123456789abcdef\n").unwrap();
+        let mut http = crate::kafka::config::HttpConfig {
+            admin_token_file: Some(file.clone()),
+            ..Default::default()
+        };
+        assert_eq!(
+            http.admin_token().unwrap().as_deref(),
+            Some("0123456789abcdef")
+        );
+        std::fs::write(&file, "short\n").unwrap();
+        let e = http.admin_token().unwrap_err().to_string();
+        assert!(e.contains("5 bytes; at least 16"), "{e}");
+        http.admin_token_env = Some("GRAYWATCH_TEST_NO_SUCH_TOKEN".into());
+        let e = http.admin_token().unwrap_err().to_string();
+        assert!(e.contains("one way only"), "{e}");
+        http.admin_token_file = None;
+        let e = http.admin_token().unwrap_err().to_string();
+        assert!(
+            e.starts_with("[http] admin-token-env GRAYWATCH_TEST_NO_SUCH_TOKEN"),
+            "{e}"
+        );
+        assert!(
+            crate::kafka::config::HttpConfig::default()
+                .admin_token()
+                .unwrap()
+                .is_none()
+        );
+    }
+
+    #[test]
     fn the_walk_through_config_is_valid() {
         let path = Path::new(concat!(
             env!("CARGO_MANIFEST_DIR"),

@@ -61,6 +61,57 @@ enum Command {
     /// curve, slow swings, Poisson noise, long latency tails, a few errors and 2 to 4 benign
     /// deployments; --truth says what was injected, where and when.
     Simulate(simulate_cmd::SimulateArgs),
+    /// Approve a proposed remediation command (`[actuate] approval = true`): the running
+    /// `graywatch run` sends it again in enforce mode, and audits the approval.
+    ///
+    /// Posts the id to the admin endpoint of the instance the config describes
+    /// (`POST /admin/approve` on its [http] listen address, with its admin token). Exit
+    /// status 0 when approved, 1 with the reason otherwise (no such proposed command, a wrong
+    /// token, no admin endpoint).
+    Approve(ApproveArgs),
+}
+
+#[derive(Debug, Args)]
+struct ApproveArgs {
+    /// The command's id, as its messages and audit records give it.
+    id: String,
+    /// The instance's config file (its [http] listen address and admin token).
+    #[arg(long, short = 'c', value_name = "FILE")]
+    config: PathBuf,
+    /// Another address than the config's [http] listen (e.g. 127.0.0.1:9465).
+    #[arg(long, value_name = "HOST:PORT")]
+    listen: Option<std::net::SocketAddr>,
+}
+
+/// `graywatch approve`.
+fn approve(args: ApproveArgs) -> anyhow::Result<()> {
+    let config = graywatch::config::Config::load(Some(&args.config))?;
+    let Some(token) = config.http.admin_token()? else {
+        anyhow::bail!(
+            "{} gives no admin token ([http] admin-token-file or admin-token-env): the instance has no admin endpoint",
+            args.config.display()
+        );
+    };
+    let listen = args.listen.unwrap_or(config.http.listen);
+    let url = format!("http://{listen}/admin/approve");
+    let response = reqwest::blocking::Client::builder()
+        .timeout(std::time::Duration::from_secs(30))
+        .build()?
+        .post(&url)
+        .bearer_auth(token)
+        .body(args.id.clone())
+        .send()
+        .map_err(|e| anyhow::anyhow!("{url}: {e}"))?;
+    let status = response.status();
+    let text = response.text().unwrap_or_default();
+    if !status.is_success() {
+        anyhow::bail!("{url}: {status}: {}", text.trim());
+    }
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    stdout.write_all(text.as_bytes())?;
+    stdout.flush()?;
+    Ok(())
 }
 
 #[derive(Debug, Args)]
@@ -94,6 +145,7 @@ fn main() -> ExitCode {
         Command::Validate(args) => validate(args),
         Command::Eval(command) => graywatch::eval::run(command),
         Command::Simulate(args) => simulate_cmd::run(args),
+        Command::Approve(args) => approve(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

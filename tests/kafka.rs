@@ -953,7 +953,7 @@ pub fn run_config_idle(
          [kafka.consumer]\n\"session.timeout.ms\" = \"6000\"\n\"fetch.wait.max.ms\" = \"10\"\n\"statistics.interval.ms\" = \"1000\"\n\n\
          {inputs}\n\n\
          [kafka.outputs]\nfindings = \"graywatch.findings\"\ncommands = \"graywatch.commands\"\n\
-         alerts = \"graywatch.alerts\"\ndead-letters = \"graywatch.dead-letters\"\n\
+         alerts = \"graywatch.alerts\"\naudit = \"graywatch.audit\"\ndead-letters = \"graywatch.dead-letters\"\n\
          windows = \"graywatch.windows\"\npartitions = 2\n\n\
          [checkpoint]\ndir = \"{dir}\"\ninterval = \"1s\"\n\n\
          [http]\nlisten = \"127.0.0.1:0\"\n\n{extra}\n",
@@ -961,6 +961,109 @@ pub fn run_config_idle(
         servers = broker.bootstrap(),
         dir = dir.display(),
     )
+}
+
+/// Approval mode on Kafka: the black hole's backpressure command goes out `proposed`;
+/// `graywatch approve ID` (the admin endpoint, its bearer token) has the run send it again in
+/// enforce mode (revision 1), audited on the audit topic; a wrong token, a second approval and
+/// an unknown id are refused with the reason (exit status 1).
+#[test]
+fn a_proposed_command_is_enforced_once_approved() {
+    let broker = Broker::start();
+    let records = landscape_records(200, 7);
+    produce_landscape(&broker, &records);
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("admin.token");
+    util::write(&token, "a-test-admin-token-0123456789\n");
+    let wrong = dir.path().join("wrong.token");
+    util::write(&wrong, "not-the-admin-token-987654321\n");
+    let config_with = |name: &str, token: &Path| {
+        let path = dir.path().join(name);
+        let extra = format!(
+            "admin-token-file = \"{}\"\n\n[actuate]\nmode = \"enforce\"\napproval = true\n",
+            token.display()
+        );
+        util::write(
+            &path,
+            &run_config(&broker, LANDSCAPE_INPUTS, &dir.path().join("state"), &extra),
+        );
+        path
+    };
+    let config = config_with("run.toml", &token);
+    let run = Run::start(&config, &dir.path().join("run.log"));
+    let id = format!(
+        "backpressure/node/inventory/{}",
+        (util::BASE_SECS + 130) * 1_000_000
+    );
+    let proposed = broker.read_until("graywatch.commands", Duration::from_secs(90), |m| {
+        m.iter().any(|m| m.json()["id"] == id.as_str())
+    });
+    let first = proposed
+        .iter()
+        .map(Msg::json)
+        .find(|c| c["id"] == id.as_str())
+        .unwrap_or_else(|| panic!("no command {id}:\n{}", run.diagnosis()));
+    assert_eq!(first["mode"], "proposed");
+    assert_eq!(first["revision"], 0);
+
+    let listen = run.http();
+    let approve = |config: &Path, id: &str| {
+        util::graywatch(&[
+            "approve",
+            id,
+            "-c",
+            config.to_str().unwrap(),
+            "--listen",
+            &listen,
+        ])
+    };
+    let out = approve(&config_with("wrong.toml", &wrong), &id);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("401 Unauthorized: missing or wrong bearer token"),
+        "{stderr}"
+    );
+
+    let out = approve(&config, &id);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(stdout.trim(), format!("approved {id}: enforced"));
+    let enforced = broker.read_until("graywatch.commands", Duration::from_secs(30), |m| {
+        m.iter()
+            .any(|m| m.json()["id"] == id.as_str() && m.json()["revision"] == 1)
+    });
+    let c = enforced
+        .iter()
+        .map(Msg::json)
+        .find(|c| c["id"] == id.as_str() && c["revision"] == 1)
+        .expect("revision 1");
+    assert_eq!(c["mode"], "enforce");
+    assert_eq!(c["action"], "issue");
+    let audit = broker.read_until("graywatch.audit", Duration::from_secs(30), |m| {
+        m.iter().any(|m| m.json()["decision"] == "approved")
+    });
+    let decisions: Vec<String> = audit
+        .iter()
+        .map(Msg::json)
+        .filter(|a| a["command"] == id.as_str())
+        .map(|a| a["decision"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(decisions[..2], ["proposed", "approved"], "{decisions:?}");
+
+    let out = approve(&config, &id);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr.contains("409 Conflict"), "{stderr}");
+    assert!(stderr.contains("is enforce, not proposed"), "{stderr}");
+    let out = approve(&config, "quarantine/version/x/v1/1");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("404 Not Found: no command"), "{stderr}");
+    assert_eq!(run.terminate(Duration::from_secs(30)), Some(0));
 }
 
 /// An input topic that does not exist is a startup error naming it (exit status 1).

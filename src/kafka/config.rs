@@ -125,20 +125,64 @@ fn default_interval() -> Duration {
     Duration::from_secs(10)
 }
 
-/// `[http]`: the endpoint for `/metrics`, `/healthz` and `/readyz`.
+/// `[http]`: the endpoint for `/metrics`, `/healthz` and `/readyz`, and the admin endpoint
+/// `POST /admin/approve` when an admin token is given.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct HttpConfig {
     /// Address to listen on. Default `127.0.0.1:9464` (loopback only).
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
+    /// A file holding the admin token (`Authorization: Bearer TOKEN` of `POST
+    /// /admin/approve`, which `graywatch approve` sends), at least 16 bytes; trailing white
+    /// space ignored. Without a token there is no admin endpoint.
+    #[serde(default)]
+    pub admin_token_file: Option<std::path::PathBuf>,
+    /// An environment variable holding the admin token instead.
+    #[serde(default)]
+    pub admin_token_env: Option<String>,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig {
             listen: default_listen(),
+            admin_token_file: None,
+            admin_token_env: None,
         }
+    }
+}
+
+/// Shortest admin token accepted, bytes.
+pub const MIN_ADMIN_TOKEN: usize = 16;
+
+impl HttpConfig {
+    /// The admin token, read from its file or variable; `None` when neither is given.
+    ///
+    /// # Errors
+    /// Both given, the file or variable can't be read, or the token is shorter than
+    /// [`MIN_ADMIN_TOKEN`] (each named).
+    pub fn admin_token(&self) -> anyhow::Result<Option<String>> {
+        let token = match (&self.admin_token_file, &self.admin_token_env) {
+            (None, None) => return Ok(None),
+            (Some(_), Some(_)) => {
+                anyhow::bail!(
+                    "[http] admin-token-file and admin-token-env: give the token one way only"
+                )
+            }
+            (Some(path), None) => std::fs::read_to_string(path)
+                .map_err(|e| anyhow::anyhow!("[http] admin-token-file {}: {e}", path.display()))?,
+            (None, Some(var)) => std::env::var(var)
+                .map_err(|e| anyhow::anyhow!("[http] admin-token-env {var}: {e}"))?,
+        };
+        let token = token.trim_end().to_owned();
+        if token.len() < MIN_ADMIN_TOKEN {
+            anyhow::bail!(
+                "[http] admin token: {} bytes; at least {MIN_ADMIN_TOKEN} are needed (e.g. `openssl rand -hex 16`)",
+                token.len()
+            );
+        }
+        Ok(Some(token))
     }
 }
 

@@ -1,17 +1,21 @@
 //! The HTTP endpoint of `graywatch run`: `/metrics` (Prometheus text format), `/healthz` (the
-//! process answers) and `/readyz` (assigned and restored, and the main loop turned in the last
-//! [`STALL_AFTER_MS`]). It runs on its own thread with a small tokio runtime, which also turns
-//! SIGTERM and SIGINT into a shutdown request.
+//! process answers), `/readyz` (assigned and restored, and the main loop turned in the last
+//! [`STALL_AFTER_MS`]), and with an admin token the admin endpoint `POST /admin/approve`
+//! (body: a proposed command's id; `Authorization: Bearer TOKEN`; loopback clients only),
+//! which hands the approval to the main loop and answers with its outcome. It runs on its own
+//! thread with a small tokio runtime, which also turns SIGTERM and SIGINT into a shutdown
+//! request.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use axum::Router;
-use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::extract::{ConnectInfo, State};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::routing::{get, post};
 use prometheus_client::registry::Registry;
 
 use super::metrics::Metrics;
@@ -19,14 +23,37 @@ use super::metrics::Metrics;
 /// A main loop silent for this long (ms) is stalled: `/readyz` answers 503.
 pub const STALL_AFTER_MS: i64 = 30_000;
 
+/// How long an approval waits for the main loop's answer.
+const APPROVAL_WAIT: Duration = Duration::from_secs(10);
+
+/// An operator's approval of a proposed command, for the main loop; it answers on `reply`:
+/// the outcome (`Ok`: what was done) or why not, with the HTTP status to answer.
+#[derive(Debug)]
+pub struct Approval {
+    /// The command's id.
+    pub id: String,
+    /// Where the main loop answers.
+    pub reply: tokio::sync::oneshot::Sender<Result<String, (u16, String)>>,
+}
+
+/// The admin endpoint's part: the token, and the way to the main loop.
+#[derive(Clone)]
+pub struct Admin {
+    /// The bearer token.
+    pub token: Arc<str>,
+    /// Approvals to the main loop.
+    pub approvals: std::sync::mpsc::Sender<Approval>,
+}
+
 #[derive(Clone)]
 struct Shared {
     metrics: Arc<Metrics>,
     registry: Arc<Registry>,
+    admin: Option<Admin>,
 }
 
 /// Starts the endpoint on `listen` and the signal handlers; `shutdown` is set on SIGTERM or
-/// SIGINT. Returns the address bound (port 0 picks one).
+/// SIGINT; with `admin`, the admin endpoint too. Returns the address bound (port 0 picks one).
 ///
 /// # Errors
 /// The address can't be bound (named).
@@ -34,6 +61,7 @@ pub fn start(
     listen: SocketAddr,
     metrics: Arc<Metrics>,
     shutdown: Arc<AtomicBool>,
+    admin: Option<Admin>,
 ) -> anyhow::Result<SocketAddr> {
     let listener = std::net::TcpListener::bind(listen)
         .map_err(|e| anyhow::anyhow!("[http] listen {listen}: {e}"))?;
@@ -42,6 +70,7 @@ pub fn start(
     let shared = Shared {
         registry: Arc::new(metrics.registry()),
         metrics,
+        admin,
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -55,9 +84,11 @@ pub fn start(
                     .route("/metrics", get(metrics_text))
                     .route("/healthz", get(|| async { "ok\n" }))
                     .route("/readyz", get(readyz))
+                    .route("/admin/approve", post(approve))
                     .with_state(shared);
                 match tokio::net::TcpListener::from_std(listener) {
                     Ok(l) => {
+                        let app = app.into_make_service_with_connect_info::<SocketAddr>();
                         if let Err(e) = axum::serve(l, app).await {
                             tracing::error!(error = %e, "http endpoint stopped");
                         }
@@ -100,6 +131,74 @@ async fn metrics_text(State(s): State<Shared>) -> impl IntoResponse {
             StatusCode::INTERNAL_SERVER_ERROR,
             [(header::CONTENT_TYPE, "text/plain")],
             "metrics could not be encoded\n".into(),
+        ),
+    }
+}
+
+/// Whether `a` and `b` are equal, in a time that does not depend on where they differ.
+fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
+}
+
+async fn approve(
+    State(s): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: String,
+) -> (StatusCode, String) {
+    let Some(admin) = &s.admin else {
+        return (
+            StatusCode::NOT_FOUND,
+            "no admin endpoint: give [http] admin-token-file or admin-token-env\n".into(),
+        );
+    };
+    if !peer.ip().is_loopback() {
+        return (
+            StatusCode::FORBIDDEN,
+            "the admin endpoint answers loopback clients only\n".into(),
+        );
+    }
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    if !given.is_some_and(|g| same_secret(g.as_bytes(), admin.token.as_bytes())) {
+        tracing::warn!(%peer, "admin endpoint: a request without the right token was refused");
+        return (
+            StatusCode::UNAUTHORIZED,
+            "missing or wrong bearer token\n".into(),
+        );
+    }
+    let id = body.trim();
+    if id.is_empty() {
+        return (
+            StatusCode::BAD_REQUEST,
+            "the body names the command's id\n".into(),
+        );
+    }
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    if admin
+        .approvals
+        .send(Approval {
+            id: id.to_owned(),
+            reply,
+        })
+        .is_err()
+    {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the main loop has stopped\n".into(),
+        );
+    }
+    match tokio::time::timeout(APPROVAL_WAIT, answer).await {
+        Ok(Ok(Ok(done))) => (StatusCode::OK, format!("{done}\n")),
+        Ok(Ok(Err((status, why)))) => (
+            StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            format!("{why}\n"),
+        ),
+        _ => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the main loop did not answer in time\n".into(),
         ),
     }
 }

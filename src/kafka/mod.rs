@@ -51,11 +51,22 @@ pub fn main(args: RunArgs) -> anyhow::Result<()> {
     }
     let metrics = Arc::new(metrics::Metrics::default());
     let shutdown = Arc::new(AtomicBool::new(false));
+    let (approvals, approved) = std::sync::mpsc::channel();
+    let admin = config.http.admin_token()?.map(|token| http::Admin {
+        token: token.into(),
+        approvals,
+    });
+    let routes = if admin.is_some() {
+        "/metrics /healthz /readyz /admin/approve"
+    } else {
+        "/metrics /healthz /readyz"
+    };
     let bound = http::start(
         config.http.listen,
         Arc::clone(&metrics),
         Arc::clone(&shutdown),
+        admin,
     )?;
-    tracing::info!(listen = %bound, "http endpoint: /metrics /healthz /readyz");
-    run::run(config, shutdown, metrics)
+    tracing::info!(listen = %bound, "http endpoint: {routes}");
+    run::run(config, shutdown, metrics, approved)
 }

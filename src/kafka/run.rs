@@ -222,6 +222,8 @@ struct Driver {
     /// it waits for has been idle: event time moves on from its last window by the processing
     /// time since ([`Driver::advance_idle`]).
     all_idle_since: HashMap<i32, Instant>,
+    /// Operators' approvals from the admin endpoint.
+    approvals: std::sync::mpsc::Receiver<super::http::Approval>,
     /// Since when rows wait in some partition's builder.
     unflushed_since: Option<Instant>,
     last_metrics: Instant,
@@ -303,6 +305,7 @@ pub fn run(
     config: Validated,
     shutdown: Arc<AtomicBool>,
     metrics: Arc<Metrics>,
+    approvals: std::sync::mpsc::Receiver<super::http::Approval>,
 ) -> anyhow::Result<()> {
     let kafka_scale_out = config.scale_out.clone();
     let Some(kafka) = config.kafka.clone() else {
@@ -493,6 +496,7 @@ pub fn run(
         assignment_seen: false,
         departed: HashMap::new(),
         all_idle_since: HashMap::new(),
+        approvals,
         unflushed_since: None,
         last_metrics: Instant::now(),
         now: Instant::now(),
@@ -640,6 +644,7 @@ impl Driver {
             self.check_idle()?;
             self.release_departed()?;
             self.advance_idle()?;
+            self.approve()?;
             if self.now.duration_since(self.last_checkpoint) >= self.interval {
                 self.checkpoint(consumer)?;
             }
@@ -1186,6 +1191,48 @@ impl Driver {
                     .advance(end.saturating_add(passed), &mut self.out)
                     .context("outputs")?;
             }
+        }
+        Ok(())
+    }
+
+    /// Operators' approvals (`POST /admin/approve`): the judge holding the proposed command
+    /// sends it again in enforce mode, at the event time of its last window (with
+    /// `[scale-out]`, only the judges of this instance are asked: approve on the instance
+    /// that proposed it).
+    fn approve(&mut self) -> anyhow::Result<()> {
+        while let Ok(a) = self.approvals.try_recv() {
+            let judges: Vec<&mut Judge> = match &mut self.stage2 {
+                Stage2::Local(judge) => vec![judge.as_mut()],
+                Stage2::Topic(t) => t.judges.values_mut().map(|(j, _)| j).collect(),
+            };
+            let mut answer = Err((
+                404,
+                format!("no command {} is in force on this instance", a.id),
+            ));
+            for judge in judges {
+                let Some(now_us) = judge.last_closed_us() else {
+                    continue;
+                };
+                match judge
+                    .approve(&a.id, now_us, &mut self.out)
+                    .context("outputs")?
+                {
+                    Ok(()) => {
+                        answer = Ok(format!("approved {}: enforced", a.id));
+                        break;
+                    }
+                    Err(e @ actuate::ApproveError::NotProposed { .. }) => {
+                        answer = Err((409, e.to_string()));
+                        break;
+                    }
+                    Err(actuate::ApproveError::Unknown(_)) => {}
+                }
+            }
+            match &answer {
+                Ok(done) => tracing::info!(command = %a.id, "{done}"),
+                Err((_, why)) => tracing::warn!(command = %a.id, "approval refused: {why}"),
+            }
+            let _ = a.reply.send(answer);
         }
         Ok(())
     }
