@@ -41,6 +41,9 @@ pub struct Config {
     /// User rules: detectors in SQL over each window's tables (`[[rules]]`).
     #[serde(default)]
     pub rules: Vec<crate::rules::RuleConfig>,
+    /// Pager systems alerts go to (`[[alerting.sinks]]`).
+    #[serde(default)]
+    pub alerting: crate::alerting::AlertingConfig,
 }
 
 /// `[runtime]`: processing-time behaviour of the drivers (detection itself reads no clock).
@@ -104,6 +107,8 @@ pub struct Validated {
     pub scale_out: Option<ScaleOutConfig>,
     /// The user rules, each checked and planned once (each judge plans its own copy).
     pub rules: Vec<crate::rules::RuleConfig>,
+    /// The alert sinks (checked; [`crate::alerting::Dispatcher::start`] starts them).
+    pub alerting: crate::alerting::AlertingConfig,
 }
 
 impl Validated {
@@ -243,6 +248,9 @@ impl Config {
         }
         crate::rules::Rules::new(&self.rules)
             .with_context(|| format!("config {file} [[rules]]"))?;
+        self.alerting
+            .check()
+            .with_context(|| format!("config {file}"))?;
         Ok(Validated {
             mapping: ingest::Mapping::try_from(self.mapping)
                 .with_context(|| format!("config {file} [mapping]"))?,
@@ -257,6 +265,7 @@ impl Config {
             http: self.http,
             scale_out: self.scale_out,
             rules: self.rules,
+            alerting: self.alerting,
         })
     }
 }

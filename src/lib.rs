@@ -45,6 +45,7 @@
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod alerting;
 pub mod config;
 pub mod eval;
 pub mod kafka;

@@ -1,5 +1,6 @@
 //! End-to-end tests of the `graywatch` binary: real logs and traces in, JSON lines out.
 
+mod alerting;
 mod attribution;
 mod black_hole;
 mod broker;

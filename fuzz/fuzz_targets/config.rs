@@ -2,7 +2,7 @@
 //! rules, writer, per-input mappings), `[detect]` (window geometry, black-hole thresholds) and
 //! `[actuate]` (mode, policy, rails, signing, alerts), read from TOML exactly as `graywatch validate` reads
 //! them (the same serde types; the root crate's own sections, `[runtime]`, `[kafka]`,
-//! `[checkpoint]`, `[http]`, `[scale-out]`, are accepted as any TOML, see `scripts/fuzz`).
+//! `[checkpoint]`, `[http]`, `[scale-out]`, `[alerting]`, are accepted as any TOML, see `scripts/fuzz`).
 //! A mapping that validates drives every built-in format's parser over real lines (from
 //! `deploy/examples/`) without breaking the record invariants; an accepted window is
 //! positive.
@@ -29,6 +29,7 @@ struct Config {
     checkpoint: Option<toml::Table>,
     http: Option<toml::Table>,
     scale_out: Option<toml::Table>,
+    alerting: Option<toml::Table>,
 }
 
 /// One line of each format, from `deploy/examples/` (origins in its README).

@@ -39,6 +39,9 @@ pub mod names {
     pub const COMMANDS: &str = "graywatch_commands";
     /// Alerts written.
     pub const ALERTS: &str = "graywatch_alerts";
+    /// Alert deliveries to pager systems, by sink and outcome (`delivered`, `retried`,
+    /// `failed`, `dropped`).
+    pub const ALERT_DELIVERIES: &str = "graywatch_alert_deliveries";
     /// Records late for their input's watermark.
     pub const LATE_RECORDS: &str = "graywatch_late_records";
     /// Values dropped from flow records for being longer than their cap (the records kept),
@@ -95,6 +98,15 @@ pub struct PartitionLabels {
 pub struct ReasonLabel {
     /// The reason (`bad-json`, `late`, …).
     pub reason: String,
+}
+
+/// `sink` and `outcome` labels.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SinkLabels {
+    /// The sink's name (`pagerduty`).
+    pub sink: String,
+    /// `delivered`, `retried`, `failed` or `dropped`.
+    pub outcome: String,
 }
 
 /// `signature` label.
@@ -154,6 +166,8 @@ pub struct Metrics {
     pub commands: Counter,
     /// See [`names::ALERTS`].
     pub alerts: Counter,
+    /// Alert deliveries to pager systems, by sink and outcome.
+    pub alert_deliveries: Family<SinkLabels, Counter>,
     /// See [`names::LATE_RECORDS`].
     pub late_records: Counter,
     /// See [`names::DROPPED_VALUES`].
@@ -247,6 +261,11 @@ impl Metrics {
             self.commands.clone(),
         );
         r.register(ALERTS, "Alerts written", self.alerts.clone());
+        r.register(
+            ALERT_DELIVERIES,
+            "Alert deliveries to pager systems, by sink and outcome",
+            self.alert_deliveries.clone(),
+        );
         r.register(
             LATE_RECORDS,
             "Records that arrived after their window had closed for their input",

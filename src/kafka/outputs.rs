@@ -144,6 +144,10 @@ pub struct KafkaOutputs {
     buf: Vec<u8>,
     /// Largest message produced (value + key + headers), bytes.
     max_bytes: usize,
+    /// Alert sinks (`[[alerting.sinks]]`), when configured.
+    alerting: Option<crate::alerting::Dispatcher>,
+    /// The sinks' counters as last exported.
+    exported: std::collections::BTreeMap<String, crate::alerting::SinkCounters>,
 }
 
 /// Bytes a header costs in a message, roughly (name, value, framing).
@@ -178,7 +182,54 @@ impl KafkaOutputs {
             flush_timeout,
             buf: Vec::with_capacity(1024),
             max_bytes,
+            alerting: None,
+            exported: std::collections::BTreeMap::new(),
         })
+    }
+
+    /// Alerts go to `alerting`'s sinks too.
+    pub fn with_alerting(mut self, alerting: Option<crate::alerting::Dispatcher>) -> Self {
+        self.alerting = alerting;
+        self
+    }
+
+    /// Waits for the alert sinks to deliver what they hold, until `deadline` at most.
+    pub fn close_alerting(&mut self, deadline: std::time::Instant) {
+        if let Some(d) = self.alerting.take() {
+            for (sink, c) in d.close(deadline) {
+                tracing::info!(
+                    sink = %sink,
+                    delivered = c.delivered,
+                    retried = c.retries,
+                    failed = c.failed,
+                    dropped = c.dropped,
+                    "alert sink closed"
+                );
+            }
+        }
+    }
+
+    /// Exports the alert sinks' counters to `/metrics` (what changed since the last call).
+    pub fn export_alerting(&mut self) {
+        let Some(d) = &self.alerting else { return };
+        for (sink, now) in d.counters() {
+            let before = self.exported.get(&sink).copied().unwrap_or_default();
+            for (outcome, n, b) in [
+                ("delivered", now.delivered, before.delivered),
+                ("retried", now.retries, before.retries),
+                ("failed", now.failed, before.failed),
+                ("dropped", now.dropped, before.dropped),
+            ] {
+                self.metrics
+                    .alert_deliveries
+                    .get_or_create(&super::metrics::SinkLabels {
+                        sink: sink.clone(),
+                        outcome: outcome.to_owned(),
+                    })
+                    .inc_by(n.saturating_sub(b));
+            }
+            self.exported.insert(sink, now);
+        }
     }
 
     /// The producer, for other topics of the same process (repartition, state).
@@ -330,6 +381,9 @@ impl Outputs for KafkaOutputs {
     }
 
     fn alert(&mut self, a: &Alert) -> Result<(), KafkaOutputError> {
+        if let Some(d) = &self.alerting {
+            d.send(a);
+        }
         self.json(|t| Some(&t.alerts), &a.dedup_key, a)
     }
 

@@ -194,6 +194,9 @@ macro_rules! stage1 {
     };
 }
 
+/// How long a stopping `run` waits for alert sinks to deliver what they hold.
+const ALERTS_AT_EXIT: Duration = Duration::from_secs(10);
+
 /// The main loop's state.
 struct Driver {
     config: Validated,
@@ -436,7 +439,8 @@ pub fn run(
         FLUSH_TIMEOUT,
         o.max_message_bytes,
     )
-    .context("kafka producer")?;
+    .context("kafka producer")?
+    .with_alerting(crate::alerting::Dispatcher::start(&config.alerting)?);
 
     let mut topics = Vec::new();
     for input in &kafka.inputs {
@@ -533,6 +537,8 @@ pub fn run(
             }
             driver.shared.lock().expect("rebalance state lock").closing = true;
             consumer.unsubscribe();
+            // what the alert sinks hold goes out before the process ends (or is given up)
+            driver.out.close_alerting(Instant::now() + ALERTS_AT_EXIT);
             tracing::info!("stopped");
             Ok(())
         }
@@ -1369,6 +1375,7 @@ impl Driver {
 
     fn update_metrics(&mut self) {
         self.last_metrics = Instant::now();
+        self.out.export_alerting();
         let m = &self.metrics;
         for t in &mut self.topics {
             if t.messages > 0 {

@@ -477,6 +477,8 @@ const TALLY_PAIRS: usize = 100_000;
 
 struct Tally<O> {
     inner: O,
+    /// Alert sinks (`[[alerting.sinks]]`), when configured.
+    alerting: Option<crate::alerting::Dispatcher>,
     /// Per pair over the run: requests, errors, worst window p99 (µs).
     pairs: HashMap<(String, String), (u64, u64, Option<u64>)>,
 }
@@ -509,6 +511,9 @@ impl<O: Outputs> Outputs for Tally<O> {
         self.inner.command(c)
     }
     fn alert(&mut self, a: &schemas::Alert) -> Result<(), O::Error> {
+        if let Some(d) = &self.alerting {
+            d.send(a);
+        }
         self.inner.alert(a)
     }
     fn audit(&mut self, a: &schemas::AuditRecord) -> Result<(), O::Error> {
@@ -568,6 +573,7 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
     })?;
     let mut out = Tally {
         inner: outputs,
+        alerting: crate::alerting::Dispatcher::start(&config.alerting)?,
         pairs: HashMap::new(),
     };
     // The one clock read of a run: records more than a day ahead of it are not believed.
@@ -589,18 +595,34 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
         other => anyhow::Error::from(other),
     })?;
     out.flush()?;
+    // what the sinks hold is delivered before the process ends (or given up after a while)
+    let sinks = out
+        .alerting
+        .take()
+        .map(|d| d.close(Instant::now() + ALERTS_AT_EXIT))
+        .unwrap_or_default();
     if !args.quiet {
-        say(&summary(
+        let mut text = summary(
             &args,
             &read,
             started.elapsed(),
             &pipeline,
             &out.pairs,
             &config.detect,
-        ));
+        );
+        for (name, c) in &sinks {
+            text += &format!(
+                "  sink      {name}: {} delivered, {} retried, {} failed, {} dropped\n",
+                c.delivered, c.retries, c.failed, c.dropped
+            );
+        }
+        say(&text);
     }
     Ok(())
 }
+
+/// How long `replay` waits at its end for alert sinks to deliver what they hold.
+const ALERTS_AT_EXIT: Duration = Duration::from_secs(60);
 
 fn summary(
     args: &ReplayArgs,
