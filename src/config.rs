@@ -251,13 +251,27 @@ impl Config {
         self.alerting
             .check()
             .with_context(|| format!("config {file}"))?;
+        // a command outlives the window that may renew it
+        for (i, rule) in self.actuate.policy.iter().enumerate() {
+            if rule.ttl < 2 * self.detect.window.length {
+                anyhow::bail!(
+                    "config {file} [actuate] policy[{i}].ttl = {}: must be at least two windows ({}): \
+                     a command's incident renews it when a window closes",
+                    humantime::format_duration(rule.ttl),
+                    humantime::format_duration(2 * self.detect.window.length)
+                );
+            }
+        }
+        let mut actuator = actuate::Actuator::try_from(self.actuate)
+            .with_context(|| format!("config {file} [actuate]"))?;
+        // alerts (and the commands they revoke) follow the detectors' incidents
+        actuator.align_resolve_after(|s| suite.debounce(s).resolve_after);
         Ok(Validated {
             mapping: ingest::Mapping::try_from(self.mapping)
                 .with_context(|| format!("config {file} [mapping]"))?,
             window,
             suite,
-            actuator: actuate::Actuator::try_from(self.actuate)
-                .with_context(|| format!("config {file} [actuate]"))?,
+            actuator,
             detect: self.detect,
             runtime: self.runtime,
             kafka,
@@ -302,6 +316,22 @@ mod tests {
         assert_eq!(valid.rules.len(), 1);
         assert_eq!(valid.rules[0].name, "failing-service");
         assert_eq!(valid.rules[0].severity, schemas::Severity::Critical);
+    }
+
+    #[test]
+    fn a_command_ttl_shorter_than_two_windows_is_refused() {
+        let config: Config = toml::from_str(
+            "[[actuate.policy]]\nsignature = \"black-hole\"\npattern = \"backpressure\"\nttl = \"15s\"\n",
+        )
+        .unwrap();
+        let Err(e) = config.validate(None) else {
+            panic!("a 15 s TTL with 10 s windows is accepted")
+        };
+        let e = e.to_string();
+        assert!(
+            e.contains("policy[0].ttl = 15s: must be at least two windows (20s)"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -46,6 +46,10 @@ pub fn finding_dedup_key(finding: &Finding) -> String {
 pub struct Alerts {
     state: AlertState,
     resolve_after: u32,
+    /// Per signature (as in dedup keys), a longer wait before resolving: the detector's own
+    /// `resolve-after`, so that an incident its detector still holds open is not resolved
+    /// and triggered again (see [`Alerts::resolve_after`]).
+    by_signature: BTreeMap<String, u32>,
 }
 
 impl Default for Alerts {
@@ -86,7 +90,24 @@ impl Alerts {
         Alerts {
             state: AlertState::default(),
             resolve_after: resolve_after.max(1),
+            by_signature: BTreeMap::new(),
         }
+    }
+
+    /// Incidents of `signature` resolve after at least `windows` quiet windows (the
+    /// detector's debounce: it keeps an incident open that long without firing, and gives no
+    /// finding meanwhile).
+    pub fn resolve_after(&mut self, signature: Signature, windows: u32) {
+        self.by_signature
+            .insert(signature.as_str().to_owned(), windows);
+    }
+
+    /// The quiet windows that resolve the incident of `key`.
+    fn quiet_limit(&self, key: &str) -> u32 {
+        let signature = key.split('/').next().unwrap_or(key);
+        self.by_signature
+            .get(signature)
+            .map_or(self.resolve_after, |&w| w.max(self.resolve_after))
     }
 
     /// Turns one closed window's findings into alerts, at event time `now_us` (the window's
@@ -141,10 +162,16 @@ impl Alerts {
             seen.insert(key);
         }
         let mut closed: Vec<String> = Vec::new();
-        for (key, incident) in &mut self.state.open {
+        let limits: Vec<u32> = self
+            .state
+            .open
+            .keys()
+            .map(|k| self.quiet_limit(k))
+            .collect();
+        for ((key, incident), limit) in self.state.open.iter_mut().zip(limits) {
             if !seen.contains(key) {
                 incident.quiet_windows += 1;
-                if incident.quiet_windows >= self.resolve_after {
+                if incident.quiet_windows >= limit {
                     closed.push(key.clone());
                 }
             }

@@ -54,7 +54,8 @@ pub struct PolicyConfig {
     /// Default 0.5.
     #[serde(default)]
     pub rate_fraction: Option<f64>,
-    /// Backpressure: a fixed limit per caller instead, req/s (> 0).
+    /// Backpressure: a fixed limit per caller instead, req/s (0.001 to 1e12; not with
+    /// `rate-fraction`).
     #[serde(default)]
     pub rate_limit_rps: Option<f64>,
     /// Circuit breaker and segmentation: the HTTP status returned instead (100 to 599).

@@ -298,6 +298,16 @@ impl Actuator {
         self.signer.is_some()
     }
 
+    /// Incidents of every signature resolve after at least `windows(signature)` quiet windows:
+    /// give the detectors' `resolve-after`, so that alerts (and the commands they revoke)
+    /// follow the detectors' incidents instead of resolving and triggering again while a
+    /// detector holds one open.
+    pub fn align_resolve_after(&mut self, windows: impl Fn(Signature) -> u32) {
+        for s in Signature::ALL {
+            self.alerts.resolve_after(s, windows(s));
+        }
+    }
+
     /// One line for `graywatch validate`: mode, policy rules, signing.
     pub fn summary(&self) -> String {
         let patterns: Vec<String> = self
@@ -622,10 +632,18 @@ impl Actuator {
         }
         let ttl_us = rule.ttl_us;
         if wider && let Some((rail, why)) = self.refused_by(&merged, Some(key), now_us, pairs) {
+            // audited once per incident and rail, like a refused issue
             let mut record = audit(now_us, Decision::Suppressed, &a.command, why);
             record.detail = format!("not widened: {}", record.detail);
             record.rail = Some(rail.to_owned());
-            out.audit.push(record);
+            let incident = a.command.reason.incident.clone();
+            let before = self
+                .state
+                .suppressed
+                .insert(format!("{key} (widening)"), (incident, rail.to_owned()));
+            if before.as_ref().map(|(_, r)| r.as_str()) != Some(rail) {
+                out.audit.push(record);
+            }
             if !half_gone {
                 return;
             }

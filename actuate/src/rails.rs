@@ -10,7 +10,11 @@
 //!
 //! The blast radius counts the requests a command may change: every request of a matched pair
 //! (a zone or version narrowing is not subtracted, so the rail errs on the side of acting
-//! less), but for backpressure only those above the caller's limit (limit × window length);
+//! less), but for backpressure only those above the caller's limit (limit × window length),
+//! and none for segmentation, which denies only edges a segment policy forbids or that were
+//! never seen before (a DoS from another segment is most of the landscape's requests while it
+//! lasts: counting them would refuse exactly the command that stops it; `protected` still
+//! guards the edges that must never be denied);
 //! a pair matched by several commands counts with the most any of them may change. In a
 //! scaled-out deployment (`[scale-out]`) each judge sees only the pairs of the nodes it owns,
 //! so the share is of that traffic: larger than of the whole landscape, the rail stricter.
@@ -90,7 +94,9 @@ impl Rails {
         let mut protected = Vec::new();
         for p in &config.protected {
             let entry = match p.split_once("->") {
-                Some((s, d)) if !s.trim().is_empty() && !d.trim().is_empty() => {
+                Some((s, d))
+                    if !s.trim().is_empty() && !d.trim().is_empty() && !d.contains("->") =>
+                {
                     Protected::Edge(s.trim().to_owned(), d.trim().to_owned())
                 }
                 None if !p.trim().is_empty() => Protected::Service(p.trim().to_owned()),
@@ -137,7 +143,8 @@ pub fn matches(target: &Target, source: &str, destination: &str) -> bool {
 }
 
 /// How many of `p`'s requests a command of `target` and `parameters` may change: all of them
-/// when it matches the pair, but for backpressure only those above the caller's limit.
+/// when it matches the pair, but for backpressure only those above the caller's limit, and
+/// none for segmentation (see the module docs).
 pub fn affected(target: &Target, parameters: &Parameters, p: &PairWindow) -> f64 {
     if !matches(target, &p.source, &p.destination) {
         return 0.0;
@@ -151,6 +158,7 @@ pub fn affected(target: &Target, parameters: &Parameters, p: &PairWindow) -> f64
             let seconds = (p.window.end_us - p.window.start_us) as f64 / 1e6;
             (requests - limit * seconds).max(0.0)
         }
+        Parameters::Segmentation(_) => 0.0,
         _ => requests,
     }
 }
@@ -219,6 +227,13 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.starts_with("rails.protected = \"->auth\""), "{e}");
+        let e = Rails::new(&RailsConfig {
+            protected: vec!["a->b->c".into()],
+            ..RailsConfig::default()
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(e.starts_with("rails.protected = \"a->b->c\""), "{e}");
         let e = Rails::new(&RailsConfig {
             max_blast_radius: 0.0,
             ..RailsConfig::default()

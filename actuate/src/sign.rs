@@ -8,7 +8,9 @@
 //!
 //! The key is read from a file or an environment variable, never from the config text
 //! (configs end up in repositories and tickets): at least 32 bytes (SHA-256's output size, as
-//! RFC 2104 section 3 recommends), trailing white space (a newline) ignored.
+//! RFC 2104 section 3 recommends), trailing white space (a newline) ignored, used as it is
+//! (the 64 characters `openssl rand -hex 32` writes are a 64-byte key: verifiers must not
+//! hex-decode it).
 //!
 //! ```
 //! use actuate::sign::{Keys, Signer, Verify};

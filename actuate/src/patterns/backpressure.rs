@@ -36,7 +36,8 @@ pub struct Backpressure {
 }
 
 impl Backpressure {
-    /// Validates `0 < rate-fraction <= 1` (default 0.5) and `rate-limit-rps > 0`.
+    /// Validates `0 < rate-fraction <= 1` (default 0.5) and `rate-limit-rps >= 0.001` (rounded
+    /// to 0.001, the precision commands carry), not both.
     ///
     /// # Errors
     /// [`Error::Config`] naming `policy[index].<key>`.
@@ -51,18 +52,26 @@ impl Backpressure {
                 reason: "must be greater than 0 and at most 1".into(),
             });
         }
-        if let Some(r) = rule.rate_limit_rps
-            && !(r > 0.0 && r.is_finite())
-        {
-            return Err(Error::Config {
-                key: format!("policy[{index}].rate-limit-rps"),
-                value: r.to_string(),
-                reason: "must be a rate above 0 req/s (a limit of 0 is segmentation)".into(),
-            });
+        if let Some(r) = rule.rate_limit_rps {
+            if !(r.is_finite() && (0.001..1e12).contains(&r)) {
+                return Err(Error::Config {
+                    key: format!("policy[{index}].rate-limit-rps"),
+                    value: r.to_string(),
+                    reason: "must be a rate of 0.001 to 1e12 req/s (a limit of 0 is segmentation)"
+                        .into(),
+                });
+            }
+            if rule.rate_fraction.is_some() {
+                return Err(Error::Config {
+                    key: format!("policy[{index}].rate-fraction"),
+                    value: f.to_string(),
+                    reason: "give rate-fraction or rate-limit-rps, not both".into(),
+                });
+            }
         }
         Ok(Backpressure {
             rate_fraction: f,
-            rate_limit_rps: rule.rate_limit_rps,
+            rate_limit_rps: rule.rate_limit_rps.map(rounded),
         })
     }
 }
@@ -251,6 +260,8 @@ mod tests {
             (Some(1.5), None, "policy[3].rate-fraction"),
             (Some(f64::NAN), None, "policy[3].rate-fraction"),
             (None, Some(0.0), "policy[3].rate-limit-rps"),
+            (None, Some(0.000_000_1), "policy[3].rate-limit-rps"),
+            (Some(0.5), Some(10.0), "policy[3].rate-fraction"),
         ] {
             let mut r = rule();
             r.rate_fraction = fraction;

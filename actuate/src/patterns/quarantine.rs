@@ -18,7 +18,8 @@ pub struct Quarantine {
 }
 
 impl Quarantine {
-    /// Validates `0 <= weight < 1` (default 0).
+    /// Validates `0 <= weight < 1` (default 0), rounded to 0.001 (the precision commands
+    /// carry).
     ///
     /// # Errors
     /// [`Error::Config`] naming `policy[index].weight`.
@@ -32,7 +33,9 @@ impl Quarantine {
                 reason: "must be at least 0 and below 1".into(),
             });
         }
-        Ok(Quarantine { weight })
+        Ok(Quarantine {
+            weight: (weight * 1000.0).round() / 1000.0,
+        })
     }
 }
 
