@@ -619,36 +619,38 @@ impl Actuator {
         out: &mut Actions,
     ) {
         let a = &self.state.active[key];
-        let rule = &self.rules[a.rule.min(self.rules.len() - 1)];
+        // a checkpoint restored under another policy may name a rule that is gone
+        let rule = self.rules.get(a.rule);
         let before = Remedy {
             target: a.command.target.clone(),
             parameters: a.command.parameters.clone(),
         };
-        let merged = rule.pattern.merge(&before, remedy);
-        let wider = merged != before;
+        let mut merged = rule.map_or_else(|| before.clone(), |r| r.pattern.merge(&before, remedy));
+        let mut wider = merged != before;
         let half_gone = now_us >= a.command.expires_at_us - a.command.ttl_us / 2;
         if !wider && !half_gone {
             return;
         }
-        let ttl_us = rule.ttl_us;
+        let ttl_us = rule.map_or(a.command.ttl_us, |r| r.ttl_us);
         if wider && let Some((rail, why)) = self.refused_by(&merged, Some(key), now_us, pairs) {
             // audited once per incident and rail, like a refused issue
             let mut record = audit(now_us, Decision::Suppressed, &a.command, why);
             record.detail = format!("not widened: {}", record.detail);
             record.rail = Some(rail.to_owned());
             let incident = a.command.reason.incident.clone();
-            let before = self
+            let earlier = self
                 .state
                 .suppressed
                 .insert(format!("{key} (widening)"), (incident, rail.to_owned()));
-            if before.as_ref().map(|(_, r)| r.as_str()) != Some(rail) {
+            if earlier.as_ref().map(|(_, r)| r.as_str()) != Some(rail) {
                 out.audit.push(record);
             }
             if !half_gone {
                 return;
             }
             // the command goes on as it was
-            return self.renew_as_is(now_us, key, ttl_us, f, out);
+            merged = before;
+            wider = false;
         }
         let a = self.state.active.get_mut(key).expect("in force");
         let c = &mut a.command;
@@ -661,29 +663,12 @@ impl Actuator {
         c.expires_at_us = now_us.saturating_add(ttl_us);
         c.reason = reason(f);
         let detail = if wider {
-            "renewed with a wider target or new parameters".to_owned()
+            "renewed with a wider target or new parameters"
         } else {
-            "renewed: its incident goes on".to_owned()
+            "renewed: its incident goes on"
         };
-        out.audit.push(audit(now_us, Decision::Renewed, c, detail));
-        out.commands.push(c.clone());
-    }
-
-    fn renew_as_is(&mut self, now_us: i64, key: &str, ttl_us: i64, f: &Finding, out: &mut Actions) {
-        let a = self.state.active.get_mut(key).expect("in force");
-        let c = &mut a.command;
-        c.action = CommandAction::Renew;
-        c.revision += 1;
-        c.issued_at_us = now_us;
-        c.ttl_us = ttl_us;
-        c.expires_at_us = now_us.saturating_add(ttl_us);
-        c.reason = reason(f);
-        out.audit.push(audit(
-            now_us,
-            Decision::Renewed,
-            c,
-            "renewed: its incident goes on".into(),
-        ));
+        out.audit
+            .push(audit(now_us, Decision::Renewed, c, detail.into()));
         out.commands.push(c.clone());
     }
 
@@ -696,8 +681,9 @@ impl Actuator {
     }
 
     /// Replaces the state with a checkpointed one (the config stays as built).
-    pub fn restore(&mut self, state: ActuatorState) {
-        self.alerts.restore(state.alerts.clone());
+    pub fn restore(&mut self, mut state: ActuatorState) {
+        // the open incidents live in `alerts` only; `state()` puts them back in a copy
+        self.alerts.restore(std::mem::take(&mut state.alerts));
         self.state = state;
     }
 }
