@@ -47,6 +47,7 @@
 
 pub mod alerting;
 pub mod config;
+pub mod enforce;
 pub mod eval;
 pub mod kafka;
 pub mod pipeline;

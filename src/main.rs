@@ -69,6 +69,12 @@ enum Command {
     /// status 0 when approved, 1 with the reason otherwise (no such proposed command, a wrong
     /// token, no admin endpoint).
     Approve(ApproveArgs),
+    /// Put remediation commands in force on an enforcement point (NGINX).
+    #[command(subcommand)]
+    Enforce(graywatch::enforce::EnforceCommand),
+    /// Show what remediation commands are in Envoy (admin runtime keys and config snippets)
+    /// or Istio (Kubernetes resources), as JSON.
+    Render(graywatch::enforce::render::RenderArgs),
 }
 
 #[derive(Debug, Args)]
@@ -124,7 +130,7 @@ struct ValidateArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let default_level = match cli.command {
-        Command::Run(_) => "info",
+        Command::Run(_) | Command::Enforce(_) => "info",
         _ => "warn",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -146,6 +152,8 @@ fn main() -> ExitCode {
         Command::Eval(command) => graywatch::eval::run(command),
         Command::Simulate(args) => simulate_cmd::run(args),
         Command::Approve(args) => approve(args),
+        Command::Enforce(command) => graywatch::enforce::main(command),
+        Command::Render(args) => graywatch::enforce::render::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

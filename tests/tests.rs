@@ -5,6 +5,7 @@ mod attribution;
 mod black_hole;
 mod broker;
 mod cli;
+mod enforce;
 #[path = "../examples/landscape/generator.rs"]
 mod generator;
 mod golden;
