@@ -253,8 +253,8 @@ pub struct NginxArgs {
     /// stdin.
     #[arg(long, value_name = "FILE|-", required_unless_present = "kafka")]
     pub commands: Option<PathBuf>,
-    /// Read the commands topic of this graywatch config ([kafka] bootstrap-servers, client
-    /// properties, [kafka.outputs] commands) instead.
+    /// Read the commands topic of this graywatch config (`[kafka]` bootstrap-servers, client
+    /// properties, `[kafka.outputs]` commands) instead.
     #[arg(long, value_name = "CONFIG", conflicts_with = "commands")]
     pub kafka: Option<PathBuf>,
     /// The consumer group with --kafka: each enforcement point needs every command, so each

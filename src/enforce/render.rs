@@ -51,7 +51,7 @@ pub struct RenderArgs {
     pub versions: Vec<String>,
 }
 
-/// A mesh [`render`] knows.
+/// A mesh `graywatch render` knows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Mesh {
     /// Envoy: admin runtime keys plus static config snippets.

@@ -5,7 +5,7 @@
 //! serve; a rollback without a redeploy. Only findings on a version subject; nothing else
 //! names what to take out.
 
-use schemas::{Finding, Parameters, Pattern, QuarantineParameters, Subject};
+use schemas::{Finding, Parameters, Pattern, QuarantineParameters, Signature, Subject};
 
 use super::{OperationalPattern, Remedy, only, target_of};
 use crate::config::PolicyConfig;
@@ -22,9 +22,20 @@ impl Quarantine {
     /// carry).
     ///
     /// # Errors
-    /// [`Error::Config`] naming `policy[index].weight`.
+    /// [`Error::Config`] naming `policy[index].weight`, or `policy[index].signature` for a
+    /// signature whose findings never name a version (the rule could never act).
     pub fn new(index: usize, rule: &PolicyConfig) -> Result<Self> {
         only(index, rule, &["weight"])?;
+        if !matches!(
+            rule.signature,
+            Signature::DeployRegression | Signature::Rule
+        ) {
+            return Err(Error::Config {
+                key: format!("policy[{index}].signature"),
+                value: rule.signature.as_str().into(),
+                reason: "quarantine acts only on findings that name a version: deploy-regression, or a rule returning service and version".into(),
+            });
+        }
         let weight = rule.weight.unwrap_or(0.0);
         if !(0.0..1.0).contains(&weight) {
             return Err(Error::Config {
@@ -59,8 +70,6 @@ impl OperationalPattern for Quarantine {
 
 #[cfg(test)]
 mod tests {
-    use schemas::Signature;
-
     use super::*;
     use crate::patterns::testing::finding;
 
@@ -93,5 +102,20 @@ mod tests {
         rule.weight = Some(1.0);
         let e = Quarantine::new(4, &rule).unwrap_err().to_string();
         assert_eq!(e, "policy[4].weight = 1: must be at least 0 and below 1");
+    }
+
+    #[test]
+    fn a_signature_that_names_no_version_is_a_config_error() {
+        let e = Quarantine::new(
+            2,
+            &PolicyConfig::new(Signature::BlackHole, Pattern::Quarantine),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("policy[2].signature"), "{e}");
+        assert!(e.contains("black-hole"), "{e}");
+        assert!(
+            Quarantine::new(0, &PolicyConfig::new(Signature::Rule, Pattern::Quarantine)).is_ok()
+        );
     }
 }
