@@ -181,15 +181,10 @@ impl Drop for Site {
     fn drop(&mut self) {
         let _ = self.enforcer.kill();
         let _ = self.enforcer.wait();
-        let p = self.dir.path();
-        let _ = Command::new(nginx_bin())
-            .arg("-p")
-            .arg(p)
-            .arg("-c")
-            .arg(p.join("nginx.conf"))
-            .args(["-s", "stop"])
-            .stderr(Stdio::null())
-            .status();
+        // by its pid: `nginx -s stop` reads the config, which a test may have broken
+        if let Ok(pid) = std::fs::read_to_string(self.path("nginx.pid")) {
+            let _ = Command::new("kill").arg(pid.trim()).status();
+        }
     }
 }
 
@@ -217,6 +212,18 @@ fn command(
     .unwrap();
     Signer::new("k1", KEY.to_vec()).unwrap().sign(&mut c);
     c
+}
+
+/// The revoke of `c` as graywatch writes one: the next revision, expiring at once.
+fn revoke_of(c: &RemediationCommand) -> RemediationCommand {
+    let mut r = c.clone();
+    r.action = schemas::CommandAction::Revoke;
+    r.revision = c.revision + 1;
+    r.issued_at_us = c.issued_at_us + 1_000_000;
+    r.ttl_us = 0;
+    r.expires_at_us = r.issued_at_us;
+    Signer::new("k1", KEY.to_vec()).unwrap().sign(&mut r);
+    r
 }
 
 #[test]
@@ -266,10 +273,7 @@ fn nginx_enforces_segmentation_rate_limits_quarantine_and_refuses_forgeries() {
     }
 
     // revoke: the attacker gets through again
-    let mut revoke = seg.clone();
-    revoke.action = schemas::CommandAction::Revoke;
-    revoke.revision = 1;
-    Signer::new("k1", KEY.to_vec()).unwrap().sign(&mut revoke);
+    let revoke = revoke_of(&seg);
     site.send(&revoke);
     site.wait_for("attacker", "/orders/", None, |s, _| s == 200);
     // the same issue again (a replayed topic) does not bring it back
@@ -411,7 +415,10 @@ fn nginx_enforces_segmentation_rate_limits_quarantine_and_refuses_forgeries() {
         600,
     );
     site.send(&seg2);
-    site.wait_log("the new config was taken back", 1);
+    site.wait_log(
+        "graywatch.conf is back to the last config NGINX accepted",
+        1,
+    );
     assert_eq!(
         std::fs::read_to_string(site.path("graywatch.conf")).unwrap(),
         before
@@ -463,10 +470,7 @@ fn nginx_enforces_commands_from_the_commands_topic() {
         serde_json::json!({ "status": 403 }),
         600,
     );
-    let mut revoke = seg.clone();
-    revoke.action = schemas::CommandAction::Revoke;
-    revoke.revision = 1;
-    Signer::new("k1", KEY.to_vec()).unwrap().sign(&mut revoke);
+    let revoke = revoke_of(&seg);
     let msg = |c: &RemediationCommand| crate::broker::Msg {
         partition: None,
         key: Some(c.id.clone()),
@@ -483,6 +487,118 @@ fn nginx_enforces_commands_from_the_commands_topic() {
         "positions name topic/partition@offset:\n{}",
         site.log()
     );
+}
+
+/// A command whose config NGINX refuses is left out, the others apply (`--nginx`: a stand-in
+/// whose `-t` refuses any config naming `attacker-bad`); `--once` exits 1 when nothing could
+/// be applied.
+#[test]
+fn a_command_nginx_refuses_is_left_out_and_the_rest_applies() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path();
+    let fake = p.join("nginx");
+    std::fs::write(
+        &fake,
+        "#!/bin/sh\ncase \"$*\" in *-t*) if grep -q attacker-bad \"$2/graywatch.conf\"; then echo 'nginx: [emerg] refused' >&2; exit 1; fi;; esac\nexit 0\n",
+    )
+    .unwrap();
+    std::process::Command::new("chmod")
+        .arg("+x")
+        .arg(&fake)
+        .status()
+        .unwrap();
+    std::fs::write(
+        p.join("graywatch-site.toml"),
+        "listen = \"127.0.0.1:1\"\ncaller = \"$http_x_graywatch_caller\"\n[[services]]\nname = \"orders\"\nlocation = \"/orders/\"\nservers = [{ address = \"127.0.0.1:2\" }]\n",
+    )
+    .unwrap();
+    std::fs::write(p.join("k1.key"), KEY).unwrap();
+    let seg = |id: &str, source: &str| {
+        let c = command(
+            id,
+            "issue",
+            0,
+            "segmentation",
+            serde_json::json!({ "sources": [source], "destinations": ["orders"] }),
+            serde_json::json!({ "status": 403 }),
+            600,
+        );
+        serde_json::to_string(&c).unwrap() + "\n"
+    };
+    let commands = p.join("commands.jsonl");
+    std::fs::write(
+        &commands,
+        seg("segmentation/orders/1", "attacker-bad") + &seg("segmentation/orders/2", "mallory"),
+    )
+    .unwrap();
+    let run = |nginx: &Path| {
+        Command::new(env!("CARGO_BIN_EXE_graywatch"))
+            .args(["enforce", "nginx", "--once", "--commands"])
+            .arg(&commands)
+            .arg("--prefix")
+            .arg(p)
+            .arg("--verify-key")
+            .arg(format!("k1={}", p.join("k1.key").display()))
+            .arg("--nginx")
+            .arg(nginx)
+            .output()
+            .unwrap()
+    };
+    let out = run(&fake);
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    assert!(
+        log.contains("left out: NGINX refuses its config") && log.contains("segmentation/orders/1"),
+        "{log}"
+    );
+    assert!(log.contains("1 in force"), "{log}");
+    let conf = std::fs::read_to_string(p.join("graywatch.conf")).unwrap();
+    assert!(
+        conf.contains("mallory") && !conf.contains("attacker-bad"),
+        "{conf}"
+    );
+
+    // a second enforcer on the same prefix is refused while one runs
+    let follower = Command::new(env!("CARGO_BIN_EXE_graywatch"))
+        .args(["enforce", "nginx", "--commands"])
+        .arg(&commands)
+        .arg("--prefix")
+        .arg(p)
+        .arg("--verify-key")
+        .arg(format!("k1={}", p.join("k1.key").display()))
+        .arg("--nginx")
+        .arg(&fake)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    struct Kill(Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _follower = Kill(follower);
+    let start = Instant::now();
+    loop {
+        let out = run(&fake);
+        let log = String::from_utf8_lossy(&out.stderr).into_owned();
+        if !out.status.success() && log.contains("another `graywatch enforce nginx` manages") {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "no lock refusal: {log}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop(_follower);
+
+    // no NGINX at all: exit 1, and it says so
+    let out = run(Path::new("/nonexistent/nginx"));
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{log}");
+    assert!(log.contains("not serving"), "{log}");
 }
 
 #[test]

@@ -98,9 +98,16 @@ impl Ledger {
             return Ok(Offer::Stale);
         }
         if c.action == CommandAction::Revoke {
-            self.held.remove(&c.id);
-            self.revoked
-                .insert(c.id.clone(), (c.revision, c.expires_at_us.max(now_us)));
+            // a revoke expires at once; a replayed issue or renew of the command can live
+            // until the latest expiry it had, so the tombstone stays until then
+            let until = self
+                .held
+                .remove(&c.id)
+                .map_or(i64::MIN, |h| h.expires_at_us)
+                .max(c.expires_at_us)
+                .max(c.issued_at_us.saturating_add(c.ttl_us))
+                .max(now_us);
+            self.revoked.insert(c.id.clone(), (c.revision, until));
             self.counts.revoked += 1;
             return Ok(Offer::Revoked);
         }
@@ -241,8 +248,9 @@ pub enum EnforceCommand {
     /// expiry (wall clock), and after each change writes PREFIX/graywatch.conf atomically
     /// (included in nginx.conf's http block; --site says which services it fronts), runs
     /// `nginx -t`, then `nginx -s reload` (and starts NGINX if it is not running). A config
-    /// `nginx -t` refuses is taken back: the previous one keeps serving, and the error is
-    /// logged. What it holds is kept in PREFIX/graywatch-state.json across restarts.
+    /// `nginx -t` refuses is taken back and the commands NGINX refuses are left out, each
+    /// logged with NGINX's error; the rest applies. What it holds is kept in
+    /// PREFIX/graywatch-state.json across restarts; one enforcer per prefix.
     Nginx(NginxArgs),
 }
 
@@ -292,52 +300,66 @@ struct Message {
     offset: Option<(String, i32, i64)>,
 }
 
-/// Reads lines of `path` (`-`: stdin) on a thread; follows a file as it grows unless `once`.
+/// Reads lines of `path` (`-`: stdin) on a thread; follows a file as it grows unless `once`,
+/// from its start again when it is truncated or replaced (a rotation), like `tail -F`.
 fn read_lines(path: PathBuf, once: bool, tx: mpsc::SyncSender<Option<Message>>) {
+    use std::os::unix::fs::MetadataExt as _;
     std::thread::spawn(move || {
         let name = path.display().to_string();
+        let send = |bytes: Vec<u8>, number: u64| {
+            let at = format!("{name}:{number}");
+            tx.send(Some(Message {
+                bytes,
+                at,
+                offset: None,
+            }))
+            .is_ok()
+        };
         let result = (|| -> std::io::Result<()> {
-            let mut reader: Box<dyn BufRead> = if name == "-" {
-                Box::new(std::io::stdin().lock())
+            let open = || -> std::io::Result<(Box<dyn BufRead>, u64)> {
+                let file = std::fs::File::open(&path)?;
+                let inode = file.metadata()?.ino();
+                Ok((Box::new(std::io::BufReader::new(file)), inode))
+            };
+            let (mut reader, mut inode): (Box<dyn BufRead>, u64) = if name == "-" {
+                (Box::new(std::io::stdin().lock()), 0)
             } else {
-                Box::new(std::io::BufReader::new(std::fs::File::open(&path)?))
+                open()?
             };
             let follow = !once && name != "-";
-            let (mut line, mut number, mut partial) = (Vec::new(), 0u64, Vec::new());
+            let (mut line, mut number, mut partial, mut read) =
+                (Vec::new(), 0u64, Vec::new(), 0u64);
             loop {
                 line.clear();
                 let n = reader.read_until(b'\n', &mut line)?;
+                read += n as u64;
                 if n == 0 || !line.ends_with(b"\n") {
                     // the end for now: a line without its newline is still being written
                     partial.extend_from_slice(&line);
                     if !follow {
                         if !partial.is_empty() {
-                            number += 1;
-                            let bytes = std::mem::take(&mut partial);
-                            let at = format!("{name}:{number}");
-                            let _ = tx.send(Some(Message {
-                                bytes,
-                                at,
-                                offset: None,
-                            }));
+                            send(std::mem::take(&mut partial), number + 1);
                         }
                         return Ok(());
                     }
                     std::thread::sleep(Duration::from_millis(100));
+                    let now = std::fs::metadata(&path);
+                    let rotated = now
+                        .as_ref()
+                        .is_ok_and(|m| m.ino() != inode || m.len() < read);
+                    if rotated {
+                        tracing::warn!(
+                            "{name} was truncated or replaced: reading it from its start"
+                        );
+                        (reader, inode) = open()?;
+                        (number, read) = (0, 0);
+                        partial.clear();
+                    }
                     continue;
                 }
                 number += 1;
                 partial.extend_from_slice(&line);
-                let bytes = std::mem::take(&mut partial);
-                let at = format!("{name}:{number}");
-                if tx
-                    .send(Some(Message {
-                        bytes,
-                        at,
-                        offset: None,
-                    }))
-                    .is_err()
-                {
+                if !send(std::mem::take(&mut partial), number) {
                     return Ok(());
                 }
             }
@@ -385,9 +407,9 @@ impl Nginx {
         }
     }
 
-    /// Puts `text` in force: writes it, `nginx -t`, reload (or start). On a failed test the
-    /// previous file is put back and the error returned.
-    fn apply(&self, text: &str) -> anyhow::Result<()> {
+    /// Writes `text` as graywatch.conf and has `nginx -t` check the whole config; on a
+    /// refusal the previous file is put back.
+    fn check(&self, text: &str) -> anyhow::Result<()> {
         let before = std::fs::read(&self.file).ok();
         write_atomically(&self.file, text.as_bytes())?;
         if let Err(e) = self.run(&["-t", "-q"]) {
@@ -395,8 +417,13 @@ impl Nginx {
                 Some(old) => write_atomically(&self.file, old)?,
                 None => std::fs::remove_file(&self.file)?,
             }
-            return Err(e.context("the new config was taken back; the previous one serves"));
+            return Err(e);
         }
+        Ok(())
+    }
+
+    /// Has NGINX load its config: a reload, or a start when it does not run.
+    fn reload(&self) -> anyhow::Result<()> {
         if self.running() {
             self.run(&["-s", "reload"])
         } else {
@@ -446,6 +473,17 @@ pub fn run_nginx(args: NginxArgs) -> anyhow::Result<()> {
             .unwrap_or_else(|| args.prefix.join("nginx.conf")),
         file: args.prefix.join("graywatch.conf"),
     };
+    // one enforcer per prefix: a second would overwrite the first's config and state
+    let lock_path = args.prefix.join("graywatch.lock");
+    let lock = std::fs::File::create(&lock_path)
+        .with_context(|| format!("creating {}", lock_path.display()))?;
+    if lock.try_lock().is_err() {
+        anyhow::bail!(
+            "another `graywatch enforce nginx` manages {} (it holds {})",
+            args.prefix.display(),
+            lock_path.display()
+        );
+    }
     let state = args.prefix.join("graywatch-state.json");
     let mut ledger = Ledger::load(&state, keys)?;
     let (tx, rx) = mpsc::sync_channel::<Option<Message>>(1024);
@@ -455,7 +493,8 @@ pub fn run_nginx(args: NginxArgs) -> anyhow::Result<()> {
         (None, Some(config)) => kafka = Some(KafkaCommands::new(config, args.group_id.clone())?),
         (None, None) => unreachable!("clap requires --commands or --kafka"),
     }
-    let mut applied = Rendered::default();
+    let mut applied = Applied::default();
+    let mut last_try = std::time::Instant::now();
     let mut changed = true; // the first pass writes what the saved state holds
     let mut pending_offsets = BTreeMap::new();
     let mut ended = false;
@@ -495,9 +534,12 @@ pub fn run_nginx(args: NginxArgs) -> anyhow::Result<()> {
             tracing::info!(%id, "expired");
             changed = true;
         }
-        if changed {
+        // a change, a failed one to retry (every 5 s), or a config file someone removed
+        let retry = !applied.ok && last_try.elapsed() >= Duration::from_secs(5);
+        if changed || retry || !nginx.file.exists() {
             changed = false;
-            applied = apply(&nginx, &site, &ledger, &applied);
+            last_try = std::time::Instant::now();
+            apply(&nginx, &site, &ledger, &mut applied);
             ledger.save(&state)?;
         }
         if let Some(k) = &kafka {
@@ -514,14 +556,16 @@ pub fn run_nginx(args: NginxArgs) -> anyhow::Result<()> {
                 c.refused_signature,
                 c.malformed,
                 c.not_here,
-                applied.applied.len()
+                applied.in_force
+            );
+            anyhow::ensure!(
+                applied.ok,
+                "the last change is not serving (see the errors above)"
             );
             return Ok(());
         }
     }
 }
-
-use nginx::Rendered;
 
 /// Parses, checks and offers one message; whether what is held changed.
 fn take(ledger: &mut Ledger, site: &nginx::Site, m: &Message, now: i64) -> bool {
@@ -563,28 +607,90 @@ fn take(ledger: &mut Ledger, site: &nginx::Site, m: &Message, now: i64) -> bool 
     }
 }
 
-/// Renders what `ledger` holds in force and applies it; returns what is now serving (the
-/// previous rendering when NGINX refused the new one).
-fn apply(nginx: &Nginx, site: &nginx::Site, ledger: &Ledger, before: &Rendered) -> Rendered {
-    let rendered = nginx::render(site, &ledger.in_force());
-    for (id, why) in &rendered.refused {
-        tracing::error!(%id, "not expressible in NGINX: {why}");
-    }
+/// What NGINX has accepted: the (id, revision) of each command in force there, and the ones
+/// its `nginx -t` refused (left out until a new revision comes).
+#[derive(Debug, Default)]
+struct Applied {
+    good: BTreeMap<String, u32>,
+    bad: BTreeMap<String, u32>,
+    /// Whether the last change is serving.
+    ok: bool,
+    /// Commands in force after it.
+    in_force: usize,
+}
+
+/// Renders what `ledger` holds in force and has NGINX serve it. When `nginx -t` refuses the
+/// whole, the commands it took before are kept and each new one is tried on top of them
+/// alone: one that NGINX refuses is left out (logged with NGINX's error), the others apply.
+/// When it refuses even what it took before (its own config broke), nothing changes.
+fn apply(nginx: &Nginx, site: &nginx::Site, ledger: &Ledger, state: &mut Applied) {
     for c in ledger.held().filter(|c| c.mode != Mode::Enforce) {
         tracing::info!(id = %c.id, mode = c.mode.as_str(), "held, not enforced");
     }
-    match nginx.apply(&rendered.text) {
+    let candidates: Vec<&RemediationCommand> = ledger
+        .in_force()
+        .into_iter()
+        .filter(|c| state.bad.get(&c.id) != Some(&c.revision))
+        .collect();
+    state.bad.retain(|id, _| ledger.held.contains_key(id));
+    let full = nginx::render(site, &candidates);
+    for (id, why) in &full.refused {
+        tracing::error!(%id, "not expressible in NGINX: {why}");
+    }
+    let mut chosen: Vec<&RemediationCommand> = candidates
+        .iter()
+        .copied()
+        .filter(|c| full.applied.contains(&c.id))
+        .collect();
+    let mut text = full.text;
+    if let Err(e) = nginx.check(&text) {
+        tracing::warn!(
+            "nginx -t refused the new config ({e:#}); trying the new commands one by one"
+        );
+        let (mut base, fresh): (Vec<&RemediationCommand>, Vec<&RemediationCommand>) = chosen
+            .into_iter()
+            .partition(|c| state.good.get(&c.id) == Some(&c.revision));
+        text = nginx::render(site, &base).text;
+        if let Err(e) = nginx.check(&text) {
+            tracing::error!(
+                "NGINX config not applied: nginx -t refuses even what it took before: {e:#}; graywatch.conf is back to the last config NGINX accepted"
+            );
+            state.ok = false;
+            return;
+        }
+        for c in fresh {
+            base.push(c);
+            let trial = nginx::render(site, &base).text;
+            match nginx.check(&trial) {
+                Ok(()) => text = trial,
+                Err(e) => {
+                    base.pop();
+                    tracing::error!(id = %c.id, revision = c.revision, "left out: NGINX refuses its config: {e:#}");
+                    state.bad.insert(c.id.clone(), c.revision);
+                }
+            }
+        }
+        if let Err(e) = nginx.check(&text) {
+            tracing::error!("NGINX config not applied: {e:#}");
+            state.ok = false;
+            return;
+        }
+        chosen = base;
+    }
+    match nginx.reload() {
         Ok(()) => {
+            state.good = chosen.iter().map(|c| (c.id.clone(), c.revision)).collect();
+            state.in_force = chosen.len();
+            state.ok = true;
             tracing::info!(
-                in_force = rendered.applied.len(),
+                in_force = chosen.len(),
                 "NGINX config applied ({})",
                 nginx.file.display()
             );
-            rendered
         }
         Err(e) => {
-            tracing::error!("{e:#}");
-            before.clone()
+            tracing::error!("NGINX config written but not loaded: {e:#}");
+            state.ok = false;
         }
     }
 }
@@ -718,11 +824,18 @@ pub(crate) mod tests {
             "an older revision"
         );
 
-        let revoke = command(
-            serde_json::json!({ "action": "revoke", "revision": 2, "expires_at_us": 21_000 }),
-        );
+        // as the actuator writes a revoke: expiring at once
+        let revoke = command(serde_json::json!({
+            "action": "revoke", "revision": 2, "issued_at_us": 4_000, "ttl_us": 0, "expires_at_us": 4_000
+        }));
         assert_eq!(l.offer(revoke, 4_000), Ok(Offer::Revoked));
         assert_eq!(l.in_force().len(), 0);
+        assert!(l.expire(4_000).is_empty());
+        assert_eq!(
+            l.revoked.get("segmentation/orders/1"),
+            Some(&(2, 21_000)),
+            "the tombstone lasts as long as the renewed command could have"
+        );
         assert_eq!(
             l.offer(issue.clone(), 5_000),
             Ok(Offer::Stale),

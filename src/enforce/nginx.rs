@@ -140,7 +140,8 @@ impl Site {
             }
         }
         anyhow::ensure!(!self.services.is_empty(), "no [[services]]");
-        let mut names = BTreeSet::new();
+        let (mut names, mut locations, mut upstreams) =
+            (BTreeSet::new(), BTreeSet::new(), BTreeSet::new());
         for s in &self.services {
             anyhow::ensure!(
                 safe_name(&s.name),
@@ -148,6 +149,18 @@ impl Site {
                 s.name
             );
             anyhow::ensure!(names.insert(&s.name), "service {}: listed twice", s.name);
+            anyhow::ensure!(
+                upstreams.insert(upstream(s)),
+                "service {}: its upstream name {} is another service's (names differing only in . and - are one in NGINX)",
+                s.name,
+                upstream(s)
+            );
+            anyhow::ensure!(
+                locations.insert(&s.location),
+                "service {}: location {} is another service's",
+                s.name,
+                s.location
+            );
             anyhow::ensure!(
                 s.location.starts_with('/') && plain(&s.location),
                 "service {}: location {:?} is not a path prefix",
@@ -163,6 +176,13 @@ impl Site {
                     server.address
                 );
                 anyhow::ensure!(server.weight > 0, "service {}: weight 0", s.name);
+                if let Some(v) = &server.version {
+                    anyhow::ensure!(
+                        safe_name(v),
+                        "service {}: version {v:?}: versions are [A-Za-z0-9._:/-]",
+                        s.name
+                    );
+                }
             }
         }
         Ok(())
@@ -240,13 +260,42 @@ fn rate_per_minute(rps: f64) -> u64 {
     ((rps * 60.0).round() as u64).max(1)
 }
 
-/// Short, stable name of a command's NGINX objects.
+/// Short, stable name of a command's NGINX objects (unique in one rendering: see
+/// [`render`]).
 fn tag(id: &str) -> String {
     format!("gw_{:08x}", crc32fast::hash(id.as_bytes()))
 }
 
-fn part(site: &Site, who: &str, c: &RemediationCommand) -> Result<Part, String> {
+/// `id` as it may appear in a config comment: characters outside `[A-Za-z0-9._:/>=@,+-]`
+/// (a newline would end the comment and start a directive) become `_`.
+fn comment(id: &str) -> String {
+    id.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._:/>=@,+-".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// HTTP statuses a command may answer with: 200 to 599 (NGINX's `return` takes these).
+const STATUSES: std::ops::RangeInclusive<u16> = 200..=599;
+/// The highest rate a backpressure command may set, req/s.
+const MAX_RPS: f64 = 1e6;
+/// The longest `slower_than_us` NGINX gets as `proxy_read_timeout`, µs (a day).
+const MAX_TIMEOUT_US: u64 = 86_400_000_000;
+
+fn part(site: &Site, who: &str, base: String, c: &RemediationCommand) -> Result<Part, String> {
     let t = &c.target;
+    let status = |s: u16| {
+        if STATUSES.contains(&s) {
+            Ok(s)
+        } else {
+            Err(format!("status {s}: NGINX returns 200 to 599"))
+        }
+    };
     for name in t
         .sources
         .iter()
@@ -268,7 +317,6 @@ fn part(site: &Site, who: &str, c: &RemediationCommand) -> Result<Part, String> 
         .iter()
         .filter_map(|d| site.service(d))
         .collect();
-    let base = tag(&c.id);
     let zone = t.source_zone.as_deref();
     let mut p = Part::default();
     let flag = |p: &mut Part, name: &str, entries: &[(String, &str)]| {
@@ -280,6 +328,7 @@ fn part(site: &Site, who: &str, c: &RemediationCommand) -> Result<Part, String> 
     };
     match &c.parameters {
         Parameters::Segmentation(s) => {
+            status(s.status)?;
             let name = base.clone();
             flag(
                 &mut p,
@@ -294,6 +343,7 @@ fn part(site: &Site, who: &str, c: &RemediationCommand) -> Result<Part, String> 
             }
         }
         Parameters::CircuitBreaker(cb) => {
+            status(cb.status)?;
             if let Some(tier) = &cb.tier {
                 if !safe_name(tier) {
                     return Err(format!("tier {tier:?}: names are [A-Za-z0-9._:/-]"));
@@ -305,6 +355,9 @@ fn part(site: &Site, who: &str, c: &RemediationCommand) -> Result<Part, String> 
                 }
             }
             if let Some(us) = cb.slower_than_us {
+                if !(1..=MAX_TIMEOUT_US).contains(&us) {
+                    return Err(format!("slower-than {us} µs: 1 µs to a day"));
+                }
                 if cb.tier.is_some() || !t.sources.is_empty() || zone.is_some() {
                     return Err("slower-than for some callers only: NGINX's proxy_read_timeout takes no variables, so it would time out every caller".into());
                 }
@@ -336,6 +389,11 @@ fn part(site: &Site, who: &str, c: &RemediationCommand) -> Result<Part, String> 
                 if !safe_name(caller) {
                     return Err(format!("caller {caller:?}: names are [A-Za-z0-9._:/-]"));
                 }
+                if !(*rps > 0.0 && *rps <= MAX_RPS) {
+                    return Err(format!(
+                        "{caller}: {rps} req/s: above 0 and at most {MAX_RPS}"
+                    ));
+                }
                 let name = format!("{base}_{i}");
                 flag(
                     &mut p,
@@ -355,6 +413,14 @@ fn part(site: &Site, who: &str, c: &RemediationCommand) -> Result<Part, String> 
             }
         }
         Parameters::Bulkhead(b) => {
+            if b.max_concurrency
+                .is_some_and(|n| !(1..=1_000_000).contains(&n))
+            {
+                return Err(format!(
+                    "max-concurrency {:?}: 1 to 1000000",
+                    b.max_concurrency
+                ));
+            }
             for (i, s2) in services.iter().enumerate() {
                 let name = format!("{base}_{i}");
                 let allowed: Vec<&String> = b
@@ -388,6 +454,9 @@ fn part(site: &Site, who: &str, c: &RemediationCommand) -> Result<Part, String> 
             let Some(version) = &t.version else {
                 return Err("a quarantine names no version".into());
             };
+            if !(0.0..1.0).contains(&q.weight) {
+                return Err(format!("weight {}: at least 0 and below 1", q.weight));
+            }
             for s2 in &services {
                 if !s2
                     .servers
@@ -476,15 +545,37 @@ pub fn render(site: &Site, commands: &[&RemediationCommand]) -> Rendered {
     let mut quarantine: BTreeMap<String, BTreeMap<String, f64>> = BTreeMap::new();
     let mut sorted: Vec<&&RemediationCommand> = commands.iter().collect();
     sorted.sort_by(|a, b| a.id.cmp(&b.id));
+    let mut tags = BTreeSet::new();
     for c in sorted {
-        match part(site, &who, c) {
+        // two ids with one CRC-32 get distinct names
+        let mut name = tag(&c.id);
+        while !tags.insert(name.clone()) {
+            name.push('x');
+        }
+        let p = part(site, &who, name, c).and_then(|p| {
+            // what every quarantine in force together leaves each service
+            for (service, versions) in &p.quarantine {
+                let mut q = quarantine.get(service).cloned().unwrap_or_default();
+                q.extend(versions.iter().map(|(v, w)| (v.clone(), *w)));
+                let s = site
+                    .service(service)
+                    .expect("parts name the site's services");
+                if weights(s, Some(&q)).iter().all(Option::is_none) {
+                    return Err(format!(
+                        "{service}: with the quarantines in force, this one would leave no server"
+                    ));
+                }
+            }
+            Ok(p)
+        });
+        match p {
             Err(reason) => out.refused.push((c.id.clone(), reason)),
             Ok(p) => {
-                let _ = writeln!(http, "# {} (revision {})", c.id, c.revision);
+                let _ = writeln!(http, "# {} (revision {})", comment(&c.id), c.revision);
                 http.push_str(&p.http);
                 for (service, lines) in p.location {
                     let text = locations.entry(service).or_default();
-                    let _ = writeln!(text, "        # {}", c.id);
+                    let _ = writeln!(text, "        # {}", comment(&c.id));
                     for l in lines.lines() {
                         let _ = writeln!(text, "        {l}");
                     }
@@ -713,11 +804,112 @@ mod tests {
                 .to_string()
         };
         assert!(bad("caller-zone = \"zone; evil\"").contains("caller-zone"));
+        let two = |second: &str| {
+            let text = format!(
+                "listen = \"127.0.0.1:8080\"\ncaller = \"$http_x\"\n[[services]]\nname = \"a.b\"\nlocation = \"/o/\"\nservers = [{{ address = \"10.0.0.1:80\" }}]\n[[services]]\n{second}\nservers = [{{ address = \"10.0.0.2:80\", version = \"v1\" }}]\n"
+            );
+            toml::from_str::<Site>(&text)
+                .unwrap()
+                .check()
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(two("name = \"a-b\"\nlocation = \"/p/\"").contains("upstream name graywatch_a_b"));
+        assert!(
+            two("name = \"c\"\nlocation = \"/o/\"").contains("location /o/ is another service's")
+        );
+        let e = toml::from_str::<Site>(
+            "listen = \"127.0.0.1:8080\"\ncaller = \"$http_x\"\n[[services]]\nname = \"c\"\nlocation = \"/o/\"\nservers = [{ address = \"10.0.0.2:80\", version = \"v1\\n}\" }]\n",
+        )
+        .unwrap()
+        .check()
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("version"), "{e}");
         let e = toml::from_str::<Site>("listen = \"x; y\"\ncaller = \"$a\"\nservices = []\n")
             .unwrap()
             .check()
             .unwrap_err()
             .to_string();
         assert!(e.contains("listen"), "{e}");
+    }
+
+    #[test]
+    fn ids_never_reach_the_config_as_text_and_colliding_ids_get_distinct_names() {
+        let s = site();
+        let injected = command(
+            json!({ "id": "segmentation/orders/2\nadd_header X-Injected by-id always;\ndeny all;\n#" }),
+        );
+        // two ids with one CRC-32
+        let a = command(json!({ "id": "segmentation/orders/29685295" }));
+        let b = command(
+            json!({ "id": "segmentation/orders/32060020", "target": { "sources": ["mallory"], "destinations": ["orders"] } }),
+        );
+        assert_eq!(tag(&a.id), tag(&b.id));
+        let r = render(&s, &[&injected, &a, &b]);
+        assert_eq!(r.applied.len(), 3);
+        assert!(
+            !r.text.contains("\nadd_header") && !r.text.contains("\ndeny all"),
+            "{}",
+            r.text
+        );
+        assert!(r.text.contains("# segmentation/orders/2_add_header_X-Injected_by-id_always__deny_all___ (revision 0)"), "{}", r.text);
+        let t = tag(&a.id);
+        assert!(
+            r.text.contains(&format!("if (${t}) {{ return 403; }}")),
+            "{}",
+            r.text
+        );
+        assert!(
+            r.text.contains(&format!("if (${t}x) {{ return 403; }}")),
+            "{}",
+            r.text
+        );
+    }
+
+    #[test]
+    fn parameters_out_of_nginx_range_are_refused_one_command_at_a_time() {
+        let s = site();
+        let bad = [
+            json!({ "id": "s/1", "parameters": { "status": 1000 } }),
+            json!({ "id": "b/1", "pattern": "bulkhead", "parameters": { "max_concurrency": 0 } }),
+            json!({ "id": "r/1", "pattern": "backpressure", "parameters": { "rate_limit_rps": { "a": 1e18 } } }),
+            json!({ "id": "c/1", "pattern": "circuit-breaker", "target": { "sources": [], "destinations": ["orders"] }, "parameters": { "status": 503, "slower_than_us": 18_446_744_073_709_551_615u64 } }),
+            json!({ "id": "q/1", "pattern": "quarantine", "target": { "sources": [], "destinations": ["orders"], "version": "v2" }, "parameters": { "weight": 1.0 } }),
+        ];
+        let commands: Vec<RemediationCommand> = bad.into_iter().map(command).collect();
+        let good = command(json!({ "id": "s/2" }));
+        let mut all: Vec<&RemediationCommand> = commands.iter().collect();
+        all.push(&good);
+        let r = render(&s, &all);
+        assert_eq!(r.applied, ["s/2"]);
+        assert_eq!(r.refused.len(), 5, "{:?}", r.refused);
+    }
+
+    #[test]
+    fn quarantines_together_never_leave_a_service_no_server() {
+        let q = |id: &str, v: &str| {
+            command(json!({
+                "id": id, "pattern": "quarantine",
+                "target": { "sources": [], "destinations": ["orders"], "version": v },
+                "parameters": { "weight": 0.0 },
+            }))
+        };
+        let (v1, v2) = (
+            q("quarantine/orders/v1", "v1"),
+            q("quarantine/orders/v2", "v2"),
+        );
+        let r = render(&site(), &[&v1, &v2]);
+        assert_eq!(r.applied, ["quarantine/orders/v1"]);
+        assert!(
+            r.refused[0].1.contains("would leave no server"),
+            "{:?}",
+            r.refused
+        );
+        assert!(
+            r.text.contains("server 10.0.0.3:80 weight=100; # v2"),
+            "{}",
+            r.text
+        );
     }
 }
