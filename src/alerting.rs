@@ -249,7 +249,7 @@ pub struct SinkCounters {
 
 struct Worker {
     name: String,
-    queue: SyncSender<Alert>,
+    queue: SyncSender<Job>,
     counters: Arc<Mutex<SinkCounters>>,
     thread: Option<JoinHandle<()>>,
 }
@@ -301,8 +301,22 @@ impl Dispatcher {
 
     /// Hands `alert` to every sink; never blocks (a full queue drops it, counted and logged).
     pub fn send(&self, alert: &Alert) {
+        self.hand(alert, Job::Deliver);
+    }
+
+    /// Tells the sinks that `alerts` (triggers) fired before a restart and still fire: an
+    /// Alertmanager sink takes them into the alerts it re-sends (Alertmanager would resolve
+    /// them after its `resolve_timeout` otherwise); PagerDuty and webhooks got the trigger
+    /// already and are told nothing. Never blocks, as [`Dispatcher::send`].
+    pub fn resume(&self, alerts: &[Alert]) {
+        for a in alerts {
+            self.hand(a, Job::StillFiring);
+        }
+    }
+
+    fn hand(&self, alert: &Alert, job: fn(Alert) -> Job) {
         for w in &self.workers {
-            match w.queue.try_send(alert.clone()) {
+            match w.queue.try_send(job(alert.clone())) {
                 Ok(()) => {}
                 Err(TrySendError::Full(_)) => {
                     let mut c = w.counters.lock().expect("counters lock");
@@ -488,12 +502,21 @@ fn deliver(
     false
 }
 
+/// What a sink's thread is handed.
+#[derive(Debug)]
+enum Job {
+    /// Deliver it.
+    Deliver(Alert),
+    /// A trigger delivered before a restart: Alertmanager keeps re-sending it.
+    StillFiring(Alert),
+}
+
 /// A sink's thread: delivers what comes until the queue closes; for Alertmanager, sends the
 /// firing alerts again every `resend_every`.
 fn deliver_all(
     sink: &Sink,
     client: &reqwest::blocking::Client,
-    alerts: &Receiver<Alert>,
+    alerts: &Receiver<Job>,
     c: &Mutex<SinkCounters>,
 ) {
     // Alertmanager: firing alerts by dedup key, with their trigger time
@@ -507,7 +530,13 @@ fn deliver_all(
             alerts.recv().map_err(|_| RecvTimeoutError::Disconnected)
         };
         match next {
-            Ok(alert) => {
+            Ok(Job::StillFiring(alert)) => {
+                if sink.kind == SinkKind::Alertmanager {
+                    let started = alert.at_us;
+                    firing.insert(alert.dedup_key.clone(), (alert, started));
+                }
+            }
+            Ok(Job::Deliver(alert)) => {
                 let started = match alert.action {
                     AlertAction::Trigger => alert.at_us,
                     AlertAction::Resolve => {

@@ -248,6 +248,37 @@ fn a_webhook_gets_the_alert_documents_and_a_full_queue_drops() {
     assert_eq!(d.counters()["webhook"].dropped, 1);
 }
 
+/// After a restart, the open incidents still fire: an Alertmanager sink re-sends them with
+/// their first `startsAt` (Alertmanager resolves an alert it stops hearing about); a webhook,
+/// which got the trigger before the restart, is told nothing again.
+#[test]
+fn alerts_still_firing_after_a_restart_are_re_sent_to_alertmanager_only() {
+    let am = Receiver::start(vec![Answer::Status(200)]);
+    let hook = Receiver::start(vec![Answer::Status(200)]);
+    let d = dispatcher(&format!(
+        "[[sinks]]\nkind = \"alertmanager\"\nurl = \"{}\"\nresend-every = \"200ms\"\n\n\
+         [[sinks]]\nkind = \"webhook\"\nurl = \"{}\"\n",
+        am.url, hook.url
+    ));
+    d.resume(&[alert(AlertAction::Trigger, 1_714_521_730_000_000)]);
+    let start = Instant::now();
+    while am.bodies().is_empty() {
+        assert!(start.elapsed() < Duration::from_secs(10), "not re-sent");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let body = &am.bodies()[0][0];
+    assert_eq!(body["labels"]["dedup_key"], "black-hole/node/inventory");
+    assert_eq!(body["startsAt"], "2024-05-01T00:02:10.000000Z");
+    assert!(body.get("endsAt").is_none(), "{body}");
+    // its resolve ends it
+    d.send(&alert(AlertAction::Resolve, 1_714_521_760_000_000));
+    let counters = d.close(Instant::now() + Duration::from_secs(30));
+    let last = am.bodies().last().unwrap()[0].clone();
+    assert_eq!(last["endsAt"], "2024-05-01T00:02:40.000000Z", "{last}");
+    assert_eq!(counters["webhook"].delivered, 1, "the resolve only");
+    assert_eq!(hook.bodies()[0]["action"], "resolve");
+}
+
 /// A running Alertmanager (`prometheus-alertmanager`, on loopback).
 struct Alertmanager {
     child: Child,

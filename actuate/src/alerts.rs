@@ -67,6 +67,27 @@ pub struct AlertState {
     pub open: BTreeMap<String, Incident>,
 }
 
+impl AlertState {
+    /// The trigger of each open incident as it stands (summary: its label, severity: the
+    /// highest seen, time: when it opened): what a pager sink that forgot them in a restart
+    /// is told again (Alertmanager expects firing alerts to be re-sent).
+    pub fn firing(&self) -> Vec<Alert> {
+        self.open
+            .iter()
+            .map(|(key, i)| {
+                alert(
+                    AlertAction::Trigger,
+                    key,
+                    i.label.clone(),
+                    i.severity,
+                    i.since_us,
+                    &i.finding,
+                )
+            })
+            .collect()
+    }
+}
+
 /// One open incident.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -325,6 +346,23 @@ mod tests {
         let a = alerts.on_window(end(5), &[finding(node("catalog"), 5, Severity::Warning)]);
         assert_eq!(actions(&a), [(Trigger, key)]);
         assert_eq!(a[0].at_us, T0 + 60_000_000);
+    }
+
+    #[test]
+    fn open_incidents_fire_again_from_their_state() {
+        let mut a = Alerts::new(3);
+        a.on_window(end(0), &[finding(node("catalog"), 0, Severity::Warning)]);
+        a.on_window(end(1), &[finding(node("catalog"), 1, Severity::Critical)]);
+        let firing = a.state().firing();
+        assert_eq!(firing.len(), 1);
+        let f = &firing[0];
+        assert_eq!(
+            (f.action, f.dedup_key.as_str()),
+            (AlertAction::Trigger, "black-hole/node/catalog")
+        );
+        assert_eq!(f.at_us, end(0), "when it opened");
+        assert_eq!(f.severity, Severity::Critical, "the highest seen");
+        assert_eq!(f.finding, format!("black-hole/node/catalog/{}", T0 + W));
     }
 
     #[test]

@@ -315,6 +315,22 @@ impl Quiet {
 }
 
 impl ConsumerContext for ConsumerCx {
+    /// The outcome of an asynchronous offset commit (the main loop commits after each
+    /// checkpoint without waiting): a failure is logged and counted; the next checkpoint
+    /// commits again.
+    fn commit_callback(
+        &self,
+        result: rdkafka::error::KafkaResult<()>,
+        _offsets: &TopicPartitionList,
+    ) {
+        if let Err(e) = result {
+            if self.quiet.allow(&e.to_string()) {
+                tracing::warn!(error = %e, "offsets not committed (the checkpoint is saved; retried next time)");
+            }
+            self.metrics.checkpoint_failures.inc();
+        }
+    }
+
     fn rebalance(
         &self,
         consumer: &BaseConsumer<Self>,

@@ -85,7 +85,16 @@ impl ClientContext for ProducerCx {
     /// `statistics.interval.ms` is set for every client) are not logged.
     fn stats(&self, _: rdkafka::statistics::Statistics) {}
 
+    /// Also marks the broker down on `AllBrokersDown`: the producer's thread polls on its own,
+    /// so this is seen while the main loop waits (a checkpoint's flush during an outage),
+    /// when the consumer, polled by that loop, can't say it.
     fn error(&self, error: KafkaError, reason: &str) {
+        if matches!(
+            error.rdkafka_error_code(),
+            Some(rdkafka::error::RDKafkaErrorCode::AllBrokersDown)
+        ) {
+            self.metrics.broker_up.set(0);
+        }
         if self.quiet.allow(&error.to_string()) {
             tracing::warn!(%error, reason, "kafka producer (repeats of this error are logged every 30 s)");
         }
@@ -191,6 +200,14 @@ impl KafkaOutputs {
     pub fn with_alerting(mut self, alerting: Option<crate::alerting::Dispatcher>) -> Self {
         self.alerting = alerting;
         self
+    }
+
+    /// Tells the alert sinks which alerts still fire after a restore
+    /// ([`crate::alerting::Dispatcher::resume`]).
+    pub fn resume_alerting(&self, firing: &[schemas::Alert]) {
+        if let Some(d) = &self.alerting {
+            d.resume(firing);
+        }
     }
 
     /// Waits for the alert sinks to deliver what they hold, until `deadline` at most.

@@ -529,7 +529,7 @@ pub fn run(
         Ok(()) => {
             // SIGTERM: stop consuming, close what can close, checkpoint, commit
             let saved = driver.seq;
-            driver.checkpoint(&consumer)?;
+            driver.checkpoint(&consumer, CommitMode::Sync)?;
             if driver.seq == saved {
                 tracing::warn!(
                     "last checkpoint not saved (no broker answers): a restart reads again from the previous commit"
@@ -576,9 +576,12 @@ impl Driver {
             .with_context(hint)?;
         match (&mut self.stage2, cp.judge) {
             (Stage2::Local(judge), Some(state)) => {
+                // the sinks start empty: Alertmanager must go on hearing what still fires
+                let firing = state.actuator.alerts.firing();
                 Stage::<KafkaOutputs>::restore(judge.as_mut(), state)
                     .map_err(lift)
                     .with_context(hint)?;
+                self.out.resume_alerting(&firing);
             }
             (Stage2::Local(_), None) => anyhow::bail!(
                 "checkpoint in {} was taken with [scale-out]: its stage 2 is on the state topic; \
@@ -652,7 +655,7 @@ impl Driver {
             self.advance_idle()?;
             self.approve()?;
             if self.now.duration_since(self.last_checkpoint) >= self.interval {
-                self.checkpoint(consumer)?;
+                self.checkpoint(consumer, CommitMode::Async)?;
             }
             if quiet || self.now.duration_since(self.last_metrics) >= METRICS_EVERY {
                 self.update_metrics();
@@ -1245,7 +1248,15 @@ impl Driver {
 
     /// Flushes batches and the producer, saves the checkpoint, commits the offsets it covers.
     /// A producer that can't deliver in time (a broker outage) postpones it to the next turn.
-    fn checkpoint(&mut self, consumer: &BaseConsumer<ConsumerCx>) -> anyhow::Result<()> {
+    /// `commit`: `Async` in the main loop (a sync commit waits for a group coordinator as
+    /// long as none answers: a broker outage stalled the loop, and with it the metrics that
+    /// say the broker is down; a failed async commit is logged by the consumer's context and
+    /// retried at the next checkpoint), `Sync` for the last one before exit.
+    fn checkpoint(
+        &mut self,
+        consumer: &BaseConsumer<ConsumerCx>,
+        commit_mode: CommitMode,
+    ) -> anyhow::Result<()> {
         self.last_checkpoint = Instant::now();
         self.flush_all()?;
         if self.metrics.broker_up.get() == 0 {
@@ -1365,7 +1376,7 @@ impl Driver {
         self.last_saved = Instant::now();
         self.metrics.checkpoint_age.set(0.0);
         if commit.count() > 0
-            && let Err(e) = consumer.commit(&commit, CommitMode::Sync)
+            && let Err(e) = consumer.commit(&commit, commit_mode)
         {
             tracing::warn!(error = %e, "offsets not committed (the checkpoint is saved; retried next time)");
             self.metrics.checkpoint_failures.inc();
