@@ -559,6 +559,7 @@ fn a_command_nginx_refuses_is_left_out_and_the_rest_applies() {
     );
 
     // a second enforcer on the same prefix is refused while one runs
+    let follower_log = p.join("follower.log");
     let follower = Command::new(env!("CARGO_BIN_EXE_graywatch"))
         .args(["enforce", "nginx", "--commands"])
         .arg(&commands)
@@ -568,7 +569,7 @@ fn a_command_nginx_refuses_is_left_out_and_the_rest_applies() {
         .arg(format!("k1={}", p.join("k1.key").display()))
         .arg("--nginx")
         .arg(&fake)
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(&follower_log).unwrap())
         .spawn()
         .unwrap();
     struct Kill(Child);
@@ -579,19 +580,26 @@ fn a_command_nginx_refuses_is_left_out_and_the_rest_applies() {
         }
     }
     let _follower = Kill(follower);
+    // it holds the lock once it has applied what it read
     let start = Instant::now();
-    loop {
-        let out = run(&fake);
-        let log = String::from_utf8_lossy(&out.stderr).into_owned();
-        if !out.status.success() && log.contains("another `graywatch enforce nginx` manages") {
-            break;
-        }
+    while !std::fs::read_to_string(&follower_log)
+        .unwrap_or_default()
+        .contains("NGINX config applied")
+    {
         assert!(
             start.elapsed() < Duration::from_secs(20),
-            "no lock refusal: {log}"
+            "the follower did not start: {}",
+            std::fs::read_to_string(&follower_log).unwrap_or_default()
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+    let out = run(&fake);
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{log}");
+    assert!(
+        log.contains("another `graywatch enforce nginx` manages"),
+        "{log}"
+    );
     drop(_follower);
 
     // no NGINX at all: exit 1, and it says so
