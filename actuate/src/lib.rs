@@ -161,6 +161,11 @@ pub struct ActiveCommand {
     pub command: RemediationCommand,
     /// The policy rule that asked for it (its index in `[[actuate.policy]]`).
     pub rule: usize,
+    /// Every open incident that asked for it (two user rules on one node share a command):
+    /// it is revoked when the last of them resolves. Empty in a checkpoint from before this
+    /// field: the command's own `reason.incident` only.
+    #[serde(default)]
+    pub incidents: BTreeSet<String>,
 }
 
 /// Everything an [`Actuator`] remembers between windows, to checkpoint and restore.
@@ -357,6 +362,8 @@ impl Actuator {
 
         // what the policy asks for, merged per command key in finding order
         let mut asked: BTreeMap<String, (usize, Remedy, &Finding)> = BTreeMap::new();
+        // the incidents behind each asked command
+        let mut asking: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
         let mut order: Vec<String> = Vec::new();
         for f in findings {
             let mut patterns = BTreeSet::new();
@@ -368,6 +375,10 @@ impl Actuator {
                     continue;
                 };
                 let key = format!("{}/{}", rule.pattern.pattern().as_str(), f.subject.key());
+                asking
+                    .entry(key.clone())
+                    .or_default()
+                    .insert(finding_dedup_key(f));
                 match asked.get_mut(&key) {
                     Some((j, before, _)) => *before = self.rules[*j].pattern.merge(before, remedy),
                     None => {
@@ -383,7 +394,10 @@ impl Actuator {
             if self.state.active.contains_key(&key) {
                 self.renew(now_us, &key, remedy, f, pairs, &mut out);
             } else {
-                issues.extend(self.issue(now_us, key, i, remedy, f, pairs, &mut out));
+                issues.extend(self.issue(now_us, key.clone(), i, remedy, f, pairs, &mut out));
+            }
+            if let Some(a) = self.state.active.get_mut(&key) {
+                a.incidents.extend(asking.remove(&key).unwrap_or_default());
             }
         }
         out.commands.extend(issues);
@@ -465,13 +479,17 @@ impl Actuator {
     }
 
     fn revoke_resolved(&mut self, now_us: i64, resolved: &BTreeSet<String>, out: &mut Actions) {
-        let keys: Vec<String> = self
-            .state
-            .active
-            .iter()
-            .filter(|(_, a)| resolved.contains(&a.command.reason.incident))
-            .map(|(k, _)| k.clone())
-            .collect();
+        // a command goes when the last incident that asked for it resolves
+        let mut keys: Vec<String> = Vec::new();
+        for (k, a) in &mut self.state.active {
+            if a.incidents.is_empty() {
+                a.incidents.insert(a.command.reason.incident.clone());
+            }
+            a.incidents.retain(|i| !resolved.contains(i));
+            if a.incidents.is_empty() {
+                keys.push(k.clone());
+            }
+        }
         for key in keys {
             let mut c = self.state.active.remove(&key).expect("listed").command;
             c.action = CommandAction::Revoke;
@@ -483,7 +501,7 @@ impl Actuator {
                 now_us,
                 Decision::Revoked,
                 &c,
-                format!("incident {} resolved", c.reason.incident),
+                "every incident that asked for it resolved".into(),
             ));
             out.commands.push(c);
         }
@@ -604,6 +622,7 @@ impl Actuator {
             ActiveCommand {
                 command: command.clone(),
                 rule,
+                incidents: BTreeSet::new(),
             },
         );
         Some(command)

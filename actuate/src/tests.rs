@@ -419,6 +419,61 @@ fn the_policy_matches_signature_subject_and_rule() {
     assert_eq!(c.reason.incident, "rule/slow-pair/pair/reports/orders-db");
 }
 
+/// Two user rules on one pair ask for one circuit breaker: it stays while either incident is
+/// open, and is revoked when the second resolves.
+#[test]
+fn a_command_two_incidents_share_goes_with_the_last_of_them() {
+    let mut actuator = Actuator::try_from(config(
+        "[alerts]\nresolve-after-windows = 1\n\n[[policy]]\nsignature = \"rule\"\nsubject = \"pair/*/orders-db\"\n\
+         pattern = \"circuit-breaker\"\nttl = \"10m\"\n",
+    ))
+    .unwrap();
+    let rule_finding = |rule: &str, i: i64| {
+        let mut f = black_hole("orders-db", i, &[]);
+        f.signature = Signature::Rule;
+        f.rule = Some(rule.into());
+        f.subject = Subject::Pair {
+            source: "reports".into(),
+            destination: "orders-db".into(),
+        };
+        f
+    };
+    let a = actuator.on_window(
+        window(0),
+        &[rule_finding("slow-pair", 0), rule_finding("errors", 0)],
+        &[],
+    );
+    assert_eq!(a.commands.len(), 1, "{a:?}");
+    assert_eq!(
+        a.commands[0].reason.incident,
+        "rule/slow-pair/pair/reports/orders-db"
+    );
+    // the command's own incident, "slow-pair", resolves; "errors" goes on: the command stays
+    let a = actuator.on_window(window(1), &[rule_finding("errors", 1)], &[]);
+    assert!(
+        a.alerts
+            .iter()
+            .any(|x| x.dedup_key == "rule/slow-pair/pair/reports/orders-db"),
+        "{a:?}"
+    );
+    assert!(
+        a.commands.iter().all(|c| c.action != CommandAction::Revoke),
+        "{a:?}"
+    );
+    // "errors" resolves too: now it goes
+    let a = actuator.on_window(window(2), &[], &[]);
+    let revokes: Vec<&str> = a
+        .commands
+        .iter()
+        .filter(|c| c.action == CommandAction::Revoke)
+        .map(|c| c.id.as_str())
+        .collect();
+    assert_eq!(
+        revokes,
+        ["circuit-breaker/pair/reports/orders-db/1674982210000000"]
+    );
+}
+
 #[test]
 fn written_documents_validate_against_their_json_schemas() {
     let commands = validator("remediation-command.schema.json");
