@@ -504,19 +504,20 @@ fn a_command_nginx_refuses_is_left_out_and_the_rest_applies() {
         seg("segmentation/orders/1", "attacker-bad") + &seg("segmentation/orders/2", "mallory"),
     )
     .unwrap();
-    let run = |nginx: &Path| {
-        Command::new(env!("CARGO_BIN_EXE_graywatch"))
-            .args(["enforce", "nginx", "--once", "--commands"])
+    // the enforcer on this prefix with `nginx`, following the commands unless given --once
+    let enforcer = |nginx: &Path| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_graywatch"));
+        c.args(["enforce", "nginx", "--commands"])
             .arg(&commands)
             .arg("--prefix")
             .arg(p)
             .arg("--verify-key")
             .arg(format!("k1={}", p.join("k1.key").display()))
             .arg("--nginx")
-            .arg(nginx)
-            .output()
-            .unwrap()
+            .arg(nginx);
+        c
     };
+    let run = |nginx: &Path| enforcer(nginx).arg("--once").output().unwrap();
     let out = run(&fake);
     let log = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{log}");
@@ -533,15 +534,7 @@ fn a_command_nginx_refuses_is_left_out_and_the_rest_applies() {
 
     // a second enforcer on the same prefix is refused while one runs
     let follower_log = p.join("follower.log");
-    let follower = Command::new(env!("CARGO_BIN_EXE_graywatch"))
-        .args(["enforce", "nginx", "--commands"])
-        .arg(&commands)
-        .arg("--prefix")
-        .arg(p)
-        .arg("--verify-key")
-        .arg(format!("k1={}", p.join("k1.key").display()))
-        .arg("--nginx")
-        .arg(&fake)
+    let follower = enforcer(&fake)
         .stderr(std::fs::File::create(&follower_log).unwrap())
         .spawn()
         .unwrap();

@@ -36,6 +36,32 @@ use crate::error::{Error, Result};
 /// Shortest key accepted, bytes.
 pub const MIN_KEY_BYTES: usize = 32;
 
+fn too_short(len: usize) -> String {
+    format!("{len} bytes; at least {MIN_KEY_BYTES} are needed (e.g. `openssl rand -hex 32`)")
+}
+
+/// A key's bytes as read from a file or a variable, trailing white space (a newline) removed.
+fn trimmed(mut raw: Vec<u8>) -> Vec<u8> {
+    while raw.last().is_some_and(u8::is_ascii_whitespace) {
+        raw.pop();
+    }
+    raw
+}
+
+/// A key as graywatch's signer reads it from `raw` (a file's or a variable's bytes), for an
+/// enforcement point that must read the same key the same way: trailing white space
+/// removed, the rest used as it is.
+///
+/// # Errors
+/// The reason, when it is shorter than [`MIN_KEY_BYTES`].
+pub fn key_bytes(raw: Vec<u8>) -> std::result::Result<Vec<u8>, String> {
+    let key = trimmed(raw);
+    if key.len() < MIN_KEY_BYTES {
+        return Err(too_short(key.len()));
+    }
+    Ok(key)
+}
+
 /// Signs commands with one key.
 #[derive(Clone)]
 pub struct Signer {
@@ -73,10 +99,7 @@ impl Signer {
         if key.len() < MIN_KEY_BYTES {
             return Err(Error::Key {
                 what: format!("key {key_id:?}"),
-                reason: format!(
-                    "{} bytes; at least {MIN_KEY_BYTES} are needed (e.g. `openssl rand -hex 32`)",
-                    key.len()
-                ),
+                reason: too_short(key.len()),
             });
         }
         Ok(Signer {
@@ -118,10 +141,7 @@ impl Signer {
                 })?
                 .into_encoded_bytes(),
         };
-        let mut key = key;
-        while key.last().is_some_and(u8::is_ascii_whitespace) {
-            key.pop();
-        }
+        let key = trimmed(key);
         let Some(id) = &config.key_id else {
             return Err(Error::Key {
                 what: "key-id".into(),

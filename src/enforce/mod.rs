@@ -11,7 +11,7 @@ pub mod nginx;
 pub mod render;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, Write as _};
+use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::process::Command as Process;
 use std::sync::mpsc;
@@ -36,7 +36,7 @@ pub enum Offer {
 }
 
 /// How many messages met each fate, for logs and summaries.
-#[derive(Debug, Clone, Copy, Default, Serialize)]
+#[derive(Debug, Clone, Copy, Default)]
 pub struct Counts {
     /// Held (new or renewed).
     pub held: u64,
@@ -149,11 +149,6 @@ impl Ledger {
             .collect()
     }
 
-    /// The earliest expiry among held commands, µs.
-    pub fn next_expiry(&self) -> Option<i64> {
-        self.held.values().map(|c| c.expires_at_us).min()
-    }
-
     /// Reads a ledger [`Ledger::save`] wrote, verifying each command again with `keys`
     /// (a command whose key was rotated away is dropped, with a warning).
     ///
@@ -220,18 +215,10 @@ pub fn read_keys(args: &[String]) -> anyhow::Result<Keys> {
                 (stem, file)
             }
         };
-        let mut key =
+        let raw =
             std::fs::read(&file).with_context(|| format!("--verify-key {}", file.display()))?;
-        while key.last().is_some_and(u8::is_ascii_whitespace) {
-            key.pop();
-        }
-        anyhow::ensure!(
-            key.len() >= actuate::sign::MIN_KEY_BYTES,
-            "--verify-key {}: {} bytes, at least {} needed",
-            file.display(),
-            key.len(),
-            actuate::sign::MIN_KEY_BYTES
-        );
+        let key = actuate::sign::key_bytes(raw)
+            .map_err(|why| anyhow::anyhow!("--verify-key {}: {why}", file.display()))?;
         keys.insert(id, key);
     }
     Ok(keys)
@@ -503,7 +490,7 @@ pub fn run_nginx(args: NginxArgs) -> anyhow::Result<()> {
         let mut messages = Vec::new();
         let wait = Duration::from_millis(200);
         if let Some(k) = &mut kafka {
-            k.poll(wait, &mut messages)?;
+            k.poll(wait, &mut messages);
         } else if !ended {
             match rx.recv_timeout(wait) {
                 Ok(Some(m)) => messages.push(m),
@@ -556,7 +543,7 @@ pub fn run_nginx(args: NginxArgs) -> anyhow::Result<()> {
                 c.refused_signature,
                 c.malformed,
                 c.not_here,
-                applied.in_force
+                applied.good.len()
             );
             anyhow::ensure!(
                 applied.ok,
@@ -586,22 +573,23 @@ fn take(ledger: &mut Ledger, site: &nginx::Site, m: &Message, now: i64) -> bool 
         tracing::debug!(at = %m.at, id = %c.id, "not for this site");
         return false;
     }
-    match ledger.offer(c.clone(), now) {
+    let (id, revision, mode) = (c.id.clone(), c.revision, c.mode);
+    match ledger.offer(c, now) {
         Err(e) => {
             tracing::warn!(at = %m.at, "refused: {e}");
             false
         }
         Ok(Offer::Held) => {
-            tracing::info!(at = %m.at, id = %c.id, revision = c.revision, mode = c.mode.as_str(), "held");
+            tracing::info!(at = %m.at, %id, revision, mode = mode.as_str(), "held");
             true
         }
         Ok(Offer::Revoked) => {
-            tracing::info!(at = %m.at, id = %c.id, "revoked");
+            tracing::info!(at = %m.at, %id, "revoked");
             true
         }
         Ok(Offer::Stale) => false,
         Ok(Offer::Expired) => {
-            tracing::info!(at = %m.at, id = %c.id, "expired on arrival");
+            tracing::info!(at = %m.at, %id, "expired on arrival");
             false
         }
     }
@@ -615,8 +603,6 @@ struct Applied {
     bad: BTreeMap<String, u32>,
     /// Whether the last change is serving.
     ok: bool,
-    /// Commands in force after it.
-    in_force: usize,
 }
 
 /// Renders what `ledger` holds in force and has NGINX serve it. When `nginx -t` refuses the
@@ -680,7 +666,6 @@ fn apply(nginx: &Nginx, site: &nginx::Site, ledger: &Ledger, state: &mut Applied
     match nginx.reload() {
         Ok(()) => {
             state.good = chosen.iter().map(|c| (c.id.clone(), c.revision)).collect();
-            state.in_force = chosen.len();
             state.ok = true;
             tracing::info!(
                 in_force = chosen.len(),
@@ -726,7 +711,9 @@ impl KafkaCommands {
         Ok(KafkaCommands { consumer })
     }
 
-    fn poll(&mut self, wait: Duration, out: &mut Vec<Message>) -> anyhow::Result<()> {
+    /// Up to a batch of messages, waiting at most `wait` for the first (errors are logged:
+    /// librdkafka retries on its own).
+    fn poll(&mut self, wait: Duration, out: &mut Vec<Message>) {
         use rdkafka::Message as _;
         let mut timeout = wait;
         while out.len() < 1024 {
@@ -746,7 +733,6 @@ impl KafkaCommands {
                 }
             }
         }
-        Ok(())
     }
 
     /// Commits the next offset after each (topic, partition)'s last saved message.
@@ -767,14 +753,6 @@ impl KafkaCommands {
             tracing::warn!("committing command offsets: {e}");
         }
     }
-}
-
-/// Prints `value` as one JSON document (pretty) on stdout.
-fn print_json(value: &serde_json::Value) -> anyhow::Result<()> {
-    let mut out = std::io::stdout().lock();
-    serde_json::to_writer_pretty(&mut out, value)?;
-    writeln!(out)?;
-    Ok(())
 }
 
 #[cfg(test)]
@@ -847,7 +825,6 @@ pub(crate) mod tests {
         let other =
             command(serde_json::json!({ "id": "segmentation/orders/2", "expires_at_us": 30_000 }));
         assert_eq!(l.offer(other, 22_000), Ok(Offer::Held));
-        assert_eq!(l.next_expiry(), Some(30_000));
         assert!(l.expire(29_999).is_empty());
         assert_eq!(l.expire(30_000), vec!["segmentation/orders/2".to_owned()]);
         let late =
@@ -936,6 +913,9 @@ pub(crate) mod tests {
         let e = read_keys(&[file.display().to_string()])
             .unwrap_err()
             .to_string();
-        assert!(e.contains("5 bytes, at least 32"), "{e}");
+        assert!(
+            e.contains("--verify-key") && e.contains("5 bytes; at least 32"),
+            "{e}"
+        );
     }
 }

@@ -793,44 +793,35 @@ mod tests {
 
     #[test]
     fn a_site_that_would_inject_config_is_refused() {
-        let bad = |patch: &str| {
-            let text = format!(
-                "listen = \"127.0.0.1:8080\"\ncaller = \"$http_x\"\n{patch}\n[[services]]\nname = \"orders\"\nlocation = \"/o/\"\nservers = [{{ address = \"10.0.0.1:80\" }}]\n"
-            );
-            toml::from_str::<Site>(&text)
+        let refused = |text: &str| {
+            toml::from_str::<Site>(text)
                 .unwrap()
                 .check()
                 .unwrap_err()
                 .to_string()
+        };
+        let bad = |patch: &str| {
+            let text = format!(
+                "listen = \"127.0.0.1:8080\"\ncaller = \"$http_x\"\n{patch}\n[[services]]\nname = \"orders\"\nlocation = \"/o/\"\nservers = [{{ address = \"10.0.0.1:80\" }}]\n"
+            );
+            refused(&text)
         };
         assert!(bad("caller-zone = \"zone; evil\"").contains("caller-zone"));
         let two = |second: &str| {
             let text = format!(
                 "listen = \"127.0.0.1:8080\"\ncaller = \"$http_x\"\n[[services]]\nname = \"a.b\"\nlocation = \"/o/\"\nservers = [{{ address = \"10.0.0.1:80\" }}]\n[[services]]\n{second}\nservers = [{{ address = \"10.0.0.2:80\", version = \"v1\" }}]\n"
             );
-            toml::from_str::<Site>(&text)
-                .unwrap()
-                .check()
-                .unwrap_err()
-                .to_string()
+            refused(&text)
         };
         assert!(two("name = \"a-b\"\nlocation = \"/p/\"").contains("upstream name graywatch_a_b"));
         assert!(
             two("name = \"c\"\nlocation = \"/o/\"").contains("location /o/ is another service's")
         );
-        let e = toml::from_str::<Site>(
+        let e = refused(
             "listen = \"127.0.0.1:8080\"\ncaller = \"$http_x\"\n[[services]]\nname = \"c\"\nlocation = \"/o/\"\nservers = [{ address = \"10.0.0.2:80\", version = \"v1\\n}\" }]\n",
-        )
-        .unwrap()
-        .check()
-        .unwrap_err()
-        .to_string();
+        );
         assert!(e.contains("version"), "{e}");
-        let e = toml::from_str::<Site>("listen = \"x; y\"\ncaller = \"$a\"\nservices = []\n")
-            .unwrap()
-            .check()
-            .unwrap_err()
-            .to_string();
+        let e = refused("listen = \"x; y\"\ncaller = \"$a\"\nservices = []\n");
         assert!(e.contains("listen"), "{e}");
     }
 

@@ -28,6 +28,7 @@
 //! A revoke is the same resources, to delete (`kubectl delete -f`).
 
 use std::collections::BTreeMap;
+use std::io::Write as _;
 use std::path::PathBuf;
 
 use anyhow::Context as _;
@@ -301,13 +302,12 @@ pub fn istio(
                     "spec": { "hosts": [d], "http": [route, { "route": [{ "destination": { "host": d } }] }] },
                 }));
             }
-            Parameters::Backpressure(b) => {
+            Parameters::Backpressure(_) => {
                 let mut filter = envoy(c)["config"]["route_typed_per_filter_config"]
                     ["envoy.filters.http.local_ratelimit"]
                     .clone();
                 filter["filter_enabled"]["default_value"]["numerator"] = json!(100);
                 filter["filter_enforced"]["default_value"]["numerator"] = json!(100);
-                let _ = b;
                 items.push(json!({
                     "apiVersion": "networking.istio.io/v1alpha3",
                     "kind": "EnvoyFilter",
@@ -403,8 +403,16 @@ pub fn run(args: RenderArgs) -> anyhow::Result<()> {
             Mesh::Envoy => envoy(&c),
             Mesh::Istio => istio(&c, &args.namespace, &versions)?,
         };
-        super::print_json(&value)?;
+        print_json(&value)?;
     }
+    Ok(())
+}
+
+/// Prints `value` as one JSON document (pretty) on stdout.
+fn print_json(value: &serde_json::Value) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer_pretty(&mut out, value)?;
+    writeln!(out)?;
     Ok(())
 }
 
