@@ -1,6 +1,6 @@
 //! The command line: errors, exit codes, the example config, the bundled real logs.
 
-use crate::util::{graywatch, graywatch_ok, of_kind, root, temp_path, write};
+use crate::util::{example_data, graywatch, graywatch_ok, of_kind, root, temp_path, write};
 
 #[test]
 fn example_config_validates() {
@@ -843,4 +843,80 @@ fn control_characters_in_names_are_rejects_and_bad_request_ids_are_dropped() {
     assert_eq!(pairs.len(), 1);
     assert_eq!(pairs[0]["destination"], "catalog");
     assert_eq!(pairs[0]["requests"], 1);
+}
+
+/// `--threads`: one thread and three give the same windows, findings, commands and rejects,
+/// byte for byte, over inputs read in turns: a simulated black hole as Envoy JSON from two
+/// proxies (every other line each) and the bundled NGINX log (elastic/examples, Apache-2.0)
+/// with its one bad line (8899).
+#[test]
+fn threads_change_nothing_in_the_output() {
+    let (dir, all) = temp_path("all.log");
+    let map = dir.path().join("map.toml");
+    let out = graywatch(&[
+        "simulate",
+        "--scenario",
+        "black-hole",
+        "--seed",
+        "3",
+        "--duration",
+        "40min",
+        "--scale",
+        "0.4",
+        "--format",
+        "envoy",
+        "--mapping",
+        map.to_str().unwrap(),
+        "-o",
+        all.to_str().unwrap(),
+        "-q",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let text = std::fs::read_to_string(&all).unwrap();
+    let (a, b) = (dir.path().join("a.log"), dir.path().join("b.log"));
+    let (mut even, mut odd) = (String::new(), String::new());
+    for (i, line) in text.lines().enumerate() {
+        let half = if i % 2 == 0 { &mut even } else { &mut odd };
+        half.push_str(line);
+        half.push('\n');
+    }
+    write(&a, &even);
+    write(&b, &odd);
+    assert!(
+        text.lines().count() > 50_000,
+        "enough lines for many chunks"
+    );
+    let nginx = example_data("logs/elastic_examples_apache_logs.log");
+    let run = |threads: &str| {
+        let rejects = dir.path().join(format!("rejects-{threads}.jsonl"));
+        let out = graywatch(&[
+            "replay",
+            "-c",
+            map.to_str().unwrap(),
+            "--threads",
+            threads,
+            "--rejects",
+            rejects.to_str().unwrap(),
+            a.to_str().unwrap(),
+            b.to_str().unwrap(),
+            nginx.to_str().unwrap(),
+        ]);
+        assert!(out.status.success(), "{out:?}");
+        (out.stdout, std::fs::read(&rejects).unwrap())
+    };
+    let (one, one_rejects) = run("1");
+    let (three, three_rejects) = run("3");
+    let docs = crate::util::json_lines(&one);
+    let found = of_kind(&docs, "finding");
+    assert!(
+        found.iter().any(|f| f["signature"] == "black-hole"),
+        "the incident is found: {found:?}"
+    );
+    assert!(one == three, "the outputs differ");
+    let rejected = crate::util::json_lines(&one_rejects);
+    let bad: Vec<&serde_json::Value> = rejected.iter().filter(|r| r["reason"] != "late").collect();
+    assert_eq!(bad.len(), 1, "{bad:?}");
+    assert_eq!(bad[0]["line"], 8899);
+    assert!(rejected.len() > 1, "late records are set aside too");
+    assert_eq!(one_rejects, three_rejects);
 }

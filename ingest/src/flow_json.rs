@@ -21,6 +21,7 @@ use schemas::{FlowBatchBuilder, FlowRecordRef, Reporter, SCHEMA_VERSION, Upstrea
 use serde::Deserialize;
 
 use crate::error::{Reject, RejectReason};
+use crate::json_scan::Scanner;
 use crate::source::LineParser;
 
 #[derive(Deserialize)]
@@ -81,7 +82,7 @@ struct Attempt<'a> {
 /// `None` when serde_json must decide.
 fn scan(line: &[u8]) -> Option<Doc<'_>> {
     let text = std::str::from_utf8(line).ok()?;
-    let mut s = Scanner { text, at: 0 };
+    let mut s = Scanner::new(text);
     let mut doc = Doc {
         schema_version: 0,
         start_us: 0,
@@ -131,11 +132,11 @@ fn scan(line: &[u8]) -> Option<Doc<'_>> {
                 4
             }
             "source_zone" => {
-                doc.source_zone = s.opt_string()?;
+                doc.source_zone = s.opt_string()?.map(Cow::Borrowed);
                 5
             }
             "source_version" => {
-                doc.source_version = s.opt_string()?;
+                doc.source_version = s.opt_string()?.map(Cow::Borrowed);
                 6
             }
             "destination" => {
@@ -143,19 +144,19 @@ fn scan(line: &[u8]) -> Option<Doc<'_>> {
                 7
             }
             "destination_zone" => {
-                doc.destination_zone = s.opt_string()?;
+                doc.destination_zone = s.opt_string()?.map(Cow::Borrowed);
                 8
             }
             "destination_version" => {
-                doc.destination_version = s.opt_string()?;
+                doc.destination_version = s.opt_string()?.map(Cow::Borrowed);
                 9
             }
             "protocol" => {
-                doc.protocol = s.opt_string()?;
+                doc.protocol = s.opt_string()?.map(Cow::Borrowed);
                 10
             }
             "method" => {
-                doc.method = s.opt_string()?;
+                doc.method = s.opt_string()?.map(Cow::Borrowed);
                 11
             }
             "status" => {
@@ -163,7 +164,7 @@ fn scan(line: &[u8]) -> Option<Doc<'_>> {
                 12
             }
             "response_flags" => {
-                doc.response_flags = s.opt_string()?;
+                doc.response_flags = s.opt_string()?.map(Cow::Borrowed);
                 13
             }
             "bytes_received" => {
@@ -175,15 +176,15 @@ fn scan(line: &[u8]) -> Option<Doc<'_>> {
                 15
             }
             "upstream_host" => {
-                doc.upstream_host = s.opt_string()?;
+                doc.upstream_host = s.opt_string()?.map(Cow::Borrowed);
                 16
             }
             "upstream_attempts" => {
-                doc.upstream_attempts = s.attempts()?;
+                doc.upstream_attempts = attempts(&mut s)?;
                 17
             }
             "request_id" => {
-                doc.request_id = s.opt_string()?;
+                doc.request_id = s.opt_string()?.map(Cow::Borrowed);
                 18
             }
             "reporter" => {
@@ -202,168 +203,70 @@ fn scan(line: &[u8]) -> Option<Doc<'_>> {
             _ => return None,
         }
     }
-    s.skip_ws();
-    if s.at != s.text.len() || seen & REQUIRED != REQUIRED {
+    if !s.at_end() || seen & REQUIRED != REQUIRED {
         return None;
     }
     Some(doc)
 }
 
-/// A cursor over a JSON text for [`scan`]: every method returns `None` for what it does not
-/// read (the caller hands the line to serde_json then).
-struct Scanner<'a> {
-    text: &'a str,
-    at: usize,
-}
-
-impl<'a> Scanner<'a> {
-    fn skip_ws(&mut self) {
-        let b = self.text.as_bytes();
-        while self.at < b.len() && matches!(b[self.at], b' ' | b'\t' | b'\n' | b'\r') {
-            self.at += 1;
-        }
+/// `[]`, or an array of flat attempt objects.
+fn attempts<'a>(s: &mut Scanner<'a>) -> Option<Vec<Attempt<'a>>> {
+    s.byte(b'[')?;
+    let mut out = Vec::new();
+    if s.peek()? == b']' {
+        s.next();
+        return Some(out);
     }
-
-    fn peek(&mut self) -> Option<u8> {
-        self.skip_ws();
-        self.text.as_bytes().get(self.at).copied()
-    }
-
-    fn next(&mut self) -> Option<u8> {
-        let b = self.peek()?;
-        self.at += 1;
-        Some(b)
-    }
-
-    fn byte(&mut self, want: u8) -> Option<()> {
-        (self.next()? == want).then_some(())
-    }
-
-    /// A string without escapes.
-    fn string(&mut self) -> Option<&'a str> {
-        self.byte(b'"')?;
-        let rest = &self.text.as_bytes()[self.at..];
-        let len = memchr::memchr2(b'"', b'\\', rest)?;
-        if rest[len] != b'"' || rest[..len].iter().any(|&c| c < 0x20) {
-            return None;
-        }
-        let value = &self.text[self.at..self.at + len];
-        self.at += len + 1;
-        Some(value)
-    }
-
-    fn null(&mut self) -> Option<bool> {
-        if self.peek()? == b'n' {
-            let rest = &self.text.as_bytes()[self.at..];
-            if rest.starts_with(b"null") {
-                self.at += 4;
-                return Some(true);
-            }
-            return None;
-        }
-        Some(false)
-    }
-
-    fn opt_string(&mut self) -> Option<Option<Cow<'a, str>>> {
-        if self.null()? {
-            return Some(None);
-        }
-        Some(Some(Cow::Borrowed(self.string()?)))
-    }
-
-    /// An integer without fraction or exponent that fits an i64.
-    fn int(&mut self) -> Option<i64> {
-        self.skip_ws();
-        let b = self.text.as_bytes();
-        let start = self.at;
-        let negative = b.get(self.at) == Some(&b'-');
-        if negative {
-            self.at += 1;
-        }
-        let digits = self.at;
-        let mut v: i64 = 0;
-        while let Some(&c) = b.get(self.at).filter(|c| c.is_ascii_digit()) {
-            v = v.checked_mul(10)?.checked_add(i64::from(c - b'0'))?;
-            self.at += 1;
-        }
-        let n = self.at - digits;
-        // JSON: at least one digit, no leading zero; a fraction or exponent goes to serde
-        if n == 0
-            || (n > 1 && b[digits] == b'0')
-            || matches!(b.get(self.at), Some(b'.' | b'e' | b'E'))
-        {
-            self.at = start;
-            return None;
-        }
-        Some(if negative { -v } else { v })
-    }
-
-    fn opt_uint(&mut self) -> Option<Option<u64>> {
-        if self.null()? {
-            return Some(None);
-        }
-        Some(Some(u64::try_from(self.int()?).ok()?))
-    }
-
-    /// `[]`, or an array of flat attempt objects.
-    fn attempts(&mut self) -> Option<Vec<Attempt<'a>>> {
-        self.byte(b'[')?;
-        let mut out = Vec::new();
-        if self.peek()? == b']' {
-            self.at += 1;
-            return Some(out);
-        }
-        loop {
-            self.byte(b'{')?;
-            let mut a = Attempt {
-                address: None,
-                status: None,
-                response_time_us: None,
-                group: 0,
-            };
-            let mut seen = 0u8;
-            if self.peek()? != b'}' {
-                loop {
-                    let key = self.string()?;
-                    self.byte(b':')?;
-                    let bit = match key {
-                        "address" => {
-                            a.address = self.opt_string()?;
-                            0
-                        }
-                        "status" => {
-                            a.status = self.opt_uint()?.map(u16::try_from).transpose().ok()?;
-                            1
-                        }
-                        "response_time_us" => {
-                            a.response_time_us = self.opt_uint()?;
-                            2
-                        }
-                        "group" => {
-                            a.group = u16::try_from(self.int()?).ok()?;
-                            3
-                        }
-                        _ => return None,
-                    };
-                    if seen & (1 << bit) != 0 {
-                        return None;
+    loop {
+        s.byte(b'{')?;
+        let mut a = Attempt {
+            address: None,
+            status: None,
+            response_time_us: None,
+            group: 0,
+        };
+        let mut seen = 0u8;
+        if s.peek()? != b'}' {
+            loop {
+                let key = s.string()?;
+                s.byte(b':')?;
+                let bit = match key {
+                    "address" => {
+                        a.address = s.opt_string()?.map(Cow::Borrowed);
+                        0
                     }
-                    seen |= 1 << bit;
-                    match self.next()? {
-                        b',' => continue,
-                        b'}' => break,
-                        _ => return None,
+                    "status" => {
+                        a.status = s.opt_uint()?.map(u16::try_from).transpose().ok()?;
+                        1
                     }
+                    "response_time_us" => {
+                        a.response_time_us = s.opt_uint()?;
+                        2
+                    }
+                    "group" => {
+                        a.group = u16::try_from(s.int()?).ok()?;
+                        3
+                    }
+                    _ => return None,
+                };
+                if seen & (1 << bit) != 0 {
+                    return None;
                 }
-            } else {
-                self.at += 1;
+                seen |= 1 << bit;
+                match s.next()? {
+                    b',' => continue,
+                    b'}' => break,
+                    _ => return None,
+                }
             }
-            out.push(a);
-            match self.next()? {
-                b',' => continue,
-                b']' => return Some(out),
-                _ => return None,
-            }
+        } else {
+            s.next();
+        }
+        out.push(a);
+        match s.next()? {
+            b',' => continue,
+            b']' => return Some(out),
+            _ => return None,
         }
     }
 }

@@ -63,7 +63,14 @@ pub struct ReaderOptions {
     pub batch_bytes: usize,
     /// Longest accepted line, bytes (default 1 MiB); longer lines are rejected.
     pub max_line_bytes: usize,
+    /// A [`LineReader::read`] call returns once it has read this many bytes (after a whole
+    /// line), even before its number of lines (default [`DEFAULT_TURN_BYTES`], 32 MiB): a
+    /// driver's turn on an input of long lines stays bounded.
+    pub turn_bytes: usize,
 }
+
+/// Default [`ReaderOptions::turn_bytes`], 32 MiB.
+pub const DEFAULT_TURN_BYTES: usize = 32 << 20;
 
 /// Default [`ReaderOptions::batch_bytes`], 8 MiB: about 50 000 rows of typical access-log
 /// records, so `batch_rows` cuts first unless rows carry long values (a batch of 8 192 rows of
@@ -76,6 +83,7 @@ impl Default for ReaderOptions {
             batch_rows: 8192,
             batch_bytes: DEFAULT_BATCH_BYTES,
             max_line_bytes: 1 << 20,
+            turn_bytes: DEFAULT_TURN_BYTES,
         }
     }
 }
@@ -150,6 +158,18 @@ impl IngestStats {
     pub fn rejected(&self) -> u64 {
         self.rejects.values().sum()
     }
+
+    /// Adds `other`'s counts to these.
+    pub fn merge(&mut self, other: &IngestStats) {
+        self.lines += other.lines;
+        self.bytes += other.bytes;
+        self.records += other.records;
+        self.blank_lines += other.blank_lines;
+        for (reason, n) in &other.rejects {
+            *self.rejects.entry(*reason).or_default() += n;
+        }
+        self.dropped_values.add(other.dropped_values);
+    }
 }
 
 /// Why reading stopped before the end of the input.
@@ -221,6 +241,16 @@ impl LineReader {
         }
     }
 
+    /// A reader of the input named `input` whose first `lines` lines were read elsewhere:
+    /// the next line read is number `lines + 1` (a chunk of the input, see
+    /// [`crate::parallel`]).
+    pub fn starting_after(input: impl Into<String>, lines: u64) -> Self {
+        LineReader {
+            line_no: lines,
+            ..LineReader::new(input)
+        }
+    }
+
     /// Lines read so far (the number of the last line read, 1-based).
     pub fn line_no(&self) -> u64 {
         self.line_no
@@ -261,7 +291,7 @@ impl LineReader {
         let start_bytes = self.bytes;
         let mut read = 0u64;
         let status = loop {
-            if read >= max_lines {
+            if read >= max_lines || self.bytes - start_bytes >= opts.turn_bytes as u64 {
                 break ReadStatus::More;
             }
             // Assemble one line, keeping at most max_line_bytes of it.

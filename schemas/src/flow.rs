@@ -343,6 +343,10 @@ fn attempt_fields() -> Fields {
 /// forge or break a line, so names holding one are refused where they enter (a config error,
 /// a rejected line), never escaped into another name.
 pub fn first_control_char(name: &str) -> Option<(usize, char)> {
+    // printable ASCII (nearly every name) needs no decoding
+    if name.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+        return None;
+    }
     name.char_indices().find(|(_, c)| c.is_control())
 }
 

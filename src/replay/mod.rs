@@ -10,6 +10,7 @@ pub mod input;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -17,6 +18,7 @@ use arrow::array::RecordBatch;
 use clap::Args;
 use detect::pair::OTHER;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use ingest::parallel::{ChunkReader, InFlight, ParsePool};
 use ingest::{
     Format, IngestSink, IngestStats, LineParser, LineReader, ReadError, ReadStatus, ReaderOptions,
     RejectedLine,
@@ -82,9 +84,19 @@ pub struct ReplayArgs {
     /// refused by a safety rail, revoked or expired) to FILE instead of stdout.
     #[arg(long, value_name = "FILE")]
     pub audit: Option<PathBuf>,
+    /// Threads that parse: regular files in formats read line by line (all but spans-csv)
+    /// are cut into chunks parsed on N threads while another aggregates; 1 parses on the
+    /// aggregating thread. The output is the same for every N. Default: the machine's cores.
+    #[arg(long, short = 'j', value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub threads: Option<u16>,
     /// Print no summary on stderr.
     #[arg(long, short = 'q')]
     pub quiet: bool,
+}
+
+/// The machine's cores (1 when it can't be told): `--threads`' default.
+pub fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
 }
 
 /// The least `--max-line-bytes`, bytes: shorter than one default-format Envoy or Istio line
@@ -138,6 +150,9 @@ pub struct Parsers {
     pub formats: Vec<(String, Option<String>)>,
     /// Lines and bytes of empty inputs (counted in the stats).
     pub stats: IngestStats,
+    /// The service mapping the parsers were built with (for more of them: one per chunk
+    /// parsed at once, see [`ingest::parallel`]).
+    pub mapping: ingest::Mapping,
 }
 
 /// Sniffs (or takes `--format`) each input's format and builds its parser: one per input (its
@@ -157,6 +172,7 @@ pub fn parsers(
         parsers: Vec::new(),
         formats: Vec::new(),
         stats: IngestStats::default(),
+        mapping: mapping.clone(),
     };
     for i in 0..inputs.len() {
         let name = inputs[i].name.clone();
@@ -288,14 +304,36 @@ pub struct InputSummary {
 struct Reading {
     id: InputId,
     lines: LineReader,
+    /// A file parsed on the pool's threads: its chunks, in flight and read.
+    chunks: Option<Chunked>,
     done: bool,
     /// When the input last delivered bytes (streams), processing time.
     last_data: Instant,
     idle: bool,
 }
 
+/// A file input parsed on the [`ParsePool`]'s threads (see [`ingest::parallel`]).
+struct Chunked {
+    name: Arc<str>,
+    reader: ChunkReader,
+    inflight: InFlight,
+    /// Parsers not in use (each chunk in flight holds one).
+    spare: Vec<Box<dyn LineParser>>,
+    /// The whole file has been cut into chunks.
+    cut: bool,
+}
+
+/// Chunks in flight per input parsed on threads, for each thread: enough that a thread never
+/// waits for the driver to cut the next one.
+const CHUNKS_PER_THREAD: usize = 2;
+
 /// Runs every input through its parser into `pipeline`, in turns (see the [module
-/// docs](self)); returns what was read. The pipeline is flushed (every window closed) at the
+/// docs](self)); returns what was read.
+///
+/// With `threads` above 1, regular files in formats that keep nothing from one line to the
+/// next are cut into chunks of the lines a turn reads and parsed on `threads` worker threads,
+/// while this thread aggregates: the results are the same as with one thread, as the chunks
+/// reach the pipeline in the same turns. The pipeline is flushed (every window closed) at the
 /// end.
 ///
 /// # Errors
@@ -310,6 +348,7 @@ pub fn drive<O: Outputs>(
     pipeline: &mut Pipeline,
     out: &mut O,
     progress: &ProgressBar,
+    threads: usize,
 ) -> Result<InputSummary, DriveError<O::Error>> {
     let opts = ReaderOptions {
         max_line_bytes: args.max_line_bytes,
@@ -317,15 +356,30 @@ pub fn drive<O: Outputs>(
     };
     let mut stats = std::mem::take(&mut parsers.stats);
     let now = Instant::now();
+    let pool = (threads > 1).then(|| ParsePool::new(threads));
+    let depth = threads * CHUNKS_PER_THREAD;
     // (no input is given twice: `input::open_all` refuses it)
     let mut reading: Vec<Reading> = inputs
         .iter()
-        .map(|i| Reading {
-            id: InputId::new(&i.name),
-            lines: LineReader::new(i.name.clone()),
-            done: false,
-            last_data: now,
-            idle: false,
+        .enumerate()
+        .map(|(i, input)| {
+            let threaded = pool.is_some()
+                && matches!(input.source, Source::File(_))
+                && parsers.of_input[i].is_some_and(|p| !parsers.parsers[p].0.holds_records());
+            Reading {
+                id: InputId::new(&input.name),
+                lines: LineReader::new(input.name.clone()),
+                chunks: threaded.then(|| Chunked {
+                    name: input.name.as_str().into(),
+                    reader: ChunkReader::new(args.max_line_bytes),
+                    inflight: InFlight::default(),
+                    spare: Vec::new(),
+                    cut: false,
+                }),
+                done: false,
+                last_data: now,
+                idle: false,
+            }
         })
         .collect();
     for (i, r) in reading.iter_mut().enumerate() {
@@ -398,30 +452,82 @@ pub fn drive<O: Outputs>(
         all_idle_since = None;
         let p = parsers.of_input[i].expect("inputs being read have a parser");
         input::make_room(&mut inputs, i);
-        let parser = parsers.parsers[p].1.as_mut();
-        let r = &mut reading[i];
         let base: u64 = read_bytes.iter().sum::<u64>() - read_bytes[i];
-        let mut feed = Feed::new(pipeline, out, &r.id, progress, base);
-        let status = match &mut inputs[i].source {
-            Source::File(reader) => {
-                r.lines
-                    .read(reader, parser, &opts, &mut stats, &mut feed, CHUNK_LINES)
+        let in_flight: usize = reading
+            .iter()
+            .filter_map(|r| r.chunks.as_ref())
+            .map(|c| c.inflight.len())
+            .sum();
+        let r = &mut reading[i];
+        let status = if let (Some(pool), Some(c)) = (&pool, &mut r.chunks) {
+            // keep the threads busy: cut more of this file (one chunk at least)
+            while !c.cut
+                && c.inflight.len() < depth
+                && (c.inflight.is_empty() || in_flight + c.inflight.len() < 2 * depth)
+            {
+                input::make_room(&mut inputs, i);
+                let Source::File(reader) = &mut inputs[i].source else {
+                    unreachable!("only files are cut into chunks")
+                };
+                let (chunk, status) = c
+                    .reader
+                    .read(reader, CHUNK_LINES, opts.turn_bytes)
+                    .map_err(|source| DriveError::Read {
+                        input: inputs[i].name.clone(),
+                        source,
+                    })?;
+                let parser = match c.spare.pop() {
+                    Some(p) => p,
+                    None => parsers.parsers[p]
+                        .0
+                        .parser_for(&parsers.mapping, &c.name, None)
+                        .map_err(|source| DriveError::Parser {
+                            input: c.name.to_string(),
+                            source,
+                        })?,
+                };
+                c.inflight.push(pool.submit(&c.name, chunk, parser, &opts));
+                c.cut = status == ReadStatus::End;
             }
-            Source::Stream(reader) => {
-                r.lines
-                    .read(reader, parser, &opts, &mut stats, &mut feed, CHUNK_LINES)
+            let mut parsed = c.inflight.wait_oldest().expect("a chunk in flight");
+            stats.merge(&parsed.stats);
+            read_bytes[i] += parsed.stats.bytes;
+            let mut feed = Feed::new(pipeline, out, &r.id, progress, base);
+            parsed
+                .deliver(&c.name, &mut feed)
+                .map_err(DriveError::Stage)?;
+            feed.progress(read_bytes[i]);
+            c.spare.push(parsed.parser);
+            if c.cut && c.inflight.is_empty() {
+                ReadStatus::End
+            } else {
+                ReadStatus::More
+            }
+        } else {
+            let parser = parsers.parsers[p].1.as_mut();
+            let mut feed = Feed::new(pipeline, out, &r.id, progress, base);
+            let status = match &mut inputs[i].source {
+                Source::File(reader) => {
+                    r.lines
+                        .read(reader, parser, &opts, &mut stats, &mut feed, CHUNK_LINES)
+                }
+                Source::Stream(reader) => {
+                    r.lines
+                        .read(reader, parser, &opts, &mut stats, &mut feed, CHUNK_LINES)
+                }
+            };
+            read_bytes[i] = r.lines.bytes();
+            match status {
+                Ok(s) => s,
+                Err(ReadError::Io { input, source }) => {
+                    return Err(DriveError::Read { input, source });
+                }
+                Err(ReadError::Sink(e)) => return Err(DriveError::Stage(e)),
             }
         };
-        let status = match status {
-            Ok(s) => s,
-            Err(ReadError::Io { input, source }) => {
-                return Err(DriveError::Read { input, source });
-            }
-            Err(ReadError::Sink(e)) => return Err(DriveError::Stage(e)),
-        };
-        read_bytes[i] = r.lines.bytes();
         r.last_data = Instant::now();
         r.idle = false;
+        let mut feed = Feed::new(pipeline, out, &r.id, progress, base);
         // rows of a chunk go through now: a slow stream's records are not held back
         r.lines.flush(&mut feed).map_err(DriveError::Stage)?;
         if status == ReadStatus::End {
@@ -442,9 +548,19 @@ pub fn drive<O: Outputs>(
         }
     }
     pipeline.flush(out).map_err(DriveError::Stage)?;
-    let mut counters = Vec::new();
-    for (_, parser, _) in &parsers.parsers {
-        counters.extend(parser.counters());
+    // each counter summed over the parsers (one per input, and those of the threads)
+    let mut counters: Vec<(&'static str, u64)> = Vec::new();
+    let threads_parsers = reading
+        .iter()
+        .filter_map(|r| r.chunks.as_ref())
+        .flat_map(|c| &c.spare);
+    for parser in parsers.parsers.iter().map(|p| &p.1).chain(threads_parsers) {
+        for (name, n) in parser.counters() {
+            match counters.iter_mut().find(|(c, _)| *c == name) {
+                Some((_, total)) => *total += n,
+                None => counters.push((name, n)),
+            }
+        }
     }
     Ok(InputSummary {
         stats,
@@ -464,6 +580,15 @@ pub enum DriveError<E> {
         /// The I/O error.
         #[source]
         source: std::io::Error,
+    },
+    /// A parser for another thread could not be built (as the first one was, this is a bug).
+    #[error("{input}: {source}")]
+    Parser {
+        /// The input.
+        input: String,
+        /// Why.
+        #[source]
+        source: ingest::Error,
     },
     /// A stage (or the outputs behind it) failed.
     #[error(transparent)]
@@ -588,6 +713,7 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
         &mut pipeline,
         &mut out,
         &progress,
+        args.threads.map_or_else(cores, usize::from),
     );
     progress.finish_and_clear();
     let read = driven.map_err(|e| match e {

@@ -8,6 +8,7 @@ use serde::Deserialize;
 use serde::de::{self, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
 use crate::error::{Reject, RejectReason};
+use crate::json_scan::Scanner;
 use crate::mapping::{Mapping, MatchField, Side, UNKNOWN_SERVICE, between};
 use crate::source::LineParser;
 use crate::time::{parse_rfc3339_us, parse_seconds_us};
@@ -151,7 +152,8 @@ impl Scalar<'_> {
 
     fn num(&self, key: &str) -> Result<Option<Num>, Reject> {
         let bad = |v: &str| Reject::new(RejectReason::BadNumber, format!("invalid {key} {v}"));
-        let frac = |f: f64, shown: &str| {
+        // `shown` is only spelled out for a reject
+        let frac = |f: f64, shown: &dyn Fn() -> String| {
             if f.is_finite() && f >= 0.0 {
                 Ok(if f.fract() == 0.0 && f < u64::MAX as f64 {
                     Num::Whole(f as u64)
@@ -159,14 +161,14 @@ impl Scalar<'_> {
                     Num::Frac(f)
                 })
             } else {
-                Err(bad(shown))
+                Err(bad(&shown()))
             }
         };
         match self {
             _ if self.is_absent() => Ok(None),
             Scalar::Uint(n) => Ok(Some(Num::Whole(*n))),
             Scalar::Neg(n) => Err(bad(&n.to_string())),
-            Scalar::Float(f) => frac(*f, &f.to_string()).map(Some),
+            Scalar::Float(f) => frac(*f, &|| f.to_string()).map(Some),
             Scalar::Str(s) => {
                 let t = s.trim();
                 if let Ok(n) = t.parse::<u64>() {
@@ -178,7 +180,7 @@ impl Scalar<'_> {
                     return Err(bad(&shown));
                 }
                 let f = t.parse::<f64>().map_err(|_| bad(&shown))?;
-                frac(f, &shown).map(Some)
+                frac(f, &|| shown.clone()).map(Some)
             }
             other => Err(other.wrong_type(key, "a number")),
         }
@@ -302,22 +304,118 @@ struct Line<'a> {
     downstream_remote_address: Scalar<'a>,
 }
 
+/// The fast path: `Some(line)` for a line of the shape Envoy writes (a flat object; strings
+/// without escapes; integers and plain decimals), read without allocating; `None` when
+/// serde_json must decide (an escape, a nested value, a key given twice, a syntax error).
+/// Both read every line alike: a property test checks it, `cargo bench --bench parse`
+/// measures the difference.
+fn scan(line: &[u8]) -> Option<Line<'_>> {
+    let text = std::str::from_utf8(line).ok()?;
+    let mut s = Scanner::new(text);
+    let mut l = Line::default();
+    s.byte(b'{')?;
+    if s.peek()? == b'}' {
+        s.next();
+        return s.at_end().then_some(l);
+    }
+    loop {
+        let key = s.string()?;
+        s.byte(b':')?;
+        let slot = match key {
+            "start_time" | "START_TIME" | "startTime" | "timestamp" | "@timestamp" => {
+                &mut l.start_time
+            }
+            "method" | "METHOD" | "REQ(:METHOD)" | ":method" => &mut l.method,
+            "protocol" | "PROTOCOL" => &mut l.protocol,
+            "response_code" | "RESPONSE_CODE" | "status" | "status_code" => &mut l.response_code,
+            "response_flags" | "RESPONSE_FLAGS" => &mut l.response_flags,
+            "bytes_received" | "BYTES_RECEIVED" => &mut l.bytes_received,
+            "bytes_sent" | "BYTES_SENT" => &mut l.bytes_sent,
+            "duration" | "DURATION" => &mut l.duration,
+            "upstream_host" | "UPSTREAM_HOST" => &mut l.upstream_host,
+            "upstream_cluster" | "UPSTREAM_CLUSTER" => &mut l.upstream_cluster,
+            "authority" | "AUTHORITY" | "REQ(:AUTHORITY)" | ":authority" | "host" => {
+                &mut l.authority
+            }
+            "request_id" | "REQUEST_ID" | "REQ(X-REQUEST-ID)" => &mut l.request_id,
+            "x-request-id" | "x_request_id" | "X-REQUEST-ID" => &mut l.x_request_id,
+            "downstream_remote_address" | "DOWNSTREAM_REMOTE_ADDRESS" => {
+                &mut l.downstream_remote_address
+            }
+            _ => {
+                scalar(&mut s)?;
+                match s.next()? {
+                    b',' => continue,
+                    b'}' => break,
+                    _ => return None,
+                }
+            }
+        };
+        // a key given twice: serde_json names it
+        if !matches!(slot, Scalar::Missing) {
+            return None;
+        }
+        *slot = scalar(&mut s)?;
+        match s.next()? {
+            b',' => continue,
+            b'}' => break,
+            _ => return None,
+        }
+    }
+    s.at_end().then_some(l)
+}
+
+/// One scalar value as serde_json's `deserialize_any` would give it to [`ScalarVisitor`].
+fn scalar<'a>(s: &mut Scanner<'a>) -> Option<Scalar<'a>> {
+    Some(match s.peek()? {
+        b'"' => Scalar::Str(Cow::Borrowed(s.string()?)),
+        b'n' => {
+            s.null()?.then_some(())?;
+            Scalar::Null
+        }
+        b't' => {
+            s.literal(b"true")?.then_some(())?;
+            Scalar::Bool
+        }
+        b'f' => {
+            s.literal(b"false")?.then_some(())?;
+            Scalar::Bool
+        }
+        _ => {
+            let n = s.number()?;
+            if n.integer {
+                match (n.negative, n.digits) {
+                    (false, d) => Scalar::Uint(d),
+                    // serde_json reads `-0` as a float
+                    (true, 0) => Scalar::Float(-0.0),
+                    (true, d) => Scalar::Neg(-i64::try_from(d).ok()?),
+                }
+            } else {
+                Scalar::Float(n.to_f64()?)
+            }
+        }
+    })
+}
+
 impl LineParser for EnvoyJsonParser {
     fn mapping_mut(&mut self) -> Option<&mut Mapping> {
         Some(&mut self.mapping)
     }
 
     fn parse_line(&mut self, line: &[u8], out: &mut FlowBatchBuilder) -> Result<usize, Reject> {
-        let l: Line<'_> = serde_json::from_slice(line).map_err(|e| {
-            if let Err(u) = std::str::from_utf8(line) {
-                Reject::new(
-                    RejectReason::InvalidUtf8,
-                    format!("invalid utf-8 at byte {}", u.valid_up_to()),
-                )
-            } else {
-                Reject::new(RejectReason::BadJson, format!("{e}"))
-            }
-        })?;
+        let l: Line<'_> = match scan(line) {
+            Some(l) => l,
+            None => serde_json::from_slice(line).map_err(|e| {
+                if let Err(u) = std::str::from_utf8(line) {
+                    Reject::new(
+                        RejectReason::InvalidUtf8,
+                        format!("invalid utf-8 at byte {}", u.valid_up_to()),
+                    )
+                } else {
+                    Reject::new(RejectReason::BadJson, format!("{e}"))
+                }
+            })?,
+        };
         let start_us = l.start_time.start_us("start_time")?;
         let method = l.method.text("method")?;
         // `- - -` in the text format: a TCP proxy connection has neither.
@@ -389,5 +487,104 @@ impl LineParser for EnvoyJsonParser {
         crate::check_names(&r)?;
         out.append(&r);
         Ok(1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// What serde_json alone makes of `line`.
+    fn by_serde(line: &[u8]) -> Option<String> {
+        serde_json::from_slice::<Line<'_>>(line)
+            .ok()
+            .map(|l| format!("{l:?}"))
+    }
+
+    /// A value as `json_format` or `typed_json_format` writes it, or something odd.
+    fn value() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "[a-z0-9.:|/-]{0,12}".prop_map(|s| format!("{s:?}")),
+            (0u64..u64::MAX).prop_map(|n| n.to_string()),
+            (0u32..100_000, 0u32..1000).prop_map(|(a, b)| format!("{a}.{b}")),
+            (-1000i64..0).prop_map(|n| n.to_string()),
+            Just("null".to_owned()),
+            Just("true".to_owned()),
+            Just("-0".to_owned()),
+            Just("1e3".to_owned()),
+            Just("0.000001".to_owned()),
+            Just(r#""a\"b""#.to_owned()),
+            Just("[1]".to_owned()),
+            Just(r#"{"a":1}"#.to_owned()),
+            Just(r#""2026-01-05T12:00:00.012674Z""#.to_owned()),
+        ]
+    }
+
+    fn key() -> impl Strategy<Value = &'static str> {
+        prop::sample::select(vec![
+            "start_time",
+            "START_TIME",
+            "@timestamp",
+            "method",
+            ":method",
+            "protocol",
+            "response_code",
+            "status",
+            "response_flags",
+            "bytes_received",
+            "bytes_sent",
+            "duration",
+            "DURATION",
+            "upstream_host",
+            "upstream_cluster",
+            "authority",
+            "host",
+            "request_id",
+            "x-request-id",
+            "downstream_remote_address",
+            "user_agent",
+            "path",
+        ])
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// The scanner and serde_json read every line alike: random keys (aliases, unknown
+        /// keys, a key twice) with values of every kind, spaced or not, and the same line with
+        /// one byte changed.
+        #[test]
+        fn the_scanner_reads_what_serde_reads(
+            entries in prop::collection::vec((key(), value()), 0..12),
+            spaced in any::<bool>(),
+            at in any::<prop::sample::Index>(),
+            byte in any::<u8>(),
+        ) {
+            let sep = if spaced { ", " } else { "," };
+            let body: Vec<String> = entries.iter().map(|(k, v)| format!("{k:?}:{v}")).collect();
+            let line = format!("{{{}}}", body.join(sep));
+            let mut changed = line.clone().into_bytes();
+            let i = at.index(changed.len());
+            changed[i] = byte;
+            for candidate in [line.into_bytes(), changed] {
+                let slow = by_serde(&candidate);
+                // the fast path may leave a line to serde_json, never read it otherwise
+                if let Some(fast) = scan(&candidate) {
+                    prop_assert_eq!(Some(format!("{fast:?}")), slow);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_scanner_reads_the_common_shape_itself() {
+        let line = br#"{"start_time":"2026-01-05T12:00:00.012674Z","method":"POST","response_code":200,"bytes_received":2297,"duration":0.777,"upstream_host":"10.2.41.1:8080","user_agent":"fluent-bit/3.1"}"#;
+        let l = scan(line).expect("the common shape is read by the scanner");
+        assert!(matches!(l.duration, Scalar::Float(f) if f == 0.777));
+        assert!(matches!(l.response_code, Scalar::Uint(200)));
+        assert_eq!(l.duration.millis_to_us("duration").unwrap(), Some(777));
+        assert_eq!(format!("{l:?}"), by_serde(line).unwrap());
     }
 }

@@ -1,0 +1,460 @@
+//! Parsing one input on several threads with the same result as one.
+//!
+//! The driver's thread cuts an input into [`Chunk`]s of whole lines with a [`ChunkReader`]
+//! (the same turns a [`LineReader::read`] call takes: up to a number of lines, or
+//! [`ReaderOptions::turn_bytes`]), a [`ParsePool`] parses chunks on worker threads, each with
+//! its own parser, and the driver hands each chunk's [`Parsed`] result to its sink in input
+//! order. A worker reads its chunk with a [`LineReader`] started at the chunk's first line,
+//! so line numbers, rejects, batch boundaries and counts are those of one thread reading the
+//! input whole; [`Parsed::deliver`] repeats the sink calls in the order the worker made them.
+//!
+//! Only parsers that keep nothing from one line to the next can be spread this way (not
+//! trace spans, which are joined across lines: [`crate::Format::holds_records`]).
+
+use std::collections::VecDeque;
+use std::io::BufRead;
+use std::sync::mpsc::{Receiver, Sender, SyncSender, channel, sync_channel};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use arrow::array::RecordBatch;
+
+use crate::error::Reject;
+use crate::source::{
+    IngestSink, IngestStats, LineParser, LineReader, ReadStatus, ReaderOptions, RejectedLine,
+};
+
+/// Whole lines of one input, cut by a [`ChunkReader`].
+#[derive(Debug)]
+pub struct Chunk {
+    /// The lines, each ending with `\n` except maybe the input's last. A line longer than
+    /// `max_line_bytes` is cut to `max_line_bytes + 1` bytes (its excess was skipped without
+    /// buffering), which is enough for the parsing thread to reject it as too long.
+    bytes: Vec<u8>,
+    /// Lines of the input before this chunk.
+    lines_before: u64,
+    /// Bytes of the input this chunk stands for (its own, plus skipped excess).
+    consumed: u64,
+}
+
+impl Chunk {
+    /// Bytes of the input this chunk stands for.
+    pub fn consumed(&self) -> u64 {
+        self.consumed
+    }
+}
+
+/// Cuts one input into [`Chunk`]s (see the [module docs](self)).
+#[derive(Debug)]
+pub struct ChunkReader {
+    lines: u64,
+    /// The line being read is longer than `max_line_bytes`: the rest of it is skipped.
+    skipping: bool,
+    max_line_bytes: usize,
+}
+
+impl ChunkReader {
+    /// A reader at the start of an input whose lines are limited to `max_line_bytes`.
+    pub fn new(max_line_bytes: usize) -> Self {
+        ChunkReader {
+            lines: 0,
+            skipping: false,
+            max_line_bytes,
+        }
+    }
+
+    /// Reads whole lines from `reader` until `max_lines` lines or `max_bytes` bytes are in the
+    /// chunk, or the input ends; returns the chunk and whether the input ended.
+    ///
+    /// # Errors
+    /// The reader's (other than `Interrupted`).
+    pub fn read<R: BufRead + ?Sized>(
+        &mut self,
+        reader: &mut R,
+        max_lines: u64,
+        max_bytes: usize,
+    ) -> std::io::Result<(Chunk, ReadStatus)> {
+        let mut chunk = Chunk {
+            bytes: Vec::with_capacity(max_bytes.min(1 << 22)),
+            lines_before: self.lines,
+            consumed: 0,
+        };
+        // bytes of the current (unfinished) line in the chunk
+        let mut line_len = 0usize;
+        let mut lines = 0u64;
+        let keep = self.max_line_bytes + 1;
+        let status = loop {
+            if lines >= max_lines || (line_len == 0 && chunk.consumed >= max_bytes as u64) {
+                break ReadStatus::More;
+            }
+            let buf = match reader.fill_buf() {
+                Ok(b) => b,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            if buf.is_empty() {
+                break ReadStatus::End;
+            }
+            let (piece, used, ends_line) = match memchr::memchr(b'\n', buf) {
+                Some(i) => (&buf[..i], i + 1, true),
+                None => (buf, buf.len(), false),
+            };
+            if !self.skipping {
+                let room = keep - line_len;
+                let take = piece.len().min(room);
+                chunk.bytes.extend_from_slice(&piece[..take]);
+                line_len += take;
+                self.skipping = piece.len() > room;
+            }
+            if ends_line {
+                chunk.bytes.push(b'\n');
+                line_len = 0;
+                lines += 1;
+                self.skipping = false;
+            }
+            reader.consume(used);
+            chunk.consumed += used as u64;
+        };
+        // an unfinished last line (the input ends without `\n`) counts as a line
+        self.lines += lines + u64::from(line_len > 0 || self.skipping);
+        Ok((chunk, status))
+    }
+}
+
+/// One sink call a worker made, kept for [`Parsed::deliver`].
+#[derive(Debug)]
+enum Event {
+    Batch(RecordBatch, Vec<u64>),
+    Reject {
+        line_no: u64,
+        reject: Reject,
+        line: Vec<u8>,
+    },
+}
+
+/// A chunk's result: the batches and rejects in the order one thread would have handed them
+/// to its sink, the counts, and the parser (back to the driver, for the next chunk).
+pub struct Parsed {
+    events: Vec<Event>,
+    /// Lines, records and rejects of the chunk; `bytes` is the input's bytes it stands for.
+    pub stats: IngestStats,
+    /// The parser that read it.
+    pub parser: Box<dyn LineParser>,
+}
+
+impl Parsed {
+    /// Hands the chunk's batches and rejects to `sink`, in order, naming the input `input`.
+    ///
+    /// # Errors
+    /// The sink's; the calls after the failing one are not made.
+    pub fn deliver<S: IngestSink + ?Sized>(
+        &mut self,
+        input: &str,
+        sink: &mut S,
+    ) -> Result<(), S::Error> {
+        for event in self.events.drain(..) {
+            match event {
+                Event::Batch(batch, lines) => sink.batch(batch, &lines)?,
+                Event::Reject {
+                    line_no,
+                    reject,
+                    line,
+                } => sink.reject(&RejectedLine {
+                    input,
+                    line_no,
+                    reject: &reject,
+                    line: &line,
+                })?,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Records a worker's sink calls.
+#[derive(Default)]
+struct Recorder {
+    events: Vec<Event>,
+}
+
+impl IngestSink for Recorder {
+    type Error = std::convert::Infallible;
+
+    fn batch(&mut self, batch: RecordBatch, lines: &[u64]) -> Result<(), Self::Error> {
+        self.events.push(Event::Batch(batch, lines.to_vec()));
+        Ok(())
+    }
+
+    fn reject(&mut self, r: &RejectedLine<'_>) -> Result<(), Self::Error> {
+        self.events.push(Event::Reject {
+            line_no: r.line_no,
+            reject: r.reject.clone(),
+            line: r.line.to_vec(),
+        });
+        Ok(())
+    }
+}
+
+struct Job {
+    input: Arc<str>,
+    chunk: Chunk,
+    parser: Box<dyn LineParser>,
+    opts: ReaderOptions,
+    reply: SyncSender<Parsed>,
+}
+
+/// Parses a chunk as one thread reading the input whole would have parsed those lines.
+fn parse(job: Job) -> Parsed {
+    let Job {
+        input,
+        chunk,
+        mut parser,
+        opts,
+        reply: _,
+    } = job;
+    let mut lines = LineReader::starting_after(input.to_string(), chunk.lines_before);
+    let mut stats = IngestStats::default();
+    let mut sink = Recorder::default();
+    let mut bytes = chunk.bytes.as_slice();
+    let opts = ReaderOptions {
+        turn_bytes: usize::MAX,
+        ..opts
+    };
+    // a slice never fails to read, and the recorder never fails
+    let _ = lines.read(
+        &mut bytes,
+        parser.as_mut(),
+        &opts,
+        &mut stats,
+        &mut sink,
+        u64::MAX,
+    );
+    let _ = lines.flush(&mut sink);
+    stats.bytes = chunk.consumed;
+    Parsed {
+        events: sink.events,
+        stats,
+        parser,
+    }
+}
+
+/// Worker threads that parse [`Chunk`]s; results come back through a [`Pending`] per chunk.
+/// Dropping the pool lets the workers finish what they hold and joins them.
+pub struct ParsePool {
+    jobs: Option<Sender<Job>>,
+    workers: Vec<JoinHandle<()>>,
+}
+
+/// A chunk being parsed: [`Pending::wait`] gives its result.
+pub struct Pending(Receiver<Parsed>);
+
+impl Pending {
+    /// Waits for the chunk's result.
+    ///
+    /// # Panics
+    /// When the worker parsing it panicked (a parser bug: parsers never panic, whatever the
+    /// bytes; the fuzz targets check it).
+    pub fn wait(self) -> Parsed {
+        self.0
+            .recv()
+            .expect("a parser thread panicked (a bug: please report it)")
+    }
+}
+
+impl ParsePool {
+    /// A pool of `threads` workers (at least one).
+    pub fn new(threads: usize) -> Self {
+        let (tx, rx) = channel::<Job>();
+        let rx = Arc::new(Mutex::new(rx));
+        let workers = (0..threads.max(1))
+            .map(|i| {
+                let rx = Arc::clone(&rx);
+                std::thread::Builder::new()
+                    .name(format!("parse-{i}"))
+                    .spawn(move || {
+                        loop {
+                            // the lock is held only to take a job
+                            let job = match rx.lock() {
+                                Ok(rx) => rx.recv(),
+                                Err(_) => return,
+                            };
+                            let Ok(job) = job else { return };
+                            let reply = job.reply.clone();
+                            // the driver may have stopped waiting (an error): nothing to do
+                            let _ = reply.send(parse(job));
+                        }
+                    })
+                    .expect("spawning a parse thread")
+            })
+            .collect();
+        ParsePool {
+            jobs: Some(tx),
+            workers,
+        }
+    }
+
+    /// Hands `chunk` of `input` to a worker, to be parsed by `parser` with `opts`.
+    pub fn submit(
+        &self,
+        input: &Arc<str>,
+        chunk: Chunk,
+        parser: Box<dyn LineParser>,
+        opts: &ReaderOptions,
+    ) -> Pending {
+        let (reply, rx) = sync_channel(1);
+        let job = Job {
+            input: Arc::clone(input),
+            chunk,
+            parser,
+            opts: *opts,
+            reply,
+        };
+        if let Some(jobs) = &self.jobs {
+            // the workers live as long as the pool: a send fails only after one panicked,
+            // which `Pending::wait` reports
+            let _ = jobs.send(job);
+        }
+        Pending(rx)
+    }
+}
+
+impl Drop for ParsePool {
+    fn drop(&mut self) {
+        self.jobs = None;
+        for w in self.workers.drain(..) {
+            let _ = w.join();
+        }
+    }
+}
+
+/// An input's chunks in flight, oldest first.
+#[derive(Default)]
+pub struct InFlight(VecDeque<Pending>);
+
+impl InFlight {
+    /// Chunks in flight.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// None in flight.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Adds the newest.
+    pub fn push(&mut self, p: Pending) {
+        self.0.push_back(p);
+    }
+
+    /// Waits for the oldest.
+    pub fn wait_oldest(&mut self) -> Option<Parsed> {
+        self.0.pop_front().map(Pending::wait)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::Format;
+    use crate::mapping::Mapping;
+
+    /// What a sink saw, in order.
+    #[derive(Default, Debug, PartialEq)]
+    struct Seen {
+        calls: Vec<String>,
+        rows: usize,
+    }
+
+    impl IngestSink for Seen {
+        type Error = std::convert::Infallible;
+        fn batch(&mut self, batch: RecordBatch, lines: &[u64]) -> Result<(), Self::Error> {
+            self.rows += batch.num_rows();
+            let records = schemas::flow_records(&batch).unwrap();
+            self.calls.push(format!("batch {lines:?} {records:?}"));
+            Ok(())
+        }
+        fn reject(&mut self, r: &RejectedLine<'_>) -> Result<(), Self::Error> {
+            self.calls.push(format!("{r} {}", r.line.len()));
+            Ok(())
+        }
+    }
+
+    /// The NGINX combined log of deploy/examples/logs/elastic_examples_apache_logs.log
+    /// (elastic/examples, Apache-2.0), with a BOM, a blank line, a line too long, a bad
+    /// line, CRLF and no newline at the end.
+    fn input() -> Vec<u8> {
+        let log = include_str!("../../deploy/examples/logs/elastic_examples_apache_logs.log");
+        let mut text = b"\xEF\xBB\xBF".to_vec();
+        for (i, line) in log.lines().take(3000).enumerate() {
+            text.extend_from_slice(line.as_bytes());
+            match i {
+                7 => text.extend_from_slice(b"\r\n\n"),
+                // joined with the next line, too long
+                100 => text.extend_from_slice(&b"x".repeat(5000)),
+                2000 => text.extend_from_slice(b" \"unterminated\n"),
+                _ => text.push(b'\n'),
+            }
+            if i == 1500 {
+                text.extend_from_slice(&[b'y'; 3000]);
+                text.push(b'\n');
+            }
+        }
+        text.extend_from_slice(b"garbage without newline");
+        text
+    }
+
+    #[test]
+    fn chunks_parsed_on_threads_read_like_one_thread() {
+        let text = input();
+        let opts = ReaderOptions {
+            batch_rows: 100,
+            max_line_bytes: 2048,
+            ..ReaderOptions::default()
+        };
+        let mapping = Mapping::default();
+        let parser = || Format::NginxCombined.parser(&mapping).unwrap();
+        // one thread reading 250 lines a turn, flushing after each, as `replay` does
+        let mut one = Seen::default();
+        let mut one_stats = IngestStats::default();
+        let mut lines = LineReader::new("log");
+        let mut src = text.as_slice();
+        let mut p = parser();
+        loop {
+            let status = lines
+                .read(&mut src, p.as_mut(), &opts, &mut one_stats, &mut one, 250)
+                .unwrap();
+            lines.flush(&mut one).unwrap();
+            if status == ReadStatus::End {
+                break;
+            }
+        }
+        assert!(one_stats.rejected() >= 3, "{one_stats:?}");
+        assert_eq!(one_stats.lines, 3002);
+
+        // chunks of 250 lines: the same as one thread reading 250 lines a turn
+        let pool = ParsePool::new(3);
+        let input: Arc<str> = "log".into();
+        let mut reader = ChunkReader::new(opts.max_line_bytes);
+        // a small buffer: lines are split across reads
+        let mut src = std::io::BufReader::with_capacity(64, text.as_slice());
+        let mut inflight = InFlight::default();
+        let mut many = Seen::default();
+        let mut stats = IngestStats::default();
+        loop {
+            let (chunk, status) = reader.read(&mut src, 250, usize::MAX).unwrap();
+            inflight.push(pool.submit(&input, chunk, parser(), &opts));
+            if status == ReadStatus::End {
+                break;
+            }
+        }
+        assert!(inflight.len() > 10);
+        while let Some(mut p) = inflight.wait_oldest() {
+            p.deliver("log", &mut many).unwrap();
+            stats.merge(&p.stats);
+        }
+        assert_eq!(many, one);
+        assert_eq!(stats, one_stats);
+        assert_eq!(stats.bytes, text.len() as u64);
+    }
+}
