@@ -176,6 +176,34 @@ fn bench(c: &mut Criterion) {
             records.0.len() * times,
         ));
     }
+    // envoy-json: json_format lines of the shape `graywatch simulate --format envoy` writes
+    // (the envoy-json job of benches/peers.sh), four services' lines in turn
+    {
+        let mut one = Vec::new();
+        for (i, (service, host, code)) in [
+            ("log-collector", "10.3.41.1:8080", 200),
+            ("web-frontend", "10.2.1.1:8080", 200),
+            ("product", "10.1.7.2:8080", 503),
+            ("cache", "10.2.9.1:6379", 200),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            one.extend_from_slice(
+                format!(
+                    r#"{{"start_time":"2026-01-05T12:00:0{i}.012674Z","method":"POST","path":"/{service}","protocol":"HTTP/1.1","response_code":{code},"response_flags":"-","bytes_received":2297,"bytes_sent":22,"duration":0.777,"upstream_host":"{host}","upstream_cluster":"outbound|8080|v3.7.0|{service}.default.svc.cluster.local","authority":"{service}:8080","x-request-id":"0325d64d-4e3b-4d26-a9d2-392e3f9c701{i}","downstream_remote_address":"10.2.6.1:55812","user_agent":"fluent-bit/3.1"}}"#
+                )
+                .as_bytes(),
+            );
+            one.push(b'\n');
+        }
+        inputs.push((
+            "envoy-json (json_format lines as the simulator writes them)",
+            Format::EnvoyJson,
+            one.repeat(250_000),
+            1_000_000,
+        ));
+    }
     for (name, format, input, lines) in inputs {
         let (rows, stats) = parse_all(&format, &input);
         println!(

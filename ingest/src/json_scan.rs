@@ -85,7 +85,11 @@ impl<'a> Scanner<'a> {
 
     fn skip_ws(&mut self) {
         let b = self.text.as_bytes();
-        while self.at < b.len() && matches!(b[self.at], b' ' | b'\t' | b'\n' | b'\r') {
+        // compact JSON: most tokens follow each other directly
+        while let Some(&c) = b.get(self.at)
+            && c <= b' '
+            && matches!(c, b' ' | b'\t' | b'\n' | b'\r')
+        {
             self.at += 1;
         }
     }
@@ -106,6 +110,16 @@ impl<'a> Scanner<'a> {
     /// Consumes `want` (after whitespace).
     pub(crate) fn byte(&mut self, want: u8) -> Option<()> {
         (self.next()? == want).then_some(())
+    }
+
+    /// Consumes `bytes` if the text goes on with them after whitespace.
+    pub(crate) fn skip(&mut self, bytes: &[u8]) -> bool {
+        self.skip_ws();
+        let found = self.text.as_bytes()[self.at..].starts_with(bytes);
+        if found {
+            self.at += bytes.len();
+        }
+        found
     }
 
     /// Only whitespace is left.

@@ -64,7 +64,8 @@ impl ChunkReader {
     }
 
     /// Reads whole lines from `reader` until `max_lines` lines or `max_bytes` bytes are in the
-    /// chunk, or the input ends; returns the chunk and whether the input ended.
+    /// chunk, or the input ends; returns the chunk (in `buffer`, emptied first: pass the one
+    /// a [`Parsed`] gave back) and whether the input ended.
     ///
     /// # Errors
     /// The reader's (other than `Interrupted`).
@@ -73,9 +74,11 @@ impl ChunkReader {
         reader: &mut R,
         max_lines: u64,
         max_bytes: usize,
+        mut buffer: Vec<u8>,
     ) -> std::io::Result<(Chunk, ReadStatus)> {
+        buffer.clear();
         let mut chunk = Chunk {
-            bytes: Vec::with_capacity(max_bytes.min(1 << 22)),
+            bytes: buffer,
             lines_before: self.lines,
             consumed: 0,
         };
@@ -83,8 +86,9 @@ impl ChunkReader {
         let mut line_len = 0usize;
         let mut lines = 0u64;
         let keep = self.max_line_bytes + 1;
+        let max_bytes = max_bytes as u64;
         let status = loop {
-            if lines >= max_lines || (line_len == 0 && chunk.consumed >= max_bytes as u64) {
+            if lines >= max_lines || (line_len == 0 && chunk.consumed >= max_bytes) {
                 break ReadStatus::More;
             }
             let buf = match reader.fill_buf() {
@@ -95,23 +99,52 @@ impl ChunkReader {
             if buf.is_empty() {
                 break ReadStatus::End;
             }
-            let (piece, used, ends_line) = match memchr::memchr(b'\n', buf) {
-                Some(i) => (&buf[..i], i + 1, true),
-                None => (buf, buf.len(), false),
+            let used = if self.skipping {
+                // the excess of a line too long, up to its end
+                match memchr::memchr(b'\n', buf) {
+                    Some(i) => {
+                        chunk.bytes.push(b'\n');
+                        line_len = 0;
+                        lines += 1;
+                        self.skipping = false;
+                        i + 1
+                    }
+                    None => buf.len(),
+                }
+            } else {
+                // whole lines are copied together; a line too long is cut at `keep` bytes
+                let (mut copied, mut from) = (0, 0);
+                let mut stopped = false;
+                for i in memchr::memchr_iter(b'\n', buf) {
+                    if line_len + (i - from) > keep {
+                        chunk
+                            .bytes
+                            .extend_from_slice(&buf[copied..from + keep - line_len]);
+                        chunk.bytes.push(b'\n');
+                        copied = i + 1;
+                    }
+                    line_len = 0;
+                    lines += 1;
+                    from = i + 1;
+                    if lines >= max_lines || chunk.consumed + from as u64 >= max_bytes {
+                        stopped = true;
+                        break;
+                    }
+                }
+                chunk.bytes.extend_from_slice(&buf[copied..from]);
+                if stopped {
+                    from
+                } else {
+                    // the rest begins (or goes on with) a line that ends in a later read
+                    let rest = &buf[from..];
+                    let room = keep - line_len;
+                    let take = rest.len().min(room);
+                    chunk.bytes.extend_from_slice(&rest[..take]);
+                    line_len += take;
+                    self.skipping = rest.len() > room;
+                    buf.len()
+                }
             };
-            if !self.skipping {
-                let room = keep - line_len;
-                let take = piece.len().min(room);
-                chunk.bytes.extend_from_slice(&piece[..take]);
-                line_len += take;
-                self.skipping = piece.len() > room;
-            }
-            if ends_line {
-                chunk.bytes.push(b'\n');
-                line_len = 0;
-                lines += 1;
-                self.skipping = false;
-            }
             reader.consume(used);
             chunk.consumed += used as u64;
         };
@@ -140,6 +173,8 @@ pub struct Parsed {
     pub stats: IngestStats,
     /// The parser that read it.
     pub parser: Box<dyn LineParser>,
+    /// The chunk's buffer, for the next [`ChunkReader::read`] (no new pages to fault in).
+    pub buffer: Vec<u8>,
 }
 
 impl Parsed {
@@ -235,6 +270,7 @@ fn parse(job: Job) -> Parsed {
         events: sink.events,
         stats,
         parser,
+        buffer: chunk.bytes,
     }
 }
 
@@ -442,7 +478,7 @@ mod tests {
         let mut many = Seen::default();
         let mut stats = IngestStats::default();
         loop {
-            let (chunk, status) = reader.read(&mut src, 250, usize::MAX).unwrap();
+            let (chunk, status) = reader.read(&mut src, 250, usize::MAX, Vec::new()).unwrap();
             inflight.push(pool.submit(&input, chunk, parser(), &opts));
             if status == ReadStatus::End {
                 break;

@@ -294,6 +294,43 @@ impl LineReader {
             if read >= max_lines || self.bytes - start_bytes >= opts.turn_bytes as u64 {
                 break ReadStatus::More;
             }
+            // A whole line in the reader's buffer is parsed where it is.
+            if !self.in_line {
+                let buf = match reader.fill_buf() {
+                    Ok(b) => b,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        break ReadStatus::Pending;
+                    }
+                    Err(e) => {
+                        stats.bytes += self.bytes - start_bytes;
+                        return Err(ReadError::Io {
+                            input: self.input.clone(),
+                            source: e,
+                        });
+                    }
+                };
+                if buf.is_empty() {
+                    break ReadStatus::End;
+                }
+                if let Some(i) = memchr::memchr(b'\n', buf)
+                    && i <= opts.max_line_bytes
+                {
+                    read += 1;
+                    self.bytes += i as u64 + 1;
+                    let taken = self.take_line(&buf[..i], false, parser, opts, stats, sink);
+                    reader.consume(i + 1);
+                    if let Err(e) = taken {
+                        stats.bytes += self.bytes - start_bytes;
+                        return Err(ReadError::Sink(e));
+                    }
+                    if self.bytes - self.last_progress >= 1 << 20 {
+                        self.last_progress = self.bytes;
+                        sink.progress(self.bytes);
+                    }
+                    continue;
+                }
+            }
             // Assemble one line, keeping at most max_line_bytes of it.
             let mut complete = false;
             let mut pending = false;
@@ -342,7 +379,13 @@ impl LineReader {
                 break ReadStatus::End;
             }
             read += 1;
-            if let Err(e) = self.take_line(parser, opts, stats, sink) {
+            let line = std::mem::take(&mut self.line);
+            let taken = self.take_line(&line, self.too_long, parser, opts, stats, sink);
+            self.line = line;
+            self.line.clear();
+            self.too_long = false;
+            self.in_line = false;
+            if let Err(e) = taken {
                 stats.bytes += self.bytes - start_bytes;
                 return Err(ReadError::Sink(e));
             }
@@ -359,9 +402,12 @@ impl LineReader {
         Ok(status)
     }
 
-    /// Parses the assembled line, counts it, and hands a full batch on.
+    /// Parses one line (without its `\n`; `too_long`: cut at `max_line_bytes`), counts it,
+    /// and hands a full batch on.
     fn take_line<S: IngestSink + ?Sized>(
         &mut self,
+        mut line: &[u8],
+        too_long: bool,
         parser: &mut dyn LineParser,
         opts: &ReaderOptions,
         stats: &mut IngestStats,
@@ -369,14 +415,11 @@ impl LineReader {
     ) -> Result<(), S::Error> {
         self.line_no += 1;
         stats.lines += 1;
-        let line = &mut self.line;
-        if self.line_no == 1 && line.starts_with(UTF8_BOM) {
-            line.drain(..UTF8_BOM.len());
+        if self.line_no == 1 {
+            line = line.strip_prefix(UTF8_BOM).unwrap_or(line);
         }
-        if line.last() == Some(&b'\r') {
-            line.pop();
-        }
-        let outcome = if self.too_long {
+        line = line.strip_suffix(b"\r").unwrap_or(line);
+        let outcome = if too_long {
             Err(Reject::new(
                 RejectReason::LineTooLong,
                 format!("line longer than {} bytes", opts.max_line_bytes),
@@ -388,11 +431,10 @@ impl LineReader {
             parser.parse_line(line, &mut self.builder)
         };
         stats.dropped_values.add(self.builder.take_dropped());
-        let result = match outcome {
+        match outcome {
             Ok(n) => {
                 stats.records += n as u64;
                 self.row_lines.extend(std::iter::repeat_n(self.line_no, n));
-                Ok(())
             }
             Err(reject) => {
                 *stats.rejects.entry(reject.reason).or_default() += 1;
@@ -401,13 +443,9 @@ impl LineReader {
                     line_no: self.line_no,
                     reject: &reject,
                     line,
-                })
+                })?;
             }
-        };
-        self.line.clear();
-        self.too_long = false;
-        self.in_line = false;
-        result?;
+        }
         if self.builder.len() >= opts.batch_rows || self.builder.bytes() >= opts.batch_bytes {
             self.flush(sink)?;
         }

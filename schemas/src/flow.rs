@@ -344,10 +344,31 @@ fn attempt_fields() -> Fields {
 /// a rejected line), never escaped into another name.
 pub fn first_control_char(name: &str) -> Option<(usize, char)> {
     // printable ASCII (nearly every name) needs no decoding
-    if name.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+    if printable_ascii(name.as_bytes()) {
         return None;
     }
     name.char_indices().find(|(_, c)| c.is_control())
+}
+
+/// True when every byte is printable ASCII (0x20 to 0x7e), read 8 bytes at a step: a byte
+/// below 0x20, at 0x7f, or at 0x80 and above sets bit 7 of its lane ("hasless", Bit
+/// Twiddling Hacks, S. E. Anderson).
+fn printable_ascii(bytes: &[u8]) -> bool {
+    const fn splat(b: u8) -> u64 {
+        u64::from_ne_bytes([b; 8])
+    }
+    let mut words = bytes.chunks_exact(8);
+    for chunk in words.by_ref() {
+        let w = u64::from_le_bytes(chunk.try_into().expect("8 bytes"));
+        let high = splat(0x80);
+        let control = w.wrapping_sub(splat(0x20)) & !w & high;
+        let del = w ^ splat(0x7f);
+        let del = del.wrapping_sub(splat(1)) & !del & high;
+        if (control | del | (w & high)) != 0 {
+            return false;
+        }
+    }
+    words.remainder().iter().all(|b| (0x20..0x7f).contains(b))
 }
 
 /// The first name of `r` (source, destination, and their zones and versions, by their
@@ -802,6 +823,20 @@ pub fn flow_records(batch: &RecordBatch) -> Result<Vec<FlowRecord>> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn printable_ascii_is_told_in_every_lane() {
+        for len in 1..20 {
+            assert!(super::printable_ascii(&b" ~azAZ09-._".repeat(2)[..len]));
+            for bad in [0u8, 0x1f, 0x7f, 0x80, 0xc3, 0xff] {
+                for at in 0..len {
+                    let mut s = vec![b'a'; len];
+                    s[at] = bad;
+                    assert!(!super::printable_ascii(&s), "{len} {at} {bad:#x}");
+                }
+            }
+        }
+    }
+
     use super::*;
 
     fn sample() -> FlowRecord {

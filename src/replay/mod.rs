@@ -319,6 +319,8 @@ struct Chunked {
     inflight: InFlight,
     /// Parsers not in use (each chunk in flight holds one).
     spare: Vec<Box<dyn LineParser>>,
+    /// Chunk buffers not in use.
+    buffers: Vec<Vec<u8>>,
     /// The whole file has been cut into chunks.
     cut: bool,
 }
@@ -374,6 +376,7 @@ pub fn drive<O: Outputs>(
                     reader: ChunkReader::new(args.max_line_bytes),
                     inflight: InFlight::default(),
                     spare: Vec::new(),
+                    buffers: Vec::new(),
                     cut: false,
                 }),
                 done: false,
@@ -471,7 +474,12 @@ pub fn drive<O: Outputs>(
                 };
                 let (chunk, status) = c
                     .reader
-                    .read(reader, CHUNK_LINES, opts.turn_bytes)
+                    .read(
+                        reader,
+                        CHUNK_LINES,
+                        opts.turn_bytes,
+                        c.buffers.pop().unwrap_or_default(),
+                    )
                     .map_err(|source| DriveError::Read {
                         input: inputs[i].name.clone(),
                         source,
@@ -498,6 +506,7 @@ pub fn drive<O: Outputs>(
                 .map_err(DriveError::Stage)?;
             feed.progress(read_bytes[i]);
             c.spare.push(parsed.parser);
+            c.buffers.push(parsed.buffer);
             if c.cut && c.inflight.is_empty() {
                 ReadStatus::End
             } else {

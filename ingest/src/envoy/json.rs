@@ -21,12 +21,16 @@ use super::scan::{self, MatchFields, show};
 #[derive(Debug)]
 pub struct EnvoyJsonParser {
     mapping: Mapping,
+    order: KeyOrder,
 }
 
 impl EnvoyJsonParser {
     /// A parser using `mapping` to name services.
     pub fn new(mapping: Mapping) -> Self {
-        EnvoyJsonParser { mapping }
+        EnvoyJsonParser {
+            mapping,
+            order: KeyOrder::default(),
+        }
     }
 }
 
@@ -304,12 +308,62 @@ struct Line<'a> {
     downstream_remote_address: Scalar<'a>,
 }
 
+/// The keys of a line as last seen, each spelled `"key":`, with the field it sets (`None`:
+/// a key graywatch does not read). A proxy writes its keys in the same order on every line,
+/// so [`scan`] first checks the key it expects at each position, a comparison of a few bytes,
+/// and reads (and remembers) the key only when the line differs.
+#[derive(Debug, Default, Clone)]
+struct KeyOrder(Vec<(Box<[u8]>, Option<u8>)>);
+
+/// Which field of [`Line`] a key sets (see the aliases on [`Line`]'s fields).
+fn field_of(key: &str) -> Option<u8> {
+    Some(match key {
+        "start_time" | "START_TIME" | "startTime" | "timestamp" | "@timestamp" => 0,
+        "method" | "METHOD" | "REQ(:METHOD)" | ":method" => 1,
+        "protocol" | "PROTOCOL" => 2,
+        "response_code" | "RESPONSE_CODE" | "status" | "status_code" => 3,
+        "response_flags" | "RESPONSE_FLAGS" => 4,
+        "bytes_received" | "BYTES_RECEIVED" => 5,
+        "bytes_sent" | "BYTES_SENT" => 6,
+        "duration" | "DURATION" => 7,
+        "upstream_host" | "UPSTREAM_HOST" => 8,
+        "upstream_cluster" | "UPSTREAM_CLUSTER" => 9,
+        "authority" | "AUTHORITY" | "REQ(:AUTHORITY)" | ":authority" | "host" => 10,
+        "request_id" | "REQUEST_ID" | "REQ(X-REQUEST-ID)" => 11,
+        "x-request-id" | "x_request_id" | "X-REQUEST-ID" => 12,
+        "downstream_remote_address" | "DOWNSTREAM_REMOTE_ADDRESS" => 13,
+        _ => return None,
+    })
+}
+
+impl<'a> Line<'a> {
+    /// The field [`field_of`] names.
+    fn field(&mut self, field: u8) -> &mut Scalar<'a> {
+        match field {
+            0 => &mut self.start_time,
+            1 => &mut self.method,
+            2 => &mut self.protocol,
+            3 => &mut self.response_code,
+            4 => &mut self.response_flags,
+            5 => &mut self.bytes_received,
+            6 => &mut self.bytes_sent,
+            7 => &mut self.duration,
+            8 => &mut self.upstream_host,
+            9 => &mut self.upstream_cluster,
+            10 => &mut self.authority,
+            11 => &mut self.request_id,
+            12 => &mut self.x_request_id,
+            _ => &mut self.downstream_remote_address,
+        }
+    }
+}
+
 /// The fast path: `Some(line)` for a line of the shape Envoy writes (a flat object; strings
 /// without escapes; integers and plain decimals), read without allocating; `None` when
 /// serde_json must decide (an escape, a nested value, a key given twice, a syntax error).
 /// Both read every line alike: a property test checks it, `cargo bench --bench parse`
-/// measures the difference.
-fn scan(line: &[u8]) -> Option<Line<'_>> {
+/// measures the difference. `order` is what the previous lines taught (see [`KeyOrder`]).
+fn scan<'a>(line: &'a [u8], order: &mut KeyOrder) -> Option<Line<'a>> {
     let text = std::str::from_utf8(line).ok()?;
     let mut s = Scanner::new(text);
     let mut l = Line::default();
@@ -318,44 +372,30 @@ fn scan(line: &[u8]) -> Option<Line<'_>> {
         s.next();
         return s.at_end().then_some(l);
     }
-    loop {
-        let key = s.string()?;
-        s.byte(b':')?;
-        let slot = match key {
-            "start_time" | "START_TIME" | "startTime" | "timestamp" | "@timestamp" => {
-                &mut l.start_time
-            }
-            "method" | "METHOD" | "REQ(:METHOD)" | ":method" => &mut l.method,
-            "protocol" | "PROTOCOL" => &mut l.protocol,
-            "response_code" | "RESPONSE_CODE" | "status" | "status_code" => &mut l.response_code,
-            "response_flags" | "RESPONSE_FLAGS" => &mut l.response_flags,
-            "bytes_received" | "BYTES_RECEIVED" => &mut l.bytes_received,
-            "bytes_sent" | "BYTES_SENT" => &mut l.bytes_sent,
-            "duration" | "DURATION" => &mut l.duration,
-            "upstream_host" | "UPSTREAM_HOST" => &mut l.upstream_host,
-            "upstream_cluster" | "UPSTREAM_CLUSTER" => &mut l.upstream_cluster,
-            "authority" | "AUTHORITY" | "REQ(:AUTHORITY)" | ":authority" | "host" => {
-                &mut l.authority
-            }
-            "request_id" | "REQUEST_ID" | "REQ(X-REQUEST-ID)" => &mut l.request_id,
-            "x-request-id" | "x_request_id" | "X-REQUEST-ID" => &mut l.x_request_id,
-            "downstream_remote_address" | "DOWNSTREAM_REMOTE_ADDRESS" => {
-                &mut l.downstream_remote_address
-            }
+    let mut seen = 0u16;
+    for position in 0.. {
+        let expected = order.0.get(position);
+        let field = match expected {
+            Some((spelled, field)) if s.skip(spelled) => *field,
             _ => {
-                scalar(&mut s)?;
-                match s.next()? {
-                    b',' => continue,
-                    b'}' => break,
-                    _ => return None,
-                }
+                let key = s.string()?;
+                s.byte(b':')?;
+                let field = field_of(key);
+                let spelled = format!("\"{key}\":").into_bytes().into_boxed_slice();
+                order.0.truncate(position);
+                order.0.push((spelled, field));
+                field
             }
         };
-        // a key given twice: serde_json names it
-        if !matches!(slot, Scalar::Missing) {
-            return None;
+        let value = scalar(&mut s)?;
+        if let Some(f) = field {
+            // a key given twice: serde_json names it
+            if seen & (1 << f) != 0 {
+                return None;
+            }
+            seen |= 1 << f;
+            *l.field(f) = value;
         }
-        *slot = scalar(&mut s)?;
         match s.next()? {
             b',' => continue,
             b'}' => break,
@@ -403,7 +443,7 @@ impl LineParser for EnvoyJsonParser {
     }
 
     fn parse_line(&mut self, line: &[u8], out: &mut FlowBatchBuilder) -> Result<usize, Reject> {
-        let l: Line<'_> = match scan(line) {
+        let l: Line<'_> = match scan(line, &mut self.order) {
             Some(l) => l,
             None => serde_json::from_slice(line).map_err(|e| {
                 if let Err(u) = std::str::from_utf8(line) {
@@ -558,20 +598,33 @@ mod tests {
         #[test]
         fn the_scanner_reads_what_serde_reads(
             entries in prop::collection::vec((key(), value()), 0..12),
+            other in prop::collection::vec((key(), value()), 0..12),
             spaced in any::<bool>(),
             at in any::<prop::sample::Index>(),
             byte in any::<u8>(),
         ) {
             let sep = if spaced { ", " } else { "," };
-            let body: Vec<String> = entries.iter().map(|(k, v)| format!("{k:?}:{v}")).collect();
-            let line = format!("{{{}}}", body.join(sep));
+            let object = |entries: &[(&str, String)]| {
+                let body: Vec<String> = entries.iter().map(|(k, v)| format!("{k:?}:{v}")).collect();
+                format!("{{{}}}", body.join(sep))
+            };
+            let line = object(&entries);
+            // keys learned from another line, which shares a prefix of this one's keys
+            let mut learned = KeyOrder::default();
+            let mut taught: Vec<(&str, String)> = entries.iter().take(other.len() / 2).cloned().collect();
+            taught.extend(other.iter().cloned());
+            let _ = scan(object(&taught).as_bytes(), &mut learned);
             let mut changed = line.clone().into_bytes();
             let i = at.index(changed.len());
             changed[i] = byte;
             for candidate in [line.into_bytes(), changed] {
                 let slow = by_serde(&candidate);
                 // the fast path may leave a line to serde_json, never read it otherwise
-                if let Some(fast) = scan(&candidate) {
+                if let Some(fast) = scan(&candidate, &mut KeyOrder::default()) {
+                    prop_assert_eq!(Some(format!("{fast:?}")), slow.clone());
+                }
+                // with the keys of another line expected
+                if let Some(fast) = scan(&candidate, &mut learned.clone()) {
                     prop_assert_eq!(Some(format!("{fast:?}")), slow);
                 }
             }
@@ -581,7 +634,8 @@ mod tests {
     #[test]
     fn the_scanner_reads_the_common_shape_itself() {
         let line = br#"{"start_time":"2026-01-05T12:00:00.012674Z","method":"POST","response_code":200,"bytes_received":2297,"duration":0.777,"upstream_host":"10.2.41.1:8080","user_agent":"fluent-bit/3.1"}"#;
-        let l = scan(line).expect("the common shape is read by the scanner");
+        let mut order = KeyOrder::default();
+        let l = scan(line, &mut order).expect("the common shape is read by the scanner");
         assert!(matches!(l.duration, Scalar::Float(f) if f == 0.777));
         assert!(matches!(l.response_code, Scalar::Uint(200)));
         assert_eq!(l.duration.millis_to_us("duration").unwrap(), Some(777));
