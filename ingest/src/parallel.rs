@@ -37,13 +37,6 @@ pub struct Chunk {
     consumed: u64,
 }
 
-impl Chunk {
-    /// Bytes of the input this chunk stands for.
-    pub fn consumed(&self) -> u64 {
-        self.consumed
-    }
-}
-
 /// Cuts one input into [`Chunk`]s (see the [module docs](self)).
 #[derive(Debug)]
 pub struct ChunkReader {
@@ -239,15 +232,13 @@ struct Job {
 }
 
 /// Parses a chunk as one thread reading the input whole would have parsed those lines.
-fn parse(job: Job) -> Parsed {
-    let Job {
-        input,
-        chunk,
-        mut parser,
-        opts,
-        reply: _,
-    } = job;
-    let mut lines = LineReader::starting_after(input.to_string(), chunk.lines_before);
+fn parse(
+    input: &str,
+    chunk: Chunk,
+    mut parser: Box<dyn LineParser>,
+    opts: ReaderOptions,
+) -> Parsed {
+    let mut lines = LineReader::starting_after(input, chunk.lines_before);
     let mut stats = IngestStats::default();
     let mut sink = Recorder::default();
     let mut bytes = chunk.bytes.as_slice();
@@ -314,10 +305,18 @@ impl ParsePool {
                                 Ok(rx) => rx.recv(),
                                 Err(_) => return,
                             };
-                            let Ok(job) = job else { return };
-                            let reply = job.reply.clone();
+                            let Ok(Job {
+                                input,
+                                chunk,
+                                parser,
+                                opts,
+                                reply,
+                            }) = job
+                            else {
+                                return;
+                            };
                             // the driver may have stopped waiting (an error): nothing to do
-                            let _ = reply.send(parse(job));
+                            let _ = reply.send(parse(&input, chunk, parser, opts));
                         }
                     })
                     .expect("spawning a parse thread")
