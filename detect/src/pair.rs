@@ -570,7 +570,30 @@ impl<'a> BatchDims<'a> {
 #[derive(Debug, Clone)]
 struct Held {
     row: Row,
-    record: FlowRecord,
+    record: HeldRecord,
+}
+
+/// A held record's fields beyond what aggregation reads: only needed if it is set aside (a
+/// dead letter) or checkpointed, so most held records never build a [`FlowRecord`].
+#[derive(Debug, Clone)]
+enum HeldRecord {
+    /// Row `1` of batch `0` (a shared handle: the batch stays as it was), in the flow-record
+    /// schema (checked when the row was held).
+    InBatch(RecordBatch, usize),
+    /// A record restored from a checkpoint.
+    Restored(Box<FlowRecord>),
+}
+
+impl HeldRecord {
+    fn to_record(&self) -> FlowRecord {
+        match self {
+            HeldRecord::InBatch(batch, row) => schemas::flow_records(&batch.slice(*row, 1))
+                .expect("the batch's schema was checked when the row was held")
+                .pop()
+                .expect("one row"),
+            HeldRecord::Restored(record) => (**record).clone(),
+        }
+    }
 }
 
 /// Pair aggregation of one input (a file, a Kafka partition): takes flow-record batches, keeps
@@ -1009,6 +1032,9 @@ impl PairAggregator {
 
         self.counters.records += batch.num_rows() as u64;
         self.dropped_rows.clear();
+        // whether the batch is known to be exactly in the flow-record schema (checked at its
+        // first held row)
+        let mut schema_checked = false;
         for row in 0..batch.num_rows() {
             let start = starts[row];
             if start > self.not_after_us {
@@ -1057,10 +1083,16 @@ impl PairAggregator {
                 dims: dims.id(row, &mut self.dims),
             };
             if self.is_ahead(start) {
-                let record = schemas::flow_records(&batch.slice(row, 1))
-                    .map_err(Error::Schema)?
-                    .pop()
-                    .expect("one row");
+                if !schema_checked {
+                    // held rows refer to their batch, read back by flow_records
+                    if batch.schema() != schemas::flow_record_schema() {
+                        return Err(Error::Schema(schemas::Error::Schema(
+                            "batch is not in the flow-record schema".into(),
+                        )));
+                    }
+                    schema_checked = true;
+                }
+                let record = HeldRecord::InBatch(batch.clone(), row);
                 self.hold(Held { row: r, record });
                 continue;
             }
@@ -1118,7 +1150,7 @@ impl PairAggregator {
                 self.counters.ahead_records += 1;
                 self.set_aside.push(SetAside {
                     position: (h.row.position != i64::MAX).then_some(h.row.position),
-                    record: h.record,
+                    record: h.record.to_record(),
                     why: Dropped::Ahead,
                 });
             }
@@ -1129,7 +1161,7 @@ impl PairAggregator {
         if self.add(h.row) == Added::Late {
             self.set_aside.push(SetAside {
                 position: (h.row.position != i64::MAX).then_some(h.row.position),
-                record: h.record,
+                record: h.record.to_record(),
                 why: Dropped::Late,
             });
         }
@@ -1443,7 +1475,7 @@ impl PairAggregator {
             held: self
                 .held
                 .iter()
-                .map(|h| (h.record.clone(), h.row.position))
+                .map(|h| (h.record.to_record(), h.row.position))
                 .collect(),
         }
     }
@@ -1507,7 +1539,10 @@ impl PairAggregator {
                     record.destination_version.as_deref(),
                 ]),
             };
-            agg.held.push(Held { row, record });
+            agg.held.push(Held {
+                row,
+                record: HeldRecord::Restored(Box::new(record)),
+            });
         }
         Ok(agg)
     }
