@@ -46,12 +46,15 @@
 #![forbid(unsafe_code)]
 
 pub mod alerting;
+pub mod archive;
 pub mod config;
 pub mod enforce;
 pub mod eval;
+pub mod golden;
 pub mod kafka;
 pub mod pipeline;
 pub mod replay;
+pub mod report;
 pub mod rules;
 pub mod simulate;
 

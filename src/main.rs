@@ -75,6 +75,49 @@ enum Command {
     /// Show what remediation commands are in Envoy (admin runtime keys and config snippets)
     /// or Istio (Kubernetes resources), as JSON.
     Render(graywatch::enforce::render::RenderArgs),
+    /// Draw a run as one self-contained HTML page: the landscape graph coloured by findings,
+    /// each incident's timeline (evidence, finding, alert, commands, revoke, resolved), and
+    /// time series of the golden signals with their baseline bands.
+    ///
+    /// Takes the inputs and options of `replay`. Example:
+    ///   graywatch report -c deploy/examples/trainticket.toml -o report.html deploy/examples/trainticket/*.csv
+    #[command(verbatim_doc_comment)]
+    Report(graywatch::report::ReportArgs),
+    /// Run SQL over an archive of closed windows and findings (`replay --archive DIR`).
+    ///
+    /// Tables: pairs (golden signals per pair and window, with baselines), nodes, breakdown
+    /// (requests by zone and version of both ends) and findings; columns as in the SQL rules
+    /// (`src/rules.rs`, `detect::tables`). Timestamps are UTC.
+    ///
+    /// Examples:
+    ///   graywatch replay access.log --archive arch -q > /dev/null
+    ///   graywatch query --archive arch "SELECT source, destination, max(p99_us) AS worst_p99_us
+    ///       FROM pairs GROUP BY 1, 2 ORDER BY 3 DESC LIMIT 10"
+    ///   graywatch query --archive arch --format csv "SELECT DISTINCT source FROM breakdown
+    ///       WHERE destination = 'cart' AND destination_version = 'v2'"
+    #[command(verbatim_doc_comment)]
+    Query(QueryArgs),
+}
+
+#[derive(Debug, Args)]
+struct QueryArgs {
+    /// One SQL statement (DataFusion's dialect, PostgreSQL-like).
+    sql: String,
+    /// The archive directory, as `replay --archive DIR` writes it.
+    #[arg(long, value_name = "DIR")]
+    archive: PathBuf,
+    /// How to print the result.
+    #[arg(long, value_enum, default_value = "table")]
+    format: graywatch::archive::QueryFormat,
+}
+
+/// `graywatch query`.
+fn query(args: QueryArgs) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    graywatch::archive::query(&args.archive, &args.sql, args.format, &mut stdout)?;
+    stdout.flush()?;
+    Ok(())
 }
 
 #[derive(Debug, Args)]
@@ -154,6 +197,8 @@ fn main() -> ExitCode {
         Command::Approve(args) => approve(args),
         Command::Enforce(command) => graywatch::enforce::main(command),
         Command::Render(args) => graywatch::enforce::render::run(args),
+        Command::Query(args) => query(args),
+        Command::Report(args) => graywatch::report::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

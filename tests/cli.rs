@@ -851,27 +851,8 @@ fn control_characters_in_names_are_rejects_and_bad_request_ids_are_dropped() {
 /// with its one bad line (8899).
 #[test]
 fn threads_change_nothing_in_the_output() {
-    let (dir, all) = temp_path("all.log");
-    let map = dir.path().join("map.toml");
-    let out = graywatch(&[
-        "simulate",
-        "--scenario",
-        "black-hole",
-        "--seed",
-        "3",
-        "--duration",
-        "40min",
-        "--scale",
-        "0.4",
-        "--format",
-        "envoy",
-        "--mapping",
-        map.to_str().unwrap(),
-        "-o",
-        all.to_str().unwrap(),
-        "-q",
-    ]);
-    assert!(out.status.success(), "{out:?}");
+    let dir = tempfile::tempdir().unwrap();
+    let (all, map, _) = crate::util::simulated_black_hole(dir.path());
     let text = std::fs::read_to_string(&all).unwrap();
     let (a, b) = (dir.path().join("a.log"), dir.path().join("b.log"));
     let (mut even, mut odd) = (String::new(), String::new());
@@ -919,4 +900,83 @@ fn threads_change_nothing_in_the_output() {
     assert_eq!(bad[0]["line"], 8899);
     assert!(rejected.len() > 1, "late records are set aside too");
     assert_eq!(one_rejects, three_rejects);
+}
+
+/// `replay --archive` then `query`: the archive holds what replay wrote as JSON lines, on a
+/// simulated black hole.
+#[test]
+fn the_archive_holds_the_windows_and_findings_replay_wrote() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, map, node) = crate::util::simulated_black_hole(dir.path());
+    let archive = dir.path().join("archive");
+    let windows = dir.path().join("windows.jsonl");
+    let findings = dir.path().join("findings.jsonl");
+    let args = vec![
+        "replay",
+        "-c",
+        map.to_str().unwrap(),
+        "--windows",
+        windows.to_str().unwrap(),
+        "--findings",
+        findings.to_str().unwrap(),
+        "--archive",
+        archive.to_str().unwrap(),
+        log.to_str().unwrap(),
+    ];
+    let (_, summary) = graywatch_ok(&args);
+    assert!(summary.contains("archive "), "{summary}");
+    let docs = crate::util::json_lines(&std::fs::read(&windows).unwrap());
+    let pairs = of_kind(&docs, "pair-window");
+    let worst = pairs
+        .iter()
+        .filter_map(|p| p["latency"]["p99_us"].as_u64())
+        .max()
+        .unwrap();
+    let requests: u64 = pairs.iter().map(|p| p["requests"].as_u64().unwrap()).sum();
+    let found = crate::util::json_lines(&std::fs::read(&findings).unwrap());
+    assert!(
+        found
+            .iter()
+            .any(|f| f["signature"] == "black-hole" && f["subject"]["node"] == node.as_str()),
+        "the black hole on {node} is found: {found:?}"
+    );
+    let query = |sql: &str| {
+        let out = graywatch(&[
+            "query",
+            "--archive",
+            archive.to_str().unwrap(),
+            "--format",
+            "csv",
+            sql,
+        ]);
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    assert_eq!(
+        query("SELECT count(*) AS n, max(p99_us) AS worst, sum(requests) AS requests FROM pairs"),
+        format!("n,worst,requests\n{},{worst},{requests}\n", pairs.len())
+    );
+    let subjects = query("SELECT DISTINCT subject FROM findings ORDER BY 1");
+    let mut expected: Vec<String> = found
+        .iter()
+        .map(|f| {
+            let id = f["id"].as_str().unwrap();
+            // <signature>/<subject key>/<window start>, rule/<name>/… for a user rule's
+            let skip = if id.starts_with("rule/") { 2 } else { 1 };
+            let rest = id.splitn(skip + 1, '/').last().unwrap();
+            rest.rsplit_once('/').unwrap().0.to_owned()
+        })
+        .collect();
+    expected.sort();
+    expected.dedup();
+    assert_eq!(subjects, format!("subject\n{}\n", expected.join("\n")));
+    // a bad query names the problem and exits 1
+    let out = graywatch(&[
+        "query",
+        "--archive",
+        archive.to_str().unwrap(),
+        "SELECT nope FROM pairs",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nope"));
 }

@@ -5,13 +5,16 @@ mod attribution;
 mod black_hole;
 mod broker;
 mod cli;
+mod deploy;
 mod enforce;
 #[path = "../examples/landscape/generator.rs"]
 mod generator;
 mod golden;
 mod kafka;
 mod limits;
+mod map;
 mod nab;
+mod report;
 mod rules;
 mod runtime;
 mod scenarios;

@@ -60,3 +60,41 @@ pub fn temp_path(name: &str) -> (tempfile::TempDir, PathBuf) {
 pub fn write(path: &Path, text: &str) {
     std::fs::write(path, text).expect("write test input");
 }
+
+/// A simulated black hole (`graywatch simulate --scenario black-hole --seed 3`, 40 min at
+/// scale 0.4) written under `dir` as one Envoy log: (the log, the mapping that names its pods,
+/// the black-holed service as its truth file gives it).
+pub fn simulated_black_hole(dir: &Path) -> (PathBuf, PathBuf, String) {
+    let (log, map, truth) = (
+        dir.join("all.log"),
+        dir.join("map.toml"),
+        dir.join("truth.json"),
+    );
+    let out = graywatch(&[
+        "simulate",
+        "--scenario",
+        "black-hole",
+        "--seed",
+        "3",
+        "--duration",
+        "40min",
+        "--scale",
+        "0.4",
+        "--format",
+        "envoy",
+        "--mapping",
+        map.to_str().unwrap(),
+        "--truth",
+        truth.to_str().unwrap(),
+        "-o",
+        log.to_str().unwrap(),
+        "-q",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let truth: Value = serde_json::from_str(&std::fs::read_to_string(&truth).unwrap()).unwrap();
+    let node = truth["incidents"][0]["subject"]["node"]
+        .as_str()
+        .expect("a black hole is about a node")
+        .to_owned();
+    (log, map, node)
+}

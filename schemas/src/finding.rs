@@ -200,6 +200,16 @@ pub enum Severity {
     Critical,
 }
 
+impl Severity {
+    /// The name used in JSON: `warning`, `critical`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Warning => "warning",
+            Severity::Critical => "critical",
+        }
+    }
+}
+
 /// The evidence signal giving how many callers saw the failure themselves (`value`), against
 /// the callers with requests in the window (`baseline`), unit `callers`: a finding with
 /// several callers but fewer than two such witnesses could be one caller's doing, and

@@ -141,6 +141,15 @@ pub struct HttpConfig {
     /// An environment variable holding the admin token instead.
     #[serde(default)]
     pub admin_token_env: Option<String>,
+    /// Pairs (and nodes) of each window with golden-signal series of their own on
+    /// `/metrics`, busiest first, besides those of findings; the rest are summed under
+    /// `(other)` (see [`crate::golden`]). Default 100.
+    #[serde(default = "default_top_pairs")]
+    pub top_pairs: usize,
+}
+
+fn default_top_pairs() -> usize {
+    crate::golden::DEFAULT_TOP_K
 }
 
 impl Default for HttpConfig {
@@ -149,6 +158,7 @@ impl Default for HttpConfig {
             listen: default_listen(),
             admin_token_file: None,
             admin_token_env: None,
+            top_pairs: default_top_pairs(),
         }
     }
 }

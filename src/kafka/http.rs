@@ -1,4 +1,6 @@
-//! The HTTP endpoint of `graywatch run`: `/metrics` (Prometheus text format), `/healthz` (the
+//! The HTTP endpoint of `graywatch run` (and `replay --serve`): `/metrics` (Prometheus text
+//! format), `/map` (the live landscape map, [`MAP_PAGE`]; its state as JSON on `/map/state`,
+//! and each new window's on `/map/events` as server-sent events), `/healthz` (the
 //! process answers), `/readyz` (assigned and restored, and the main loop turned in the last
 //! [`STALL_AFTER_MS`]), and with an admin token the admin endpoint `POST /admin/approve`
 //! (body: a proposed command's id; `Authorization: Bearer TOKEN`; loopback clients only),
@@ -82,6 +84,9 @@ pub fn start(
                 tokio::spawn(signals(shutdown));
                 let app = Router::new()
                     .route("/metrics", get(metrics_text))
+                    .route("/map", get(map_page))
+                    .route("/map/state", get(map_state))
+                    .route("/map/events", get(map_events))
                     .route("/healthz", get(|| async { "ok\n" }))
                     .route("/readyz", get(readyz))
                     .route("/admin/approve", post(approve))
@@ -114,6 +119,47 @@ async fn signals(shutdown: Arc<AtomicBool>) {
         _ = int.recv() => tracing::info!("SIGINT: shutting down"),
     }
     shutdown.store(true, Ordering::SeqCst);
+}
+
+/// The live map: one page, no network but this endpoint (script and styles inline). The map
+/// of the last window is written into it (`/*STATE*/`), so it draws at once; new windows come
+/// as server-sent events.
+pub const MAP_PAGE: &str = include_str!("map.html");
+
+async fn map_page(State(s): State<Shared>) -> impl IntoResponse {
+    // JSON inside a script element: "</" must not close it
+    let state = s.metrics.golden.map().replace("</", "<\\/");
+    (
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        MAP_PAGE.replacen("/*STATE*/", &state, 1),
+    )
+}
+
+async fn map_state(State(s): State<Shared>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        s.metrics.golden.map().to_string(),
+    )
+}
+
+/// The map of the last window at once, then each new one as it is published (event
+/// `window`); a comment every 15 s keeps proxies from closing the stream.
+async fn map_events(State(s): State<Shared>) -> impl IntoResponse {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    let rx = s.metrics.golden.subscribe();
+    let first = s.metrics.golden.map();
+    let stream = futures_util::stream::unfold((Some(first), rx), |(first, mut rx)| async move {
+        let json = match first {
+            Some(json) => json,
+            None => {
+                rx.changed().await.ok()?;
+                rx.borrow_and_update().clone()
+            }
+        };
+        let event = Event::default().event("window").data(json.as_ref());
+        Some((Ok::<_, std::convert::Infallible>(event), (None, rx)))
+    });
+    Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
 }
 
 async fn metrics_text(State(s): State<Shared>) -> impl IntoResponse {

@@ -1,8 +1,9 @@
 //! graywatch's own metrics, in Prometheus text format on `/metrics`.
 //!
-//! Names are [`names`] constants. Counters of the pipeline are kept by the stages and copied
+//! Names are [`names`] constants; the landscape's golden signals are [`crate::golden`]'s. Counters of the pipeline are kept by the stages and copied
 //! here as deltas each loop turn; librdkafka's consumer lag arrives with its statistics.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -10,6 +11,8 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
+
+use crate::golden::GoldenSignals;
 
 /// Metric names (Prometheus appends `_total` to counters).
 pub mod names {
@@ -196,6 +199,8 @@ pub struct Metrics {
     pub broker_up: Gauge,
     /// See [`names::PRODUCE_ERRORS`].
     pub produce_errors: Counter,
+    /// The golden signals of the last closed window (see [`crate::golden`]).
+    pub golden: Arc<GoldenSignals>,
     /// Readiness: state restored and a first assignment received from the group.
     pub ready: AtomicBool,
     /// The main loop's last turn, ms since the epoch (a stalled loop is not ready).
@@ -336,6 +341,7 @@ impl Metrics {
             "Messages that could not be delivered",
             self.produce_errors.clone(),
         );
+        r.register_collector(Box::new(Arc::clone(&self.golden)));
         r
     }
 

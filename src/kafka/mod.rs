@@ -49,7 +49,10 @@ pub fn main(args: RunArgs) -> anyhow::Result<()> {
             args.config.display()
         );
     }
-    let metrics = Arc::new(metrics::Metrics::default());
+    let metrics = Arc::new(metrics::Metrics {
+        golden: Arc::new(crate::golden::GoldenSignals::new(config.http.top_pairs)),
+        ..metrics::Metrics::default()
+    });
     let shutdown = Arc::new(AtomicBool::new(false));
     let (approvals, approved) = std::sync::mpsc::channel();
     let admin = config.http.admin_token()?.map(|token| http::Admin {

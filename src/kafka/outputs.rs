@@ -30,11 +30,11 @@ use rdkafka::ClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
-use schemas::{Alert, Finding, NodeWindow, PairWindow, RemediationCommand};
+use schemas::{Alert, Finding, NodeWindow, PairWindow, RemediationCommand, Window};
 use serde::Serialize;
 
 use super::metrics::Metrics;
-use crate::pipeline::{DeadLetter, Outputs, Payload};
+use crate::pipeline::{DeadLetter, Outputs, Payload, WindowTables};
 
 /// Header names of dead letters.
 pub mod headers {
@@ -373,15 +373,32 @@ impl Outputs for KafkaOutputs {
         self.json(|t| t.windows.as_deref(), &w.node, w)
     }
 
+    fn wants_tables(&self) -> bool {
+        true // the golden-signal metrics
+    }
+
+    fn window_tables(&mut self, t: &WindowTables) -> Result<(), KafkaOutputError> {
+        self.metrics.golden.tables(t);
+        Ok(())
+    }
+
+    fn window_closed(&mut self, _window: Window) -> Result<(), KafkaOutputError> {
+        self.metrics.golden.publish();
+        Ok(())
+    }
+
     fn finding(&mut self, f: &Finding) -> Result<(), KafkaOutputError> {
+        self.metrics.golden.finding(f);
         self.json(|t| Some(&t.findings), &f.subject.key(), f)
     }
 
     fn command(&mut self, c: &RemediationCommand) -> Result<(), KafkaOutputError> {
+        self.metrics.golden.command(c);
         self.json(|t| Some(&t.commands), &c.id, c)
     }
 
     fn audit(&mut self, a: &schemas::AuditRecord) -> Result<(), KafkaOutputError> {
+        self.metrics.golden.audit(a);
         if self.topics.audit.is_none() {
             tracing::info!(
                 target: "graywatch::audit",
@@ -398,6 +415,7 @@ impl Outputs for KafkaOutputs {
     }
 
     fn alert(&mut self, a: &Alert) -> Result<(), KafkaOutputError> {
+        self.metrics.golden.alert(a);
         if let Some(d) = &self.alerting {
             d.send(a);
         }

@@ -9,7 +9,8 @@ use schemas::{
 };
 use serde::Serialize;
 
-use super::{DeadLetter, Outputs, Payload};
+use super::{DeadLetter, Outputs, Payload, WindowTables};
+use crate::archive::Archive;
 
 /// Why JSON lines could not be written.
 #[derive(Debug, thiserror::Error)]
@@ -26,6 +27,9 @@ pub enum JsonLinesError {
         #[source]
         source: io::Error,
     },
+    /// The Parquet archive (`--archive DIR`) could not be written.
+    #[error(transparent)]
+    Archive(#[from] crate::archive::ArchiveError),
 }
 
 /// A JSON-lines destination: a file, or stdout.
@@ -138,6 +142,8 @@ pub struct JsonLinesConfig<'a> {
     pub rejects: Option<&'a Path>,
     /// Whether pair and node windows are written at all.
     pub write_windows: bool,
+    /// A directory to archive closed windows and findings in, as Parquet ([`crate::archive`]).
+    pub archive: Option<&'a Path>,
 }
 
 /// [`Outputs`] writing JSON lines, each with its `kind` (`pair-window`, `node-window`,
@@ -153,6 +159,7 @@ pub struct JsonLinesOutputs {
     audit: Option<JsonLines>,
     rejects: Option<JsonLines>,
     write_windows: bool,
+    archive: Option<Archive>,
 }
 
 impl JsonLinesOutputs {
@@ -171,7 +178,21 @@ impl JsonLinesOutputs {
             audit: open(config.audit)?,
             rejects: open(config.rejects)?,
             write_windows: config.write_windows,
+            archive: config.archive.map(Archive::create).transpose()?,
         })
+    }
+
+    /// Makes the archive's files whole (their hour may not be over), and says what it holds:
+    /// `(files, rows)`. Call once, at the end.
+    ///
+    /// # Errors
+    /// [`JsonLinesError::Archive`].
+    pub fn close_archive(&mut self) -> Result<Option<(u64, u64)>, JsonLinesError> {
+        let Some(a) = &mut self.archive else {
+            return Ok(None);
+        };
+        a.close()?;
+        Ok(Some((a.files, a.rows)))
     }
 }
 
@@ -192,7 +213,21 @@ impl Outputs for JsonLinesOutputs {
         self.windows.as_mut().unwrap_or(&mut self.stdout).write(w)
     }
 
+    fn wants_tables(&self) -> bool {
+        self.archive.is_some()
+    }
+
+    fn window_tables(&mut self, t: &WindowTables) -> Result<(), JsonLinesError> {
+        if let Some(a) = &mut self.archive {
+            a.tables(t)?;
+        }
+        Ok(())
+    }
+
     fn finding(&mut self, f: &Finding) -> Result<(), JsonLinesError> {
+        if let Some(a) = &mut self.archive {
+            a.finding(f);
+        }
         self.findings.as_mut().unwrap_or(&mut self.stdout).write(f)
     }
 
@@ -228,6 +263,9 @@ impl Outputs for JsonLinesOutputs {
     }
 
     fn window_closed(&mut self, _window: Window) -> Result<(), JsonLinesError> {
+        if let Some(a) = &mut self.archive {
+            a.window_closed()?;
+        }
         self.flush()
     }
 

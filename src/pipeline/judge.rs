@@ -15,7 +15,7 @@ use detect::suite::Suite;
 use schemas::Window;
 use serde::{Deserialize, Serialize};
 
-use super::{InputId, Outputs, Removal, Stage, StageError};
+use super::{InputId, Outputs, Removal, Stage, StageError, WindowTables};
 use crate::rules::{RuleConfig, RuleError, Rules};
 
 /// Which nodes a [`Judge`] owns.
@@ -81,6 +81,29 @@ fn murmur2(data: &[u8]) -> u32 {
     h = h.wrapping_mul(M);
     h ^= h >> 15;
     h
+}
+
+/// The tables of a window as `own` writes and judges it: pairs whose source it owns, its
+/// nodes.
+fn window_tables(view: &detect::signatures::WindowView<'_>, own: Ownership) -> WindowTables {
+    let owned: Vec<_>;
+    let pairs = if own == Ownership::All {
+        view.pairs
+    } else {
+        owned = view
+            .pairs
+            .iter()
+            .filter(|p| own.owns(&p.source))
+            .cloned()
+            .collect();
+        &owned
+    };
+    WindowTables {
+        window: view.window,
+        pairs: detect::tables::pair_table(pairs, view.baselines),
+        nodes: detect::tables::node_table(view.nodes, view.baselines),
+        breakdown: detect::tables::breakdown_table(pairs),
+    }
 }
 
 /// What stage 2 takes in.
@@ -338,6 +361,8 @@ impl Judge {
         let own = self.ownership;
         let mut failed = Vec::new();
         let rules = &mut self.rules;
+        let want_tables = out.wants_tables();
+        let mut tables = None;
         let outcome = self.nodes.detect_with(
             window,
             &closed.pairs,
@@ -345,6 +370,9 @@ impl Judge {
             |view, raw| {
                 if let Some(r) = rules {
                     failed = r.judge(view, raw);
+                }
+                if want_tables {
+                    tables = Some(window_tables(view, own));
                 }
             },
         );
@@ -362,6 +390,9 @@ impl Judge {
                 out.node_window(n)?;
                 self.counters.node_windows += 1;
             }
+        }
+        if let Some(t) = &tables {
+            out.window_tables(t)?;
         }
         for f in &outcome.findings {
             out.finding(f)?;

@@ -103,6 +103,21 @@ impl fmt::Display for InputId {
     }
 }
 
+/// A closed window as Arrow tables, in the schemas of [`detect::tables`]: the pair windows
+/// this judge writes (`pairs`, `breakdown`) and the nodes it judges (`nodes`), each with the
+/// baselines the window was judged against.
+#[derive(Debug, Clone)]
+pub struct WindowTables {
+    /// The window.
+    pub window: Window,
+    /// [`detect::tables::pair_schema`].
+    pub pairs: arrow::array::RecordBatch,
+    /// [`detect::tables::node_schema`].
+    pub nodes: arrow::array::RecordBatch,
+    /// [`detect::tables::breakdown_schema`].
+    pub breakdown: arrow::array::RecordBatch,
+}
+
 /// What a dead letter carries.
 #[derive(Debug, Clone, Copy)]
 pub enum Payload<'a> {
@@ -175,6 +190,19 @@ pub trait Outputs {
     /// # Errors
     /// The output's (stops the run).
     fn dead_letter(&mut self, d: &DeadLetter<'_>) -> Result<(), Self::Error>;
+    /// Whether this output takes each closed window's tables ([`Outputs::window_tables`]);
+    /// they are built only when it does.
+    fn wants_tables(&self) -> bool {
+        false
+    }
+    /// The closed window as tables, sent before its findings (for the archive and the
+    /// golden-signal metrics).
+    ///
+    /// # Errors
+    /// The output's (stops the run).
+    fn window_tables(&mut self, _tables: &WindowTables) -> Result<(), Self::Error> {
+        Ok(())
+    }
     /// Everything about `window` has been sent (a moment to make it visible: flush a file).
     ///
     /// # Errors

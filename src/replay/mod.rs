@@ -84,6 +84,15 @@ pub struct ReplayArgs {
     /// refused by a safety rail, revoked or expired) to FILE instead of stdout.
     #[arg(long, value_name = "FILE")]
     pub audit: Option<PathBuf>,
+    /// Also archive each closed window's tables (pairs, nodes, breakdown) and findings as
+    /// Parquet files under DIR, partitioned by hour, for `graywatch query`.
+    #[arg(long, value_name = "DIR")]
+    pub archive: Option<PathBuf>,
+    /// Serve the live landscape map (`/map`) and the golden-signal metrics (`/metrics`) on
+    /// HOST:PORT (e.g. 127.0.0.1:9464; port 0 picks one) while replaying, and after the end
+    /// until Ctrl-C.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub serve: Option<std::net::SocketAddr>,
     /// Threads that parse: regular files in formats read line by line (all but spans-csv)
     /// are cut into chunks parsed on N threads while another aggregates; 1 parses on the
     /// aggregating thread. The output is the same for every N. Default: the machine's cores.
@@ -611,6 +620,8 @@ const TALLY_PAIRS: usize = 100_000;
 
 struct Tally<O> {
     inner: O,
+    /// The golden signals and map `--serve` shows.
+    golden: Option<Arc<crate::golden::GoldenSignals>>,
     /// Alert sinks (`[[alerting.sinks]]`), when configured.
     alerting: Option<crate::alerting::Dispatcher>,
     /// Per pair over the run: requests, errors, worst window p99 (µs).
@@ -638,25 +649,49 @@ impl<O: Outputs> Outputs for Tally<O> {
     fn node_window(&mut self, w: &schemas::NodeWindow) -> Result<(), O::Error> {
         self.inner.node_window(w)
     }
+    fn wants_tables(&self) -> bool {
+        self.golden.is_some() || self.inner.wants_tables()
+    }
+    fn window_tables(&mut self, t: &crate::pipeline::WindowTables) -> Result<(), O::Error> {
+        if let Some(g) = &self.golden {
+            g.tables(t);
+        }
+        self.inner.window_tables(t)
+    }
     fn finding(&mut self, f: &schemas::Finding) -> Result<(), O::Error> {
+        if let Some(g) = &self.golden {
+            g.finding(f);
+        }
         self.inner.finding(f)
     }
     fn command(&mut self, c: &schemas::RemediationCommand) -> Result<(), O::Error> {
+        if let Some(g) = &self.golden {
+            g.command(c);
+        }
         self.inner.command(c)
     }
     fn alert(&mut self, a: &schemas::Alert) -> Result<(), O::Error> {
+        if let Some(g) = &self.golden {
+            g.alert(a);
+        }
         if let Some(d) = &self.alerting {
             d.send(a);
         }
         self.inner.alert(a)
     }
     fn audit(&mut self, a: &schemas::AuditRecord) -> Result<(), O::Error> {
+        if let Some(g) = &self.golden {
+            g.audit(a);
+        }
         self.inner.audit(a)
     }
     fn dead_letter(&mut self, d: &DeadLetter<'_>) -> Result<(), O::Error> {
         self.inner.dead_letter(d)
     }
     fn window_closed(&mut self, w: schemas::Window) -> Result<(), O::Error> {
+        if let Some(g) = &self.golden {
+            g.publish();
+        }
         self.inner.window_closed(w)
     }
     fn flush(&mut self) -> Result<(), O::Error> {
@@ -676,6 +711,8 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let config_path = args.input.config.as_deref();
     let config = crate::config::Config::load(config_path)?.validate(config_path)?;
+    // serving first: reading an input's first line (to tell its format) may wait on a pipe
+    let served = args.serve.map(serve).transpose()?;
     let streams = Streams::default();
     let mut inputs = input::open_all(&args.input.inputs, &streams)?;
     // stdout takes every kind of document not sent to a file
@@ -704,9 +741,11 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
         audit: args.audit.as_deref(),
         rejects: args.input.rejects.as_deref(),
         write_windows: !args.no_windows,
+        archive: args.archive.as_deref(),
     })?;
     let mut out = Tally {
         inner: outputs,
+        golden: served.as_ref().map(|s| Arc::clone(&s.metrics.golden)),
         alerting: crate::alerting::Dispatcher::start(&config.alerting)?,
         pairs: HashMap::new(),
     };
@@ -730,6 +769,7 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
         other => anyhow::Error::from(other),
     })?;
     out.flush()?;
+    let archived = out.inner.close_archive()?;
     // what the sinks hold is delivered before the process ends (or given up after a while)
     let sinks = out
         .alerting
@@ -745,6 +785,15 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
             &out.pairs,
             &config.detect,
         );
+        if let (Some((files, rows)), Some(dir)) = (archived, &args.archive) {
+            text += &format!(
+                "  archive   {} Parquet file(s), {} rows in {} (graywatch query --archive {} \"SELECT …\")\n",
+                thousands(files),
+                thousands(rows),
+                dir.display(),
+                dir.display()
+            );
+        }
         for (name, c) in &sinks {
             text += &format!(
                 "  sink      {name}: {} delivered, {} retried, {} failed, {} dropped\n",
@@ -753,7 +802,56 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
         }
         say(&text);
     }
+    if let Some(s) = served {
+        use std::sync::atomic::Ordering;
+        s.replaying.store(false, Ordering::SeqCst);
+        while !s.shutdown.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
     Ok(())
+}
+
+/// `--serve`: the HTTP endpoint of `run` (`/map`, `/metrics`, `/healthz`) on `listen`, fed by
+/// this replay; SIGINT or SIGTERM stop the process (at once while replaying, after the
+/// replay when waiting).
+fn serve(listen: std::net::SocketAddr) -> anyhow::Result<Served> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let metrics = Arc::new(crate::kafka::metrics::Metrics::default());
+    let shutdown = Arc::new(AtomicBool::new(false));
+    let bound =
+        crate::kafka::http::start(listen, Arc::clone(&metrics), Arc::clone(&shutdown), None)
+            .map_err(|e| anyhow::anyhow!("--serve: {e}"))?;
+    say(&format!(
+        "graywatch replay: the live map on http://{bound}/map (metrics on /metrics); it stays up after the replay until Ctrl-C\n"
+    ));
+    let watch = Arc::clone(&shutdown);
+    let replaying = Arc::new(AtomicBool::new(true));
+    let still = Arc::clone(&replaying);
+    std::thread::Builder::new()
+        .name("graywatch-serve-stop".into())
+        .spawn(move || {
+            while !watch.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            if still.load(Ordering::SeqCst) {
+                std::process::exit(130);
+            }
+        })?;
+    Ok(Served {
+        metrics,
+        shutdown,
+        replaying,
+    })
+}
+
+/// What `--serve` started.
+struct Served {
+    metrics: Arc<crate::kafka::metrics::Metrics>,
+    /// Set by SIGINT or SIGTERM.
+    shutdown: Arc<std::sync::atomic::AtomicBool>,
+    /// Cleared when the replay ends: a signal then ends the wait, not the process.
+    replaying: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// How long `replay` waits at its end for alert sinks to deliver what they hold.

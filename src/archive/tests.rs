@@ -1,0 +1,202 @@
+use std::borrow::Cow;
+
+use detect::store::BaselineStore;
+use schemas::{Confidence, Latency, PairWindow, Severity, Signature, Window};
+
+use super::*;
+
+const HOUR: i64 = 3_600_000_000;
+/// 2025-12-03T14:00:00Z, µs.
+const T0: i64 = 1_764_770_400_000_000;
+
+fn window(k: i64) -> Window {
+    // 10-minute windows from T0
+    let len = 600_000_000;
+    Window {
+        start_us: T0 + k * len,
+        end_us: T0 + (k + 1) * len,
+    }
+}
+
+fn pair(w: Window, source: &str, destination: &str, requests: u64, p99_us: u64) -> PairWindow {
+    PairWindow {
+        schema_version: 1,
+        kind: Cow::Borrowed("pair-window"),
+        window: w,
+        source: source.into(),
+        destination: destination.into(),
+        requests,
+        rate_rps: requests as f64 / 600.0,
+        errors: 0,
+        error_ratio: 0.0,
+        latency: Some(Latency {
+            p50_us: p99_us / 10,
+            p90_us: p99_us / 2,
+            p99_us,
+            max_us: p99_us,
+        }),
+        concurrency_mean: 1.0,
+        concurrency_peak: 2,
+        bytes_in: 10,
+        bytes_out: 20,
+        bandwidth_in_bps: 0.1,
+        bandwidth_out_bps: 0.2,
+        breakdown: Vec::new(),
+        breakdown_overflow: 0,
+    }
+}
+
+fn tables(w: Window, pairs: &[PairWindow]) -> WindowTables {
+    let store = BaselineStore::default();
+    WindowTables {
+        window: w,
+        pairs: detect::tables::pair_table(pairs, &store),
+        nodes: detect::tables::node_table(&[], &store),
+        breakdown: detect::tables::breakdown_table(pairs),
+    }
+}
+
+fn finding(w: Window, node: &str) -> Finding {
+    Finding {
+        schema_version: 1,
+        kind: "finding".into(),
+        id: format!("black-hole/node/{node}/{}", w.start_us),
+        signature: Signature::BlackHole,
+        subject: Subject::Node { node: node.into() },
+        window: w,
+        severity: Severity::Critical,
+        evidence: Vec::new(),
+        callers: Vec::new(),
+        summary: format!("{node} takes requests and answers none, \"a black hole\""),
+        score: 0.999,
+        confidence: Confidence::Low,
+        related: Vec::new(),
+        rule: None,
+    }
+}
+
+fn csv(dir: &Path, sql: &str) -> String {
+    let mut out = Vec::new();
+    query(dir, sql, QueryFormat::Csv, &mut out).unwrap();
+    String::from_utf8(out).unwrap()
+}
+
+/// The archive's `.parquet` files, relative to it, sorted.
+fn files(dir: &Path) -> Vec<String> {
+    let mut all = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                all.push(p.strip_prefix(dir).unwrap().display().to_string());
+            }
+        }
+    }
+    all.sort();
+    all
+}
+
+#[test]
+fn windows_are_archived_by_hour_and_queried_with_sql() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = Archive::create(dir.path()).unwrap();
+    // windows 0..=5 are 14:00–15:00, window 6 starts 15:00
+    for k in 0..7 {
+        let w = window(k);
+        a.tables(&tables(
+            w,
+            &[
+                pair(w, "web", "cart", 100 + k as u64, 20_000 + 1000 * k as u64),
+                pair(w, "cart", "db", 50, 5_000),
+            ],
+        ))
+        .unwrap();
+        if k == 3 {
+            a.finding(&finding(w, "db"));
+        }
+        a.window_closed().unwrap();
+        if k == 5 {
+            // the 14h files are whole only once the next hour starts
+            assert!(files(dir.path()).iter().all(|f| f.ends_with(".tmp")));
+        }
+    }
+    // 14h is done: its files are whole; 15h's are still being written
+    let after_14h = files(dir.path());
+    assert!(
+        after_14h.contains(&format!("pairs/date=2025-12-03/hour=14/part-{T0}.parquet")),
+        "{after_14h:?}"
+    );
+    assert!(after_14h.contains(&format!(
+        "findings/date=2025-12-03/hour=14/part-{}.parquet",
+        window(3).start_us
+    )));
+    let fifteen = T0 + HOUR;
+    assert!(after_14h.contains(&format!(
+        "pairs/date=2025-12-03/hour=15/.part-{fifteen}.parquet.tmp"
+    )));
+    // an hour being written is not read: 6 windows of 14h
+    assert_eq!(
+        csv(
+            dir.path(),
+            "SELECT count(*) AS n FROM pairs WHERE source = 'web'"
+        ),
+        "n\n6\n"
+    );
+    a.close().unwrap();
+    assert!(files(dir.path()).iter().all(|f| !f.ends_with(".tmp")));
+    assert_eq!(
+        a.rows,
+        7 * 2 + 1,
+        "14 pairs (no breakdown, no node), one finding"
+    );
+    assert_eq!(
+        csv(
+            dir.path(),
+            "SELECT source, destination, max(p99_us) AS worst_p99_us, sum(requests) AS requests \
+             FROM pairs GROUP BY 1, 2 ORDER BY 3 DESC"
+        ),
+        "source,destination,worst_p99_us,requests\nweb,cart,26000,721\ncart,db,5000,350\n"
+    );
+    // findings keep their subject's parts, and text with quotes and commas is quoted
+    assert_eq!(
+        csv(
+            dir.path(),
+            "SELECT signature, subject_kind, node, window_start, confidence, summary FROM findings"
+        ),
+        "signature,subject_kind,node,window_start,confidence,summary\n\
+         black-hole,node,db,2025-12-03T14:30:00Z,low,\"db takes requests and answers none, \"\"a black hole\"\"\"\n"
+    );
+}
+
+#[test]
+fn a_query_names_what_is_wrong() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = query(dir.path(), "SELECT 1", QueryFormat::Table, &mut Vec::new()).unwrap_err();
+    assert!(matches!(e, ArchiveError::Empty(_)), "{e}");
+    let mut a = Archive::create(dir.path()).unwrap();
+    let w = window(0);
+    a.tables(&tables(w, &[pair(w, "web", "cart", 1, 1)]))
+        .unwrap();
+    a.close().unwrap();
+    let e = query(
+        dir.path(),
+        "SELECT p99 FROM pairs",
+        QueryFormat::Table,
+        &mut Vec::new(),
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("p99"), "{e}");
+    let mut out = Vec::new();
+    query(
+        dir.path(),
+        "SELECT source, p99_us FROM pairs",
+        QueryFormat::Table,
+        &mut out,
+    )
+    .unwrap();
+    let text = String::from_utf8(out).unwrap();
+    assert!(text.contains("| web    | 1      |"), "{text}");
+}

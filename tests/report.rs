@@ -1,0 +1,125 @@
+//! `graywatch report` on a simulated black hole, loaded in headless Chromium.
+
+use std::path::Path;
+use std::process::Command;
+
+use crate::util::{graywatch_ok, simulated_black_hole};
+
+/// Runs headless Chromium (Debian's `chromium`, which scripts/test installs) on `page`
+/// with `args`; fails loudly when it can't start. Returns (stdout, stderr).
+fn chromium(page: &Path, args: &[&str]) -> (String, String) {
+    let url = format!("file://{}", page.display());
+    let out = Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox", // the tests may run as root (CI)
+            "--disable-gpu",
+            "--no-first-run",
+            "--enable-logging=stderr",
+            "--v=0",
+            "--window-size=1400,2400",
+        ])
+        .args(args)
+        .arg(&url)
+        .output()
+        .expect("chromium runs (scripts/test installs Debian's chromium)");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "chromium failed: {stderr}");
+    (String::from_utf8_lossy(&out.stdout).into_owned(), stderr)
+}
+
+/// Pixels of a PNG screenshot: (not white, the red of troubled services and pairs).
+fn pixels(png: &Path) -> (usize, usize) {
+    let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(png).unwrap()));
+    let mut reader = decoder.read_info().unwrap();
+    let mut buf = vec![0; reader.output_buffer_size()];
+    let info = reader.next_frame(&mut buf).unwrap();
+    let step = info.color_type.samples();
+    assert!(step >= 3, "an RGB screenshot: {:?}", info.color_type);
+    let (mut ink, mut red) = (0, 0);
+    for px in buf[..info.buffer_size()].chunks_exact(step) {
+        let (r, g, b) = (px[0], px[1], px[2]);
+        if (r, g, b) != (255, 255, 255) {
+            ink += 1;
+        }
+        // #d62728 (214, 39, 40), give or take antialiasing
+        if r > 180 && g < 80 && b < 80 {
+            red += 1;
+        }
+    }
+    (ink, red)
+}
+
+#[test]
+fn the_report_draws_the_landscape_the_incident_and_the_plots_in_chromium() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, map, node) = simulated_black_hole(dir.path());
+    let page = dir.path().join("report.html");
+    let args = [
+        "report",
+        "-c",
+        map.to_str().unwrap(),
+        "-o",
+        page.to_str().unwrap(),
+        log.to_str().unwrap(),
+    ];
+    let (_, summary) = graywatch_ok(&args);
+    assert!(summary.contains("incident(s)"), "{summary}");
+    let html = std::fs::read_to_string(&page).unwrap();
+    // self-contained: nothing to fetch
+    for external in ["src=\"http", "href=\"http", "<link", "@import"] {
+        assert!(!html.contains(external), "the page loads {external}");
+    }
+
+    let (dom, log) = chromium(&page, &["--dump-dom"]);
+    let console: Vec<&str> = log.lines().filter(|l| l.contains(":CONSOLE")).collect();
+    assert!(console.is_empty(), "console messages: {console:#?}");
+    assert!(
+        dom.contains(r#"data-ready="yes""#),
+        "the page's script ran to its end"
+    );
+    // the landscape: the simulator's 42 services, the black hole and the calls into it red
+    let services = dom.matches(r#"<g class="node"#).count();
+    assert!((30..=60).contains(&services), "{services} services drawn");
+    assert!(
+        dom.contains(&format!(r#"<g class="node troubled" data-node="{node}""#)),
+        "the black-holed {node} is red"
+    );
+    assert!(
+        dom.contains(r#"class="edge troubled" data-source="#)
+            && dom.contains(&format!(r#"data-destination="{node}" data-pair-id="#)),
+        "a call into {node} is red and links to its plots"
+    );
+    // the incident, from its evidence to the command and its revoke
+    let key = format!(r#"data-key="black-hole/node/{node}""#);
+    let at = dom.find(&key).expect("the black hole in the timeline");
+    let incident = &dom[at..];
+    let incident = &incident[..incident.find("</ol>").unwrap()];
+    for step in ["evidence", "finding", "alert", "command"] {
+        assert!(
+            incident.contains(&format!(r#"data-step="{step}""#)),
+            "step {step} in {incident}"
+        );
+    }
+    let evidence = incident.find(r#"data-step="evidence""#).unwrap();
+    let command = incident.find(r#"data-step="command""#).unwrap();
+    assert!(evidence < command, "steps in time order");
+    assert!(incident.contains("backpressure issued"), "{incident}");
+    // plots with their values and baseline bands
+    let plots = dom.matches(r#"<svg class="plot"#).count();
+    assert!(plots >= 6 && plots % 3 == 0, "{plots} plots");
+    assert!(dom.matches(r#"<polyline class="value""#).count() >= plots / 2);
+
+    let shot = dir.path().join("report.png");
+    let arg = format!("--screenshot={}", shot.display());
+    chromium(&page, &[&arg]);
+    let (ink, red) = pixels(&shot);
+    assert!(
+        ink > 50_000,
+        "the screenshot is not blank: {ink} pixels drawn"
+    );
+    assert!(
+        red > 50,
+        "red marks what the findings are about: {red} red pixels"
+    );
+}
