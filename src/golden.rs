@@ -190,7 +190,12 @@ impl GoldenSignals {
         }
     }
 
-    /// The landscape map of the last closed window, as JSON (see [`map_json`]).
+    /// The landscape map of the last closed window, as JSON: `{"window_end_us", "window_end"
+    /// (RFC 3339), "pairs": [{"source", "destination", "rate_rps", "error_ratio", "p99_ms",
+    /// "worst_z", "troubled"}], "nodes": [{"node", "inflow_rps", "ok_ratio", "callers",
+    /// "troubled"}], "troubled_nodes", "findings": [{"signature", "severity", "subject",
+    /// "summary"}], "other_pairs"}` (pairs as on `/metrics`; `worst_z`: the largest |z| of the
+    /// pair's signals, null while its baseline warms up).
     pub fn map(&self) -> Arc<str> {
         self.map.borrow().clone()
     }

@@ -45,7 +45,7 @@ pub struct ReportArgs {
 
 /// Most pairs whose time series are kept while reading (the page draws `--pairs` of them);
 /// the graph keeps every pair's totals.
-const SERIES_PAIRS: usize = 2_000;
+pub const SERIES_PAIRS: usize = 2_000;
 
 /// One window of one pair: its values and, where the pair had one, its baselines (value,
 /// σ) as the detectors judged the window.
