@@ -411,9 +411,11 @@ pub fn query(
     let batches = runtime.block_on(async {
         let ctx = SessionContext::new();
         let mut any = false;
-        for table in TABLES {
+        let mut missing = Vec::new();
+        for (table, schema) in TABLES.into_iter().zip(schemas()) {
             let path = dir.join(table);
             if !has_parquet(&path) {
+                missing.push((table, schema));
                 continue;
             }
             let url = format!("{}/", path.display());
@@ -423,6 +425,12 @@ pub fn query(
         }
         if !any {
             return Err(ArchiveError::Empty(dir.to_owned()));
+        }
+        // a table no window had a row of (no finding, no zone or version) is empty, not
+        // unknown
+        for (table, schema) in missing {
+            let empty = datafusion::datasource::MemTable::try_new(schema, vec![vec![]])?;
+            ctx.register_table(table, std::sync::Arc::new(empty))?;
         }
         let df = ctx.sql(sql).await?;
         Ok(df.collect().await?)
@@ -441,6 +449,16 @@ pub fn query(
         QueryFormat::Csv => write_csv(&batches, out).map_err(io)?,
     }
     Ok(rows)
+}
+
+/// The schemas of [`TABLES`], in order.
+fn schemas() -> [SchemaRef; 4] {
+    [
+        detect::tables::pair_schema(),
+        detect::tables::node_schema(),
+        detect::tables::breakdown_schema(),
+        findings_schema(),
+    ]
 }
 
 /// Whether `dir` holds a `.parquet` file, at any depth.

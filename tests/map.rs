@@ -53,7 +53,7 @@ fn the_map_shows_the_black_hole_red_in_chromium() {
     // windows close on processing time after idle-timeout
     let config = dir.path().join("serve.toml");
     let mut text = std::fs::read_to_string(&map).unwrap();
-    text.push_str("\n[runtime]\nidle-timeout = \"1s\"\n");
+    text.push_str("\n[runtime]\nidle-timeout = \"1s\"\n[http]\ntop-pairs = 5\n");
     std::fs::write(&config, text).unwrap();
     let mut child = Served(
         Command::new(env!("CARGO_BIN_EXE_graywatch"))
@@ -138,6 +138,21 @@ fn the_map_shows_the_black_hole_red_in_chromium() {
     assert!(
         shown <= end + 2 * window,
         "the map is at {shown}, two windows after the finding's end ({end}) at most"
+    );
+    // /metrics shows the 5 busiest pairs, those of the black hole, and the rest summed
+    let metrics = reqwest::blocking::get(url.replace("/map", "/metrics"))
+        .and_then(|r| r.text())
+        .expect("/metrics answers");
+    let rates: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("graywatch_pair_requests_per_second{"))
+        .collect();
+    let into_hole = format!(r#"destination="{node}""#);
+    let calls_in = rates.iter().filter(|l| l.contains(&into_hole)).count();
+    assert!(calls_in >= 1, "{rates:#?}");
+    assert!(
+        rates.len() <= 5 + calls_in + 1 && rates.iter().any(|l| l.contains(r#"source="(other)""#)),
+        "{rates:#?}"
     );
     // the event stream starts with the window shown
     let mut events = reqwest::blocking::Client::new()

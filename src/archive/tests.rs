@@ -181,6 +181,11 @@ fn a_query_names_what_is_wrong() {
     a.tables(&tables(w, &[pair(w, "web", "cart", 1, 1)]))
         .unwrap();
     a.close().unwrap();
+    // no finding was archived: the table is empty, not unknown
+    assert_eq!(
+        csv(dir.path(), "SELECT count(*) AS n FROM findings"),
+        "n\n0\n"
+    );
     let e = query(
         dir.path(),
         "SELECT p99 FROM pairs",

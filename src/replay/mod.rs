@@ -712,7 +712,10 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
     let config_path = args.input.config.as_deref();
     let config = crate::config::Config::load(config_path)?.validate(config_path)?;
     // serving first: reading an input's first line (to tell its format) may wait on a pipe
-    let served = args.serve.map(serve).transpose()?;
+    let served = args
+        .serve
+        .map(|listen| serve(listen, config.http.top_pairs))
+        .transpose()?;
     let streams = Streams::default();
     let mut inputs = input::open_all(&args.input.inputs, &streams)?;
     // stdout takes every kind of document not sent to a file
@@ -813,11 +816,14 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
 }
 
 /// `--serve`: the HTTP endpoint of `run` (`/map`, `/metrics`, `/healthz`) on `listen`, fed by
-/// this replay; SIGINT or SIGTERM stop the process (at once while replaying, after the
+/// this replay, showing `top_pairs` pairs (`[http] top-pairs`); SIGINT or SIGTERM stop the process (at once while replaying, after the
 /// replay when waiting).
-fn serve(listen: std::net::SocketAddr) -> anyhow::Result<Served> {
+fn serve(listen: std::net::SocketAddr, top_pairs: usize) -> anyhow::Result<Served> {
     use std::sync::atomic::{AtomicBool, Ordering};
-    let metrics = Arc::new(crate::kafka::metrics::Metrics::default());
+    let metrics = Arc::new(crate::kafka::metrics::Metrics {
+        golden: Arc::new(crate::golden::GoldenSignals::new(top_pairs)),
+        ..crate::kafka::metrics::Metrics::default()
+    });
     let shutdown = Arc::new(AtomicBool::new(false));
     let bound =
         crate::kafka::http::start(listen, Arc::clone(&metrics), Arc::clone(&shutdown), None)
