@@ -1,23 +1,34 @@
-//! The archive: closed windows' tables and findings as Parquet files partitioned by hour, and
-//! ad-hoc SQL over them ([`query`], `graywatch query`) with DataFusion, the engine of the SQL
-//! rules.
+//! The archive: closed windows' tables, findings and what was done about them as Parquet
+//! files partitioned by hour, and ad-hoc SQL over them ([`query`], `graywatch query`) with
+//! DataFusion, the engine of the SQL rules.
 //!
-//! Layout under the archive directory, one file per table per hour of window start (UTC):
+//! Layout under the archive directory, files per table per hour of window start (UTC):
 //!
 //! ```text
-//! DIR/pairs/date=2026-12-03/hour=14/part-1764770400000000.parquet
-//! DIR/nodes/date=2026-12-03/hour=14/part-1764770400000000.parquet
-//! DIR/breakdown/…
-//! DIR/findings/…
+//! DIR/pairs/date=2026-12-03/hour=14/part-<first>-<last>-<writer>.parquet
+//! DIR/nodes/…  DIR/breakdown/…  DIR/findings/…  DIR/commands/…  DIR/alerts/…  DIR/audit/…
 //! ```
 //!
 //! `pairs`, `nodes` and `breakdown` are [`detect::tables`]' tables, baselines included (the
-//! columns a SQL rule sees); `findings` is [`findings_schema`]. The number in a file's name
-//! is the start (µs since the epoch) of its first window, so a second run over the same hour
-//! writes beside the first instead of over it. A file is written as `.part-….parquet.tmp`
-//! and renamed when its hour is over (or the archive is closed), so a reader never sees half
-//! a file; an hour still being written is not visible yet, and a crash loses that hour's
-//! file (the rest is whole). Row groups: one per window. Compression: zstd.
+//! columns a SQL rule sees); `findings`, `commands`, `alerts` and `audit` are
+//! [`findings_schema`], [`commands_schema`], [`alerts_schema`] and [`audit_schema`], each row
+//! with the whole document as JSON beside its columns. `<first>` and `<last>` are the starts
+//! (µs since the epoch) of the file's first and last windows; `<writer>` names who wrote it
+//! (`replay`, or a `run` instance's id).
+//!
+//! **Whole files only.** A file is written as `.part-<first>-<writer>.parquet.tmp` and
+//! renamed when it is complete, so a reader never sees half a file: `replay` completes a
+//! file when its hour is over or the replay ends; `run` completes its files at every
+//! checkpoint, before the checkpoint is saved (as a two-phase-commit file sink does), so the
+//! archive holds exactly the windows the checkpoint has closed. A crash leaves `.tmp` files,
+//! which the writer removes when it starts again; their windows are closed again from the
+//! checkpoint's offsets.
+//!
+//! **No window twice.** When it opens, a writer reads the window ranges of its own files;
+//! a window that starts inside one of them is not written again (counted as
+//! [`Archive::skipped`]): a `run` that crashed after completing its files but before saving
+//! its checkpoint closes those windows again, and a `replay` run twice into one directory
+//! archives its windows once. Row groups: one per window. Compression: zstd.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -25,18 +36,26 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, LazyLock};
 
 use arrow::array::{
-    ArrayRef, Float64Builder, RecordBatch, StringBuilder, TimestampMicrosecondBuilder,
+    ArrayRef, Float64Builder, Int64Builder, RecordBatch, StringBuilder, TimestampMicrosecondBuilder,
 };
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::parquet::arrow::ArrowWriter;
 use datafusion::parquet::basic::{Compression, ZstdLevel};
 use datafusion::parquet::file::properties::WriterProperties;
-use schemas::{Finding, Subject};
+use schemas::{Alert, AuditRecord, Finding, RemediationCommand, Subject, Window};
 
 use crate::pipeline::WindowTables;
 
 /// The tables of the archive, by directory name.
-pub const TABLES: [&str; 4] = ["pairs", "nodes", "breakdown", "findings"];
+pub const TABLES: [&str; 7] = [
+    "pairs",
+    "nodes",
+    "breakdown",
+    "findings",
+    "commands",
+    "alerts",
+    "audit",
+];
 
 /// What can go wrong writing or querying the archive.
 #[derive(Debug, thiserror::Error)]
@@ -57,38 +76,188 @@ pub enum ArchiveError {
         /// Why.
         source: datafusion::parquet::errors::ParquetError,
     },
-    /// The query failed (bad SQL, a table not in the archive, a type error).
+    /// The query failed (bad SQL, a table not in the archive, a type error, a statement
+    /// that would write).
     #[error("query: {0}")]
     Query(#[from] datafusion::error::DataFusionError),
+    /// A row of a documents table does not hold the document its table says.
+    #[error("archive {path}: a row's json is not a {kind}: {source}")]
+    Document {
+        /// The table.
+        path: PathBuf,
+        /// The document kind expected.
+        kind: &'static str,
+        /// Why.
+        source: serde_json::Error,
+    },
     /// The archive directory holds none of the tables.
     #[error(
-        "{0}: no archive here (expected pairs/, nodes/, breakdown/ or findings/ with .parquet files, as `graywatch replay --archive DIR` writes them)"
+        "{0}: no archive here (expected pairs/, nodes/, findings/… with .parquet files, as `graywatch replay --archive DIR` or `run`'s [archive] write them)"
     )]
     Empty(PathBuf),
 }
 
+/// One value of a row being built into a table (see [`table`]).
+enum Cell {
+    /// `Timestamp(µs, "UTC")`.
+    Ts(i64),
+    /// `Utf8`, null when `None`.
+    Text(Option<String>),
+    /// `Float64`.
+    F64(f64),
+    /// `Int64`.
+    I64(i64),
+}
+
+fn text(s: impl Into<String>) -> Cell {
+    Cell::Text(Some(s.into()))
+}
+
+/// An enum's JSON name (`"issue"`, `"trigger"`): the form the documents use.
+fn name<T: serde::Serialize>(t: &T) -> Cell {
+    match serde_json::to_value(t) {
+        Ok(serde_json::Value::String(s)) => Cell::Text(Some(s)),
+        other => Cell::Text(other.ok().map(|v| v.to_string())),
+    }
+}
+
+fn json<T: serde::Serialize>(t: &T) -> Cell {
+    text(serde_json::to_string(t).expect("plain data serializes"))
+}
+
+/// `rows` as a batch of `schema` (cells in the schema's column order and types).
+fn table(schema: &SchemaRef, rows: &[Vec<Cell>]) -> RecordBatch {
+    let columns = schema
+        .fields()
+        .iter()
+        .enumerate()
+        .map(|(i, f)| -> ArrayRef {
+            let cells = rows.iter().map(|r| &r[i]);
+            match f.data_type() {
+                DataType::Timestamp(..) => {
+                    let mut b =
+                        TimestampMicrosecondBuilder::with_capacity(rows.len()).with_timezone("UTC");
+                    cells.for_each(|c| match c {
+                        Cell::Ts(v) => b.append_value(*v),
+                        _ => unreachable!("column {} is a timestamp", f.name()),
+                    });
+                    Arc::new(b.finish())
+                }
+                DataType::Utf8 => {
+                    let mut b = StringBuilder::new();
+                    cells.for_each(|c| match c {
+                        Cell::Text(v) => b.append_option(v.as_deref()),
+                        _ => unreachable!("column {} is text", f.name()),
+                    });
+                    Arc::new(b.finish())
+                }
+                DataType::Float64 => {
+                    let mut b = Float64Builder::with_capacity(rows.len());
+                    cells.for_each(|c| match c {
+                        Cell::F64(v) => b.append_value(*v),
+                        _ => unreachable!("column {} is a float", f.name()),
+                    });
+                    Arc::new(b.finish())
+                }
+                DataType::Int64 => {
+                    let mut b = Int64Builder::with_capacity(rows.len());
+                    cells.for_each(|c| match c {
+                        Cell::I64(v) => b.append_value(*v),
+                        _ => unreachable!("column {} is an integer", f.name()),
+                    });
+                    Arc::new(b.finish())
+                }
+                other => unreachable!("no {other} column in the archive's own tables"),
+            }
+        })
+        .collect();
+    RecordBatch::try_new(Arc::clone(schema), columns).expect("rows follow the schema")
+}
+
+fn schema(columns: &[(&str, DataType, bool)]) -> SchemaRef {
+    Arc::new(Schema::new(
+        columns
+            .iter()
+            .map(|(n, t, null)| Field::new(*n, t.clone(), *null))
+            .collect::<Vec<_>>(),
+    ))
+}
+
+fn ts() -> DataType {
+    DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
+}
+
 static FINDINGS_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
-    let ts = DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
-    let s = |n: &str, null: bool| Field::new(n, DataType::Utf8, null);
-    Arc::new(Schema::new(vec![
-        Field::new("window_start", ts.clone(), false),
-        Field::new("window_end", ts, false),
-        s("id", false),
-        s("signature", false),
-        s("rule", true),
-        s("severity", false),
-        Field::new("score", DataType::Float64, false),
-        s("confidence", false),
-        s("subject_kind", false),
-        s("subject", false),
-        s("node", true),
-        s("source", true),
-        s("destination", true),
-        s("version", true),
-        s("summary", false),
-        s("evidence", false),
-        s("related", false),
-    ]))
+    let s = DataType::Utf8;
+    schema(&[
+        ("window_start", ts(), false),
+        ("window_end", ts(), false),
+        ("id", s.clone(), false),
+        ("signature", s.clone(), false),
+        ("rule", s.clone(), true),
+        ("severity", s.clone(), false),
+        ("score", DataType::Float64, false),
+        ("confidence", s.clone(), false),
+        ("subject_kind", s.clone(), false),
+        ("subject", s.clone(), false),
+        ("node", s.clone(), true),
+        ("source", s.clone(), true),
+        ("destination", s.clone(), true),
+        ("version", s.clone(), true),
+        ("summary", s.clone(), false),
+        ("evidence", s.clone(), false),
+        ("related", s.clone(), false),
+        ("json", s, false),
+    ])
+});
+
+static COMMANDS_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
+    let s = DataType::Utf8;
+    schema(&[
+        ("window_start", ts(), false),
+        ("window_end", ts(), false),
+        ("issued_at", ts(), false),
+        ("expires_at", ts(), false),
+        ("id", s.clone(), false),
+        ("action", s.clone(), false),
+        ("revision", DataType::Int64, false),
+        ("pattern", s.clone(), false),
+        ("mode", s.clone(), false),
+        ("incident", s.clone(), false),
+        ("json", s, false),
+    ])
+});
+
+static ALERTS_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
+    let s = DataType::Utf8;
+    schema(&[
+        ("window_start", ts(), false),
+        ("window_end", ts(), false),
+        ("at", ts(), false),
+        ("action", s.clone(), false),
+        ("dedup_key", s.clone(), false),
+        ("severity", s.clone(), false),
+        ("finding", s.clone(), false),
+        ("summary", s.clone(), false),
+        ("json", s, false),
+    ])
+});
+
+static AUDIT_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
+    let s = DataType::Utf8;
+    schema(&[
+        ("window_start", ts(), false),
+        ("window_end", ts(), false),
+        ("at", ts(), false),
+        ("decision", s.clone(), false),
+        ("command", s.clone(), false),
+        ("pattern", s.clone(), false),
+        ("revision", DataType::Int64, false),
+        ("rail", s.clone(), true),
+        ("incident", s.clone(), false),
+        ("detail", s.clone(), false),
+        ("json", s, false),
+    ])
 });
 
 /// The `findings` table: one row per finding (a finding is written each window its
@@ -97,135 +266,219 @@ static FINDINGS_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
 /// `subject_kind` (`node`, `pair`, `version`, `zone-pair`, `sources`, `landscape`),
 /// `subject` (its key, as in finding ids), then the subject's parts where it has them: `node`
 /// (a node, a version's service, the sources' destination), `source`, `destination`,
-/// `version`; `summary`; `evidence` and `related` as JSON arrays.
+/// `version`; `summary`; `evidence` and `related` as JSON arrays; `json`, the finding's
+/// document (`schemas/json/finding.schema.json`).
 pub fn findings_schema() -> SchemaRef {
     Arc::clone(&FINDINGS_SCHEMA)
 }
 
-/// The `findings` table of `findings`.
-pub fn findings_table(findings: &[Finding]) -> RecordBatch {
-    let n = findings.len();
-    let mut start = TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC");
-    let mut end = TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC");
-    let mut text: [StringBuilder; 14] = std::array::from_fn(|_| StringBuilder::new());
-    let mut score = Float64Builder::with_capacity(n);
-    for f in findings {
-        start.append_value(f.window.start_us);
-        end.append_value(f.window.end_us);
-        score.append_value(f.score);
-        let (kind, node, source, destination, version) = match &f.subject {
-            Subject::Node { node } => ("node", Some(node), None, None, None),
-            Subject::Pair {
-                source,
-                destination,
-            } => ("pair", None, Some(source), Some(destination), None),
-            Subject::Version { service, version } => {
-                ("version", Some(service), None, None, Some(version))
-            }
-            Subject::ZonePair {
-                source,
-                destination,
-                ..
-            } => ("zone-pair", None, Some(source), Some(destination), None),
-            Subject::Sources { destination, .. } => {
-                ("sources", Some(destination), None, Some(destination), None)
-            }
-            Subject::Landscape => ("landscape", None, None, None, None),
-        };
-        let values: [Option<String>; 14] = [
-            Some(f.id.clone()),
-            Some(f.signature.as_str().to_owned()),
-            f.rule.clone(),
-            Some(f.severity.as_str().to_owned()),
-            Some(
-                match f.confidence {
-                    schemas::Confidence::Low => "low",
-                    schemas::Confidence::Normal => "normal",
-                }
-                .to_owned(),
-            ),
-            Some(kind.to_owned()),
-            Some(f.subject.key()),
-            node.cloned(),
-            source.cloned(),
-            destination.cloned(),
-            version.cloned(),
-            Some(f.summary.clone()),
-            Some(serde_json::to_string(&f.evidence).expect("plain data serializes")),
-            Some(serde_json::to_string(&f.related).expect("plain data serializes")),
-        ];
-        for (b, v) in text.iter_mut().zip(values) {
-            b.append_option(v);
-        }
-    }
-    let [
-        id,
-        signature,
-        rule,
-        severity,
-        confidence,
-        kind,
-        subject,
-        node,
-        source,
-        destination,
-        version,
-        summary,
-        evidence,
-        related,
-    ] = text.map(|mut b| Arc::new(b.finish()) as ArrayRef);
-    RecordBatch::try_new(
-        findings_schema(),
-        vec![
-            Arc::new(start.finish()),
-            Arc::new(end.finish()),
-            id,
-            signature,
-            rule,
-            severity,
-            Arc::new(score.finish()),
-            confidence,
-            kind,
-            subject,
-            node,
-            source,
-            destination,
-            version,
-            summary,
-            evidence,
-            related,
-        ],
-    )
-    .expect("columns follow the findings schema")
+/// The `commands` table: one row per command message (issue, renew, revoke). Columns:
+/// `window_start`, `window_end` of the window whose close sent it (or, for an expiry
+/// between windows, the next window), `issued_at`, `expires_at` (`Timestamp(µs, "UTC")`),
+/// `id`, `action`, `revision`, `pattern`, `mode`, `incident` (the dedup key of the incident
+/// behind it), `json` (`schemas/json/remediation-command.schema.json`).
+pub fn commands_schema() -> SchemaRef {
+    Arc::clone(&COMMANDS_SCHEMA)
 }
 
-/// One table's file of the current hour.
-struct HourFile {
+/// The `alerts` table: one row per alert (trigger, resolve). Columns: `window_start`,
+/// `window_end` (as in [`commands_schema`]), `at`, `action`, `dedup_key`, `severity`,
+/// `finding`, `summary`, `json` (the alert's document).
+pub fn alerts_schema() -> SchemaRef {
+    Arc::clone(&ALERTS_SCHEMA)
+}
+
+/// The `audit` table: one row per decision of the actuator (issued, suppressed by a rail,
+/// approved, revoked, expired). Columns: `window_start`, `window_end` (as in
+/// [`commands_schema`]), `at`, `decision`, `command`, `pattern`, `revision`, `rail` (the
+/// rail that suppressed it), `incident`, `detail`, `json` (the audit record's document).
+pub fn audit_schema() -> SchemaRef {
+    Arc::clone(&AUDIT_SCHEMA)
+}
+
+/// The `findings` table of `findings`.
+pub fn findings_table(findings: &[Finding]) -> RecordBatch {
+    let rows: Vec<Vec<Cell>> = findings
+        .iter()
+        .map(|f| {
+            let (kind, node, source, destination, version) = match &f.subject {
+                Subject::Node { node } => ("node", Some(node), None, None, None),
+                Subject::Pair {
+                    source,
+                    destination,
+                } => ("pair", None, Some(source), Some(destination), None),
+                Subject::Version { service, version } => {
+                    ("version", Some(service), None, None, Some(version))
+                }
+                Subject::ZonePair {
+                    source,
+                    destination,
+                    ..
+                } => ("zone-pair", None, Some(source), Some(destination), None),
+                Subject::Sources { destination, .. } => {
+                    ("sources", Some(destination), None, Some(destination), None)
+                }
+                Subject::Landscape => ("landscape", None, None, None, None),
+            };
+            vec![
+                Cell::Ts(f.window.start_us),
+                Cell::Ts(f.window.end_us),
+                text(&f.id),
+                text(f.signature.as_str()),
+                Cell::Text(f.rule.clone()),
+                text(f.severity.as_str()),
+                Cell::F64(f.score),
+                name(&f.confidence),
+                text(kind),
+                text(f.subject.key()),
+                Cell::Text(node.cloned()),
+                Cell::Text(source.cloned()),
+                Cell::Text(destination.cloned()),
+                Cell::Text(version.cloned()),
+                text(&f.summary),
+                json(&f.evidence),
+                json(&f.related),
+                json(f),
+            ]
+        })
+        .collect();
+    table(&FINDINGS_SCHEMA, &rows)
+}
+
+/// The `commands` table of the messages `commands` sent at the close of `w`.
+pub fn commands_table(w: Window, commands: &[RemediationCommand]) -> RecordBatch {
+    let rows: Vec<Vec<Cell>> = commands
+        .iter()
+        .map(|c| {
+            vec![
+                Cell::Ts(w.start_us),
+                Cell::Ts(w.end_us),
+                Cell::Ts(c.issued_at_us),
+                Cell::Ts(c.expires_at_us),
+                text(&c.id),
+                text(c.action.as_str()),
+                Cell::I64(c.revision.into()),
+                text(c.pattern().as_str()),
+                text(c.mode.as_str()),
+                text(&c.reason.incident),
+                json(c),
+            ]
+        })
+        .collect();
+    table(&COMMANDS_SCHEMA, &rows)
+}
+
+/// The `alerts` table of the alerts sent at the close of `w`.
+pub fn alerts_table(w: Window, alerts: &[Alert]) -> RecordBatch {
+    let rows: Vec<Vec<Cell>> = alerts
+        .iter()
+        .map(|a| {
+            vec![
+                Cell::Ts(w.start_us),
+                Cell::Ts(w.end_us),
+                Cell::Ts(a.at_us),
+                name(&a.action),
+                text(&a.dedup_key),
+                text(a.severity.as_str()),
+                text(&a.finding),
+                text(&a.summary),
+                json(a),
+            ]
+        })
+        .collect();
+    table(&ALERTS_SCHEMA, &rows)
+}
+
+/// The `audit` table of the actuator's decisions at the close of `w`.
+pub fn audit_table(w: Window, audit: &[AuditRecord]) -> RecordBatch {
+    let rows: Vec<Vec<Cell>> = audit
+        .iter()
+        .map(|a| {
+            vec![
+                Cell::Ts(w.start_us),
+                Cell::Ts(w.end_us),
+                Cell::Ts(a.at_us),
+                text(a.decision.as_str()),
+                text(&a.command),
+                text(a.pattern.as_str()),
+                Cell::I64(a.revision.into()),
+                Cell::Text(a.rail.clone()),
+                text(&a.reason.incident),
+                text(&a.detail),
+                json(a),
+            ]
+        })
+        .collect();
+    table(&AUDIT_SCHEMA, &rows)
+}
+
+/// One table's file being written.
+struct OpenFile {
+    /// Start of its hour, µs.
     hour: i64,
+    /// Starts of its first and last windows, µs.
+    first: i64,
+    last: i64,
+    /// Its partition directory.
+    dir: PathBuf,
     tmp: PathBuf,
-    path: PathBuf,
     writer: ArrowWriter<File>,
 }
 
+/// What happened to the windows of one window close, kept until it is written.
+#[derive(Default)]
+struct Pending {
+    findings: Vec<Finding>,
+    commands: Vec<RemediationCommand>,
+    alerts: Vec<Alert>,
+    audit: Vec<AuditRecord>,
+}
+
+impl Pending {
+    fn is_empty(&self) -> bool {
+        self.findings.is_empty()
+            && self.commands.is_empty()
+            && self.alerts.is_empty()
+            && self.audit.is_empty()
+    }
+}
+
 /// Writes closed windows into an archive directory (see the [module docs](self)).
+///
+/// Per window close, in this order: [`Archive::tables`], then the window's findings,
+/// commands, alerts and audit records, then [`Archive::window_closed`]. Records that come
+/// between two windows (a command expiring while inputs are idle) are written with the next
+/// window. [`Archive::commit`] completes the files written so far.
 pub struct Archive {
     dir: PathBuf,
-    open: BTreeMap<&'static str, HourFile>,
-    findings: Vec<Finding>,
-    window: Option<schemas::Window>,
-    /// Files made whole so far.
+    writer: String,
+    open: BTreeMap<&'static str, OpenFile>,
+    /// Window ranges (first start, last start, µs) of this writer's complete files.
+    covered: Vec<(i64, i64)>,
+    pending: Pending,
+    /// The window being closed, and whether it is archived already.
+    window: Option<(Window, bool)>,
+    /// The last window written.
+    last: Option<Window>,
+    /// Files completed so far.
     pub files: u64,
     /// Rows written so far, all tables.
     pub rows: u64,
+    /// Windows not written because this writer's files hold them already.
+    pub skipped: u64,
+    /// Incomplete files of this writer (a crash's) removed when it opened.
+    pub removed: u64,
 }
 
 impl std::fmt::Debug for Archive {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Archive")
             .field("dir", &self.dir)
+            .field("writer", &self.writer)
             .field("open", &self.open.keys().collect::<Vec<_>>())
             .field("files", &self.files)
             .field("rows", &self.rows)
+            .field("skipped", &self.skipped)
             .finish()
     }
 }
@@ -240,33 +493,139 @@ fn partition(hour: i64) -> String {
     format!("date={}/hour={}", &s[..10], &s[11..13])
 }
 
+/// What a file name of the archive says: `part-<first>-<last>-<writer>.parquet` (complete)
+/// or `.part-<first>-<writer>.parquet.tmp` (being written, or left by a crash).
+#[derive(Debug, PartialEq)]
+enum FileName<'a> {
+    Complete {
+        first: i64,
+        last: i64,
+        writer: &'a str,
+    },
+    Incomplete {
+        writer: &'a str,
+    },
+}
+
+fn file_name(name: &str) -> Option<FileName<'_>> {
+    if let Some(rest) = name
+        .strip_prefix(".part-")
+        .and_then(|n| n.strip_suffix(".parquet.tmp"))
+    {
+        let (_, writer) = rest.split_once('-')?;
+        return Some(FileName::Incomplete { writer });
+    }
+    let rest = name.strip_prefix("part-")?.strip_suffix(".parquet")?;
+    let mut parts = rest.splitn(3, '-');
+    let first = parts.next()?.parse().ok()?;
+    let last = parts.next()?.parse().ok()?;
+    Some(FileName::Complete {
+        first,
+        last,
+        writer: parts.next()?,
+    })
+}
+
+/// Every file under `dir`, at any depth.
+fn walk(dir: &Path, found: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            walk(&p, found);
+        } else {
+            found.push(p);
+        }
+    }
+}
+
 impl Archive {
-    /// An archive writing under `dir` (created if missing).
+    /// An archive writing under `dir` (created if missing) as `writer` (`replay`, or a
+    /// `run` instance's id; characters other than ASCII letters, digits, `_` and `.` become
+    /// `_`). Reads the window ranges of `writer`'s complete files, and removes its
+    /// incomplete ones (left by a crash).
     ///
     /// # Errors
-    /// [`ArchiveError::Io`] when `dir` cannot be created.
-    pub fn create(dir: &Path) -> Result<Self, ArchiveError> {
+    /// [`ArchiveError::Io`] when `dir` cannot be created, or an incomplete file removed.
+    pub fn open(dir: &Path, writer: &str) -> Result<Self, ArchiveError> {
         std::fs::create_dir_all(dir).map_err(|source| ArchiveError::Io {
             path: dir.to_owned(),
             source,
         })?;
+        let writer: String = writer
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '_' || c == '.' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        let mut files = Vec::new();
+        for table in TABLES {
+            walk(&dir.join(table), &mut files);
+        }
+        let mut covered = Vec::new();
+        let mut removed = 0;
+        for path in files {
+            let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+                continue;
+            };
+            match file_name(name) {
+                Some(FileName::Complete {
+                    first,
+                    last,
+                    writer: w,
+                }) if w == writer => {
+                    covered.push((first, last));
+                }
+                Some(FileName::Incomplete { writer: w }) if w == writer => {
+                    std::fs::remove_file(&path).map_err(|source| ArchiveError::Io {
+                        path: path.clone(),
+                        source,
+                    })?;
+                    removed += 1;
+                }
+                _ => {}
+            }
+        }
         Ok(Archive {
             dir: dir.to_owned(),
+            writer,
             open: BTreeMap::new(),
-            findings: Vec::new(),
+            covered,
+            pending: Pending::default(),
             window: None,
+            last: None,
             files: 0,
             rows: 0,
+            skipped: 0,
+            removed,
         })
     }
 
-    /// A closed window's tables (its findings follow, then [`Archive::window_closed`]).
+    /// Whether a window starting at `start_us` is in one of this writer's complete files.
+    fn is_archived(&self, start_us: i64) -> bool {
+        self.covered
+            .iter()
+            .any(|&(first, last)| first <= start_us && start_us <= last)
+    }
+
+    /// A closed window's tables (its findings, commands, alerts and audit records follow,
+    /// then [`Archive::window_closed`]).
     ///
     /// # Errors
     /// Writing a table's file.
     pub fn tables(&mut self, t: &WindowTables) -> Result<(), ArchiveError> {
-        self.window = Some(t.window);
-        self.findings.clear();
+        let archived = self.is_archived(t.window.start_us);
+        self.window = Some((t.window, archived));
+        if archived {
+            self.skipped += 1;
+            return Ok(());
+        }
         for (name, batch) in [
             ("pairs", &t.pairs),
             ("nodes", &t.nodes),
@@ -279,19 +638,46 @@ impl Archive {
 
     /// A finding of the window being closed.
     pub fn finding(&mut self, f: &Finding) {
-        self.findings.push(f.clone());
+        self.pending.findings.push(f.clone());
     }
 
-    /// The window is complete: its findings are written.
+    /// A command message (issue, renew, revoke).
+    pub fn command(&mut self, c: &RemediationCommand) {
+        self.pending.commands.push(c.clone());
+    }
+
+    /// An alert (trigger, resolve).
+    pub fn alert(&mut self, a: &Alert) {
+        self.pending.alerts.push(a.clone());
+    }
+
+    /// An actuator decision.
+    pub fn audit(&mut self, a: &AuditRecord) {
+        self.pending.audit.push(a.clone());
+    }
+
+    /// The window is complete: what was found and done at its close is written.
     ///
     /// # Errors
-    /// Writing the findings' file.
+    /// Writing a table's file.
     pub fn window_closed(&mut self) -> Result<(), ArchiveError> {
-        if let Some(w) = self.window.take() {
-            let batch = findings_table(&std::mem::take(&mut self.findings));
-            self.write("findings", w.start_us, &batch)?;
+        let Some((w, archived)) = self.window.take() else {
+            return Ok(()); // between windows: kept for the next
+        };
+        let pending = std::mem::take(&mut self.pending);
+        if archived {
+            return Ok(());
         }
+        self.write_pending(w, &pending)?;
+        self.last = Some(w);
         Ok(())
+    }
+
+    fn write_pending(&mut self, w: Window, p: &Pending) -> Result<(), ArchiveError> {
+        self.write("findings", w.start_us, &findings_table(&p.findings))?;
+        self.write("commands", w.start_us, &commands_table(w, &p.commands))?;
+        self.write("alerts", w.start_us, &alerts_table(w, &p.alerts))?;
+        self.write("audit", w.start_us, &audit_table(w, &p.audit))
     }
 
     fn write(
@@ -313,8 +699,10 @@ impl Archive {
                 path: dir.clone(),
                 source,
             })?;
-            let name = format!("part-{window_start_us}.parquet");
-            let tmp = dir.join(format!(".{name}.tmp"));
+            let tmp = dir.join(format!(
+                ".part-{window_start_us}-{}.parquet.tmp",
+                self.writer
+            ));
             let file = File::create(&tmp).map_err(|source| ArchiveError::Io {
                 path: tmp.clone(),
                 source,
@@ -331,10 +719,12 @@ impl Archive {
                 })?;
             self.open.insert(
                 table,
-                HourFile {
+                OpenFile {
                     hour,
+                    first: window_start_us,
+                    last: window_start_us,
+                    dir,
                     tmp,
-                    path: dir.join(name),
                     writer,
                 },
             );
@@ -346,11 +736,12 @@ impl Archive {
         };
         f.writer.write(batch).map_err(parquet)?;
         f.writer.flush().map_err(parquet)?; // a row group per window
+        f.last = window_start_us;
         self.rows += batch.num_rows() as u64;
         Ok(())
     }
 
-    /// Makes `table`'s file of the current hour whole (footer, rename).
+    /// Completes `table`'s open file (footer, rename).
     fn finish(&mut self, table: &str) -> Result<(), ArchiveError> {
         let Some(f) = self.open.remove(table) else {
             return Ok(());
@@ -359,24 +750,42 @@ impl Archive {
             path: f.tmp.clone(),
             source,
         })?;
-        std::fs::rename(&f.tmp, &f.path).map_err(|source| ArchiveError::Io {
-            path: f.path.clone(),
-            source,
-        })?;
+        let path = f.dir.join(format!(
+            "part-{}-{}-{}.parquet",
+            f.first, f.last, self.writer
+        ));
+        std::fs::rename(&f.tmp, &path).map_err(|source| ArchiveError::Io { path, source })?;
+        self.covered.push((f.first, f.last));
         self.files += 1;
         Ok(())
     }
 
-    /// Makes every open file whole (end of a replay, shutdown of a run).
+    /// Completes every open file, so that readers see every window written so far (`run`
+    /// calls it before saving a checkpoint). The next window starts new files.
+    ///
+    /// # Errors
+    /// Writing a file's footer or renaming it.
+    pub fn commit(&mut self) -> Result<(), ArchiveError> {
+        for table in TABLES {
+            self.finish(table)?;
+        }
+        Ok(())
+    }
+
+    /// Writes what came after the last window with it, and completes every file (end of a
+    /// replay, shutdown of a run).
     ///
     /// # Errors
     /// Writing a file's footer or renaming it.
     pub fn close(&mut self) -> Result<(), ArchiveError> {
         self.window_closed()?;
-        for table in TABLES {
-            self.finish(table)?;
+        if !self.pending.is_empty()
+            && let Some(w) = self.last
+        {
+            let pending = std::mem::take(&mut self.pending);
+            self.write_pending(w, &pending)?;
         }
-        Ok(())
+        self.commit()
     }
 }
 
@@ -389,18 +798,42 @@ pub enum QueryFormat {
     Csv,
 }
 
-/// Runs `sql` over the archive under `dir` (tables `pairs`, `nodes`, `breakdown`,
-/// `findings`: those with files) and writes the result to `out`.
+/// Runs `sql` over the archive under `dir` (tables [`TABLES`]; one no file holds is empty)
+/// and writes the result to `out`; gives the number of rows.
 ///
 /// # Errors
-/// [`ArchiveError::Empty`] when `dir` holds no table; [`ArchiveError::Query`] for SQL that
-/// does not parse, plan or run; [`ArchiveError::Io`] writing `out`.
+/// As [`select`]; [`ArchiveError::Io`] writing `out`.
 pub fn query(
     dir: &Path,
     sql: &str,
     format: QueryFormat,
     out: &mut dyn std::io::Write,
 ) -> Result<usize, ArchiveError> {
+    let batches = select(dir, sql)?;
+    let io = |source| ArchiveError::Io {
+        path: PathBuf::from("stdout"),
+        source,
+    };
+    let rows = batches.iter().map(RecordBatch::num_rows).sum();
+    match format {
+        QueryFormat::Table => {
+            let table = datafusion::arrow::util::pretty::pretty_format_batches(&batches)
+                .map_err(datafusion::error::DataFusionError::from)?;
+            writeln!(out, "{table}").map_err(io)?;
+        }
+        QueryFormat::Csv => write_csv(&batches, out).map_err(io)?,
+    }
+    Ok(rows)
+}
+
+/// Runs `sql` over the archive under `dir` (tables [`TABLES`]; one no file holds is empty,
+/// not unknown) and gives its result. Only queries: a statement that would write (`COPY`,
+/// `CREATE`, `INSERT`) or change the session (`SET`) is refused.
+///
+/// # Errors
+/// [`ArchiveError::Empty`] when `dir` holds no table; [`ArchiveError::Query`] for SQL that
+/// does not parse, plan or run, or is not a query.
+pub fn select(dir: &Path, sql: &str) -> Result<Vec<RecordBatch>, ArchiveError> {
     use datafusion::prelude::{ParquetReadOptions, SessionContext};
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()
@@ -408,8 +841,14 @@ pub fn query(
             path: dir.to_owned(),
             source,
         })?;
-    let batches = runtime.block_on(async {
-        let ctx = SessionContext::new();
+    runtime.block_on(async {
+        // text as Utf8, the type the tables were written with (not DataFusion's default
+        // Utf8View for Parquet)
+        let config = datafusion::prelude::SessionConfig::new().set_bool(
+            "datafusion.execution.parquet.schema_force_view_types",
+            false,
+        );
+        let ctx = SessionContext::new_with_config(config);
         let mut any = false;
         let mut missing = Vec::new();
         for (table, schema) in TABLES.into_iter().zip(schemas()) {
@@ -432,32 +871,26 @@ pub fn query(
             let empty = datafusion::datasource::MemTable::try_new(schema, vec![vec![]])?;
             ctx.register_table(table, std::sync::Arc::new(empty))?;
         }
-        let df = ctx.sql(sql).await?;
+        // a query reads: no COPY TO, CREATE EXTERNAL TABLE, INSERT or SET
+        let read_only = datafusion::execution::context::SQLOptions::new()
+            .with_allow_ddl(false)
+            .with_allow_dml(false)
+            .with_allow_statements(false);
+        let df = ctx.sql_with_options(sql, read_only).await?;
         Ok(df.collect().await?)
-    })?;
-    let io = |source| ArchiveError::Io {
-        path: PathBuf::from("stdout"),
-        source,
-    };
-    let rows = batches.iter().map(RecordBatch::num_rows).sum();
-    match format {
-        QueryFormat::Table => {
-            let table = datafusion::arrow::util::pretty::pretty_format_batches(&batches)
-                .map_err(datafusion::error::DataFusionError::from)?;
-            writeln!(out, "{table}").map_err(io)?;
-        }
-        QueryFormat::Csv => write_csv(&batches, out).map_err(io)?,
-    }
-    Ok(rows)
+    })
 }
 
 /// The schemas of [`TABLES`], in order.
-fn schemas() -> [SchemaRef; 4] {
+fn schemas() -> [SchemaRef; 7] {
     [
         detect::tables::pair_schema(),
         detect::tables::node_schema(),
         detect::tables::breakdown_schema(),
         findings_schema(),
+        commands_schema(),
+        alerts_schema(),
+        audit_schema(),
     ]
 }
 

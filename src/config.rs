@@ -38,12 +38,25 @@ pub struct Config {
     pub http: HttpConfig,
     /// Stage 2 on a repartition topic keyed by node (several instances in one group).
     pub scale_out: Option<ScaleOutConfig>,
+    /// `[archive]`: closed windows and findings as Parquet, when configured.
+    pub archive: Option<ArchiveConfig>,
     /// User rules: detectors in SQL over each window's tables (`[[rules]]`).
     #[serde(default)]
     pub rules: Vec<crate::rules::RuleConfig>,
     /// Pager systems alerts go to (`[[alerting.sinks]]`).
     #[serde(default)]
     pub alerting: crate::alerting::AlertingConfig,
+}
+
+/// `[archive]` (`run` only; `replay` takes `--archive DIR`): closed windows' tables,
+/// findings, commands, alerts and audit records as Parquet files by hour under `dir`
+/// ([`crate::archive`]), completed at every checkpoint, each window once across restarts.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ArchiveConfig {
+    /// The archive directory (created if missing); `graywatch query --archive DIR` and
+    /// `graywatch report --archive DIR` read it.
+    pub dir: std::path::PathBuf,
 }
 
 /// `[runtime]`: processing-time behaviour of the drivers (detection itself reads no clock).
@@ -105,6 +118,8 @@ pub struct Validated {
     pub http: HttpConfig,
     /// Scale-out, when configured.
     pub scale_out: Option<ScaleOutConfig>,
+    /// The archive, when configured.
+    pub archive: Option<ArchiveConfig>,
     /// The user rules, each checked and planned once (each judge plans its own copy).
     pub rules: Vec<crate::rules::RuleConfig>,
     /// The alert sinks (checked; [`crate::alerting::Dispatcher::start`] starts them).
@@ -246,6 +261,13 @@ impl Config {
                 }
             }
         }
+        if self.archive.is_some() && self.scale_out.is_some() {
+            anyhow::bail!(
+                "config {file}: [archive] does not work with [scale-out] yet (each judge would \
+                 need files of its own to archive each window once); archive from one instance, \
+                 or archive the findings topic"
+            );
+        }
         crate::rules::Rules::new(&self.rules)
             .with_context(|| format!("config {file} [[rules]]"))?;
         self.alerting
@@ -278,6 +300,7 @@ impl Config {
             checkpoint: self.checkpoint,
             http: self.http,
             scale_out: self.scale_out,
+            archive: self.archive,
             rules: self.rules,
             alerting: self.alerting,
         })
@@ -421,6 +444,13 @@ mod tests {
                 kafka("[[kafka.inputs]]\ntopic = \"logs\"\nformat = \"envoy\"")
             )),
             "config defaults: scale-out.state-topic: \"f\" is also kafka.outputs.findings"
+        );
+        assert!(
+            err(&format!(
+                "{}[scale-out]\n[archive]\ndir = \"a\"\n",
+                kafka("[[kafka.inputs]]\ntopic = \"logs\"\nformat = \"envoy\"")
+            ))
+            .starts_with("config defaults: [archive] does not work with [scale-out] yet"),
         );
         let e = err(&kafka(
             "[kafka.client]\n\"statistics.interval.ms\" = \"0\"\n[[kafka.inputs]]\ntopic = \"logs\"\nformat = \"envoy\"",

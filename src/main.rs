@@ -79,15 +79,20 @@ enum Command {
     /// each incident's timeline (evidence, finding, alert, commands, revoke, resolved), and
     /// time series of the golden signals with their baseline bands.
     ///
-    /// Takes the inputs and options of `replay`. Example:
+    /// Replays inputs (with `replay`'s input options: -c, -f, --rejects, --max-line-bytes),
+    /// or reads an archive (--archive DIR, as `replay --archive` or `run`'s [archive] write
+    /// it; --since/--until pick a time range). Examples:
     ///   graywatch report -c deploy/examples/trainticket.toml -o report.html deploy/examples/trainticket/*.csv
+    ///   graywatch report --archive /var/lib/graywatch/archive --since 2026-12-03T14:00:00Z -o incident.html
     #[command(verbatim_doc_comment)]
     Report(graywatch::report::ReportArgs),
-    /// Run SQL over an archive of closed windows and findings (`replay --archive DIR`).
+    /// Run SQL over an archive of closed windows and findings (`replay --archive DIR`, or
+    /// `run`'s [archive]). Queries only: statements that write are refused.
     ///
     /// Tables: pairs (golden signals per pair and window, with baselines), nodes, breakdown
-    /// (requests by zone and version of both ends) and findings; columns as in the SQL rules
-    /// (`src/rules.rs`, `detect::tables`). Timestamps are UTC.
+    /// (requests by zone and version of both ends), findings, commands, alerts and audit
+    /// (each with its whole document in a json column); columns as in the SQL rules
+    /// (`src/rules.rs`, `detect::tables`) and `graywatch::archive`. Timestamps are UTC.
     ///
     /// Examples:
     ///   graywatch replay access.log --archive arch -q > /dev/null

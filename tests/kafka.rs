@@ -543,6 +543,16 @@ fn kill_9_and_restart_lose_and_double_nothing() {
         dir,
         config,
     } = setup(&broker, 240, 13, |t| t);
+    // and an archive, which must hold each window once whatever the kills
+    let archive = dir.path().join("archive");
+    let text = std::fs::read_to_string(&config).unwrap();
+    util::write(
+        &config,
+        &format!(
+            "{text}\n[archive]\ndir = {:?}\n",
+            archive.display().to_string()
+        ),
+    );
     let log = dir.path().join("run.log");
     let producer = produce_slowly(&broker, &split, 24, 12.0);
     let seed = std::time::SystemTime::now()
@@ -562,6 +572,34 @@ fn kill_9_and_restart_lose_and_double_nothing() {
         run.diagnosis()
     });
     assert_eq!(run.terminate(Duration::from_secs(30)), Some(0));
+    let sql = |q: &str| {
+        let mut out = Vec::new();
+        graywatch::archive::query(&archive, q, graywatch::archive::QueryFormat::Csv, &mut out)
+            .unwrap();
+        String::from_utf8(out).unwrap()
+    };
+    assert_eq!(
+        sql(
+            "SELECT sum(requests) AS r, count(*) - count(DISTINCT (window_start, source, destination)) AS twice FROM pairs"
+        ),
+        format!("r,twice\n{},0\n", records.len()),
+        "every record in the archive's windows once, no window twice"
+    );
+    let replayed: BTreeSet<String> = replay_findings(dir.path(), &split)
+        .iter()
+        .filter(|d| d["kind"] == "finding")
+        .map(|d| d["id"].as_str().unwrap().to_owned())
+        .collect();
+    let archived: BTreeSet<String> = sql("SELECT id FROM findings")
+        .lines()
+        .skip(1)
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(archived, replayed);
+    assert_eq!(
+        sql("SELECT count(*) - count(DISTINCT id) AS twice FROM findings"),
+        "twice\n0\n"
+    );
 }
 
 /// A restart within the killed instance's session (6 s). With static membership (`run`'s

@@ -123,3 +123,101 @@ fn the_report_draws_the_landscape_the_incident_and_the_plots_in_chromium() {
         "red marks what the findings are about: {red} red pixels"
     );
 }
+
+/// A report over the archive a replay wrote is the replay's own report: the same graph,
+/// incidents and plots (only the line naming the inputs differs); `--since`/`--until` draw a
+/// part of it; `-o -` writes the page to stdout.
+#[test]
+fn a_report_over_an_archive_draws_what_the_replay_saw() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, map, node) = simulated_black_hole(dir.path());
+    let archive = dir.path().join("archive");
+    let (replayed, archived) = (
+        dir.path().join("replay.html"),
+        dir.path().join("archive.html"),
+    );
+    let path = |p: &Path| p.to_str().unwrap().to_owned();
+    graywatch_ok(&[
+        "replay",
+        "-q",
+        "--no-windows",
+        "-c",
+        &path(&map),
+        "--archive",
+        &path(&archive),
+        &path(&log),
+    ]);
+    graywatch_ok(&[
+        "report",
+        "-c",
+        &path(&map),
+        "-o",
+        &path(&replayed),
+        &path(&log),
+    ]);
+    let (_, summary) = graywatch_ok(&[
+        "report",
+        "--archive",
+        &path(&archive),
+        "-o",
+        &path(&archived),
+    ]);
+    assert!(summary.contains("240 window(s)"), "{summary}");
+    // the pages without the line naming the inputs
+    let drawn = |html: &str| {
+        let at = html.find("<p class=\"meta\">Inputs:").unwrap();
+        let end = at + html[at..].find("</p>").unwrap();
+        format!("{}{}", &html[..at], &html[end..])
+    };
+    let (a, b) = (
+        drawn(&std::fs::read_to_string(&replayed).unwrap()),
+        drawn(&std::fs::read_to_string(&archived).unwrap()),
+    );
+    assert!(b.contains(&format!(r#"data-key="black-hole/node/{node}""#)));
+    assert!(b.contains("backpressure issued"));
+    if let Some(at) = a.bytes().zip(b.bytes()).position(|(x, y)| x != y) {
+        let around = |s: &str| s[at.saturating_sub(200)..(at + 200).min(s.len())].to_owned();
+        panic!(
+            "the pages differ at byte {at}:\nreplay:  {}\narchive: {}",
+            around(&a),
+            around(&b)
+        );
+    }
+    assert_eq!(a.len(), b.len());
+
+    // the first ten minutes (the simulation starts 2026-01-05T00:00:00Z; 10 s windows)
+    let out = crate::util::graywatch(&[
+        "report",
+        "--archive",
+        &path(&archive),
+        "--since",
+        "2026-01-05T00:00:00Z",
+        "--until",
+        "2026-01-05T00:10:00Z",
+        "-o",
+        "-",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let page = String::from_utf8(out.stdout).unwrap();
+    assert!(page.starts_with("<!DOCTYPE html>"));
+    assert!(
+        page.contains("2026-01-05 00:00:00 to 2026-01-05 00:10:00 UTC · 60 window(s)"),
+        "{}",
+        &page[..page.len().min(2000)]
+    );
+    assert!(!dir.path().join("-").exists());
+    // nothing in the range
+    let out = crate::util::graywatch(&[
+        "report",
+        "--archive",
+        &path(&archive),
+        "--since",
+        "2027-01-01T00:00:00Z",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no window in the archive between"));
+}

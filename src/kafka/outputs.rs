@@ -70,6 +70,10 @@ pub enum KafkaOutputError {
     /// committed (fatal for this process; a restart reads again from the last commit).
     #[error("{0} message(s) could not be delivered (see the log): stopping before committing")]
     Undelivered(u64),
+    /// `[archive]`: a file could not be written (a full disk): fatal, the run stops before
+    /// committing, and a restart closes the windows again.
+    #[error(transparent)]
+    Archive(#[from] crate::archive::ArchiveError),
 }
 
 /// The producer's context: counts delivery failures.
@@ -157,6 +161,8 @@ pub struct KafkaOutputs {
     alerting: Option<crate::alerting::Dispatcher>,
     /// The sinks' counters as last exported.
     exported: std::collections::BTreeMap<String, crate::alerting::SinkCounters>,
+    /// `[archive]`: closed windows as Parquet, completed at each checkpoint.
+    archive: Option<crate::archive::Archive>,
 }
 
 /// Bytes a header costs in a message, roughly (name, value, framing).
@@ -193,7 +199,48 @@ impl KafkaOutputs {
             max_bytes,
             alerting: None,
             exported: std::collections::BTreeMap::new(),
+            archive: None,
         })
+    }
+
+    /// Closed windows, findings and what was done also go to `archive` ([`crate::archive`]).
+    pub fn with_archive(mut self, archive: Option<crate::archive::Archive>) -> Self {
+        self.archive = archive;
+        self
+    }
+
+    /// Completes the archive's files: every window closed so far becomes readable. Called
+    /// before a checkpoint is saved, so that the archive holds what the checkpoint has
+    /// closed (a crash after this and before the save closes those windows again, and the
+    /// archive skips them).
+    ///
+    /// # Errors
+    /// A file that can't be written or renamed.
+    pub fn commit_archive(&mut self) -> Result<(), crate::archive::ArchiveError> {
+        match &mut self.archive {
+            Some(a) => a.commit(),
+            None => Ok(()),
+        }
+    }
+
+    /// Completes the archive's files at shutdown, with what came after the last window.
+    ///
+    /// # Errors
+    /// As [`KafkaOutputs::commit_archive`].
+    pub fn close_archive(&mut self) -> Result<(), crate::archive::ArchiveError> {
+        match &mut self.archive {
+            Some(a) => {
+                a.close()?;
+                tracing::info!(
+                    files = a.files,
+                    rows = a.rows,
+                    skipped_windows = a.skipped,
+                    "archive closed"
+                );
+                Ok(())
+            }
+            None => Ok(()),
+        }
     }
 
     /// Alerts go to `alerting`'s sinks too.
@@ -379,26 +426,41 @@ impl Outputs for KafkaOutputs {
 
     fn window_tables(&mut self, t: &WindowTables) -> Result<(), KafkaOutputError> {
         self.metrics.golden.tables(t);
+        if let Some(a) = &mut self.archive {
+            a.tables(t)?;
+        }
         Ok(())
     }
 
     fn window_closed(&mut self, _window: Window) -> Result<(), KafkaOutputError> {
         self.metrics.golden.publish();
+        if let Some(a) = &mut self.archive {
+            a.window_closed()?;
+        }
         Ok(())
     }
 
     fn finding(&mut self, f: &Finding) -> Result<(), KafkaOutputError> {
         self.metrics.golden.finding(f);
+        if let Some(a) = &mut self.archive {
+            a.finding(f);
+        }
         self.json(|t| Some(&t.findings), &f.subject.key(), f)
     }
 
     fn command(&mut self, c: &RemediationCommand) -> Result<(), KafkaOutputError> {
         self.metrics.golden.command(c);
+        if let Some(a) = &mut self.archive {
+            a.command(c);
+        }
         self.json(|t| Some(&t.commands), &c.id, c)
     }
 
     fn audit(&mut self, a: &schemas::AuditRecord) -> Result<(), KafkaOutputError> {
         self.metrics.golden.audit(a);
+        if let Some(archive) = &mut self.archive {
+            archive.audit(a);
+        }
         if self.topics.audit.is_none() {
             tracing::info!(
                 target: "graywatch::audit",
@@ -416,6 +478,9 @@ impl Outputs for KafkaOutputs {
 
     fn alert(&mut self, a: &Alert) -> Result<(), KafkaOutputError> {
         self.metrics.golden.alert(a);
+        if let Some(archive) = &mut self.archive {
+            archive.alert(a);
+        }
         if let Some(d) = &self.alerting {
             d.send(a);
         }

@@ -440,7 +440,14 @@ pub fn run(
         o.max_message_bytes,
     )
     .context("kafka producer")?
-    .with_alerting(crate::alerting::Dispatcher::start(&config.alerting)?);
+    .with_alerting(crate::alerting::Dispatcher::start(&config.alerting)?)
+    .with_archive(
+        config
+            .archive
+            .as_ref()
+            .map(|a| crate::archive::Archive::open(&a.dir, &instance))
+            .transpose()?,
+    );
 
     let mut topics = Vec::new();
     for input in &kafka.inputs {
@@ -537,6 +544,7 @@ pub fn run(
             }
             driver.shared.lock().expect("rebalance state lock").closing = true;
             consumer.unsubscribe();
+            driver.out.close_archive()?;
             // what the alert sinks hold goes out before the process ends (or is given up)
             driver.out.close_alerting(Instant::now() + ALERTS_AT_EXIT);
             tracing::info!("stopped");
@@ -1312,6 +1320,8 @@ impl Driver {
                 inputs.push(cp.clone());
             }
         }
+        // the archive's files are complete before the checkpoint that covers their windows
+        self.out.commit_archive()?;
         if let Some(dir) = &self.checkpoint {
             let cp = RunCheckpoint {
                 instance: self.instance.clone(),

@@ -178,21 +178,24 @@ impl JsonLinesOutputs {
             audit: open(config.audit)?,
             rejects: open(config.rejects)?,
             write_windows: config.write_windows,
-            archive: config.archive.map(Archive::create).transpose()?,
+            archive: config
+                .archive
+                .map(|dir| Archive::open(dir, "replay"))
+                .transpose()?,
         })
     }
 
-    /// Makes the archive's files whole (their hour may not be over), and says what it holds:
-    /// `(files, rows)`. Call once, at the end.
+    /// Completes the archive's files (their hour may not be over), and gives it back to say
+    /// what it wrote. Call once, at the end.
     ///
     /// # Errors
     /// [`JsonLinesError::Archive`].
-    pub fn close_archive(&mut self) -> Result<Option<(u64, u64)>, JsonLinesError> {
+    pub fn close_archive(&mut self) -> Result<Option<&Archive>, JsonLinesError> {
         let Some(a) = &mut self.archive else {
             return Ok(None);
         };
         a.close()?;
-        Ok(Some((a.files, a.rows)))
+        Ok(Some(a))
     }
 }
 
@@ -232,14 +235,23 @@ impl Outputs for JsonLinesOutputs {
     }
 
     fn command(&mut self, c: &RemediationCommand) -> Result<(), JsonLinesError> {
+        if let Some(a) = &mut self.archive {
+            a.command(c);
+        }
         self.commands.as_mut().unwrap_or(&mut self.stdout).write(c)
     }
 
     fn alert(&mut self, a: &Alert) -> Result<(), JsonLinesError> {
+        if let Some(archive) = &mut self.archive {
+            archive.alert(a);
+        }
         self.alerts.as_mut().unwrap_or(&mut self.stdout).write(a)
     }
 
     fn audit(&mut self, a: &AuditRecord) -> Result<(), JsonLinesError> {
+        if let Some(archive) = &mut self.archive {
+            archive.audit(a);
+        }
         self.audit.as_mut().unwrap_or(&mut self.stdout).write(a)
     }
 

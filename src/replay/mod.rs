@@ -772,7 +772,10 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
         other => anyhow::Error::from(other),
     })?;
     out.flush()?;
-    let archived = out.inner.close_archive()?;
+    let archived = out
+        .inner
+        .close_archive()?
+        .map(|a| (a.files, a.rows, a.skipped));
     // what the sinks hold is delivered before the process ends (or given up after a while)
     let sinks = out
         .alerting
@@ -788,7 +791,7 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
             &out.pairs,
             &config.detect,
         );
-        if let (Some((files, rows)), Some(dir)) = (archived, &args.archive) {
+        if let (Some((files, rows, skipped)), Some(dir)) = (archived, &args.archive) {
             text += &format!(
                 "  archive   {} Parquet file(s), {} rows in {} (graywatch query --archive {} \"SELECT …\")\n",
                 thousands(files),
@@ -796,6 +799,12 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
                 dir.display(),
                 dir.display()
             );
+            if skipped > 0 {
+                text += &format!(
+                    "            {} window(s) not written again: the archive holds them from an earlier replay (another --archive DIR keeps both)\n",
+                    thousands(skipped)
+                );
+            }
         }
         for (name, c) in &sinks {
             text += &format!(

@@ -8,6 +8,7 @@
 //! them) for the pairs of findings first, then the busiest. [`Report`] collects what the page
 //! needs as an [`Outputs`]; [`html::render`] writes it.
 
+pub mod archived;
 pub mod html;
 
 use std::collections::{BTreeMap, HashMap};
@@ -25,10 +26,21 @@ use crate::replay::{InputArgs, cores, drive, input, parsers, progress_bar, say};
 
 /// `graywatch report`'s options.
 #[derive(Debug, Args)]
+#[command(mut_arg("inputs", |a| a.required(false).required_unless_present("archive")))]
 pub struct ReportArgs {
     /// Inputs and config, as for `replay`.
     #[command(flatten)]
     pub input: InputArgs,
+    /// Draw the windows, findings and commands of an archive (`replay --archive DIR`, or
+    /// `run`'s `[archive]`) instead of replaying inputs.
+    #[arg(long, value_name = "DIR", conflicts_with = "inputs")]
+    pub archive: Option<PathBuf>,
+    /// With --archive: the first window drawn, RFC 3339 (`2026-12-03T14:00:00Z`).
+    #[arg(long, value_name = "TIME", requires = "archive", value_parser = rfc3339_us)]
+    pub since: Option<i64>,
+    /// With --archive: windows starting at or after TIME are not drawn.
+    #[arg(long, value_name = "TIME", requires = "archive", value_parser = rfc3339_us)]
+    pub until: Option<i64>,
     /// The HTML file to write.
     #[arg(long, short = 'o', value_name = "FILE", default_value = "report.html")]
     pub out: PathBuf,
@@ -41,6 +53,17 @@ pub struct ReportArgs {
     /// Print nothing on stderr but errors.
     #[arg(long, short = 'q')]
     pub quiet: bool,
+}
+
+/// An RFC 3339 time as µs since the epoch.
+fn rfc3339_us(s: &str) -> Result<i64, String> {
+    let t = humantime::parse_rfc3339_weak(s)
+        .map_err(|e| format!("{e}: expected an RFC 3339 time, e.g. 2026-12-03T14:00:00Z"))?;
+    let us = t
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_err(|_| "before 1970".to_owned())?
+        .as_micros();
+    i64::try_from(us).map_err(|_| "too far ahead".to_owned())
 }
 
 /// Most pairs whose time series are kept while reading (the page draws `--pairs` of them);
@@ -142,17 +165,8 @@ pub fn incident_key(f: &Finding) -> String {
 impl Outputs for Report {
     type Error = JsonLinesError;
 
-    fn pair_window(&mut self, p: &PairWindow) -> Result<(), JsonLinesError> {
-        let t = self
-            .totals
-            .entry((p.source.clone(), p.destination.clone()))
-            .or_default();
-        t.requests += p.requests;
-        t.errors += p.errors;
-        if let Some(l) = p.latency {
-            t.worst_p99_us = Some(t.worst_p99_us.map_or(l.p99_us, |w| w.max(l.p99_us)));
-        }
-        Ok(())
+    fn pair_window(&mut self, _: &PairWindow) -> Result<(), JsonLinesError> {
+        Ok(()) // the totals come from the tables, as from an archive
     }
 
     fn node_window(&mut self, _: &NodeWindow) -> Result<(), JsonLinesError> {
@@ -166,6 +180,12 @@ impl Outputs for Report {
     fn window_tables(&mut self, t: &WindowTables) -> Result<(), JsonLinesError> {
         for row in pair_rows(&t.pairs) {
             let key = (row.source.clone(), row.destination.clone());
+            let total = self.totals.entry(key.clone()).or_default();
+            total.requests += row.requests;
+            total.errors += row.errors;
+            if let Some(p99) = row.latency_us[2] {
+                total.worst_p99_us = Some(total.worst_p99_us.map_or(p99, |w| w.max(p99)));
+            }
             if self.series.len() >= SERIES_PAIRS && !self.series.contains_key(&key) {
                 continue;
             }
@@ -255,6 +275,39 @@ impl Outputs for Report {
 /// As `replay`: a bad config, an input that can't be read; the page that can't be written.
 pub fn run(args: ReportArgs) -> anyhow::Result<()> {
     let started = Instant::now();
+    if let Some(dir) = &args.archive {
+        let mut report = Report::new(JsonLinesOutputs::open(&JsonLinesConfig::default())?);
+        let range = archived::Range {
+            since_us: args.since,
+            until_us: args.until,
+        };
+        let rows = archived::read(dir, range, &mut report)?;
+        if report.windows.is_empty() {
+            anyhow::bail!(
+                "{}: no window in the archive{}",
+                dir.display(),
+                if args.since.is_some() || args.until.is_some() {
+                    " between --since and --until"
+                } else {
+                    ""
+                }
+            );
+        }
+        write_page(&args, &report, &[format!("archive {}", dir.display())])?;
+        if !args.quiet {
+            say(&format!(
+                "graywatch report: {} pair window(s) in {} window(s) of {}, {} pair(s), {} incident(s) in {:.2} s: {}\n",
+                crate::replay::thousands(rows),
+                report.windows.len(),
+                dir.display(),
+                report.totals.len(),
+                report.incidents.len(),
+                started.elapsed().as_secs_f64(),
+                args.out.display()
+            ));
+        }
+        return Ok(());
+    }
     let config_path = args.input.config.as_deref();
     let config = crate::config::Config::load(config_path)?.validate(config_path)?;
     let streams = Streams::default();
@@ -301,8 +354,7 @@ pub fn run(args: ReportArgs) -> anyhow::Result<()> {
         .iter()
         .map(|p| p.display().to_string())
         .collect();
-    let page = html::render(&report, &inputs, args.pairs);
-    std::fs::write(&args.out, page).map_err(|e| anyhow::anyhow!("{}: {e}", args.out.display()))?;
+    write_page(&args, &report, &inputs)?;
     if !args.quiet {
         say(&format!(
             "graywatch report: {} record(s) in {} window(s), {} pair(s), {} incident(s) in {:.2} s: {}\n",
@@ -315,4 +367,18 @@ pub fn run(args: ReportArgs) -> anyhow::Result<()> {
         ));
     }
     Ok(())
+}
+
+/// Renders `report` (drawn from `sources`) to `--out`; `-` is stdout.
+fn write_page(args: &ReportArgs, report: &Report, sources: &[String]) -> anyhow::Result<()> {
+    let page = html::render(report, sources, args.pairs);
+    if args.out.as_os_str() == "-" {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        return out
+            .write_all(page.as_bytes())
+            .and_then(|()| out.flush())
+            .map_err(|e| anyhow::anyhow!("stdout: {e}"));
+    }
+    std::fs::write(&args.out, page).map_err(|e| anyhow::anyhow!("{}: {e}", args.out.display()))
 }
