@@ -52,6 +52,7 @@ fn the_map_shows_the_black_hole_red_in_chromium() {
     // the same log through a pipe, up to one window after that finding's, then silence: the
     // windows close on processing time after idle-timeout
     let config = dir.path().join("serve.toml");
+    let archive = dir.path().join("archive");
     let mut text = std::fs::read_to_string(&map).unwrap();
     text.push_str("\n[runtime]\nidle-timeout = \"1s\"\n[http]\ntop-pairs = 5\n");
     std::fs::write(&config, text).unwrap();
@@ -64,7 +65,8 @@ fn the_map_shows_the_black_hole_red_in_chromium() {
                 "--serve",
                 "127.0.0.1:0",
                 "--no-windows",
-                "-q",
+                "--archive",
+                archive.to_str().unwrap(),
                 "-",
             ])
             .stdin(Stdio::piped())
@@ -220,4 +222,59 @@ fn the_map_shows_the_black_hole_red_in_chromium() {
         dom.contains("black-hole (critical)"),
         "the finding is listed"
     );
+
+    // ready, and the replay's own counters
+    let readyz = reqwest::blocking::get(url.replace("/map", "/readyz")).unwrap();
+    assert_eq!(readyz.status().as_u16(), 200);
+    let value = |text: &str, series: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {series} in /metrics"))
+    };
+    let windows = value(&metrics, "graywatch_windows_closed_total ");
+    assert!(windows >= ((end - start) / window) as f64, "{windows}");
+    assert!(
+        value(
+            &metrics,
+            r#"graywatch_findings_total{signature="black-hole"} "#
+        ) >= 1.0
+    );
+
+    // Ctrl-C: the input ends where it is, what it held is written, the archive is complete
+    let pid = child.0.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "graywatch did not stop on SIGINT"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(status.code(), Some(130), "interrupted");
+    let said: Vec<String> = rx.try_iter().collect();
+    let said = said.join("\n");
+    assert!(said.contains("stopped   by a signal"), "{said}");
+    assert!(said.contains("Parquet file(s)"), "{said}");
+    let mut out = Vec::new();
+    graywatch::archive::query(
+        &archive,
+        "SELECT count(DISTINCT window_start) AS windows, max(window_end) AS last FROM pairs",
+        graywatch::archive::QueryFormat::Csv,
+        &mut out,
+    )
+    .unwrap();
+    let out = String::from_utf8(out).unwrap();
+    let row: Vec<&str> = out.lines().nth(1).unwrap().split(',').collect();
+    assert!(row[0].parse::<f64>().unwrap() >= windows, "{out}");
+    assert!(row[1] >= rfc3339(end).as_str(), "{out} {}", rfc3339(end));
 }

@@ -203,7 +203,8 @@ pub struct Metrics {
     pub golden: Arc<GoldenSignals>,
     /// Readiness: state restored and a first assignment received from the group.
     pub ready: AtomicBool,
-    /// The main loop's last turn, ms since the epoch (a stalled loop is not ready).
+    /// The main loop's last turn, ms since the epoch (a stalled loop is not ready;
+    /// `i64::MAX`: no loop to watch, as under `replay --serve`).
     pub last_turn_ms: AtomicI64,
 }
 

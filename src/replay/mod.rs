@@ -360,6 +360,7 @@ pub fn drive<O: Outputs>(
     out: &mut O,
     progress: &ProgressBar,
     threads: usize,
+    stop: Option<&std::sync::atomic::AtomicBool>,
 ) -> Result<InputSummary, DriveError<O::Error>> {
     let opts = ReaderOptions {
         max_line_bytes: args.max_line_bytes,
@@ -409,8 +410,40 @@ pub fn drive<O: Outputs>(
     // since when every input has been idle (quiet streams): event time moves on from the last
     // window closed by the processing time since, so commands in force expire
     let mut all_idle_since: Option<Instant> = None;
+    let mut stopping = false;
     loop {
         streams.receive(&mut inputs, Duration::ZERO);
+        // a stop (Ctrl-C under --serve) ends every input where it is, as its end would:
+        // what was read goes through, open windows close
+        if !stopping && stop.is_some_and(|s| s.load(std::sync::atomic::Ordering::SeqCst)) {
+            stopping = true;
+            tracing::info!("stopping: inputs end where they are");
+            for i in 0..reading.len() {
+                if reading[i].done {
+                    continue;
+                }
+                if let Some(c) = &mut reading[i].chunks
+                    && !c.inflight.is_empty()
+                {
+                    c.cut = true; // its chunks in flight go through, then it ends
+                    continue;
+                }
+                let p = parsers.of_input[i].expect("inputs being read have a parser");
+                let base: u64 = read_bytes.iter().sum::<u64>() - read_bytes[i];
+                let r = &mut reading[i];
+                let mut feed = Feed::new(pipeline, out, &r.id, progress, base);
+                r.lines.flush(&mut feed).map_err(DriveError::Stage)?;
+                end_input(
+                    i,
+                    p,
+                    &mut reading,
+                    &mut inputs,
+                    &mut parsers,
+                    &mut stats,
+                    (pipeline, out, progress, base),
+                )?;
+            }
+        }
         let ready = |i: usize, inputs: &[Opened]| match &inputs[i].source {
             Source::File(_) => true,
             Source::Stream(s) => s.ready(),
@@ -549,20 +582,15 @@ pub fn drive<O: Outputs>(
         // rows of a chunk go through now: a slow stream's records are not held back
         r.lines.flush(&mut feed).map_err(DriveError::Stage)?;
         if status == ReadStatus::End {
-            r.done = true;
-            inputs[i].close();
-            // the last input of a parser lets it hand over what it held back
-            let users = &parsers.parsers[p].2;
-            if users.iter().all(|&u| u == i || reading[u].done) {
-                let r = &mut reading[i];
-                let mut feed = Feed::new(pipeline, out, &r.id, progress, base);
-                r.lines
-                    .finish_parser(parsers.parsers[p].1.as_mut(), &mut stats, &mut feed)
-                    .map_err(DriveError::Stage)?;
-            }
-            pipeline
-                .remove_input(&reading[i].id, Removal::Ended, out)
-                .map_err(DriveError::Stage)?;
+            end_input(
+                i,
+                p,
+                &mut reading,
+                &mut inputs,
+                &mut parsers,
+                &mut stats,
+                (pipeline, out, progress, base),
+            )?;
         }
     }
     pipeline.flush(out).map_err(DriveError::Stage)?;
@@ -585,6 +613,33 @@ pub fn drive<O: Outputs>(
         counters,
         formats: parsers.formats,
     })
+}
+
+/// Input `i` (of parser `p`) has ended: it is closed, its parser hands over what it held
+/// back when no other input uses it, and the pipeline removes it.
+fn end_input<O: Outputs>(
+    i: usize,
+    p: usize,
+    reading: &mut [Reading],
+    inputs: &mut [Opened],
+    parsers: &mut Parsers,
+    stats: &mut IngestStats,
+    (pipeline, out, progress, base): (&mut Pipeline, &mut O, &ProgressBar, u64),
+) -> Result<(), DriveError<O::Error>> {
+    reading[i].done = true;
+    inputs[i].close();
+    // the last input of a parser lets it hand over what it held back
+    let users = &parsers.parsers[p].2;
+    if users.iter().all(|&u| u == i || reading[u].done) {
+        let r = &mut reading[i];
+        let mut feed = Feed::new(pipeline, out, &r.id, progress, base);
+        r.lines
+            .finish_parser(parsers.parsers[p].1.as_mut(), stats, &mut feed)
+            .map_err(DriveError::Stage)?;
+    }
+    pipeline
+        .remove_input(&reading[i].id, Removal::Ended, out)
+        .map_err(DriveError::Stage)
 }
 
 /// Why a drive stopped.
@@ -620,8 +675,9 @@ const TALLY_PAIRS: usize = 100_000;
 
 struct Tally<O> {
     inner: O,
-    /// The golden signals and map `--serve` shows.
-    golden: Option<Arc<crate::golden::GoldenSignals>>,
+    /// What `--serve` shows: the golden signals and map, and the counters of closed
+    /// windows, findings, commands, alerts and dead letters.
+    served: Option<Arc<crate::kafka::metrics::Metrics>>,
     /// Alert sinks (`[[alerting.sinks]]`), when configured.
     alerting: Option<crate::alerting::Dispatcher>,
     /// Per pair over the run: requests, errors, worst window p99 (µs).
@@ -650,29 +706,36 @@ impl<O: Outputs> Outputs for Tally<O> {
         self.inner.node_window(w)
     }
     fn wants_tables(&self) -> bool {
-        self.golden.is_some() || self.inner.wants_tables()
+        self.served.is_some() || self.inner.wants_tables()
     }
     fn window_tables(&mut self, t: &crate::pipeline::WindowTables) -> Result<(), O::Error> {
-        if let Some(g) = &self.golden {
-            g.tables(t);
+        if let Some(m) = &self.served {
+            m.golden.tables(t);
         }
         self.inner.window_tables(t)
     }
     fn finding(&mut self, f: &schemas::Finding) -> Result<(), O::Error> {
-        if let Some(g) = &self.golden {
-            g.finding(f);
+        if let Some(m) = &self.served {
+            m.golden.finding(f);
+            m.findings
+                .get_or_create(&crate::kafka::metrics::SignatureLabel {
+                    signature: f.signature.as_str().to_owned(),
+                })
+                .inc();
         }
         self.inner.finding(f)
     }
     fn command(&mut self, c: &schemas::RemediationCommand) -> Result<(), O::Error> {
-        if let Some(g) = &self.golden {
-            g.command(c);
+        if let Some(m) = &self.served {
+            m.golden.command(c);
+            m.commands.inc();
         }
         self.inner.command(c)
     }
     fn alert(&mut self, a: &schemas::Alert) -> Result<(), O::Error> {
-        if let Some(g) = &self.golden {
-            g.alert(a);
+        if let Some(m) = &self.served {
+            m.golden.alert(a);
+            m.alerts.inc();
         }
         if let Some(d) = &self.alerting {
             d.send(a);
@@ -680,17 +743,25 @@ impl<O: Outputs> Outputs for Tally<O> {
         self.inner.alert(a)
     }
     fn audit(&mut self, a: &schemas::AuditRecord) -> Result<(), O::Error> {
-        if let Some(g) = &self.golden {
-            g.audit(a);
+        if let Some(m) = &self.served {
+            m.golden.audit(a);
         }
         self.inner.audit(a)
     }
     fn dead_letter(&mut self, d: &DeadLetter<'_>) -> Result<(), O::Error> {
+        if let Some(m) = &self.served {
+            m.dead_letters
+                .get_or_create(&crate::kafka::metrics::ReasonLabel {
+                    reason: d.reason.to_owned(),
+                })
+                .inc();
+        }
         self.inner.dead_letter(d)
     }
     fn window_closed(&mut self, w: schemas::Window) -> Result<(), O::Error> {
-        if let Some(g) = &self.golden {
-            g.publish();
+        if let Some(m) = &self.served {
+            m.golden.publish();
+            m.windows_closed.inc();
         }
         self.inner.window_closed(w)
     }
@@ -748,7 +819,7 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
     })?;
     let mut out = Tally {
         inner: outputs,
-        golden: served.as_ref().map(|s| Arc::clone(&s.metrics.golden)),
+        served: served.as_ref().map(|s| Arc::clone(&s.metrics)),
         alerting: crate::alerting::Dispatcher::start(&config.alerting)?,
         pairs: HashMap::new(),
     };
@@ -765,6 +836,7 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
         &mut out,
         &progress,
         args.threads.map_or_else(cores, usize::from),
+        served.as_ref().map(|s| &*s.shutdown),
     );
     progress.finish_and_clear();
     let read = driven.map_err(|e| match e {
@@ -791,6 +863,12 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
             &out.pairs,
             &config.detect,
         );
+        if served
+            .as_ref()
+            .is_some_and(|s| s.shutdown.load(std::sync::atomic::Ordering::SeqCst))
+        {
+            text += "  stopped   by a signal: the inputs end where they were; their open windows closed\n";
+        }
         if let (Some((files, rows, skipped)), Some(dir)) = (archived, &args.archive) {
             text += &format!(
                 "  archive   {} Parquet file(s), {} rows in {} (graywatch query --archive {} \"SELECT …\")\n",
@@ -816,7 +894,10 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
     }
     if let Some(s) = served {
         use std::sync::atomic::Ordering;
-        s.replaying.store(false, Ordering::SeqCst);
+        if s.shutdown.load(Ordering::SeqCst) {
+            // interrupted: what was read is written, but the inputs were not read to their end
+            std::process::exit(130);
+        }
         while !s.shutdown.load(Ordering::SeqCst) {
             std::thread::sleep(Duration::from_millis(200));
         }
@@ -828,9 +909,13 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
 /// this replay, showing `top_pairs` pairs (`[http] top-pairs`); SIGINT or SIGTERM stop the process (at once while replaying, after the
 /// replay when waiting).
 fn serve(listen: std::net::SocketAddr, top_pairs: usize) -> anyhow::Result<Served> {
-    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::atomic::AtomicBool;
     let metrics = Arc::new(crate::kafka::metrics::Metrics {
         golden: Arc::new(crate::golden::GoldenSignals::new(top_pairs)),
+        // ready at once: no partitions to wait for, no main loop to stall (a replay that
+        // ended keeps serving what it saw)
+        ready: AtomicBool::new(true),
+        last_turn_ms: std::sync::atomic::AtomicI64::new(i64::MAX),
         ..crate::kafka::metrics::Metrics::default()
     });
     let shutdown = Arc::new(AtomicBool::new(false));
@@ -840,33 +925,15 @@ fn serve(listen: std::net::SocketAddr, top_pairs: usize) -> anyhow::Result<Serve
     say(&format!(
         "graywatch replay: the live map on http://{bound}/map (metrics on /metrics); it stays up after the replay until Ctrl-C\n"
     ));
-    let watch = Arc::clone(&shutdown);
-    let replaying = Arc::new(AtomicBool::new(true));
-    let still = Arc::clone(&replaying);
-    std::thread::Builder::new()
-        .name("graywatch-serve-stop".into())
-        .spawn(move || {
-            while !watch.load(Ordering::SeqCst) {
-                std::thread::sleep(Duration::from_millis(200));
-            }
-            if still.load(Ordering::SeqCst) {
-                std::process::exit(130);
-            }
-        })?;
-    Ok(Served {
-        metrics,
-        shutdown,
-        replaying,
-    })
+    Ok(Served { metrics, shutdown })
 }
 
 /// What `--serve` started.
 struct Served {
     metrics: Arc<crate::kafka::metrics::Metrics>,
-    /// Set by SIGINT or SIGTERM.
+    /// Set by SIGINT or SIGTERM: the inputs end where they are (the windows close, the
+    /// outputs and the archive are completed), then the process ends.
     shutdown: Arc<std::sync::atomic::AtomicBool>,
-    /// Cleared when the replay ends: a signal then ends the wait, not the process.
-    replaying: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// How long `replay` waits at its end for alert sinks to deliver what they hold.

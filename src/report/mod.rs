@@ -339,6 +339,7 @@ pub fn run(args: ReportArgs) -> anyhow::Result<()> {
         &mut report,
         &progress,
         args.threads.map_or_else(cores, usize::from),
+        None,
     )
     .map_err(|e| match e {
         crate::replay::DriveError::Stage(crate::pipeline::StageError::Output(e)) => {
