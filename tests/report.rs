@@ -221,3 +221,30 @@ fn a_report_over_an_archive_draws_what_the_replay_saw() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no window in the archive between"));
 }
+
+/// Lines graywatch can't read make a page that says so, and a warning, not "no finding".
+#[test]
+fn a_report_of_unreadable_lines_says_nothing_was_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("garbage.log");
+    std::fs::write(&log, "not a log line\nnor this one\n").unwrap();
+    let page = dir.path().join("report.html");
+    let out = crate::util::graywatch(&[
+        "report",
+        "--format",
+        "nginx",
+        "-o",
+        page.to_str().unwrap(),
+        log.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("warning: no record was read (2 line(s) not used"),
+        "{stderr}"
+    );
+    let html = std::fs::read_to_string(&page).unwrap();
+    assert!(html.contains("No window closed: no record was read"));
+    assert!(!html.contains("No finding"));
+    assert!(html.contains("not used: 2 "), "the header counts them");
+}

@@ -5,15 +5,18 @@
 //! a finding touches it); `ol#timeline` with one `li.incident[data-key]` per incident, each
 //! step an `li.step` with `data-step` `evidence`, `finding`, `alert`, `command`, `decision`
 //! or `resolved`; `section#pairs` with one `div.pair[id]` per drawn pair holding three
-//! `svg.plot` (rate, p99, errors), each with a `polygon.band` (baseline ± 2σ) when the pair had
-//! a baseline and a `polyline.value`.
+//! `svg.plot` (rate, p99, errors; p99 replaced by a `p.nolatency` note when the input has no
+//! durations), each with a `polygon.band` (baseline ± 2σ) per run of windows the pair had a
+//! baseline in, and a `polyline.value` per run of windows with data. A window without the
+//! pair's requests is rate 0 and no data for p99 and errors; past [`MAX_POINTS`] windows,
+//! a point stands for a bucket of windows (its highest value, its mean band).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt::Write as _;
 
-use schemas::{AlertAction, CommandAction};
+use schemas::{AlertAction, CommandAction, Window};
 
-use super::{Point, Report};
+use super::Report;
 use crate::golden::Touched;
 
 /// HTML-escapes text for element content and attribute values.
@@ -266,6 +269,12 @@ impl Plot<'_> {
         } else {
             1.0
         };
+        // a share tops at 100 %
+        let top_value = if self.unit == "%" {
+            top_value.min(100.0)
+        } else {
+            top_value
+        };
         let x = |t: i64| left + (W - left - right) * (t - t0) as f64 / dt;
         let y = |v: f64| top + (H - top - bottom) * (1.0 - (v / top_value).clamp(0.0, 1.0));
         let mut s = String::new();
@@ -284,15 +293,24 @@ impl Plot<'_> {
                 H - top - bottom
             );
         }
-        // the band: highs left to right, lows right to left
-        let banded: Vec<(i64, (f64, f64))> = self
-            .points
-            .iter()
-            .filter_map(|(t, _, b)| b.map(|b| (*t, b)))
-            .collect();
-        if banded.len() >= 2 {
+        // the band, one polygon per run of windows with a baseline (highs left to right,
+        // lows right to left): no band across windows without one
+        let mut bands: Vec<Vec<(i64, (f64, f64))>> = Vec::new();
+        let mut last: Option<i64> = None;
+        for (t, _, b) in &self.points {
+            let Some(b) = b else {
+                last = None;
+                continue;
+            };
+            if last.is_none_or(|l| t - l > self.step) || bands.is_empty() {
+                bands.push(Vec::new());
+            }
+            bands.last_mut().expect("pushed above").push((*t, *b));
+            last = Some(*t);
+        }
+        for banded in bands.iter().filter(|b| b.len() >= 2) {
             let mut pts = String::new();
-            for (t, (_, hi)) in &banded {
+            for (t, (_, hi)) in banded {
                 let _ = write!(pts, "{:.1},{:.1} ", x(*t), y(*hi));
             }
             for (t, (lo, _)) in banded.iter().rev() {
@@ -336,16 +354,30 @@ impl Plot<'_> {
             left - 4.0,
             H - bottom
         );
-        let clock = |t: i64| time(t).get(11..16).unwrap_or_default().to_owned();
-        let _ = write!(
-            s,
-            r#"<text class="tick" x="{left}" y="{:.1}">{}</text><text class="tick" x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"#,
-            H - 3.0,
-            clock(t0),
-            W - right,
-            H - 3.0,
-            clock(t1)
-        );
+        // time ticks: the first with its date (`01-05 00:00`), the others the time of day,
+        // or all with their date when the plot spans days
+        let days = t1 - t0 >= 86_400_000_000;
+        let ticks = if days { 3 } else { 4 };
+        for k in 0..ticks {
+            let t = t0 + (t1 - t0) * k / (ticks - 1);
+            let at = time(t);
+            let label = if k == 0 || days {
+                at.get(5..16).unwrap_or_default()
+            } else {
+                at.get(11..16).unwrap_or_default()
+            };
+            let anchor = match k {
+                0 => "start",
+                k if k == ticks - 1 => "end",
+                _ => "middle",
+            };
+            let _ = write!(
+                s,
+                r#"<text class="tick" x="{:.1}" y="{:.1}" text-anchor="{anchor}">{label}</text>"#,
+                x(t),
+                H - 3.0,
+            );
+        }
         s.push_str("</svg>");
         s
     }
@@ -359,6 +391,83 @@ fn band(b: Option<(f64, f64)>, scale: f64, most: f64) -> Option<(f64, f64)> {
             ((m + 2.0 * s) * scale).clamp(0.0, most),
         )
     })
+}
+
+/// Most points a plot draws: about one per horizontal pixel of its area.
+const MAX_POINTS: usize = 280;
+
+/// What a plot shows of a window.
+#[derive(Clone, Copy)]
+struct WindowPoint {
+    start_us: i64,
+    /// Whether the pair had requests in the window.
+    requests: bool,
+    rate_rps: f64,
+    rate_baseline: Option<(f64, f64)>,
+    p99_us: Option<u64>,
+    p99_baseline: Option<(f64, f64)>,
+    error_ratio: f64,
+    error_baseline: Option<(f64, f64)>,
+}
+
+/// A pair's points for every window of the run: a window where the pair had no row had no
+/// requests (rate 0; no latency or error ratio: no data).
+fn every_window(windows: &[Window], series: &[super::Point]) -> Vec<WindowPoint> {
+    let by_start: HashMap<i64, &super::Point> = series.iter().map(|p| (p.start_us, p)).collect();
+    // a quiet window leaves the rate baseline where it was
+    let mut rate_baseline = None;
+    windows
+        .iter()
+        .map(|w| match by_start.get(&w.start_us) {
+            Some(p) => {
+                rate_baseline = p.rate_baseline.or(rate_baseline);
+                WindowPoint {
+                    start_us: w.start_us,
+                    requests: true,
+                    rate_rps: p.rate_rps,
+                    rate_baseline,
+                    p99_us: p.p99_us,
+                    p99_baseline: p.p99_baseline,
+                    error_ratio: p.error_ratio,
+                    error_baseline: p.error_baseline,
+                }
+            }
+            None => WindowPoint {
+                start_us: w.start_us,
+                requests: false,
+                rate_rps: 0.0,
+                rate_baseline,
+                p99_us: None,
+                p99_baseline: None,
+                error_ratio: 0.0,
+                error_baseline: None,
+            },
+        })
+        .collect()
+}
+
+/// `points` in buckets of `n` windows: each bucket's highest value (spikes stay visible)
+/// and mean band, at its first window's start.
+fn downsample(points: impl Iterator<Item = PlotPoint>, n: usize) -> Vec<PlotPoint> {
+    let points: Vec<PlotPoint> = points.collect();
+    if n <= 1 {
+        return points;
+    }
+    points
+        .chunks(n)
+        .map(|c| {
+            let value = c.iter().filter_map(|p| p.1).reduce(f64::max);
+            let bands: Vec<(f64, f64)> = c.iter().filter_map(|p| p.2).collect();
+            let band = (!bands.is_empty()).then(|| {
+                let k = bands.len() as f64;
+                (
+                    bands.iter().map(|b| b.0).sum::<f64>() / k,
+                    bands.iter().map(|b| b.1).sum::<f64>() / k,
+                )
+            });
+            (c[0].0, value, band)
+        })
+        .collect()
 }
 
 /// The pairs to draw: those of findings first (in incident order), then the busiest.
@@ -406,9 +515,20 @@ fn pair_section(report: &Report, troubled: &Touched<'_>, n: usize) -> String {
         .first()
         .map_or(1, |w| w.end_us - w.start_us)
         .max(1);
+    // a plot has a point per window, or per bucket of windows on long runs
+    let per_bucket = report.windows.len().div_ceil(MAX_POINTS).max(1);
+    let step = step * per_bucket as i64;
     let mut html = String::from(r#"<section id="pairs"><h2>Pairs</h2>"#);
+    if per_bucket > 1 {
+        let _ = write!(
+            html,
+            r#"<p class="meta">Each point is the highest value of {per_bucket} windows (the band, their mean baseline), so that {} windows fit.</p>"#,
+            report.windows.len()
+        );
+    }
     for (s, d) in drawn_pairs(report, troubled, n) {
-        let points: &[Point] = &report.series[&(s.clone(), d.clone())];
+        let points = every_window(&report.windows, &report.series[&(s.clone(), d.clone())]);
+        let points = &points;
         let mut m: Vec<i64> = incidents
             .iter()
             .filter(|(t, _)| t.pair(&s, &d))
@@ -429,20 +549,20 @@ fn pair_section(report: &Report, troubled: &Touched<'_>, n: usize) -> String {
                 .map(|p| format!(", worst p99 {} ms", num(p as f64 / 1000.0)))
                 .unwrap_or_default()
         );
+        let has_latency = points.iter().any(|p| p.p99_us.is_some());
+        let bucketed =
+            |f: &dyn Fn(&WindowPoint) -> PlotPoint| downsample(points.iter().map(f), per_bucket);
         let plots = [
             Plot {
                 title: "rate",
                 unit: "req/s",
-                points: points
-                    .iter()
-                    .map(|p| {
-                        (
-                            p.start_us,
-                            Some(p.rate_rps),
-                            band(p.rate_baseline, 1.0, f64::INFINITY),
-                        )
-                    })
-                    .collect(),
+                points: bucketed(&|p| {
+                    (
+                        p.start_us,
+                        Some(p.rate_rps),
+                        band(p.rate_baseline, 1.0, f64::INFINITY),
+                    )
+                }),
                 marks: &m,
                 span,
                 step,
@@ -450,16 +570,13 @@ fn pair_section(report: &Report, troubled: &Touched<'_>, n: usize) -> String {
             Plot {
                 title: "p99 latency",
                 unit: "ms",
-                points: points
-                    .iter()
-                    .map(|p| {
-                        (
-                            p.start_us,
-                            p.p99_us.map(|v| v as f64 / 1000.0),
-                            band(p.p99_baseline, 1e-3, f64::INFINITY),
-                        )
-                    })
-                    .collect(),
+                points: bucketed(&|p| {
+                    (
+                        p.start_us,
+                        p.p99_us.map(|v| v as f64 / 1000.0),
+                        band(p.p99_baseline, 1e-3, f64::INFINITY),
+                    )
+                }),
                 marks: &m,
                 span,
                 step,
@@ -467,22 +584,25 @@ fn pair_section(report: &Report, troubled: &Touched<'_>, n: usize) -> String {
             Plot {
                 title: "errors",
                 unit: "%",
-                points: points
-                    .iter()
-                    .map(|p| {
-                        (
-                            p.start_us,
-                            Some(p.error_ratio * 100.0),
-                            band(p.error_baseline, 100.0, 100.0),
-                        )
-                    })
-                    .collect(),
+                points: bucketed(&|p| {
+                    (
+                        p.start_us,
+                        p.requests.then_some(p.error_ratio * 100.0),
+                        band(p.error_baseline, 100.0, 100.0),
+                    )
+                }),
                 marks: &m,
                 span,
                 step,
             },
         ];
         for (plot, class) in plots.iter().zip(["rate", "p99", "errors"]) {
+            if class == "p99" && !has_latency {
+                html.push_str(
+                    r#"<p class="meta nolatency">No latency: the input's format carries no request durations.</p>"#,
+                );
+                continue;
+            }
             html.push_str(&plot.svg(class));
         }
         html.push_str("</div>");
@@ -491,9 +611,51 @@ fn pair_section(report: &Report, troubled: &Touched<'_>, n: usize) -> String {
     html
 }
 
+/// A signal's name for people: `p99_us` → `p99 latency`, `ok_response_ratio` → `ok
+/// response ratio`.
+fn signal_label(signal: &str) -> String {
+    let base = signal
+        .strip_suffix("_us")
+        .map(|s| format!("{s} latency"))
+        .or_else(|| signal.strip_suffix("_rps").map(str::to_owned))
+        .or_else(|| signal.strip_suffix("_bps").map(str::to_owned))
+        .unwrap_or_else(|| signal.to_owned());
+    base.replace('_', " ")
+}
+
+/// A value in the unit people read it in: µs as ms (or s), ratios of errors and answers as
+/// %, bytes/s as kB/s or MB/s.
+fn quantity(value: f64, unit: &str, signal: &str) -> String {
+    match unit {
+        "µs" if value.abs() >= 1e6 => format!("{} s", num(value / 1e6)),
+        "µs" => format!("{} ms", num(value / 1e3)),
+        "ratio" if signal.contains("error") || signal.starts_with("ok") => {
+            format!("{} %", num(value * 100.0))
+        }
+        "ratio" => num(value),
+        "bytes/s" if value.abs() >= 1e6 => format!("{} MB/s", num(value / 1e6)),
+        "bytes/s" if value.abs() >= 1e3 => format!("{} kB/s", num(value / 1e3)),
+        unit => format!("{} {}", num(value), esc(unit)),
+    }
+}
+
+/// One piece of evidence as a sentence: `p99 latency 812 ms against a baseline of 95 ms`.
+fn evidence(e: &schemas::Evidence) -> String {
+    format!(
+        "{} {} against a baseline of {}",
+        esc(&signal_label(&e.signal)),
+        quantity(e.value, &e.unit, &e.signal),
+        quantity(e.baseline, &e.unit, &e.signal)
+    )
+}
+
 fn timeline(report: &Report) -> String {
     let mut html = String::from(r#"<section><h2>Incidents</h2><ol id="timeline">"#);
-    if report.incidents.is_empty() {
+    if report.windows.is_empty() {
+        html.push_str(
+            r#"<li class="none">No window closed: no record was read (see the lines not used, above).</li>"#,
+        );
+    } else if report.incidents.is_empty() {
         html.push_str(
             r#"<li class="none">No finding: every signal stayed within its baseline.</li>"#,
         );
@@ -513,19 +675,7 @@ fn timeline(report: &Report) -> String {
         );
         // evidence → finding → alert → command → decisions → resolved, in time order
         let mut steps: Vec<(i64, u8, String, String)> = Vec::new();
-        let evidence: Vec<String> = f
-            .evidence
-            .iter()
-            .map(|e| {
-                format!(
-                    "{} {} {} against a baseline of {}",
-                    esc(&e.signal),
-                    num(e.value),
-                    esc(&e.unit),
-                    num(e.baseline)
-                )
-            })
-            .collect();
+        let evidence: Vec<String> = f.evidence.iter().map(evidence).collect();
         steps.push((
             f.window.start_us,
             0,
@@ -713,5 +863,63 @@ mod tests {
         assert_eq!(num(0.0), "0");
         assert_eq!(time(1_764_770_400_000_000), "2025-12-03 14:00:00");
         assert_eq!(pair_id("ts-ui", "a/b c"), "pair-ts-ui--a_b_c");
+    }
+
+    #[test]
+    fn evidence_reads_in_the_units_people_use() {
+        let e = |signal: &str, value: f64, baseline: f64, unit: &str| {
+            evidence(&schemas::Evidence {
+                signal: signal.into(),
+                value,
+                baseline,
+                unit: unit.into(),
+                tail_probability: None,
+            })
+        };
+        assert_eq!(
+            e("p99_us", 812_400.0, 95_000.0, "µs"),
+            "p99 latency 812 ms against a baseline of 95 ms"
+        );
+        assert_eq!(
+            e("p99_us", 2_500_000.0, 95_000.0, "µs"),
+            "p99 latency 2.5 s against a baseline of 95 ms"
+        );
+        assert_eq!(
+            e("ok_response_ratio", 0.0, 0.985, "ratio"),
+            "ok response ratio 0 % against a baseline of 98.5 %"
+        );
+        assert_eq!(
+            e("downstream_per_request", 0.0, 1.5, "ratio"),
+            "downstream per request 0 against a baseline of 1.5"
+        );
+        assert_eq!(
+            e("rate_rps", 5.050000000000001, 12.0, "req/s"),
+            "rate 5.05 req/s against a baseline of 12 req/s"
+        );
+        assert_eq!(
+            e("bandwidth_out_bps", 2_300_000.0, 40_000.0, "bytes/s"),
+            "bandwidth out 2.3 MB/s against a baseline of 40 kB/s"
+        );
+    }
+
+    #[test]
+    fn long_runs_are_drawn_in_buckets_with_their_peaks() {
+        // 5 windows in buckets of 2: the peak of each, the mean band, no band where none
+        let points = [
+            (0, Some(1.0), Some((0.0, 2.0))),
+            (10, Some(9.0), Some((1.0, 3.0))),
+            (20, None, None),
+            (30, Some(4.0), None),
+            (40, Some(2.0), Some((0.0, 1.0))),
+        ];
+        let got = downsample(points.into_iter(), 2);
+        assert_eq!(
+            got,
+            [
+                (0, Some(9.0), Some((0.5, 2.5))),
+                (20, Some(4.0), None),
+                (40, Some(2.0), Some((0.0, 1.0)))
+            ]
+        );
     }
 }

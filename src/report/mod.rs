@@ -356,6 +356,18 @@ pub fn run(args: ReportArgs) -> anyhow::Result<()> {
         .map(|p| p.display().to_string())
         .collect();
     write_page(&args, &report, &inputs)?;
+    if read.stats.records == 0 {
+        let rejected: u64 = report.rejected.values().sum();
+        say(&format!(
+            "graywatch report: warning: no record was read ({} line(s) not used{}): the page has nothing to draw; check --format (`graywatch parse` shows why lines are refused)\n",
+            crate::replay::thousands(rejected),
+            report
+                .rejected
+                .iter()
+                .map(|(r, n)| format!(", {n} {r}"))
+                .collect::<String>()
+        ));
+    }
     if !args.quiet {
         say(&format!(
             "graywatch report: {} record(s) in {} window(s), {} pair(s), {} incident(s) in {:.2} s: {}\n",
