@@ -130,6 +130,21 @@ fn bad_format_flag_fails_with_the_value() {
     );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("unknown format \"apache\""), "{stderr}");
+    // an NGINX log_format that can't compile is a bad --format too (the README: status 2)
+    for command in ["parse", "replay"] {
+        let out = graywatch(&[
+            command,
+            "--format",
+            "nginx:'$remote_addr \"$request\" $status'",
+            "deploy/examples/logs/beats_envoyproxy_envoy.log",
+        ]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{command}: {stderr}");
+        assert!(
+            stderr.contains("no time variable ($time_local, $time_iso8601 or $msec)"),
+            "{stderr}"
+        );
+    }
 }
 
 #[test]
