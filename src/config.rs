@@ -170,7 +170,42 @@ impl Validated {
     }
 }
 
+/// `deploy/examples/simulate.toml`, built into the binary: the config `graywatch eval
+/// scenarios` runs with unless given another (the simulator's segments, fail-over routes and
+/// tuned detectors), so that it works without the repository.
+pub const SIMULATE_TOML: (&str, &str) = (
+    "deploy/examples/simulate.toml (built in)",
+    include_str!("../deploy/examples/simulate.toml"),
+);
+
+/// `deploy/examples/trainticket.toml`, built into the binary: `graywatch eval
+/// trainticket`'s default config (the TrainTicket pods' service mapping).
+pub const TRAINTICKET_TOML: (&str, &str) = (
+    "deploy/examples/trainticket.toml (built in)",
+    include_str!("../deploy/examples/trainticket.toml"),
+);
+
 impl Config {
+    /// `path`, or the built-in `(name, text)` when `None` (see [`SIMULATE_TOML`]), with the
+    /// name to give [`Config::validate`].
+    ///
+    /// # Errors
+    /// As [`Config::load`].
+    pub fn load_or(
+        path: Option<&Path>,
+        (name, text): (&str, &str),
+    ) -> anyhow::Result<(Self, std::path::PathBuf)> {
+        match path {
+            Some(p) => Ok((Config::load(Some(p))?, p.to_owned())),
+            None => {
+                let mut config: Config =
+                    toml::from_str(text).with_context(|| format!("config {name}"))?;
+                config.text = Some(text.to_owned());
+                Ok((config, name.into()))
+            }
+        }
+    }
+
     /// Reads and parses `path`; no file means all defaults.
     ///
     /// # Errors
