@@ -46,6 +46,45 @@ pub struct Config {
     /// Pager systems alerts go to (`[[alerting.sinks]]`).
     #[serde(default)]
     pub alerting: crate::alerting::AlertingConfig,
+    /// The file's text, for the line of a key whose value [`Config::validate`] refuses.
+    #[serde(skip)]
+    text: Option<String>,
+}
+
+/// The 1-based line of `key` in the TOML `text`: a dotted path of kebab-case keys, `name[i]`
+/// for the `i`-th table of an array of tables (`actuate.policy[1].rate-fraction`), as
+/// validation errors name keys. When the text doesn't write the key itself (a default value
+/// refused beside another key), the line of the nearest table on its path that it writes.
+/// `None` when it writes none of them, or is no TOML.
+pub fn line_of(text: &str, key: &str) -> Option<usize> {
+    let doc = toml::de::DeTable::parse(text).ok()?;
+    let mut table = doc.get_ref();
+    let mut at = None;
+    for segment in key.split('.') {
+        let (name, index) = match segment.split_once('[') {
+            Some((n, i)) => (n, i.trim_end_matches(']').parse::<usize>().ok()),
+            None => (segment, None),
+        };
+        let Some((k, v)) = table.iter().find(|(k, _)| k.get_ref() == name) else {
+            break;
+        };
+        at = Some(k.span().start);
+        let mut value = v;
+        if let Some(i) = index {
+            let Some(item) = value.get_ref().as_array().and_then(|a| a.get(i)) else {
+                break;
+            };
+            if item.span().start > 0 || at.is_none() {
+                at = Some(item.span().start);
+            }
+            value = item;
+        }
+        match value.get_ref().as_table() {
+            Some(t) => table = t,
+            None => break,
+        }
+    }
+    at.map(|byte| text[..byte.min(text.len())].matches('\n').count() + 1)
 }
 
 /// `[archive]` (`run` only; `replay` takes `--archive DIR`): closed windows' tables,
@@ -146,7 +185,42 @@ impl Validated {
     }
 }
 
+/// `deploy/examples/simulate.toml`, built into the binary: the config `graywatch eval
+/// scenarios` runs with unless given another (the simulator's segments, fail-over routes and
+/// tuned detectors), so that it works without the repository.
+pub const SIMULATE_TOML: (&str, &str) = (
+    "deploy/examples/simulate.toml (built in)",
+    include_str!("../deploy/examples/simulate.toml"),
+);
+
+/// `deploy/examples/trainticket.toml`, built into the binary: `graywatch eval
+/// trainticket`'s default config (the TrainTicket pods' service mapping).
+pub const TRAINTICKET_TOML: (&str, &str) = (
+    "deploy/examples/trainticket.toml (built in)",
+    include_str!("../deploy/examples/trainticket.toml"),
+);
+
 impl Config {
+    /// `path`, or the built-in `(name, text)` when `None` (see [`SIMULATE_TOML`]), with the
+    /// name to give [`Config::validate`].
+    ///
+    /// # Errors
+    /// As [`Config::load`].
+    pub fn load_or(
+        path: Option<&Path>,
+        (name, text): (&str, &str),
+    ) -> anyhow::Result<(Self, std::path::PathBuf)> {
+        match path {
+            Some(p) => Ok((Config::load(Some(p))?, p.to_owned())),
+            None => {
+                let mut config: Config =
+                    toml::from_str(text).with_context(|| format!("config {name}"))?;
+                config.text = Some(text.to_owned());
+                Ok((config, name.into()))
+            }
+        }
+    }
+
     /// Reads and parses `path`; no file means all defaults.
     ///
     /// # Errors
@@ -157,7 +231,33 @@ impl Config {
         };
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("reading config {}", path.display()))?;
-        toml::from_str(&text).with_context(|| format!("config {}", path.display()))
+        let mut config: Config =
+            toml::from_str(&text).with_context(|| format!("config {}", path.display()))?;
+        config.text = Some(text);
+        Ok(config)
+    }
+
+    /// `config FILE line N [SECTION]` for an error about `key` (a dotted path from the
+    /// file's root, see [`line_of`]) in `section` (`[detect]`, …): the line when the file
+    /// has one for it.
+    fn at(&self, file: &str, section: &str, key: &str) -> String {
+        match self.text.as_deref().and_then(|t| line_of(t, key)) {
+            Some(line) => format!("config {file} line {line} {section}"),
+            None => format!("config {file} {section}"),
+        }
+    }
+
+    /// [`Config::at`] for a `detect` or `actuate` error that names its key under `root`.
+    fn at_error(&self, file: &str, section: &str, root: &str, e: &anyhow::Error) -> String {
+        let key = match (
+            e.downcast_ref::<detect::Error>(),
+            e.downcast_ref::<actuate::Error>(),
+        ) {
+            (Some(detect::Error::Config { key, .. }), _) => format!("{root}.{key}"),
+            (_, Some(actuate::Error::Config { key, .. })) => format!("{root}.{key}"),
+            _ => root.to_owned(),
+        };
+        self.at(file, section, &key)
     }
 
     /// Validates every section into the runtime types; errors name `path`, the section and
@@ -168,19 +268,29 @@ impl Config {
     pub fn validate(self, path: Option<&Path>) -> anyhow::Result<Validated> {
         let file = path.map_or_else(|| "defaults".into(), |p| p.display().to_string());
         let window = detect::pair::WindowSpec::try_from(&self.detect.window)
-            .with_context(|| format!("config {file} [detect]"))?;
+            .map_err(anyhow::Error::from)
+            .map_err(|e| {
+                let at = self.at_error(&file, "[detect]", "detect", &e);
+                e.context(at)
+            })?;
         let mut suite = detect::suite::Suite::try_from(&self.detect)
-            .with_context(|| format!("config {file} [detect]"))?;
+            .map_err(anyhow::Error::from)
+            .map_err(|e| {
+                let at = self.at_error(&file, "[detect]", "detect", &e);
+                e.context(at)
+            })?;
         if let (Some(path), Some((spec, _))) = (&self.detect.deploy.events, &mut suite.deploy) {
             let events = read_deployments(path)
                 .with_context(|| format!("config {file} [detect.deploy] events"))?;
             spec.set_deployments(&events);
         }
         if self.runtime.idle_timeout.is_zero() {
-            anyhow::bail!("config {file} [runtime]: idle-timeout must be > 0");
+            let at = self.at(&file, "[runtime]", "runtime.idle-timeout");
+            anyhow::bail!("{at}: idle-timeout must be > 0");
         }
         if self.runtime.flush_after.is_zero() {
-            anyhow::bail!("config {file} [runtime]: flush-after must be > 0");
+            let at = self.at(&file, "[runtime]", "runtime.flush-after");
+            anyhow::bail!("{at}: flush-after must be > 0");
         }
         let kafka = match &self.kafka {
             Some(k) => {
@@ -277,15 +387,23 @@ impl Config {
         for (i, rule) in self.actuate.policy.iter().enumerate() {
             if rule.ttl < 2 * self.detect.window.length {
                 anyhow::bail!(
-                    "config {file} [actuate] policy[{i}].ttl = {}: must be at least two windows ({}): \
+                    "{} policy[{i}].ttl = {}: must be at least two windows ({}): \
                      a command's incident renews it when a window closes",
+                    self.at(&file, "[actuate]", &format!("actuate.policy[{i}].ttl")),
                     humantime::format_duration(rule.ttl),
                     humantime::format_duration(2 * self.detect.window.length)
                 );
             }
         }
-        let mut actuator = actuate::Actuator::try_from(self.actuate)
-            .with_context(|| format!("config {file} [actuate]"))?;
+        let actuate_at = |e: &anyhow::Error| self.at_error(&file, "[actuate]", "actuate", e);
+        let mut actuator = match actuate::Actuator::try_from(self.actuate.clone()) {
+            Ok(a) => a,
+            Err(e) => {
+                let e = anyhow::Error::from(e);
+                let at = actuate_at(&e);
+                return Err(e.context(at));
+            }
+        };
         // alerts (and the commands they revoke) follow the detectors' incidents
         actuator.align_resolve_after(|s| suite.debounce(s).resolve_after);
         Ok(Validated {
@@ -310,6 +428,69 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const TEXT: &str = "# a config\n\
+        [detect.window]\n\
+        length = \"0s\"\n\
+        \n\
+        [[actuate.policy]]\n\
+        signature = \"black-hole\"\n\
+        pattern = \"backpressure\"\n\
+        \n\
+        [[actuate.policy]]\n\
+        signature = \"black-hole\"\n\
+        pattern = \"backpressure\"\n\
+        rate-fraction = 1.5\n\
+        [runtime]\n\
+        idle-timeout = \"0s\"\n";
+
+    #[test]
+    fn line_of_finds_keys_and_the_tables_of_arrays() {
+        assert_eq!(line_of(TEXT, "detect.window.length"), Some(3));
+        assert_eq!(line_of(TEXT, "actuate.policy[1].rate-fraction"), Some(12));
+        assert_eq!(line_of(TEXT, "runtime.idle-timeout"), Some(14));
+        // not written: the nearest table that is
+        assert_eq!(line_of(TEXT, "detect.window.max-pairs"), Some(2));
+        assert_eq!(line_of(TEXT, "http.listen"), None);
+        assert_eq!(line_of("not toml [", "detect"), None);
+    }
+
+    #[test]
+    fn out_of_range_values_are_named_with_their_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        let check = |text: &str| {
+            std::fs::write(&path, text).unwrap();
+            let e = Config::load(Some(&path))
+                .unwrap()
+                .validate(Some(&path))
+                .err()
+                .expect("invalid");
+            format!("{e:#}")
+        };
+        let file = path.display();
+        assert!(
+            check(TEXT).starts_with(&format!(
+                "config {file} line 3 [detect]: invalid config window.length"
+            )),
+            "{}",
+            check(TEXT)
+        );
+        let text = TEXT.replace("length = \"0s\"", "length = \"10s\"");
+        let later = text.replace("idle-timeout = \"0s\"", "idle-timeout = \"30s\"");
+        assert!(
+            check(&later).starts_with(&format!(
+                "config {file} line 12 [actuate]: policy[1].rate-fraction = 1.5"
+            )),
+            "{}",
+            check(&later)
+        );
+        let text = text.replace("rate-fraction = 1.5", "");
+        assert_eq!(
+            check(&text),
+            format!("config {file} line 14 [runtime]: idle-timeout must be > 0")
+        );
+    }
 
     #[test]
     fn the_example_config_is_valid_and_complete() {

@@ -37,18 +37,38 @@ enum Command {
     /// Writes JSON lines (one document per line, each with a "kind": pair-window,
     /// node-window, finding, remediation-command, alert) to stdout, or to the files given by
     /// --windows/--findings/--commands/--alerts; prints a summary on stderr.
+    #[command(after_help = "Examples:
+  graywatch simulate --scenario black-hole --duration 40min --scale 0.4 -o bh.jsonl
+  graywatch replay --no-windows bh.jsonl    # findings, commands and alerts on stdout
+  graywatch replay --windows w.jsonl --findings f.jsonl --rejects r.jsonl access.log
+  kubectl logs -f cart-7d9f5c-x2x8k -c istio-proxy | graywatch replay --format istio -")]
     Replay(replay::ReplayArgs),
     /// Print each line's flow record as one JSON line: check that graywatch reads your logs.
     ///
     /// Rejected lines are reported on stderr as FILE:LINE: REASON: DETAIL.
+    #[command(after_help = "Examples:
+  graywatch simulate --scenario clean --duration 10min --format istio -o istio.log --mapping m.toml
+  graywatch parse -c m.toml istio.log | head -3
+  graywatch parse --format 'nginx:$remote_addr [$time_local] \"$request\" $status $request_time' access.log")]
     Parse(parse::ParseArgs),
     /// Run on Kafka: read proxies' logs from input topics, write findings, remediation
     /// commands, alerts, window aggregates and dead letters to output topics.
     ///
     /// Runs until SIGTERM or SIGINT, then checkpoints, commits and exits 0. Several
     /// instances with the same group id share the input partitions.
+    #[command(
+        after_help = "Example (a broker on 127.0.0.1:9092, proxies' Envoy JSON logs on the topic access-logs):
+  printf '%s\\n' '[kafka]' 'bootstrap-servers = \"127.0.0.1:9092\"' 'group-id = \"graywatch\"' \\
+    '[[kafka.inputs]]' 'topic = \"access-logs\"' 'format = \"envoy-json\"' '[kafka.outputs]' \\
+    'findings = \"graywatch.findings\"' 'commands = \"graywatch.commands\"' \\
+    'alerts = \"graywatch.alerts\"' 'dead-letters = \"graywatch.dead-letters\"' > run.toml
+  graywatch validate -c run.toml && graywatch run -c run.toml"
+    )]
     Run(graywatch::kafka::RunArgs),
     /// Check a config file: every key known, every value in range.
+    #[command(after_help = "Example:
+  printf '[detect.window]\\nlength = \"30s\"\\nallowed-lateness = \"1m\"\\n' > my.toml
+  graywatch validate -c my.toml")]
     Validate(ValidateArgs),
     /// Measure detection quality on labelled data: the Numenta Anomaly Benchmark, TrainTicket
     /// traces with injected faults, the simulator's scenarios.
@@ -60,6 +80,11 @@ enum Command {
     /// databases, a log sink, three segments of room clients and relays) under a daily load
     /// curve, slow swings, Poisson noise, long latency tails, a few errors and 2 to 4 benign
     /// deployments; --truth says what was injected, where and when.
+    #[command(after_help = "Examples:
+  graywatch simulate --scenario black-hole --duration 40min --scale 0.4 -o bh.jsonl --truth bh.truth.json
+  graywatch replay --no-windows bh.jsonl
+  graywatch simulate --scenario cross-zone --format envoy -o cz.log --mapping cz.toml
+  graywatch replay --format envoy-json -c cz.toml cz.log")]
     Simulate(simulate_cmd::SimulateArgs),
     /// Approve a proposed remediation command (`[actuate] approval = true`): the running
     /// `graywatch run` sends it again in enforce mode, and audits the approval.
@@ -68,12 +93,21 @@ enum Command {
     /// (`POST /admin/approve` on its [http] listen address, with its admin token). Exit
     /// status 0 when approved, 1 with the reason otherwise (no such proposed command, a wrong
     /// token, no admin endpoint).
+    #[command(
+        after_help = "Example (run.toml with [actuate] approval = true and [http] admin-token-file):
+  graywatch approve backpressure/node/inventory/1767572530000000 -c run.toml"
+    )]
     Approve(ApproveArgs),
     /// Put remediation commands in force on an enforcement point (NGINX).
     #[command(subcommand)]
     Enforce(graywatch::enforce::EnforceCommand),
     /// Show what remediation commands are in Envoy (admin runtime keys and config snippets)
     /// or Istio (Kubernetes resources), as JSON.
+    #[command(after_help = "Examples:
+  graywatch simulate --scenario black-hole --duration 40min --scale 0.4 -o bh.jsonl
+  graywatch replay --no-windows --commands cmds.jsonl -q bh.jsonl > /dev/null
+  graywatch render envoy cmds.jsonl
+  graywatch render istio - < cmds.jsonl")]
     Render(graywatch::enforce::render::RenderArgs),
     /// Draw a run as one self-contained HTML page: the landscape graph coloured by findings,
     /// each incident's timeline (evidence, finding, alert, commands, revoke, resolved), and
@@ -82,8 +116,10 @@ enum Command {
     /// Replays inputs (with `replay`'s input options: -c, -f, --rejects, --max-line-bytes),
     /// or reads an archive (--archive DIR, as `replay --archive` or `run`'s [archive] write
     /// it; --since/--until pick a time range). Examples:
-    ///   graywatch report -c deploy/examples/trainticket.toml -o report.html deploy/examples/trainticket/*.csv
-    ///   graywatch report --archive /var/lib/graywatch/archive --since 2026-12-03T14:00:00Z -o incident.html
+    ///   graywatch simulate --scenario black-hole --duration 40min --scale 0.4 -o bh.jsonl
+    ///   graywatch report -o report.html bh.jsonl
+    ///   graywatch replay bh.jsonl --archive arch -q > /dev/null
+    ///   graywatch report --archive arch --since 2026-01-05T00:20:00Z -o incident.html
     #[command(verbatim_doc_comment)]
     Report(graywatch::report::ReportArgs),
     /// Run SQL over an archive of closed windows and findings (`replay --archive DIR`, or
@@ -95,11 +131,12 @@ enum Command {
     /// (`src/rules.rs`, `detect::tables`) and `graywatch::archive`. Timestamps are UTC.
     ///
     /// Examples:
-    ///   graywatch replay access.log --archive arch -q > /dev/null
+    ///   graywatch simulate --scenario black-hole --duration 40min --scale 0.4 -o bh.jsonl
+    ///   graywatch replay bh.jsonl --archive arch -q > /dev/null
     ///   graywatch query --archive arch "SELECT source, destination, max(p99_us) AS worst_p99_us
     ///       FROM pairs GROUP BY 1, 2 ORDER BY 3 DESC LIMIT 10"
     ///   graywatch query --archive arch --format csv "SELECT DISTINCT source FROM breakdown
-    ///       WHERE destination = 'cart' AND destination_version = 'v2'"
+    ///       WHERE destination = 'inventory' AND destination_version IS NOT NULL"
     #[command(verbatim_doc_comment)]
     Query(QueryArgs),
 }

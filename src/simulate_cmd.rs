@@ -102,7 +102,9 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
     let to_file = args.out.as_os_str() != "-";
     let mut out = JsonLines::open(to_file.then_some(args.out.as_path()))?;
     let total_s = (config.duration_us / 1_000_000) as u64;
-    let progress = if to_file && std::io::stderr().is_terminal() && !args.quiet {
+    // drawn when stderr is a terminal and not where the records go (stdout on a terminal)
+    let stdout_shown = !to_file && std::io::stdout().is_terminal();
+    let progress = if !stdout_shown && std::io::stderr().is_terminal() && !args.quiet {
         let bar = ProgressBar::with_draw_target(Some(total_s), ProgressDrawTarget::stderr());
         bar.set_style(
             ProgressStyle::with_template(
@@ -169,7 +171,8 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
         }
         if format.needs_mapping() && args.mapping.is_none() {
             text += &format!(
-                "  read with: graywatch replay --format {} --config deploy/examples/simulate.toml FILE\n",
+                "  read with: graywatch replay --format {} --config CONFIG FILE, CONFIG with the \
+                 [mapping] that --mapping CONFIG writes (or deploy/examples/simulate.toml)\n",
                 format.parser()
             );
         }

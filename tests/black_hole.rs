@@ -56,6 +56,28 @@ fn black_hole_is_found_in_its_first_window_with_backpressure_on_its_callers() {
 
     let black_hole_start_us = (BASE_SECS + 120) * 1_000_000;
     let first = first_black_hole(&docs, &stderr, black_hole_start_us);
+    // for people: the window's times in RFC 3339, and the summary names the subject and when
+    assert_eq!(first["window"]["start"], "2024-05-01T00:02:00Z");
+    assert_eq!(first["window"]["end"], "2024-05-01T00:02:10Z");
+    let on_inventory: Vec<_> = of_kind(&docs, "finding")
+        .into_iter()
+        .filter(|f| {
+            f["id"]
+                .as_str()
+                .unwrap()
+                .starts_with("black-hole/node/inventory/")
+        })
+        .collect();
+    let last_end = on_inventory
+        .iter()
+        .map(|f| f["window"]["end"].as_str().unwrap())
+        .max()
+        .unwrap();
+    let named = format!(
+        "    black-hole on node inventory: {} findings, windows from 2024-05-01T00:02:00Z to {last_end}\n",
+        on_inventory.len()
+    );
+    assert!(stderr.contains(&named), "{named}{stderr}");
     let mut callers: Vec<&str> = first["callers"]
         .as_array()
         .unwrap()

@@ -130,6 +130,88 @@ fn bad_format_flag_fails_with_the_value() {
     );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("unknown format \"apache\""), "{stderr}");
+    // an NGINX log_format that can't compile is a bad --format too (the README: status 2)
+    for command in ["parse", "replay"] {
+        let out = graywatch(&[
+            command,
+            "--format",
+            "nginx:'$remote_addr \"$request\" $status'",
+            "deploy/examples/logs/beats_envoyproxy_envoy.log",
+        ]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{command}: {stderr}");
+        assert!(
+            stderr.contains("no time variable ($time_local, $time_iso8601 or $msec)"),
+            "{stderr}"
+        );
+    }
+}
+
+/// Every command's `--help` ends with examples, and they work from the binary alone: they
+/// name no file of the repository (data comes from `graywatch simulate`, or from a public
+/// data set the example says how to get).
+#[test]
+fn every_command_has_an_example_that_needs_no_repository() {
+    for command in [
+        &["replay"][..],
+        &["parse"],
+        &["run"],
+        &["validate"],
+        &["eval", "nab"],
+        &["eval", "trainticket"],
+        &["eval", "scenarios"],
+        &["simulate"],
+        &["approve"],
+        &["enforce", "nginx"],
+        &["render"],
+        &["report"],
+        &["query"],
+    ] {
+        let mut args = command.to_vec();
+        args.push("--help");
+        let out = graywatch(&args);
+        let help = String::from_utf8_lossy(&out.stdout);
+        let Some(at) = help.find("Example") else {
+            panic!(
+                "graywatch {} --help has no example:\n{help}",
+                command.join(" ")
+            );
+        };
+        let examples = help[at..].split("\n\n").next().unwrap();
+        for repository_path in ["deploy/", "tests/", "examples/", "cargo "] {
+            assert!(
+                !examples.contains(repository_path),
+                "graywatch {} --help: an example needs the repository ({repository_path}):\n{examples}",
+                command.join(" ")
+            );
+        }
+    }
+}
+
+/// `eval scenarios` runs without the repository: its default config is built in.
+#[test]
+fn eval_scenarios_needs_no_config_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_graywatch"))
+        .args([
+            "eval",
+            "scenarios",
+            "--scenarios",
+            "black-hole",
+            "--seeds",
+            "1",
+            "--scale",
+            "0.3",
+        ])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("black-hole seed 1: detected Some(true)"),
+        "{stderr}"
+    );
 }
 
 #[test]

@@ -44,7 +44,13 @@ impl FromStr for Format {
             "flow-json" => Format::FlowJson,
             _ => match s.strip_prefix("nginx:") {
                 // Quoting (`'…'` or `'…' '…'` pieces, as in nginx.conf) is the parser's to undo.
-                Some(f) => Format::Nginx(f.trim().to_owned()),
+                // A log_format that can't compile is no format: refused here, where the name
+                // is read (a usage error of `--format`, a config error of a topic's format),
+                // not later when an input is opened.
+                Some(f) => {
+                    crate::nginx::check_log_format(f.trim())?;
+                    Format::Nginx(f.trim().to_owned())
+                }
                 None => return Err(Error::UnknownFormat(s.to_owned())),
             },
         })

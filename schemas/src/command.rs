@@ -3,7 +3,9 @@
 
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Serialize, Serializer};
+
+use crate::time::{Rfc3339, agrees, beside};
 
 /// An operational pattern.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -232,8 +234,8 @@ pub struct Reason {
 }
 
 /// A command's authentication: HMAC-SHA256 (RFC 2104 over FIPS 180-4's SHA-256) of its
-/// canonical JSON without this field ([`RemediationCommand::canonical_json`]), with the key
-/// named `key_id`.
+/// canonical JSON without this field and without the RFC 3339 texts
+/// ([`RemediationCommand::canonical_json`]), with the key named `key_id`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CommandSignature {
@@ -250,8 +252,12 @@ pub struct CommandSignature {
 /// Messages of one id come in `revision` order; an enforcement point keeps the latest
 /// revision of each id, drops it at `expires_at_us` or on a revoke, and ignores a revision it
 /// has already applied (a replay sends the same messages again).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(try_from = "RawCommand", into = "RawCommand")]
+///
+/// In JSON, `issued_at` and `expires_at` give `issued_at_us` and `expires_at_us` as RFC 3339
+/// times for people ([`crate::time`]); the signature does not cover them (see
+/// [`RemediationCommand::canonical_json`]).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(try_from = "RawCommand")]
 pub struct RemediationCommand {
     /// Version of this document's schema.
     pub schema_version: u32,
@@ -289,13 +295,18 @@ impl RemediationCommand {
     }
 
     /// The bytes a [`CommandSignature`] is computed over: the command's JSON without its
-    /// `signature` field in the JSON Canonicalization Scheme's form (RFC 8785): object keys
-    /// sorted, no white space, integral numbers without a fraction. The numbers graywatch
-    /// writes are integers, or decimals at least 0.001 and below 1e15, whose shortest
-    /// round-trip form (Rust's `Display`) is the one RFC 8785 (ECMAScript's
-    /// `Number.prototype.toString`) gives.
+    /// `signature` field and without the RFC 3339 texts `issued_at` and `expires_at`, in the
+    /// JSON Canonicalization Scheme's form (RFC 8785): object keys sorted, no white space,
+    /// integral numbers without a fraction. The numbers graywatch writes are integers, or
+    /// decimals at least 0.001 and below 1e15, whose shortest round-trip form (Rust's
+    /// `Display`) is the one RFC 8785 (ECMAScript's `Number.prototype.toString`) gives.
+    ///
+    /// The RFC 3339 texts are left out because they only repeat the signed µs values for
+    /// people (the bytes signed are those of commands written before the texts existed, so
+    /// their signatures still verify); a reader refuses a command whose text names another
+    /// instant than its µs value, so an altered text can't pass either.
     pub fn canonical_json(&self) -> Vec<u8> {
-        let mut raw = RawCommand::from(self.clone());
+        let mut raw = RawCommandOut::new(self, false);
         raw.signature = None;
         let value = serde_json::to_value(&raw).expect("a command serializes");
         canonical_json(&value)
@@ -359,8 +370,68 @@ fn write_canonical(value: &serde_json::Value, out: &mut Vec<u8>) {
     }
 }
 
-/// The JSON form of [`RemediationCommand`]: `pattern` beside untyped `parameters`.
-#[derive(Serialize, Deserialize)]
+impl Serialize for RemediationCommand {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let texts = s.is_human_readable();
+        RawCommandOut::new(self, texts).serialize(s)
+    }
+}
+
+/// How [`RemediationCommand`] is written: `pattern` beside untyped `parameters`, and the RFC
+/// 3339 texts after their µs values when `texts`.
+#[derive(Serialize)]
+struct RawCommandOut<'a> {
+    schema_version: u32,
+    kind: &'a str,
+    id: &'a str,
+    action: CommandAction,
+    revision: u32,
+    pattern: Pattern,
+    target: &'a Target,
+    parameters: serde_json::Value,
+    issued_at_us: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    issued_at: Option<Rfc3339>,
+    ttl_us: i64,
+    expires_at_us: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expires_at: Option<Rfc3339>,
+    reason: &'a Reason,
+    mode: Mode,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    signature: Option<&'a CommandSignature>,
+}
+
+impl<'a> RawCommandOut<'a> {
+    fn new(c: &'a RemediationCommand, texts: bool) -> Self {
+        RawCommandOut {
+            schema_version: c.schema_version,
+            kind: &c.kind,
+            id: &c.id,
+            action: c.action,
+            revision: c.revision,
+            pattern: c.parameters.pattern(),
+            target: &c.target,
+            parameters: c
+                .parameters
+                .to_value()
+                .expect("parameters serialize (finite numbers)"),
+            issued_at_us: c.issued_at_us,
+            issued_at: texts.then_some(Rfc3339(c.issued_at_us)),
+            ttl_us: c.ttl_us,
+            expires_at_us: c.expires_at_us,
+            expires_at: texts.then_some(Rfc3339(c.expires_at_us)),
+            reason: &c.reason,
+            mode: c.mode,
+            signature: c.signature.as_ref(),
+        }
+    }
+}
+
+/// How [`RemediationCommand`] is read: `pattern` beside untyped `parameters`; the RFC 3339
+/// texts are optional, must agree with their µs values, and come last (a binary encoding
+/// without them, a sequence, reads too).
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawCommand {
     schema_version: u32,
@@ -376,45 +447,28 @@ struct RawCommand {
     expires_at_us: i64,
     reason: Reason,
     mode: Mode,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     signature: Option<CommandSignature>,
-}
-
-impl From<RemediationCommand> for RawCommand {
-    fn from(c: RemediationCommand) -> Self {
-        RawCommand {
-            schema_version: c.schema_version,
-            kind: c.kind,
-            id: c.id,
-            action: c.action,
-            revision: c.revision,
-            pattern: c.parameters.pattern(),
-            target: c.target,
-            parameters: c
-                .parameters
-                .to_value()
-                .expect("parameters serialize (finite numbers)"),
-            issued_at_us: c.issued_at_us,
-            ttl_us: c.ttl_us,
-            expires_at_us: c.expires_at_us,
-            reason: c.reason,
-            mode: c.mode,
-            signature: c.signature,
-        }
-    }
+    #[serde(default)]
+    issued_at: Option<String>,
+    #[serde(default)]
+    expires_at: Option<String>,
 }
 
 impl TryFrom<RawCommand> for RemediationCommand {
-    type Error = serde_json::Error;
+    type Error = String;
 
     fn try_from(r: RawCommand) -> Result<Self, Self::Error> {
+        agrees("issued_at", r.issued_at.as_deref(), r.issued_at_us)?;
+        agrees("expires_at", r.expires_at.as_deref(), r.expires_at_us)?;
         Ok(RemediationCommand {
             schema_version: r.schema_version,
             kind: r.kind,
             id: r.id,
             action: r.action,
             revision: r.revision,
-            parameters: Parameters::from_value(r.pattern, r.parameters)?,
+            parameters: Parameters::from_value(r.pattern, r.parameters)
+                .map_err(|e| e.to_string())?,
             target: r.target,
             issued_at_us: r.issued_at_us,
             ttl_us: r.ttl_us,
@@ -464,9 +518,10 @@ impl Decision {
 /// One decision of the actuator about one command, for the audit stream (a file or a
 /// topic): every issue, proposal, approval, renewal, suppression, revoke and expiry.
 ///
-/// JSON: `schemas/json/audit.schema.json` (`"kind": "audit"`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// JSON: `schemas/json/audit.schema.json` (`"kind": "audit"`), with `at`, the RFC 3339 time
+/// of `at_us` ([`crate::time`]).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(try_from = "AuditDoc")]
 pub struct AuditRecord {
     /// Version of this document's schema.
     pub schema_version: u32,
@@ -492,6 +547,83 @@ pub struct AuditRecord {
     pub detail: String,
 }
 
+/// How [`AuditRecord`] is written: its fields, `at` after `at_us` when the serializer is
+/// human-readable.
+#[derive(Serialize)]
+struct AuditOut<'a> {
+    schema_version: u32,
+    kind: &'a str,
+    at_us: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    at: Option<Rfc3339>,
+    decision: Decision,
+    command: &'a str,
+    pattern: Pattern,
+    revision: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rail: Option<&'a str>,
+    reason: &'a Reason,
+    detail: &'a str,
+}
+
+impl Serialize for AuditRecord {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        AuditOut {
+            schema_version: self.schema_version,
+            kind: &self.kind,
+            at_us: self.at_us,
+            at: beside(&s, self.at_us),
+            decision: self.decision,
+            command: &self.command,
+            pattern: self.pattern,
+            revision: self.revision,
+            rail: self.rail.as_deref(),
+            reason: &self.reason,
+            detail: &self.detail,
+        }
+        .serialize(s)
+    }
+}
+
+/// How [`AuditRecord`] is read: `at` optional, agreeing with `at_us`, and last.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuditDoc {
+    schema_version: u32,
+    kind: String,
+    at_us: i64,
+    decision: Decision,
+    command: String,
+    pattern: Pattern,
+    revision: u32,
+    #[serde(default)]
+    rail: Option<String>,
+    reason: Reason,
+    detail: String,
+    #[serde(default)]
+    at: Option<String>,
+}
+
+impl TryFrom<AuditDoc> for AuditRecord {
+    type Error = String;
+
+    fn try_from(d: AuditDoc) -> Result<Self, String> {
+        agrees("at", d.at.as_deref(), d.at_us)?;
+        Ok(AuditRecord {
+            schema_version: d.schema_version,
+            kind: d.kind,
+            at_us: d.at_us,
+            decision: d.decision,
+            command: d.command,
+            pattern: d.pattern,
+            revision: d.revision,
+            rail: d.rail,
+            reason: d.reason,
+            detail: d.detail,
+        })
+    }
+}
+
 /// Whether an alert opens or closes an incident.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -505,9 +637,10 @@ pub enum AlertAction {
 /// A notification to a pager system.
 ///
 /// JSON: `schemas/json/alert.schema.json` (`"kind": "alert"`). `dedup_key` follows PagerDuty
-/// Events API v2's `dedup_key`: a trigger and its resolve carry the same key.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// Events API v2's `dedup_key`: a trigger and its resolve carry the same key. `at` is the RFC
+/// 3339 time of `at_us` ([`crate::time`]).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(try_from = "AlertDoc")]
 pub struct Alert {
     /// Version of this document's schema.
     pub schema_version: u32,
@@ -525,4 +658,71 @@ pub struct Alert {
     pub at_us: i64,
     /// Id of the latest finding of the incident.
     pub finding: String,
+}
+
+/// How [`Alert`] is written: its fields, `at` after `at_us` when the serializer is
+/// human-readable.
+#[derive(Serialize)]
+struct AlertOut<'a> {
+    schema_version: u32,
+    kind: &'a str,
+    action: AlertAction,
+    dedup_key: &'a str,
+    summary: &'a str,
+    severity: crate::finding::Severity,
+    at_us: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    at: Option<Rfc3339>,
+    finding: &'a str,
+}
+
+impl Serialize for Alert {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        AlertOut {
+            schema_version: self.schema_version,
+            kind: &self.kind,
+            action: self.action,
+            dedup_key: &self.dedup_key,
+            summary: &self.summary,
+            severity: self.severity,
+            at_us: self.at_us,
+            at: beside(&s, self.at_us),
+            finding: &self.finding,
+        }
+        .serialize(s)
+    }
+}
+
+/// How [`Alert`] is read: `at` optional, agreeing with `at_us`, and last.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AlertDoc {
+    schema_version: u32,
+    kind: String,
+    action: AlertAction,
+    dedup_key: String,
+    summary: String,
+    severity: crate::finding::Severity,
+    at_us: i64,
+    finding: String,
+    #[serde(default)]
+    at: Option<String>,
+}
+
+impl TryFrom<AlertDoc> for Alert {
+    type Error = String;
+
+    fn try_from(d: AlertDoc) -> Result<Self, String> {
+        agrees("at", d.at.as_deref(), d.at_us)?;
+        Ok(Alert {
+            schema_version: d.schema_version,
+            kind: d.kind,
+            action: d.action,
+            dedup_key: d.dedup_key,
+            summary: d.summary,
+            severity: d.severity,
+            at_us: d.at_us,
+            finding: d.finding,
+        })
+    }
 }

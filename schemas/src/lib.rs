@@ -28,6 +28,7 @@ pub mod command;
 mod dict;
 pub mod finding;
 pub mod flow;
+pub mod time;
 pub mod window;
 
 pub use command::{

@@ -6,16 +6,72 @@
 
 use std::borrow::Cow;
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Serialize, Serializer};
+
+use crate::time::{Rfc3339, agrees, beside};
 
 /// An event-time window `[start_us, end_us)`, µs since the Unix epoch (UTC).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+///
+/// In JSON each bound has its RFC 3339 time beside it, for people (`start`, `end`; see
+/// [`crate::time`]): `{"start_us":1764770400000000,"start":"2025-12-03T14:00:00Z",
+/// "end_us":1764770410000000,"end":"2025-12-03T14:00:10Z"}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
+#[serde(try_from = "WindowDoc")]
 pub struct Window {
     /// Inclusive start, µs since the epoch.
     pub start_us: i64,
     /// Exclusive end, µs since the epoch.
     pub end_us: i64,
+}
+
+/// How [`Window`] is written: the µs bounds, each followed by its RFC 3339 time when the
+/// serializer is human-readable.
+#[derive(Serialize)]
+struct WindowOut {
+    start_us: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    start: Option<Rfc3339>,
+    end_us: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    end: Option<Rfc3339>,
+}
+
+impl Serialize for Window {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        WindowOut {
+            start_us: self.start_us,
+            start: beside(&s, self.start_us),
+            end_us: self.end_us,
+            end: beside(&s, self.end_us),
+        }
+        .serialize(s)
+    }
+}
+
+/// How [`Window`] is read: the texts are optional and must agree with the µs bounds. They
+/// come last, so that a binary encoding of the bounds alone (a sequence) reads too.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WindowDoc {
+    start_us: i64,
+    end_us: i64,
+    #[serde(default)]
+    start: Option<String>,
+    #[serde(default)]
+    end: Option<String>,
+}
+
+impl TryFrom<WindowDoc> for Window {
+    type Error = String;
+
+    fn try_from(d: WindowDoc) -> Result<Self, String> {
+        agrees("start", d.start.as_deref(), d.start_us)?;
+        agrees("end", d.end.as_deref(), d.end_us)?;
+        Ok(Window {
+            start_us: d.start_us,
+            end_us: d.end_us,
+        })
+    }
 }
 
 impl Window {

@@ -407,6 +407,96 @@ fn the_canonical_json_of_a_command_sorts_keys_and_writes_integral_numbers_bare()
     );
 }
 
+/// Every µs timestamp has its RFC 3339 time beside it in JSON; readers take the µs value,
+/// read documents without the text, and refuse a text that names another instant.
+#[test]
+fn timestamps_have_their_rfc3339_time_beside_them() {
+    let w = Window {
+        start_us: 1_764_770_400_000_000,
+        end_us: 1_764_770_410_250_000,
+    };
+    assert_eq!(
+        serde_json::to_string(&w).unwrap(),
+        "{\"start_us\":1764770400000000,\"start\":\"2025-12-03T14:00:00Z\",\
+         \"end_us\":1764770410250000,\"end\":\"2025-12-03T14:00:10.250000Z\"}"
+    );
+    let bare: Window =
+        serde_json::from_str(r#"{"start_us":1764770400000000,"end_us":1764770410250000}"#).unwrap();
+    assert_eq!(bare, w);
+    let e = serde_json::from_str::<Window>(
+        r#"{"start_us":1764770400000000,"start":"2025-12-03T15:00:00Z","end_us":1764770410250000}"#,
+    )
+    .unwrap_err()
+    .to_string();
+    assert_eq!(
+        e,
+        "start \"2025-12-03T15:00:00Z\" is not start_us 1764770400000000 (2025-12-03T14:00:00Z)"
+    );
+
+    let command = examples("remediation-command.schema.json").remove(0);
+    assert_eq!(command["issued_at"], "2023-01-29T08:50:10Z");
+    assert_eq!(command["expires_at"], "2023-01-29T08:55:10Z");
+    let alert = examples("alert.schema.json").remove(0);
+    assert_eq!(alert["at"], "2023-01-29T08:50:10Z");
+    for (file, field) in [
+        ("remediation-command.schema.json", "issued_at"),
+        ("remediation-command.schema.json", "expires_at"),
+        ("alert.schema.json", "at"),
+        ("audit.schema.json", "at"),
+    ] {
+        let doc = examples(file).remove(0);
+        let mut wrong = doc.clone();
+        wrong[field] = json!("2000-01-01T00:00:00Z");
+        let refused = match file {
+            "remediation-command.schema.json" => {
+                serde_json::from_value::<RemediationCommand>(wrong).is_err()
+            }
+            "alert.schema.json" => serde_json::from_value::<Alert>(wrong).is_err(),
+            _ => serde_json::from_value::<AuditRecord>(wrong).is_err(),
+        };
+        assert!(refused, "{file}: {field} naming another instant is read");
+        let mut without = doc.clone();
+        without.as_object_mut().unwrap().remove(field);
+        let read_back = match file {
+            "remediation-command.schema.json" => {
+                to_json(&serde_json::from_value::<RemediationCommand>(without.clone()).unwrap())
+            }
+            "alert.schema.json" => {
+                to_json(&serde_json::from_value::<Alert>(without.clone()).unwrap())
+            }
+            _ => to_json(&serde_json::from_value::<AuditRecord>(without.clone()).unwrap()),
+        };
+        assert_eq!(read_back, doc, "{file}: written again with {field}");
+        // graywatch writes it, so the schema asks for it
+        assert_invalid(file, &without, &format!("no {field}"));
+        let mut bad = doc;
+        bad[field] = json!("2026-01-05 01:07:20");
+        assert_invalid(file, &bad, &format!("{field} not in RFC 3339"));
+    }
+}
+
+/// The RFC 3339 texts of a command are not signed: its canonical JSON is the one of a command
+/// written without them (so signatures made before they existed verify), and a command
+/// whose text was altered is refused when read, before any signature check.
+#[test]
+fn the_rfc3339_texts_of_a_command_are_outside_its_canonical_json() {
+    let doc = examples("remediation-command.schema.json").remove(0);
+    let c: RemediationCommand = serde_json::from_value(doc.clone()).unwrap();
+    let canonical = String::from_utf8(c.canonical_json()).unwrap();
+    assert!(
+        canonical.contains("\"issued_at_us\":1674982210000000,"),
+        "{canonical}"
+    );
+    assert!(!canonical.contains("issued_at\""), "{canonical}");
+    assert!(!canonical.contains("expires_at\""), "{canonical}");
+    let mut bare = doc;
+    let o = bare.as_object_mut().unwrap();
+    o.remove("issued_at");
+    o.remove("expires_at");
+    let old: RemediationCommand = serde_json::from_value(bare).unwrap();
+    assert_eq!(old.canonical_json(), c.canonical_json());
+}
+
 fn window() -> Window {
     Window {
         start_us: 1_674_982_200_000_000,

@@ -238,6 +238,14 @@ pub enum EnforceCommand {
     /// `nginx -t` refuses is taken back and the commands NGINX refuses are left out, each
     /// logged with NGINX's error; the rest applies. What it holds is kept in
     /// PREFIX/graywatch-state.json across restarts; one enforcer per prefix.
+    #[command(
+        after_help = "Example (commands signed with the key in k1.key: [actuate.signing] key-id = \"k1\",
+key-file = \"k1.key\" in graywatch.toml; the NGINX under /etc/nginx includes graywatch.conf and
+fronts the services its graywatch-site.toml names):
+  openssl rand -hex 32 > k1.key
+  graywatch replay -c graywatch.toml --no-windows --commands cmds.jsonl access.log
+  graywatch enforce nginx --prefix /etc/nginx --verify-key k1=k1.key --commands cmds.jsonl"
+    )]
     Nginx(NginxArgs),
 }
 

@@ -136,7 +136,9 @@ pub fn evaluate(
     let mut batches = Vec::new();
     let mut records = 0u64;
     let mut normal_ranges: Vec<(i64, i64)> = Vec::new();
+    let bar = super::progress(traces.len() as u64, "files");
     for path in &traces {
+        bar.inc(1);
         let text = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
         let normal = path
             .file_name()
@@ -163,6 +165,7 @@ pub fn evaluate(
             batches.push(b);
         }
     }
+    bar.finish_and_clear();
     parser.finish(&mut builder);
     if !builder.is_empty() {
         records += builder.len() as u64;

@@ -46,6 +46,20 @@ pub struct AggregateCounters {
     pub overflow_records: u64,
     /// Windows handed over (summed over inputs).
     pub partial_windows: u64,
+    /// Of the late records, those without a duration (a format that logs none, as NGINX's
+    /// `combined`): how long they took can't be told.
+    #[serde(default)]
+    pub late_untimed: u64,
+}
+
+impl AggregateCounters {
+    /// Of the late records, those that took less than the allowed lateness: slowness does
+    /// not explain them, their lines came out of time order.
+    pub fn late_quick(&self) -> u64 {
+        self.late_records
+            .saturating_sub(self.late_slow)
+            .saturating_sub(self.late_untimed)
+    }
 }
 
 #[derive(Debug)]
@@ -233,10 +247,11 @@ impl Aggregate {
         for &(row, why) in dropped {
             let row = row as usize;
             if why == Dropped::Late {
-                let slow = durations
-                    .as_ref()
-                    .is_some_and(|d| d.is_valid(row) && d.value(row) >= lateness);
-                self.counters.late_slow += u64::from(slow);
+                match durations.as_ref().filter(|d| d.is_valid(row)) {
+                    Some(d) if d.value(row) >= lateness => self.counters.late_slow += 1,
+                    Some(_) => {}
+                    None => self.counters.late_untimed += 1,
+                }
             }
             let (reason, detail) = self::why(why);
             out.dead_letter(&DeadLetter {

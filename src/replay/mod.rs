@@ -146,6 +146,50 @@ pub fn say(text: &str) {
     let _ = std::io::stderr().write_all(text.as_bytes());
 }
 
+/// Why the start of an input (`head`, as `--format auto` reads it) is no log of one request
+/// per line, when it shows: gzip's magic bytes, or a first line of `max` bytes or more (no
+/// line end within `--max-line-bytes`). `None` when it looks like text lines.
+fn not_lines(head: &[u8], max: usize) -> Option<String> {
+    if head.starts_with(&[0x1f, 0x8b]) {
+        return Some(
+            ": it is gzip-compressed (decompress it, e.g. `zcat FILE | graywatch replay -`)"
+                .to_owned(),
+        );
+    }
+    let last = head.rsplit(|&b| b == b'\n').next().unwrap_or(head);
+    (last.len() >= max).then(|| {
+        format!(
+            ": it is longer than --max-line-bytes ({max} bytes). A log of one request per line? \
+             (a binary file, or lines ended by \\r alone, read as one line); else raise \
+             --max-line-bytes"
+        )
+    })
+}
+
+/// The hint for a run whose parsed lines were mostly rejected: about line lengths when most
+/// were too long (the parser never saw them, so `--format` can't be blamed), else about the
+/// format.
+fn rejects_hint(stats: &IngestStats) -> Option<&'static str> {
+    let parsed = stats.lines - stats.blank_lines;
+    if parsed == 0 || stats.rejected() * 2 <= parsed {
+        return None;
+    }
+    let too_long = stats
+        .rejects
+        .get(&ingest::RejectReason::LineTooLong)
+        .copied()
+        .unwrap_or(0);
+    Some(if too_long * 2 > parsed {
+        "  hint      most lines were longer than --max-line-bytes (rejected before any parsing, \
+         whatever the --format): is the input a log of one request per line? (not a \
+         compressed or binary file, nor one with lines ended by \\r alone); else raise \
+         --max-line-bytes\n"
+    } else {
+        "  hint      most lines were rejected: is --format right? `graywatch parse` shows each \
+         reject's reason; --rejects FILE keeps them\n"
+    })
+}
+
 /// Lines read from one input before the driver looks again for the input furthest behind.
 const CHUNK_LINES: u64 = 8192;
 
@@ -203,7 +247,9 @@ pub fn parsers(
                         continue;
                     }
                     None => anyhow::bail!(
-                        "{name}: cannot tell the log format from its first line; pass --format"
+                        "{name}: cannot tell the log format from its first line{}",
+                        not_lines(&head, args.max_line_bytes)
+                            .unwrap_or_else(|| "; pass --format".to_owned())
                     ),
                 }
             }
@@ -682,6 +728,83 @@ struct Tally<O> {
     alerting: Option<crate::alerting::Dispatcher>,
     /// Per pair over the run: requests, errors, worst window p99 (µs).
     pairs: HashMap<(String, String), (u64, u64, Option<u64>)>,
+    /// What the findings were about, for the summary.
+    found: Found,
+}
+
+/// Findings by what they are about (signature, subject and rule), in the order each was
+/// first found: what the summary lists.
+#[derive(Debug, Default)]
+struct Found {
+    /// Index in `subjects` by key.
+    index: HashMap<String, usize>,
+    subjects: Vec<FoundSubject>,
+}
+
+/// The findings of one signature on one subject over the run.
+#[derive(Debug, Clone, PartialEq)]
+struct FoundSubject {
+    /// `<signature> on <subject>` (and the rule's name, for a rule).
+    label: String,
+    findings: u64,
+    /// Start of the first finding's window, µs.
+    first_us: i64,
+    /// End of the last finding's window, µs.
+    last_us: i64,
+}
+
+/// How many subjects of findings the summary names; the others are counted.
+const FOUND_SUBJECTS: usize = 10;
+
+impl Found {
+    fn add(&mut self, f: &schemas::Finding) {
+        let rule = f
+            .rule
+            .as_deref()
+            .map(|r| format!(" ({r})"))
+            .unwrap_or_default();
+        let key = format!("{}{rule}/{}", f.signature, f.subject.key());
+        if let Some(&i) = self.index.get(&key) {
+            let s = &mut self.subjects[i];
+            s.findings += 1;
+            s.first_us = s.first_us.min(f.window.start_us);
+            s.last_us = s.last_us.max(f.window.end_us);
+            return;
+        }
+        self.index.insert(key, self.subjects.len());
+        self.subjects.push(FoundSubject {
+            label: format!("{}{rule} on {}", f.signature, f.subject),
+            findings: 1,
+            first_us: f.window.start_us,
+            last_us: f.window.end_us,
+        });
+    }
+
+    /// One line per subject (the first [`FOUND_SUBJECTS`]), then how many more.
+    fn lines(&self) -> String {
+        use schemas::time::Rfc3339;
+        let mut s = String::new();
+        for f in self.subjects.iter().take(FOUND_SUBJECTS) {
+            let n = if f.findings == 1 {
+                "1 finding".to_owned()
+            } else {
+                format!("{} findings", thousands(f.findings))
+            };
+            s += &format!(
+                "    {}: {n}, windows from {} to {}\n",
+                f.label,
+                Rfc3339(f.first_us),
+                Rfc3339(f.last_us)
+            );
+        }
+        if self.subjects.len() > FOUND_SUBJECTS {
+            s += &format!(
+                "    and {} more (--findings FILE keeps every finding)\n",
+                thousands((self.subjects.len() - FOUND_SUBJECTS) as u64)
+            );
+        }
+        s
+    }
 }
 
 impl<O: Outputs> Outputs for Tally<O> {
@@ -723,6 +846,7 @@ impl<O: Outputs> Outputs for Tally<O> {
                 })
                 .inc();
         }
+        self.found.add(f);
         self.inner.finding(f)
     }
     fn command(&mut self, c: &schemas::RemediationCommand) -> Result<(), O::Error> {
@@ -822,6 +946,7 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
         served: served.as_ref().map(|s| Arc::clone(&s.metrics)),
         alerting: crate::alerting::Dispatcher::start(&config.alerting)?,
         pairs: HashMap::new(),
+        found: Found::default(),
     };
     // The one clock read of a run: records more than a day ahead of it are not believed.
     let mut pipeline = Pipeline::new(&config, crate::not_after_now());
@@ -861,6 +986,7 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
             started.elapsed(),
             &pipeline,
             &out.pairs,
+            &out.found,
             &config.detect,
         );
         if served
@@ -945,6 +1071,7 @@ fn summary(
     elapsed: Duration,
     pipeline: &Pipeline,
     pairs: &HashMap<(String, String), (u64, u64, Option<u64>)>,
+    found: &Found,
     detect: &detect::DetectConfig,
 ) -> String {
     let w = &detect.window;
@@ -961,13 +1088,7 @@ fn summary(
         humantime::format_duration(w.allowed_lateness)
     );
     if a.late_records > 0 && a.late_records * 100 >= read.stats.records.max(1) {
-        let lateness = humantime::format_duration(w.allowed_lateness);
-        s += &format!(
-            "  hint      {} of the late records took {lateness} or longer: proxies log a \
-             request when it completes, so keep [detect.window] allowed-lateness above \
-             their timeout (--rejects FILE lists every late record)\n",
-            thousands(a.late_slow),
-        );
+        s += &late_hints(&a, w.allowed_lateness);
     }
     if a.future_records > 0 {
         s += &format!(
@@ -1025,6 +1146,7 @@ fn summary(
             format!(" ({})", findings.join(", "))
         }
     );
+    s += &found.lines();
     if !j.rules.is_empty() || j.rule_errors > 0 {
         let rules: Vec<String> = j.rules.iter().map(|(k, n)| format!("{k} {n}")).collect();
         s += &format!(
@@ -1060,6 +1182,51 @@ fn summary(
                 thousands(*requests),
                 100.0 * *errors as f64 / *requests as f64,
             );
+        }
+    }
+    s
+}
+
+/// Why records were late, as far as their durations tell: slow requests (logged when they
+/// complete, after the allowed lateness), records whose lines came out of time order (quick
+/// requests), and records without a duration (can't be told). One `hint` line per cause
+/// seen, biggest first; every line ends with where to see the records.
+fn late_hints(a: &crate::pipeline::aggregate::AggregateCounters, lateness: Duration) -> String {
+    let lateness = humantime::format_duration(lateness);
+    let mut causes = [
+        (
+            a.late_slow,
+            format!(
+                "{} of the late records took {lateness} or longer: proxies log a request when \
+                 it completes, so keep [detect.window] allowed-lateness above their timeout",
+                thousands(a.late_slow)
+            ),
+        ),
+        (
+            a.late_quick(),
+            format!(
+                "{} of the late records took less than {lateness}: their lines are out of time \
+                 order (logs of several proxies or rotated files joined into one input? give \
+                 each as its own input, graywatch interleaves them), or a clock jumped",
+                thousands(a.late_quick())
+            ),
+        ),
+        (
+            a.late_untimed,
+            format!(
+                "{} of the late records have no duration (the format logs none), so slowness \
+                 can't explain them: their lines are out of time order (give each proxy's log \
+                 as its own input), or the proxy logs requests when they complete (raise \
+                 [detect.window] allowed-lateness)",
+                thousands(a.late_untimed)
+            ),
+        ),
+    ];
+    causes.sort_by_key(|(n, _)| std::cmp::Reverse(*n));
+    let mut s = String::new();
+    for (n, text) in causes {
+        if n > 0 {
+            s += &format!("  hint      {text} (--rejects FILE lists every late record)\n");
         }
     }
     s
@@ -1162,10 +1329,120 @@ pub fn summarize_input(read: &InputSummary, elapsed: Duration) -> String {
             .collect();
         s += &format!("  parser    {}\n", c.join(", "));
     }
-    let parsed = stats.lines - stats.blank_lines;
-    if parsed > 0 && stats.rejected() * 2 > parsed {
-        s += "  hint      most lines were rejected: is --format right? `graywatch parse` shows \
-              each reject's reason; --rejects FILE keeps them\n";
+    if let Some(hint) = rejects_hint(stats) {
+        s += hint;
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::aggregate::AggregateCounters;
+
+    #[test]
+    fn lines_too_long_are_blamed_on_the_input_not_the_format() {
+        let mut stats = IngestStats {
+            lines: 3,
+            ..IngestStats::default()
+        };
+        stats.rejects.insert(ingest::RejectReason::LineTooLong, 3);
+        let hint = rejects_hint(&stats).unwrap();
+        assert!(
+            hint.starts_with("  hint      most lines were longer than --max-line-bytes"),
+            "{hint}"
+        );
+        assert!(!hint.contains("is --format right"), "{hint}");
+        stats.rejects.clear();
+        stats.rejects.insert(ingest::RejectReason::Malformed, 2);
+        assert!(rejects_hint(&stats).unwrap().contains("is --format right?"));
+        stats.rejects.insert(ingest::RejectReason::Malformed, 1);
+        assert_eq!(rejects_hint(&stats), None, "1 of 3 rejected");
+
+        assert_eq!(not_lines(b"[2024-05-01T00:00:00.000Z] \"GET", 1024), None);
+        assert!(
+            not_lines(&[b'x'; 1024], 1024)
+                .unwrap()
+                .contains("longer than --max-line-bytes (1024 bytes)")
+        );
+        assert!(
+            not_lines(&[0x1f, 0x8b, 8, 0], 1024)
+                .unwrap()
+                .contains("gzip-compressed")
+        );
+    }
+
+    #[test]
+    fn late_hints_blame_what_the_durations_show() {
+        let lateness = Duration::from_secs(15);
+        let slow = AggregateCounters {
+            late_records: 3,
+            late_slow: 3,
+            ..AggregateCounters::default()
+        };
+        let text = late_hints(&slow, lateness);
+        assert_eq!(text.lines().count(), 1, "{text}");
+        assert!(text.starts_with("  hint      3 of the late records took 15s or longer"));
+        // lines out of order: quick requests, and a format without durations
+        let shuffled = AggregateCounters {
+            late_records: 120,
+            late_slow: 1,
+            late_untimed: 0,
+            ..AggregateCounters::default()
+        };
+        let text = late_hints(&shuffled, lateness);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        assert!(
+            lines[0].starts_with(
+                "  hint      119 of the late records took less than 15s: their lines are out of time order"
+            ),
+            "{text}"
+        );
+        assert!(lines[1].contains("1 of the late records took 15s or longer"));
+        let untimed = AggregateCounters {
+            late_records: 40,
+            late_untimed: 40,
+            ..AggregateCounters::default()
+        };
+        let text = late_hints(&untimed, lateness);
+        assert_eq!(text.lines().count(), 1, "{text}");
+        assert!(
+            text.starts_with("  hint      40 of the late records have no duration"),
+            "{text}"
+        );
+        assert!(!text.contains("above their timeout"), "{text}");
+    }
+
+    #[test]
+    fn found_names_subjects_and_windows_then_counts_the_rest() {
+        let finding = |node: &str, start_us: i64| {
+            serde_json::from_value::<schemas::Finding>(serde_json::json!({
+                "schema_version": 1, "kind": "finding", "id": "x", "signature": "black-hole",
+                "subject": {"kind": "node", "node": node},
+                "window": {"start_us": start_us, "end_us": start_us + 10_000_000},
+                "severity": "critical", "evidence": [], "callers": [], "summary": "s"
+            }))
+            .unwrap()
+        };
+        let mut found = Found::default();
+        let t0 = 1_764_770_400_000_000; // 2025-12-03T14:00:00Z
+        found.add(&finding("inventory", t0 + 20_000_000));
+        found.add(&finding("inventory", t0));
+        found.add(&finding("cart", t0 + 10_000_000));
+        assert_eq!(
+            found.lines(),
+            "    black-hole on node inventory: 2 findings, windows from 2025-12-03T14:00:00Z to 2025-12-03T14:00:30Z\n\
+             \x20   black-hole on node cart: 1 finding, windows from 2025-12-03T14:00:10Z to 2025-12-03T14:00:20Z\n"
+        );
+        for i in 0..FOUND_SUBJECTS {
+            found.add(&finding(&format!("n{i}"), t0));
+        }
+        let text = found.lines();
+        assert_eq!(text.lines().count(), FOUND_SUBJECTS + 1, "{text}");
+        assert!(
+            text.ends_with("    and 2 more (--findings FILE keeps every finding)\n"),
+            "{text}"
+        );
+    }
 }

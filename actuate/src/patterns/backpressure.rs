@@ -216,6 +216,38 @@ mod tests {
         assert_eq!(remedy.target.destinations, ["catalog"]);
     }
 
+    /// 0.1 × 50.5 req/s is 5.050000000000001 in binary floating point: limits are rounded to
+    /// 0.001 req/s where they are computed, so the command's JSON says 5.05.
+    #[test]
+    fn limits_carry_no_float_noise() {
+        assert_eq!(0.1 * 50.5, 5.050000000000001);
+        let mut r = rule();
+        r.rate_fraction = Some(0.1);
+        let bp = Backpressure::new(0, &r).unwrap();
+        let f = black_hole(
+            "x",
+            vec![caller("a", 1.0, 50.5), caller("b", 1.0, 1.0999999999999999)],
+            2,
+        );
+        let remedy = bp.remedy(&f).unwrap();
+        assert_eq!(limits(&remedy), [("a", 5.05), ("b", 0.11)]);
+        let Parameters::Backpressure(p) = &remedy.parameters else {
+            unreachable!()
+        };
+        assert_eq!(
+            serde_json::to_string(p).unwrap(),
+            r#"{"rate_limit_rps":{"a":5.05,"b":0.11}}"#
+        );
+        // a fixed limit from the config too
+        let mut r = rule();
+        r.rate_limit_rps = Some(2.0 / 3.0);
+        let bp = Backpressure::new(0, &r).unwrap();
+        assert_eq!(
+            limits(&bp.remedy(&f).unwrap()),
+            [("a", 0.667), ("b", 0.667)]
+        );
+    }
+
     #[test]
     fn several_callers_need_two_witnesses() {
         let bp = Backpressure::new(0, &rule()).unwrap();

@@ -118,6 +118,14 @@ pub struct NginxParser {
     dropped_ids: u64,
 }
 
+/// Checks that `log_format` compiles, as [`NginxParser::new`] will.
+///
+/// # Errors
+/// As [`NginxParser::new`].
+pub(crate) fn check_log_format(log_format: &str) -> Result<()> {
+    LogFormat::compile(log_format).map(drop)
+}
+
 impl NginxParser {
     /// Compiles `log_format` (verbatim, or as `'…' '…'` pieces); records are tagged with
     /// `reporter` and named with `mapping`.

@@ -366,6 +366,33 @@ fn check_id(field: &str, v: &str) -> Result<(), Reject> {
     Ok(())
 }
 
+/// A header's column names for a reject detail, whole unless the header is longer than a
+/// detail should be (over [`MAX_HEADER_DETAIL`] characters): then its first columns that fit
+/// and how many more there are, never a name cut in two.
+fn columns(header: &str) -> String {
+    if header.chars().count() <= MAX_HEADER_DETAIL {
+        return header.to_owned();
+    }
+    let names: Vec<&str> = header.split(',').collect();
+    let mut out = String::new();
+    let mut shown = 0;
+    for n in &names {
+        if out.chars().count() + n.chars().count() + 1 > MAX_HEADER_DETAIL {
+            break;
+        }
+        if shown > 0 {
+            out.push(',');
+        }
+        out.push_str(n);
+        shown += 1;
+    }
+    format!("{out},… and {} more columns", names.len() - shown)
+}
+
+/// Most characters of a header a reject detail shows (a header line can be as long as any
+/// line).
+const MAX_HEADER_DETAIL: usize = 400;
+
 fn truncate(v: &str) -> &str {
     match v.char_indices().nth(80) {
         Some((i, _)) => &v[..i],
@@ -448,7 +475,7 @@ impl Layout {
             return Err(format!(
                 "missing column {} in header {:?}",
                 missing.join(", "),
-                truncate(line)
+                columns(line)
             ));
         }
         Ok(Layout {
@@ -473,9 +500,14 @@ impl Layout {
                 return Err(Reject::new(
                     RejectReason::Malformed,
                     format!(
-                        "expected {} comma-separated fields ({}), found {n}",
+                        "expected {} comma-separated fields ({}{}), found {n}",
                         self.columns,
-                        truncate(&self.header)
+                        columns(&self.header),
+                        if *self.header == *HEADER {
+                            ", the default layout: no header line came before this line"
+                        } else {
+                            ""
+                        }
                     ),
                 ));
             }

@@ -650,3 +650,39 @@ fn held_spans_are_bounded_by_bytes_when_ids_are_long() {
     assert_eq!(counter(&p, counters::WITHOUT_PARENT), 2_000);
     assert_eq!(p.held_bytes(), 0);
 }
+
+/// A line with too few fields names every column it was expected to have, `Duration` too
+/// (the detail once stopped at 80 characters), and says whether they came from a header.
+#[test]
+fn a_short_line_names_every_expected_column() {
+    let (_, rejects, _) = run(SpansCsvParser::new(Mapping::default()), ["a,b,c"]);
+    assert_eq!(rejects.len(), 1);
+    assert_eq!(
+        rejects[0].1.detail,
+        "expected 8 comma-separated fields (TraceID,SpanID,ParentID,PodName,OperationName,\
+         StartTimeUnixNano,EndTimeUnixNano,Duration, the default layout: no header line came \
+         before this line), found 3"
+    );
+    // a header of the input's own: its columns, whole up to 400 characters
+    let header = format!(
+        "{HEADER},{}",
+        (0..60)
+            .map(|i| format!("Extra{i}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    let (_, rejects, _) = run(
+        SpansCsvParser::new(Mapping::default()),
+        [header.as_str(), "a,b"],
+    );
+    assert_eq!(rejects.len(), 1);
+    let detail = &rejects[0].1.detail;
+    assert!(
+        detail.starts_with(&format!(
+            "expected 68 comma-separated fields ({HEADER},Extra0,"
+        )),
+        "{detail}"
+    );
+    assert!(detail.ends_with(" more columns), found 2"), "{detail}");
+    assert!(!detail.contains("default layout"), "{detail}");
+}

@@ -84,7 +84,10 @@ pub fn run(args: NabArgs) -> anyhow::Result<()> {
     );
     let spec = detector::nab_spec();
     let mut files = Vec::with_capacity(series.len());
+    let bar = super::progress(series.len() as u64, "files");
     for s in series {
+        bar.set_message(s.key.clone());
+        bar.inc(1);
         let labelled = corpus::label(&s, &labels, &labels_path)?;
         let scores = match (&args.results, &args.out) {
             (Some(dir), _) => {
