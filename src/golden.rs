@@ -87,14 +87,15 @@ pub const NAMES: &[&str] = &[
     "graywatch_window_end_timestamp_seconds",
 ];
 
-/// One signal's baseline in a window table's row: the `<signal>_baseline`, `_sigma` and `_z`
-/// columns (in the signal's unit; null while the baseline warms up).
+/// One signal's baseline in a window table's row: the `<signal>_baseline`, `_sigma`, `_z` and
+/// `_p` columns (in the signal's unit; null while the baseline warms up).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub(crate) struct BaselineCell {
     pub signal: String,
     pub baseline: Option<f64>,
     pub sigma: Option<f64>,
     pub z: Option<f64>,
+    pub p: Option<f64>,
 }
 
 /// One pair's row of the `pairs` table.
@@ -192,10 +193,12 @@ impl GoldenSignals {
 
     /// The landscape map of the last closed window, as JSON: `{"window_end_us", "window_end"
     /// (RFC 3339), "pairs": [{"source", "destination", "rate_rps", "error_ratio", "p99_ms",
-    /// "worst_z", "troubled"}], "nodes": [{"node", "inflow_rps", "ok_ratio", "callers",
-    /// "troubled"}], "troubled_nodes", "findings": [{"signature", "severity", "subject",
-    /// "summary"}], "other_pairs"}` (pairs as on `/metrics`; `worst_z`: the largest |z| of the
-    /// pair's signals, null while its baseline warms up).
+    /// "worst_z", "worst_p", "worst_signal", "troubled"}], "nodes": [{"node", "inflow_rps",
+    /// "ok_ratio", "callers", "troubled"}], "troubled_nodes", "findings": [{"signature",
+    /// "severity", "subject", "summary"}], "other_pairs"}` (pairs as on `/metrics`; `worst_z`:
+    /// the largest |z| of the pair's signals; `worst_p`: the smallest tail probability of its
+    /// signals as the detectors score them, with `worst_signal` its signal; null while its
+    /// baseline warms up).
     pub fn map(&self) -> Arc<str> {
         self.map.borrow().clone()
     }
@@ -438,7 +441,9 @@ fn board(
 ///
 /// `{"window_end_us", "window_end" (RFC 3339), "pairs": [{"source", "destination",
 /// "rate_rps", "error_ratio", "p99_ms" (null without durations), "worst_z" (the largest |z|
-/// of its signals, null while its baseline warms up), "troubled"}], "nodes": [{"node",
+/// of its signals, null while its baseline warms up), "worst_p", "worst_signal" (the smallest
+/// tail probability of its signals, `_p` of [`detect::tables`], and that signal's name),
+/// "troubled"}], "nodes": [{"node",
 /// "inflow_rps", "ok_ratio", "callers", "troubled"}], "findings": [{"signature",
 /// "severity", "subject", "summary"}], "other_pairs"}`; pairs as on `/metrics` (top-k,
 /// findings' pairs, `(other)`).
@@ -452,6 +457,13 @@ fn map_json(b: &Board) -> Arc<str> {
             .map(f64::abs)
             .reduce(f64::max)
     };
+    // the most surprising signal, as the detectors score it
+    fn worst_p(cells: &[BaselineCell]) -> Option<(f64, &str)> {
+        cells
+            .iter()
+            .filter_map(|c| Some((c.p.filter(|p| p.is_finite())?, c.signal.as_str())))
+            .min_by(|a, b| a.0.total_cmp(&b.0))
+    }
     let pairs: Vec<_> = b
         .pairs
         .iter()
@@ -464,6 +476,8 @@ fn map_json(b: &Board) -> Arc<str> {
                 "error_ratio": if p.requests == 0 { 0.0 } else { p.errors as f64 / p.requests as f64 },
                 "p99_ms": p.latency_us[2].map(|us| us as f64 / 1000.0),
                 "worst_z": worst_z(&p.baselines),
+                "worst_p": worst_p(&p.baselines).map(|w| w.0),
+                "worst_signal": worst_p(&p.baselines).map(|w| w.1),
                 "troubled": b.troubled_pairs.contains(&(p.source.clone(), p.destination.clone())),
             })
         })
@@ -545,6 +559,7 @@ fn baselines_of(b: &RecordBatch, signals: &[String], row: usize) -> Vec<Baseline
             baseline: opt_f64(f64_column(b, &format!("{s}_baseline")), row),
             sigma: opt_f64(f64_column(b, &format!("{s}_sigma")), row),
             z: opt_f64(f64_column(b, &format!("{s}_z")), row),
+            p: opt_f64(f64_column(b, &format!("{s}_p")), row),
         })
         .filter(|c| c.baseline.is_some())
         .collect()

@@ -2,7 +2,7 @@
 //!
 //! A rule (`[[rules]]` in the config) is one `SELECT` over the window tables `pairs`, `nodes`
 //! and `breakdown` (columns in [`detect::tables`]: golden signals plus each signal's
-//! `_baseline`, `_sigma` and `_z`). Each row it returns is a raw finding with signature `rule`,
+//! `_baseline`, `_sigma`, `_z` and `_p`, its tail probability). Each row it returns is a raw finding with signature `rule`,
 //! the rule's name in `rule` and its severity; it then opens and resolves like any finding
 //! (with every raw finding a finding: `open-after = of-windows = 1`).
 //!

@@ -10,17 +10,20 @@
 //! had a duration), `concurrency_mean`, `concurrency_peak` (requests in flight), `bytes_in`,
 //! `bytes_out` (bytes), `bandwidth_in_bps`, `bandwidth_out_bps` (bytes/s), `breakdown_overflow`;
 //! then for each pair signal of [`Signal::PAIR`] (`rate_rps`, `error_ratio`, `p50_us`,
-//! `p99_us`, `concurrency_mean`, `bandwidth_in_bps`, `bandwidth_out_bps`) three nullable
+//! `p99_us`, `concurrency_mean`, `bandwidth_in_bps`, `bandwidth_out_bps`) four nullable
 //! columns: `<signal>_baseline` (the expected value, in the signal's unit), `<signal>_sigma`
-//! (the baseline's σ, same unit) and `<signal>_z` ((value − baseline) ÷ σ). They are null
-//! while the pair's baseline warms up, and `_z` also when the window has no value for the
-//! signal (no request: no latency).
+//! (the baseline's σ, same unit), `<signal>_z` ((value − baseline) ÷ σ) and `<signal>_p` (the
+//! probability under the baseline, its learned tails included, of a value at least this far
+//! from it on the side it went: what the detectors score, so that a pair whose p99 often
+//! spikes is not surprising at a large z). They are null while the pair's baseline warms up,
+//! and `_z` and `_p` also when the window has no value for the signal (no request: no
+//! latency).
 //!
 //! **`nodes`** ([`node_schema`]), one row per [`NodeWindow`] (services only):
 //! `window_start`, `window_end`, `node`, `inflow_requests`, `inflow_bytes`, `ok_responses`,
 //! `outflow_bytes`, `downstream_requests`, `callers`, `inflow_rps` (req/s), `ok_ratio` and
-//! `downstream_per_request` (null without inflow); then `<signal>_baseline`, `_sigma`, `_z`
-//! for each node signal of [`Signal::NODE`].
+//! `downstream_per_request` (null without inflow); then `<signal>_baseline`, `_sigma`, `_z`,
+//! `_p` for each node signal of [`Signal::NODE`].
 //!
 //! **`breakdown`** ([`breakdown_schema`]), one row per [`Breakdown`] entry of a pair:
 //! `window_start`, `window_end`, `source`, `destination`, `source_zone`, `source_version`,
@@ -56,7 +59,7 @@ fn baseline_fields(signals: &[Signal]) -> Vec<Field> {
     signals
         .iter()
         .flat_map(|s| {
-            ["baseline", "sigma", "z"]
+            ["baseline", "sigma", "z", "p"]
                 .map(|what| Field::new(format!("{}_{what}", s.name()), DataType::Float64, true))
         })
         .collect()
@@ -169,10 +172,10 @@ impl WindowColumns {
     }
 }
 
-/// `<signal>_baseline`, `_sigma`, `_z` columns of some signals.
+/// `<signal>_baseline`, `_sigma`, `_z`, `_p` columns of some signals.
 struct BaselineColumns {
-    /// Per signal: baseline, σ, z.
-    columns: Vec<[Float64Builder; 3]>,
+    /// Per signal: baseline, σ, z, p.
+    columns: Vec<[Float64Builder; 4]>,
 }
 
 impl BaselineColumns {
@@ -193,23 +196,25 @@ impl BaselineColumns {
         t_us: i64,
         value: impl Fn(Signal) -> Option<f64>,
     ) {
-        for (signal, [b, s, z]) in signals.iter().zip(&mut self.columns) {
+        for (signal, [b, s, z, p]) in signals.iter().zip(&mut self.columns) {
             let spec = store.spec(*signal);
             let x = value(*signal);
+            let baseline = baselines.and_then(|bs| bs.get(*signal));
             // `z` of any finite value gives the expected value and σ
-            let got = baselines
-                .and_then(|bs| bs.get(*signal))
-                .and_then(|sb| sb.z(&spec, t_us, x.unwrap_or(0.0)));
+            let got = baseline.and_then(|sb| sb.z(&spec, t_us, x.unwrap_or(0.0)));
             match got {
                 Some((expected, sigma, zv)) => {
                     b.append_value(expected);
                     s.append_value(sigma);
                     z.append_option(x.is_some().then_some(zv));
+                    let score = x.and_then(|x| baseline?.score(&spec, t_us, x));
+                    p.append_option(score.map(|sc| if sc.z >= 0.0 { sc.p_high } else { sc.p_low }));
                 }
                 None => {
                     b.append_null();
                     s.append_null();
                     z.append_null();
+                    p.append_null();
                 }
             }
         }
@@ -472,6 +477,15 @@ mod tests {
         assert_eq!(f64_at(&t, "p99_us_z", 0), Some(6.0));
         assert_eq!(f64_at(&t, "rate_rps_baseline", 0), Some(20.0));
         assert_eq!(f64_at(&t, "rate_rps_z", 0), Some(10.0));
+        // the tail probability on the side the value went: small for the rise, about even
+        // for an error ratio at its baseline (1 %)
+        let p99_p = f64_at(&t, "p99_us_p", 0).unwrap();
+        assert!(p99_p > 0.0 && p99_p < 1e-3, "{p99_p}");
+        let rate_p = f64_at(&t, "rate_rps_p", 0).unwrap();
+        assert!(rate_p < p99_p, "10σ is rarer than 6σ: {rate_p} vs {p99_p}");
+        let errors_p = f64_at(&t, "error_ratio_p", 0).unwrap();
+        assert!(errors_p > 0.3, "{errors_p}");
+        assert_eq!(f64_at(&t, "p99_us_p", 1), None);
         // a pair without a baseline, and without latency
         assert_eq!(u64_at(&t, "p99_us", 1), None);
         assert_eq!(f64_at(&t, "p99_us_baseline", 1), None);

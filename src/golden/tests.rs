@@ -272,3 +272,36 @@ fn commands_in_force_are_counted_by_pattern_until_revoked_or_expired() {
     golden.command(&renew);
     assert_eq!(count(&scrape(&golden)), 4.0);
 }
+
+#[test]
+fn the_map_colours_a_pair_by_its_most_surprising_signal() {
+    // ten steady windows of web → cart (300 requests, p50 20 ms, p99 80 ms), then a window
+    // whose p99 alone is 3× its baseline: the most surprising signal
+    let mut store = BaselineStore::default();
+    for k in 0..10 {
+        let mut p = pair("web", "cart", 300, 0, 80_000);
+        p.window = schemas::Window {
+            start_us: W.start_us - (10 - k) * 10_000_000,
+            end_us: W.start_us - (9 - k) * 10_000_000,
+        };
+        store.learn_pair(&p);
+    }
+    let mut slow = pair("web", "cart", 300, 0, 240_000);
+    slow.latency.as_mut().unwrap().p50_us = 20_000;
+    let slow = [slow];
+    let golden = GoldenSignals::new(10);
+    golden.tables(&WindowTables {
+        window: W,
+        pairs: detect::tables::pair_table(&slow, &store),
+        nodes: detect::tables::node_table(&[], &store),
+        breakdown: detect::tables::breakdown_table(&slow),
+    });
+    golden.publish();
+    let map: serde_json::Value = serde_json::from_str(&golden.map()).unwrap();
+    let p = &map["pairs"][0];
+    assert_eq!(p["source"], "web");
+    assert_eq!(p["worst_signal"], "p99_us", "{p}");
+    let worst = p["worst_p"].as_f64().unwrap();
+    assert!(worst < 1e-6, "red on the map: {p}");
+    assert!(p["worst_z"].as_f64().unwrap() > 4.0, "{p}");
+}
