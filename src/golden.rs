@@ -28,13 +28,13 @@
 //! | `graywatch_pair_concurrency_mean` | | requests in flight, mean over the window |
 //! | `graywatch_pair_concurrency_peak` | | requests in flight, peak (at the window's resolution) |
 //! | `graywatch_pair_bandwidth_bytes_per_second` | `direction` (`in`: request bytes, `out`: response bytes) | bytes/s |
-//! | `graywatch_pair_baseline` | `signal` | the signal's expected value, in the unit its name gives (`p99_us`: µs) |
+//! | `graywatch_pair_baseline` | `signal` (`requests_per_second`, `error_ratio`, `latency_p50_seconds`, `latency_p99_seconds`, `concurrency_mean`, `bandwidth_in_bytes_per_second`, `bandwidth_out_bytes_per_second`) | the signal's expected value, in the base unit its name gives |
 //! | `graywatch_pair_zscore` | `signal` | (value − baseline) ÷ σ of the baseline |
 //! | `graywatch_node_inflow_requests_per_second` | | req/s into the node |
 //! | `graywatch_node_ok_ratio` | | answered without a failure of its own ÷ inflow, 0..1 |
 //! | `graywatch_node_downstream_per_request` | | downstream calls per inflow request |
 //! | `graywatch_node_callers` | | distinct callers |
-//! | `graywatch_node_baseline`, `graywatch_node_zscore` | `signal` | as for pairs |
+//! | `graywatch_node_baseline`, `graywatch_node_zscore` | `signal` (`inflow_requests_per_second`, `ok_ratio`, `downstream_per_request`) | as for pairs |
 //! | `graywatch_open_findings` | `signature`, `severity`, `subject` | 1 per open incident (its latest finding) |
 //! | `graywatch_active_commands` | `pattern`, `mode` | remediation commands in force |
 //! | `graywatch_other_pairs` | | pairs summed into the `(other)` series |
@@ -386,6 +386,11 @@ fn board(
             other.bandwidth_bps[1] += p.bandwidth_bps[1];
         }
     }
+    // sums of many floats carry noise in their last digits (25.000000000000004): to 1e-9
+    let tidy = |v: &mut f64| *v = (*v * 1e9).round() / 1e9;
+    tidy(&mut other.rate_rps);
+    tidy(&mut other.concurrency_mean);
+    other.bandwidth_bps.iter_mut().for_each(tidy);
     let shown_pairs: Vec<(String, String)> = shown
         .iter()
         .map(|p| (p.source.clone(), p.destination.clone()))
@@ -625,12 +630,31 @@ fn node_labels(n: &NodeRow) -> Vec<(&str, &str)> {
     vec![("node", n.node.as_str())]
 }
 
-/// `(signal, baseline)` or `(signal, z)` of the cells that have it.
+/// A signal's `signal` label on `/metrics`, in Prometheus' base units, and the factor from
+/// the table's unit to it: `p99_us` → `latency_p99_seconds`, × 1e-6.
+fn metric_signal(signal: &str) -> (&str, f64) {
+    match signal {
+        "rate_rps" => ("requests_per_second", 1.0),
+        "p50_us" => ("latency_p50_seconds", 1e-6),
+        "p99_us" => ("latency_p99_seconds", 1e-6),
+        "bandwidth_in_bps" => ("bandwidth_in_bytes_per_second", 1.0),
+        "bandwidth_out_bps" => ("bandwidth_out_bytes_per_second", 1.0),
+        "inflow_rps" => ("inflow_requests_per_second", 1.0),
+        other => (other, 1.0), // error_ratio, concurrency_mean, ok_ratio, …
+    }
+}
+
+/// `(signal, baseline)` (in base units) or `(signal, z)` of the cells that have it.
 fn baseline_rows(rows: &[BaselineCell], z: bool) -> Vec<(&str, f64)> {
     rows.iter()
         .filter_map(|c| {
-            let v = if z { c.z } else { c.baseline };
-            v.filter(|v| v.is_finite()).map(|v| (c.signal.as_str(), v))
+            let (label, scale) = metric_signal(&c.signal);
+            let v = if z {
+                c.z
+            } else {
+                c.baseline.map(|b| b * scale)
+            };
+            v.filter(|v| v.is_finite()).map(|v| (label, v))
         })
         .collect()
 }

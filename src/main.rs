@@ -155,11 +155,27 @@ struct QueryArgs {
 
 /// `graywatch query`.
 fn query(args: QueryArgs) -> anyhow::Result<()> {
-    use std::io::Write;
+    use std::io::{ErrorKind, Write};
     let mut stdout = std::io::stdout().lock();
-    graywatch::archive::query(&args.archive, &args.sql, args.format, &mut stdout)?;
-    stdout.flush()?;
-    Ok(())
+    let done = graywatch::archive::query(&args.archive, &args.sql, args.format, &mut stdout)
+        .map(drop)
+        .and_then(|()| {
+            stdout
+                .flush()
+                .map_err(|source| graywatch::archive::ArchiveError::Io {
+                    path: "stdout".into(),
+                    source,
+                })
+        });
+    match done {
+        // a closed stdout (`graywatch query … | head`) ends it quietly
+        Err(graywatch::archive::ArchiveError::Io { source, .. })
+            if source.kind() == ErrorKind::BrokenPipe =>
+        {
+            Ok(())
+        }
+        other => Ok(other?),
+    }
 }
 
 #[derive(Debug, Args)]

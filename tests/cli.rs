@@ -1061,4 +1061,28 @@ fn the_archive_holds_the_windows_and_findings_replay_wrote() {
     ]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("nope"));
+    // a reader that stops early (`| head -1`) ends the query quietly
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_graywatch"))
+        .args([
+            "query",
+            "--archive",
+            archive.to_str().unwrap(),
+            "--format",
+            "csv",
+            "SELECT * FROM pairs",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut first,
+    )
+    .unwrap();
+    assert!(first.starts_with("window_start,"), "{first}");
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "");
 }

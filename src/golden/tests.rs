@@ -289,7 +289,7 @@ fn the_map_colours_a_pair_by_its_most_surprising_signal() {
     let mut slow = pair("web", "cart", 300, 0, 240_000);
     slow.latency.as_mut().unwrap().p50_us = 20_000;
     let slow = [slow];
-    let golden = GoldenSignals::new(10);
+    let golden = Arc::new(GoldenSignals::new(10));
     golden.tables(&WindowTables {
         window: W,
         pairs: detect::tables::pair_table(&slow, &store),
@@ -304,4 +304,29 @@ fn the_map_colours_a_pair_by_its_most_surprising_signal() {
     let worst = p["worst_p"].as_f64().unwrap();
     assert!(worst < 1e-6, "red on the map: {p}");
     assert!(p["worst_z"].as_f64().unwrap() > 4.0, "{p}");
+    // /metrics gives the baselines in base units: the p99's in seconds
+    let text = scrape(&golden);
+    let labels = r#"source="web",destination="cart",signal="latency_p99_seconds""#;
+    assert_eq!(
+        value(&text, "graywatch_pair_baseline", labels),
+        Some(0.08),
+        "{text}"
+    );
+    assert!(value(&text, "graywatch_pair_zscore", labels).unwrap() > 4.0);
+}
+
+#[test]
+fn the_other_sum_has_no_float_noise() {
+    let row = |source: &str, rate_rps: f64| PairRow {
+        source: source.into(),
+        destination: "db".into(),
+        requests: 1,
+        rate_rps,
+        ..PairRow::default()
+    };
+    assert_ne!(0.1 + 0.2, 0.3);
+    let b = board(0, vec![row("a", 0.1), row("b", 0.2)], Vec::new(), 0, &[]);
+    let other = b.other.expect("both pairs summed");
+    assert_eq!(other.rate_rps, 0.3);
+    assert_eq!(other.requests, 2);
 }
