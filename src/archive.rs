@@ -18,7 +18,8 @@
 //!
 //! **Whole files only.** A file is written as `.part-<first>-<writer>.parquet.tmp` and
 //! renamed when it is complete, so a reader never sees half a file: `replay` completes a
-//! file when its hour is over or the replay ends; `run` completes its files at every
+//! file when its hour is over, when every input has gone idle (a followed stream's windows
+//! become queryable while it is quiet) or the replay ends; `run` completes its files at every
 //! checkpoint, before the checkpoint is saved (as a two-phase-commit file sink does), so the
 //! archive holds exactly the windows the checkpoint has closed. A crash leaves `.tmp` files,
 //! which the writer removes when it starts again; their windows are closed again from the

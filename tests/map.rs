@@ -240,6 +240,25 @@ fn the_map_shows_the_black_hole_red_in_chromium() {
         ) >= 1.0
     );
 
+    // while the pipe is quiet, the archive already holds the windows shown
+    let last_archived = |archive: &std::path::Path| {
+        let mut out = Vec::new();
+        graywatch::archive::query(
+            archive,
+            "SELECT max(window_end) AS last FROM pairs",
+            graywatch::archive::QueryFormat::Csv,
+            &mut out,
+        )
+        .expect("complete files in the archive");
+        String::from_utf8(out).unwrap()
+    };
+    let quiet = last_archived(&archive);
+    assert!(
+        quiet.lines().nth(1).unwrap() >= rfc3339(end).as_str(),
+        "{quiet} {}",
+        rfc3339(end)
+    );
+
     // Ctrl-C: the input ends where it is, what it held is written, the archive is complete
     let pid = child.0.id().to_string();
     assert!(

@@ -281,6 +281,13 @@ impl Outputs for JsonLinesOutputs {
         self.flush()
     }
 
+    fn idle(&mut self) -> Result<(), JsonLinesError> {
+        if let Some(a) = &mut self.archive {
+            a.commit()?;
+        }
+        Ok(())
+    }
+
     fn flush(&mut self) -> Result<(), JsonLinesError> {
         for out in [
             Some(&mut self.stdout),

@@ -210,6 +210,15 @@ pub trait Outputs {
     fn window_closed(&mut self, _window: Window) -> Result<(), Self::Error> {
         Ok(())
     }
+    /// Every input has gone idle (called once when they all have, by `replay`'s driver): a
+    /// moment to make what is buffered readable (the archive completes its files, so that
+    /// a followed stream's windows can be queried while it is quiet).
+    ///
+    /// # Errors
+    /// The output's (stops the run).
+    fn idle(&mut self) -> Result<(), Self::Error> {
+        Ok(())
+    }
     /// Makes everything sent so far durable or delivered (before offsets are committed).
     ///
     /// # Errors

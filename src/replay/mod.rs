@@ -528,6 +528,10 @@ pub fn drive<O: Outputs>(
         let Some(i) = next else {
             // every input left is a quiet stream: wait for bytes
             if pipeline.judge.all_idle() {
+                if all_idle_since.is_none() {
+                    out.idle()
+                        .map_err(|e| DriveError::Stage(StageError::Output(e)))?;
+                }
                 let since = *all_idle_since.get_or_insert_with(Instant::now);
                 if let Some(end) = pipeline.judge.last_closed_us() {
                     let passed = i64::try_from(since.elapsed().as_micros()).unwrap_or(i64::MAX);
@@ -888,6 +892,9 @@ impl<O: Outputs> Outputs for Tally<O> {
             m.windows_closed.inc();
         }
         self.inner.window_closed(w)
+    }
+    fn idle(&mut self) -> Result<(), O::Error> {
+        self.inner.idle()
     }
     fn flush(&mut self) -> Result<(), O::Error> {
         self.inner.flush()
