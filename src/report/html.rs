@@ -8,7 +8,7 @@
 //! `svg.plot` (rate, p99, errors; p99 replaced by a `p.nolatency` note when the input has no
 //! durations), each with a `polygon.band` (baseline ± 2σ) per run of windows the pair had a
 //! baseline in, and a `polyline.value` per run of windows with data. A window without the
-//! pair's requests is rate 0 and no data for p99 and errors; past [`MAX_POINTS`] windows,
+//! pair's requests is rate 0 and no data for p99 and errors; past 280 windows (`MAX_POINTS`),
 //! a point stands for a bucket of windows (its highest value, its mean band).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
