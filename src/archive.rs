@@ -810,7 +810,11 @@ pub fn query(
     format: QueryFormat,
     out: &mut dyn std::io::Write,
 ) -> Result<usize, ArchiveError> {
-    let batches = select(dir, sql)?;
+    let (schema, mut batches) = select_with_schema(dir, sql)?;
+    if batches.is_empty() {
+        // no row: the header still says what the columns are
+        batches.push(RecordBatch::new_empty(schema));
+    }
     let io = |source| ArchiveError::Io {
         path: PathBuf::from("stdout"),
         source,
@@ -835,6 +839,14 @@ pub fn query(
 /// [`ArchiveError::Empty`] when `dir` holds no table; [`ArchiveError::Query`] for SQL that
 /// does not parse, plan or run, or is not a query.
 pub fn select(dir: &Path, sql: &str) -> Result<Vec<RecordBatch>, ArchiveError> {
+    select_with_schema(dir, sql).map(|(_, batches)| batches)
+}
+
+/// [`select`], with the result's schema (known even when no row comes back).
+fn select_with_schema(
+    dir: &Path,
+    sql: &str,
+) -> Result<(SchemaRef, Vec<RecordBatch>), ArchiveError> {
     use datafusion::prelude::{ParquetReadOptions, SessionContext};
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()
@@ -878,7 +890,8 @@ pub fn select(dir: &Path, sql: &str) -> Result<Vec<RecordBatch>, ArchiveError> {
             .with_allow_dml(false)
             .with_allow_statements(false);
         let df = ctx.sql_with_options(sql, read_only).await?;
-        Ok(df.collect().await?)
+        let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+        Ok((schema, df.collect().await?))
     })
 }
 

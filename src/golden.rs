@@ -731,7 +731,7 @@ impl Collector for GoldenSignals {
         for (name, help, z) in [
             (
                 "graywatch_pair_baseline",
-                "Expected value of a pair's signal (its unit as its name says: p99_us in µs), learned from earlier windows",
+                "Expected value of a pair's signal, in the base unit its label names (latency_p99_seconds: seconds), learned from earlier windows",
                 false,
             ),
             (
@@ -786,7 +786,7 @@ impl Collector for GoldenSignals {
         for (name, help, z) in [
             (
                 "graywatch_node_baseline",
-                "Expected value of a node's signal, learned from earlier windows",
+                "Expected value of a node's signal, in the unit its label names, learned from earlier windows",
                 false,
             ),
             (

@@ -220,6 +220,21 @@ fn a_report_over_an_archive_draws_what_the_replay_saw() {
     ]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no window in the archive between"));
+    // a range picks windows of an archive, not of inputs replayed whole
+    let out = crate::util::graywatch(&[
+        "report",
+        "--since",
+        "2026-01-05T00:00:00Z",
+        "-o",
+        "-",
+        &path(&log),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("--since and --until pick windows of an archive"),
+        "{out:?}"
+    );
 }
 
 /// Lines graywatch can't read make a page that says so, and a warning, not "no finding".

@@ -184,6 +184,14 @@ fn a_query_names_what_is_wrong() {
     a.tables(&tables(w, &[pair(w, "web", "cart", 1, 1)]))
         .unwrap();
     a.close().unwrap();
+    // no row: the header still names the columns
+    assert_eq!(
+        csv(
+            dir.path(),
+            "SELECT source, p99_us FROM pairs WHERE requests > 1000"
+        ),
+        "source,p99_us\n"
+    );
     // no finding was archived: the table is empty, not unknown
     assert_eq!(
         csv(dir.path(), "SELECT count(*) AS n FROM findings"),

@@ -135,6 +135,8 @@ pub struct Report {
     by_key: HashMap<String, usize>,
     /// Lines and records not used, by reason.
     pub rejected: BTreeMap<String, u64>,
+    /// Requests that started in each window, by window start (µs).
+    requests: HashMap<i64, u64>,
     rejects: JsonLinesOutputs,
 }
 
@@ -147,7 +149,24 @@ impl Report {
             incidents: Vec::new(),
             by_key: HashMap::new(),
             rejected: BTreeMap::new(),
+            requests: HashMap::new(),
             rejects,
+        }
+    }
+
+    /// Drops the last windows where no request started (the window an idle input closes
+    /// holds only requests still in flight): drawn, they look like traffic stopped.
+    fn trim_quiet_end(&mut self) {
+        while let Some(w) = self.windows.last() {
+            if self.requests.get(&w.start_us).copied().unwrap_or(0) > 0 {
+                break;
+            }
+            let start = w.start_us;
+            self.windows.pop();
+            for points in self.series.values_mut() {
+                points.retain(|p| p.start_us != start);
+            }
+            self.series.retain(|_, points| !points.is_empty());
         }
     }
 
@@ -179,6 +198,7 @@ impl Outputs for Report {
 
     fn window_tables(&mut self, t: &WindowTables) -> Result<(), JsonLinesError> {
         for row in pair_rows(&t.pairs) {
+            *self.requests.entry(t.window.start_us).or_default() += row.requests;
             let key = (row.source.clone(), row.destination.clone());
             let total = self.totals.entry(key.clone()).or_default();
             total.requests += row.requests;
@@ -275,6 +295,11 @@ impl Outputs for Report {
 /// As `replay`: a bad config, an input that can't be read; the page that can't be written.
 pub fn run(args: ReportArgs) -> anyhow::Result<()> {
     let started = Instant::now();
+    if args.archive.is_none() && (args.since.is_some() || args.until.is_some()) {
+        anyhow::bail!(
+            "--since and --until pick windows of an archive (--archive DIR); a replay draws its inputs whole"
+        );
+    }
     if let Some(dir) = &args.archive {
         let mut report = Report::new(JsonLinesOutputs::open(&JsonLinesConfig::default())?);
         let range = archived::Range {
@@ -293,7 +318,7 @@ pub fn run(args: ReportArgs) -> anyhow::Result<()> {
                 }
             );
         }
-        write_page(&args, &report, &[format!("archive {}", dir.display())])?;
+        write_page(&args, &mut report, &[format!("archive {}", dir.display())])?;
         if !args.quiet {
             say(&format!(
                 "graywatch report: {} pair window(s) in {} window(s) of {}, {} pair(s), {} incident(s) in {:.2} s: {}\n",
@@ -355,7 +380,7 @@ pub fn run(args: ReportArgs) -> anyhow::Result<()> {
         .iter()
         .map(|p| p.display().to_string())
         .collect();
-    write_page(&args, &report, &inputs)?;
+    write_page(&args, &mut report, &inputs)?;
     if read.stats.records == 0 {
         let rejected: u64 = report.rejected.values().sum();
         say(&format!(
@@ -383,15 +408,17 @@ pub fn run(args: ReportArgs) -> anyhow::Result<()> {
 }
 
 /// Renders `report` (drawn from `sources`) to `--out`; `-` is stdout.
-fn write_page(args: &ReportArgs, report: &Report, sources: &[String]) -> anyhow::Result<()> {
+fn write_page(args: &ReportArgs, report: &mut Report, sources: &[String]) -> anyhow::Result<()> {
+    report.trim_quiet_end();
     let page = html::render(report, sources, args.pairs);
     if args.out.as_os_str() == "-" {
         use std::io::Write;
         let mut out = std::io::stdout().lock();
-        return out
-            .write_all(page.as_bytes())
-            .and_then(|()| out.flush())
-            .map_err(|e| anyhow::anyhow!("stdout: {e}"));
+        return match out.write_all(page.as_bytes()).and_then(|()| out.flush()) {
+            // a reader that stopped early (`| head`) ends it quietly
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+            other => other.map_err(|e| anyhow::anyhow!("stdout: {e}")),
+        };
     }
     std::fs::write(&args.out, page).map_err(|e| anyhow::anyhow!("{}: {e}", args.out.display()))
 }
