@@ -27,7 +27,9 @@
 //! still being learned and the walk would blame noise ([`rank`] itself ranks on any
 //! baseline, for evaluation on short traces). Scores are normalized to [0, 1] (÷ the best). The finding (subject `landscape`) lists the
 //! top `candidates` (role `candidate`, with score and evidence in `detail`); the best is its
-//! anchor. [`rank`] gives the whole ranking for evaluation.
+//! anchor. Its evidence: `inbound_deviation`, the strongest candidate's `in` (−log10 P; its
+//! probability 10^−in is the finding's tail probability, so its score is 1 − 10^−in), then
+//! the `deviating_pairs` and the `candidates`. [`rank`] gives the whole ranking for evaluation.
 //!
 //! What it can't see: a cause that does not show in traffic between services (a slow disk
 //! under a service whose calls look normal is found as that service), and, with spans
@@ -35,7 +37,7 @@
 
 use std::collections::BTreeMap;
 
-use schemas::{Finding, PairWindow, Severity, Signature, Subject};
+use schemas::{Evidence, Finding, PairWindow, Severity, Signature, Subject};
 use serde::{Deserialize, Serialize};
 
 use crate::config::RootCauseConfig;
@@ -288,12 +290,23 @@ impl SignatureDetector for RootCause {
             return;
         }
         let top: Vec<_> = ranked.iter().take(s.candidates).collect();
+        // the finding's score: the strongest inbound deviation, −log10 of the probability of
+        // its pairs' deviations together under their baselines
+        let strongest = ranked.iter().map(|c| c.2).fold(0.0, f64::max);
+        let deviation = Evidence {
+            tail_probability: Some(10f64.powf(-strongest)),
+            ..counted("inbound_deviation", strongest, 0.0, "-log10 P")
+        };
         out.push(finding(
             Signature::SpreadingDegradation,
             Subject::Landscape,
             view.window,
             Severity::Warning,
-            vec![counted("candidates", ranked.len() as f64, 0.0, "services")],
+            vec![
+                deviation,
+                counted("deviating_pairs", mature as f64, 0.0, "pairs"),
+                counted("candidates", ranked.len() as f64, 0.0, "services"),
+            ],
             top.iter()
                 .map(|(c, score, s_in, share)| {
                     related(
@@ -379,5 +392,28 @@ mod tests {
         assert!(!names.contains(&"cart"));
         // below min-pairs: nothing
         assert!(rank(&view, 1e-4, 3, &BTreeMap::new()).is_empty());
+        // the finding scores the strongest inbound deviation: db's, ~all of it improbable
+        let mut detector = RootCause::new(RootCauseSpec {
+            min_pairs: 2,
+            max_p: 1e-4,
+            candidates: 3,
+        });
+        let mut found = Vec::new();
+        detector.judge(&view, &mut found);
+        let [f] = found.as_slice() else {
+            panic!("one finding: {found:?}")
+        };
+        assert_eq!(f.signature, Signature::SpreadingDegradation);
+        assert_eq!(f.related[0].name, "db");
+        let deviation = &f.evidence[0];
+        assert_eq!(deviation.signal, "inbound_deviation");
+        assert_eq!(deviation.value, ranked[0].2);
+        assert!(deviation.value > 4.0, "{deviation:?}");
+        assert!(f.score > 0.9999, "{}", f.score);
+        assert_eq!(
+            f.evidence[1].value, 2.0,
+            "two deviating pairs: {:?}",
+            f.evidence
+        );
     }
 }
