@@ -910,17 +910,11 @@ fn schemas() -> [SchemaRef; 7] {
 
 /// Whether `dir` holds a `.parquet` file, at any depth.
 fn has_parquet(dir: &Path) -> bool {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return false;
-    };
-    entries.flatten().any(|e| {
-        let p = e.path();
-        if p.is_dir() {
-            has_parquet(&p)
-        } else {
-            p.extension().is_some_and(|x| x == "parquet")
-        }
-    })
+    let mut files = Vec::new();
+    walk(dir, &mut files);
+    files
+        .iter()
+        .any(|p| p.extension().is_some_and(|x| x == "parquet"))
 }
 
 /// `batches` as CSV: a header row, then one row per record; a field with a comma, a quote
