@@ -42,7 +42,9 @@ pub struct PolicyConfig {
     /// Glob (`*` any run of characters, `?` one) on the finding's subject key
     /// (`schemas::Subject::key`: `node/<node>`, `pair/<source>/<destination>`,
     /// `version/<service>/<version>`, `zones/<source zone>/<destination zone>/<source>/<destination>`,
-    /// `sources/<destination>`). Default `*`.
+    /// `sources/<destination>`). Default `*`. A glob that can match no subject key of the
+    /// signature's kinds (`schemas::Signature::subject_kinds`, e.g. `catalog` for a black
+    /// hole, whose keys read `node/<service>`) is a config error.
     #[serde(default = "any")]
     pub subject: String,
     /// The operational pattern.

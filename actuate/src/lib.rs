@@ -30,7 +30,12 @@
 //! rails let it through; renewed (revision + 1, a fresh TTL) when a finding asks again after
 //! half its TTL, or asks for more (a backpressure command with a new caller); revoked when its
 //! incident resolves ([`alerts`]); expired when event time reaches its expiry without a
-//! renewal. Every one of these, and every refusal by a rail, is an [`AuditRecord`].
+//! renewal. An incident that opens again within a TTL of its command's revoke (it flapped)
+//! gets that command back: the same id, the next revision, an `issue` (an enforcement point
+//! accepts it over the revoke's tombstone, which refuses only older revisions); with
+//! approval, an operator's approval stands when the remedy asks for no more than the approved
+//! one, else it is proposed again. Every one of these, and every refusal by a rail, is an
+//! [`AuditRecord`].
 //!
 //! ```
 //! use actuate::{ActuateConfig, Actuator};
@@ -89,7 +94,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use schemas::{
     AuditRecord, CommandAction, Decision, Finding, Mode, PairWindow, Reason, RemediationCommand,
-    SCHEMA_VERSION, Signature,
+    SCHEMA_VERSION, Signature, Subject,
 };
 use serde::{Deserialize, Serialize};
 
@@ -99,7 +104,7 @@ pub use error::{Error, Result};
 pub use patterns::{OperationalPattern, Remedy};
 
 use crate::patterns::build;
-use crate::rails::{Rails, blast_radius, glob};
+use crate::rails::{Rails, Reach, blast_radius, glob};
 use crate::sign::Signer;
 
 /// Event time of one minute, µs.
@@ -166,6 +171,15 @@ pub struct ActiveCommand {
     /// field: the command's own `reason.incident` only.
     #[serde(default)]
     pub incidents: BTreeSet<String>,
+    /// Backpressure: each limited caller's baseline rate, req/s, for the blast radius
+    /// ([`Remedy::baseline_rps`]); empty in a checkpoint from before this field (the callers'
+    /// current rates count then).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub baseline_rps: BTreeMap<String, f64>,
+    /// Whether an operator approved it (`graywatch approve`), or it came back under an
+    /// approval that stands.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub approved: bool,
 }
 
 /// Everything an [`Actuator`] remembers between windows, to checkpoint and restore.
@@ -184,6 +198,27 @@ pub struct ActuatorState {
     /// Open incidents.
     #[serde(default)]
     pub alerts: AlertState,
+    /// Commands revoked because their incident resolved, by `<pattern>/<subject key>`, as their
+    /// revoke message left them, for one TTL of their rule after the revoke: an incident that
+    /// opens again on the same subject (it flapped) gets its command back under the same id,
+    /// the next revision, and an approval it had stands ([`Actuator::on_window`]).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub revoked: BTreeMap<String, RevokedCommand>,
+}
+
+/// A command revoked when its incident resolved, kept for one TTL of its rule so that a
+/// flapping incident gets it back under the same id ([`ActuatorState::revoked`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RevokedCommand {
+    /// The revoke message (its target, parameters and mode as they were in force).
+    pub command: RemediationCommand,
+    /// Whether an operator had approved it (proposed, then enforced by `graywatch approve`).
+    pub approved: bool,
+    /// Backpressure: the callers' baseline rates it had, req/s.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub baseline_rps: BTreeMap<String, f64>,
+    /// Until when (event time, µs) an issue on its key comes back under its id.
+    pub until_us: i64,
 }
 
 /// Why an approval is refused.
@@ -250,6 +285,25 @@ impl TryFrom<ActuateConfig> for Actuator {
                     reason: "names a user rule: only with signature = \"rule\"".into(),
                 });
             }
+            if !can_match(&r.subject, r.signature) {
+                let kinds = r.signature.subject_kinds();
+                let shapes: Vec<&str> = kinds.iter().map(|k| Subject::key_shape(k)).collect();
+                let hint = match kinds {
+                    [kind] if !r.subject.contains('/') && *kind != "landscape" => {
+                        format!(" (did you mean \"{kind}/{}\"?)", r.subject)
+                    }
+                    _ => String::new(),
+                };
+                return Err(Error::Config {
+                    key: format!("policy[{i}].subject"),
+                    value: format!("{:?}", r.subject),
+                    reason: format!(
+                        "matches no {} finding, whose subject keys read {}{hint}",
+                        r.signature,
+                        shapes.join(" or ")
+                    ),
+                });
+            }
             rules.push(Rule {
                 signature: r.signature,
                 rule: r.rule.clone(),
@@ -271,6 +325,29 @@ impl TryFrom<ActuateConfig> for Actuator {
             state: ActuatorState::default(),
         })
     }
+}
+
+/// Whether the subject glob `pattern` can match the key of some finding of `signature`: its
+/// literal start (up to the first `*` or `?`) agrees with one of the signature's subject
+/// kinds ([`Signature::subject_kinds`]).
+fn can_match(pattern: &str, signature: Signature) -> bool {
+    let literal = &pattern[..pattern.find(['*', '?']).unwrap_or(pattern.len())];
+    let whole = literal.len() == pattern.len();
+    signature.subject_kinds().iter().any(|kind| {
+        if *kind == "landscape" {
+            return if whole {
+                literal == "landscape"
+            } else {
+                "landscape".starts_with(literal)
+            };
+        }
+        let start = format!("{kind}/");
+        if literal.starts_with(&start) {
+            literal.len() > start.len() || !whole
+        } else {
+            !whole && start.starts_with(literal)
+        }
+    })
 }
 
 fn audit(at_us: i64, decision: Decision, c: &RemediationCommand, detail: String) -> AuditRecord {
@@ -436,6 +513,7 @@ impl Actuator {
         self.state
             .recent_issues_us
             .retain(|&t| t > now_us - MINUTE_US);
+        self.state.revoked.retain(|_, r| r.until_us > now_us);
         out
     }
 
@@ -456,6 +534,7 @@ impl Actuator {
             });
         }
         let ttl_us = rules.get(a.rule).map_or(a.command.ttl_us, |r| r.ttl_us);
+        a.approved = true;
         let c = &mut a.command;
         c.mode = Mode::Enforce;
         c.action = CommandAction::Issue;
@@ -491,7 +570,12 @@ impl Actuator {
             }
         }
         for key in keys {
-            let mut c = self.state.active.remove(&key).expect("listed").command;
+            let a = self.state.active.remove(&key).expect("listed");
+            let hold_us = self
+                .rules
+                .get(a.rule)
+                .map_or(a.command.ttl_us, |r| r.ttl_us);
+            let mut c = a.command;
             c.action = CommandAction::Revoke;
             c.revision += 1;
             c.issued_at_us = now_us;
@@ -503,7 +587,16 @@ impl Actuator {
                 &c,
                 "every incident that asked for it resolved".into(),
             ));
-            out.commands.push(c);
+            out.commands.push(c.clone());
+            self.state.revoked.insert(
+                key,
+                RevokedCommand {
+                    command: c,
+                    approved: a.approved,
+                    baseline_rps: a.baseline_rps,
+                    until_us: now_us.saturating_add(hold_us),
+                },
+            );
         }
     }
 
@@ -547,8 +640,16 @@ impl Actuator {
             .active
             .iter()
             .filter(|(k, _)| Some(k.as_str()) != replacing)
-            .map(|(_, a)| (&a.command.target, &a.command.parameters))
-            .chain(std::iter::once((&remedy.target, &remedy.parameters)));
+            .map(|(_, a)| Reach {
+                target: &a.command.target,
+                parameters: &a.command.parameters,
+                baseline_rps: &a.baseline_rps,
+            })
+            .chain(std::iter::once(Reach {
+                target: &remedy.target,
+                parameters: &remedy.parameters,
+                baseline_rps: &remedy.baseline_rps,
+            }));
         let share = blast_radius(targets, pairs);
         if share > self.rails.max_blast_radius {
             return Some((
@@ -576,19 +677,45 @@ impl Actuator {
     ) -> Option<RemediationCommand> {
         let ttl_us = self.rules[rule].ttl_us;
         let pattern = remedy.parameters.pattern();
+        // a flapping incident gets its revoked command back: same id, next revision; an
+        // approval stands for what was approved (a remedy that asks for no more than it)
+        let mut remedy = remedy;
+        let (mut id, mut revision, mut mode) = (
+            format!("{}/{}/{now_us}", pattern.as_str(), f.subject.key()),
+            0,
+            self.mode,
+        );
+        let mut approved = false;
+        let mut back = None;
+        if let Some(r) = self.state.revoked.get(&key).filter(|r| r.until_us > now_us) {
+            id.clone_from(&r.command.id);
+            revision = r.command.revision + 1;
+            if r.approved && self.mode == Mode::Proposed {
+                let was = Remedy {
+                    target: r.command.target.clone(),
+                    parameters: r.command.parameters.clone(),
+                    baseline_rps: r.baseline_rps.clone(),
+                };
+                let within = self.rules[rule].pattern.merge(&was, remedy.clone());
+                if within == was {
+                    (remedy, mode, approved) = (was, Mode::Enforce, true);
+                }
+            }
+            back = Some(r.command.revision);
+        }
         let command = RemediationCommand {
             schema_version: SCHEMA_VERSION,
             kind: "remediation-command".into(),
-            id: format!("{}/{}/{now_us}", pattern.as_str(), f.subject.key()),
+            id,
             action: CommandAction::Issue,
-            revision: 0,
+            revision,
             parameters: remedy.parameters.clone(),
             target: remedy.target.clone(),
             issued_at_us: now_us,
             ttl_us,
             expires_at_us: now_us.saturating_add(ttl_us),
             reason: reason(f),
-            mode: self.mode,
+            mode,
             signature: None,
         };
         if let Some((rail, why)) = self.refused_by(&remedy, None, now_us, pairs) {
@@ -605,17 +732,25 @@ impl Actuator {
             return None;
         }
         self.state.suppressed.remove(&key);
+        self.state.revoked.remove(&key);
         self.state.recent_issues_us.push(now_us);
         let decision = if command.mode == Mode::Proposed {
             Decision::Proposed
         } else {
             Decision::Issued
         };
+        let again = match back {
+            None => String::new(),
+            Some(r) if approved => {
+                format!("; back after its revoke (revision {r}): the operator's approval stands")
+            }
+            Some(r) => format!("; back after its revoke (revision {r})"),
+        };
         out.audit.push(audit(
             now_us,
             decision,
             &command,
-            format!("{} ({})", f.summary, command.mode.as_str()),
+            format!("{} ({}){again}", f.summary, command.mode.as_str()),
         ));
         self.state.active.insert(
             key,
@@ -623,6 +758,8 @@ impl Actuator {
                 command: command.clone(),
                 rule,
                 incidents: BTreeSet::new(),
+                baseline_rps: remedy.baseline_rps,
+                approved,
             },
         );
         Some(command)
@@ -643,6 +780,7 @@ impl Actuator {
         let before = Remedy {
             target: a.command.target.clone(),
             parameters: a.command.parameters.clone(),
+            baseline_rps: a.baseline_rps.clone(),
         };
         let mut merged = rule.map_or_else(|| before.clone(), |r| r.pattern.merge(&before, remedy));
         let mut wider = merged != before;
@@ -672,6 +810,7 @@ impl Actuator {
             wider = false;
         }
         let a = self.state.active.get_mut(key).expect("in force");
+        a.baseline_rps = merged.baseline_rps;
         let c = &mut a.command;
         c.action = CommandAction::Renew;
         c.revision += 1;

@@ -11,6 +11,8 @@
 //! The blast radius counts the requests a command may change: every request of a matched pair
 //! (a zone or version narrowing is not subtracted, so the rail errs on the side of acting
 //! less), but for backpressure only those above the caller's limit (limit × window length),
+//! (of the caller's normal traffic: a storm's excess above its baseline rate is what the
+//! limit is for, and counting it would refuse the command that stops the storm),
 //! and none for segmentation, which denies only edges a segment policy forbids or that were
 //! never seen before (a DoS from another segment is most of the landscape's requests while it
 //! lasts: counting them would refuse exactly the command that stops it; `protected` still
@@ -18,6 +20,8 @@
 //! a pair matched by several commands counts with the most any of them may change. In a
 //! scaled-out deployment (`[scale-out]`) each judge sees only the pairs of the nodes it owns,
 //! so the share is of that traffic: larger than of the whole landscape, the rail stricter.
+
+use std::collections::BTreeMap;
 
 use schemas::{PairWindow, Parameters, Target};
 
@@ -142,31 +146,51 @@ pub fn matches(target: &Target, source: &str, destination: &str) -> bool {
         && (target.sources.is_empty() || target.sources.iter().any(|s| s == source))
 }
 
-/// How many of `p`'s requests a command of `target` and `parameters` may change: all of them
-/// when it matches the pair, but for backpressure only those above the caller's limit, and
-/// none for segmentation (see the module docs).
-pub fn affected(target: &Target, parameters: &Parameters, p: &PairWindow) -> f64 {
-    if !matches(target, &p.source, &p.destination) {
+/// What a command in force (or asked for) may reach: its target, its parameters, and for
+/// backpressure its callers' baseline rates, req/s ([`crate::Remedy::baseline_rps`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Reach<'a> {
+    /// The traffic it acts on.
+    pub target: &'a Target,
+    /// Its pattern's parameters.
+    pub parameters: &'a Parameters,
+    /// Backpressure: each caller's baseline rate toward the target, req/s (a caller missing
+    /// here counts with its current rate).
+    pub baseline_rps: &'a BTreeMap<String, f64>,
+}
+
+/// How many of `p`'s requests a command may change: all of them when it matches the pair;
+/// for backpressure, those of the caller's normal traffic above its limit,
+/// `max(0, min(requests, baseline × window) − limit × window)` (a storm's excess above the
+/// caller's baseline is what the limit is for, not collateral); none for segmentation (see
+/// the module docs).
+pub fn affected(reach: Reach<'_>, p: &PairWindow) -> f64 {
+    if !matches(reach.target, &p.source, &p.destination) {
         return 0.0;
     }
     let requests = p.requests as f64;
-    match parameters {
+    match reach.parameters {
         Parameters::Backpressure(b) => {
             let Some(limit) = b.rate_limit_rps.get(&p.source) else {
                 return 0.0;
             };
             let seconds = (p.window.end_us - p.window.start_us) as f64 / 1e6;
-            (requests - limit * seconds).max(0.0)
+            let normal = reach
+                .baseline_rps
+                .get(&p.source)
+                .filter(|b| b.is_finite() && **b > 0.0)
+                .map_or(requests, |b| requests.min(b * seconds));
+            (normal - limit * seconds).max(0.0)
         }
         Parameters::Segmentation(_) => 0.0,
         _ => requests,
     }
 }
 
-/// The share of `pairs`' requests that the `commands` (target and parameters) may change
-/// ([`affected`]), in [0, 1] (0 when there is no request).
+/// The share of `pairs`' requests that the commands may change ([`affected`]), in [0, 1]
+/// (0 when there is no request).
 pub fn blast_radius<'a>(
-    commands: impl Iterator<Item = (&'a Target, &'a Parameters)> + Clone,
+    commands: impl Iterator<Item = Reach<'a>> + Clone,
     pairs: &[PairWindow],
 ) -> f64 {
     let (mut all, mut hit) = (0.0, 0.0);
@@ -174,7 +198,7 @@ pub fn blast_radius<'a>(
         all += p.requests as f64;
         hit += commands
             .clone()
-            .map(|(t, params)| affected(t, params, p))
+            .map(|reach| affected(reach, p))
             .fold(0.0, f64::max);
     }
     if all == 0.0 { 0.0 } else { hit / all }

@@ -192,7 +192,7 @@ mod tests {
 
     fn raw(node: &str, k: i64) -> Finding {
         crate::signatures::finding(
-            Signature::RateDrop,
+            Signature::BlackHole,
             Subject::Node { node: node.into() },
             Window {
                 start_us: k * 10,

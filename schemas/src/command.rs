@@ -65,7 +65,8 @@ impl Mode {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum CommandAction {
-    /// Start applying it (revision 0, or the approval of a proposed command).
+    /// Start applying it (revision 0, the approval of a proposed command, or the command back
+    /// after a revoke when its incident opens again within a TTL).
     Issue,
     /// It goes on, with a later expiry and possibly new parameters or target.
     Renew,
@@ -114,7 +115,10 @@ pub struct Edge {
     pub destination: String,
 }
 
-/// Backpressure: each listed caller may send at most its rate to the destinations.
+/// Backpressure: each listed caller may send at most its rate to the destinations. Where
+/// several commands in force limit the same caller toward the same destination (a black
+/// hole's and a storm's), the lowest limit applies; each command still goes with its own
+/// incident.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BackpressureParameters {
@@ -251,7 +255,8 @@ pub struct CommandSignature {
 /// JSON: `schemas/json/remediation-command.schema.json` (`"kind": "remediation-command"`).
 /// Messages of one id come in `revision` order; an enforcement point keeps the latest
 /// revision of each id, drops it at `expires_at_us` or on a revoke, and ignores a revision it
-/// has already applied (a replay sends the same messages again).
+/// has already applied (a replay sends the same messages again). A revoke may be followed by
+/// an `issue` of the next revision: a flapping incident's command back under its id.
 ///
 /// In JSON, `issued_at` and `expires_at` give `issued_at_us` and `expires_at_us` as RFC 3339
 /// times for people ([`crate::time`]); the signature does not cover them (see

@@ -83,6 +83,27 @@ impl Signature {
             Signature::Rule => "rule",
         }
     }
+
+    /// What findings of this signature are about: the kinds of their subjects, as the first
+    /// segment of [`Subject::key`] (`node`, `pair`, `version`, `zones`, `sources`,
+    /// `landscape`). A policy's subject glob that can match none of them is a config error;
+    /// the detectors keep to it (checked where `detect` builds a finding).
+    pub fn subject_kinds(self) -> &'static [&'static str] {
+        match self {
+            Signature::BlackHole | Signature::FanOutSurge => &["node"],
+            Signature::DeployRegression => &["version"],
+            Signature::SynchronizedBurst | Signature::FanInSurge => &["sources"],
+            Signature::SegmentationViolation => &["pair", "sources"],
+            Signature::CrossZone => &["zones"],
+            Signature::RateDrop
+            | Signature::RateSpike
+            | Signature::LatencyShift
+            | Signature::ErrorSpike
+            | Signature::Queueing => &["pair"],
+            Signature::SpreadingDegradation => &["landscape"],
+            Signature::Rule => &["node", "pair", "version", "zones"],
+        }
+    }
 }
 
 impl std::fmt::Display for Signature {
@@ -139,6 +160,31 @@ pub enum Subject {
 }
 
 impl Subject {
+    /// The first segment of [`Subject::key`]: `node`, `pair`, `version`, `zones`, `sources`
+    /// or `landscape`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Subject::Node { .. } => "node",
+            Subject::Pair { .. } => "pair",
+            Subject::Version { .. } => "version",
+            Subject::ZonePair { .. } => "zones",
+            Subject::Sources { .. } => "sources",
+            Subject::Landscape => "landscape",
+        }
+    }
+
+    /// How the key of a subject of `kind` reads, for messages: `node/<service>`, …
+    pub fn key_shape(kind: &str) -> &'static str {
+        match kind {
+            "node" => "node/<service>",
+            "pair" => "pair/<source>/<destination>",
+            "version" => "version/<service>/<version>",
+            "zones" => "zones/<source zone>/<destination zone>/<source>/<destination>",
+            "sources" => "sources/<destination>",
+            _ => "landscape",
+        }
+    }
+
     /// The subject as a path segment of ids and dedup keys: `node/<node>`,
     /// `pair/<source>/<destination>`, `version/<service>/<version>`,
     /// `zones/<source zone>/<destination zone>/<source>/<destination>`,

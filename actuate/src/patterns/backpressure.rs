@@ -14,6 +14,11 @@
 //!
 //! A later finding naming a caller the command does not cover renews it with every caller;
 //! the callers it had keep their limits.
+//!
+//! The remedy also keeps each caller's baseline rate (not sent), so that the blast-radius
+//! rail counts what the limit takes from the caller's normal traffic: a storm's callers send
+//! several times their baseline, and counting the excess a limit sheds would refuse exactly the
+//! command that stops the storm.
 
 use std::collections::BTreeMap;
 
@@ -115,10 +120,10 @@ impl OperationalPattern for Backpressure {
             return None;
         }
         let mut limits: BTreeMap<String, f64> = BTreeMap::new();
+        let mut baseline_rps: BTreeMap<String, f64> = BTreeMap::new();
         for caller in &finding.callers {
-            let base = [caller.baseline_rate_rps, caller.rate_rps]
-                .into_iter()
-                .find(|r| r.is_finite() && *r > 0.0);
+            let known = Some(caller.baseline_rate_rps).filter(|r| r.is_finite() && *r > 0.0);
+            let base = known.or(Some(caller.rate_rps).filter(|r| r.is_finite() && *r > 0.0));
             let limit = match (self.rate_limit_rps, base) {
                 (Some(fixed), _) => fixed,
                 (None, Some(base)) => rounded(self.rate_fraction * base),
@@ -126,6 +131,10 @@ impl OperationalPattern for Backpressure {
             };
             let slot = limits.entry(caller.service.clone()).or_insert(0.0);
             *slot = slot.max(limit);
+            if let Some(b) = known {
+                let slot = baseline_rps.entry(caller.service.clone()).or_insert(0.0);
+                *slot = slot.max(b);
+            }
         }
         if limits.is_empty() {
             return None;
@@ -139,6 +148,7 @@ impl OperationalPattern for Backpressure {
             parameters: Parameters::Backpressure(BackpressureParameters {
                 rate_limit_rps: limits,
             }),
+            baseline_rps,
         })
     }
 
@@ -152,12 +162,16 @@ impl OperationalPattern for Backpressure {
         for (caller, limit) in &old.rate_limit_rps {
             now.rate_limit_rps.insert(caller.clone(), *limit);
         }
+        // a caller's baseline as the command in force knew it: what its limit was taken from
+        let mut baseline_rps = new.baseline_rps;
+        baseline_rps.extend(active.baseline_rps.iter().map(|(k, v)| (k.clone(), *v)));
         Remedy {
             target: Target {
                 sources: now.rate_limit_rps.keys().cloned().collect(),
                 ..new.target
             },
             parameters: Parameters::Backpressure(now),
+            baseline_rps,
         }
     }
 }
@@ -214,6 +228,11 @@ mod tests {
         assert_eq!(limits(&remedy), [("mobile", 1.75), ("web", 29.625)]);
         assert_eq!(remedy.target.sources, ["mobile", "web"]);
         assert_eq!(remedy.target.destinations, ["catalog"]);
+        // only a known baseline is kept (mobile's limit comes from its current rate)
+        assert_eq!(
+            remedy.baseline_rps.into_iter().collect::<Vec<_>>(),
+            [("web".to_owned(), 118.5)]
+        );
     }
 
     /// 0.1 × 50.5 req/s is 5.050000000000001 in binary floating point: limits are rounded to
@@ -282,6 +301,11 @@ mod tests {
             .unwrap();
         let merged = bp.merge(&first, later);
         assert_eq!(limits(&merged), [("a", 3.0), ("b", 4.0)]);
+        // the baselines the limits were taken from: a's from the command in force
+        assert_eq!(
+            merged.baseline_rps.into_iter().collect::<Vec<_>>(),
+            [("a".to_owned(), 10.0), ("b".to_owned(), 8.0)]
+        );
         assert_eq!(merged.target.sources, ["a", "b"]);
     }
 

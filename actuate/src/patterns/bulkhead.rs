@@ -89,6 +89,7 @@ impl OperationalPattern for Bulkhead {
         Some(Remedy {
             target: target_of(finding)?,
             parameters: Parameters::Bulkhead(self.parameters.clone()),
+            baseline_rps: Default::default(),
         })
     }
 }

@@ -69,6 +69,7 @@ impl OperationalPattern for CircuitBreaker {
         Some(Remedy {
             target: target_of(finding)?,
             parameters: Parameters::CircuitBreaker(self.parameters.clone()),
+            baseline_rps: Default::default(),
         })
     }
 }

@@ -21,6 +21,8 @@ pub mod circuit_breaker;
 pub mod quarantine;
 pub mod segmentation;
 
+use std::collections::BTreeMap;
+
 use schemas::{Finding, Parameters, Pattern, Subject, Target};
 
 use crate::config::PolicyConfig;
@@ -33,6 +35,11 @@ pub struct Remedy {
     pub target: Target,
     /// The pattern's parameters.
     pub parameters: Parameters,
+    /// Each limited caller's baseline rate toward the target, req/s, where the finding knows
+    /// it (backpressure; empty for the other patterns). Not sent: the rails count what a
+    /// backpressure command takes from a caller's normal traffic, not from a storm's excess
+    /// ([`crate::rails::affected`]).
+    pub baseline_rps: BTreeMap<String, f64>,
 }
 
 /// One operational pattern, validated from a policy rule.

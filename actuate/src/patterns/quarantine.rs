@@ -64,6 +64,7 @@ impl OperationalPattern for Quarantine {
             parameters: Parameters::Quarantine(QuarantineParameters {
                 weight: self.weight,
             }),
+            baseline_rps: Default::default(),
         })
     }
 }

@@ -55,6 +55,7 @@ impl OperationalPattern for Segmentation {
             parameters: Parameters::Segmentation(SegmentationParameters {
                 status: self.status,
             }),
+            baseline_rps: Default::default(),
         })
     }
 

@@ -166,6 +166,12 @@ pub fn finding(
     confidence: Confidence,
     summary: String,
 ) -> Finding {
+    debug_assert!(
+        signature.subject_kinds().contains(&subject.kind()),
+        "{signature} findings are about {:?}, not {}",
+        signature.subject_kinds(),
+        subject.kind()
+    );
     let score = evidence
         .iter()
         .filter_map(|e| e.tail_probability)
