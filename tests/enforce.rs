@@ -473,6 +473,86 @@ fn nginx_enforces_commands_from_the_commands_topic() {
     );
 }
 
+/// A caller variable NGINX does not know is refused at start, naming it, before any command
+/// needs it (it used to pass and fail at the first command that used it).
+#[test]
+fn a_caller_variable_nginx_does_not_know_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path();
+    let d = p.display();
+    std::fs::create_dir_all(p.join("tmp")).unwrap();
+    std::fs::write(
+        p.join("nginx.conf"),
+        format!(
+            "pid {d}/nginx.pid;
+error_log {d}/error.log;
+events {{ worker_connections 16; }}
+             http {{
+    client_body_temp_path {d}/tmp/body;
+    proxy_temp_path {d}/tmp/proxy;
+             fastcgi_temp_path {d}/tmp/fastcgi;
+    uwsgi_temp_path {d}/tmp/uwsgi;
+             scgi_temp_path {d}/tmp/scgi;
+    include {d}/graywatch.conf;
+}}
+"
+        ),
+    )
+    .unwrap();
+    let site = |caller: &str| {
+        std::fs::write(
+            p.join("graywatch-site.toml"),
+            format!(
+                "listen = \"127.0.0.1:{}\"\ncaller = \"{caller}\"\n[[services]]\nname = \"orders\"\n\
+                 location = \"/orders/\"\nservers = [{{ address = \"127.0.0.1:2\" }}]\n",
+                free_port()
+            ),
+        )
+        .unwrap();
+    };
+    std::fs::write(p.join("k1.key"), KEY).unwrap();
+    std::fs::write(p.join("commands.jsonl"), "").unwrap();
+    let run = || {
+        Command::new(env!("CARGO_BIN_EXE_graywatch"))
+            .args(["enforce", "nginx", "--once", "--commands"])
+            .arg(p.join("commands.jsonl"))
+            .arg("--prefix")
+            .arg(p)
+            .arg("--verify-key")
+            .arg(format!("k1={}", p.join("k1.key").display()))
+            .args(["--nginx", nginx_bin()])
+            .output()
+            .unwrap()
+    };
+    site("$graywatch_no_such_variable");
+    let out = run();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{log}");
+    assert!(
+        log.contains("NGINX does not know a variable of caller = \"$graywatch_no_such_variable\"")
+            && log.contains("unknown \"graywatch_no_such_variable\" variable"),
+        "{log}"
+    );
+    assert!(!p.join("nginx.pid").exists(), "NGINX was started: {log}");
+    assert!(
+        !p.join("graywatch.conf").exists(),
+        "the refused config is not left behind"
+    );
+    // a header variable NGINX knows passes the same check (nothing to serve: `--once` ends)
+    site("$http_x_graywatch_caller");
+    let out = run();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(!log.contains("does not know"), "{log}");
+    let conf = std::fs::read_to_string(p.join("graywatch.conf")).unwrap();
+    assert!(
+        conf.contains("map \"$http_x_graywatch_caller||\" $graywatch_site_caller"),
+        "{conf}"
+    );
+    if let Ok(pid) = std::fs::read_to_string(p.join("nginx.pid")) {
+        let _ = Command::new("kill").arg(pid.trim()).status();
+    }
+}
+
 /// A command whose config NGINX refuses is left out, the others apply (`--nginx`: a stand-in
 /// whose `-t` refuses any config naming `attacker-bad`); `--once` exits 1 when nothing could
 /// be applied.

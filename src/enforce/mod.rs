@@ -479,6 +479,20 @@ pub fn run_nginx(args: NginxArgs) -> anyhow::Result<()> {
             lock_path.display()
         );
     }
+    // the site's caller variables must be ones NGINX knows: every config names them (an
+    // unused `map`), so `nginx -t` says so now, not at the first command that uses them
+    if let Err(e) = nginx.check(&nginx::render(&site, &[]).text) {
+        let why = format!("{e:#}");
+        if why.contains("unknown") && why.contains("variable") {
+            anyhow::bail!(
+                "{}: NGINX does not know a variable of caller = {:?}, caller-zone = {:?} or                  caller-tier = {:?}: {why}",
+                site_path.display(),
+                site.caller,
+                site.caller_zone.as_deref().unwrap_or(""),
+                site.caller_tier.as_deref().unwrap_or("")
+            );
+        }
+    }
     let state = args.prefix.join("graywatch-state.json");
     let mut ledger = Ledger::load(&state, keys)?;
     let (tx, rx) = mpsc::sync_channel::<Option<Message>>(1024);

@@ -602,6 +602,12 @@ pub fn render(site: &Site, commands: &[&RemediationCommand]) -> Rendered {
          # {} command(s) in force.\n",
         out.applied.len()
     );
+    // the caller variables, named even when no command uses them: `nginx -t` then refuses
+    // one it does not know at once (a map costs nothing until its variable is read)
+    let _ = writeln!(
+        text,
+        "map \"{who}\" $graywatch_site_caller {{\n    default \"\";\n}}"
+    );
     text.push_str(&http);
     for s in &site.services {
         let _ = writeln!(text, "\nupstream {} {{", upstream(s));
@@ -735,6 +741,51 @@ mod tests {
             r.applied,
             ["backpressure/orders/1", "quarantine/orders/1"],
             "in id order"
+        );
+    }
+
+    /// Two backpressure commands on one caller (a black hole's and a storm's) each keep their
+    /// zone in the location: NGINX applies every `limit_req` of a location, so the lowest
+    /// limit is the one a caller meets, and each command still goes with its own incident.
+    #[test]
+    fn overlapping_backpressure_commands_leave_the_lowest_limit_in_force() {
+        let hole = command(json!({
+            "id": "backpressure/node/orders/1", "pattern": "backpressure",
+            "target": { "sources": ["a"], "destinations": ["orders"] },
+            "parameters": { "rate_limit_rps": { "a": 5.0 } },
+        }));
+        let storm = command(json!({
+            "id": "backpressure/sources/orders/2", "pattern": "backpressure",
+            "target": { "sources": ["a", "b"], "destinations": ["orders"] },
+            "parameters": { "rate_limit_rps": { "a": 2.0, "b": 1.0 } },
+        }));
+        let (h, st) = (
+            tag("backpressure/node/orders/1"),
+            tag("backpressure/sources/orders/2"),
+        );
+        let r = render(&site(), &[&storm, &hole]);
+        assert_eq!(r.refused, []);
+        let t = &r.text;
+        let orders = &t[t.find("location /orders/").expect("orders' location")..];
+        let orders = &orders[..orders.find('}').expect("its end")];
+        for zone in [
+            format!("{h}_0 burst=5"),
+            format!("{st}_0 burst=2"),
+            format!("{st}_1 burst=1"),
+        ] {
+            assert!(
+                orders.contains(&format!("limit_req zone={zone} nodelay;")),
+                "{zone}: {t}"
+            );
+        }
+        assert!(t.contains(&format!("zone={h}_0:1m rate=300r/m;")), "{t}");
+        assert!(t.contains(&format!("zone={st}_0:1m rate=120r/m;")), "{t}");
+        // the storm's command revoked: the black hole's limit alone
+        let r = render(&site(), &[&hole]);
+        assert!(!r.text.contains(&st), "{}", r.text);
+        assert!(
+            r.text
+                .contains(&format!("limit_req zone={h}_0 burst=5 nodelay;"))
         );
     }
 
