@@ -314,6 +314,17 @@ impl Dispatcher {
         }
     }
 
+    /// Tells the sinks that `alerts` (triggers) are another instance's now (`[scale-out]`: a
+    /// stage-2 partition moved away, its open incidents with it): an Alertmanager sink stops
+    /// re-sending them, without resolving them (the new owner re-sends them, and resolves them
+    /// when their incident closes; re-sent from here too, a resolved alert would fire again).
+    /// Never blocks, as [`Dispatcher::send`].
+    pub fn hand_over(&self, alerts: &[Alert]) {
+        for a in alerts {
+            self.hand(a, Job::HandedOver);
+        }
+    }
+
     fn hand(&self, alert: &Alert, job: fn(Alert) -> Job) {
         for w in &self.workers {
             match w.queue.try_send(job(alert.clone())) {
@@ -509,6 +520,8 @@ enum Job {
     Deliver(Alert),
     /// A trigger delivered before a restart: Alertmanager keeps re-sending it.
     StillFiring(Alert),
+    /// Another instance's incident now: Alertmanager stops re-sending it (not resolved).
+    HandedOver(Alert),
 }
 
 /// A sink's thread: delivers what comes until the queue closes; for Alertmanager, sends the
@@ -535,6 +548,9 @@ fn deliver_all(
                     let started = alert.at_us;
                     firing.insert(alert.dedup_key.clone(), (alert, started));
                 }
+            }
+            Ok(Job::HandedOver(alert)) => {
+                firing.remove(&alert.dedup_key);
             }
             Ok(Job::Deliver(alert)) => {
                 let started = match alert.action {

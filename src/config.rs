@@ -173,10 +173,15 @@ impl Validated {
         ownership: crate::pipeline::Ownership,
         write_windows: bool,
     ) -> crate::pipeline::judge::Judge {
+        let mut actuator = self.actuator.clone();
+        if let crate::pipeline::Ownership::Partition { count, .. } = ownership {
+            // each stage-2 partition acts for its nodes alone: its share of the rails
+            actuator.share_rails(usize::try_from(count).unwrap_or(1));
+        }
         crate::pipeline::judge::Judge::new(
             self.window,
             self.suite.clone(),
-            self.actuator.clone(),
+            actuator,
             ownership,
             write_windows,
         )
@@ -368,6 +373,26 @@ impl Config {
                             anyhow::bail!("config {file}: {key}: {ours:?} is also {what}");
                         }
                     }
+                }
+            }
+        }
+        if let Some(s) = &self.scale_out
+            && self.actuate.mode == schemas::Mode::Enforce
+        {
+            // each stage-2 partition gets ⌊limit / partitions⌋ of a count rail
+            let parts = usize::try_from(s.partitions).unwrap_or(1);
+            let rails = &self.actuate.rails;
+            for (key, limit) in [
+                ("max-active", rails.max_active),
+                ("max-new-per-minute", rails.max_new_per_minute),
+            ] {
+                if limit < parts {
+                    anyhow::bail!(
+                        "config {file}: actuate.rails.{key} = {limit}: with [scale-out] each of \
+                         the {parts} stage-2 partitions acts alone and gets 1/{parts} of it, at \
+                         least 1, so in enforce mode it must be at least scale-out.partitions \
+                         ({parts})"
+                    );
                 }
             }
         }
@@ -632,6 +657,20 @@ mod tests {
                 kafka("[[kafka.inputs]]\ntopic = \"logs\"\nformat = \"envoy\"")
             ))
             .starts_with("config defaults: [archive] does not work with [scale-out] yet"),
+        );
+        let enforce = |rails: &str| {
+            err(&format!(
+                "{}[scale-out]\npartitions = 6\n[actuate]\nmode = \"enforce\"\n[actuate.rails]\n{rails}\n",
+                kafka("[[kafka.inputs]]\ntopic = \"logs\"\nformat = \"envoy\"")
+            ))
+        };
+        assert!(
+            enforce("max-new-per-minute = 5").starts_with(
+                "config defaults: actuate.rails.max-new-per-minute = 5: with [scale-out] each of \
+                 the 6 stage-2 partitions acts alone"
+            ),
+            "{}",
+            enforce("max-new-per-minute = 5")
         );
         let e = err(&kafka(
             "[kafka.client]\n\"statistics.interval.ms\" = \"0\"\n[[kafka.inputs]]\ntopic = \"logs\"\nformat = \"envoy\"",

@@ -90,9 +90,11 @@ enum Command {
     /// `graywatch run` sends it again in enforce mode, and audits the approval.
     ///
     /// Posts the id to the admin endpoint of the instance the config describes
-    /// (`POST /admin/approve` on its [http] listen address, with its admin token). Exit
-    /// status 0 when approved, 1 with the reason otherwise (no such proposed command, a wrong
-    /// token, no admin endpoint).
+    /// (`POST /admin/approve` on its [http] listen address, with its admin token). With
+    /// [scale-out], an instance that does not hold the command forwards the approval to the
+    /// one that does (printed as "forwarded …"; the audit topic says "approved"). Exit
+    /// status 0 when approved or forwarded, 1 with the reason otherwise (no such proposed
+    /// command, a wrong token, no admin endpoint).
     #[command(
         after_help = "Example (run.toml with [actuate] approval = true and [http] admin-token-file):
   graywatch approve backpressure/node/inventory/1767572530000000 -c run.toml"

@@ -279,6 +279,41 @@ fn alerts_still_firing_after_a_restart_are_re_sent_to_alertmanager_only() {
     assert_eq!(hook.bodies()[0]["action"], "resolve");
 }
 
+/// `[scale-out]`: a stage-2 partition that moves to another instance takes its open
+/// incidents along; this instance's Alertmanager sink stops re-sending them, and resolves
+/// nothing (the new owner re-sends them and resolves them when they close).
+#[test]
+fn an_incident_handed_over_is_no_longer_re_sent_nor_resolved_here() {
+    let am = Receiver::start(vec![Answer::Status(200)]);
+    let d = dispatcher(&format!(
+        "[[sinks]]\nkind = \"alertmanager\"\nurl = \"{}\"\nresend-every = \"200ms\"\n",
+        am.url
+    ));
+    d.send(&alert(AlertAction::Trigger, 1_714_521_730_000_000));
+    let start = Instant::now();
+    while am.bodies().len() < 2 {
+        assert!(start.elapsed() < Duration::from_secs(10), "not re-sent");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    d.hand_over(&[alert(AlertAction::Trigger, 1_714_521_730_000_000)]);
+    // what was queued before the hand-over may still go out; then nothing more
+    std::thread::sleep(Duration::from_millis(400));
+    let sent = am.bodies().len();
+    std::thread::sleep(Duration::from_millis(800));
+    let counters = d.close(Instant::now() + Duration::from_secs(10));
+    let bodies = am.bodies();
+    assert_eq!(
+        bodies.len(),
+        sent,
+        "re-sent after the hand-over: {bodies:?}"
+    );
+    assert!(
+        bodies.iter().all(|b| b[0].get("endsAt").is_none()),
+        "resolved here: {bodies:?}"
+    );
+    assert_eq!(counters["alertmanager"].delivered as usize, sent);
+}
+
 /// A running Alertmanager (`prometheus-alertmanager`, on loopback).
 struct Alertmanager {
     child: Child,

@@ -792,9 +792,9 @@ fn two_instances_share_the_work_and_one_takes_over() {
     broker.create_topic("flows", 2);
     let split = split_landscape(&records);
     let dir = tempfile::tempdir().unwrap();
-    // each judge measures the blast radius over the pairs it sees (its nodes' traffic): in
-    // this 7-service landscape the one judging inventory sees little else, so the rail (tested
-    // in `actuate`) is opened here
+    // each judge measures its half of the blast radius over the pairs it sees (its nodes'
+    // traffic): in this 7-service landscape the one judging inventory sees little else, so the
+    // rail (tested in `actuate`) is opened here
     let scale_out = "[scale-out]\npartitions = 4\n\n[actuate.rails]\nmax-blast-radius = 1.0\n";
     let configs: Vec<(std::path::PathBuf, String)> = ["a", "b"]
         .iter()
@@ -1102,6 +1102,134 @@ fn a_proposed_command_is_enforced_once_approved() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("404 Not Found: no command"), "{stderr}");
     assert_eq!(run.terminate(Duration::from_secs(30)), Some(0));
+}
+
+/// Approval with `[scale-out]`: the operator approves on the instance that does *not* hold
+/// the proposed command (its stage-2 partition is the other's); the approval is forwarded on
+/// the repartition topic (answered 202) and the instance holding it enforces it.
+#[test]
+fn with_scale_out_an_approval_reaches_the_instance_holding_the_command() {
+    let broker = Broker::start();
+    let records = landscape_records(200, 7);
+    broker.create_topic("envoy-logs", 2);
+    broker.create_topic("flows", 2);
+    let split = split_landscape(&records);
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("admin.token");
+    util::write(&token, "a-test-admin-token-0123456789\n");
+    let extra = format!(
+        "admin-token-file = \"{}\"\n\n[scale-out]\npartitions = 2\n\n[actuate]\n\
+         mode = \"enforce\"\napproval = true\n\n[actuate.rails]\nmax-blast-radius = 1.0\n",
+        token.display()
+    );
+    let runs: Vec<(PathBuf, Run)> = ["a", "b"]
+        .iter()
+        .map(|name| {
+            let path = dir.path().join(format!("{name}.toml"));
+            util::write(
+                &path,
+                &run_config(&broker, LANDSCAPE_INPUTS, &dir.path().join(name), &extra),
+            );
+            let run = Run::start(&path, &dir.path().join(format!("{name}.log")));
+            (path, run)
+        })
+        .collect();
+    // inventory's stage-2 partition: held by whichever instance was assigned it last
+    let p = graywatch::pipeline::judge::partition_of(b"inventory", 2);
+    let holds = |run: &Run| {
+        run.logs()
+            .lines()
+            .rfind(|l| {
+                l.contains("stage 2 partition")
+                    && (l.contains(&format!("partition={p} "))
+                        || l.ends_with(&format!("partition={p}")))
+            })
+            .is_some_and(|l| l.contains("stage 2 partition assigned"))
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !(holds(&runs[0].1) ^ holds(&runs[1].1)
+        && runs
+            .iter()
+            .all(|(_, r)| r.logs().contains("stage 2 partition assigned")))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "stage 2 not split:\n{}\n{}",
+            runs[0].1.logs(),
+            runs[1].1.logs()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    for ((topic, partition), records) in &split {
+        broker.produce(topic, &landscape_messages(topic, *partition, records));
+    }
+    let id = format!(
+        "backpressure/node/inventory/{}",
+        (util::BASE_SECS + 130) * 1_000_000
+    );
+    let proposed = broker.read_until("graywatch.commands", Duration::from_secs(90), |m| {
+        m.iter().any(|m| m.json()["id"] == id.as_str())
+    });
+    assert!(
+        proposed
+            .iter()
+            .any(|m| m.json()["id"] == id.as_str() && m.json()["mode"] == "proposed"),
+        "no proposed {id}:\n{}\n{}",
+        runs[0].1.diagnosis(),
+        runs[1].1.diagnosis()
+    );
+    let (holder, other) = if holds(&runs[0].1) {
+        (&runs[0], &runs[1])
+    } else {
+        (&runs[1], &runs[0])
+    };
+    let out = util::graywatch(&[
+        "approve",
+        &id,
+        "-c",
+        other.0.to_str().unwrap(),
+        "--listen",
+        &other.1.http(),
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.starts_with(&format!("forwarded {id} to the 2 stage-2 partitions")),
+        "{stdout}"
+    );
+    let enforced = broker.read_until("graywatch.commands", Duration::from_secs(30), |m| {
+        m.iter()
+            .any(|m| m.json()["id"] == id.as_str() && m.json()["revision"] == 1)
+    });
+    let c = enforced
+        .iter()
+        .map(Msg::json)
+        .find(|c| c["id"] == id.as_str() && c["revision"] == 1)
+        .unwrap_or_else(|| panic!("not enforced:\n{}\n{}", holder.1.logs(), other.1.logs()));
+    assert_eq!(
+        (c["mode"].as_str(), c["action"].as_str()),
+        (Some("enforce"), Some("issue"))
+    );
+    assert!(
+        holder.1.logs().contains("approval forwarded by instance"),
+        "{}",
+        holder.1.logs()
+    );
+    let audit = broker.read_until("graywatch.audit", Duration::from_secs(30), |m| {
+        m.iter().any(|m| m.json()["decision"] == "approved")
+    });
+    assert_eq!(
+        audit
+            .iter()
+            .map(Msg::json)
+            .filter(|a| a["command"] == id.as_str() && a["decision"] == "approved")
+            .count(),
+        1
+    );
 }
 
 /// An input topic that does not exist is a startup error naming it (exit status 1).

@@ -390,6 +390,30 @@ impl Actuator {
         }
     }
 
+    /// Scaled out over `parts` judges (`[scale-out]`'s stage-2 partitions), each acting only
+    /// for the nodes it owns and knowing nothing of the others' commands: each gets its share
+    /// of the rails, so that together they stay within them without talking to each other.
+    /// `max-active` and `max-new-per-minute` become ⌊limit / parts⌋ (at least 1; validation
+    /// refuses enforce mode with a limit below `parts`), and `max-blast-radius` becomes half
+    /// of it, measured over the pairs the judge sees: a pair is seen by the judges of its two
+    /// ends only, so the judges' traffic sums to at most twice the landscape's `T`, and what
+    /// their commands match to at most `Σ ½·c·Tⱼ ≤ c·T`.
+    pub fn share_rails(&mut self, parts: usize) {
+        let parts = parts.max(1);
+        if parts == 1 {
+            return;
+        }
+        let r = &mut self.rails;
+        r.max_active = (r.max_active / parts).max(1);
+        r.max_new_per_minute = (r.max_new_per_minute / parts).max(1);
+        r.max_blast_radius /= 2.0;
+    }
+
+    /// The rails in force (after [`Actuator::share_rails`]).
+    pub fn rails(&self) -> &Rails {
+        &self.rails
+    }
+
     /// One line for `graywatch validate`: mode, policy rules, signing.
     pub fn summary(&self) -> String {
         let patterns: Vec<String> = self

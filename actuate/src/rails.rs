@@ -18,8 +18,10 @@
 //! lasts: counting them would refuse exactly the command that stops it; `protected` still
 //! guards the edges that must never be denied);
 //! a pair matched by several commands counts with the most any of them may change. In a
-//! scaled-out deployment (`[scale-out]`) each judge sees only the pairs of the nodes it owns,
-//! so the share is of that traffic: larger than of the whole landscape, the rail stricter.
+//! scaled-out deployment (`[scale-out]`) each judge acts alone for the nodes it owns, with its
+//! share of the rails ([`crate::Actuator::share_rails`]): 1/partitions of the counts, and half
+//! the blast radius over the pairs it sees, so that the judges together stay within the
+//! configured rails.
 
 use std::collections::BTreeMap;
 

@@ -369,6 +369,30 @@ fn a_storms_backpressure_counts_only_what_it_takes_from_normal_traffic() {
     assert!((reach(&BTreeMap::new()) - 0.25).abs() < 1e-12);
 }
 
+/// Scaled out over 4 judges, each gets a quarter of the counts and half the blast radius
+/// over what it sees; the judges together stay within the configured rails.
+#[test]
+fn scaled_out_judges_share_the_rails() {
+    let text = "[rails]\nmax-active = 10\nmax-new-per-minute = 4\nmax-blast-radius = 0.3\n";
+    let mut judge = Actuator::try_from(config(text)).unwrap();
+    judge.share_rails(4);
+    let r = judge.rails();
+    assert_eq!((r.max_active, r.max_new_per_minute), (2, 1));
+    assert!((r.max_blast_radius - 0.15).abs() < 1e-12);
+    // one judge: the rails as configured
+    let mut alone = Actuator::try_from(config(text)).unwrap();
+    alone.share_rails(1);
+    assert_eq!(alone.rails().max_active, 10);
+    // its second command in the same minute is refused: the other judges may issue theirs
+    let holes: Vec<Finding> = ["n1", "n2"]
+        .iter()
+        .map(|n| black_hole(n, 0, &[("web", 10.0, 10.0)]))
+        .collect();
+    let a = judge.on_window(window(0), &holes, &[]);
+    assert_eq!(a.commands.len(), 1);
+    assert_eq!(a.audit[1].rail.as_deref(), Some("max-new-per-minute"));
+}
+
 #[test]
 fn at_most_so_many_new_commands_a_minute() {
     let mut actuator = Actuator::try_from(config("[rails]\nmax-new-per-minute = 2\n")).unwrap();

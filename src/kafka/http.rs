@@ -35,7 +35,9 @@ pub struct Approval {
     /// The command's id.
     pub id: String,
     /// Where the main loop answers.
-    pub reply: tokio::sync::oneshot::Sender<Result<String, (u16, String)>>,
+    /// Where the main loop answers: the HTTP status and text, `Ok` when approved (200) or
+    /// forwarded to the judge holding it (202, `[scale-out]`).
+    pub reply: tokio::sync::oneshot::Sender<Result<(u16, String), (u16, String)>>,
 }
 
 /// The admin endpoint's part: the token, and the way to the main loop.
@@ -237,7 +239,10 @@ async fn approve(
         );
     }
     match tokio::time::timeout(APPROVAL_WAIT, answer).await {
-        Ok(Ok(Ok(done))) => (StatusCode::OK, format!("{done}\n")),
+        Ok(Ok(Ok((status, done)))) => (
+            StatusCode::from_u16(status).unwrap_or(StatusCode::OK),
+            format!("{done}\n"),
+        ),
         Ok(Ok(Err((status, why)))) => (
             StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
             format!("{why}\n"),

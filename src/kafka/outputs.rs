@@ -257,6 +257,14 @@ impl KafkaOutputs {
         }
     }
 
+    /// Tells the alert sinks that `firing` alerts are another instance's now
+    /// ([`crate::alerting::Dispatcher::hand_over`]).
+    pub fn hand_over_alerting(&self, firing: &[schemas::Alert]) {
+        if let Some(d) = &self.alerting {
+            d.hand_over(firing);
+        }
+    }
+
     /// Waits for the alert sinks to deliver what they hold, until `deadline` at most.
     pub fn close_alerting(&mut self, deadline: std::time::Instant) {
         if let Some(d) = self.alerting.take() {

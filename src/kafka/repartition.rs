@@ -14,6 +14,9 @@
 //!   gets all of the node's inflow and outflow.
 //! - A **mark** carries an input's watermark and whether it is idle, to every partition: a
 //!   judge closes a window when every input that is not idle has passed it.
+//! - An **approve** carries an operator's approval (`POST /admin/approve`) that the instance
+//!   taking it could not apply (no judge of its holds the command), to every partition: the
+//!   judge holding the proposed command enforces it, in order with its windows.
 //!
 //! Value: a format byte ([`FORMAT`]), then MessagePack of [`Message`]. Stage 2's state for a
 //! repartition partition (merger, baselines, commands in force, open incidents) is published to
@@ -56,6 +59,14 @@ pub enum Message {
         producer: String,
         /// Its watermark and idleness.
         mark: Mark,
+    },
+    /// An operator's approval of the proposed command `id`, taken by an instance none of
+    /// whose judges holds the command, to every partition: the judge holding it enforces it.
+    Approve {
+        /// The command's id.
+        id: String,
+        /// The instance whose admin endpoint took the approval.
+        from: String,
     },
 }
 
@@ -155,6 +166,28 @@ impl Exchange for TopicExchange<'_> {
     fn dead_letter(&mut self, d: &DeadLetter<'_>) -> Result<(), Self::Error> {
         self.out.dead_letter(d)
     }
+}
+
+/// Sends an operator's approval of `id` to every partition of `topic` (`partitions`):
+/// [`Message::Approve`].
+///
+/// # Errors
+/// The producer's.
+pub fn forward_approval(
+    out: &mut KafkaOutputs,
+    topic: &str,
+    partitions: i32,
+    id: &str,
+    from: &str,
+) -> Result<(), KafkaOutputError> {
+    let message = encode(&Message::Approve {
+        id: id.to_owned(),
+        from: from.to_owned(),
+    });
+    for p in 0..partitions {
+        out.send(topic, Some(id.as_bytes()), Some(p), &message, None)?;
+    }
+    out.flush()
 }
 
 #[cfg(test)]

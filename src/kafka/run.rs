@@ -808,6 +808,9 @@ impl Driver {
         let next = match (start, state) {
             (Start::Restore { offset }, Some(state)) => {
                 Stage::<KafkaOutputs>::restore(&mut judge, state.judge).map_err(lift)?;
+                // the sinks here never heard of its open incidents (a restart, or the
+                // partition came from another instance): Alertmanager must go on hearing them
+                self.out.resume_alerting(&judge.firing());
                 offset
             }
             _ => -1,
@@ -875,7 +878,10 @@ impl Driver {
         if let Stage2::Topic(t) = &mut self.stage2
             && *t.topic == key.0
         {
-            t.judges.remove(&key.1);
+            if let Some((judge, _)) = t.judges.remove(&key.1) {
+                // its open incidents go with it: the new owner re-sends and resolves them
+                self.out.hand_over_alerting(&judge.firing());
+            }
             let mut shared = self.shared.lock().expect("rebalance state lock");
             shared.commits.remove(&key);
             tracing::info!(partition = key.1, "stage 2 partition revoked");
@@ -1033,30 +1039,48 @@ impl Driver {
         *next = offset + 1;
         let payload = m.payload().unwrap_or_default();
         let slots = self.config.window.slots();
-        let decoded = repartition::decode::<repartition::Message>(payload)
-            .map_err(|e| format!("repartition message: {e}"))
-            .and_then(|message| match message {
-                repartition::Message::Pair {
-                    producer,
-                    window,
-                    source,
-                    destination,
-                    state,
-                } => detect::pair::PairState::from_data(state, slots)
-                    .map_err(|e| format!("pair state from {producer}: {e}"))
-                    .map(|state| {
-                        let item = JudgeItem::Pair {
-                            window,
-                            source,
-                            destination,
-                            state,
-                        };
-                        (producer, item)
-                    }),
-                repartition::Message::Mark { producer, mark } => {
-                    Ok((producer, JudgeItem::Mark(mark)))
+        let decoded = match repartition::decode::<repartition::Message>(payload) {
+            Err(e) => Err(format!("repartition message: {e}")),
+            Ok(repartition::Message::Approve { id, from }) => {
+                // an approval another instance took: this judge enforces it if it holds it
+                let Some(now_us) = judge.last_closed_us() else {
+                    return Ok(());
+                };
+                match judge
+                    .approve(&id, now_us, &mut self.out)
+                    .context("outputs")?
+                {
+                    Ok(()) => {
+                        tracing::info!(command = %id, partition, %from, "approved {id}: enforced (approval forwarded by instance {from})")
+                    }
+                    Err(e @ actuate::ApproveError::NotProposed { .. }) => {
+                        tracing::warn!(command = %id, partition, %from, "approval refused: {e}");
+                    }
+                    Err(actuate::ApproveError::Unknown(_)) => {}
                 }
-            });
+                return Ok(());
+            }
+            Ok(repartition::Message::Pair {
+                producer,
+                window,
+                source,
+                destination,
+                state,
+            }) => detect::pair::PairState::from_data(state, slots)
+                .map_err(|e| format!("pair state from {producer}: {e}"))
+                .map(|state| {
+                    let item = JudgeItem::Pair {
+                        window,
+                        source,
+                        destination,
+                        state,
+                    };
+                    (producer, item)
+                }),
+            Ok(repartition::Message::Mark { producer, mark }) => {
+                Ok((producer, JudgeItem::Mark(mark)))
+            }
+        };
         let (producer, item) = match decoded {
             Ok(d) => d,
             Err(detail) => {
@@ -1213,9 +1237,10 @@ impl Driver {
     }
 
     /// Operators' approvals (`POST /admin/approve`): the judge holding the proposed command
-    /// sends it again in enforce mode, at the event time of its last window (with
-    /// `[scale-out]`, only the judges of this instance are asked: approve on the instance
-    /// that proposed it).
+    /// sends it again in enforce mode, at the event time of its last window. With
+    /// `[scale-out]`, when no judge of this instance holds it, the approval goes to every
+    /// repartition partition ([`repartition::Message::Approve`]), and the judge holding it,
+    /// wherever it runs, enforces it (answered 202: the audit topic says `approved`).
     fn approve(&mut self) -> anyhow::Result<()> {
         while let Ok(a) = self.approvals.try_recv() {
             let judges: Vec<&mut Judge> = match &mut self.stage2 {
@@ -1235,7 +1260,7 @@ impl Driver {
                     .context("outputs")?
                 {
                     Ok(()) => {
-                        answer = Ok(format!("approved {}: enforced", a.id));
+                        answer = Ok((200, format!("approved {}: enforced", a.id)));
                         break;
                     }
                     Err(e @ actuate::ApproveError::NotProposed { .. }) => {
@@ -1245,8 +1270,26 @@ impl Driver {
                     Err(actuate::ApproveError::Unknown(_)) => {}
                 }
             }
+            if let (Err((404, _)), Stage2::Topic(t)) = (&answer, &self.stage2) {
+                repartition::forward_approval(
+                    &mut self.out,
+                    &t.topic,
+                    t.count,
+                    &a.id,
+                    &self.instance,
+                )
+                .context("forwarding an approval")?;
+                answer = Ok((
+                    202,
+                    format!(
+                        "forwarded {} to the {} stage-2 partitions: the one holding it enforces it \
+                         (the audit topic says \"approved\")",
+                        a.id, t.count
+                    ),
+                ));
+            }
             match &answer {
-                Ok(done) => tracing::info!(command = %a.id, "{done}"),
+                Ok((_, done)) => tracing::info!(command = %a.id, "{done}"),
                 Err((_, why)) => tracing::warn!(command = %a.id, "approval refused: {why}"),
             }
             let _ = a.reply.send(answer);

@@ -454,6 +454,11 @@ impl Judge {
         out.flush()
     }
 
+    /// The triggers of the incidents open here ([`actuate::AlertState::firing`]).
+    pub fn firing(&self) -> Vec<schemas::Alert> {
+        self.actuator.state().alerts.firing()
+    }
+
     /// An operator approves the proposed command `id` at event time `now_us`: it goes out
     /// again in enforce mode.
     ///
