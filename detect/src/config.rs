@@ -106,6 +106,12 @@ pub struct BlackHoleConfig {
     pub min_baseline_windows: usize,
     /// Least inflow, requests per window (>= 1), for a node to be judged at all. Default 20.
     pub min_inflow_requests: u64,
+    /// Least inflow, requests per window (1..=`min-inflow-requests`), for a node whose
+    /// black-hole incident is open to go on being judged (hysteresis: a node whose callers
+    /// send about `min-inflow-requests` a window would otherwise drop in and out of judgement
+    /// and its incident resolve and open again while the black hole lasts). Default
+    /// `min-inflow-requests` ÷ 4, at least 1.
+    pub hold_inflow_requests: Option<u64>,
     /// Inflow must still be at least this fraction (ratio in (0, 1]) of the baseline inflow
     /// (median requests per window): a node whose callers went quiet is not a black hole.
     /// Default 0.5.
@@ -122,6 +128,7 @@ impl Default for BlackHoleConfig {
             baseline_windows: 6,
             min_baseline_windows: 3,
             min_inflow_requests: 20,
+            hold_inflow_requests: None,
             inflow_ratio: 0.5,
             collapse_ratio: 0.2,
         }

@@ -6,7 +6,7 @@
 //!
 //! ```text
 //! fires  ⇔  baseline has ≥ min-baseline-windows windows
-//!        ∧  inflow ≥ min-inflow-requests
+//!        ∧  inflow ≥ min-inflow-requests                       (hold-inflow-requests while its incident is open)
 //!        ∧  inflow ≥ inflow-ratio × baseline inflow            (callers still call: not a quiet landscape)
 //!        ∧  witnesses ≥ min(2, callers)                         (seen by two callers, or by the only one)
 //!        ∧  judged ok ratio ≤ collapse-ratio × baseline ok ratio              (baseline ok ratio > 0)
@@ -92,6 +92,9 @@ pub struct BlackHoleSpec {
     baseline_windows: usize,
     min_baseline_windows: usize,
     min_inflow_requests: u64,
+    /// 0 in a checkpoint from before this field: `min_inflow_requests / 4`.
+    #[serde(default)]
+    hold_inflow_requests: u64,
     inflow_ratio: f64,
     collapse_ratio: f64,
 }
@@ -135,10 +138,23 @@ impl TryFrom<&BlackHoleConfig> for BlackHoleSpec {
                 reason: "must be >= 1".into(),
             });
         }
+        let hold = c
+            .hold_inflow_requests
+            .unwrap_or((c.min_inflow_requests / 4).max(1));
+        if hold == 0 || hold > c.min_inflow_requests {
+            return Err(Error::Config {
+                key: "black-hole.hold-inflow-requests",
+                reason: format!(
+                    "{hold} is not in 1..=black-hole.min-inflow-requests ({})",
+                    c.min_inflow_requests
+                ),
+            });
+        }
         Ok(BlackHoleSpec {
             baseline_windows: c.baseline_windows,
             min_baseline_windows: c.min_baseline_windows,
             min_inflow_requests: c.min_inflow_requests,
+            hold_inflow_requests: hold,
             inflow_ratio: ratio(c.inflow_ratio, "black-hole.inflow-ratio")?,
             collapse_ratio: ratio(c.collapse_ratio, "black-hole.collapse-ratio")?,
         })
@@ -196,9 +212,17 @@ impl BlackHole {
     /// Judges `node` in its window, with its `callers` in the window (each with its requests
     /// and ok responses), then adds the window to the node's baseline if it looks healthy
     /// (see the module docs).
-    pub fn check(&mut self, node: &NodeWindow, callers: &[CallerWindow<'_>]) -> Option<Finding> {
+    ///
+    /// `open`: the node's black-hole incident is open, and it is judged down to
+    /// `hold-inflow-requests` instead of `min-inflow-requests` (hysteresis).
+    pub fn check(
+        &mut self,
+        node: &NodeWindow,
+        callers: &[CallerWindow<'_>],
+        open: bool,
+    ) -> Option<Finding> {
         let baseline = self.baselines.get(&node.node);
-        let finding = baseline.and_then(|b| self.judge_node(b, node, callers));
+        let finding = baseline.and_then(|b| self.judge_node(b, node, callers, open));
         let degraded = baseline.is_some_and(|b| {
             let (ok, downstream) = self.collapsed(b, node);
             b.len() >= self.spec.min_baseline_windows && (ok || downstream)
@@ -256,9 +280,15 @@ impl BlackHole {
         baseline: &NodeBaseline,
         node: &NodeWindow,
         callers: &[CallerWindow<'_>],
+        open: bool,
     ) -> Option<Finding> {
         let s = &self.spec;
-        if baseline.len() < s.min_baseline_windows || node.inflow_requests < s.min_inflow_requests {
+        let least = match (open, s.hold_inflow_requests) {
+            (false, _) => s.min_inflow_requests,
+            (true, 0) => (s.min_inflow_requests / 4).max(1),
+            (true, hold) => hold,
+        };
+        if baseline.len() < s.min_baseline_windows || node.inflow_requests < least {
             return None;
         }
         let inflow = node.inflow_requests as f64;
@@ -389,7 +419,12 @@ impl SignatureDetector for BlackHole {
 
     fn judge(&mut self, view: &WindowView<'_>, out: &mut Vec<Finding>) {
         for (node, callers) in view.nodes.iter().zip(view.callers) {
-            if let Some(f) = self.check(node, callers) {
+            let subject = Subject::Node {
+                node: node.node.clone(),
+            };
+            let incident = (Signature::BlackHole.as_str().to_owned(), subject.key());
+            let open = view.incidents.is_open(&incident);
+            if let Some(f) = self.check(node, callers, open) {
                 out.push(f);
             }
         }
@@ -504,6 +539,40 @@ mod tests {
             f[4][0].id,
             format!("black-hole/node/checkout/{}", T0 + 4 * L)
         );
+    }
+
+    /// A node whose callers send about `min-inflow-requests` (20) a window: once its incident
+    /// is open, windows down to `hold-inflow-requests` (20 ÷ 4 = 5) are still judged, so the
+    /// incident does not resolve and open again while the black hole lasts; before it opens,
+    /// such a window is not judged.
+    #[test]
+    fn an_open_incident_is_judged_down_to_the_hold_inflow() {
+        let healthy: Traffic<'_> = &[
+            ("frontend", "checkout", 14, 200, None),
+            ("mobile", "checkout", 10, 200, None),
+            ("checkout", "payments", 24, 200, None),
+        ];
+        let hole = |n: i64, m: i64| {
+            vec![
+                ("frontend", "checkout", n, 504, Some("UT")),
+                ("mobile", "checkout", m, 504, Some("UT")),
+            ]
+        };
+        let (busy, quiet) = (hole(14, 10), hole(7, 5));
+        let closed = run(&[healthy, healthy, healthy, &busy, &quiet, &quiet, &busy]);
+        let fired: Vec<usize> = findings(&closed).iter().map(Vec::len).collect();
+        assert_eq!(
+            fired,
+            [0, 0, 0, 1, 1, 1, 1],
+            "12 requests: judged while open"
+        );
+        let f = &closed[4].findings[0];
+        assert_eq!(f.evidence[0].signal, "inflow_requests");
+        assert_eq!(f.evidence[0].value, 12.0);
+        // the same quiet window before any incident opened is not judged
+        let closed = run(&[healthy, healthy, healthy, &quiet, &busy]);
+        let fired: Vec<usize> = findings(&closed).iter().map(Vec::len).collect();
+        assert_eq!(fired, [0, 0, 0, 0, 1]);
     }
 
     #[test]
@@ -775,6 +844,21 @@ mod tests {
             ..d()
         });
         assert!(e.contains("black-hole.baseline-windows"), "{e}");
+        let e = bad(BlackHoleConfig {
+            hold_inflow_requests: Some(21),
+            ..d()
+        });
+        assert_eq!(
+            e,
+            "invalid config black-hole.hold-inflow-requests: 21 is not in 1..=black-hole.min-inflow-requests (20)"
+        );
+        // min-inflow-requests 3: the hold defaults to 1, not 0
+        let spec = BlackHoleSpec::try_from(&BlackHoleConfig {
+            min_inflow_requests: 3,
+            ..d()
+        })
+        .unwrap();
+        assert_eq!(spec.hold_inflow_requests, 1);
     }
 
     #[test]
@@ -801,7 +885,7 @@ mod tests {
             requests: 80,
             ok_responses: 80,
         };
-        assert!(bh.check(&node, &[frontend]).is_none());
+        assert!(bh.check(&node, &[frontend], false).is_none());
         let json = serde_json::to_string(&bh).unwrap();
         let back: BlackHole = serde_json::from_str(&json).unwrap();
         assert_eq!(back, bh);
