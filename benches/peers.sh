@@ -40,7 +40,7 @@ cores="$(nproc)"
 if [ ! -s "$dir/envoy.log" ]; then
     echo "making inputs in $dir ..." >&2
     "$gw" simulate --scenario clean --duration 40min --start 2026-01-05T12:00:00Z --scale 3.46 \
-        --format envoy --mapping "$dir/map.toml" -o - -q |
+        --format envoy-json --mapping "$dir/map.toml" -o - -q |
         sed -E 's/("downstream_remote_address":"[0-9.]+:)[0-9]+"/\10"/' > "$dir/envoy.log.tmp"
     mv "$dir/envoy.log.tmp" "$dir/envoy.log"
 fi

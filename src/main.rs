@@ -83,7 +83,7 @@ enum Command {
     #[command(after_help = "Examples:
   graywatch simulate --scenario black-hole --duration 40min --scale 0.4 -o bh.jsonl --truth bh.truth.json
   graywatch replay --no-windows bh.jsonl
-  graywatch simulate --scenario cross-zone --format envoy -o cz.log --mapping cz.toml
+  graywatch simulate --scenario cross-zone --format envoy-json -o cz.log --mapping cz.toml
   graywatch replay --format envoy-json -c cz.toml cz.log")]
     Simulate(simulate_cmd::SimulateArgs),
     /// Approve a proposed remediation command (`[actuate] approval = true`): the running

@@ -36,11 +36,12 @@ pub struct SimulateArgs {
     /// that. > 0, at most 1000.
     #[arg(long, value_name = "F", default_value_t = 1.0)]
     scale: f64,
-    /// Output format: flow-json (every field), envoy (Envoy JSON access logs, read with
-    /// `--format envoy-json`) or istio (Istio's default sidecar format). envoy and istio need
-    /// the [mapping] rules of deploy/examples/simulate.toml (or --mapping) to name sources,
-    /// zones and versions; istio keeps start and duration in ms.
-    #[arg(long, value_name = "FORMAT", default_value = "flow-json", value_parser = ["flow-json", "envoy", "envoy-json", "istio"])]
+    /// Output format: flow-json (every field), envoy-json (Envoy JSON access logs, read with
+    /// `--format envoy-json`; `envoy` is taken too) or istio (Istio's default sidecar
+    /// format). envoy-json and istio need the [mapping] rules of deploy/examples/simulate.toml
+    /// (or --mapping) to name sources, zones and versions; istio keeps start and duration in
+    /// ms.
+    #[arg(long, value_name = "FORMAT", default_value = "flow-json", value_parser = ["flow-json", "envoy-json", "envoy", "istio"])]
     format: String,
     /// Where the records go: a file, or - for stdout.
     #[arg(long, short = 'o', value_name = "FILE", default_value = "-")]
@@ -55,7 +56,7 @@ pub struct SimulateArgs {
     #[arg(long, value_name = "FILE")]
     deployments: Option<PathBuf>,
     /// Write a config file with the [mapping] rules that name every pod address (what
-    /// `graywatch replay --config` needs to read --format envoy or istio).
+    /// `graywatch replay --config` needs to read --format envoy-json or istio).
     #[arg(long, value_name = "FILE")]
     mapping: Option<PathBuf>,
     /// Print no summary on stderr.
@@ -94,7 +95,7 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
     }
     if let Some(path) = &args.mapping {
         let text = format!(
-            "# The [mapping] of `graywatch simulate`'s pod addresses (--format envoy or istio).\n{}",
+            "# The [mapping] of `graywatch simulate`'s pod addresses (--format envoy-json or istio).\n{}",
             Landscape::new().mapping_rules()
         );
         std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;

@@ -3,7 +3,7 @@
 //! | format | parser (`--format`) | start | duration | zones, versions |
 //! |---|---|---|---|---|
 //! | `flow-json` | `flow-json` | µs | µs | in the record |
-//! | `envoy` | `envoy-json` | µs (RFC 3339, 6 digits) | µs (ms with 3 decimals) | by the `[mapping]` rules of [`Landscape::mapping_rules`] |
+//! | `envoy-json` | `envoy-json` | µs (RFC 3339, 6 digits) | µs (ms with 3 decimals) | by the `[mapping]` rules of [`Landscape::mapping_rules`] |
 //! | `istio` | `istio` | ms (Istio's default `%START_TIME%`) | ms, truncated (`%DURATION%`) | by the same rules |
 //!
 //! Both proxy formats are written by the caller's sidecar (Istio: an `outbound|…` line,
@@ -50,7 +50,7 @@ impl OutputFormat {
     pub fn as_str(self) -> &'static str {
         match self {
             OutputFormat::FlowJson => "flow-json",
-            OutputFormat::Envoy => "envoy",
+            OutputFormat::Envoy => "envoy-json",
             OutputFormat::Istio => "istio",
         }
     }
@@ -79,14 +79,15 @@ impl fmt::Display for OutputFormat {
 impl FromStr for OutputFormat {
     type Err = String;
 
-    /// `flow-json`, `envoy` (also `envoy-json`) or `istio`.
+    /// `flow-json`, `envoy-json` (also `envoy`, its name before it matched the parser's) or
+    /// `istio`.
     fn from_str(s: &str) -> Result<Self, String> {
         match s {
             "flow-json" => Ok(OutputFormat::FlowJson),
             "envoy" | "envoy-json" => Ok(OutputFormat::Envoy),
             "istio" => Ok(OutputFormat::Istio),
             _ => Err(format!(
-                "unknown output format {s:?} (expected flow-json, envoy or istio)"
+                "unknown output format {s:?} (expected flow-json, envoy-json or istio)"
             )),
         }
     }
@@ -302,6 +303,17 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A format's name is the `--format` that reads it back (`envoy` used to write what
+    /// `replay --format envoy`, Envoy's text format, refuses); the old name still parses.
+    #[test]
+    fn each_format_is_named_as_its_parser() {
+        for f in OutputFormat::ALL {
+            assert_eq!(f.as_str(), f.parser());
+            assert_eq!(f.as_str().parse::<OutputFormat>(), Ok(f));
+        }
+        assert_eq!("envoy".parse::<OutputFormat>(), Ok(OutputFormat::Envoy));
+    }
 
     #[test]
     fn rfc3339_round_trips_through_the_parser() {
