@@ -250,6 +250,11 @@ fn nginx_enforces_segmentation_rate_limits_quarantine_and_refuses_forgeries() {
     site.wait_for("attacker", "/orders/", None, |s, _| s == 403);
     assert_eq!(site.get("frontend", "/orders/", None).0, 200);
     assert_eq!(
+        site.get("attacker", "/orders/", Some("x|y")).0,
+        403,
+        "a `|` in the tier header does not take the caller out of the command"
+    );
+    assert_eq!(
         site.get("attacker", "/catalog/", None).0,
         200,
         "catalog is not segmented"
@@ -529,7 +534,7 @@ events {{ worker_connections 16; }}
     let log = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{log}");
     assert!(
-        log.contains("NGINX does not know a variable of caller = \"$graywatch_no_such_variable\"")
+        log.contains("NGINX does not know the variable $graywatch_no_such_variable (caller")
             && log.contains("unknown \"graywatch_no_such_variable\" variable"),
         "{log}"
     );
@@ -538,6 +543,14 @@ events {{ worker_connections 16; }}
         !p.join("graywatch.conf").exists(),
         "the refused config is not left behind"
     );
+    // a config in place (what NGINX serves) is left as it was, refused or not
+    std::fs::write(p.join("graywatch.conf"), "# serving\n").unwrap();
+    assert!(!run().status.success());
+    assert_eq!(
+        std::fs::read_to_string(p.join("graywatch.conf")).unwrap(),
+        "# serving\n"
+    );
+    std::fs::remove_file(p.join("graywatch.conf")).unwrap();
     // a header variable NGINX knows passes the same check (nothing to serve: `--once` ends)
     site("$http_x_graywatch_caller");
     let out = run();

@@ -417,6 +417,20 @@ impl Nginx {
         Ok(())
     }
 
+    /// Has `nginx -t` check the whole config with `text` as graywatch.conf, then puts the
+    /// file back as it was, whatever the answer.
+    fn probe(&self, text: &str) -> anyhow::Result<()> {
+        let before = std::fs::read(&self.file).ok();
+        let checked = self.check(text);
+        if checked.is_ok() {
+            match &before {
+                Some(old) => write_atomically(&self.file, old)?,
+                None => std::fs::remove_file(&self.file)?,
+            }
+        }
+        checked
+    }
+
     /// Has NGINX load its config: a reload, or a start when it does not run.
     fn reload(&self) -> anyhow::Result<()> {
         if self.running() {
@@ -480,16 +494,26 @@ pub fn run_nginx(args: NginxArgs) -> anyhow::Result<()> {
         );
     }
     // the site's caller variables must be ones NGINX knows: every config names them (an
-    // unused `map`), so `nginx -t` says so now, not at the first command that uses them
-    if let Err(e) = nginx.check(&nginx::render(&site, &[]).text) {
+    // unused `map`), so `nginx -t` says so now, not at the first command that uses them; the
+    // probe leaves graywatch.conf as it was (what serves now is not replaced by an empty one)
+    if let Err(e) = nginx.probe(&nginx::render(&site, &[]).text) {
         let why = format!("{e:#}");
-        if why.contains("unknown") && why.contains("variable") {
+        let site_variables = [
+            Some(site.caller.as_str()),
+            site.caller_zone.as_deref(),
+            site.caller_tier.as_deref(),
+        ];
+        let named = site_variables.iter().flatten().find(|v| {
+            why.contains(&format!(
+                "unknown \"{}\" variable",
+                v.trim_start_matches('$')
+            ))
+        });
+        if let Some(variable) = named {
             anyhow::bail!(
-                "{}: NGINX does not know a variable of caller = {:?}, caller-zone = {:?} or                  caller-tier = {:?}: {why}",
-                site_path.display(),
-                site.caller,
-                site.caller_zone.as_deref().unwrap_or(""),
-                site.caller_tier.as_deref().unwrap_or("")
+                "{}: NGINX does not know the variable {variable} (caller, caller-zone or \
+                 caller-tier): {why}",
+                site_path.display()
             );
         }
     }
@@ -644,6 +668,9 @@ fn apply(nginx: &Nginx, site: &nginx::Site, ledger: &Ledger, state: &mut Applied
     let full = nginx::render(site, &candidates);
     for (id, why) in &full.refused {
         tracing::error!(%id, "not expressible in NGINX: {why}");
+    }
+    for (id, how) in &full.loosened {
+        tracing::warn!(%id, "applied less strictly than commanded: {how}");
     }
     let mut chosen: Vec<&RemediationCommand> = candidates
         .iter()

@@ -217,12 +217,17 @@ pub struct Rendered {
     pub applied: Vec<String>,
     /// Commands left out, with why.
     pub refused: Vec<(String, String)>,
+    /// Commands applied less strictly than they say, with how (a rate below NGINX's least,
+    /// 1 r/m).
+    pub loosened: Vec<(String, String)>,
 }
 
 /// What one command adds.
 #[derive(Default)]
 struct Part {
     http: String,
+    /// How the command is applied less strictly than it says.
+    loosened: Vec<String>,
     /// Per service: lines of its location.
     location: BTreeMap<String, String>,
     /// Per service: the shortest `proxy_read_timeout`, ms.
@@ -239,15 +244,17 @@ fn literal(name: &str) -> String {
 fn alternatives<'a>(names: impl IntoIterator<Item = &'a String>) -> String {
     let v: Vec<String> = names.into_iter().map(|n| literal(n)).collect();
     if v.is_empty() {
-        "[^|]*".into()
+        ".*".into()
     } else {
         format!("(?:{})", v.join("|"))
     }
 }
 
-/// The anchored regex of a map entry on `caller|zone|tier`.
+/// The anchored regex of a map entry on `caller|zone|tier`. A field the command does not
+/// narrow matches anything, `|` included (`.*`): the values come from request headers, and a
+/// `|` in a zone or tier header must not take a request out of a command on its caller.
 fn who_regex(callers: &str, zone: Option<&str>, tier: Option<&str>) -> String {
-    let any = "[^|]*".to_string();
+    let any = ".*".to_string();
     format!(
         "~^{callers}[|]{}[|]{}$",
         zone.map_or(any.clone(), literal),
@@ -401,6 +408,13 @@ fn part(site: &Site, who: &str, base: String, c: &RemediationCommand) -> Result<
                     &[(who_regex(&literal(caller), zone, None), caller.as_str())],
                 );
                 let per_minute = rate_per_minute(*rps);
+                if per_minute as f64 / 60.0 > rps * 1.1 {
+                    p.loosened.push(format!(
+                        "{caller}: {rps} req/s is applied as {per_minute} r/m ({:.4} req/s): \
+                         NGINX limits by whole requests per minute",
+                        per_minute as f64 / 60.0
+                    ));
+                }
                 let burst = (rps.floor() as u64).max(1);
                 let _ = writeln!(
                     p.http,
@@ -573,6 +587,8 @@ pub fn render(site: &Site, commands: &[&RemediationCommand]) -> Rendered {
             Ok(p) => {
                 let _ = writeln!(http, "# {} (revision {})", comment(&c.id), c.revision);
                 http.push_str(&p.http);
+                out.loosened
+                    .extend(p.loosened.iter().map(|l| (c.id.clone(), l.clone())));
                 for (service, lines) in p.location {
                     let text = locations.entry(service).or_default();
                     let _ = writeln!(text, "        # {}", comment(&c.id));
@@ -694,7 +710,7 @@ mod tests {
         let t = &r.text;
         // orders: the allow-listed caller maps to the empty key first, then the zone's callers
         assert!(t.contains(&format!(
-            "map \"$http_x_graywatch_caller|$http_x_graywatch_zone|\" ${tag}_0 {{\n    \"~^(?:ts-auth[.]service)[|][^|]*[|][^|]*$\" \"\";\n    \"~^[^|]*[|]us-2[|][^|]*$\" \"1\";"
+            "map \"$http_x_graywatch_caller|$http_x_graywatch_zone|\" ${tag}_0 {{\n    \"~^(?:ts-auth[.]service)[|].*[|].*$\" \"\";\n    \"~^.*[|]us-2[|].*$\" \"1\";"
         )), "{t}");
         assert!(
             t.contains(&format!("limit_conn_zone ${tag}_0 zone={tag}_0:1m;")),
@@ -729,6 +745,16 @@ mod tests {
         assert!(
             t.contains(&format!("zone={tag}_1:1m rate=1r/m;")),
             "0.01 req/s rounds up to the least NGINX has: {t}"
+        );
+        // and says so; 2.5 req/s (150 r/m) is exact
+        assert_eq!(
+            r.loosened,
+            [(
+                "backpressure/orders/1".to_owned(),
+                "b: 0.01 req/s is applied as 1 r/m (0.0167 req/s): NGINX limits by whole \
+                 requests per minute"
+                    .to_owned()
+            )]
         );
         assert!(
             t.contains(&format!("limit_req zone={tag}_0 burst=2 nodelay;")),
