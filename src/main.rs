@@ -190,6 +190,11 @@ struct ApproveArgs {
     /// Another address than the config's [http] listen (e.g. 127.0.0.1:9465).
     #[arg(long, value_name = "HOST:PORT")]
     listen: Option<std::net::SocketAddr>,
+    /// The revision you looked at (the proposed message's `revision`): refused (409) when
+    /// the command was proposed again since, e.g. wider. Without it, whichever revision is
+    /// proposed now is approved.
+    #[arg(long, value_name = "N")]
+    revision: Option<u32>,
 }
 
 /// `graywatch approve`.
@@ -208,7 +213,10 @@ fn approve(args: ApproveArgs) -> anyhow::Result<()> {
         .build()?
         .post(&url)
         .bearer_auth(token)
-        .body(args.id.clone())
+        .body(match args.revision {
+            Some(r) => format!("{}@{r}", args.id),
+            None => args.id.clone(),
+        })
         .send()
         .map_err(|e| anyhow::anyhow!("{url}: {e}"))?;
     let status = response.status();

@@ -71,9 +71,7 @@ pub fn produce_landscape(
     broker: &Broker,
     records: &[FlowRecord],
 ) -> BTreeMap<(String, i32), Vec<FlowRecord>> {
-    broker.create_topic("envoy-logs", 2);
-    broker.create_topic("flows", 2);
-    let split = split_landscape(records);
+    let split = landscape_topics(broker, records);
     for ((topic, partition), records) in &split {
         broker.produce(topic, &landscape_messages(topic, *partition, records));
     }
@@ -693,9 +691,7 @@ struct Setup {
 /// 8 s with checkpoints in `dir/state`, `edit`ed before it is written.
 fn setup(broker: &Broker, seconds: u64, seed: u64, edit: impl FnOnce(String) -> String) -> Setup {
     let records = landscape_records(seconds, seed);
-    broker.create_topic("envoy-logs", 2);
-    broker.create_topic("flows", 2);
-    let split = split_landscape(&records);
+    let split = landscape_topics(broker, &records);
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("run.toml");
     let state = dir.path().join("state");
@@ -725,6 +721,17 @@ fn halves(split: &Split) -> (Split, Split) {
 }
 
 /// [`produce_landscape`]'s split, without producing.
+/// Creates the two input topics (2 partitions each) and splits `records` over them, as
+/// [`produce_landscape`] produces them.
+fn landscape_topics(
+    broker: &Broker,
+    records: &[FlowRecord],
+) -> BTreeMap<(String, i32), Vec<FlowRecord>> {
+    broker.create_topic("envoy-logs", 2);
+    broker.create_topic("flows", 2);
+    split_landscape(records)
+}
+
 fn split_landscape(records: &[FlowRecord]) -> BTreeMap<(String, i32), Vec<FlowRecord>> {
     let mut split: BTreeMap<(String, i32), Vec<FlowRecord>> = BTreeMap::new();
     for (i, r) in records.iter().enumerate() {
@@ -788,9 +795,7 @@ fn broker_outage_loses_nothing() {
 fn two_instances_share_the_work_and_one_takes_over() {
     let broker = Broker::start();
     let records = landscape_records(240, 19);
-    broker.create_topic("envoy-logs", 2);
-    broker.create_topic("flows", 2);
-    let split = split_landscape(&records);
+    let split = landscape_topics(&broker, &records);
     let dir = tempfile::tempdir().unwrap();
     // each judge measures its half of the blast radius over the pairs it sees (its nodes'
     // traffic): in this 7-service landscape the one judging inventory sees little else, so the
@@ -1111,9 +1116,7 @@ fn a_proposed_command_is_enforced_once_approved() {
 fn with_scale_out_an_approval_reaches_the_instance_holding_the_command() {
     let broker = Broker::start();
     let records = landscape_records(200, 7);
-    broker.create_topic("envoy-logs", 2);
-    broker.create_topic("flows", 2);
-    let split = split_landscape(&records);
+    let split = landscape_topics(&broker, &records);
     let dir = tempfile::tempdir().unwrap();
     let token = dir.path().join("admin.token");
     util::write(&token, "a-test-admin-token-0123456789\n");

@@ -235,6 +235,19 @@ pub enum ApproveError {
         /// Its mode.
         mode: &'static str,
     },
+    /// The approval names another revision than the one proposed now (the command was
+    /// proposed again since, e.g. wider).
+    #[error(
+        "command {id} is proposed at revision {current}, not {asked}: look at revision {current} and approve it"
+    )]
+    Revision {
+        /// The command's id.
+        id: String,
+        /// The revision the operator approved.
+        asked: u32,
+        /// The revision proposed now.
+        current: u32,
+    },
 }
 
 impl TryFrom<ActuateConfig> for Actuator {
@@ -304,12 +317,31 @@ impl TryFrom<ActuateConfig> for Actuator {
                     ),
                 });
             }
+            let pattern = build(i, r)?;
+            let acts_on = pattern.subject_kinds();
+            if !r
+                .signature
+                .subject_kinds()
+                .iter()
+                .any(|k| acts_on.contains(k))
+            {
+                return Err(Error::Config {
+                    key: format!("policy[{i}].pattern"),
+                    value: format!("{:?}", r.pattern.as_str()),
+                    reason: format!(
+                        "acts on {} subjects, and {} findings are about {}: the rule could never act",
+                        acts_on.join(" or "),
+                        r.signature,
+                        r.signature.subject_kinds().join(" or ")
+                    ),
+                });
+            }
             rules.push(Rule {
                 signature: r.signature,
                 rule: r.rule.clone(),
                 subject: r.subject.clone(),
                 ttl_us,
-                pattern: build(i, r)?.into(),
+                pattern: pattern.into(),
             });
         }
         Ok(Actuator {
@@ -327,26 +359,30 @@ impl TryFrom<ActuateConfig> for Actuator {
     }
 }
 
-/// Whether the subject glob `pattern` can match the key of some finding of `signature`: its
-/// literal start (up to the first `*` or `?`) agrees with one of the signature's subject
-/// kinds ([`Signature::subject_kinds`]).
+/// Whether the subject glob `pattern` can match the key of some finding of `signature`: for
+/// one of the signature's subject kinds ([`Signature::subject_kinds`]), its literal start (up
+/// to the first `*` or `?`) agrees with `<kind>/`, it has no more `/` than the kind's keys
+/// (`*` and `?` never take one away), and without a `*` it is as long as such a key can be,
+/// with room for its `/`s (a `?` may stand for one).
 fn can_match(pattern: &str, signature: Signature) -> bool {
     let literal = &pattern[..pattern.find(['*', '?']).unwrap_or(pattern.len())];
-    let whole = literal.len() == pattern.len();
-    signature.subject_kinds().iter().any(|kind| {
-        if *kind == "landscape" {
-            return if whole {
-                literal == "landscape"
-            } else {
-                "landscape".starts_with(literal)
-            };
-        }
-        let start = format!("{kind}/");
-        if literal.starts_with(&start) {
-            literal.len() > start.len() || !whole
+    let star = pattern.contains('*');
+    let slashes = pattern.matches('/').count();
+    let unknown = pattern.matches('?').count();
+    signature.subject_kinds().iter().any(|&kind| {
+        // node/<service>: 2 segments; zones/<from>/<to>/<source>/<destination>: 6
+        let segments = Subject::key_shape(kind).matches('/').count() + 1;
+        let start = if segments == 1 {
+            kind.to_owned()
         } else {
-            !whole && start.starts_with(literal)
-        }
+            format!("{kind}/")
+        };
+        let shortest = kind.len() + 2 * (segments - 1);
+        (literal.starts_with(&start)
+            || (literal.len() < pattern.len() && start.starts_with(literal)))
+            && slashes < segments
+            && (star || (slashes + unknown >= segments - 1 && pattern.len() >= shortest))
+            && (segments > 1 || star || pattern.len() == kind.len())
     })
 }
 
@@ -541,12 +577,19 @@ impl Actuator {
         out
     }
 
-    /// An operator approves the proposed command `id` at event time `now_us`: it is sent
-    /// again as an `issue` in enforce mode (next revision, a fresh TTL), and audited.
+    /// An operator approves the proposed command `id` (at `revision`, when given: the one
+    /// they looked at) at event time `now_us`: it is sent again as an `issue` in enforce mode
+    /// (next revision, a fresh TTL), and audited.
     ///
     /// # Errors
-    /// [`ApproveError`]: no such command in force, or not a proposed one.
-    pub fn approve(&mut self, id: &str, now_us: i64) -> std::result::Result<Actions, ApproveError> {
+    /// [`ApproveError`]: no such command in force, not a proposed one, or proposed now at
+    /// another revision than `revision`.
+    pub fn approve(
+        &mut self,
+        id: &str,
+        revision: Option<u32>,
+        now_us: i64,
+    ) -> std::result::Result<Actions, ApproveError> {
         let rules = &self.rules;
         let Some(a) = self.state.active.values_mut().find(|a| a.command.id == id) else {
             return Err(ApproveError::Unknown(id.to_owned()));
@@ -555,6 +598,13 @@ impl Actuator {
             return Err(ApproveError::NotProposed {
                 id: id.to_owned(),
                 mode: a.command.mode.as_str(),
+            });
+        }
+        if let Some(asked) = revision.filter(|&r| r != a.command.revision) {
+            return Err(ApproveError::Revision {
+                id: id.to_owned(),
+                asked,
+                current: a.command.revision,
             });
         }
         let ttl_us = rules.get(a.rule).map_or(a.command.ttl_us, |r| r.ttl_us);
@@ -629,6 +679,7 @@ impl Actuator {
     fn refused_by(
         &self,
         remedy: &Remedy,
+        signature: Signature,
         replacing: Option<&str>,
         now_us: i64,
         pairs: &[PairWindow],
@@ -667,11 +718,13 @@ impl Actuator {
             .map(|(_, a)| Reach {
                 target: &a.command.target,
                 parameters: &a.command.parameters,
+                signature: a.command.reason.signature,
                 baseline_rps: &a.baseline_rps,
             })
             .chain(std::iter::once(Reach {
                 target: &remedy.target,
                 parameters: &remedy.parameters,
+                signature,
                 baseline_rps: &remedy.baseline_rps,
             }));
         let share = blast_radius(targets, pairs);
@@ -679,7 +732,7 @@ impl Actuator {
             return Some((
                 "blast-radius",
                 format!(
-                    "the commands in force would match {:.1} % of the landscape's requests (at most {:.1} %)",
+                    "the commands in force would match {:.2} % of the landscape's requests (at most {:.2} %)",
                     100.0 * share,
                     100.0 * self.rails.max_blast_radius
                 ),
@@ -742,7 +795,7 @@ impl Actuator {
             mode,
             signature: None,
         };
-        if let Some((rail, why)) = self.refused_by(&remedy, None, now_us, pairs) {
+        if let Some((rail, why)) = self.refused_by(&remedy, f.signature, None, now_us, pairs) {
             let incident = command.reason.incident.clone();
             let before = self
                 .state
@@ -813,7 +866,10 @@ impl Actuator {
             return;
         }
         let ttl_us = rule.map_or(a.command.ttl_us, |r| r.ttl_us);
-        if wider && let Some((rail, why)) = self.refused_by(&merged, Some(key), now_us, pairs) {
+        if wider
+            && let Some((rail, why)) =
+                self.refused_by(&merged, f.signature, Some(key), now_us, pairs)
+        {
             // audited once per incident and rail, like a refused issue
             let mut record = audit(now_us, Decision::Suppressed, &a.command, why);
             record.detail = format!("not widened: {}", record.detail);
@@ -833,8 +889,15 @@ impl Actuator {
             merged = before;
             wider = false;
         }
+        // with approval, what was approved is what may be enforced: a wider command is
+        // proposed again (an enforcement point holds it until it is approved)
+        let again = wider && self.mode == Mode::Proposed && a.command.mode == Mode::Enforce;
         let a = self.state.active.get_mut(key).expect("in force");
         a.baseline_rps = merged.baseline_rps;
+        if again {
+            a.approved = false;
+            a.command.mode = Mode::Proposed;
+        }
         let c = &mut a.command;
         c.action = CommandAction::Renew;
         c.revision += 1;
@@ -844,13 +907,20 @@ impl Actuator {
         c.ttl_us = ttl_us;
         c.expires_at_us = now_us.saturating_add(ttl_us);
         c.reason = reason(f);
-        let detail = if wider {
-            "renewed with a wider target or new parameters"
+        let (decision, detail) = if again {
+            (
+                Decision::Proposed,
+                "wider than what an operator approved: proposed again, not enforced until approved",
+            )
+        } else if wider {
+            (
+                Decision::Renewed,
+                "renewed with a wider target or new parameters",
+            )
         } else {
-            "renewed: its incident goes on"
+            (Decision::Renewed, "renewed: its incident goes on")
         };
-        out.audit
-            .push(audit(now_us, Decision::Renewed, c, detail.into()));
+        out.audit.push(audit(now_us, decision, c, detail.into()));
         out.commands.push(c.clone());
     }
 

@@ -10,14 +10,17 @@
 //!
 //! The blast radius counts the requests a command may change: every request of a matched pair
 //! (a zone or version narrowing is not subtracted, so the rail errs on the side of acting
-//! less), but for backpressure only those above the caller's limit (limit × window length),
-//! (of the caller's normal traffic: a storm's excess above its baseline rate is what the
-//! limit is for, and counting it would refuse the command that stops the storm),
-//! and none for segmentation, which denies only edges a segment policy forbids or that were
-//! never seen before (a DoS from another segment is most of the landscape's requests while it
-//! lasts: counting them would refuse exactly the command that stops it; `protected` still
-//! guards the edges that must never be denied);
-//! a pair matched by several commands counts with the most any of them may change. In a
+//! less), but for backpressure only those above the caller's limit (limit × window length;
+//! for a storm's or a DoS's command, of the caller's normal traffic: the excess above its
+//! baseline rate is what the limit is for, and counting it would refuse the command that
+//! stops the storm), and none for a segmentation that answers a segmentation violation or a
+//! fan-in surge, which denies only edges a segment policy forbids or that were never seen
+//! before (a DoS from another segment is most of the landscape's requests while it lasts:
+//! counting them would refuse exactly the command that stops it; `protected` still guards the
+//! edges that must never be denied; a segmentation a policy asks for on any other finding
+//! denies edges in use, all of whose requests count). A pair matched by several commands
+//! counts with the most any of them may change, backpressure with the lowest limit in force on
+//! its caller. In a
 //! scaled-out deployment (`[scale-out]`) each judge acts alone for the nodes it owns, with its
 //! share of the rails ([`crate::Actuator::share_rails`]): 1/partitions of the counts, and half
 //! the blast radius over the pairs it sees, so that the judges together stay within the
@@ -25,7 +28,7 @@
 
 use std::collections::BTreeMap;
 
-use schemas::{PairWindow, Parameters, Target};
+use schemas::{PairWindow, Parameters, Signature, Target};
 
 use crate::config::RailsConfig;
 use crate::error::{Error, Result};
@@ -148,45 +151,77 @@ pub fn matches(target: &Target, source: &str, destination: &str) -> bool {
         && (target.sources.is_empty() || target.sources.iter().any(|s| s == source))
 }
 
-/// What a command in force (or asked for) may reach: its target, its parameters, and for
-/// backpressure its callers' baseline rates, req/s ([`crate::Remedy::baseline_rps`]).
+/// What a command in force (or asked for) may reach: its target, its parameters, the
+/// signature of the finding behind it, and for backpressure its callers' baseline rates,
+/// req/s ([`crate::Remedy::baseline_rps`]).
 #[derive(Debug, Clone, Copy)]
 pub struct Reach<'a> {
     /// The traffic it acts on.
     pub target: &'a Target,
     /// Its pattern's parameters.
     pub parameters: &'a Parameters,
+    /// The signature of the finding that asked for it.
+    pub signature: Signature,
     /// Backpressure: each caller's baseline rate toward the target, req/s (a caller missing
     /// here counts with its current rate).
     pub baseline_rps: &'a BTreeMap<String, f64>,
 }
 
-/// How many of `p`'s requests a command may change: all of them when it matches the pair;
-/// for backpressure, those of the caller's normal traffic above its limit,
-/// `max(0, min(requests, baseline × window) − limit × window)` (a storm's excess above the
-/// caller's baseline is what the limit is for, not collateral); none for segmentation (see
-/// the module docs).
-pub fn affected(reach: Reach<'_>, p: &PairWindow) -> f64 {
-    if !matches(reach.target, &p.source, &p.destination) {
-        return 0.0;
-    }
+/// Whether a finding of `signature` is about traffic in excess of the callers' normal (a
+/// storm, a DoS): what a limit sheds of that excess is not counted.
+fn excess(signature: Signature) -> bool {
+    matches!(
+        signature,
+        Signature::SynchronizedBurst | Signature::FanInSurge
+    )
+}
+
+/// Whether a segmentation of `signature` denies only edges a segment policy forbids or that
+/// were never seen before.
+fn denies_only_new_edges(signature: Signature) -> bool {
+    matches!(
+        signature,
+        Signature::SegmentationViolation | Signature::FanInSurge
+    )
+}
+
+/// How many of `p`'s requests the commands matching it may change, together:
+/// - backpressure: the lowest limit in force on the caller applies, so what it sheds of the
+///   caller's traffic, `max(0, n − min(limit) × window)`, where `n` is the pair's requests, or
+///   when a storm's or a DoS's command (synchronized burst, fan-in surge) limits the caller
+///   too, at most the caller's baseline × window (the excess above its normal is what the
+///   limit is for, not collateral);
+/// - segmentation after a segmentation violation or a fan-in surge: none (see the module
+///   docs); after any other finding, all of them;
+/// - every other pattern: all of them;
+///
+/// and of these, the most.
+pub fn affected<'a>(reaches: impl Iterator<Item = Reach<'a>>, p: &PairWindow) -> f64 {
     let requests = p.requests as f64;
-    match reach.parameters {
-        Parameters::Backpressure(b) => {
-            let Some(limit) = b.rate_limit_rps.get(&p.source) else {
-                return 0.0;
-            };
-            let seconds = (p.window.end_us - p.window.start_us) as f64 / 1e6;
-            let normal = reach
-                .baseline_rps
-                .get(&p.source)
-                .filter(|b| b.is_finite() && **b > 0.0)
-                .map_or(requests, |b| requests.min(b * seconds));
-            (normal - limit * seconds).max(0.0)
+    let seconds = (p.window.end_us - p.window.start_us) as f64 / 1e6;
+    let (mut most, mut lowest, mut normal) = (0.0_f64, f64::INFINITY, None::<f64>);
+    for r in reaches.filter(|r| matches(r.target, &p.source, &p.destination)) {
+        match r.parameters {
+            Parameters::Backpressure(b) => {
+                let Some(limit) = b.rate_limit_rps.get(&p.source) else {
+                    continue;
+                };
+                lowest = lowest.min(*limit);
+                let base = r
+                    .baseline_rps
+                    .get(&p.source)
+                    .filter(|b| excess(r.signature) && b.is_finite() && **b > 0.0);
+                let n = base.map_or(requests, |b| requests.min(b * seconds));
+                normal = Some(normal.map_or(n, |m: f64| m.min(n)));
+            }
+            Parameters::Segmentation(_) if denies_only_new_edges(r.signature) => {}
+            _ => most = most.max(requests),
         }
-        Parameters::Segmentation(_) => 0.0,
-        _ => requests,
     }
+    if let Some(n) = normal {
+        most = most.max((n - lowest * seconds).max(0.0));
+    }
+    most
 }
 
 /// The share of `pairs`' requests that the commands may change ([`affected`]), in [0, 1]
@@ -198,10 +233,7 @@ pub fn blast_radius<'a>(
     let (mut all, mut hit) = (0.0, 0.0);
     for p in pairs {
         all += p.requests as f64;
-        hit += commands
-            .clone()
-            .map(|reach| affected(reach, p))
-            .fold(0.0, f64::max);
+        hit += affected(commands.clone(), p);
     }
     if all == 0.0 { 0.0 } else { hit / all }
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use proptest::prelude::*;
 use schemas::{
     AlertAction, AuditRecord, Caller, CommandAction, Decision, Finding, Mode, PairWindow,
-    Parameters, RemediationCommand, SCHEMA_VERSION, Severity, Signature, Subject, Window,
+    Parameters, RemediationCommand, SCHEMA_VERSION, Severity, Signature, Subject, Target, Window,
 };
 
 use super::*;
@@ -135,6 +135,11 @@ fn invalid_config_is_an_error_naming_the_key() {
              read node/<service> (did you mean \"node/catalog\"?)",
         ),
         (
+            "[[policy]]\nsignature = \"black-hole\"\npattern = \"segmentation\"\n",
+            "policy[0].pattern = \"segmentation\": acts on pair or sources subjects, and \
+             black-hole findings are about node: the rule could never act",
+        ),
+        (
             "[[policy]]\nsignature = \"segmentation-violation\"\nsubject = \"node/*\"\n\
              pattern = \"segmentation\"\n",
             "policy[0].subject = \"node/*\": matches no segmentation-violation finding, whose \
@@ -164,6 +169,19 @@ fn subject_globs_that_can_match_are_taken() {
         (Signature::SpreadingDegradation, "landscape/x", false),
         (Signature::Rule, "version/pricing/*", true),
         (Signature::Rule, "sources/*", false),
+        // keys of the wrong shape: too few segments, or too short
+        (Signature::DeployRegression, "version/cart", false),
+        (Signature::DeployRegression, "version/cart/*", true),
+        (Signature::DeployRegression, "version/*", true),
+        (Signature::LatencyShift, "pair/web", false),
+        (Signature::LatencyShift, "pair/web/?*", true),
+        (Signature::CrossZone, "zones/zone-a/zone-b", false),
+        (Signature::CrossZone, "zones/zone-a/zone-b/*/*", true),
+        (Signature::CrossZone, "zones/a/b/c/d/e/f", false),
+        (Signature::BlackHole, "node?", false),
+        (Signature::BlackHole, "nod?", false),
+        (Signature::BlackHole, "node/a/b", false),
+        (Signature::BlackHole, "node?x", true),
     ] {
         assert_eq!(super::can_match(glob, signature), ok, "{signature} {glob}");
     }
@@ -308,7 +326,7 @@ fn rails_refuse_and_say_which_once_per_incident() {
     );
     assert_eq!(a.audit[0].rail.as_deref(), Some("blast-radius"));
     assert!(
-        a.audit[0].detail.contains("30.0 %"),
+        a.audit[0].detail.contains("30.00 %"),
         "{}",
         a.audit[0].detail
     );
@@ -354,19 +372,66 @@ fn a_storms_backpressure_counts_only_what_it_takes_from_normal_traffic() {
         )],
         "{a:?}"
     );
-    let reach = |baselines: &BTreeMap<String, f64>| {
+    let reach = |baselines: &BTreeMap<String, f64>, signature| {
         rails::blast_radius(
             std::iter::once(rails::Reach {
                 target: &a.commands[0].target,
                 parameters: &a.commands[0].parameters,
+                signature,
                 baseline_rps: baselines,
             }),
             &pairs,
         )
     };
     let known = BTreeMap::from([("mobile".to_owned(), 10.0), ("web".to_owned(), 10.0)]);
-    assert!((reach(&known) - 0.05).abs() < 1e-12, "{}", reach(&known));
-    assert!((reach(&BTreeMap::new()) - 0.25).abs() < 1e-12);
+    let storm = Signature::SynchronizedBurst;
+    assert!((reach(&known, storm) - 0.05).abs() < 1e-12);
+    assert!((reach(&BTreeMap::new(), storm) - 0.25).abs() < 1e-12);
+    // a rate spike may be a flash crowd of real users: all it sheds counts
+    assert!((reach(&known, Signature::RateSpike) - 0.25).abs() < 1e-12);
+}
+
+/// Commands that overlap on a pair: backpressure counts with the lowest limit in force on the
+/// caller (what enforcement points apply), against the caller's normal traffic when a storm's
+/// command says the rest is the storm; a segmentation counts nothing only when it answers a segmentation violation or a
+/// fan-in surge (it denies new or forbidden edges), else all the pair's requests.
+#[test]
+fn overlapping_commands_count_as_enforcement_points_apply_them() {
+    let pairs = [pair("web", "cache", 100), pair("api", "shop", 900)];
+    let target = Target {
+        sources: vec!["web".into()],
+        destinations: vec!["cache".into()],
+        ..Target::default()
+    };
+    let bp = |rps: f64| {
+        Parameters::Backpressure(schemas::BackpressureParameters {
+            rate_limit_rps: BTreeMap::from([("web".to_owned(), rps)]),
+        })
+    };
+    let (hole, storm) = (bp(1.0), bp(2.0));
+    let (hole_base, storm_base) = (
+        BTreeMap::from([("web".to_owned(), 2.0)]),
+        BTreeMap::from([("web".to_owned(), 8.0)]),
+    );
+    let reach = |parameters, signature, baseline_rps| rails::Reach {
+        target: &target,
+        parameters,
+        signature,
+        baseline_rps,
+    };
+    let both = [
+        reach(&hole, Signature::BlackHole, &hole_base),
+        reach(&storm, Signature::SynchronizedBurst, &storm_base),
+    ];
+    // the lowest limit, 1 req/s (10 requests), against the storm's normal 80 of the 100
+    assert_eq!(rails::affected(both.iter().copied(), &pairs[0]), 70.0);
+    assert!((rails::blast_radius(both.iter().copied(), &pairs) - 0.07).abs() < 1e-12);
+    let deny = Parameters::Segmentation(schemas::SegmentationParameters { status: 403 });
+    let none = BTreeMap::new();
+    let breach = [reach(&deny, Signature::SegmentationViolation, &none)];
+    assert_eq!(rails::affected(breach.iter().copied(), &pairs[0]), 0.0);
+    let slow = [reach(&deny, Signature::LatencyShift, &none)];
+    assert_eq!(rails::affected(slow.iter().copied(), &pairs[0]), 100.0);
 }
 
 /// Scaled out over 4 judges, each gets a quarter of the counts and half the blast radius
@@ -426,12 +491,19 @@ fn approval_mode_proposes_then_enforces_what_is_approved() {
     assert_eq!(c.mode, Mode::Proposed);
     assert_eq!(a.audit[0].decision, Decision::Proposed);
     let id = c.id.clone();
-    let e = actuator.approve("quarantine/version/x/1", T0).unwrap_err();
+    let e = actuator
+        .approve("quarantine/version/x/1", None, T0)
+        .unwrap_err();
     assert_eq!(
         e.to_string(),
         "no command quarantine/version/x/1 is in force (revoked, expired, or never issued)"
     );
-    let a = actuator.approve(&id, T0 + 15_000_000).unwrap();
+    let e = actuator.approve(&id, Some(3), T0 + 15_000_000).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        format!("command {id} is proposed at revision 0, not 3: look at revision 0 and approve it")
+    );
+    let a = actuator.approve(&id, Some(0), T0 + 15_000_000).unwrap();
     let c = &a.commands[0];
     assert_eq!(
         (c.action, c.revision, c.mode),
@@ -439,7 +511,7 @@ fn approval_mode_proposes_then_enforces_what_is_approved() {
     );
     assert_eq!(c.expires_at_us, T0 + 15_000_000 + 300_000_000);
     assert_eq!(decisions(&a.audit), [(Decision::Approved, id.as_str(), 1)]);
-    let e = actuator.approve(&id, T0 + 16_000_000).unwrap_err();
+    let e = actuator.approve(&id, None, T0 + 16_000_000).unwrap_err();
     assert_eq!(
         e.to_string(),
         format!("command {id} is enforce, not proposed")
@@ -459,7 +531,7 @@ fn a_flapping_incident_gets_its_command_back_under_the_same_id() {
     let a = actuator.on_window(window(0), &[hole(0, &[("web", 10.0, 10.0)])], &[]);
     let id = a.commands[0].id.clone();
     assert_eq!(a.commands[0].mode, Mode::Proposed);
-    actuator.approve(&id, T0 + 15_000_000).unwrap();
+    actuator.approve(&id, None, T0 + 15_000_000).unwrap();
     // two quiet windows: resolved, revoked (revision 2)
     assert!(actuator.on_window(window(1), &[], &[]).commands.is_empty());
     let a = actuator.on_window(window(2), &[], &[]);
@@ -510,6 +582,47 @@ fn a_flapping_incident_gets_its_command_back_under_the_same_id() {
         ("backpressure/node/catalog/1674982600000000", 0)
     );
     assert!(actuator.state().revoked.is_empty());
+}
+
+/// With approval, what an operator approved is what may be enforced: a renewal that widens
+/// an approved command (a new caller) goes out proposed again, and its next approval names
+/// the new revision.
+#[test]
+fn a_wider_renewal_of_an_approved_command_is_proposed_again() {
+    let mut actuator = Actuator::try_from(config("mode = \"enforce\"\napproval = true\n")).unwrap();
+    let hole = |i, callers: &[(&str, f64, f64)]| black_hole("catalog", i, callers);
+    let a = actuator.on_window(window(0), &[hole(0, &[("web", 10.0, 10.0)])], &[]);
+    let id = a.commands[0].id.clone();
+    actuator.approve(&id, Some(0), T0 + 15_000_000).unwrap();
+    // the same caller again: nothing to send (half the TTL has not passed)
+    assert!(
+        actuator
+            .on_window(window(1), &[hole(1, &[("web", 10.0, 10.0)])], &[])
+            .commands
+            .is_empty()
+    );
+    let a = actuator.on_window(
+        window(2),
+        &[hole(2, &[("web", 10.0, 10.0), ("mobile", 4.0, 4.0)])],
+        &[],
+    );
+    let c = &a.commands[0];
+    assert_eq!(
+        (c.action, c.revision, c.mode, c.target.sources.len()),
+        (CommandAction::Renew, 2, Mode::Proposed, 2)
+    );
+    assert_eq!(decisions(&a.audit), [(Decision::Proposed, id.as_str(), 2)]);
+    // an approval of the revision the operator saw before is refused; of this one, taken
+    let e = actuator.approve(&id, Some(0), T0 + 35_000_000).unwrap_err();
+    assert!(
+        matches!(e, ApproveError::Revision { current: 2, .. }),
+        "{e}"
+    );
+    let a = actuator.approve(&id, Some(2), T0 + 35_000_000).unwrap();
+    assert_eq!(
+        (a.commands[0].revision, a.commands[0].mode),
+        (3, Mode::Enforce)
+    );
 }
 
 #[test]

@@ -34,6 +34,9 @@ const APPROVAL_WAIT: Duration = Duration::from_secs(10);
 pub struct Approval {
     /// The command's id.
     pub id: String,
+    /// The revision the operator approves (body `ID@REVISION`); `None`: whichever is
+    /// proposed.
+    pub revision: Option<u32>,
     /// Where the main loop answers.
     /// Where the main loop answers: the HTTP status and text, `Ok` when approved (200) or
     /// forwarded to the judge holding it (202, `[scale-out]`).
@@ -224,11 +227,24 @@ async fn approve(
             "the body names the command's id\n".into(),
         );
     }
+    let (id, revision) = match id.rsplit_once('@') {
+        None => (id, None),
+        Some((id, r)) => match r.parse::<u32>() {
+            Ok(r) => (id, Some(r)),
+            Err(_) => {
+                return (
+                    StatusCode::BAD_REQUEST,
+                    format!("{r:?} after @ is not a revision (ID or ID@REVISION)\n"),
+                );
+            }
+        },
+    };
     let (reply, answer) = tokio::sync::oneshot::channel();
     if admin
         .approvals
         .send(Approval {
             id: id.to_owned(),
+            revision,
             reply,
         })
         .is_err()

@@ -65,6 +65,8 @@ pub enum Message {
     Approve {
         /// The command's id.
         id: String,
+        /// The revision approved, when the operator named it.
+        revision: Option<u32>,
         /// The instance whose admin endpoint took the approval.
         from: String,
     },
@@ -178,10 +180,12 @@ pub fn forward_approval(
     topic: &str,
     partitions: i32,
     id: &str,
+    revision: Option<u32>,
     from: &str,
 ) -> Result<(), KafkaOutputError> {
     let message = encode(&Message::Approve {
         id: id.to_owned(),
+        revision,
         from: from.to_owned(),
     });
     for p in 0..partitions {

@@ -1041,19 +1041,22 @@ impl Driver {
         let slots = self.config.window.slots();
         let decoded = match repartition::decode::<repartition::Message>(payload) {
             Err(e) => Err(format!("repartition message: {e}")),
-            Ok(repartition::Message::Approve { id, from }) => {
+            Ok(repartition::Message::Approve { id, revision, from }) => {
                 // an approval another instance took: this judge enforces it if it holds it
                 let Some(now_us) = judge.last_closed_us() else {
                     return Ok(());
                 };
                 match judge
-                    .approve(&id, now_us, &mut self.out)
+                    .approve(&id, revision, now_us, &mut self.out)
                     .context("outputs")?
                 {
                     Ok(()) => {
                         tracing::info!(command = %id, partition, %from, "approved {id}: enforced (approval forwarded by instance {from})")
                     }
-                    Err(e @ actuate::ApproveError::NotProposed { .. }) => {
+                    Err(
+                        e @ (actuate::ApproveError::NotProposed { .. }
+                        | actuate::ApproveError::Revision { .. }),
+                    ) => {
                         tracing::warn!(command = %id, partition, %from, "approval refused: {e}");
                     }
                     Err(actuate::ApproveError::Unknown(_)) => {}
@@ -1256,14 +1259,17 @@ impl Driver {
                     continue;
                 };
                 match judge
-                    .approve(&a.id, now_us, &mut self.out)
+                    .approve(&a.id, a.revision, now_us, &mut self.out)
                     .context("outputs")?
                 {
                     Ok(()) => {
                         answer = Ok((200, format!("approved {}: enforced", a.id)));
                         break;
                     }
-                    Err(e @ actuate::ApproveError::NotProposed { .. }) => {
+                    Err(
+                        e @ (actuate::ApproveError::NotProposed { .. }
+                        | actuate::ApproveError::Revision { .. }),
+                    ) => {
                         answer = Err((409, e.to_string()));
                         break;
                     }
@@ -1276,6 +1282,7 @@ impl Driver {
                     &t.topic,
                     t.count,
                     &a.id,
+                    a.revision,
                     &self.instance,
                 )
                 .context("forwarding an approval")?;

@@ -459,19 +459,20 @@ impl Judge {
         self.actuator.state().alerts.firing()
     }
 
-    /// An operator approves the proposed command `id` at event time `now_us`: it goes out
-    /// again in enforce mode.
+    /// An operator approves the proposed command `id` (at `revision`, when given) at event
+    /// time `now_us`: it goes out again in enforce mode.
     ///
     /// # Errors
-    /// [`actuate::ApproveError`] (as text) when there is no such proposed command; the
-    /// output's.
+    /// [`actuate::ApproveError`] when there is no such proposed command (or it is proposed
+    /// at another revision); the output's.
     pub fn approve<O: Outputs + ?Sized>(
         &mut self,
         id: &str,
+        revision: Option<u32>,
         now_us: i64,
         out: &mut O,
     ) -> Result<Result<(), actuate::ApproveError>, O::Error> {
-        match self.actuator.approve(id, now_us) {
+        match self.actuator.approve(id, revision, now_us) {
             Ok(actions) => {
                 self.send(&actions, out)?;
                 out.flush()?;

@@ -102,6 +102,10 @@ impl OperationalPattern for Backpressure {
         Pattern::Backpressure
     }
 
+    fn subject_kinds(&self) -> &'static [&'static str] {
+        &["node", "pair", "sources"]
+    }
+
     /// The finding's callers (the destination: its node, the pair's destination or the
     /// sources' destination), each limited; a caller with neither a baseline nor a current
     /// rate (0, negative or not finite) is left out, unless the limit is fixed. A caller listed

@@ -72,6 +72,10 @@ impl OperationalPattern for Bulkhead {
         Pattern::Bulkhead
     }
 
+    fn subject_kinds(&self) -> &'static [&'static str] {
+        &["zones", "pair", "sources"]
+    }
+
     fn remedy(&self, finding: &Finding) -> Option<Remedy> {
         match &finding.subject {
             Subject::ZonePair {

@@ -51,6 +51,12 @@ pub trait OperationalPattern: std::fmt::Debug + Send + Sync {
     /// it has no target for, no caller to limit, an allow-listed edge).
     fn remedy(&self, finding: &Finding) -> Option<Remedy>;
 
+    /// The kinds of subjects it can act on (`schemas::Subject::kind`); a policy rule whose
+    /// signature has none of them is a config error. Default: every kind but the landscape.
+    fn subject_kinds(&self) -> &'static [&'static str] {
+        &["node", "pair", "version", "zones", "sources"]
+    }
+
     /// The remedy of a command in force (`active`) that a later finding asks for again
     /// (`new`): what the renewed command says. Default: the new one.
     fn merge(&self, _active: &Remedy, new: Remedy) -> Remedy {

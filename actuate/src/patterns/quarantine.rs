@@ -55,6 +55,10 @@ impl OperationalPattern for Quarantine {
         Pattern::Quarantine
     }
 
+    fn subject_kinds(&self) -> &'static [&'static str] {
+        &["version"]
+    }
+
     fn remedy(&self, finding: &Finding) -> Option<Remedy> {
         if !matches!(finding.subject, Subject::Version { .. }) {
             return None;

@@ -39,6 +39,10 @@ impl OperationalPattern for Segmentation {
         Pattern::Segmentation
     }
 
+    fn subject_kinds(&self) -> &'static [&'static str] {
+        &["pair", "sources"]
+    }
+
     fn remedy(&self, finding: &Finding) -> Option<Remedy> {
         if !matches!(
             finding.subject,
