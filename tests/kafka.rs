@@ -1068,6 +1068,24 @@ fn a_proposed_command_is_enforced_once_approved() {
         "{stderr}"
     );
 
+    // an approval of a revision that is not the one proposed is refused
+    let out = util::graywatch(&[
+        "approve",
+        &id,
+        "--revision",
+        "5",
+        "-c",
+        config.to_str().unwrap(),
+        "--listen",
+        &listen,
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("409 Conflict") && stderr.contains("is proposed at revision 0, not 5"),
+        "{stderr}"
+    );
+
     let out = approve(&config, &id);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
