@@ -1006,6 +1006,19 @@ pub fn run_config_idle(
     )
 }
 
+/// The message of command `id` at `revision` on the commands topic, once it is there (30 s
+/// at most).
+fn command_revision(broker: &Broker, id: &str, revision: u32) -> Option<Value> {
+    let is = |c: &Value| c["id"] == id && c["revision"] == revision;
+    broker
+        .read_until("graywatch.commands", Duration::from_secs(30), |m| {
+            m.iter().any(|m| is(&m.json()))
+        })
+        .iter()
+        .map(Msg::json)
+        .find(is)
+}
+
 /// Approval mode on Kafka: the black hole's backpressure command goes out `proposed`;
 /// `graywatch approve ID` (the admin endpoint, its bearer token) has the run send it again in
 /// enforce mode (revision 1), audited on the audit topic; a wrong token, a second approval and
@@ -1094,15 +1107,7 @@ fn a_proposed_command_is_enforced_once_approved() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(stdout.trim(), format!("approved {id}: enforced"));
-    let enforced = broker.read_until("graywatch.commands", Duration::from_secs(30), |m| {
-        m.iter()
-            .any(|m| m.json()["id"] == id.as_str() && m.json()["revision"] == 1)
-    });
-    let c = enforced
-        .iter()
-        .map(Msg::json)
-        .find(|c| c["id"] == id.as_str() && c["revision"] == 1)
-        .expect("revision 1");
+    let c = command_revision(&broker, &id, 1).expect("revision 1");
     assert_eq!(c["mode"], "enforce");
     assert_eq!(c["action"], "issue");
     let audit = broker.read_until("graywatch.audit", Duration::from_secs(30), |m| {
@@ -1222,14 +1227,7 @@ fn with_scale_out_an_approval_reaches_the_instance_holding_the_command() {
         stdout.starts_with(&format!("forwarded {id} to the 2 stage-2 partitions")),
         "{stdout}"
     );
-    let enforced = broker.read_until("graywatch.commands", Duration::from_secs(30), |m| {
-        m.iter()
-            .any(|m| m.json()["id"] == id.as_str() && m.json()["revision"] == 1)
-    });
-    let c = enforced
-        .iter()
-        .map(Msg::json)
-        .find(|c| c["id"] == id.as_str() && c["revision"] == 1)
+    let c = command_revision(&broker, &id, 1)
         .unwrap_or_else(|| panic!("not enforced:\n{}\n{}", holder.1.logs(), other.1.logs()));
     assert_eq!(
         (c["mode"].as_str(), c["action"].as_str()),
