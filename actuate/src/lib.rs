@@ -174,12 +174,16 @@ pub struct ActiveCommand {
     /// Backpressure: each limited caller's baseline rate, req/s, for the blast radius
     /// ([`Remedy::baseline_rps`]); empty in a checkpoint from before this field (the callers'
     /// current rates count then).
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(default)]
     pub baseline_rps: BTreeMap<String, f64>,
     /// Whether an operator approved it (`graywatch approve`), or it came back under an
     /// approval that stands.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    #[serde(default)]
     pub approved: bool,
+    /// The revision since which its proposed remedy is the same (renewals that change nothing
+    /// keep it): an approval of any revision from it on approves what is proposed now.
+    #[serde(default)]
+    pub proposed_at: u32,
 }
 
 /// Everything an [`Actuator`] remembers between windows, to checkpoint and restore.
@@ -202,7 +206,7 @@ pub struct ActuatorState {
     /// revoke message left them, for one TTL of their rule after the revoke: an incident that
     /// opens again on the same subject (it flapped) gets its command back under the same id,
     /// the next revision, and an approval it had stands ([`Actuator::on_window`]).
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(default)]
     pub revoked: BTreeMap<String, RevokedCommand>,
 }
 
@@ -215,7 +219,7 @@ pub struct RevokedCommand {
     /// Whether an operator had approved it (proposed, then enforced by `graywatch approve`).
     pub approved: bool,
     /// Backpressure: the callers' baseline rates it had, req/s.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(default)]
     pub baseline_rps: BTreeMap<String, f64>,
     /// Until when (event time, µs) an issue on its key comes back under its id.
     pub until_us: i64,
@@ -235,8 +239,8 @@ pub enum ApproveError {
         /// Its mode.
         mode: &'static str,
     },
-    /// The approval names another revision than the one proposed now (the command was
-    /// proposed again since, e.g. wider).
+    /// The approval names a revision older than the remedy proposed now (the command was
+    /// proposed again since, wider), or one not sent yet.
     #[error(
         "command {id} is proposed at revision {current}, not {asked}: look at revision {current} and approve it"
     )]
@@ -298,33 +302,17 @@ impl TryFrom<ActuateConfig> for Actuator {
                     reason: "names a user rule: only with signature = \"rule\"".into(),
                 });
             }
-            if !can_match(&r.subject, r.signature) {
-                let kinds = r.signature.subject_kinds();
-                let shapes: Vec<&str> = kinds.iter().map(|k| Subject::key_shape(k)).collect();
-                let hint = match kinds {
-                    [kind] if !r.subject.contains('/') && *kind != "landscape" => {
-                        format!(" (did you mean \"{kind}/{}\"?)", r.subject)
-                    }
-                    _ => String::new(),
-                };
-                return Err(Error::Config {
-                    key: format!("policy[{i}].subject"),
-                    value: format!("{:?}", r.subject),
-                    reason: format!(
-                        "matches no {} finding, whose subject keys read {}{hint}",
-                        r.signature,
-                        shapes.join(" or ")
-                    ),
-                });
-            }
             let pattern = build(i, r)?;
+            // the subjects a finding of this signature can have that the pattern acts on
             let acts_on = pattern.subject_kinds();
-            if !r
+            let kinds: Vec<&str> = r
                 .signature
                 .subject_kinds()
                 .iter()
-                .any(|k| acts_on.contains(k))
-            {
+                .copied()
+                .filter(|k| acts_on.contains(k))
+                .collect();
+            if kinds.is_empty() {
                 return Err(Error::Config {
                     key: format!("policy[{i}].pattern"),
                     value: format!("{:?}", r.pattern.as_str()),
@@ -333,6 +321,25 @@ impl TryFrom<ActuateConfig> for Actuator {
                         acts_on.join(" or "),
                         r.signature,
                         r.signature.subject_kinds().join(" or ")
+                    ),
+                });
+            }
+            if !can_match(&r.subject, &kinds) {
+                let shapes: Vec<&str> = kinds.iter().map(|k| Subject::key_shape(k)).collect();
+                let hint = match kinds[..] {
+                    [kind] if !r.subject.contains('/') && kind != "landscape" => {
+                        format!(" (did you mean \"{kind}/{}\"?)", r.subject)
+                    }
+                    _ => String::new(),
+                };
+                return Err(Error::Config {
+                    key: format!("policy[{i}].subject"),
+                    value: format!("{:?}", r.subject),
+                    reason: format!(
+                        "matches no {} finding {} acts on, whose subject keys read {}{hint}",
+                        r.signature,
+                        r.pattern.as_str(),
+                        shapes.join(" or ")
                     ),
                 });
             }
@@ -359,30 +366,27 @@ impl TryFrom<ActuateConfig> for Actuator {
     }
 }
 
-/// Whether the subject glob `pattern` can match the key of some finding of `signature`: for
-/// one of the signature's subject kinds ([`Signature::subject_kinds`]), its literal start (up
-/// to the first `*` or `?`) agrees with `<kind>/`, it has no more `/` than the kind's keys
-/// (`*` and `?` never take one away), and without a `*` it is as long as such a key can be,
-/// with room for its `/`s (a `?` may stand for one).
-fn can_match(pattern: &str, signature: Signature) -> bool {
+/// Whether the subject glob `pattern` can match the key of a subject of one of `kinds`
+/// (`node`, `pair`, …; see [`Signature::subject_kinds`]): its literal start (up to the first
+/// `*` or `?`) agrees with `<kind>/`, and without a `*` it has room for the kind's `/`s (a
+/// `?` may stand for one; names may hold more) and is as long as such a key can be.
+fn can_match(pattern: &str, kinds: &[&str]) -> bool {
     let literal = &pattern[..pattern.find(['*', '?']).unwrap_or(pattern.len())];
     let star = pattern.contains('*');
     let slashes = pattern.matches('/').count();
     let unknown = pattern.matches('?').count();
-    signature.subject_kinds().iter().any(|&kind| {
+    kinds.iter().any(|&kind| {
         // node/<service>: 2 segments; zones/<from>/<to>/<source>/<destination>: 6
         let segments = Subject::key_shape(kind).matches('/').count() + 1;
-        let start = if segments == 1 {
-            kind.to_owned()
-        } else {
-            format!("{kind}/")
-        };
+        if segments == 1 {
+            // the landscape: its key is the kind alone
+            return kind.starts_with(literal) && (star || pattern.len() == kind.len());
+        }
+        let start = format!("{kind}/");
         let shortest = kind.len() + 2 * (segments - 1);
         (literal.starts_with(&start)
             || (literal.len() < pattern.len() && start.starts_with(literal)))
-            && slashes < segments
             && (star || (slashes + unknown >= segments - 1 && pattern.len() >= shortest))
-            && (segments > 1 || star || pattern.len() == kind.len())
     })
 }
 
@@ -600,7 +604,8 @@ impl Actuator {
                 mode: a.command.mode.as_str(),
             });
         }
-        if let Some(asked) = revision.filter(|&r| r != a.command.revision) {
+        let now_proposed = a.proposed_at..=a.command.revision;
+        if let Some(asked) = revision.filter(|r| !now_proposed.contains(r)) {
             return Err(ApproveError::Revision {
                 id: id.to_owned(),
                 asked,
@@ -837,6 +842,7 @@ impl Actuator {
                 incidents: BTreeSet::new(),
                 baseline_rps: remedy.baseline_rps,
                 approved,
+                proposed_at: revision,
             },
         );
         Some(command)
@@ -897,6 +903,10 @@ impl Actuator {
         if again {
             a.approved = false;
             a.command.mode = Mode::Proposed;
+        }
+        if wider && a.command.mode == Mode::Proposed {
+            // what an operator approves from now on is this revision's remedy
+            a.proposed_at = a.command.revision + 1;
         }
         let c = &mut a.command;
         c.action = CommandAction::Renew;

@@ -195,12 +195,29 @@ fn denies_only_new_edges(signature: Signature) -> bool {
 ///   docs); after any other finding, all of them;
 /// - every other pattern: all of them;
 ///
-/// and of these, the most.
-pub fn affected<'a>(reaches: impl Iterator<Item = Reach<'a>>, p: &PairWindow) -> f64 {
+/// and of these, the most; but a pair a segmentation denies counts only as that
+/// segmentation does (the other commands have nothing left to change there: a DoS's edges,
+/// denied, do not count again for the black hole the DoS made).
+pub fn affected<'a>(reaches: impl Iterator<Item = Reach<'a>> + Clone, p: &PairWindow) -> f64 {
     let requests = p.requests as f64;
     let seconds = (p.window.end_us - p.window.start_us) as f64 / 1e6;
+    let on_pair = reaches.filter(|r| matches(r.target, &p.source, &p.destination));
+    let denied = on_pair
+        .clone()
+        .filter(|r| matches!(r.parameters, Parameters::Segmentation(_)))
+        .map(|r| {
+            if denies_only_new_edges(r.signature) {
+                0.0
+            } else {
+                requests
+            }
+        })
+        .reduce(f64::max);
+    if let Some(d) = denied {
+        return d;
+    }
     let (mut most, mut lowest, mut normal) = (0.0_f64, f64::INFINITY, None::<f64>);
-    for r in reaches.filter(|r| matches(r.target, &p.source, &p.destination)) {
+    for r in on_pair {
         match r.parameters {
             Parameters::Backpressure(b) => {
                 let Some(limit) = b.rate_limit_rps.get(&p.source) else {
@@ -214,7 +231,6 @@ pub fn affected<'a>(reaches: impl Iterator<Item = Reach<'a>>, p: &PairWindow) ->
                 let n = base.map_or(requests, |b| requests.min(b * seconds));
                 normal = Some(normal.map_or(n, |m: f64| m.min(n)));
             }
-            Parameters::Segmentation(_) if denies_only_new_edges(r.signature) => {}
             _ => most = most.max(requests),
         }
     }

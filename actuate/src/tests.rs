@@ -131,8 +131,13 @@ fn invalid_config_is_an_error_naming_the_key() {
         ),
         (
             "[[policy]]\nsignature = \"black-hole\"\nsubject = \"catalog\"\npattern = \"backpressure\"\n",
-            "policy[0].subject = \"catalog\": matches no black-hole finding, whose subject keys \
-             read node/<service> (did you mean \"node/catalog\"?)",
+            "policy[0].subject = \"catalog\": matches no black-hole finding backpressure acts on, \
+             whose subject keys read node/<service> (did you mean \"node/catalog\"?)",
+        ),
+        (
+            "[[policy]]\nsignature = \"rule\"\nsubject = \"node/*\"\npattern = \"quarantine\"\n",
+            "policy[0].subject = \"node/*\": matches no rule finding quarantine acts on, whose \
+             subject keys read version/<service>/<version>",
         ),
         (
             "[[policy]]\nsignature = \"black-hole\"\npattern = \"segmentation\"\n",
@@ -142,8 +147,9 @@ fn invalid_config_is_an_error_naming_the_key() {
         (
             "[[policy]]\nsignature = \"segmentation-violation\"\nsubject = \"node/*\"\n\
              pattern = \"segmentation\"\n",
-            "policy[0].subject = \"node/*\": matches no segmentation-violation finding, whose \
-             subject keys read pair/<source>/<destination> or sources/<destination>",
+            "policy[0].subject = \"node/*\": matches no segmentation-violation finding \
+             segmentation acts on, whose subject keys read pair/<source>/<destination> or \
+             sources/<destination>",
         ),
     ] {
         let e = Actuator::try_from(config(text)).unwrap_err().to_string();
@@ -177,13 +183,17 @@ fn subject_globs_that_can_match_are_taken() {
         (Signature::LatencyShift, "pair/web/?*", true),
         (Signature::CrossZone, "zones/zone-a/zone-b", false),
         (Signature::CrossZone, "zones/zone-a/zone-b/*/*", true),
-        (Signature::CrossZone, "zones/a/b/c/d/e/f", false),
+        (Signature::CrossZone, "zones/a/b/c/d/e/f", true), // names may hold a /
         (Signature::BlackHole, "node?", false),
         (Signature::BlackHole, "nod?", false),
-        (Signature::BlackHole, "node/a/b", false),
+        (Signature::BlackHole, "node/a/b", true),
         (Signature::BlackHole, "node?x", true),
     ] {
-        assert_eq!(super::can_match(glob, signature), ok, "{signature} {glob}");
+        assert_eq!(
+            super::can_match(glob, signature.subject_kinds()),
+            ok,
+            "{signature} {glob}"
+        );
     }
 }
 
@@ -432,6 +442,13 @@ fn overlapping_commands_count_as_enforcement_points_apply_them() {
     assert_eq!(rails::affected(breach.iter().copied(), &pairs[0]), 0.0);
     let slow = [reach(&deny, Signature::LatencyShift, &none)];
     assert_eq!(rails::affected(slow.iter().copied(), &pairs[0]), 100.0);
+    // a pair a breach's segmentation denies counts as it does: the black hole's backpressure
+    // on the same edge has nothing left to change (segmentation-dos seed 1 refused it)
+    let denied_too = [
+        reach(&hole, Signature::BlackHole, &hole_base),
+        reach(&deny, Signature::SegmentationViolation, &none),
+    ];
+    assert_eq!(rails::affected(denied_too.iter().copied(), &pairs[0]), 0.0);
 }
 
 /// Scaled out over 4 judges, each gets a quarter of the counts and half the blast radius
@@ -612,16 +629,24 @@ fn a_wider_renewal_of_an_approved_command_is_proposed_again() {
         (CommandAction::Renew, 2, Mode::Proposed, 2)
     );
     assert_eq!(decisions(&a.audit), [(Decision::Proposed, id.as_str(), 2)]);
-    // an approval of the revision the operator saw before is refused; of this one, taken
-    let e = actuator.approve(&id, Some(0), T0 + 35_000_000).unwrap_err();
-    assert!(
-        matches!(e, ApproveError::Revision { current: 2, .. }),
-        "{e}"
-    );
-    let a = actuator.approve(&id, Some(2), T0 + 35_000_000).unwrap();
+    // half its TTL later it is renewed unchanged (revision 3): the proposal stays the same
+    let both = [("web", 10.0, 10.0), ("mobile", 4.0, 4.0)];
+    let a = actuator.on_window(window(18), &[hole(18, &both)], &[]);
     assert_eq!(
         (a.commands[0].revision, a.commands[0].mode),
-        (3, Mode::Enforce)
+        (3, Mode::Proposed)
+    );
+    // an approval of the revision before the widening is refused; of the wider one, taken
+    let at = window(18).end_us + 1_000_000;
+    let e = actuator.approve(&id, Some(0), at).unwrap_err();
+    assert!(
+        matches!(e, ApproveError::Revision { current: 3, .. }),
+        "{e}"
+    );
+    let a = actuator.approve(&id, Some(2), at).unwrap();
+    assert_eq!(
+        (a.commands[0].revision, a.commands[0].mode),
+        (4, Mode::Enforce)
     );
 }
 

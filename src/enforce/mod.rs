@@ -516,6 +516,9 @@ pub fn run_nginx(args: NginxArgs) -> anyhow::Result<()> {
                 site_path.display()
             );
         }
+        tracing::warn!(
+            "nginx -t refuses the config before any command (not the site's variables): {why}"
+        );
     }
     let state = args.prefix.join("graywatch-state.json");
     let mut ledger = Ledger::load(&state, keys)?;

@@ -262,9 +262,10 @@ fn who_regex(callers: &str, zone: Option<&str>, tier: Option<&str>) -> String {
     )
 }
 
-/// NGINX's `limit_req` rate for `rps` req/s: requests per minute, at least 1.
+/// NGINX's `limit_req` rate for `rps` req/s: whole requests per minute, rounded down (never
+/// looser than the command), at least 1 (NGINX's least: looser below 1 r/m).
 fn rate_per_minute(rps: f64) -> u64 {
-    ((rps * 60.0).round() as u64).max(1)
+    ((rps * 60.0 + 1e-9).floor() as u64).max(1)
 }
 
 /// Short, stable name of a command's NGINX objects (unique in one rendering: see
@@ -408,7 +409,7 @@ fn part(site: &Site, who: &str, base: String, c: &RemediationCommand) -> Result<
                     &[(who_regex(&literal(caller), zone, None), caller.as_str())],
                 );
                 let per_minute = rate_per_minute(*rps);
-                if per_minute as f64 / 60.0 > rps * 1.1 {
+                if rps * 60.0 + 1e-9 < 1.0 {
                     p.loosened.push(format!(
                         "{caller}: {rps} req/s is applied as {per_minute} r/m ({:.4} req/s): \
                          NGINX limits by whole requests per minute",
@@ -745,6 +746,11 @@ mod tests {
         assert!(
             t.contains(&format!("zone={tag}_1:1m rate=1r/m;")),
             "0.01 req/s rounds up to the least NGINX has: {t}"
+        );
+        // whole requests per minute, rounded down: never looser, but below 1 r/m
+        assert_eq!(
+            [0.0917, 2.51, 2.5, 1.0 / 60.0, 0.016].map(rate_per_minute),
+            [5, 150, 150, 1, 1]
         );
         // and says so; 2.5 req/s (150 r/m) is exact
         assert_eq!(

@@ -227,17 +227,20 @@ async fn approve(
             "the body names the command's id\n".into(),
         );
     }
+    // `ID@REVISION`; an id ends in `/<µs>`, so an `@` inside one is followed by a `/`
     let (id, revision) = match id.rsplit_once('@') {
-        None => (id, None),
-        Some((id, r)) => match r.parse::<u32>() {
-            Ok(r) => (id, Some(r)),
-            Err(_) => {
-                return (
-                    StatusCode::BAD_REQUEST,
-                    format!("{r:?} after @ is not a revision (ID or ID@REVISION)\n"),
-                );
+        Some((id, r)) if !r.is_empty() && r.bytes().all(|b| b.is_ascii_digit()) => {
+            match r.parse::<u32>() {
+                Ok(r) => (id, Some(r)),
+                Err(_) => {
+                    return (
+                        StatusCode::BAD_REQUEST,
+                        format!("revision {r} after @ is out of range\n"),
+                    );
+                }
             }
-        },
+        }
+        _ => (id, None),
     };
     let (reply, answer) = tokio::sync::oneshot::channel();
     if admin

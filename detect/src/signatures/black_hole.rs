@@ -92,11 +92,12 @@ pub struct BlackHoleSpec {
     baseline_windows: usize,
     min_baseline_windows: usize,
     min_inflow_requests: u64,
-    /// 0 in a checkpoint from before this field: `min_inflow_requests / 4`.
-    #[serde(default)]
-    hold_inflow_requests: u64,
     inflow_ratio: f64,
     collapse_ratio: f64,
+    /// 0 in a checkpoint from before this field: `min_inflow_requests / 4`. Last: checkpoints
+    /// encode fields by position.
+    #[serde(default)]
+    hold_inflow_requests: u64,
 }
 
 fn ratio(value: f64, key: &'static str) -> Result<f64> {
