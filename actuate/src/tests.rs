@@ -650,6 +650,61 @@ fn a_wider_renewal_of_an_approved_command_is_proposed_again() {
     );
 }
 
+/// Checkpoints encode the state as MessagePack with fields by name: an approved quarantine
+/// (a target with a version and no zones: by position, the version came back as the source
+/// zone), a proposed command with baselines, and a revoked one kept for a flap all come back
+/// as they were.
+#[test]
+fn the_state_round_trips_through_the_checkpoint_encoding() {
+    let mut actuator = Actuator::try_from(config(
+        "mode = \"enforce\"\napproval = true\n[alerts]\nresolve-after-windows = 1\n",
+    ))
+    .unwrap();
+    let a = actuator.on_window(
+        window(0),
+        &[
+            deploy("pricing", "v2.6.0", 0),
+            black_hole("catalog", 0, &[("web", 10.0, 10.0)]),
+            black_hole("cart", 0, &[("web", 10.0, 10.0)]),
+        ],
+        &[],
+    );
+    let quarantine = a
+        .commands
+        .iter()
+        .find(|c| c.id.starts_with("quarantine/"))
+        .unwrap();
+    actuator
+        .approve(&quarantine.id.clone(), None, T0 + 15_000_000)
+        .unwrap();
+    // cart's incident resolves: its command is revoked and kept for a flap
+    actuator.on_window(
+        window(1),
+        &[
+            deploy("pricing", "v2.6.0", 1),
+            black_hole("catalog", 1, &[("web", 10.0, 10.0)]),
+        ],
+        &[],
+    );
+    let state = actuator.state();
+    assert!(
+        state
+            .active
+            .values()
+            .any(|a| a.approved && a.baseline_rps.is_empty())
+    );
+    assert!(
+        state
+            .active
+            .values()
+            .any(|a| !a.approved && !a.baseline_rps.is_empty())
+    );
+    assert_eq!(state.revoked.len(), 1);
+    let bytes = rmp_serde::to_vec_named(&state).unwrap();
+    let back: ActuatorState = rmp_serde::from_slice(&bytes).unwrap();
+    assert_eq!(back, state);
+}
+
 #[test]
 fn commands_are_signed_and_a_changed_one_fails_verification() {
     let dir = std::env::temp_dir().join(format!("graywatch-actuate-{}", std::process::id()));

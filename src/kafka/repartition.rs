@@ -79,7 +79,16 @@ pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     out
 }
 
-/// Decodes what [`encode`] made.
+/// Encodes a state with the format byte, its fields by name (schemas' documents skip absent
+/// optional fields, which by position would shift the next field into their place); decoded
+/// by [`decode`] as a message is.
+pub fn encode_named<T: Serialize>(value: &T) -> Vec<u8> {
+    let mut out = vec![FORMAT];
+    rmp_serde::encode::write_named(&mut out, value).expect("plain data encodes");
+    out
+}
+
+/// Decodes what [`encode`] or [`encode_named`] made.
 ///
 /// # Errors
 /// Another format byte, or bytes that do not decode.

@@ -1406,7 +1406,7 @@ impl Driver {
                 if *next < 0 {
                     continue;
                 }
-                let state = repartition::encode(&PartitionState {
+                let state = repartition::encode_named(&PartitionState {
                     position: *next,
                     judge: Stage::<KafkaOutputs>::snapshot(judge),
                 });

@@ -170,7 +170,10 @@ impl CheckpointDir {
 
 /// The checkpoint file's bytes for `state`.
 pub fn encode<T: Serialize>(state: &T) -> Vec<u8> {
-    let payload = rmp_serde::to_vec(state)
+    // fields by name, not position: schemas' documents skip their absent optional fields,
+    // and by position the next field would take the skipped one's place (a restored
+    // quarantine read its version as a source zone); states written by position still decode
+    let payload = rmp_serde::to_vec_named(state)
         .expect("checkpoint state is plain data (no maps with non-string keys, no I/O)");
     let mut out = Vec::with_capacity(HEADER + payload.len());
     out.extend_from_slice(MAGIC);

@@ -130,7 +130,8 @@ pub trait SignatureDetector: std::fmt::Debug + Send {
 
 /// Encodes a detector's state (for [`SignatureDetector::save`]).
 pub(crate) fn save_state<T: serde::Serialize>(state: &T) -> Vec<u8> {
-    rmp_serde::to_vec(state).expect("plain data encodes")
+    // by name: see the checkpoint's encoding (a skipped optional field shifts the next one)
+    rmp_serde::to_vec_named(state).expect("plain data encodes")
 }
 
 /// Decodes a detector's state (for [`SignatureDetector::load`]).
