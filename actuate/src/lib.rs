@@ -176,10 +176,6 @@ pub struct ActiveCommand {
     /// current rates count then).
     #[serde(default)]
     pub baseline_rps: BTreeMap<String, f64>,
-    /// Whether an operator approved it (`graywatch approve`), or it came back under an
-    /// approval that stands.
-    #[serde(default)]
-    pub approved: bool,
     /// The revision since which its proposed remedy is the same (renewals that change nothing
     /// keep it): an approval of any revision from it on approves what is proposed now.
     #[serde(default)]
@@ -202,27 +198,40 @@ pub struct ActuatorState {
     /// Open incidents.
     #[serde(default)]
     pub alerts: AlertState,
-    /// Commands revoked because their incident resolved, by `<pattern>/<subject key>`, as their
-    /// revoke message left them, for one TTL of their rule after the revoke: an incident that
-    /// opens again on the same subject (it flapped) gets its command back under the same id,
-    /// the next revision, and an approval it had stands ([`Actuator::on_window`]).
+    /// Commands revoked because their incident resolved, by `<pattern>/<subject key>`, with
+    /// their revoke message (target, parameters and mode as they were in force), for one TTL
+    /// of their rule after the revoke: an incident that opens again on the same subject (it
+    /// flapped) gets its command back under the same id, the next revision, and an approval
+    /// it had (it was in enforce mode under `approval = true`) stands ([`Actuator::on_window`]).
     #[serde(default)]
-    pub revoked: BTreeMap<String, RevokedCommand>,
+    pub revoked: BTreeMap<String, ActiveCommand>,
 }
 
-/// A command revoked when its incident resolved, kept for one TTL of its rule so that a
-/// flapping incident gets it back under the same id ([`ActuatorState::revoked`]).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RevokedCommand {
-    /// The revoke message (its target, parameters and mode as they were in force).
-    pub command: RemediationCommand,
-    /// Whether an operator had approved it (proposed, then enforced by `graywatch approve`).
-    pub approved: bool,
-    /// Backpressure: the callers' baseline rates it had, req/s.
-    #[serde(default)]
-    pub baseline_rps: BTreeMap<String, f64>,
-    /// Until when (event time, µs) an issue on its key comes back under its id.
-    pub until_us: i64,
+impl ActiveCommand {
+    /// What it asks for, as a remedy.
+    fn remedy(&self) -> Remedy {
+        Remedy {
+            target: self.command.target.clone(),
+            parameters: self.command.parameters.clone(),
+            baseline_rps: self.baseline_rps.clone(),
+        }
+    }
+}
+
+/// The TTL of `a`'s policy rule, µs (its own, from a checkpoint restored under a policy that
+/// lost the rule).
+fn ttl_of(rules: &[Rule], a: &ActiveCommand) -> i64 {
+    rules.get(a.rule).map_or(a.command.ttl_us, |r| r.ttl_us)
+}
+
+/// Until when (event time, µs) a revoked command comes back under its id: one TTL of its
+/// rule after its revoke (none when a restored checkpoint names a rule the policy lost: the
+/// revoke message's own TTL is 0).
+fn held_until(rules: &[Rule], revoked: &ActiveCommand) -> i64 {
+    revoked
+        .command
+        .issued_at_us
+        .saturating_add(ttl_of(rules, revoked))
 }
 
 /// Why an approval is refused.
@@ -577,7 +586,10 @@ impl Actuator {
         self.state
             .recent_issues_us
             .retain(|&t| t > now_us - MINUTE_US);
-        self.state.revoked.retain(|_, r| r.until_us > now_us);
+        let rules = &self.rules;
+        self.state
+            .revoked
+            .retain(|_, r| held_until(rules, r) > now_us);
         out
     }
 
@@ -612,8 +624,7 @@ impl Actuator {
                 current: a.command.revision,
             });
         }
-        let ttl_us = rules.get(a.rule).map_or(a.command.ttl_us, |r| r.ttl_us);
-        a.approved = true;
+        let ttl_us = ttl_of(rules, a);
         let c = &mut a.command;
         c.mode = Mode::Enforce;
         c.action = CommandAction::Issue;
@@ -649,12 +660,8 @@ impl Actuator {
             }
         }
         for key in keys {
-            let a = self.state.active.remove(&key).expect("listed");
-            let hold_us = self
-                .rules
-                .get(a.rule)
-                .map_or(a.command.ttl_us, |r| r.ttl_us);
-            let mut c = a.command;
+            let mut a = self.state.active.remove(&key).expect("listed");
+            let c = &mut a.command;
             c.action = CommandAction::Revoke;
             c.revision += 1;
             c.issued_at_us = now_us;
@@ -663,19 +670,11 @@ impl Actuator {
             out.audit.push(audit(
                 now_us,
                 Decision::Revoked,
-                &c,
+                c,
                 "every incident that asked for it resolved".into(),
             ));
             out.commands.push(c.clone());
-            self.state.revoked.insert(
-                key,
-                RevokedCommand {
-                    command: c,
-                    approved: a.approved,
-                    baseline_rps: a.baseline_rps,
-                    until_us: now_us.saturating_add(hold_us),
-                },
-            );
+            self.state.revoked.insert(key, a);
         }
     }
 
@@ -769,15 +768,17 @@ impl Actuator {
         );
         let mut approved = false;
         let mut back = None;
-        if let Some(r) = self.state.revoked.get(&key).filter(|r| r.until_us > now_us) {
+        let held = self
+            .state
+            .revoked
+            .get(&key)
+            .filter(|r| held_until(&self.rules, r) > now_us);
+        if let Some(r) = held {
             id.clone_from(&r.command.id);
             revision = r.command.revision + 1;
-            if r.approved && self.mode == Mode::Proposed {
-                let was = Remedy {
-                    target: r.command.target.clone(),
-                    parameters: r.command.parameters.clone(),
-                    baseline_rps: r.baseline_rps.clone(),
-                };
+            // approved: enforced while the policy asks for approval
+            if r.command.mode == Mode::Enforce && self.mode == Mode::Proposed {
+                let was = r.remedy();
                 let within = self.rules[rule].pattern.merge(&was, remedy.clone());
                 if within == was {
                     (remedy, mode, approved) = (was, Mode::Enforce, true);
@@ -841,7 +842,6 @@ impl Actuator {
                 rule,
                 incidents: BTreeSet::new(),
                 baseline_rps: remedy.baseline_rps,
-                approved,
                 proposed_at: revision,
             },
         );
@@ -860,18 +860,14 @@ impl Actuator {
         let a = &self.state.active[key];
         // a checkpoint restored under another policy may name a rule that is gone
         let rule = self.rules.get(a.rule);
-        let before = Remedy {
-            target: a.command.target.clone(),
-            parameters: a.command.parameters.clone(),
-            baseline_rps: a.baseline_rps.clone(),
-        };
+        let before = a.remedy();
         let mut merged = rule.map_or_else(|| before.clone(), |r| r.pattern.merge(&before, remedy));
         let mut wider = merged != before;
         let half_gone = now_us >= a.command.expires_at_us - a.command.ttl_us / 2;
         if !wider && !half_gone {
             return;
         }
-        let ttl_us = rule.map_or(a.command.ttl_us, |r| r.ttl_us);
+        let ttl_us = ttl_of(&self.rules, a);
         if wider
             && let Some((rail, why)) =
                 self.refused_by(&merged, f.signature, Some(key), now_us, pairs)
@@ -901,7 +897,6 @@ impl Actuator {
         let a = self.state.active.get_mut(key).expect("in force");
         a.baseline_rps = merged.baseline_rps;
         if again {
-            a.approved = false;
             a.command.mode = Mode::Proposed;
         }
         if wider && a.command.mode == Mode::Proposed {

@@ -691,13 +691,13 @@ fn the_state_round_trips_through_the_checkpoint_encoding() {
         state
             .active
             .values()
-            .any(|a| a.approved && a.baseline_rps.is_empty())
+            .any(|a| a.command.mode == Mode::Enforce && a.baseline_rps.is_empty())
     );
     assert!(
         state
             .active
             .values()
-            .any(|a| !a.approved && !a.baseline_rps.is_empty())
+            .any(|a| a.command.mode == Mode::Proposed && !a.baseline_rps.is_empty())
     );
     assert_eq!(state.revoked.len(), 1);
     let bytes = rmp_serde::to_vec_named(&state).unwrap();

@@ -100,6 +100,11 @@ pub struct BlackHoleSpec {
     hold_inflow_requests: u64,
 }
 
+/// `hold-inflow-requests` when the config gives none: `min-inflow-requests` ÷ 4, at least 1.
+fn default_hold(min_inflow_requests: u64) -> u64 {
+    (min_inflow_requests / 4).max(1)
+}
+
 fn ratio(value: f64, key: &'static str) -> Result<f64> {
     if value.is_finite() && value > 0.0 && value <= 1.0 {
         Ok(value)
@@ -141,7 +146,7 @@ impl TryFrom<&BlackHoleConfig> for BlackHoleSpec {
         }
         let hold = c
             .hold_inflow_requests
-            .unwrap_or((c.min_inflow_requests / 4).max(1));
+            .unwrap_or_else(|| default_hold(c.min_inflow_requests));
         if hold == 0 || hold > c.min_inflow_requests {
             return Err(Error::Config {
                 key: "black-hole.hold-inflow-requests",
@@ -286,7 +291,7 @@ impl BlackHole {
         let s = &self.spec;
         let least = match (open, s.hold_inflow_requests) {
             (false, _) => s.min_inflow_requests,
-            (true, 0) => (s.min_inflow_requests / 4).max(1),
+            (true, 0) => default_hold(s.min_inflow_requests),
             (true, hold) => hold,
         };
         if baseline.len() < s.min_baseline_windows || node.inflow_requests < least {
