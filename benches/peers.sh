@@ -17,6 +17,10 @@
 #               read_json + GROUP BY (benches/duckdb_windows.py), 1 thread and all.
 #   flow-json   the same requests as graywatch's flow records; peer: DuckDB on the same
 #               columns (benches/duckdb_windows.py).
+#   pairs       100,000 active pairs in flow-json (benches/pairs.py: 1.5 M records over 6
+#               windows, about 2.5 per pair and window): window aggregation when the pair
+#               table is large. Peer: DuckDB on the same file, as flow-json. graywatch's peak
+#               resident memory on this job is printed too (bound: 1 GiB at 100 k pairs).
 #   nginx       the bundled NGINX combined log (10,000 lines) 100 times, each copy's
 #               timestamps 4 days after the last one's, replayed with an allowed lateness of
 #               70 s (the log's lines are shuffled within each minute); peer: mawk splitting
@@ -67,6 +71,10 @@ with open(dst, "w", encoding="utf-8", errors="surrogateescape") as out:
 EOF
     mv "$dir/nginx.log.tmp" "$dir/nginx.log"
 fi
+if [ ! -s "$dir/pairs.log" ]; then
+    python3 benches/pairs.py "$dir/pairs.log.tmp"
+    mv "$dir/pairs.log.tmp" "$dir/pairs.log"
+fi
 printf '[detect.window]\nallowed-lateness = "70s"\n' > "$dir/nginx.toml"
 
 # name|command, run alternately
@@ -79,6 +87,10 @@ jobs=(
     "flow-json graywatch -j$cores|$gw replay -q -j$cores -f flow-json --windows /dev/null $dir/flow.log"
     "flow-json duckdb 1 thread|python3 benches/duckdb_windows.py flow-json $dir/flow.log 1"
     "flow-json duckdb $cores threads|python3 benches/duckdb_windows.py flow-json $dir/flow.log $cores"
+    "pairs graywatch -j1|$gw replay -q -j1 -f flow-json --windows /dev/null $dir/pairs.log"
+    "pairs graywatch -j$cores|$gw replay -q -j$cores -f flow-json --windows /dev/null $dir/pairs.log"
+    "pairs duckdb 1 thread|python3 benches/duckdb_windows.py flow-json $dir/pairs.log 1"
+    "pairs duckdb $cores threads|python3 benches/duckdb_windows.py flow-json $dir/pairs.log $cores"
     "nginx graywatch -j1|$gw replay -q -j1 -c $dir/nginx.toml -f nginx-combined --windows /dev/null $dir/nginx.log"
     "nginx graywatch -j$cores|$gw replay -q -j$cores -c $dir/nginx.toml -f nginx-combined --windows /dev/null $dir/nginx.log"
     "nginx mawk|mawk {c[\$9]++;b+=\$10}END{print(b)} $dir/nginx.log"
@@ -106,6 +118,13 @@ if [ "${PEERS_GOACCESS:-0}" = 1 ]; then
     echo "nginx goaccess|$(echo "$end - $start" | bc)" >> "$times"
 fi
 
+# peak resident memory of the 100 k-pair job (GNU time's %M, KiB)
+if [ -x /usr/bin/time ]; then
+    rss=$( { /usr/bin/time -f %M "$gw" replay -q -j"$cores" -f flow-json --windows /dev/null \
+        "$dir/pairs.log" > /dev/null; } 2>&1 | tail -1)
+    echo "pairs graywatch -j$cores peak resident memory: $((rss / 1024)) MiB"
+fi
+
 python3 - "$times" "$cores" <<'EOF'
 import statistics, sys
 times, cores = sys.argv[1], sys.argv[2]
@@ -122,7 +141,7 @@ def ratio(a, b):
     if a in med and b in med:
         print(f"{a:<24} vs {b:<26} {med[b] / med[a]:5.2f}x faster" if med[a] <= med[b]
               else f"{a:<24} vs {b:<26} {med[a] / med[b]:5.2f}x slower")
-for fmt in ("envoy-json", "flow-json"):
+for fmt in ("envoy-json", "flow-json", "pairs"):
     ratio(f"{fmt} graywatch -j1", f"{fmt} duckdb 1 thread")
     ratio(f"{fmt} graywatch -j{cores}", f"{fmt} duckdb 1 thread")
     ratio(f"{fmt} graywatch -j{cores}", f"{fmt} duckdb {cores} threads")

@@ -113,9 +113,11 @@ impl<'a> Scanner<'a> {
     }
 
     /// Consumes `bytes` if the text goes on with them after whitespace.
+    #[inline]
     pub(crate) fn skip(&mut self, bytes: &[u8]) -> bool {
         self.skip_ws();
-        let found = self.text.as_bytes()[self.at..].starts_with(bytes);
+        let rest = &self.text.as_bytes()[self.at..];
+        let found = rest.len() >= bytes.len() && schemas::short_eq(&rest[..bytes.len()], bytes);
         if found {
             self.at += bytes.len();
         }

@@ -30,6 +30,8 @@
 //! zone = "eu-west-1b"
 //! ```
 
+use std::cell::RefCell;
+
 use schemas::{FlowRecordRef, Reporter};
 use serde::Deserialize;
 
@@ -313,6 +315,93 @@ pub struct Mapping {
     compiled: Vec<[FieldRules; FIELDS]>,
     writer: crate::writer::WriterConfig,
     inputs: Vec<InputMapping>,
+    /// Answers of [`Mapping::resolve`] for values seen lately, per side.
+    memo: [RefCell<ResolveMemo>; 2],
+}
+
+/// What [`Mapping::resolve`] answered for the fields of recent lines: a proxy writes the same
+/// few hundred upstream hosts and authorities on millions of lines, so a line's fields are
+/// usually looked up whole, in one hash, instead of rule by rule (`cargo bench --bench parse`,
+/// `benches/peers.sh`).
+///
+/// Values that never repeat (a downstream address with its ephemeral port) would only fill it:
+/// when fewer than a quarter of [`MEMO_PROBE`] lookups hit, it steps aside for
+/// [`MEMO_BYPASS`] lookups and then tries again. It holds at most [`MEMO_CAP`] answers.
+#[derive(Debug, Default)]
+struct ResolveMemo {
+    /// Encoded fields (see [`ResolveMemo::encode`]) → the rule and the index in `fields` of
+    /// the value it matched, `None` when no rule matched.
+    answers: foldhash::HashMap<Box<[u8]>, Option<(u32, u8)>>,
+    /// The key being looked up, reused across lines.
+    key: Vec<u8>,
+    lookups: u32,
+    hits: u32,
+    /// Lookups left during which the memo is not consulted.
+    bypass: u32,
+}
+
+/// At most this many answers are kept per side (about 100 bytes each); the memo starts afresh
+/// when full.
+const MEMO_CAP: usize = 16_384;
+/// Lookups between two checks of the memo's hit rate.
+const MEMO_PROBE: u32 = 4_096;
+/// Lookups during which a memo that missed too often stands aside.
+const MEMO_BYPASS: u32 = 65_536;
+
+impl Clone for ResolveMemo {
+    /// A clone starts empty: answers are cheap to learn again.
+    fn clone(&self) -> Self {
+        ResolveMemo::default()
+    }
+}
+
+impl ResolveMemo {
+    /// `fields` as bytes that differ for any two lists: each field's tag, its value's length
+    /// and its value.
+    fn encode(&mut self, fields: &[(MatchField, &str)]) {
+        self.key.clear();
+        for &(field, value) in fields {
+            self.key.push(field as u8);
+            self.key
+                .extend_from_slice(&(value.len() as u64).to_le_bytes());
+            self.key.extend_from_slice(value.as_bytes());
+        }
+    }
+
+    /// The rule and field index for `fields`, from the memo or from `compute` (and then
+    /// remembered).
+    fn answer(
+        &mut self,
+        fields: &[(MatchField, &str)],
+        compute: impl FnOnce() -> Option<(u32, u8)>,
+    ) -> Option<(u32, u8)> {
+        if self.bypass > 0 {
+            self.bypass -= 1;
+            return compute();
+        }
+        self.lookups += 1;
+        if self.lookups == MEMO_PROBE {
+            let hit_enough = self.hits >= MEMO_PROBE / 4;
+            self.lookups = 0;
+            self.hits = 0;
+            if !hit_enough {
+                self.answers = Default::default();
+                self.bypass = MEMO_BYPASS;
+                return compute();
+            }
+        }
+        self.encode(fields);
+        if let Some(&answer) = self.answers.get(self.key.as_slice()) {
+            self.hits += 1;
+            return answer;
+        }
+        let answer = compute();
+        if self.answers.len() >= MEMO_CAP {
+            self.answers.clear();
+        }
+        self.answers.insert(self.key.as_slice().into(), answer);
+        answer
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -496,6 +585,7 @@ impl TryFrom<MappingConfig> for Mapping {
             compiled,
             writer: c.writer,
             inputs,
+            memo: Default::default(),
         })
     }
 }
@@ -561,20 +651,28 @@ impl Mapping {
         fields: &[(MatchField, &'a str)],
     ) -> Option<Endpoint<'a>> {
         let compiled = self.compiled.get(side_index(side))?;
-        // the lowest rule number over all fields, with the first field (in `fields` order)
-        // that this rule matches
-        let mut best: Option<(u32, &'a str)> = None;
-        for &(field, value) in fields {
-            let below = best.map_or(u32::MAX, |(n, _)| n);
-            let n = compiled[field as usize].lowest(&self.rules, value, below);
-            if n < below {
-                best = Some((n, value));
+        let lowest = || {
+            // the lowest rule number over all fields, with the first field (in `fields`
+            // order) that this rule matches
+            let mut best: Option<(u32, u8)> = None;
+            for (i, &(field, value)) in fields.iter().enumerate() {
+                let below = best.map_or(u32::MAX, |(n, _)| n);
+                let n = compiled[field as usize].lowest(&self.rules, value, below);
+                if n < below {
+                    best = Some((n, i as u8));
+                }
             }
-        }
-        let (n, value) = best?;
+            best
+        };
+        let (n, i) = self.memo[side_index(side)]
+            .borrow_mut()
+            .answer(fields, lowest)?;
         let r = &self.rules[n as usize];
         Some(Endpoint {
-            service: r.service.as_deref().unwrap_or_else(|| strip_port(value)),
+            service: r
+                .service
+                .as_deref()
+                .unwrap_or_else(|| strip_port(fields[usize::from(i)].1)),
             zone: r.zone.as_deref(),
             version: r.version.as_deref(),
         })
@@ -653,6 +751,44 @@ mod tests {
             zone: Some("b".into()),
             version: None,
         }
+    }
+
+    #[test]
+    fn remembered_answers_are_the_rules_answers_and_values_that_never_repeat_bypass_them() {
+        let m = mapping(vec![
+            rule(MatchField::UpstreamHost, "10.0.0.1:*", Some("cart")),
+            rule(MatchField::UpstreamHost, "10.0.0.2:8080", Some("payments")),
+            rule(MatchField::Authority, "*.svc", None),
+        ]);
+        let value = |i: usize| match i % 8 {
+            0 => "10.0.0.2:8080".to_owned(),
+            // a new ephemeral port on most lines: the memo misses, then stands aside
+            _ => format!("10.0.0.{}:{}", 1 + i % 3, 30_000 + i),
+        };
+        let mut bypassed = false;
+        for i in 0..3 * MEMO_BYPASS as usize {
+            let host = value(i);
+            let fields = [
+                (MatchField::Authority, "orders.svc"),
+                (MatchField::UpstreamHost, host.as_str()),
+            ];
+            let answer = m.resolve(Side::Destination, &fields);
+            // a clone starts with nothing remembered: it applies the rules
+            assert_eq!(
+                answer,
+                m.clone().resolve(Side::Destination, &fields),
+                "{host}"
+            );
+            let expected = match host.as_str() {
+                h if h.starts_with("10.0.0.1:") => "cart",
+                "10.0.0.2:8080" => "payments",
+                _ => "orders.svc",
+            };
+            assert_eq!(answer.map(|e| e.service), Some(expected), "{host}");
+            bypassed |= m.memo[0].borrow().bypass > 0;
+        }
+        assert!(bypassed, "7 values in 8 never repeat: the memo stood aside");
+        assert!(m.memo[0].borrow().answers.len() <= MEMO_CAP);
     }
 
     #[test]

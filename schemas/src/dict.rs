@@ -5,7 +5,7 @@
 //! source), so this builder first compares with the previous row's value and only hashes when
 //! it differs. Measured by `cargo bench --bench parse`.
 
-use std::collections::HashMap;
+use std::hash::BuildHasher;
 use std::sync::Arc;
 
 use arrow::array::NullBufferBuilder;
@@ -18,7 +18,9 @@ pub(crate) struct DictColumn {
     keys: Vec<i32>,
     nulls: NullBufferBuilder,
     values: StringBuilder,
-    index: HashMap<Box<str>, i32, foldhash::fast::RandomState>,
+    /// The distinct values with their keys, looked up by [`short_eq`].
+    index: hashbrown::HashTable<(Box<str>, i32)>,
+    hasher: foldhash::fast::RandomState,
     last: Option<i32>,
     last_value: String,
 }
@@ -29,7 +31,8 @@ impl DictColumn {
             keys: Vec::new(),
             nulls: NullBufferBuilder::new(0),
             values: StringBuilder::new(),
-            index: HashMap::default(),
+            index: hashbrown::HashTable::new(),
+            hasher: foldhash::fast::RandomState::default(),
             last: None,
             last_value: String::new(),
         }
@@ -37,15 +40,21 @@ impl DictColumn {
 
     pub(crate) fn append(&mut self, value: &str) {
         let key = match self.last {
-            Some(k) if self.last_value == value => k,
+            Some(k) if short_eq(self.last_value.as_bytes(), value.as_bytes()) => k,
             _ => {
-                let k = match self.index.get(value) {
-                    Some(&k) => k,
+                let hash = self.hasher.hash_one(value);
+                let found = self
+                    .index
+                    .find(hash, |(v, _)| short_eq(v.as_bytes(), value.as_bytes()));
+                let k = match found {
+                    Some(&(_, k)) => k,
                     None => {
                         let k = i32::try_from(self.index.len())
                             .expect("fewer than 2^31 distinct values in one batch");
                         self.values.append_value(value);
-                        self.index.insert(value.into(), k);
+                        let hasher = &self.hasher;
+                        self.index
+                            .insert_unique(hash, (value.into(), k), |(v, _)| hasher.hash_one(&**v));
                         k
                     }
                 };
@@ -84,6 +93,41 @@ impl DictColumn {
     }
 }
 
+/// Whether `a` and `b` hold the same bytes, compared in place with word loads: names, keys
+/// and addresses in access logs are a few to a few dozen bytes, where a call to the C
+/// library's `memcmp` costs more than the comparison (measured by `benches/peers.sh`).
+#[inline]
+pub fn short_eq(a: &[u8], b: &[u8]) -> bool {
+    #[inline(always)]
+    fn word(s: &[u8], at: usize) -> u64 {
+        u64::from_le_bytes(s[at..at + 8].try_into().expect("8 bytes"))
+    }
+    #[inline(always)]
+    fn half(s: &[u8], at: usize) -> u32 {
+        u32::from_le_bytes(s[at..at + 4].try_into().expect("4 bytes"))
+    }
+    let n = a.len();
+    if n != b.len() {
+        return false;
+    }
+    match n {
+        0..4 => a.iter().zip(b).all(|(x, y)| x == y),
+        4..8 => half(a, 0) == half(b, 0) && half(a, n - 4) == half(b, n - 4),
+        8..=32 => {
+            let mut at = 0;
+            while at + 8 < n {
+                if word(a, at) != word(b, at) {
+                    return false;
+                }
+                at += 8;
+            }
+            // the last word, overlapping the one before when `n` is not a multiple of 8
+            word(a, n - 8) == word(b, n - 8)
+        }
+        _ => a == b,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use arrow::array::{Array, AsArray};
@@ -106,6 +150,22 @@ mod tests {
         let d = c.finish();
         assert_eq!(d.keys().value(0), 0);
         assert_eq!(d.values().as_string::<i32>().value(0), "b");
+    }
+
+    #[test]
+    fn short_eq_compares_every_byte_at_every_length() {
+        for n in 0..=40usize {
+            let a: Vec<u8> = (0..n).map(|i| b'a' + (i % 26) as u8).collect();
+            assert!(short_eq(&a, &a.clone()), "length {n}");
+            for at in 0..n {
+                let mut b = a.clone();
+                b[at] ^= 0x20;
+                assert!(!short_eq(&a, &b), "length {n}, byte {at} differs");
+            }
+            let mut longer = a.clone();
+            longer.push(b'a');
+            assert!(!short_eq(&a, &longer), "lengths {n} and {}", n + 1);
+        }
     }
 
     #[test]

@@ -354,21 +354,30 @@ pub fn first_control_char(name: &str) -> Option<(usize, char)> {
 /// below 0x20, at 0x7f, or at 0x80 and above sets bit 7 of its lane ("hasless", Bit
 /// Twiddling Hacks, S. E. Anderson).
 fn printable_ascii(bytes: &[u8]) -> bool {
-    const fn splat(b: u8) -> u64 {
-        u64::from_ne_bytes([b; 8])
-    }
     let mut words = bytes.chunks_exact(8);
     for chunk in words.by_ref() {
-        let w = u64::from_le_bytes(chunk.try_into().expect("8 bytes"));
-        let high = splat(0x80);
-        let control = w.wrapping_sub(splat(0x20)) & !w & high;
-        let del = w ^ splat(0x7f);
-        let del = del.wrapping_sub(splat(1)) & !del & high;
-        if (control | del | (w & high)) != 0 {
+        if !printable_word(u64::from_le_bytes(chunk.try_into().expect("8 bytes"))) {
             return false;
         }
     }
-    words.remainder().iter().all(|b| (0x20..0x7f).contains(b))
+    // the last bytes as one word, padded with a printable byte
+    let rest = words.remainder();
+    let mut last = [b'a'; 8];
+    last[..rest.len()].copy_from_slice(rest);
+    printable_word(u64::from_le_bytes(last))
+}
+
+/// [`printable_ascii`] for the 8 bytes of `w`.
+#[inline(always)]
+fn printable_word(w: u64) -> bool {
+    const fn splat(b: u8) -> u64 {
+        u64::from_ne_bytes([b; 8])
+    }
+    let high = splat(0x80);
+    let control = w.wrapping_sub(splat(0x20)) & !w & high;
+    let del = w ^ splat(0x7f);
+    let del = del.wrapping_sub(splat(1)) & !del & high;
+    (control | del | (w & high)) == 0
 }
 
 /// The first name of `r` (source, destination, and their zones and versions, by their

@@ -37,6 +37,7 @@ pub use command::{
     Pattern, QuarantineParameters, Reason, RemediationCommand, SegmentationParameters, Target,
     canonical_json,
 };
+pub use dict::short_eq;
 pub use finding::{
     COLLAPSED_CALLERS, Caller, Confidence, Evidence, Finding, Related, Severity, Signature, Subject,
 };

@@ -363,14 +363,22 @@ impl<'a> Line<'a> {
 /// serde_json must decide (an escape, a nested value, a key given twice, a syntax error).
 /// Both read every line alike: a property test checks it, `cargo bench --bench parse`
 /// measures the difference. `order` is what the previous lines taught (see [`KeyOrder`]).
+#[cfg(test)]
 fn scan<'a>(line: &'a [u8], order: &mut KeyOrder) -> Option<Line<'a>> {
+    let mut l = Line::default();
+    scan_into(line, order, &mut l).map(|()| l)
+}
+
+/// [`scan`] into `l` (a default [`Line`]), which stays in the caller's frame: a line is 14
+/// values of 32 bytes, too many to move around for each of millions of lines. On `None`, `l`
+/// holds what was read before the scanner gave up.
+fn scan_into<'a>(line: &'a [u8], order: &mut KeyOrder, l: &mut Line<'a>) -> Option<()> {
     let text = std::str::from_utf8(line).ok()?;
     let mut s = Scanner::new(text);
-    let mut l = Line::default();
     s.byte(b'{')?;
     if s.peek()? == b'}' {
         s.next();
-        return s.at_end().then_some(l);
+        return s.at_end().then_some(());
     }
     let mut seen = 0u16;
     for position in 0.. {
@@ -402,7 +410,7 @@ fn scan<'a>(line: &'a [u8], order: &mut KeyOrder) -> Option<Line<'a>> {
             _ => return None,
         }
     }
-    s.at_end().then_some(l)
+    s.at_end().then_some(())
 }
 
 /// One scalar value as serde_json's `deserialize_any` would give it to [`ScalarVisitor`].
@@ -443,9 +451,9 @@ impl LineParser for EnvoyJsonParser {
     }
 
     fn parse_line(&mut self, line: &[u8], out: &mut FlowBatchBuilder) -> Result<usize, Reject> {
-        let l: Line<'_> = match scan(line, &mut self.order) {
-            Some(l) => l,
-            None => serde_json::from_slice(line).map_err(|e| {
+        let mut l = Line::default();
+        if scan_into(line, &mut self.order, &mut l).is_none() {
+            l = serde_json::from_slice(line).map_err(|e| {
                 if let Err(u) = std::str::from_utf8(line) {
                     Reject::new(
                         RejectReason::InvalidUtf8,
@@ -454,8 +462,8 @@ impl LineParser for EnvoyJsonParser {
                 } else {
                     Reject::new(RejectReason::BadJson, format!("{e}"))
                 }
-            })?,
-        };
+            })?;
+        }
         let start_us = l.start_time.start_us("start_time")?;
         let method = l.method.text("method")?;
         // `- - -` in the text format: a TCP proxy connection has neither.
