@@ -2,7 +2,7 @@
 # graywatch's resident memory over a long replay: a simulated landscape's day (24 h of event
 # time, about 13 M flow records at --scale 1, 6 GB of flow-json never written to disk) piped
 # from `graywatch simulate` into `graywatch replay -`, with the replay's resident set sampled
-# every few seconds. Memory must stay flat: windows close, pair state is dropped with them,
+# every second. Memory must stay flat: windows close, pair state is dropped with them,
 # baselines are bounded by the landscape's pairs and nodes, not by the number of records.
 #
 #   benches/memory.sh [DURATION] [SCALE]     # defaults: 24h 1
@@ -16,7 +16,7 @@ here="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$here"
 cargo build --release --locked --quiet
 gw="$here/target/release/graywatch"
-every=5
+every=1
 
 "$gw" simulate --scenario clean --duration "$duration" --scale "$scale" -q -o - |
     "$gw" replay -q -f flow-json --windows /dev/null - &

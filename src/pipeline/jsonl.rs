@@ -37,6 +37,9 @@ pub struct JsonLines {
     name: String,
     is_stdout: bool,
     out: Box<dyn Write + Send>,
+    /// The line being written: serde_json writes a document in many small pieces, which go
+    /// to a `Vec` without a dynamic call each (measured by `benches/peers.sh`).
+    line: Vec<u8>,
 }
 
 impl JsonLines {
@@ -55,12 +58,14 @@ impl JsonLines {
                     name: p.display().to_string(),
                     is_stdout: false,
                     out: Box::new(BufWriter::with_capacity(1 << 16, f)),
+                    line: Vec::new(),
                 })
             }
             _ => Ok(JsonLines {
                 name: "stdout".into(),
                 is_stdout: true,
                 out: Box::new(BufWriter::with_capacity(1 << 16, io::stdout())),
+                line: Vec::new(),
             }),
         }
     }
@@ -70,9 +75,13 @@ impl JsonLines {
     /// # Errors
     /// [`JsonLinesError`]: stdout closed, or an I/O error naming the file.
     pub fn write<T: Serialize + ?Sized>(&mut self, doc: &T) -> Result<(), JsonLinesError> {
-        let written = serde_json::to_writer(&mut self.out, doc)
+        self.line.clear();
+        let written = serde_json::to_writer(&mut self.line, doc)
             .map_err(io::Error::from)
-            .and_then(|()| self.out.write_all(b"\n"));
+            .and_then(|()| {
+                self.line.push(b'\n');
+                self.out.write_all(&self.line)
+            });
         self.check(written)
     }
 
