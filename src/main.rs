@@ -13,6 +13,12 @@ use graywatch::replay::{self, say};
 mod parse;
 mod simulate_cmd;
 
+/// mimalloc rather than the C library's allocator: closing a window frees and allocates the
+/// state of every pair seen in it, which glibc's malloc spends its time consolidating
+/// (`benches/peers.sh`, the 100 k-pair job).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Golden signals, gray-failure detection and runtime remediation from the access logs your
 /// proxies already write (Envoy, Istio, NGINX) and from trace spans.
 ///
