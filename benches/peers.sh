@@ -5,7 +5,7 @@
 #   benches/peers.sh [RUNS]        # RUNS per command, default 5
 #
 # Builds graywatch (release), makes the inputs under $PEERS_DIR (default target/peers; about
-# 2 GB, made once), and needs the peers: DuckDB's Python package (`pip install duckdb`) and
+# 2.5 GB, made once), and needs the peers: DuckDB's Python package (`pip install duckdb`) and
 # mawk (`apt-get install mawk`). PEERS_GOACCESS=1 adds GoAccess (`apt-get install goaccess`),
 # one run: it is an order of magnitude slower.
 #
