@@ -24,12 +24,21 @@ replay=$!
 started=$(date +%s)
 peak=0
 while kill -0 "$replay" 2>/dev/null; do
-    rss=$(awk '/^VmRSS:/ {print int($2 / 1024)}' "/proc/$replay/status" 2>/dev/null || true)
+    # VmRSS now, VmHWM the peak so far (between samples too)
+    rss="" hwm=""
+    read -r rss hwm < <(awk '/^VmRSS:/ {r = int($2 / 1024)} /^VmHWM:/ {h = int($2 / 1024)}
+        END {if (r != "") print r, h}' "/proc/$replay/status" 2>/dev/null || true) || true
     if [ -n "$rss" ]; then
         echo "$(($(date +%s) - started)) s  ${rss} MiB"
-        [ "$rss" -gt "$peak" ] && peak=$rss
+        peak=$hwm
     fi
     sleep "$every"
 done
-wait "$replay"
-echo "peak resident: $peak MiB over $(($(date +%s) - started)) s ($duration of event time at scale $scale)"
+status=0
+wait "$replay" || status=$?
+echo "peak resident (last VmHWM seen): $peak MiB over $(($(date +%s) - started)) s" \
+    "($duration of event time at scale $scale)"
+if [ "$status" -ne 0 ]; then
+    echo "memory.sh: the replay failed (exit $status)" >&2
+    exit "$status"
+fi

@@ -121,8 +121,11 @@ fi
 # peak resident memory of the 100 k-pair job (GNU time's %M, KiB)
 if [ -x /usr/bin/time ]; then
     rss=$( { /usr/bin/time -f %M "$gw" replay -q -j"$cores" -f flow-json --windows /dev/null \
-        "$dir/pairs.log" > /dev/null; } 2>&1 | tail -1)
-    echo "pairs graywatch -j$cores peak resident memory: $((rss / 1024)) MiB"
+        "$dir/pairs.log" > /dev/null; } 2>&1 | tail -1) || rss=""
+    case "$rss" in
+        '' | *[!0-9]*) echo "pairs: no peak memory (needs GNU time at /usr/bin/time)" ;;
+        *) echo "pairs graywatch -j$cores peak resident memory: $((rss / 1024)) MiB" ;;
+    esac
 fi
 
 python3 - "$times" "$cores" <<'EOF'

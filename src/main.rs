@@ -15,7 +15,10 @@ mod simulate_cmd;
 
 /// mimalloc rather than the C library's allocator: closing a window frees and allocates the
 /// state of every pair seen in it, which glibc's malloc spends its time consolidating
-/// (`benches/peers.sh`, the 100 k-pair job).
+/// (`benches/peers.sh`, the 100 k-pair job). Built without asking for transparent huge pages
+/// (feature `no_thp`): pages freed with a window came back as 2 MB pages the kernel zeroed
+/// whole. Hosts whose THP setting is `always` (not the usual `madvise`) still get them;
+/// `MIMALLOC_ALLOW_THP=0` in the environment turns them off there.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -315,7 +315,8 @@ pub struct Mapping {
     compiled: Vec<[FieldRules; FIELDS]>,
     writer: crate::writer::WriterConfig,
     inputs: Vec<InputMapping>,
-    /// Answers of [`Mapping::resolve`] for values seen lately, per side.
+    /// Answers of [`Mapping::resolve`] for values seen lately, per side. A `RefCell`: a
+    /// mapping is `Send` but not `Sync`, each parser (and each parsing thread) owns its copy.
     memo: [RefCell<ResolveMemo>; 2],
 }
 
@@ -326,12 +327,14 @@ pub struct Mapping {
 ///
 /// Values that never repeat (a downstream address with its ephemeral port) would only fill it:
 /// when fewer than a quarter of [`MEMO_PROBE`] lookups hit, it steps aside for
-/// [`MEMO_BYPASS`] lookups and then tries again. It holds at most [`MEMO_CAP`] answers.
+/// [`MEMO_BYPASS`] lookups and then tries again. It holds at most [`MEMO_CAP`] answers, of
+/// fields of at most [`MEMO_KEY_BYTES`] together (a client's long `Host` is looked up by the
+/// rules), so that it stays within a few MiB per parser.
 #[derive(Debug, Default)]
 struct ResolveMemo {
     /// Encoded fields (see [`ResolveMemo::encode`]) → the rule and the index in `fields` of
     /// the value it matched, `None` when no rule matched.
-    answers: foldhash::HashMap<Box<[u8]>, Option<(u32, u8)>>,
+    answers: foldhash::HashMap<Box<[u8]>, Option<(u32, u32)>>,
     /// The key being looked up, reused across lines.
     key: Vec<u8>,
     lookups: u32,
@@ -343,6 +346,8 @@ struct ResolveMemo {
 /// At most this many answers are kept per side (about 100 bytes each); the memo starts afresh
 /// when full.
 const MEMO_CAP: usize = 16_384;
+/// Fields longer than this together (encoded) are not remembered.
+const MEMO_KEY_BYTES: usize = 256;
 /// Lookups between two checks of the memo's hit rate.
 const MEMO_PROBE: u32 = 4_096;
 /// Lookups during which a memo that missed too often stands aside.
@@ -373,8 +378,8 @@ impl ResolveMemo {
     fn answer(
         &mut self,
         fields: &[(MatchField, &str)],
-        compute: impl FnOnce() -> Option<(u32, u8)>,
-    ) -> Option<(u32, u8)> {
+        compute: impl FnOnce() -> Option<(u32, u32)>,
+    ) -> Option<(u32, u32)> {
         if self.bypass > 0 {
             self.bypass -= 1;
             return compute();
@@ -391,6 +396,9 @@ impl ResolveMemo {
             }
         }
         self.encode(fields);
+        if self.key.len() > MEMO_KEY_BYTES {
+            return compute();
+        }
         if let Some(&answer) = self.answers.get(self.key.as_slice()) {
             self.hits += 1;
             return answer;
@@ -654,12 +662,12 @@ impl Mapping {
         let lowest = || {
             // the lowest rule number over all fields, with the first field (in `fields`
             // order) that this rule matches
-            let mut best: Option<(u32, u8)> = None;
+            let mut best: Option<(u32, u32)> = None;
             for (i, &(field, value)) in fields.iter().enumerate() {
                 let below = best.map_or(u32::MAX, |(n, _)| n);
                 let n = compiled[field as usize].lowest(&self.rules, value, below);
                 if n < below {
-                    best = Some((n, i as u8));
+                    best = Some((n, u32::try_from(i).expect("fewer than 2^32 fields")));
                 }
             }
             best
@@ -672,7 +680,7 @@ impl Mapping {
             service: r
                 .service
                 .as_deref()
-                .unwrap_or_else(|| strip_port(fields[usize::from(i)].1)),
+                .unwrap_or_else(|| strip_port(fields[i as usize].1)),
             zone: r.zone.as_deref(),
             version: r.version.as_deref(),
         })
@@ -789,6 +797,20 @@ mod tests {
         }
         assert!(bypassed, "7 values in 8 never repeat: the memo stood aside");
         assert!(m.memo[0].borrow().answers.len() <= MEMO_CAP);
+    }
+
+    #[test]
+    fn long_values_are_looked_up_by_the_rules_and_not_remembered() {
+        let m = mapping(vec![rule(MatchField::Authority, "*.svc", None)]);
+        for n in [200, 300, 60_000] {
+            let host = format!("{}.svc", "a".repeat(n));
+            let found = m.resolve(Side::Destination, &[(MatchField::Authority, host.as_str())]);
+            assert_eq!(found.map(|e| e.service.len()), Some(n + 4));
+        }
+        // only the value of 200 bytes (209 encoded) was remembered
+        let memo = m.memo[0].borrow();
+        assert_eq!(memo.answers.len(), 1);
+        assert!(memo.answers.keys().all(|k| k.len() <= MEMO_KEY_BYTES));
     }
 
     #[test]
