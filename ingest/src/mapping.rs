@@ -395,10 +395,11 @@ impl ResolveMemo {
                 return compute();
             }
         }
-        self.encode(fields);
-        if self.key.len() > MEMO_KEY_BYTES {
+        // encoded: a tag and an 8-byte length per field, then its value
+        if fields.iter().map(|(_, v)| 9 + v.len()).sum::<usize>() > MEMO_KEY_BYTES {
             return compute();
         }
+        self.encode(fields);
         if let Some(&answer) = self.answers.get(self.key.as_slice()) {
             self.hits += 1;
             return answer;

@@ -32,35 +32,53 @@ pub struct Rfc3339(pub i64);
 /// The longest text [`Rfc3339::common`] writes: `9999-12-31T23:59:59.999999Z`.
 const COMMON_LEN: usize = 27;
 
+/// The fields of an instant: year, month, day, second of the day, µs of the second.
+struct Parts {
+    year: i64,
+    month: u32,
+    day: u32,
+    second: u32,
+    micros: u32,
+}
+
 impl Rfc3339 {
+    fn parts(self) -> Parts {
+        let secs = self.0.div_euclid(1_000_000);
+        let (year, month, day) = civil_from_days(secs.div_euclid(86_400));
+        Parts {
+            year,
+            month,
+            day,
+            second: secs.rem_euclid(86_400) as u32,
+            micros: self.0.rem_euclid(1_000_000) as u32,
+        }
+    }
+
     /// The text of an instant in the years 0 to 9999 (nearly every instant a log holds),
     /// written digit by digit into `buf` without the formatting machinery (measured by
     /// `benches/peers.sh`: the windows' timestamps were a tenth of an NGINX replay); `None`
     /// for other years, which [`fmt::Display`] writes with a sign.
-    fn common(self, buf: &mut [u8; COMMON_LEN]) -> Option<&str> {
+    fn common<'b>(p: &Parts, buf: &'b mut [u8; COMMON_LEN]) -> Option<&'b str> {
         fn put(buf: &mut [u8], mut v: u32) {
             for b in buf.iter_mut().rev() {
                 *b = b'0' + (v % 10) as u8;
                 v /= 10;
             }
         }
-        let secs = self.0.div_euclid(1_000_000);
-        let micros = self.0.rem_euclid(1_000_000) as u32;
-        let (year, month, day) = civil_from_days(secs.div_euclid(86_400));
-        let year = u32::try_from(year).ok().filter(|y| *y <= 9999)?;
-        let s = secs.rem_euclid(86_400) as u32;
+        let year = u32::try_from(p.year).ok().filter(|y| *y <= 9999)?;
+        let s = p.second;
         *buf = *b"0000-00-00T00:00:00.000000Z";
         put(&mut buf[0..4], year);
-        put(&mut buf[5..7], month);
-        put(&mut buf[8..10], day);
+        put(&mut buf[5..7], p.month);
+        put(&mut buf[8..10], p.day);
         put(&mut buf[11..13], s / 3600);
         put(&mut buf[14..16], s / 60 % 60);
         put(&mut buf[17..19], s % 60);
-        let len = if micros == 0 {
+        let len = if p.micros == 0 {
             buf[19] = b'Z';
             20
         } else {
-            put(&mut buf[20..26], micros);
+            put(&mut buf[20..26], p.micros);
             COMMON_LEN
         };
         std::str::from_utf8(&buf[..len]).ok()
@@ -69,14 +87,17 @@ impl Rfc3339 {
 
 impl fmt::Display for Rfc3339 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if let Some(text) = self.common(&mut [0; COMMON_LEN]) {
+        let p = self.parts();
+        if let Some(text) = Rfc3339::common(&p, &mut [0; COMMON_LEN]) {
             return f.write_str(text);
         }
-        let us = self.0;
-        let secs = us.div_euclid(1_000_000);
-        let micros = us.rem_euclid(1_000_000);
-        let (year, month, day) = civil_from_days(secs.div_euclid(86_400));
-        let s = secs.rem_euclid(86_400);
+        let Parts {
+            year,
+            month,
+            day,
+            second: s,
+            micros,
+        } = p;
         write!(
             f,
             "{year:+06}-{month:02}-{day:02}T{:02}:{:02}:{:02}",
@@ -93,7 +114,7 @@ impl fmt::Display for Rfc3339 {
 
 impl Serialize for Rfc3339 {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        match self.common(&mut [0; COMMON_LEN]) {
+        match Rfc3339::common(&self.parts(), &mut [0; COMMON_LEN]) {
             Some(text) => s.serialize_str(text),
             None => s.collect_str(self),
         }
