@@ -204,13 +204,54 @@ impl Baselines {
     }
 }
 
+/// The pairs' baselines, looked up by `(source, destination)` without building the key: each
+/// detector asks for every pair of every window (100 k pairs at scale).
+type PairMap = hashbrown::HashMap<(String, String), Baselines, foldhash::fast::FixedState>;
+
+/// A pair's key borrowed: hashes as the owned `(String, String)` does (a tuple hashes its
+/// fields in order, a `String` as its `str`), so it finds it.
+#[derive(Hash)]
+struct PairRef<'a>(&'a str, &'a str);
+
+impl From<&PairRef<'_>> for (String, String) {
+    fn from(p: &PairRef<'_>) -> Self {
+        (p.0.to_owned(), p.1.to_owned())
+    }
+}
+
+impl hashbrown::Equivalent<(String, String)> for PairRef<'_> {
+    fn equivalent(&self, key: &(String, String)) -> bool {
+        self.0 == key.0 && self.1 == key.1
+    }
+}
+
 /// Every pair's and node's baselines (see the [module docs](self)). Plain data (serde): it is
-/// saved with the checkpoint.
+/// saved with the checkpoint, the pairs sorted (the same store always encodes the same).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct BaselineStore {
     spec: BaselineSpec,
-    pairs: BTreeMap<(String, String), Baselines>,
+    #[serde(with = "sorted_pairs")]
+    pairs: PairMap,
     nodes: BTreeMap<String, Baselines>,
+}
+
+/// The pairs' map encoded as a map sorted by key, the form it had as a `BTreeMap` (older
+/// checkpoints decode).
+mod sorted_pairs {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use super::{Baselines, PairMap};
+
+    pub fn serialize<S: Serializer>(pairs: &PairMap, s: S) -> Result<S::Ok, S::Error> {
+        let mut sorted: Vec<_> = pairs.iter().collect();
+        sorted.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        s.collect_map(sorted)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<PairMap, D::Error> {
+        let sorted = std::collections::BTreeMap::<(String, String), Baselines>::deserialize(d)?;
+        Ok(sorted.into_iter().collect())
+    }
 }
 
 impl BaselineStore {
@@ -235,7 +276,7 @@ impl BaselineStore {
 
     /// The baselines of the pair `source → destination`.
     pub fn pair(&self, source: &str, destination: &str) -> Option<&Baselines> {
-        self.pairs.get(&(source.to_owned(), destination.to_owned()))
+        self.pairs.get(&PairRef(source, destination))
     }
 
     /// The baselines of a node.
@@ -291,10 +332,7 @@ impl BaselineStore {
     /// Teaches the pair's baselines every signal of a healthy window that has data.
     pub fn learn_pair(&mut self, p: &PairWindow) {
         let spec = self.spec;
-        let b = self
-            .pairs
-            .entry((p.source.clone(), p.destination.clone()))
-            .or_default();
+        let b = pair_entry(&mut self.pairs, &p.source, &p.destination);
         for signal in Signal::PAIR {
             if let Some(x) = signal.of_pair(p) {
                 let s = spec.with_min_spread(signal.min_spread());
@@ -328,10 +366,7 @@ impl BaselineStore {
     pub fn learn_held(&mut self, h: &Held) {
         let spec = self.spec;
         let b = match &h.source {
-            Some(source) => self
-                .pairs
-                .entry((source.clone(), h.name.clone()))
-                .or_default(),
+            Some(source) => pair_entry(&mut self.pairs, source, &h.name),
             None => self.nodes.entry(h.name.clone()).or_default(),
         };
         for &(signal, x) in &h.values {
@@ -347,10 +382,7 @@ impl BaselineStore {
     /// Marks a pair seen in a window that did not teach it (an unhealthy one), so that a
     /// long failure does not make it forgotten.
     pub fn touch_pair(&mut self, p: &PairWindow) {
-        if let Some(b) = self
-            .pairs
-            .get_mut(&(p.source.clone(), p.destination.clone()))
-        {
+        if let Some(b) = self.pairs.get_mut(&PairRef(&p.source, &p.destination)) {
             b.last_seen_us = b.last_seen_us.max(p.window.end_us);
         }
     }
@@ -367,5 +399,89 @@ impl BaselineStore {
     pub fn forget_before(&mut self, before_us: i64) {
         self.pairs.retain(|_, b| b.last_seen_us > before_us);
         self.nodes.retain(|_, b| b.last_seen_us > before_us);
+    }
+}
+
+/// The baselines of `source → destination`, added empty when missing; the key is built only
+/// then.
+fn pair_entry<'m>(pairs: &'m mut PairMap, source: &str, destination: &str) -> &'m mut Baselines {
+    pairs.entry_ref(&PairRef(source, destination)).or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use schemas::{SCHEMA_VERSION, Window};
+
+    fn window(source: &str, destination: &str, requests: u64, start_us: i64) -> PairWindow {
+        PairWindow {
+            schema_version: SCHEMA_VERSION,
+            kind: "pair-window".into(),
+            window: Window {
+                start_us,
+                end_us: start_us + 10_000_000,
+            },
+            source: source.into(),
+            destination: destination.into(),
+            requests,
+            rate_rps: requests as f64 / 10.0,
+            errors: 0,
+            error_ratio: 0.0,
+            latency: None,
+            concurrency_mean: 0.0,
+            concurrency_peak: 0,
+            bytes_in: 0,
+            bytes_out: 0,
+            bandwidth_in_bps: 0.0,
+            bandwidth_out_bps: 0.0,
+            breakdown: Vec::new(),
+            breakdown_overflow: 0,
+        }
+    }
+
+    /// The store as it was encoded when its pairs were a `BTreeMap`.
+    #[derive(Serialize)]
+    struct AsBTree<'a> {
+        spec: BaselineSpec,
+        pairs: BTreeMap<(String, String), Baselines>,
+        nodes: &'a BTreeMap<String, Baselines>,
+    }
+
+    #[test]
+    fn pairs_are_found_by_borrowed_names_and_encode_sorted_as_before() {
+        let names = [
+            ("web", "cart"),
+            ("api", "db"),
+            ("web", "api"),
+            ("cart", "db"),
+        ];
+        let mut forward = BaselineStore::new(BaselineSpec::default());
+        let mut backward = BaselineStore::new(BaselineSpec::default());
+        for (i, &(s, d)) in names.iter().enumerate() {
+            forward.learn_pair(&window(s, d, 10 * (i as u64 + 1), 0));
+        }
+        for (i, &(s, d)) in names.iter().enumerate().rev() {
+            backward.learn_pair(&window(s, d, 10 * (i as u64 + 1), 0));
+        }
+        // "a" + "bc" and "ab" + "c" are different pairs (a tuple hashes each name whole)
+        assert!(forward.pair("we", "bcart").is_none());
+        let b = forward.pair("api", "db").expect("learned");
+        assert_eq!(b.last_seen_us(), 10_000_000);
+        assert_eq!(b.windows(), 1);
+        let encoded = rmp_serde::to_vec_named(&forward).unwrap();
+        assert_eq!(encoded, rmp_serde::to_vec_named(&backward).unwrap());
+        let as_btree = AsBTree {
+            spec: forward.spec,
+            pairs: forward
+                .pairs
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            nodes: &forward.nodes,
+        };
+        assert_eq!(encoded, rmp_serde::to_vec_named(&as_btree).unwrap());
+        let decoded: BaselineStore = rmp_serde::from_slice(&encoded).unwrap();
+        assert_eq!(decoded, forward);
+        assert_eq!(decoded.pairs(), 4);
     }
 }
