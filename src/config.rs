@@ -639,6 +639,12 @@ mod tests {
         );
         assert_eq!(
             err(&kafka(
+                "deployments = \"d\"\n[[kafka.inputs]]\ntopic = \"logs\"\nformat = \"envoy\""
+            )),
+            "config defaults: kafka.deployments: \"d\" is also an input or output topic"
+        );
+        assert_eq!(
+            err(&kafka(
                 "[kafka.client]\n\"sasl.password\" = \"${GRAYWATCH_TEST_UNSET_VARIABLE}\"\n[[kafka.inputs]]\ntopic = \"logs\"\nformat = \"envoy\""
             )),
             "config defaults: kafka.client.\"sasl.password\": environment variable \
@@ -737,9 +743,57 @@ pub fn deployment_line(e: &detect::signatures::deploy::DeploymentEvent) -> Strin
     serde_json::to_string(&line).expect("strings serialize")
 }
 
-/// Reads a deploy history: one JSON object per line, `{"service", "version", "at" (RFC 3339,
-/// UTC), "previous_version" (optional)}`; other fields are ignored, blank lines and lines
-/// starting with `#` skipped.
+/// What a deploy history line looks like, for errors.
+const DEPLOYMENT_SHAPE: &str = r#"expected one JSON object per line, {"service": …, "version": …, "at": "2026-01-05T01:06:02Z", "previous_version": … (optional)}"#;
+
+/// One deployment from a line of a deploy history (a file's line, or a line of a
+/// deployments topic's message): a JSON object `{"service", "version", "at" (RFC 3339, UTC),
+/// "previous_version" (optional)}`; other fields are ignored.
+///
+/// # Errors
+/// The line is not such an object: what is wrong, with the field at fault (the caller names
+/// where the line is).
+pub fn parse_deployment(line: &str) -> Result<detect::signatures::deploy::DeploymentEvent, String> {
+    let d: DeploymentLine = serde_json::from_str(line).map_err(|e| {
+        // serde's "at line 1 column N" is within the line: the caller names the line
+        let msg = e.to_string();
+        let msg = msg.rfind(" at line ").map_or(msg.as_str(), |k| &msg[..k]);
+        format!("{msg}; {DEPLOYMENT_SHAPE}")
+    })?;
+    for (field, value) in [
+        ("service", Some(&d.service)),
+        ("version", Some(&d.version)),
+        ("previous_version", d.previous_version.as_ref()),
+    ] {
+        if let Some(v) = value
+            && (v.is_empty() || v.chars().any(char::is_control))
+        {
+            return Err(format!(
+                "{field} {v:?} is empty or holds a control character"
+            ));
+        }
+    }
+    let t = humantime::parse_rfc3339(&d.at).map_err(|e| {
+        format!(
+            "\"at\" {:?}: {e}; expected RFC 3339 in UTC, e.g. 2026-01-05T01:06:02Z",
+            d.at
+        )
+    })?;
+    let at_us = t
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()
+        .and_then(|x| i64::try_from(x.as_micros()).ok())
+        .ok_or_else(|| format!("\"at\" {:?} is before 1970", d.at))?;
+    Ok(detect::signatures::deploy::DeploymentEvent {
+        service: d.service,
+        version: d.version,
+        at_us,
+        previous_version: d.previous_version,
+    })
+}
+
+/// Reads a deploy history: one JSON object per line (see [`parse_deployment`]); blank lines
+/// and lines starting with `#` skipped.
 ///
 /// # Errors
 /// The file can't be read, or a line is not such an object (named by file and line number,
@@ -747,7 +801,6 @@ pub fn deployment_line(e: &detect::signatures::deploy::DeploymentEvent) -> Strin
 pub fn read_deployments(
     path: &Path,
 ) -> anyhow::Result<Vec<detect::signatures::deploy::DeploymentEvent>> {
-    const SHAPE: &str = r#"expected one JSON object per line, {"service": …, "version": …, "at": "2026-01-05T01:06:02Z", "previous_version": … (optional)}"#;
     anyhow::ensure!(
         !path.as_os_str().is_empty(),
         "the path is empty (leave the key out for no deploy history)"
@@ -761,44 +814,9 @@ pub fn read_deployments(
         if trimmed.is_empty() || trimmed.starts_with('#') {
             continue;
         }
-        let at = || format!("{}:{}", path.display(), i + 1);
-        let d: DeploymentLine = serde_json::from_str(line).map_err(|e| {
-            // serde's "at line 1 column N" is within the line: the file's line is named
-            let msg = e.to_string();
-            let msg = msg.rfind(" at line ").map_or(msg.as_str(), |k| &msg[..k]);
-            anyhow::anyhow!("{}: {msg}; {SHAPE}", at())
-        })?;
-        for (field, value) in [
-            ("service", Some(&d.service)),
-            ("version", Some(&d.version)),
-            ("previous_version", d.previous_version.as_ref()),
-        ] {
-            if let Some(v) = value {
-                anyhow::ensure!(
-                    !v.is_empty() && !v.chars().any(char::is_control),
-                    "{}: {field} {v:?} is empty or holds a control character",
-                    at()
-                );
-            }
-        }
-        let t = humantime::parse_rfc3339(&d.at).map_err(|e| {
-            anyhow::anyhow!(
-                "{}: \"at\" {:?}: {e}; expected RFC 3339 in UTC, e.g. 2026-01-05T01:06:02Z",
-                at(),
-                d.at
-            )
-        })?;
-        let at_us = t
-            .duration_since(std::time::UNIX_EPOCH)
-            .ok()
-            .and_then(|x| i64::try_from(x.as_micros()).ok())
-            .with_context(|| format!("{}: \"at\" {:?} is before 1970", at(), d.at))?;
-        events.push(detect::signatures::deploy::DeploymentEvent {
-            service: d.service,
-            version: d.version,
-            at_us,
-            previous_version: d.previous_version,
-        });
+        let e = parse_deployment(line)
+            .map_err(|e| anyhow::anyhow!("{}:{}: {e}", path.display(), i + 1))?;
+        events.push(e);
     }
     let services: std::collections::BTreeSet<&str> =
         events.iter().map(|e| e.service.as_str()).collect();

@@ -340,10 +340,14 @@ fn validate(args: ValidateArgs) -> anyhow::Result<()> {
             .map(|i| format!("{} ({})", i.topic, i.format.name()))
             .collect();
         out += &format!(
-            "  kafka: {} as group {}, reading {}\n",
+            "  kafka: {} as group {}, reading {}{}\n",
             k.config.bootstrap_servers,
             k.config.group_id,
-            topics.join(", ")
+            topics.join(", "),
+            k.config
+                .deployments
+                .as_ref()
+                .map_or(String::new(), |d| format!("; deployments from {d}"))
         );
     }
     let mut stdout = graywatch::pipeline::jsonl::JsonLines::open(None)?;

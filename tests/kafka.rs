@@ -1333,3 +1333,136 @@ fn two_instances_with_one_instance_id_are_told_apart() {
     );
     assert_eq!(second.terminate(Duration::from_secs(30)), Some(0));
 }
+
+/// Logs that don't name versions, and a deploy history on a topic (`[kafka] deployments`):
+/// the simulator's deployment that changed a fan-out (seed 1, scale 0.3, 90 min) is named by
+/// service and version, as `eval scenarios --versions events` names it from a file; a line of
+/// the topic that is not a deployment is a dead letter; a deployment written while running is
+/// read. Without the history the same records name no version.
+#[test]
+fn a_deploy_history_on_a_topic_names_the_version_the_records_dont() {
+    use graywatch::simulate::{Scenario, Simulation, SimulationConfig};
+
+    let broker = Broker::start();
+    let mut sc = SimulationConfig::new(Scenario::DeployFanout, 1);
+    sc.scale = 0.3;
+    sc.duration_us = 90 * 60 * 1_000_000;
+    let sim = Simulation::new(sc).unwrap();
+    let truth = sim.truth().clone();
+    let lines: Vec<String> = sim
+        .map(|mut r| {
+            r.source_version = None;
+            r.destination_version = None;
+            serde_json::to_string(&r).unwrap()
+        })
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    // the same records replayed without a history: no version to name
+    let file = dir.path().join("flows.jsonl");
+    util::write(&file, &(lines.join("\n") + "\n"));
+    let simulate_toml = util::root().join("deploy/examples/simulate.toml");
+    let (docs, _) = util::graywatch_ok(&[
+        "replay",
+        "-q",
+        "--no-windows",
+        "-f",
+        "flow-json",
+        "-c",
+        simulate_toml.to_str().unwrap(),
+        file.to_str().unwrap(),
+    ]);
+    assert!(
+        !docs.iter().any(|d| d["signature"] == "deploy-regression"),
+        "found without a deploy history"
+    );
+
+    broker.create_topic("flows", 1);
+    let messages: Vec<Msg> = lines
+        .chunks(500)
+        .map(|c| Msg::to(0, c.join("\n")))
+        .collect();
+    broker.produce("flows", &messages);
+    let mut history: Vec<Msg> = truth
+        .deployments()
+        .iter()
+        .map(|e| Msg::to(0, graywatch::config::deployment_line(e)))
+        .collect();
+    history.insert(1, Msg::to(0, "{\"service\":\"cart\",\"at\":\"yesterday\"}"));
+    broker.create_topic("deployments", 1);
+    broker.produce("deployments", &history);
+
+    let config = dir.path().join("run.toml");
+    let inputs = "[[kafka.inputs]]\ntopic = \"flows\"\nformat = \"flow-json\"\n";
+    let text = run_config(&broker, inputs, &dir.path().join("state"), "")
+        .replace(
+            &util::landscape_config(),
+            &std::fs::read_to_string(&simulate_toml).unwrap(),
+        )
+        .replace(
+            "group-id = \"graywatch-test\"\n",
+            "group-id = \"graywatch-test\"\ndeployments = \"deployments\"\n",
+        );
+    util::write(&config, &text);
+    let run = Run::start(&config, &dir.path().join("run.log"));
+
+    let incident = &truth.incidents[0];
+    let subject = serde_json::to_value(&incident.subject).unwrap();
+    assert_eq!(subject["kind"], "version");
+    let named = |m: &[Msg]| {
+        m.iter()
+            .any(|m| m.json()["signature"] == "deploy-regression" && m.json()["subject"] == subject)
+    };
+    let findings = broker.read_until("graywatch.findings", Duration::from_secs(180), named);
+    assert!(
+        named(&findings),
+        "no deploy-regression finding on {subject}; run logs:\n{}",
+        run.logs()
+    );
+    let first = findings
+        .iter()
+        .map(Msg::json)
+        .filter(|f| f["signature"] == "deploy-regression" && f["subject"] == subject)
+        .map(|f| f["window"]["start_us"].as_i64().unwrap())
+        .min()
+        .unwrap();
+    assert!(
+        first >= incident.onset_us - 10_000_000 && first < incident.end_us,
+        "first finding at {first}, incident {}..{}",
+        incident.onset_us,
+        incident.end_us
+    );
+
+    let dead = broker.read_until("graywatch.dead-letters", Duration::from_secs(30), |m| {
+        m.iter()
+            .any(|m| m.header("graywatch-reason") == Some("bad-deployment"))
+    });
+    let bad = dead
+        .iter()
+        .find(|m| m.header("graywatch-reason") == Some("bad-deployment"))
+        .expect("the bad line is a dead letter");
+    assert_eq!(bad.header("graywatch-source-topic"), Some("deployments"));
+    assert_eq!(bad.header("graywatch-source-offset"), Some("1"));
+    assert!(
+        bad.header("graywatch-detail")
+            .is_some_and(|d| d.contains("line 1 of the message") && d.contains("version")),
+        "{:?}",
+        bad.header("graywatch-detail")
+    );
+
+    // a deployment written while it runs is read (and one written twice counts once)
+    let deployments = |run: &Run| {
+        metric(
+            &http_get(&run.http(), "/metrics").1,
+            "graywatch_deployments_total",
+        )
+    };
+    assert_eq!(deployments(&run), Some(truth.deployments().len() as f64));
+    let late = "{\"service\":\"cart\",\"version\":\"v9.9.9\",\"at\":\"2026-01-05T01:40:00Z\"}";
+    broker.produce("deployments", &[Msg::to(0, late), Msg::to(0, late)]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while deployments(&run) != Some(truth.deployments().len() as f64 + 1.0) {
+        assert!(Instant::now() < deadline, "{:?}", deployments(&run));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(run.terminate(Duration::from_secs(30)), Some(0));
+}

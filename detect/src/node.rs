@@ -262,6 +262,19 @@ pub struct NodeDetectorState {
 pub const IDLE_WINDOWS: i64 = 60;
 
 impl NodeDetector {
+    /// Adds deployments learned while running to the deploy history of its suite and
+    /// detectors (see [`crate::signatures::deploy::DeploySpec::add_deployments`]); returns
+    /// how many were new.
+    pub fn add_deployments(
+        &mut self,
+        events: &[crate::signatures::deploy::DeploymentEvent],
+    ) -> usize {
+        for d in &mut self.detectors {
+            d.add_deployments(events);
+        }
+        self.suite.add_deployments(events)
+    }
+
     /// A detector with empty baselines.
     pub fn new(suite: Suite) -> Self {
         NodeDetector {

@@ -160,6 +160,18 @@ impl TryFrom<&DetectConfig> for Suite {
 }
 
 impl Suite {
+    /// Adds deployments learned while running to the deploy detector's history (see
+    /// [`DeploySpec::add_deployments`]); returns how many were new (0 with the detector off).
+    pub fn add_deployments(
+        &mut self,
+        events: &[crate::signatures::deploy::DeploymentEvent],
+    ) -> usize {
+        match &mut self.deploy {
+            Some((spec, _)) => spec.add_deployments(events),
+            None => 0,
+        }
+    }
+
     /// The enabled detectors but the black hole (which the engine keeps apart), in a fixed
     /// order.
     pub fn detectors(&self) -> Vec<Box<dyn SignatureDetector>> {

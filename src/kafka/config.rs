@@ -35,6 +35,12 @@ pub struct KafkaConfig {
     pub inputs: Vec<KafkaInputConfig>,
     /// Topics to write.
     pub outputs: KafkaOutputsConfig,
+    /// A topic of deployment events (optional): each message one or more lines of the deploy
+    /// history's form (`[detect.deploy] events`), written by a CD system as it rolls out. Every
+    /// instance reads all of it, from its start at each start-up and then as it grows (not as
+    /// a consumer group member); created with one partition if missing. A line that is not a
+    /// deployment goes to the dead-letter topic (`bad-deployment`). Default: none.
+    pub deployments: Option<String>,
 }
 
 fn default_group() -> String {
@@ -394,6 +400,28 @@ impl KafkaConfig {
                 return Err(bad(
                     &format!("kafka.outputs.{k}"),
                     format!("{t:?} is also an input topic"),
+                ));
+            }
+        }
+        if let Some(d) = &self.deployments {
+            if d.trim().is_empty() {
+                return Err(bad(
+                    "kafka.deployments",
+                    "is empty (leave the key out for no deployments topic)".into(),
+                ));
+            }
+            let outputs = [
+                Some(&o.findings),
+                Some(&o.commands),
+                Some(&o.alerts),
+                o.audit.as_ref(),
+                Some(&o.dead_letters),
+                o.windows.as_ref(),
+            ];
+            if inputs.iter().any(|i| &i.topic == d) || outputs.contains(&Some(d)) {
+                return Err(bad(
+                    "kafka.deployments",
+                    format!("{d:?} is also an input or output topic"),
                 ));
             }
         }

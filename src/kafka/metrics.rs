@@ -34,6 +34,8 @@ pub mod names {
     pub const WINDOWS_CLOSED: &str = "graywatch_windows_closed";
     /// Findings, by signature.
     pub const FINDINGS: &str = "graywatch_findings";
+    /// Deployments read from the deployments topic (`[kafka] deployments`), each once.
+    pub const DEPLOYMENTS: &str = "graywatch_deployments";
     /// Findings of user rules (`[[rules]]`), by rule.
     pub const RULE_FINDINGS: &str = "graywatch_rule_findings";
     /// User rules that failed on a window.
@@ -163,6 +165,8 @@ pub struct Metrics {
     pub findings: Family<SignatureLabel, Counter>,
     /// See [`names::RULE_FINDINGS`].
     pub rule_findings: Family<RuleLabel, Counter>,
+    /// See [`names::DEPLOYMENTS`].
+    pub deployments: Counter,
     /// See [`names::RULE_ERRORS`].
     pub rule_errors: Counter,
     /// See [`names::COMMANDS`].
@@ -251,6 +255,11 @@ impl Metrics {
             self.windows_closed.clone(),
         );
         r.register(FINDINGS, "Findings, by signature", self.findings.clone());
+        r.register(
+            DEPLOYMENTS,
+            "Deployments read from the deployments topic, each once",
+            self.deployments.clone(),
+        );
         r.register(
             RULE_FINDINGS,
             "Findings of user rules, by rule",

@@ -15,6 +15,7 @@
 pub mod client;
 pub mod config;
 pub mod consumer;
+pub mod deployments;
 pub mod http;
 pub mod metrics;
 pub mod outputs;

@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use detect::pair::{AggregatorSnapshot, PairAggregator};
+use detect::signatures::deploy::DeploymentEvent;
 use ingest::{LineParser, WriterParser};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::{BorrowedMessage, Headers, Message};
@@ -30,6 +31,7 @@ use serde::{Deserialize, Serialize};
 
 use super::client;
 use super::consumer::{CommitMeta, ConsumerCx, Event, Shared, Start};
+use super::deployments::{self, DeploymentsReader};
 use super::metrics::{Delta, FieldLabel, KindLabel, Metrics, RuleLabel, SignatureLabel};
 use super::outputs::{KafkaOutputError, KafkaOutputs, OutputTopics};
 use super::repartition::{self, PartitionState, TopicExchange};
@@ -246,6 +248,10 @@ struct Driver {
     deltas: Deltas,
     /// No broker answered at the last look (see `check_idle`).
     broker_was_down: bool,
+    /// The deployments topic, when configured.
+    deployments: Option<DeploymentsReader>,
+    /// The deployments read from it so far (a judge assigned later gets them too).
+    known_deployments: Vec<DeploymentEvent>,
 }
 
 /// Processing time, ms since the epoch.
@@ -413,6 +419,10 @@ pub fn run(
             true,
         ));
     }
+    if let Some(d) = &kafka.config.deployments {
+        // one partition: a history written in order is read in order
+        wanted.push((d.clone(), 1, o.replication_factor, false));
+    }
     wanted.dedup();
     client::create_missing(
         &client::admin_config(servers, &kafka.client),
@@ -521,8 +531,21 @@ pub fn run(
         last_saved: Instant::now(),
         deltas: Deltas::default(),
         broker_was_down: false,
+        deployments: None,
+        known_deployments: Vec::new(),
     };
     driver.restore()?;
+    if let Some(topic) = &kafka.config.deployments {
+        let reader = DeploymentsReader::new(
+            client::consumer_config(servers, &kafka.config.group_id, &kafka.client),
+            topic,
+            STARTUP_TIMEOUT,
+        )?;
+        // the whole history before any record: windows read again see the same one
+        let read = reader.read_to_end(STARTUP_TIMEOUT)?;
+        driver.deployments = Some(reader);
+        driver.take_deployments(read)?;
+    }
     driver.metrics.broker_up.set(1); // it answered the metadata requests above
     let mut topics: Vec<&str> = kafka.inputs.iter().map(|i| i.topic.as_str()).collect();
     if let Some(s) = &kafka_scale_out {
@@ -662,6 +685,10 @@ impl Driver {
             self.release_departed()?;
             self.advance_idle()?;
             self.approve()?;
+            if let Some(reader) = &self.deployments {
+                let read = reader.poll();
+                self.take_deployments(read)?;
+            }
             if self.now.duration_since(self.last_checkpoint) >= self.interval {
                 self.checkpoint(consumer, CommitMode::Async)?;
             }
@@ -818,6 +845,8 @@ impl Driver {
         for p in &t.producers {
             judge.expect_input(p);
         }
+        // the deploy history is not part of a judge's state: the topic's is added again
+        judge.add_deployments(&self.known_deployments);
         tracing::info!(partition, next, "stage 2 partition assigned");
         t.judges.insert(partition, (judge, next));
         Ok(())
@@ -1120,6 +1149,57 @@ impl Driver {
                 headers,
             })
             .map_err(anyhow::Error::from)
+    }
+
+    /// Deployments read from the deployments topic: into every judge of this instance; lines
+    /// that are not deployments to the dead-letter topic (`bad-deployment`).
+    fn take_deployments(&mut self, read: deployments::Read) -> anyhow::Result<()> {
+        let topic = match &self.deployments {
+            Some(r) => r.topic().to_owned(),
+            None => return Ok(()),
+        };
+        for b in &read.bad {
+            tracing::warn!(%topic, partition = b.partition, offset = b.offset, detail = %b.detail, "not a deployment");
+            let headers: Vec<(&str, &[u8])> = b
+                .headers
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_slice()))
+                .collect();
+            self.dead_letter(
+                &InputId::partition(&topic, b.partition),
+                b.offset,
+                b.key.as_deref(),
+                "bad-deployment",
+                &b.detail,
+                &b.payload,
+                &headers,
+            )?;
+        }
+        let mut new = Vec::new();
+        for e in read.events {
+            if !self.known_deployments.contains(&e) && !new.contains(&e) {
+                new.push(e);
+            }
+        }
+        if new.is_empty() {
+            return Ok(());
+        }
+        for e in &new {
+            tracing::info!(service = %e.service, version = %e.version, at_us = e.at_us, "deployment");
+        }
+        match &mut self.stage2 {
+            Stage2::Local(judge) => {
+                judge.add_deployments(&new);
+            }
+            Stage2::Topic(t) => {
+                for (judge, _) in t.judges.values_mut() {
+                    judge.add_deployments(&new);
+                }
+            }
+        }
+        self.metrics.deployments.inc_by(new.len() as u64);
+        self.known_deployments.extend(new);
+        Ok(())
     }
 
     /// Hands a partition's parsed rows to stage 1.

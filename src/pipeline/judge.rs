@@ -216,6 +216,17 @@ impl JudgeCounters {
 }
 
 impl Judge {
+    /// Adds deployments learned while running (a deployments topic) to the deploy history it
+    /// judges with, from the next window it closes; kept across [`Stage::restore`]. Returns
+    /// how many were new.
+    pub fn add_deployments(
+        &mut self,
+        events: &[detect::signatures::deploy::DeploymentEvent],
+    ) -> usize {
+        self.suite.add_deployments(events);
+        self.nodes.add_deployments(events)
+    }
+
     /// A judge of windows of `spec`, with the validated detectors and actuator, owning
     /// `ownership`'s nodes. `write_windows`: whether pair and node windows go to the outputs.
     pub fn new(

@@ -169,6 +169,8 @@ pub struct DeploySpec {
     pattern_factor: f64,
     min_requests: u64,
     timeline: Arc<Timeline>,
+    /// The deployments `timeline` was built from.
+    events: Arc<Vec<DeploymentEvent>>,
 }
 
 impl DeploySpec {
@@ -184,12 +186,34 @@ impl DeploySpec {
             pattern_factor: factor(c.pattern_factor, "deploy.pattern-factor")?,
             min_requests: c.min_requests.max(1),
             timeline: Arc::default(),
+            events: Arc::default(),
         })
     }
 
     /// The deploy history (see [the module docs](self)); replaces any before.
     pub fn set_deployments(&mut self, events: &[DeploymentEvent]) {
+        self.events = Arc::new(events.to_vec());
         self.timeline = Arc::new(Timeline::new(events));
+    }
+
+    /// Adds deployments learned while running (`run` reading a deployments topic) to the
+    /// history; returns how many were new. An event equal to one already known, field by
+    /// field, is not added again (a topic read again from its start after a restart). It
+    /// counts from the next window judged: windows judged before it arrived stay as they were.
+    pub fn add_deployments(&mut self, new: &[DeploymentEvent]) -> usize {
+        let mut events = self.events.as_ref().clone();
+        let before = events.len();
+        for e in new {
+            if !events.contains(e) {
+                events.push(e.clone());
+            }
+        }
+        let added = events.len() - before;
+        if added > 0 {
+            self.timeline = Arc::new(Timeline::new(&events));
+            self.events = Arc::new(events);
+        }
+        added
     }
 }
 
@@ -414,6 +438,10 @@ impl SignatureDetector for DeployRegression {
 
     fn scope(&self) -> Scope {
         Scope::Landscape
+    }
+
+    fn add_deployments(&mut self, events: &[DeploymentEvent]) {
+        self.spec.add_deployments(events);
     }
 
     fn judge(&mut self, view: &WindowView<'_>, out: &mut Vec<Finding>) {
@@ -819,6 +847,27 @@ mod tests {
         assert_eq!(t.version_in("pricing", 10), Some(PREVIOUS));
         assert_eq!(t.version_in("pricing", 51), Some("p2"));
         assert_eq!(t.version_in("search", 51), None);
+    }
+
+    #[test]
+    fn deployments_added_while_running_extend_the_history_once() {
+        let mut spec = DeploySpec::new(&DeployConfig::default(), 10_000_000).unwrap();
+        spec.set_deployments(&[event("cart", "v2", 100, Some("v1"))]);
+        let rollback = event("cart", "v1", 300, Some("v2"));
+        let pricing = event("pricing", "p2", 50, None);
+        // the file's event again (a topic read from its start) and the rollback twice
+        let added = spec.add_deployments(&[
+            event("cart", "v2", 100, Some("v1")),
+            rollback.clone(),
+            rollback,
+            pricing,
+        ]);
+        assert_eq!(added, 2);
+        assert_eq!(spec.events.len(), 3);
+        assert_eq!(spec.timeline.version_in("cart", 101), Some("v2"));
+        assert_eq!(spec.timeline.version_in("cart", 301), Some("v1"));
+        assert_eq!(spec.timeline.version_in("pricing", 51), Some("p2"));
+        assert_eq!(spec.add_deployments(&[event("pricing", "p2", 50, None)]), 0);
     }
 
     #[test]

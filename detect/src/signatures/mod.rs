@@ -107,6 +107,10 @@ pub trait SignatureDetector: std::fmt::Debug + Send {
     /// `out`. Findings' ids must be deterministic: [`finding`] builds them.
     fn judge(&mut self, view: &WindowView<'_>, out: &mut Vec<Finding>);
 
+    /// Deployments learned while running (`run` reading a deployments topic), to add to the
+    /// deploy history it was built with; a detector that uses none ignores them.
+    fn add_deployments(&mut self, _events: &[deploy::DeploymentEvent]) {}
+
     /// Forgets what it keeps about subjects last seen before `before_us` (µs since the
     /// epoch): called as event time passes, so state stays bounded when names churn.
     fn forget_before(&mut self, before_us: i64) {
