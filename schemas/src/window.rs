@@ -220,3 +220,243 @@ pub struct NodeWindow {
     /// Number of distinct callers in the window.
     pub callers: u64,
 }
+
+/// A pair window written as JSON without serde's generic path: window aggregates are most of
+/// what `replay` writes (one per active pair and window: 100 k per window at scale), and
+/// serde_json escapes every key byte by byte at run time. The bytes are those of
+/// `serde_json::to_writer(out, pair_window)` (a test compares them).
+pub mod json {
+    use serde_json::ser::{CompactFormatter, Formatter};
+
+    use super::{Breakdown, PairWindow};
+
+    /// Appends `p` as one compact JSON object (no newline) to `out`.
+    pub fn write_pair_window(out: &mut Vec<u8>, p: &PairWindow) {
+        out.extend_from_slice(b"{\"schema_version\":");
+        uint(out, u64::from(p.schema_version));
+        out.extend_from_slice(b",\"kind\":");
+        string(out, &p.kind);
+        out.extend_from_slice(b",\"window\":");
+        serde_json::to_writer(&mut *out, &p.window).expect("a window serializes");
+        out.extend_from_slice(b",\"source\":");
+        string(out, &p.source);
+        out.extend_from_slice(b",\"destination\":");
+        string(out, &p.destination);
+        out.extend_from_slice(b",\"requests\":");
+        uint(out, p.requests);
+        out.extend_from_slice(b",\"rate_rps\":");
+        float(out, p.rate_rps);
+        out.extend_from_slice(b",\"errors\":");
+        uint(out, p.errors);
+        out.extend_from_slice(b",\"error_ratio\":");
+        float(out, p.error_ratio);
+        out.extend_from_slice(b",\"latency\":");
+        match &p.latency {
+            None => out.extend_from_slice(b"null"),
+            Some(l) => {
+                out.extend_from_slice(b"{\"p50_us\":");
+                uint(out, l.p50_us);
+                out.extend_from_slice(b",\"p90_us\":");
+                uint(out, l.p90_us);
+                out.extend_from_slice(b",\"p99_us\":");
+                uint(out, l.p99_us);
+                out.extend_from_slice(b",\"max_us\":");
+                uint(out, l.max_us);
+                out.push(b'}');
+            }
+        }
+        out.extend_from_slice(b",\"concurrency_mean\":");
+        float(out, p.concurrency_mean);
+        out.extend_from_slice(b",\"concurrency_peak\":");
+        uint(out, p.concurrency_peak);
+        out.extend_from_slice(b",\"bytes_in\":");
+        uint(out, p.bytes_in);
+        out.extend_from_slice(b",\"bytes_out\":");
+        uint(out, p.bytes_out);
+        out.extend_from_slice(b",\"bandwidth_in_bps\":");
+        float(out, p.bandwidth_in_bps);
+        out.extend_from_slice(b",\"bandwidth_out_bps\":");
+        float(out, p.bandwidth_out_bps);
+        if !p.breakdown.is_empty() {
+            out.extend_from_slice(b",\"breakdown\":[");
+            for (i, b) in p.breakdown.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                breakdown(out, b);
+            }
+            out.push(b']');
+        }
+        if p.breakdown_overflow != 0 {
+            out.extend_from_slice(b",\"breakdown_overflow\":");
+            uint(out, p.breakdown_overflow);
+        }
+        out.push(b'}');
+    }
+
+    fn breakdown(out: &mut Vec<u8>, b: &Breakdown) {
+        out.extend_from_slice(b"{\"source_zone\":");
+        opt_string(out, b.source_zone.as_deref());
+        out.extend_from_slice(b",\"source_version\":");
+        opt_string(out, b.source_version.as_deref());
+        out.extend_from_slice(b",\"destination_zone\":");
+        opt_string(out, b.destination_zone.as_deref());
+        out.extend_from_slice(b",\"destination_version\":");
+        opt_string(out, b.destination_version.as_deref());
+        out.extend_from_slice(b",\"requests\":");
+        uint(out, b.requests);
+        out.extend_from_slice(b",\"errors\":");
+        uint(out, b.errors);
+        out.extend_from_slice(b",\"timed\":");
+        uint(out, b.timed);
+        out.extend_from_slice(b",\"duration_sum_us\":");
+        uint(out, b.duration_sum_us);
+        out.extend_from_slice(b",\"bytes_in\":");
+        uint(out, b.bytes_in);
+        out.extend_from_slice(b",\"bytes_out\":");
+        uint(out, b.bytes_out);
+        out.push(b'}');
+    }
+
+    fn uint(out: &mut Vec<u8>, n: u64) {
+        CompactFormatter
+            .write_u64(out, n)
+            .expect("a Vec takes every write");
+    }
+
+    /// As serde_json writes an `f64`: shortest round-trip digits, `null` when not finite.
+    fn float(out: &mut Vec<u8>, x: f64) {
+        if x.is_finite() {
+            CompactFormatter
+                .write_f64(out, x)
+                .expect("a Vec takes every write");
+        } else {
+            out.extend_from_slice(b"null");
+        }
+    }
+
+    fn opt_string(out: &mut Vec<u8>, s: Option<&str>) {
+        match s {
+            Some(s) => string(out, s),
+            None => out.extend_from_slice(b"null"),
+        }
+    }
+
+    /// A JSON string: as it is between quotes when nothing in it needs escaping (serde_json
+    /// escapes `"`, `\` and the bytes below 0x20, nothing else), else through serde_json.
+    fn string(out: &mut Vec<u8>, s: &str) {
+        if s.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
+            serde_json::to_writer(&mut *out, s).expect("a string serializes");
+        } else {
+            out.push(b'"');
+            out.extend_from_slice(s.as_bytes());
+            out.push(b'"');
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn name() -> impl Strategy<Value = String> {
+        // plain names, and names with what JSON escapes (quote, backslash, control bytes)
+        // and what it does not (non-ASCII, DEL)
+        prop_oneof![
+            "[a-z0-9-]{1,12}",
+            proptest::collection::vec(
+                prop_oneof![
+                    Just('"'),
+                    Just('\\'),
+                    Just('\u{1}'),
+                    Just('\n'),
+                    Just('é'),
+                    Just('\u{7f}'),
+                    Just('a')
+                ],
+                1..6
+            )
+            .prop_map(|v| v.into_iter().collect())
+        ]
+    }
+
+    fn float() -> impl Strategy<Value = f64> {
+        prop_oneof![
+            Just(0.0),
+            Just(f64::NAN),
+            Just(f64::INFINITY),
+            Just(1e-7),
+            Just(1e21),
+            any::<f64>(),
+            0.0..1e6f64
+        ]
+    }
+
+    prop_compose! {
+        fn breakdown()(
+            zones in proptest::option::of(name()),
+            version in proptest::option::of(name()),
+            n in any::<[u64; 6]>(),
+        ) -> Breakdown {
+            Breakdown {
+                source_zone: zones.clone(),
+                source_version: version.clone(),
+                destination_zone: version,
+                destination_version: zones,
+                requests: n[0],
+                errors: n[1],
+                timed: n[2],
+                duration_sum_us: n[3],
+                bytes_in: n[4],
+                bytes_out: n[5],
+            }
+        }
+    }
+
+    prop_compose! {
+        fn pair_window()(
+            source in name(),
+            destination in name(),
+            start_us in 0i64..4_000_000_000_000_000,
+            n in any::<[u64; 6]>(),
+            f in proptest::collection::vec(float(), 6),
+            latency in proptest::option::of(any::<[u64; 4]>()),
+            breakdown in proptest::collection::vec(breakdown(), 0..3),
+            overflow in prop_oneof![Just(0u64), any::<u64>()],
+        ) -> PairWindow {
+            PairWindow {
+                schema_version: crate::SCHEMA_VERSION,
+                kind: "pair-window".into(),
+                window: Window { start_us, end_us: start_us + 10_000_000 },
+                source,
+                destination,
+                requests: n[0],
+                rate_rps: f[0],
+                errors: n[1],
+                error_ratio: f[1],
+                latency: latency.map(|l| Latency { p50_us: l[0], p90_us: l[1], p99_us: l[2], max_us: l[3] }),
+                concurrency_mean: f[2],
+                concurrency_peak: n[2],
+                bytes_in: n[3],
+                bytes_out: n[4],
+                bandwidth_in_bps: f[3],
+                bandwidth_out_bps: f[4],
+                breakdown,
+                breakdown_overflow: overflow,
+            }
+        }
+    }
+
+    proptest! {
+        /// The hand-written writer gives serde_json's bytes, whatever the values.
+        #[test]
+        fn a_pair_window_is_written_as_serde_json_writes_it(p in pair_window()) {
+            let mut fast = Vec::new();
+            json::write_pair_window(&mut fast, &p);
+            let reference = serde_json::to_vec(&p).unwrap();
+            prop_assert_eq!(String::from_utf8(fast).unwrap(), String::from_utf8(reference).unwrap());
+        }
+    }
+}

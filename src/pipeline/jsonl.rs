@@ -85,6 +85,19 @@ impl JsonLines {
         self.check(written)
     }
 
+    /// Writes a pair window as one line: [`JsonLines::write`]'s bytes, written by
+    /// [`schemas::window::json`] (window aggregates are most of a replay's output).
+    ///
+    /// # Errors
+    /// As [`JsonLines::write`].
+    pub fn write_pair_window(&mut self, w: &PairWindow) -> Result<(), JsonLinesError> {
+        self.line.clear();
+        schemas::window::json::write_pair_window(&mut self.line, w);
+        self.line.push(b'\n');
+        let written = self.out.write_all(&self.line);
+        self.check(written)
+    }
+
     /// Writes `bytes` as they are (text for a terminal).
     ///
     /// # Errors
@@ -215,7 +228,10 @@ impl Outputs for JsonLinesOutputs {
         if !self.write_windows {
             return Ok(());
         }
-        self.windows.as_mut().unwrap_or(&mut self.stdout).write(w)
+        self.windows
+            .as_mut()
+            .unwrap_or(&mut self.stdout)
+            .write_pair_window(w)
     }
 
     fn node_window(&mut self, w: &NodeWindow) -> Result<(), JsonLinesError> {
