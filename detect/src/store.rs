@@ -178,7 +178,8 @@ impl Signal {
 /// The baselines of one pair or node, by signal.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Baselines {
-    signals: BTreeMap<Signal, SignalBaseline>,
+    #[serde(with = "by_signal")]
+    signals: BySignal,
     /// End of the last window the subject appeared in (learned or not), µs since the epoch.
     last_seen_us: i64,
 }
@@ -186,7 +187,7 @@ pub struct Baselines {
 impl Baselines {
     /// The baseline of `signal`, if it learned anything.
     pub fn get(&self, signal: Signal) -> Option<&SignalBaseline> {
-        self.signals.get(&signal)
+        self.signals.get(signal)
     }
 
     /// End of the last window the subject appeared in, µs since the epoch.
@@ -222,6 +223,56 @@ impl From<&PairRef<'_>> for (String, String) {
 impl hashbrown::Equivalent<(String, String)> for PairRef<'_> {
     fn equivalent(&self, key: &(String, String)) -> bool {
         self.0 == key.0 && self.1 == key.1
+    }
+}
+
+/// A subject's baselines by signal: at most the 7 of a pair, sorted by signal, looked up
+/// by a scan (each window asks every pair for several; a map's nodes cost more than the
+/// scan).
+#[derive(Debug, Clone, Default, PartialEq)]
+struct BySignal(Vec<(Signal, SignalBaseline)>);
+
+impl BySignal {
+    fn get(&self, signal: Signal) -> Option<&SignalBaseline> {
+        self.0.iter().find(|(s, _)| *s == signal).map(|(_, b)| b)
+    }
+
+    /// The baseline of `signal`, added empty in its place when missing.
+    fn entry(&mut self, signal: Signal) -> &mut SignalBaseline {
+        let i = match self.0.iter().position(|(s, _)| *s >= signal) {
+            Some(i) if self.0[i].0 == signal => i,
+            Some(i) => {
+                self.0.insert(i, (signal, SignalBaseline::default()));
+                i
+            }
+            None => {
+                self.0.push((signal, SignalBaseline::default()));
+                self.0.len() - 1
+            }
+        };
+        &mut self.0[i].1
+    }
+
+    fn values(&self) -> impl Iterator<Item = &SignalBaseline> {
+        self.0.iter().map(|(_, b)| b)
+    }
+}
+
+/// [`BySignal`] encoded as the map by signal it was (older checkpoints decode).
+mod by_signal {
+    use std::collections::BTreeMap;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use super::{BySignal, Signal, SignalBaseline};
+
+    pub fn serialize<S: Serializer>(b: &BySignal, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(b.0.iter().map(|(k, v)| (k, v)))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<BySignal, D::Error> {
+        let map = BTreeMap::<Signal, SignalBaseline>::deserialize(d)?;
+        Ok(BySignal(map.into_iter().collect()))
     }
 }
 
@@ -336,10 +387,7 @@ impl BaselineStore {
         for signal in Signal::PAIR {
             if let Some(x) = signal.of_pair(p) {
                 let s = spec.with_min_spread(signal.min_spread());
-                b.signals
-                    .entry(signal)
-                    .or_default()
-                    .learn(&s, p.window.start_us, x);
+                b.signals.entry(signal).learn(&s, p.window.start_us, x);
             }
         }
         b.last_seen_us = b.last_seen_us.max(p.window.end_us);
@@ -352,10 +400,7 @@ impl BaselineStore {
         for signal in Signal::NODE {
             if let Some(x) = signal.of_node(n) {
                 let s = spec.with_min_spread(signal.min_spread());
-                b.signals
-                    .entry(signal)
-                    .or_default()
-                    .learn(&s, n.window.start_us, x);
+                b.signals.entry(signal).learn(&s, n.window.start_us, x);
             }
         }
         b.last_seen_us = b.last_seen_us.max(n.window.end_us);
@@ -371,10 +416,7 @@ impl BaselineStore {
         };
         for &(signal, x) in &h.values {
             let s = spec.with_min_spread(signal.min_spread());
-            b.signals
-                .entry(signal)
-                .or_default()
-                .learn(&s, h.start_us, x);
+            b.signals.entry(signal).learn(&s, h.start_us, x);
         }
         b.last_seen_us = b.last_seen_us.max(h.end_us);
     }
@@ -480,6 +522,41 @@ mod tests {
             nodes: &forward.nodes,
         };
         assert_eq!(encoded, rmp_serde::to_vec_named(&as_btree).unwrap());
+        // a pair's baselines encode as the map by signal they were
+        #[derive(Serialize)]
+        struct MapBySignal {
+            signals: BTreeMap<Signal, SignalBaseline>,
+            last_seen_us: i64,
+        }
+        let b = forward.pair("web", "cart").unwrap();
+        assert_eq!(
+            b.signals.0.len(),
+            5,
+            "rate, errors, concurrency, bandwidth both ways"
+        );
+        // a window with latencies adds p50 and p99 between them
+        let mut timed = window("web", "cart", 10, 10_000_000);
+        timed.latency = Some(schemas::Latency {
+            p50_us: 2_000,
+            p90_us: 5_000,
+            p99_us: 9_000,
+            max_us: 9_500,
+        });
+        forward.learn_pair(&timed);
+        let b = forward.pair("web", "cart").unwrap();
+        let order: Vec<Signal> = b.signals.0.iter().map(|(s, _)| *s).collect();
+        assert_eq!(order, Signal::PAIR);
+        assert_eq!(b.get(Signal::P99Us).map(SignalBaseline::len), Some(1));
+        assert_eq!(b.get(Signal::RateRps).map(SignalBaseline::len), Some(2));
+        let as_map = MapBySignal {
+            signals: b.signals.0.iter().cloned().collect(),
+            last_seen_us: b.last_seen_us,
+        };
+        assert_eq!(
+            rmp_serde::to_vec_named(b).unwrap(),
+            rmp_serde::to_vec_named(&as_map).unwrap()
+        );
+        let encoded = rmp_serde::to_vec_named(&forward).unwrap();
         let decoded: BaselineStore = rmp_serde::from_slice(&encoded).unwrap();
         assert_eq!(decoded, forward);
         assert_eq!(decoded.pairs(), 4);

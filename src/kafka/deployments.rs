@@ -200,7 +200,8 @@ impl DeploymentsReader {
             .map_or(Offset::Invalid, |e| e.offset()))
     }
 
-    /// The messages that have arrived, without waiting ([`POLL_MESSAGES`] at most).
+    /// The messages that have arrived, without waiting (256 at most, so that a burst of history
+    /// does not stall the main loop).
     pub fn poll(&self) -> Read {
         let mut read = Read::default();
         for _ in 0..POLL_MESSAGES {
