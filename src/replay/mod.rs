@@ -381,8 +381,10 @@ struct Chunked {
 }
 
 /// Chunks in flight per input parsed on threads, for each thread: enough that a thread never
-/// waits for the driver to cut the next one.
-const CHUNKS_PER_THREAD: usize = 2;
+/// waits for the driver to cut the next one, even while the driver closes a window (the
+/// judge's work comes in bursts). 4 against 2: flow-json at -j2 0.89 s against 1.00 s
+/// (medians of 7), 25 MB more resident (8 is no faster).
+const CHUNKS_PER_THREAD: usize = 4;
 
 /// Runs every input through its parser into `pipeline`, in turns (see the [module
 /// docs](self)); returns what was read.
