@@ -52,6 +52,7 @@ pub mod checkpoint;
 pub mod jsonl;
 pub mod judge;
 pub mod local;
+pub mod threaded;
 
 use std::fmt;
 use std::sync::Arc;

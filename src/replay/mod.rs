@@ -25,8 +25,10 @@ use ingest::{
 };
 
 use crate::pipeline::jsonl::{JsonLinesConfig, JsonLinesOutputs};
+use crate::pipeline::local::Local;
 use crate::pipeline::{
-    DeadLetter, FlowBatch, InputId, Outputs, Payload, Pipeline, Removal, Stage, StageError,
+    Aggregate, DeadLetter, Exchange, FlowBatch, InputId, Outputs, Payload, Pipeline, Removal,
+    Stage, StageError, threaded,
 };
 use input::{Opened, Source, Streams};
 
@@ -94,8 +96,9 @@ pub struct ReplayArgs {
     #[arg(long, value_name = "HOST:PORT")]
     pub serve: Option<std::net::SocketAddr>,
     /// Threads that parse: regular files in formats read line by line (all but spans-csv)
-    /// are cut into chunks parsed on N threads while another aggregates; 1 parses on the
-    /// aggregating thread. The output is the same for every N. Default: the machine's cores.
+    /// are cut into chunks parsed on N threads while another aggregates, and (when every
+    /// input is a regular file) one more closes windows: detection and writing; 1 does it all
+    /// on one thread. The output is the same for every N. Default: the machine's cores.
     #[arg(long, short = 'j', value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     pub threads: Option<u16>,
     /// Print no summary on stderr.
@@ -278,10 +281,10 @@ pub fn parsers(
     Ok(out)
 }
 
-/// Hands one input's batches to the pipeline and its rejects to the outputs.
-struct Feed<'a, O: Outputs> {
-    pipeline: &'a mut Pipeline,
-    out: &'a mut O,
+/// Hands one input's batches to stage 1 and its rejects to stage 2's outputs.
+struct Feed<'a, X: ?Sized> {
+    agg: &'a mut Aggregate,
+    x: &'a mut X,
     input: &'a InputId,
     positions: Vec<i64>,
     progress: &'a ProgressBar,
@@ -289,17 +292,17 @@ struct Feed<'a, O: Outputs> {
     base: u64,
 }
 
-impl<'a, O: Outputs> Feed<'a, O> {
+impl<'a, X: ?Sized> Feed<'a, X> {
     fn new(
-        pipeline: &'a mut Pipeline,
-        out: &'a mut O,
+        agg: &'a mut Aggregate,
+        x: &'a mut X,
         input: &'a InputId,
         progress: &'a ProgressBar,
         base: u64,
     ) -> Self {
         Feed {
-            pipeline,
-            out,
+            agg,
+            x,
             input,
             positions: Vec::new(),
             progress,
@@ -308,26 +311,27 @@ impl<'a, O: Outputs> Feed<'a, O> {
     }
 }
 
-impl<O: Outputs> IngestSink for Feed<'_, O> {
-    type Error = StageError<O::Error>;
+impl<X: Exchange + ?Sized> IngestSink for Feed<'_, X> {
+    type Error = StageError<X::Error>;
 
     fn batch(&mut self, batch: RecordBatch, lines: &[u64]) -> Result<(), Self::Error> {
         self.positions.clear();
         self.positions
             .extend(lines.iter().map(|&l| i64::try_from(l).unwrap_or(i64::MAX)));
-        self.pipeline.process(
+        Stage::<X>::process(
+            self.agg,
             self.input,
             FlowBatch {
                 batch: &batch,
                 positions: Some(&self.positions),
             },
-            self.out,
+            self.x,
         )
     }
 
     fn reject(&mut self, r: &RejectedLine<'_>) -> Result<(), Self::Error> {
         tracing::debug!(rejected = %r, "rejected line");
-        self.out
+        self.x
             .dead_letter(&DeadLetter {
                 input: self.input,
                 position: i64::try_from(r.line_no).ok(),
@@ -391,14 +395,16 @@ const CHUNKS_PER_THREAD: usize = 4;
 ///
 /// With `threads` above 1, regular files in formats that keep nothing from one line to the
 /// next are cut into chunks of the lines a turn reads and parsed on `threads` worker threads,
-/// while this thread aggregates: the results are the same as with one thread, as the chunks
-/// reach the pipeline in the same turns. The pipeline is flushed (every window closed) at the
-/// end.
+/// while this thread aggregates; when every input is a regular file, stage 2 (closing
+/// windows: detection, actuation, writing) runs on a thread of its own
+/// ([`crate::pipeline::threaded`]). The results are the same as with one thread: the chunks
+/// reach the pipeline in the same turns, and stage 2 gets stage 1's output in the order it
+/// was made. The pipeline is flushed (every window closed) at the end.
 ///
 /// # Errors
 /// An input that can't be read (named); the outputs' error, whole.
 #[allow(clippy::too_many_arguments)] // the run's collaborators, each needed here
-pub fn drive<O: Outputs>(
+pub fn drive<O: Outputs + Send>(
     args: &InputArgs,
     mut inputs: Vec<Opened>,
     mut parsers: Parsers,
@@ -452,6 +458,109 @@ pub fn drive<O: Outputs>(
                 .map_err(DriveError::Stage)?;
         }
     }
+    // with parse threads, and regular files only (no stream waits on the judge's clock), stage
+    // 2 runs on a thread of its own: a window's close no longer stops the aggregation
+    let apart = pool.is_some()
+        && stop.is_none()
+        && inputs.iter().all(|i| matches!(i.source, Source::File(_)));
+    let Pipeline { aggregate, judge } = pipeline;
+    let context = (streams, runtime, &opts);
+    if apart {
+        let (mut to_judge, from) = threaded::channel();
+        std::thread::scope(|s| {
+            let judging = std::thread::Builder::new()
+                .name("judge".into())
+                .spawn_scoped(s, || threaded::judge_thread(judge, out, from))
+                .expect("a thread can be started");
+            let read = turns(
+                &mut inputs,
+                &mut reading,
+                &mut parsers,
+                &mut stats,
+                context,
+                (pool.as_ref(), depth),
+                stop,
+                progress,
+                aggregate,
+                &mut to_judge,
+            );
+            if read.is_ok() {
+                // a failed send means the judge stopped: its error is the one reported
+                let _ = to_judge.end();
+            } else {
+                drop(to_judge);
+            }
+            let judged = judging
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            match (read, judged) {
+                (_, Err(e)) => Err(DriveError::Stage(e)),
+                (Ok(()), Ok(())) => Ok(()),
+                (Err(e), Ok(())) => Err(e.map_stage(|e| match e {
+                    StageError::Output(threaded::JudgeStopped) => {
+                        unreachable!("the judge stops early only with an error")
+                    }
+                    StageError::Batch { input, source } => StageError::Batch { input, source },
+                    StageError::State { what, source } => StageError::State { what, source },
+                })),
+            }
+        })?;
+    } else {
+        let mut local = Local {
+            judge: &mut *judge,
+            out: &mut *out,
+        };
+        turns(
+            &mut inputs,
+            &mut reading,
+            &mut parsers,
+            &mut stats,
+            context,
+            (pool.as_ref(), depth),
+            stop,
+            progress,
+            aggregate,
+            &mut local,
+        )
+        .map_err(|e| e.map_stage(StageError::flatten))?;
+        judge.flush(out).map_err(DriveError::Stage)?;
+    }
+    // each counter summed over the parsers (one per input, and those of the threads)
+    let mut counters: Vec<(&'static str, u64)> = Vec::new();
+    let threads_parsers = reading
+        .iter()
+        .filter_map(|r| r.chunks.as_ref())
+        .flat_map(|c| &c.spare);
+    for parser in parsers.parsers.iter().map(|p| &p.1).chain(threads_parsers) {
+        for (name, n) in parser.counters() {
+            match counters.iter_mut().find(|(c, _)| *c == name) {
+                Some((_, total)) => *total += n,
+                None => counters.push((name, n)),
+            }
+        }
+    }
+    Ok(InputSummary {
+        stats,
+        counters,
+        formats: parsers.formats,
+    })
+}
+
+/// The driver's turns (see [`drive`]) until every input has ended: stage 1 (`agg`) here,
+/// stage 2 behind `x`.
+#[allow(clippy::too_many_arguments)] // the turns' state and collaborators, each needed here
+fn turns<X: Judging>(
+    inputs: &mut [Opened],
+    reading: &mut [Reading],
+    parsers: &mut Parsers,
+    stats: &mut IngestStats,
+    (streams, runtime, opts): (&Streams, &crate::config::RuntimeConfig, &ReaderOptions),
+    (pool, depth): (Option<&ParsePool>, usize),
+    stop: Option<&std::sync::atomic::AtomicBool>,
+    progress: &ProgressBar,
+    agg: &mut Aggregate,
+    x: &mut X,
+) -> Result<(), DriveError<X::Error>> {
     // bytes read per input, for the progress bar
     let mut read_bytes = vec![0u64; inputs.len()];
     let mut last_idle_check = Instant::now();
@@ -460,7 +569,7 @@ pub fn drive<O: Outputs>(
     let mut all_idle_since: Option<Instant> = None;
     let mut stopping = false;
     loop {
-        streams.receive(&mut inputs, Duration::ZERO);
+        streams.receive(inputs, Duration::ZERO);
         // a stop (Ctrl-C under --serve) ends every input where it is, as its end would:
         // what was read goes through, open windows close
         if !stopping && stop.is_some_and(|s| s.load(std::sync::atomic::Ordering::SeqCst)) {
@@ -479,16 +588,16 @@ pub fn drive<O: Outputs>(
                 let p = parsers.of_input[i].expect("inputs being read have a parser");
                 let base: u64 = read_bytes.iter().sum::<u64>() - read_bytes[i];
                 let r = &mut reading[i];
-                let mut feed = Feed::new(pipeline, out, &r.id, progress, base);
+                let mut feed = Feed::new(agg, x, &r.id, progress, base);
                 r.lines.flush(&mut feed).map_err(DriveError::Stage)?;
                 end_input(
                     i,
                     p,
-                    &mut reading,
-                    &mut inputs,
-                    &mut parsers,
-                    &mut stats,
-                    (pipeline, out, progress, base),
+                    reading,
+                    inputs,
+                    parsers,
+                    stats,
+                    (agg, x, progress, base),
                 )?;
             }
         }
@@ -504,51 +613,33 @@ pub fn drive<O: Outputs>(
         let next = pending
             .iter()
             .copied()
-            .filter(|&i| ready(i, &inputs))
-            .min_by_key(|&i| {
-                (
-                    reading[i].idle,
-                    pipeline.aggregate.newest(&reading[i].id),
-                    i,
-                )
-            });
+            .filter(|&i| ready(i, inputs))
+            .min_by_key(|&i| (reading[i].idle, agg.newest(&reading[i].id), i));
         // quiet streams go idle, even while other inputs keep the loop busy
         if last_idle_check.elapsed() >= runtime.flush_after {
             last_idle_check = Instant::now();
             for (i, r) in reading.iter_mut().enumerate() {
                 if !r.done
                     && !r.idle
-                    && !ready(i, &inputs)
+                    && !ready(i, inputs)
                     && r.last_data.elapsed() >= runtime.idle_timeout
                 {
                     r.idle = true;
                     tracing::info!(input = %r.id, "input idle");
-                    pipeline.input_idle(&r.id, out).map_err(DriveError::Stage)?;
+                    Stage::<X>::input_idle(agg, &r.id, x).map_err(DriveError::Stage)?;
                 }
             }
         }
         let Some(i) = next else {
             // every input left is a quiet stream: wait for bytes
-            if pipeline.judge.all_idle() {
-                if all_idle_since.is_none() {
-                    out.idle()
-                        .map_err(|e| DriveError::Stage(StageError::Output(e)))?;
-                }
-                let since = *all_idle_since.get_or_insert_with(Instant::now);
-                if let Some(end) = pipeline.judge.last_closed_us() {
-                    let passed = i64::try_from(since.elapsed().as_micros()).unwrap_or(i64::MAX);
-                    pipeline
-                        .judge
-                        .advance(end.saturating_add(passed), out)
-                        .map_err(|e| DriveError::Stage(StageError::Output(e)))?;
-                }
-            }
-            streams.receive(&mut inputs, runtime.flush_after);
+            x.quiet(&mut all_idle_since)
+                .map_err(|e| DriveError::Stage(StageError::Output(e)))?;
+            streams.receive(inputs, runtime.flush_after);
             continue;
         };
         all_idle_since = None;
         let p = parsers.of_input[i].expect("inputs being read have a parser");
-        input::make_room(&mut inputs, i);
+        input::make_room(inputs, i);
         let base: u64 = read_bytes.iter().sum::<u64>() - read_bytes[i];
         let in_flight: usize = reading
             .iter()
@@ -556,13 +647,13 @@ pub fn drive<O: Outputs>(
             .map(|c| c.inflight.len())
             .sum();
         let r = &mut reading[i];
-        let status = if let (Some(pool), Some(c)) = (&pool, &mut r.chunks) {
+        let status = if let (Some(pool), Some(c)) = (pool, &mut r.chunks) {
             // keep the threads busy: cut more of this file (one chunk at least)
             while !c.cut
                 && c.inflight.len() < depth
                 && (c.inflight.is_empty() || in_flight + c.inflight.len() < 2 * depth)
             {
-                input::make_room(&mut inputs, i);
+                input::make_room(inputs, i);
                 let Source::File(reader) = &mut inputs[i].source else {
                     unreachable!("only files are cut into chunks")
                 };
@@ -588,13 +679,13 @@ pub fn drive<O: Outputs>(
                             source,
                         })?,
                 };
-                c.inflight.push(pool.submit(&c.name, chunk, parser, &opts));
+                c.inflight.push(pool.submit(&c.name, chunk, parser, opts));
                 c.cut = status == ReadStatus::End;
             }
             let mut parsed = c.inflight.wait_oldest().expect("a chunk in flight");
             stats.merge(&parsed.stats);
             read_bytes[i] += parsed.stats.bytes;
-            let mut feed = Feed::new(pipeline, out, &r.id, progress, base);
+            let mut feed = Feed::new(agg, x, &r.id, progress, base);
             parsed
                 .deliver(&c.name, &mut feed)
                 .map_err(DriveError::Stage)?;
@@ -608,15 +699,15 @@ pub fn drive<O: Outputs>(
             }
         } else {
             let parser = parsers.parsers[p].1.as_mut();
-            let mut feed = Feed::new(pipeline, out, &r.id, progress, base);
+            let mut feed = Feed::new(agg, x, &r.id, progress, base);
             let status = match &mut inputs[i].source {
                 Source::File(reader) => {
                     r.lines
-                        .read(reader, parser, &opts, &mut stats, &mut feed, CHUNK_LINES)
+                        .read(reader, parser, opts, stats, &mut feed, CHUNK_LINES)
                 }
                 Source::Stream(reader) => {
                     r.lines
-                        .read(reader, parser, &opts, &mut stats, &mut feed, CHUNK_LINES)
+                        .read(reader, parser, opts, stats, &mut feed, CHUNK_LINES)
                 }
             };
             read_bytes[i] = r.lines.bytes();
@@ -630,68 +721,85 @@ pub fn drive<O: Outputs>(
         };
         r.last_data = Instant::now();
         r.idle = false;
-        let mut feed = Feed::new(pipeline, out, &r.id, progress, base);
+        let mut feed = Feed::new(agg, x, &r.id, progress, base);
         // rows of a chunk go through now: a slow stream's records are not held back
         r.lines.flush(&mut feed).map_err(DriveError::Stage)?;
         if status == ReadStatus::End {
             end_input(
                 i,
                 p,
-                &mut reading,
-                &mut inputs,
-                &mut parsers,
-                &mut stats,
-                (pipeline, out, progress, base),
+                reading,
+                inputs,
+                parsers,
+                stats,
+                (agg, x, progress, base),
             )?;
         }
     }
-    pipeline.flush(out).map_err(DriveError::Stage)?;
-    // each counter summed over the parsers (one per input, and those of the threads)
-    let mut counters: Vec<(&'static str, u64)> = Vec::new();
-    let threads_parsers = reading
-        .iter()
-        .filter_map(|r| r.chunks.as_ref())
-        .flat_map(|c| &c.spare);
-    for parser in parsers.parsers.iter().map(|p| &p.1).chain(threads_parsers) {
-        for (name, n) in parser.counters() {
-            match counters.iter_mut().find(|(c, _)| *c == name) {
-                Some((_, total)) => *total += n,
-                None => counters.push((name, n)),
-            }
-        }
-    }
-    Ok(InputSummary {
-        stats,
-        counters,
-        formats: parsers.formats,
-    })
+    Ok(())
 }
 
 /// Input `i` (of parser `p`) has ended: it is closed, its parser hands over what it held
 /// back when no other input uses it, and the pipeline removes it.
-fn end_input<O: Outputs>(
+fn end_input<X: Exchange + ?Sized>(
     i: usize,
     p: usize,
     reading: &mut [Reading],
     inputs: &mut [Opened],
     parsers: &mut Parsers,
     stats: &mut IngestStats,
-    (pipeline, out, progress, base): (&mut Pipeline, &mut O, &ProgressBar, u64),
-) -> Result<(), DriveError<O::Error>> {
+    (agg, x, progress, base): (&mut Aggregate, &mut X, &ProgressBar, u64),
+) -> Result<(), DriveError<X::Error>> {
     reading[i].done = true;
     inputs[i].close();
     // the last input of a parser lets it hand over what it held back
     let users = &parsers.parsers[p].2;
     if users.iter().all(|&u| u == i || reading[u].done) {
         let r = &mut reading[i];
-        let mut feed = Feed::new(pipeline, out, &r.id, progress, base);
+        let mut feed = Feed::new(agg, x, &r.id, progress, base);
         r.lines
             .finish_parser(parsers.parsers[p].1.as_mut(), stats, &mut feed)
             .map_err(DriveError::Stage)?;
     }
-    pipeline
-        .remove_input(&reading[i].id, Removal::Ended, out)
-        .map_err(DriveError::Stage)
+    Stage::<X>::remove_input(agg, &reading[i].id, Removal::Ended, x).map_err(DriveError::Stage)
+}
+
+/// Stage 2 as the driver's turns see it: in this thread ([`Local`]), or on its own
+/// ([`threaded::ToThread`]).
+trait Judging: Exchange {
+    /// Every input left is a quiet stream, idle since `all_idle_since` (set on the first
+    /// call): tells the outputs once, and lets event time move on from the last window closed
+    /// by the processing time since, so that windows close and commands in force expire.
+    ///
+    /// # Errors
+    /// The outputs'.
+    fn quiet(&mut self, all_idle_since: &mut Option<Instant>) -> Result<(), Self::Error>;
+}
+
+impl<O: Outputs + ?Sized> Judging for Local<'_, O> {
+    fn quiet(&mut self, all_idle_since: &mut Option<Instant>) -> Result<(), Self::Error> {
+        if !self.judge.all_idle() {
+            return Ok(());
+        }
+        if all_idle_since.is_none() {
+            self.out.idle().map_err(StageError::Output)?;
+        }
+        let since = *all_idle_since.get_or_insert_with(Instant::now);
+        if let Some(end) = self.judge.last_closed_us() {
+            let passed = i64::try_from(since.elapsed().as_micros()).unwrap_or(i64::MAX);
+            self.judge
+                .advance(end.saturating_add(passed), self.out)
+                .map_err(StageError::Output)?;
+        }
+        Ok(())
+    }
+}
+
+impl Judging for threaded::ToThread {
+    /// Never called: stage 2 runs apart only when every input is a regular file.
+    fn quiet(&mut self, _: &mut Option<Instant>) -> Result<(), Self::Error> {
+        Ok(())
+    }
 }
 
 /// Why a drive stopped.
@@ -718,6 +826,17 @@ pub enum DriveError<E> {
     /// A stage (or the outputs behind it) failed.
     #[error(transparent)]
     Stage(StageError<E>),
+}
+
+impl<E> DriveError<E> {
+    /// The same failure with the stage's error mapped by `f`.
+    fn map_stage<F>(self, f: impl FnOnce(StageError<E>) -> StageError<F>) -> DriveError<F> {
+        match self {
+            DriveError::Read { input, source } => DriveError::Read { input, source },
+            DriveError::Parser { input, source } => DriveError::Parser { input, source },
+            DriveError::Stage(e) => DriveError::Stage(f(e)),
+        }
+    }
 }
 
 /// Counts pair totals for the summary on their way to the outputs.
