@@ -363,7 +363,9 @@ impl Config {
                         ("kafka.outputs.alerts", &o.alerts),
                         ("kafka.outputs.dead-letters", &o.dead_letters),
                     ])
-                    .chain(o.windows.iter().map(|w| ("kafka.outputs.windows", w)));
+                    .chain(o.windows.iter().map(|w| ("kafka.outputs.windows", w)))
+                    .chain(o.audit.iter().map(|w| ("kafka.outputs.audit", w)))
+                    .chain(k.deployments.iter().map(|d| ("kafka.deployments", d)));
                 for (what, topic) in others {
                     for (key, ours) in [
                         ("scale-out.repartition-topic", &s.repartition_topic),
@@ -656,6 +658,15 @@ mod tests {
                 kafka("[[kafka.inputs]]\ntopic = \"logs\"\nformat = \"envoy\"")
             )),
             "config defaults: scale-out.state-topic: \"f\" is also kafka.outputs.findings"
+        );
+        assert_eq!(
+            err(&format!(
+                "{}[scale-out]\nrepartition-topic = \"deploys\"\n",
+                kafka(
+                    "deployments = \"deploys\"\n[[kafka.inputs]]\ntopic = \"logs\"\nformat = \"envoy\""
+                )
+            )),
+            "config defaults: scale-out.repartition-topic: \"deploys\" is also kafka.deployments"
         );
         assert!(
             err(&format!(

@@ -1387,7 +1387,19 @@ fn a_deploy_history_on_a_topic_names_the_version_the_records_dont() {
         .iter()
         .map(|e| Msg::to(0, graywatch::config::deployment_line(e)))
         .collect();
-    history.insert(1, Msg::to(0, "{\"service\":\"cart\",\"at\":\"yesterday\"}"));
+    // a message of three lines: no version, not UTF-8, and a deployment (of a service the
+    // records don't have)
+    history.insert(
+        1,
+        Msg::to(
+            0,
+            [
+                &b"{\"service\":\"cart\",\"at\":\"yesterday\"}\n\xff\xfe\n"[..],
+                br#"{"service":"ledger","version":"v1.0.1","at":"2026-01-05T00:30:00Z"}"#,
+            ]
+            .concat(),
+        ),
+    );
     broker.create_topic("deployments", 1);
     broker.produce("deployments", &history);
 
@@ -1432,22 +1444,30 @@ fn a_deploy_history_on_a_topic_names_the_version_the_records_dont() {
         incident.end_us
     );
 
-    let dead = broker.read_until("graywatch.dead-letters", Duration::from_secs(30), |m| {
+    let bad_deployments = |m: &[Msg]| {
         m.iter()
-            .any(|m| m.header("graywatch-reason") == Some("bad-deployment"))
+            .filter(|m| m.header("graywatch-reason") == Some("bad-deployment"))
+            .cloned()
+            .collect::<Vec<Msg>>()
+    };
+    let dead = broker.read_until("graywatch.dead-letters", Duration::from_secs(30), |m| {
+        bad_deployments(m).len() >= 2
     });
-    let bad = dead
+    let bad = bad_deployments(&dead);
+    assert_eq!(bad.len(), 2, "one dead letter per bad line");
+    for b in &bad {
+        assert_eq!(b.header("graywatch-source-topic"), Some("deployments"));
+        assert_eq!(b.header("graywatch-source-offset"), Some("1"));
+    }
+    let details: Vec<&str> = bad
         .iter()
-        .find(|m| m.header("graywatch-reason") == Some("bad-deployment"))
-        .expect("the bad line is a dead letter");
-    assert_eq!(bad.header("graywatch-source-topic"), Some("deployments"));
-    assert_eq!(bad.header("graywatch-source-offset"), Some("1"));
+        .map(|b| b.header("graywatch-detail").unwrap())
+        .collect();
     assert!(
-        bad.header("graywatch-detail")
-            .is_some_and(|d| d.contains("line 1 of the message") && d.contains("version")),
-        "{:?}",
-        bad.header("graywatch-detail")
+        details[0].starts_with("line 1 of the message: missing field `version`"),
+        "{details:?}"
     );
+    assert_eq!(details[1], "line 2 of the message is not UTF-8");
 
     // a deployment written while it runs is read (and one written twice counts once)
     let deployments = |run: &Run| {
@@ -1456,11 +1476,13 @@ fn a_deploy_history_on_a_topic_names_the_version_the_records_dont() {
             "graywatch_deployments_total",
         )
     };
-    assert_eq!(deployments(&run), Some(truth.deployments().len() as f64));
+    // the truth's and ledger's
+    let known = truth.deployments().len() as f64 + 1.0;
+    assert_eq!(deployments(&run), Some(known));
     let late = "{\"service\":\"cart\",\"version\":\"v9.9.9\",\"at\":\"2026-01-05T01:40:00Z\"}";
     broker.produce("deployments", &[Msg::to(0, late), Msg::to(0, late)]);
     let deadline = Instant::now() + Duration::from_secs(30);
-    while deployments(&run) != Some(truth.deployments().len() as f64 + 1.0) {
+    while deployments(&run) != Some(known + 1.0) {
         assert!(Instant::now() < deadline, "{:?}", deployments(&run));
         std::thread::sleep(Duration::from_millis(200));
     }

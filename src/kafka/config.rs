@@ -39,7 +39,8 @@ pub struct KafkaConfig {
     /// history's form (`[detect.deploy] events`), written by a CD system as it rolls out. Every
     /// instance reads all of it, from its start at each start-up and then as it grows (not as
     /// a consumer group member); created with one partition if missing. A line that is not a
-    /// deployment goes to the dead-letter topic (`bad-deployment`). Default: none.
+    /// deployment goes to the dead-letter topic (`bad-deployment`), by every instance that
+    /// reads it, at each start-up too. Default: none.
     pub deployments: Option<String>,
 }
 

@@ -51,7 +51,6 @@ impl Read {
     /// The lines of one message's value.
     fn message(&mut self, partition: i32, offset: i64, m: &BorrowedMessage<'_>) {
         let payload = m.payload().unwrap_or_default();
-        let text = String::from_utf8_lossy(payload);
         let mut bad = |detail: String| {
             self.bad.push(BadLine {
                 partition,
@@ -69,12 +68,13 @@ impl Read {
                 detail,
             });
         };
-        if std::str::from_utf8(payload).is_err() {
-            bad("the message is not UTF-8".into());
-            return;
-        }
         let mut any = false;
-        for (i, line) in text.lines().enumerate() {
+        for (i, line) in payload.split(|&b| b == b'\n').enumerate() {
+            let Ok(line) = std::str::from_utf8(line) else {
+                any = true;
+                bad(format!("line {} of the message is not UTF-8", i + 1));
+                continue;
+            };
             let trimmed = line.trim();
             if trimmed.is_empty() || trimmed.starts_with('#') {
                 continue;
@@ -139,12 +139,16 @@ impl DeploymentsReader {
     }
 
     /// Everything written to the topic before the call: reads until every partition reaches
-    /// the end it had then.
+    /// the end it had then, or `stop` is set (a shutdown: what was read is returned).
     ///
     /// # Errors
     /// The brokers don't answer within `timeout` (for the ends, or for the messages up to
     /// them), named.
-    pub fn read_to_end(&self, timeout: Duration) -> anyhow::Result<Read> {
+    pub fn read_to_end(
+        &self,
+        timeout: Duration,
+        stop: &std::sync::atomic::AtomicBool,
+    ) -> anyhow::Result<Read> {
         let deadline = Instant::now() + timeout;
         let assigned = self.consumer.assignment()?;
         let mut ends = Vec::new();
@@ -164,6 +168,7 @@ impl DeploymentsReader {
         while ends
             .iter()
             .any(|(p, high)| next.get(p).copied().unwrap_or(0) < *high)
+            && !stop.load(std::sync::atomic::Ordering::SeqCst)
         {
             anyhow::ensure!(
                 Instant::now() < deadline,

@@ -31,8 +31,9 @@ use std::sync::atomic::AtomicBool;
 /// `graywatch run`'s options.
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
-    /// Config file (TOML): the kafka section (brokers, group, input and output topics), and
-    /// checkpoint, http, scale-out. See deploy/examples/graywatch.toml.
+    /// Config file (TOML): the kafka section (brokers, group, input and output topics, the
+    /// deployments topic), and checkpoint, http, scale-out. See
+    /// deploy/examples/graywatch.toml.
     #[arg(long, short = 'c', value_name = "FILE")]
     pub config: PathBuf,
 }

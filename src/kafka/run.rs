@@ -252,6 +252,8 @@ struct Driver {
     deployments: Option<DeploymentsReader>,
     /// The deployments read from it so far (a judge assigned later gets them too).
     known_deployments: Vec<DeploymentEvent>,
+    /// The same, to tell a new one from one read before.
+    deployment_seen: std::collections::HashSet<DeploymentEvent>,
 }
 
 /// Processing time, ms since the epoch.
@@ -533,6 +535,7 @@ pub fn run(
         broker_was_down: false,
         deployments: None,
         known_deployments: Vec::new(),
+        deployment_seen: Default::default(),
     };
     driver.restore()?;
     if let Some(topic) = &kafka.config.deployments {
@@ -542,9 +545,17 @@ pub fn run(
             STARTUP_TIMEOUT,
         )?;
         // the whole history before any record: windows read again see the same one
-        let read = reader.read_to_end(STARTUP_TIMEOUT)?;
+        tracing::info!(%topic, "reading the deployments topic");
+        let read = reader.read_to_end(STARTUP_TIMEOUT, &shutdown)?;
+        let bad = read.bad.len();
         driver.deployments = Some(reader);
-        driver.take_deployments(read)?;
+        let added = driver.take_deployments(read, false)?;
+        let services: std::collections::BTreeSet<&str> = driver
+            .known_deployments
+            .iter()
+            .map(|e| e.service.as_str())
+            .collect();
+        tracing::info!(%topic, deployments = added, services = services.len(), bad_lines = bad, "deployments topic read");
     }
     driver.metrics.broker_up.set(1); // it answered the metadata requests above
     let mut topics: Vec<&str> = kafka.inputs.iter().map(|i| i.topic.as_str()).collect();
@@ -687,7 +698,7 @@ impl Driver {
             self.approve()?;
             if let Some(reader) = &self.deployments {
                 let read = reader.poll();
-                self.take_deployments(read)?;
+                self.take_deployments(read, true)?;
             }
             if self.now.duration_since(self.last_checkpoint) >= self.interval {
                 self.checkpoint(consumer, CommitMode::Async)?;
@@ -1152,14 +1163,18 @@ impl Driver {
     }
 
     /// Deployments read from the deployments topic: into every judge of this instance; lines
-    /// that are not deployments to the dead-letter topic (`bad-deployment`).
-    fn take_deployments(&mut self, read: deployments::Read) -> anyhow::Result<()> {
+    /// that are not deployments to the dead-letter topic (`bad-deployment`). `live`: read
+    /// while running (each logged), not with the history at start-up. Returns how many were
+    /// new.
+    fn take_deployments(&mut self, read: deployments::Read, live: bool) -> anyhow::Result<usize> {
         let topic = match &self.deployments {
             Some(r) => r.topic().to_owned(),
-            None => return Ok(()),
+            None => return Ok(0),
         };
         for b in &read.bad {
-            tracing::warn!(%topic, partition = b.partition, offset = b.offset, detail = %b.detail, "not a deployment");
+            if live {
+                tracing::warn!(%topic, partition = b.partition, offset = b.offset, detail = %b.detail, "not a deployment");
+            }
             let headers: Vec<(&str, &[u8])> = b
                 .headers
                 .iter()
@@ -1177,15 +1192,17 @@ impl Driver {
         }
         let mut new = Vec::new();
         for e in read.events {
-            if !self.known_deployments.contains(&e) && !new.contains(&e) {
+            if self.deployment_seen.insert(e.clone()) {
                 new.push(e);
             }
         }
         if new.is_empty() {
-            return Ok(());
+            return Ok(0);
         }
-        for e in &new {
-            tracing::info!(service = %e.service, version = %e.version, at_us = e.at_us, "deployment");
+        if live {
+            for e in &new {
+                tracing::info!(deployment = %crate::config::deployment_line(e), "deployment");
+            }
         }
         match &mut self.stage2 {
             Stage2::Local(judge) => {
@@ -1198,8 +1215,9 @@ impl Driver {
             }
         }
         self.metrics.deployments.inc_by(new.len() as u64);
+        let added = new.len();
         self.known_deployments.extend(new);
-        Ok(())
+        Ok(added)
     }
 
     /// Hands a partition's parsed rows to stage 1.

@@ -108,7 +108,7 @@ pub const PREVIOUS: &str = "(previous)";
 /// ```text
 /// {"service":"pricing","version":"v2.6.0","at":"2026-01-05T01:06:02Z","previous_version":"v2.5.3"}
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct DeploymentEvent {
     /// The deployed service, as the records name it (after `[mapping]`).
     pub service: String,
@@ -203,8 +203,9 @@ impl DeploySpec {
     pub fn add_deployments(&mut self, new: &[DeploymentEvent]) -> usize {
         let mut events = self.events.as_ref().clone();
         let before = events.len();
+        let mut known: std::collections::HashSet<&DeploymentEvent> = self.events.iter().collect();
         for e in new {
-            if !events.contains(e) {
+            if known.insert(e) {
                 events.push(e.clone());
             }
         }
