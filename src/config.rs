@@ -765,6 +765,10 @@ const DEPLOYMENT_SHAPE: &str = r#"expected one JSON object per line, {"service":
 /// The line is not such an object: what is wrong, with the field at fault (the caller names
 /// where the line is).
 pub fn parse_deployment(line: &str) -> Result<detect::signatures::deploy::DeploymentEvent, String> {
+    // serde would read the struct from an array too (`["cart","v2","2026-…"]`)
+    if !line.trim_start().starts_with('{') {
+        return Err(format!("not a JSON object; {DEPLOYMENT_SHAPE}"));
+    }
     let d: DeploymentLine = serde_json::from_str(line).map_err(|e| {
         // serde's "at line 1 column N" is within the line: the caller names the line
         let msg = e.to_string();

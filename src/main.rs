@@ -344,10 +344,14 @@ fn validate(args: ValidateArgs) -> anyhow::Result<()> {
             k.config.bootstrap_servers,
             k.config.group_id,
             topics.join(", "),
-            k.config
-                .deployments
-                .as_ref()
-                .map_or(String::new(), |d| format!("; deployments from {d}"))
+            k.config.deployments.as_ref().map_or(String::new(), |d| {
+                let unused = if valid.suite.deploy.is_none() {
+                    " (not used: [detect.deploy] enabled = false)"
+                } else {
+                    ""
+                };
+                format!("; deployments from {d}{unused}")
+            })
         );
     }
     let mut stdout = graywatch::pipeline::jsonl::JsonLines::open(None)?;

@@ -104,6 +104,16 @@ fn a_deploy_history_is_read_and_a_bad_line_named() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("deployments.jsonl:1"), "{stderr}");
     assert!(stderr.contains("control character"), "{stderr}");
+
+    // an array holding the fields in order is not a deployment (serde alone would take it)
+    write(&history, "[\"cart\",\"v9\",\"2026-01-05T01:00:00Z\"]\n");
+    let out = graywatch(&["validate", "-c", config.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("deployments.jsonl:1: not a JSON object"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -1085,4 +1095,41 @@ fn the_archive_holds_the_windows_and_findings_replay_wrote() {
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "{out:?}");
     assert_eq!(String::from_utf8_lossy(&out.stderr), "");
+}
+
+/// `validate` names the deployments topic, and says when nothing would use it.
+#[test]
+fn validate_names_the_deployments_topic_and_whether_it_is_used() {
+    let (dir, config) = temp_path("run.toml");
+    let kafka = "[kafka]\nbootstrap-servers = \"127.0.0.1:9092\"\ndeployments = \"deploys\"\n\
+         [[kafka.inputs]]\ntopic = \"logs\"\nformat = \"envoy\"\n\
+         [kafka.outputs]\nfindings = \"f\"\ncommands = \"c\"\nalerts = \"a\"\ndead-letters = \"d\"\n";
+    write(&config, kafka);
+    let out = graywatch(&["validate", "-c", config.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        stdout.contains("reading logs (envoy); deployments from deploys\n"),
+        "{stdout}"
+    );
+    write(
+        &config,
+        &format!("{kafka}[detect.deploy]\nenabled = false\n"),
+    );
+    let out = graywatch(&["validate", "-c", config.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        stdout.contains("deployments from deploys (not used: [detect.deploy] enabled = false)"),
+        "{stdout}"
+    );
+    drop(dir);
 }

@@ -544,6 +544,9 @@ pub fn run(
             topic,
             STARTUP_TIMEOUT,
         )?;
+        if driver.config.suite.deploy.is_none() {
+            tracing::warn!(%topic, "[kafka] deployments is read, but [detect.deploy] enabled = false: nothing uses it");
+        }
         // the whole history before any record: windows read again see the same one
         tracing::info!(%topic, "reading the deployments topic");
         let read = reader.read_to_end(STARTUP_TIMEOUT, &shutdown)?;
