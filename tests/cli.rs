@@ -1100,36 +1100,28 @@ fn the_archive_holds_the_windows_and_findings_replay_wrote() {
 /// `validate` names the deployments topic, and says when nothing would use it.
 #[test]
 fn validate_names_the_deployments_topic_and_whether_it_is_used() {
-    let (dir, config) = temp_path("run.toml");
+    let (_dir, config) = temp_path("run.toml");
     let kafka = "[kafka]\nbootstrap-servers = \"127.0.0.1:9092\"\ndeployments = \"deploys\"\n\
          [[kafka.inputs]]\ntopic = \"logs\"\nformat = \"envoy\"\n\
          [kafka.outputs]\nfindings = \"f\"\ncommands = \"c\"\nalerts = \"a\"\ndead-letters = \"d\"\n";
-    write(&config, kafka);
-    let out = graywatch(&["validate", "-c", config.to_str().unwrap()]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let validate = |text: &str| {
+        write(&config, text);
+        let out = graywatch(&["validate", "-c", config.to_str().unwrap()]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let stdout = validate(kafka);
     assert!(
         stdout.contains("reading logs (envoy); deployments from deploys\n"),
         "{stdout}"
     );
-    write(
-        &config,
-        &format!("{kafka}[detect.deploy]\nenabled = false\n"),
-    );
-    let out = graywatch(&["validate", "-c", config.to_str().unwrap()]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stdout = validate(&format!("{kafka}[detect.deploy]\nenabled = false\n"));
     assert!(
         stdout.contains("deployments from deploys (not used: [detect.deploy] enabled = false)"),
         "{stdout}"
     );
-    drop(dir);
 }

@@ -1170,6 +1170,9 @@ impl Driver {
     /// while running (each logged), not with the history at start-up. Returns how many were
     /// new.
     fn take_deployments(&mut self, read: deployments::Read, live: bool) -> anyhow::Result<usize> {
+        if read.events.is_empty() && read.bad.is_empty() {
+            return Ok(0); // most turns of the loop
+        }
         let topic = match &self.deployments {
             Some(r) => r.topic().to_owned(),
             None => return Ok(0),

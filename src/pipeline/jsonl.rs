@@ -75,14 +75,7 @@ impl JsonLines {
     /// # Errors
     /// [`JsonLinesError`]: stdout closed, or an I/O error naming the file.
     pub fn write<T: Serialize + ?Sized>(&mut self, doc: &T) -> Result<(), JsonLinesError> {
-        self.line.clear();
-        let written = serde_json::to_writer(&mut self.line, doc)
-            .map_err(io::Error::from)
-            .and_then(|()| {
-                self.line.push(b'\n');
-                self.out.write_all(&self.line)
-            });
-        self.check(written)
+        self.write_line(|line| serde_json::to_writer(line, doc).map_err(io::Error::from))
     }
 
     /// Writes a pair window as one line: [`JsonLines::write`]'s bytes, written by
@@ -91,10 +84,23 @@ impl JsonLines {
     /// # Errors
     /// As [`JsonLines::write`].
     pub fn write_pair_window(&mut self, w: &PairWindow) -> Result<(), JsonLinesError> {
+        self.write_line(|line| {
+            schemas::window::json::write_pair_window(line, w);
+            Ok(())
+        })
+    }
+
+    /// Builds one line in the reused buffer with `fill`, then writes it whole (a document
+    /// that fails to build leaves nothing behind).
+    fn write_line(
+        &mut self,
+        fill: impl FnOnce(&mut Vec<u8>) -> io::Result<()>,
+    ) -> Result<(), JsonLinesError> {
         self.line.clear();
-        schemas::window::json::write_pair_window(&mut self.line, w);
-        self.line.push(b'\n');
-        let written = self.out.write_all(&self.line);
+        let written = fill(&mut self.line).and_then(|()| {
+            self.line.push(b'\n');
+            self.out.write_all(&self.line)
+        });
         self.check(written)
     }
 

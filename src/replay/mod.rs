@@ -464,7 +464,19 @@ pub fn drive<O: Outputs + Send>(
         && stop.is_none()
         && inputs.iter().all(|i| matches!(i.source, Source::File(_)));
     let Pipeline { aggregate, judge } = pipeline;
-    let context = (streams, runtime, &opts);
+    let t = Turns {
+        inputs: &mut inputs,
+        reading: &mut reading,
+        parsers: &mut parsers,
+        stats: &mut stats,
+        streams,
+        runtime,
+        opts: &opts,
+        pool: pool.as_ref(),
+        depth,
+        stop,
+        progress,
+    };
     if apart {
         let (mut to_judge, from) = threaded::channel();
         std::thread::scope(|s| {
@@ -472,18 +484,7 @@ pub fn drive<O: Outputs + Send>(
                 .name("judge".into())
                 .spawn_scoped(s, || threaded::judge_thread(judge, out, from))
                 .expect("a thread can be started");
-            let read = turns(
-                &mut inputs,
-                &mut reading,
-                &mut parsers,
-                &mut stats,
-                context,
-                (pool.as_ref(), depth),
-                stop,
-                progress,
-                aggregate,
-                &mut to_judge,
-            );
+            let read = turns(t, aggregate, &mut to_judge);
             if read.is_ok() {
                 // a failed send means the judge stopped: its error is the one reported
                 let _ = to_judge.end();
@@ -510,19 +511,7 @@ pub fn drive<O: Outputs + Send>(
             judge: &mut *judge,
             out: &mut *out,
         };
-        turns(
-            &mut inputs,
-            &mut reading,
-            &mut parsers,
-            &mut stats,
-            context,
-            (pool.as_ref(), depth),
-            stop,
-            progress,
-            aggregate,
-            &mut local,
-        )
-        .map_err(|e| e.map_stage(StageError::flatten))?;
+        turns(t, aggregate, &mut local).map_err(|e| e.map_stage(StageError::flatten))?;
         judge.flush(out).map_err(DriveError::Stage)?;
     }
     // each counter summed over the parsers (one per input, and those of the threads)
@@ -546,21 +535,42 @@ pub fn drive<O: Outputs + Send>(
     })
 }
 
+/// What the driver's turns read and update, whichever way stage 2 runs.
+struct Turns<'a> {
+    inputs: &'a mut [Opened],
+    reading: &'a mut [Reading],
+    parsers: &'a mut Parsers,
+    stats: &'a mut IngestStats,
+    streams: &'a Streams,
+    runtime: &'a crate::config::RuntimeConfig,
+    opts: &'a ReaderOptions,
+    pool: Option<&'a ParsePool>,
+    /// Chunks in flight per input at most.
+    depth: usize,
+    stop: Option<&'a std::sync::atomic::AtomicBool>,
+    progress: &'a ProgressBar,
+}
+
 /// The driver's turns (see [`drive`]) until every input has ended: stage 1 (`agg`) here,
 /// stage 2 behind `x`.
-#[allow(clippy::too_many_arguments)] // the turns' state and collaborators, each needed here
 fn turns<X: Judging>(
-    inputs: &mut [Opened],
-    reading: &mut [Reading],
-    parsers: &mut Parsers,
-    stats: &mut IngestStats,
-    (streams, runtime, opts): (&Streams, &crate::config::RuntimeConfig, &ReaderOptions),
-    (pool, depth): (Option<&ParsePool>, usize),
-    stop: Option<&std::sync::atomic::AtomicBool>,
-    progress: &ProgressBar,
+    t: Turns<'_>,
     agg: &mut Aggregate,
     x: &mut X,
 ) -> Result<(), DriveError<X::Error>> {
+    let Turns {
+        inputs,
+        reading,
+        parsers,
+        stats,
+        streams,
+        runtime,
+        opts,
+        pool,
+        depth,
+        stop,
+        progress,
+    } = t;
     // bytes read per input, for the progress bar
     let mut read_bytes = vec![0u64; inputs.len()];
     let mut last_idle_check = Instant::now();
