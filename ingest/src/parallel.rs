@@ -593,4 +593,69 @@ mod tests {
             (b"dddd\n" as &[u8], 3, 5, ReadStatus::End)
         );
     }
+
+    /// What the chunks of `input` must hold together: every line cut to `keep` bytes, the
+    /// complete ones with their `\n`; and the number of lines.
+    fn cut_lines(input: &[u8], keep: usize) -> (Vec<u8>, u64) {
+        let mut out = Vec::new();
+        let mut parts: Vec<&[u8]> = input.split(|&b| b == b'\n').collect();
+        let last = parts.pop().unwrap_or_default();
+        for line in &parts {
+            out.extend_from_slice(&line[..line.len().min(keep)]);
+            out.push(b'\n');
+        }
+        out.extend_from_slice(&last[..last.len().min(keep)]);
+        (out, parts.len() as u64 + u64::from(!last.is_empty()))
+    }
+
+    proptest::proptest! {
+        /// Whatever the reads' sizes and the limits, the chunks hold the input's lines in
+        /// order, each cut to `max_line_bytes + 1`, end at line ends, stay within their line
+        /// limit, number their lines, and stand for every byte of the input.
+        #[test]
+        fn chunks_hold_the_lines_cut_as_a_line_reader_cuts_them(
+            lines in proptest::collection::vec((0usize..40, proptest::bool::ANY), 0..60),
+            last in 0usize..30,
+            read_bytes in 1usize..100,
+            max_line_bytes in 1usize..20,
+            max_lines in 1u64..8,
+            max_bytes in 1usize..200,
+        ) {
+            let mut input = Vec::new();
+            for (n, (len, crlf)) in lines.iter().enumerate() {
+                input.extend((0..*len).map(|i| b'a' + ((n + i) % 26) as u8));
+                input.extend_from_slice(if *crlf { b"\r\n" } else { b"\n" });
+            }
+            input.extend(std::iter::repeat_n(b'z', last));
+            let keep = max_line_bytes + 1;
+            let (want, want_lines) = cut_lines(&input, keep);
+
+            let mut reader = ChunkReader::new(max_line_bytes);
+            reader.read_bytes = read_bytes;
+            let mut src = Trickle(&input);
+            let (mut got, mut lines_seen, mut consumed) = (Vec::new(), 0u64, 0u64);
+            let mut buffer = Vec::new();
+            loop {
+                let (chunk, status) = reader.read(&mut src, max_lines, max_bytes, buffer).unwrap();
+                let bytes = &chunk.bytes[..chunk.len];
+                let n = memchr::memchr_iter(b'\n', bytes).count() as u64;
+                proptest::prop_assert_eq!(chunk.lines_before, lines_seen);
+                proptest::prop_assert!(n <= max_lines);
+                if status == ReadStatus::More {
+                    proptest::prop_assert!(bytes.is_empty() || bytes.ends_with(b"\n"));
+                }
+                got.extend_from_slice(bytes);
+                consumed += chunk.consumed;
+                lines_seen += n + u64::from(status == ReadStatus::End && !bytes.is_empty() && !bytes.ends_with(b"\n"));
+                buffer = chunk.bytes;
+                if status == ReadStatus::End {
+                    break;
+                }
+            }
+            proptest::prop_assert_eq!(got, want);
+            proptest::prop_assert_eq!(lines_seen, want_lines);
+            proptest::prop_assert_eq!(reader.lines, want_lines);
+            proptest::prop_assert_eq!(consumed, input.len() as u64);
+        }
+    }
 }
