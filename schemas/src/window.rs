@@ -221,14 +221,39 @@ pub struct NodeWindow {
     pub callers: u64,
 }
 
-/// A pair window written as JSON without serde's generic path: window aggregates are most of
-/// what `replay` writes (one per active pair and window: 100 k per window at scale), and
-/// serde_json escapes every key byte by byte at run time. The bytes are those of
-/// `serde_json::to_writer(out, pair_window)` (a test compares them).
+/// Pair and node windows written as JSON without serde's generic path: window aggregates are
+/// most of what `replay` writes (one per active pair and node and window: 100 k per window at
+/// scale), and serde_json escapes every key byte by byte at run time. The bytes are those of
+/// `serde_json::to_writer(out, window)` (tests compare them).
 pub mod json {
     use serde_json::ser::{CompactFormatter, Formatter};
 
-    use super::{Breakdown, PairWindow};
+    use super::{Breakdown, NodeWindow, PairWindow};
+
+    /// Appends `n` as one compact JSON object (no newline) to `out`.
+    pub fn write_node_window(out: &mut Vec<u8>, n: &NodeWindow) {
+        out.extend_from_slice(b"{\"schema_version\":");
+        uint(out, u64::from(n.schema_version));
+        out.extend_from_slice(b",\"kind\":");
+        string(out, &n.kind);
+        out.extend_from_slice(b",\"window\":");
+        serde_json::to_writer(&mut *out, &n.window).expect("a window serializes");
+        out.extend_from_slice(b",\"node\":");
+        string(out, &n.node);
+        out.extend_from_slice(b",\"inflow_requests\":");
+        uint(out, n.inflow_requests);
+        out.extend_from_slice(b",\"inflow_bytes\":");
+        uint(out, n.inflow_bytes);
+        out.extend_from_slice(b",\"ok_responses\":");
+        uint(out, n.ok_responses);
+        out.extend_from_slice(b",\"outflow_bytes\":");
+        uint(out, n.outflow_bytes);
+        out.extend_from_slice(b",\"downstream_requests\":");
+        uint(out, n.downstream_requests);
+        out.extend_from_slice(b",\"callers\":");
+        uint(out, n.callers);
+        out.push(b'}');
+    }
 
     /// Appends `p` as one compact JSON object (no newline) to `out`.
     pub fn write_pair_window(out: &mut Vec<u8>, p: &PairWindow) {
@@ -456,6 +481,31 @@ mod tests {
             let mut fast = Vec::new();
             json::write_pair_window(&mut fast, &p);
             let reference = serde_json::to_vec(&p).unwrap();
+            prop_assert_eq!(String::from_utf8(fast).unwrap(), String::from_utf8(reference).unwrap());
+        }
+
+        /// The same for node windows.
+        #[test]
+        fn a_node_window_is_written_as_serde_json_writes_it(
+            node in name(),
+            start_us in 0i64..4_000_000_000_000_000,
+            n in any::<[u64; 6]>(),
+        ) {
+            let w = NodeWindow {
+                schema_version: crate::SCHEMA_VERSION,
+                kind: "node-window".into(),
+                window: Window { start_us, end_us: start_us + 10_000_000 },
+                node,
+                inflow_requests: n[0],
+                inflow_bytes: n[1],
+                ok_responses: n[2],
+                outflow_bytes: n[3],
+                downstream_requests: n[4],
+                callers: n[5],
+            };
+            let mut fast = Vec::new();
+            json::write_node_window(&mut fast, &w);
+            let reference = serde_json::to_vec(&w).unwrap();
             prop_assert_eq!(String::from_utf8(fast).unwrap(), String::from_utf8(reference).unwrap());
         }
     }

@@ -90,6 +90,17 @@ impl JsonLines {
         })
     }
 
+    /// Writes a node window as one line, as [`JsonLines::write_pair_window`] does a pair window.
+    ///
+    /// # Errors
+    /// As [`JsonLines::write`].
+    pub fn write_node_window(&mut self, w: &NodeWindow) -> Result<(), JsonLinesError> {
+        self.write_line(|line| {
+            schemas::window::json::write_node_window(line, w);
+            Ok(())
+        })
+    }
+
     /// Builds one line in the reused buffer with `fill`, then writes it whole (a document
     /// that fails to build leaves nothing behind).
     fn write_line(
@@ -244,7 +255,10 @@ impl Outputs for JsonLinesOutputs {
         if !self.write_windows {
             return Ok(());
         }
-        self.windows.as_mut().unwrap_or(&mut self.stdout).write(w)
+        self.windows
+            .as_mut()
+            .unwrap_or(&mut self.stdout)
+            .write_node_window(w)
     }
 
     fn wants_tables(&self) -> bool {
