@@ -228,16 +228,11 @@ pub struct NodeWindow {
 pub mod json {
     use serde_json::ser::{CompactFormatter, Formatter};
 
-    use super::{Breakdown, NodeWindow, PairWindow};
+    use super::{Breakdown, NodeWindow, PairWindow, Window};
 
     /// Appends `n` as one compact JSON object (no newline) to `out`.
     pub fn write_node_window(out: &mut Vec<u8>, n: &NodeWindow) {
-        out.extend_from_slice(b"{\"schema_version\":");
-        uint(out, u64::from(n.schema_version));
-        out.extend_from_slice(b",\"kind\":");
-        string(out, &n.kind);
-        out.extend_from_slice(b",\"window\":");
-        serde_json::to_writer(&mut *out, &n.window).expect("a window serializes");
+        head(out, n.schema_version, &n.kind, &n.window);
         out.extend_from_slice(b",\"node\":");
         string(out, &n.node);
         out.extend_from_slice(b",\"inflow_requests\":");
@@ -257,12 +252,7 @@ pub mod json {
 
     /// Appends `p` as one compact JSON object (no newline) to `out`.
     pub fn write_pair_window(out: &mut Vec<u8>, p: &PairWindow) {
-        out.extend_from_slice(b"{\"schema_version\":");
-        uint(out, u64::from(p.schema_version));
-        out.extend_from_slice(b",\"kind\":");
-        string(out, &p.kind);
-        out.extend_from_slice(b",\"window\":");
-        serde_json::to_writer(&mut *out, &p.window).expect("a window serializes");
+        head(out, p.schema_version, &p.kind, &p.window);
         out.extend_from_slice(b",\"source\":");
         string(out, &p.source);
         out.extend_from_slice(b",\"destination\":");
@@ -317,6 +307,16 @@ pub mod json {
             uint(out, p.breakdown_overflow);
         }
         out.push(b'}');
+    }
+
+    /// The fields every window document begins with, its object opened.
+    fn head(out: &mut Vec<u8>, schema_version: u32, kind: &str, window: &Window) {
+        out.extend_from_slice(b"{\"schema_version\":");
+        uint(out, u64::from(schema_version));
+        out.extend_from_slice(b",\"kind\":");
+        string(out, kind);
+        out.extend_from_slice(b",\"window\":");
+        serde_json::to_writer(&mut *out, window).expect("a window serializes");
     }
 
     fn breakdown(out: &mut Vec<u8>, b: &Breakdown) {
