@@ -40,9 +40,9 @@ pub struct Chunk {
     consumed: u64,
 }
 
-/// Bytes asked of the input in one read: the capacity of `replay`'s file buffer, so that its
-/// reads go straight into the chunk (a `BufReader` hands a read at least as large as its
-/// buffer to the file directly when it holds nothing).
+/// Bytes asked of the input in one read; `replay` gives its file buffers this capacity, so
+/// that these reads go straight into the chunk (a `BufReader` hands a read at least as large
+/// as its buffer to the file directly when it holds nothing).
 pub const READ_BYTES: usize = 1 << 18;
 
 /// Cuts one input into [`Chunk`]s (see the [module docs](self)).
@@ -59,6 +59,7 @@ pub struct ChunkReader {
     max_line_bytes: usize,
     /// Bytes read after the end of the last chunk: the start of the next.
     carry: Vec<u8>,
+    /// Bytes asked of the input in one read ([`READ_BYTES`]; smaller in tests).
     read_bytes: usize,
 }
 

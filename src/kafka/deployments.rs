@@ -69,7 +69,7 @@ impl Read {
             });
         };
         let mut any = false;
-        for (i, line) in payload.split(|&b| b == b'\n').enumerate() {
+        for (i, line) in super::message_lines(payload).enumerate() {
             let Ok(line) = std::str::from_utf8(line) else {
                 any = true;
                 bad(format!("line {} of the message is not UTF-8", i + 1));

@@ -75,3 +75,50 @@ pub fn main(args: RunArgs) -> anyhow::Result<()> {
     tracing::info!(listen = %bound, "http endpoint: {routes}");
     run::run(config, shutdown, metrics, approved)
 }
+
+/// The lines of a message's value, cut at each `\n` as `<[u8]>::split` cuts them (a value
+/// ending with `\n` ends with an empty line), found with `memchr` rather than byte by byte.
+pub(crate) fn message_lines(payload: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut rest = Some(payload);
+    std::iter::from_fn(move || {
+        let r = rest?;
+        match memchr::memchr(b'\n', r) {
+            Some(k) => {
+                rest = Some(&r[k + 1..]);
+                Some(&r[..k])
+            }
+            None => {
+                rest = None;
+                Some(r)
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::message_lines;
+
+    #[test]
+    fn a_message_is_cut_into_lines_as_split_cuts_it() {
+        fn lines(v: &[u8]) -> Vec<&[u8]> {
+            message_lines(v).collect()
+        }
+        assert_eq!(lines(b""), [b"" as &[u8]]);
+        assert_eq!(lines(b"a"), [b"a" as &[u8]]);
+        assert_eq!(lines(b"a\n"), [b"a" as &[u8], b""]);
+        assert_eq!(lines(b"\n\nb\r\nc"), [b"" as &[u8], b"", b"b\r", b"c"]);
+    }
+
+    proptest! {
+        #[test]
+        fn message_lines_are_split_lines(v in proptest::collection::vec(
+            prop_oneof![Just(b'\n'), Just(b'\r'), Just(b'a'), any::<u8>()], 0..200)) {
+            let ours: Vec<&[u8]> = message_lines(&v).collect();
+            let split: Vec<&[u8]> = v.split(|&b| b == b'\n').collect();
+            prop_assert_eq!(ours, split);
+        }
+    }
+}

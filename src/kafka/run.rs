@@ -256,25 +256,6 @@ struct Driver {
     deployment_seen: std::collections::HashSet<DeploymentEvent>,
 }
 
-/// The lines of a message's value, cut at each `\n` as `<[u8]>::split` cuts them (a value
-/// ending with `\n` ends with an empty line), found with `memchr` rather than byte by byte.
-fn message_lines(payload: &[u8]) -> impl Iterator<Item = &[u8]> {
-    let mut rest = Some(payload);
-    std::iter::from_fn(move || {
-        let r = rest?;
-        match memchr::memchr(b'\n', r) {
-            Some(k) => {
-                rest = Some(&r[k + 1..]);
-                Some(&r[..k])
-            }
-            None => {
-                rest = None;
-                Some(r)
-            }
-        }
-    })
-}
-
 /// Processing time, ms since the epoch.
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -1036,7 +1017,7 @@ impl Driver {
         let rows_before = part.builder.len();
         let parser = self.topics[t].parser.get(&headers);
         let mut rejects = Vec::new();
-        for (i, line) in message_lines(payload).enumerate() {
+        for (i, line) in super::message_lines(payload).enumerate() {
             let line = line.strip_suffix(b"\r").unwrap_or(line);
             if line.iter().all(u8::is_ascii_whitespace) {
                 continue;
@@ -1692,33 +1673,5 @@ fn lift(e: StageError<KafkaOutputError>) -> anyhow::Error {
     match e {
         StageError::Output(o) => o.into(),
         other => other.into(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use proptest::prelude::*;
-
-    use super::message_lines;
-
-    #[test]
-    fn a_message_is_cut_into_lines_as_split_cuts_it() {
-        fn lines(v: &[u8]) -> Vec<&[u8]> {
-            message_lines(v).collect()
-        }
-        assert_eq!(lines(b""), [b"" as &[u8]]);
-        assert_eq!(lines(b"a"), [b"a" as &[u8]]);
-        assert_eq!(lines(b"a\n"), [b"a" as &[u8], b""]);
-        assert_eq!(lines(b"\n\nb\r\nc"), [b"" as &[u8], b"", b"b\r", b"c"]);
-    }
-
-    proptest! {
-        #[test]
-        fn message_lines_are_split_lines(v in proptest::collection::vec(
-            prop_oneof![Just(b'\n'), Just(b'\r'), Just(b'a'), any::<u8>()], 0..200)) {
-            let ours: Vec<&[u8]> = message_lines(&v).collect();
-            let split: Vec<&[u8]> = v.split(|&b| b == b'\n').collect();
-            prop_assert_eq!(ours, split);
-        }
     }
 }

@@ -40,8 +40,9 @@ pub const MAX_OPEN_FILES: usize = 32;
 /// Bytes of blank lines read before an input's first line when telling its format: beyond
 /// them the format can't be told (an error, never a silently skipped input).
 const MAX_BLANK_PREFIX: usize = 16 << 20;
-/// A file's read buffer, bytes.
-const FILE_BUFFER: usize = 1 << 18;
+/// A file's read buffer, bytes: the size of the chunk reader's reads, so that they go past
+/// the buffer straight into the chunks.
+const FILE_BUFFER: usize = ingest::parallel::READ_BYTES;
 
 /// A file's identity: its device and inode (what a symbolic or hard link shares with it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
