@@ -148,7 +148,13 @@ fn graywatch(broker: &Broker, group: &str) -> Duration {
         std::thread::spawn(move || {
             // no admin endpoint: approvals never come
             let (_, approvals) = std::sync::mpsc::channel();
-            graywatch::kafka::run::run(config, shutdown, metrics, approvals)
+            graywatch::kafka::run::run(
+                config,
+                graywatch::replay::cores(),
+                shutdown,
+                metrics,
+                approvals,
+            )
         })
     };
     let mut first = None;

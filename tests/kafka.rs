@@ -157,7 +157,9 @@ fn black_hole_on_kafka_gives_finding_command_and_alert() {
         &config,
         &run_config(&broker, LANDSCAPE_INPUTS, &dir.path().join("state"), ""),
     );
-    let run = Run::start(&config, &dir.path().join("run.log"));
+    // more parse threads than this machine's cores: results come back out of order and are
+    // taken in order
+    let run = Run::start_with(&config, &dir.path().join("run.log"), &["-j", "3"]);
 
     let window_start_us = (util::BASE_SECS + 120) * 1_000_000;
     let first_id = format!("black-hole/node/inventory/{window_start_us}");
@@ -877,6 +879,11 @@ pub struct Run {
 impl Run {
     /// Starts `graywatch run -c config`, logging to `log`.
     pub fn start(config: &Path, log: &Path) -> Run {
+        Run::start_with(config, log, &[])
+    }
+
+    /// Starts `graywatch run -c config` with more arguments, logging to `log`.
+    pub fn start_with(config: &Path, log: &Path, args: &[&str]) -> Run {
         let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -885,6 +892,7 @@ impl Run {
         let from = file.metadata().unwrap().len() as usize;
         let child = Command::new(env!("CARGO_BIN_EXE_graywatch"))
             .args(["run", "-c", config.to_str().unwrap()])
+            .args(args)
             .env(
                 "RUST_LOG",
                 std::env::var("GRAYWATCH_TEST_RUN_LOG")

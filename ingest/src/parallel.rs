@@ -13,7 +13,7 @@
 
 use std::collections::VecDeque;
 use std::io::Read;
-use std::sync::mpsc::{Receiver, Sender, SyncSender, channel, sync_channel};
+use std::sync::mpsc::{Receiver, Sender, TryRecvError, channel, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
@@ -279,14 +279,6 @@ impl IngestSink for Recorder {
     }
 }
 
-struct Job {
-    input: Arc<str>,
-    chunk: Chunk,
-    parser: Box<dyn LineParser>,
-    opts: ReaderOptions,
-    reply: SyncSender<Parsed>,
-}
-
 /// Parses a chunk as one thread reading the input whole would have parsed those lines.
 fn parse(
     input: &str,
@@ -321,39 +313,57 @@ fn parse(
     }
 }
 
-/// Worker threads that parse [`Chunk`]s; results come back through a [`Pending`] per chunk.
+/// Worker threads that run jobs; each job's result comes back through its [`Pending`].
 /// Dropping the pool lets the workers finish what they hold and joins them.
-pub struct ParsePool {
+///
+/// `replay -jN` parses file [`Chunk`]s on them ([`ParsePool`]); `run` parses Kafka messages.
+pub struct Workers {
     jobs: Option<Sender<Job>>,
     workers: Vec<JoinHandle<()>>,
 }
 
-/// A chunk being parsed: [`Pending::wait`] gives its result.
-pub struct Pending(Receiver<Parsed>);
+type Job = Box<dyn FnOnce() + Send>;
 
-impl Pending {
-    /// Waits for the chunk's result.
+/// A job's result to come: [`Pending::wait`] waits for it.
+pub struct Pending<T>(Receiver<T>);
+
+impl<T> Pending<T> {
+    /// Waits for the job's result.
     ///
     /// # Panics
-    /// When the worker parsing it panicked (a parser bug: parsers never panic, whatever the
-    /// bytes; the fuzz targets check it).
-    pub fn wait(self) -> Parsed {
+    /// When the worker running it panicked (a bug: parsers never panic, whatever the bytes;
+    /// the fuzz targets check it).
+    pub fn wait(self) -> T {
         self.0
             .recv()
-            .expect("a parser thread panicked (a bug: please report it)")
+            .expect("a worker thread panicked (a bug: please report it)")
+    }
+
+    /// The job's result if it is done, else `None`.
+    ///
+    /// # Panics
+    /// As [`Pending::wait`].
+    pub fn ready(&self) -> Option<T> {
+        match self.0.try_recv() {
+            Ok(t) => Some(t),
+            Err(TryRecvError::Empty) => None,
+            Err(TryRecvError::Disconnected) => {
+                panic!("a worker thread panicked (a bug: please report it)")
+            }
+        }
     }
 }
 
-impl ParsePool {
-    /// A pool of `threads` workers (at least one).
-    pub fn new(threads: usize) -> Self {
+impl Workers {
+    /// A pool of `threads` workers (at least one), named `{name}-0`, `{name}-1`, ...
+    pub fn new(threads: usize, name: &str) -> Self {
         let (tx, rx) = channel::<Job>();
         let rx = Arc::new(Mutex::new(rx));
         let workers = (0..threads.max(1))
             .map(|i| {
                 let rx = Arc::clone(&rx);
                 std::thread::Builder::new()
-                    .name(format!("parse-{i}"))
+                    .name(format!("{name}-{i}"))
                     .spawn(move || {
                         loop {
                             // the lock is held only to take a job
@@ -361,27 +371,59 @@ impl ParsePool {
                                 Ok(rx) => rx.recv(),
                                 Err(_) => return,
                             };
-                            let Ok(Job {
-                                input,
-                                chunk,
-                                parser,
-                                opts,
-                                reply,
-                            }) = job
-                            else {
+                            let Ok(job) = job else {
                                 return;
                             };
-                            // the driver may have stopped waiting (an error): nothing to do
-                            let _ = reply.send(parse(&input, chunk, parser, opts));
+                            job();
                         }
                     })
-                    .expect("spawning a parse thread")
+                    .expect("spawning a worker thread")
             })
             .collect();
-        ParsePool {
+        Workers {
             jobs: Some(tx),
             workers,
         }
+    }
+
+    /// Worker threads.
+    pub fn threads(&self) -> usize {
+        self.workers.len()
+    }
+
+    /// Hands `job` to a worker.
+    pub fn submit<T: Send + 'static>(
+        &self,
+        job: impl FnOnce() -> T + Send + 'static,
+    ) -> Pending<T> {
+        let (reply, rx) = sync_channel(1);
+        if let Some(jobs) = &self.jobs {
+            // the workers live as long as the pool: a send fails only after one panicked,
+            // which `Pending::wait` reports; the driver may have stopped waiting (an error)
+            let _ = jobs.send(Box::new(move || {
+                let _ = reply.send(job());
+            }));
+        }
+        Pending(rx)
+    }
+}
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        self.jobs = None;
+        for w in self.workers.drain(..) {
+            let _ = w.join();
+        }
+    }
+}
+
+/// [`Workers`] that parse [`Chunk`]s.
+pub struct ParsePool(Workers);
+
+impl ParsePool {
+    /// A pool of `threads` workers (at least one).
+    pub fn new(threads: usize) -> Self {
+        ParsePool(Workers::new(threads, "parse"))
     }
 
     /// Hands `chunk` of `input` to a worker, to be parsed by `parser` with `opts`.
@@ -391,39 +433,24 @@ impl ParsePool {
         chunk: Chunk,
         parser: Box<dyn LineParser>,
         opts: &ReaderOptions,
-    ) -> Pending {
-        let (reply, rx) = sync_channel(1);
-        let job = Job {
-            input: Arc::clone(input),
-            chunk,
-            parser,
-            opts: *opts,
-            reply,
-        };
-        if let Some(jobs) = &self.jobs {
-            // the workers live as long as the pool: a send fails only after one panicked,
-            // which `Pending::wait` reports
-            let _ = jobs.send(job);
-        }
-        Pending(rx)
+    ) -> Pending<Parsed> {
+        let input = Arc::clone(input);
+        let opts = *opts;
+        self.0.submit(move || parse(&input, chunk, parser, opts))
     }
 }
 
-impl Drop for ParsePool {
-    fn drop(&mut self) {
-        self.jobs = None;
-        for w in self.workers.drain(..) {
-            let _ = w.join();
-        }
+/// Jobs in flight, oldest first: their results are taken in the order they were submitted.
+pub struct InFlight<T>(VecDeque<Pending<T>>);
+
+impl<T> Default for InFlight<T> {
+    fn default() -> Self {
+        InFlight(VecDeque::new())
     }
 }
 
-/// An input's chunks in flight, oldest first.
-#[derive(Default)]
-pub struct InFlight(VecDeque<Pending>);
-
-impl InFlight {
-    /// Chunks in flight.
+impl<T> InFlight<T> {
+    /// Jobs in flight.
     pub fn len(&self) -> usize {
         self.0.len()
     }
@@ -434,13 +461,20 @@ impl InFlight {
     }
 
     /// Adds the newest.
-    pub fn push(&mut self, p: Pending) {
+    pub fn push(&mut self, p: Pending<T>) {
         self.0.push_back(p);
     }
 
     /// Waits for the oldest.
-    pub fn wait_oldest(&mut self) -> Option<Parsed> {
+    pub fn wait_oldest(&mut self) -> Option<T> {
         self.0.pop_front().map(Pending::wait)
+    }
+
+    /// The oldest's result if it is done (a newer one done first waits for it).
+    pub fn oldest_ready(&mut self) -> Option<T> {
+        let t = self.0.front()?.ready()?;
+        self.0.pop_front();
+        Some(t)
     }
 }
 

@@ -17,6 +17,7 @@ pub mod config;
 pub mod consumer;
 pub mod deployments;
 pub mod http;
+pub mod messages;
 pub mod metrics;
 pub mod outputs;
 pub mod repartition;
@@ -36,6 +37,10 @@ pub struct RunArgs {
     /// deploy/examples/graywatch.toml.
     #[arg(long, short = 'c', value_name = "FILE")]
     pub config: PathBuf,
+    /// Threads that parse messages, beside the one that polls the consumer, aggregates and
+    /// judges. Default: the machine's cores.
+    #[arg(long, short = 'j', value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub threads: Option<u16>,
 }
 
 /// `graywatch run`: validates the config, starts the HTTP endpoint (and the signal
@@ -73,7 +78,8 @@ pub fn main(args: RunArgs) -> anyhow::Result<()> {
         admin,
     )?;
     tracing::info!(listen = %bound, "http endpoint: {routes}");
-    run::run(config, shutdown, metrics, approved)
+    let threads = args.threads.map_or_else(crate::replay::cores, usize::from);
+    run::run(config, threads, shutdown, metrics, approved)
 }
 
 /// The lines of a message's value, cut at each `\n` as `<[u8]>::split` cuts them (a value

@@ -1,11 +1,13 @@
-//! The `run` driver's main loop: one thread polls the consumer, parses messages into flow
-//! batches per partition, drives stage 1 ([`Aggregate`]) and stage 2 ([`Judge`]: in this
-//! process, or one per owned partition of the repartition topic with `[scale-out]`), and every
-//! `[checkpoint] interval` saves the state with the offsets it covers and commits them.
+//! The `run` driver's main loop: one thread polls the consumer, hands each partition's
+//! messages to worker threads that parse them into flow batches ([`super::messages`]), drives
+//! stage 1 ([`Aggregate`]) with the batches in the order it handed the messages out, and stage
+//! 2 ([`Judge`]: in this process, or one per owned partition of the repartition topic with
+//! `[scale-out]`), and every `[checkpoint] interval` saves the state with the offsets it
+//! covers and commits them.
 //!
 //! ```text
-//!  poll ─▶ message ─▶ lines ─▶ parser ─▶ batch of one partition ─▶ Aggregate ─▶ Judge ─▶ outputs
-//!    │        └─ too large, bad bytes, rejected line ─────────────────────────▶ dead letters
+//!  poll ─▶ messages of one partition ─▶ worker: lines ─▶ parser ─▶ batches ─▶ Aggregate ─▶ Judge ─▶ outputs
+//!    │        └─ too large, empty; rejected line (from the worker) ──────────────────▶ dead letters
 //!    └─ rebalance (inside poll) ─▶ Event ─▶ add / revoke inputs
 //!  every interval: flush batches ─▶ flush producer ─▶ save checkpoint ─▶ commit offsets
 //! ```
@@ -22,16 +24,17 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use detect::pair::{AggregatorSnapshot, PairAggregator};
 use detect::signatures::deploy::DeploymentEvent;
-use ingest::{LineParser, WriterParser};
+use ingest::WriterParser;
+use ingest::parallel::{InFlight, Workers};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
-use schemas::FlowBatchBuilder;
 use serde::{Deserialize, Serialize};
 
 use super::client;
 use super::consumer::{CommitMeta, ConsumerCx, Event, Shared, Start};
 use super::deployments::{self, DeploymentsReader};
+use super::messages::{self, Messages, TopicParser};
 use super::metrics::{Delta, FieldLabel, KindLabel, Metrics, RuleLabel, SignatureLabel};
 use super::outputs::{KafkaOutputError, KafkaOutputs, OutputTopics};
 use super::repartition::{self, PartitionState, TopicExchange};
@@ -45,11 +48,9 @@ use crate::pipeline::{
     StageError,
 };
 
-/// Most rows per flow batch handed to the pipeline.
-const BATCH_ROWS: usize = 8192;
-/// A partition's flow batch is handed to the pipeline once it holds this many bytes
-/// ([`schemas::FlowBatchBuilder::bytes`]), with fewer than [`BATCH_ROWS`] rows if need be.
-const BATCH_BYTES: usize = ingest::source::DEFAULT_BATCH_BYTES;
+/// [`Messages`] being parsed at most, per worker thread: enough that a worker never waits
+/// for the loop to hand out the next, even while stage 2 closes a window.
+const IN_FLIGHT_PER_WORKER: usize = 2;
 /// Messages handled between two looks at the clock (for idle inputs, flushes, checkpoints):
 /// the clock costs more than handling a small message.
 const CLOCK_EVERY: u32 = 256;
@@ -98,24 +99,6 @@ pub struct InputCheckpoint {
     pub state: AggregatorSnapshot,
 }
 
-/// A topic's parser, behind a writer when the shipper names who wrote each message.
-enum TopicParser {
-    Plain(Box<dyn LineParser>),
-    Writer(Box<WriterParser>),
-}
-
-impl TopicParser {
-    fn get(&mut self, headers: &[(&str, &[u8])]) -> &mut dyn LineParser {
-        match self {
-            TopicParser::Plain(p) => p.as_mut(),
-            TopicParser::Writer(w) => {
-                w.set_headers(headers);
-                w.as_mut()
-            }
-        }
-    }
-}
-
 /// One assigned input partition.
 struct Part {
     id: InputId,
@@ -124,20 +107,39 @@ struct Part {
     /// Processing time of its last message (or of its assignment).
     last_data: Instant,
     idle: bool,
-    /// Its flow records parsed but not yet handed to stage 1, with their offsets.
-    builder: FlowBatchBuilder,
-    positions: Vec<i64>,
+    /// Its messages read but not yet handed to a worker.
+    open: Option<Messages>,
 }
 
 /// One input topic.
 struct TopicIn {
     name: String,
-    parser: TopicParser,
+    /// Its parsers not in use by a worker (one more is made when none is free).
+    parsers: Vec<TopicParser>,
+    format: ingest::Format,
+    mapping: ingest::Mapping,
+    writer: ingest::WriterConfig,
     /// Largest message value read, bytes.
     max_message: usize,
     /// Messages and records since metrics were last updated.
     messages: u64,
     records: u64,
+}
+
+impl TopicIn {
+    /// A parser of this topic's format and mapping, behind a writer when one is configured.
+    fn make_parser(&self) -> anyhow::Result<TopicParser> {
+        let base = self.format.parser(&self.mapping)?;
+        Ok(if self.writer.is_empty() {
+            TopicParser::Plain(base)
+        } else {
+            TopicParser::Writer(Box::new(WriterParser::new(
+                base,
+                &self.mapping,
+                self.writer.clone(),
+            )))
+        })
+    }
 }
 
 /// Counter deltas from stage 1 into metrics (stage 2's come from `Judge::new_counts`).
@@ -212,6 +214,12 @@ struct Driver {
     /// The input topics: parser, limits, counts.
     topics: Vec<TopicIn>,
     parts: BTreeMap<(String, i32), Part>,
+    /// The threads that parse messages.
+    workers: Workers,
+    /// Messages being parsed, in the order they were handed out.
+    in_flight: InFlight<messages::Parsed>,
+    /// Emptied [`Messages`], for reuse.
+    spare: Vec<Messages>,
     /// Partition states of the checkpoint loaded at start, taken when assigned.
     restored: HashMap<(String, i32), InputCheckpoint>,
     /// The first assignment has come (after it, restored partitions it did not bring are
@@ -229,7 +237,7 @@ struct Driver {
     all_idle_since: HashMap<i32, Instant>,
     /// Operators' approvals from the admin endpoint.
     approvals: std::sync::mpsc::Receiver<super::http::Approval>,
-    /// Since when rows wait in some partition's builder.
+    /// Since when messages wait in some partition's open [`Messages`].
     unflushed_since: Option<Instant>,
     last_metrics: Instant,
     /// Processing time as of the last look at the clock (read every [`CLOCK_EVERY`] messages).
@@ -306,14 +314,16 @@ fn instance_id(dir: Option<&PathBuf>) -> anyhow::Result<String> {
     }
 }
 
-/// `graywatch run` (see the [module docs](self)). Returns when a shutdown is requested (after
-/// the last checkpoint and commit), or with the error that stopped it.
+/// `graywatch run` (see the [module docs](self)), messages parsed on `threads` worker threads.
+/// Returns when a shutdown is requested (after the last checkpoint and commit), or with the
+/// error that stopped it.
 ///
 /// # Errors
 /// A config without `[kafka]`, a missing input topic, a checkpoint that can't be read, an
 /// output that failed for good.
 pub fn run(
     config: Validated,
+    threads: usize,
     shutdown: Arc<AtomicBool>,
     metrics: Arc<Metrics>,
     approvals: std::sync::mpsc::Receiver<super::http::Approval>,
@@ -468,19 +478,20 @@ pub fn run(
             .writer
             .clone()
             .unwrap_or_else(|| mapping.writer().clone());
-        let base = input.format.parser(&mapping)?;
-        let parser = if writer.is_empty() {
-            TopicParser::Plain(base)
-        } else {
-            TopicParser::Writer(Box::new(WriterParser::new(base, &mapping, writer)))
-        };
-        topics.push(TopicIn {
+        let mut topic = TopicIn {
             name: input.topic.clone(),
-            parser,
+            parsers: Vec::new(),
+            format: input.format.clone(),
+            mapping,
+            writer,
             max_message: input.max_message_bytes,
             messages: 0,
             records: 0,
-        });
+        };
+        // a bad format (an NGINX log_format that does not compile) is a startup error
+        let first = topic.make_parser()?;
+        topic.parsers.push(first);
+        topics.push(topic);
     }
 
     let stage2 = match &config.scale_out {
@@ -515,6 +526,9 @@ pub fn run(
         stage2,
         topics,
         parts: BTreeMap::new(),
+        workers: Workers::new(threads, "parse"),
+        in_flight: InFlight::default(),
+        spare: Vec::new(),
         restored: HashMap::new(),
         assignment_seen: false,
         departed: HashMap::new(),
@@ -690,10 +704,16 @@ impl Driver {
                 ));
             }
             self.now = Instant::now();
-            if let Some(since) = self.unflushed_since
-                && (quiet || self.now.duration_since(since) >= flush_after)
-            {
+            if quiet {
+                // nothing more to read for now: every record read goes through
                 self.flush_all()?;
+            } else {
+                if let Some(since) = self.unflushed_since
+                    && self.now.duration_since(since) >= flush_after
+                {
+                    self.hand_out_all()?;
+                }
+                self.take_ready()?;
             }
             self.check_idle()?;
             self.release_departed()?;
@@ -910,8 +930,7 @@ impl Driver {
                 next,
                 last_data: Instant::now(),
                 idle: false,
-                builder: FlowBatchBuilder::new(),
-                positions: Vec::new(),
+                open: None,
             },
         );
         Ok(())
@@ -973,94 +992,116 @@ impl Driver {
         part.last_data = self.now;
         part.idle = false;
         let payload = m.payload().unwrap_or_default();
-        let headers: Vec<(&str, &[u8])> = match m.headers() {
-            Some(h) => h
-                .iter()
-                .map(|h| (h.key, h.value.unwrap_or_default()))
-                .collect(),
-            None => Vec::new(),
-        };
         let max = self.topics[t].max_message;
-        if payload.iter().all(u8::is_ascii_whitespace) {
-            let id = part.id.clone();
-            let detail = if m.payload().is_none() {
-                "the message has no value"
+        let empty = payload.iter().all(u8::is_ascii_whitespace);
+        if empty || payload.len() > max {
+            let (reason, detail) = if empty && m.payload().is_none() {
+                ("empty-message", "the message has no value".to_owned())
+            } else if empty {
+                ("empty-message", "the message's value is empty".to_owned())
             } else {
-                "the message's value is empty"
+                let n = payload.len();
+                let detail = format!("message of {n} bytes, more than max-message-bytes {max}");
+                ("too-large", detail)
             };
-            return self.dead_letter(
-                &id,
-                offset,
-                m.key(),
-                "empty-message",
-                detail,
-                payload,
-                &headers,
-            );
-        }
-        if payload.len() > max {
             let id = part.id.clone();
-            let detail = format!(
-                "message of {} bytes, more than max-message-bytes {max}",
-                payload.len()
-            );
-            return self.dead_letter(
-                &id,
-                offset,
-                m.key(),
-                "too-large",
-                &detail,
-                payload,
-                &headers,
-            );
+            let headers: Vec<_> = message_headers(m).collect();
+            return self.dead_letter(&id, offset, m.key(), reason, &detail, payload, &headers);
         }
-        let rows_before = part.builder.len();
-        let parser = self.topics[t].parser.get(&headers);
-        let mut rejects = Vec::new();
-        for (i, line) in super::message_lines(payload).enumerate() {
-            let line = line.strip_suffix(b"\r").unwrap_or(line);
-            if line.iter().all(u8::is_ascii_whitespace) {
-                continue;
-            }
-            match parser.parse_line(line, &mut part.builder) {
-                Ok(n) => part.positions.extend(std::iter::repeat_n(offset, n)),
-                Err(r) => rejects.push((i + 1, r)),
-            }
-        }
-        let rows = part.builder.len() - rows_before;
-        let full = part.builder.len() >= BATCH_ROWS || part.builder.bytes() >= BATCH_BYTES;
-        let dropped = part.builder.take_dropped();
-        if !dropped.is_empty() {
-            for (field, n) in [
-                ("request_id", dropped.request_ids),
-                ("upstream_address", dropped.addresses),
-            ] {
-                if n > 0 {
-                    self.metrics
-                        .dropped_values
-                        .get_or_create(&FieldLabel {
-                            field: field.into(),
-                        })
-                        .inc_by(n);
+        let open = part.open.get_or_insert_with(|| {
+            let (key, id) = (self.hot.clone(), part.id.clone());
+            match self.spare.pop() {
+                Some(mut spare) => {
+                    spare.reuse(key, id, t);
+                    spare
                 }
+                None => Messages::new(key, id, t),
             }
-        }
-        if rows > 0 && self.unflushed_since.is_none() {
+        });
+        open.push(offset, payload, m.key(), message_headers(m));
+        let full = open.full();
+        if self.unflushed_since.is_none() {
             self.unflushed_since = Some(self.now);
-        }
-        self.topics[t].records += rows as u64;
-        if !rejects.is_empty() {
-            let id = part.id.clone();
-            for (line, r) in rejects {
-                let detail = format!("line {line} of the message: {}", r.detail);
-                let reason = r.reason.as_str();
-                self.dead_letter(&id, offset, m.key(), reason, &detail, payload, &headers)?;
-            }
         }
         if full {
             let key = self.hot.clone();
-            self.flush_part(&key)?;
+            self.hand_out(&key)?;
+            self.take_ready()?;
         }
+        Ok(())
+    }
+
+    /// Hands partition `key`'s open messages to a worker, with a parser of their topic.
+    fn hand_out(&mut self, key: &(String, i32)) -> anyhow::Result<()> {
+        let Some(open) = self.parts.get_mut(key).and_then(|p| p.open.take()) else {
+            return Ok(());
+        };
+        let topic = &mut self.topics[open.topic];
+        let parser = match topic.parsers.pop() {
+            Some(p) => p,
+            None => topic.make_parser()?,
+        };
+        self.in_flight
+            .push(self.workers.submit(move || messages::parse(open, parser)));
+        Ok(())
+    }
+
+    /// Takes the results of the workers that are done, oldest first (a newer one waits for
+    /// the older ones), and waits for the oldest while more than the workers can keep busy
+    /// are in flight.
+    fn take_ready(&mut self) -> anyhow::Result<()> {
+        while let Some(parsed) = self.in_flight.oldest_ready() {
+            self.take(parsed)?;
+        }
+        while self.in_flight.len() > IN_FLIGHT_PER_WORKER * self.workers.threads() {
+            let parsed = self.in_flight.wait_oldest().expect("messages in flight");
+            self.take(parsed)?;
+        }
+        Ok(())
+    }
+
+    /// Waits for every result in flight and takes each.
+    fn take_all(&mut self) -> anyhow::Result<()> {
+        while let Some(parsed) = self.in_flight.wait_oldest() {
+            self.take(parsed)?;
+        }
+        Ok(())
+    }
+
+    /// A worker's result: its batches into stage 1, its rejected lines to the dead-letter
+    /// topic, counts into metrics; the parser back to its topic.
+    fn take(&mut self, mut parsed: messages::Parsed) -> anyhow::Result<()> {
+        let t = parsed.messages.topic;
+        self.topics[t].records += parsed.records as u64;
+        for (field, n) in [
+            ("request_id", parsed.dropped.request_ids),
+            ("upstream_address", parsed.dropped.addresses),
+        ] {
+            if n > 0 {
+                self.metrics
+                    .dropped_values
+                    .get_or_create(&FieldLabel {
+                        field: field.into(),
+                    })
+                    .inc_by(n);
+            }
+        }
+        self.topics[t].parsers.push(parsed.parser);
+        let id = parsed.messages.input.clone();
+        for (batch, positions) in parsed.batches.drain(..) {
+            let fb = FlowBatch {
+                batch: &batch,
+                positions: Some(&positions),
+            };
+            stage1!(self, |agg, x| agg.process(&id, fb, &mut x))?;
+        }
+        for r in parsed.rejects.drain(..) {
+            let m = parsed.messages.get(r.message);
+            let detail = format!("line {} of the message: {}", r.line, r.reject.detail);
+            let reason = r.reject.reason.as_str();
+            self.dead_letter(&id, m.offset, m.key, reason, &detail, m.value, &m.headers)?;
+        }
+        self.spare.push(parsed.messages);
         Ok(())
     }
 
@@ -1226,42 +1267,33 @@ impl Driver {
         Ok(added)
     }
 
-    /// Hands a partition's parsed rows to stage 1.
+    /// Hands partition `key`'s open messages to a worker and waits until every record read so
+    /// far is in stage 1.
     fn flush_part(&mut self, key: &(String, i32)) -> anyhow::Result<()> {
-        let Some(part) = self.parts.get_mut(key) else {
-            return Ok(());
-        };
-        if part.builder.is_empty() {
-            return Ok(());
-        }
-        let batch = part.builder.finish();
-        let positions = std::mem::take(&mut part.positions);
-        let id = part.id.clone();
-        let fb = FlowBatch {
-            batch: &batch,
-            positions: Some(&positions),
-        };
-        let result = stage1!(self, |agg, x| agg.process(&id, fb, &mut x));
-        if let Some(part) = self.parts.get_mut(key) {
-            part.positions = positions;
-            part.positions.clear();
-        }
-        result
+        self.hand_out(key)?;
+        self.take_all()
     }
 
-    /// Hands every partition's parsed rows to stage 1.
-    fn flush_all(&mut self) -> anyhow::Result<()> {
+    /// Hands every partition's open messages to the workers.
+    fn hand_out_all(&mut self) -> anyhow::Result<()> {
         self.unflushed_since = None;
         let keys: Vec<(String, i32)> = self
             .parts
             .iter()
-            .filter(|(_, p)| !p.builder.is_empty())
+            .filter(|(_, p)| p.open.is_some())
             .map(|(k, _)| k.clone())
             .collect();
         for key in keys {
-            self.flush_part(&key)?;
+            self.hand_out(&key)?;
         }
         Ok(())
+    }
+
+    /// Hands every partition's open messages to the workers and waits until every record read
+    /// so far is in stage 1.
+    fn flush_all(&mut self) -> anyhow::Result<()> {
+        self.hand_out_all()?;
+        self.take_all()
     }
 
     /// Partitions without messages for `idle-timeout` stop holding the watermark back, once
@@ -1642,6 +1674,16 @@ impl Driver {
 
 /// The consumer's fatal error (it can't go on: librdkafka's `rd_kafka_fatal_error`), with
 /// what to do about it when known; `static_id`: its `group.instance.id`, if any.
+/// A message's headers: name and value (an absent value is empty).
+fn message_headers<'m>(
+    m: &'m BorrowedMessage<'_>,
+) -> impl Iterator<Item = (&'m str, &'m [u8])> + 'm {
+    m.headers()
+        .into_iter()
+        .flat_map(|h| h.iter())
+        .map(|h| (h.key, h.value.unwrap_or_default()))
+}
+
 fn fatal(
     code: rdkafka::types::RDKafkaErrorCode,
     reason: &str,

@@ -375,7 +375,7 @@ struct Reading {
 struct Chunked {
     name: Arc<str>,
     reader: ChunkReader,
-    inflight: InFlight,
+    inflight: InFlight<ingest::parallel::Parsed>,
     /// Parsers not in use (each chunk in flight holds one).
     spare: Vec<Box<dyn LineParser>>,
     /// Chunk buffers not in use.
