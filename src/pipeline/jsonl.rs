@@ -1,7 +1,7 @@
 //! [`Outputs`] as JSON lines: stdout, or one file per document kind (what `replay` writes).
 
 use std::fs::File;
-use std::io::{self, BufWriter, Write};
+use std::io::{self, BufWriter, IsTerminal, Write};
 use std::path::Path;
 
 use schemas::{
@@ -183,12 +183,18 @@ pub struct JsonLinesConfig<'a> {
     pub write_windows: bool,
     /// A directory to archive closed windows and findings in, as Parquet ([`crate::archive`]).
     pub archive: Option<&'a Path>,
+    /// Every input is a regular file: no reader waits for a window as it closes, so files
+    /// (and stdout, unless it is a terminal) are written when their buffers fill and at the
+    /// end, not flushed at each window's close (a write call per window: 7 % of the judging
+    /// thread's time on an NGINX log that closes a window every 20 lines).
+    pub batch: bool,
 }
 
 /// [`Outputs`] writing JSON lines, each with its `kind` (`pair-window`, `node-window`,
 /// `finding`, `remediation-command`, `alert`, `audit`): to stdout, or per kind to files; dead letters
-/// to a reject file. Lines reach readers when a window closes, not when a buffer fills, so a
-/// reader of `tail -f access.log | graywatch replay -` sees each window as it closes.
+/// to a reject file. Unless every input is a regular file ([`JsonLinesConfig::batch`]), lines
+/// reach readers when a window closes, not when a buffer fills, so a reader of
+/// `tail -f access.log | graywatch replay -` sees each window as it closes.
 pub struct JsonLinesOutputs {
     stdout: JsonLines,
     windows: Option<JsonLines>,
@@ -199,6 +205,9 @@ pub struct JsonLinesOutputs {
     rejects: Option<JsonLines>,
     write_windows: bool,
     archive: Option<Archive>,
+    /// Flushed at each window's close: all outputs, or (batch) only a terminal stdout.
+    flush_all_at_close: bool,
+    flush_stdout_at_close: bool,
 }
 
 impl JsonLinesOutputs {
@@ -217,6 +226,8 @@ impl JsonLinesOutputs {
             audit: open(config.audit)?,
             rejects: open(config.rejects)?,
             write_windows: config.write_windows,
+            flush_all_at_close: !config.batch,
+            flush_stdout_at_close: !config.batch || io::stdout().is_terminal(),
             archive: config
                 .archive
                 .map(|dir| Archive::open(dir, "replay"))
@@ -323,7 +334,13 @@ impl Outputs for JsonLinesOutputs {
         if let Some(a) = &mut self.archive {
             a.window_closed()?;
         }
-        self.flush()
+        if self.flush_all_at_close {
+            Outputs::flush(self)
+        } else if self.flush_stdout_at_close {
+            self.stdout.flush()
+        } else {
+            Ok(())
+        }
     }
 
     fn idle(&mut self) -> Result<(), JsonLinesError> {

@@ -1078,6 +1078,7 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
         rejects: args.input.rejects.as_deref(),
         write_windows: !args.no_windows,
         archive: args.archive.as_deref(),
+        batch: inputs.iter().all(|i| matches!(i.source, Source::File(_))),
     })?;
     let mut out = Tally {
         inner: outputs,
