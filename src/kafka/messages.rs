@@ -86,6 +86,8 @@ pub struct Messages {
     /// Header names and values: ranges of `names` and `bytes`.
     headers: Vec<(Range<usize>, Range<usize>)>,
     messages: Vec<Stored>,
+    /// Messages refused whole (empty, too large), in order: index, reason, detail.
+    refused: Vec<(usize, &'static str, String)>,
     builder: FlowBatchBuilder,
 }
 
@@ -100,6 +102,7 @@ impl Messages {
             names: String::new(),
             headers: Vec::new(),
             messages: Vec::new(),
+            refused: Vec::new(),
             builder: FlowBatchBuilder::new(),
         }
     }
@@ -113,6 +116,7 @@ impl Messages {
         self.names.clear();
         self.headers.clear();
         self.messages.clear();
+        self.refused.clear();
     }
 
     /// Adds a message (after those added before: offsets only grow in a partition).
@@ -139,6 +143,22 @@ impl Messages {
             key,
             headers: first..self.headers.len(),
         });
+    }
+
+    /// Adds a message refused whole (`reason`, e.g. `too-large`, and `detail`): not parsed,
+    /// but reported among the rejected lines in its place, so that dead letters keep the
+    /// partition's order.
+    pub fn refuse<'h>(
+        &mut self,
+        offset: i64,
+        value: &[u8],
+        key: Option<&[u8]>,
+        headers: impl IntoIterator<Item = (&'h str, &'h [u8])>,
+        reason: &'static str,
+        detail: String,
+    ) {
+        self.refused.push((self.messages.len(), reason, detail));
+        self.push(offset, value, key, headers);
     }
 
     fn append(&mut self, b: &[u8]) -> Range<usize> {
@@ -193,15 +213,25 @@ impl Messages {
     }
 }
 
-/// A line of a message that its parser rejected.
-#[derive(Debug)]
+/// A line of a message that its parser rejected, or a message refused whole.
+#[derive(Debug, PartialEq)]
 pub struct Rejected {
     /// Index of the message in its [`Messages`].
     pub message: usize,
-    /// The line's number in the message's value, from 1.
-    pub line: usize,
-    /// Why.
-    pub reject: Reject,
+    /// The reason's name (a [`ingest::RejectReason`]'s, or `empty-message`, `too-large`).
+    pub reason: &'static str,
+    /// What was wrong: `line N of the message: …` for a rejected line.
+    pub detail: String,
+}
+
+impl Rejected {
+    fn line(message: usize, line: usize, r: &Reject) -> Self {
+        Rejected {
+            message,
+            reason: r.reason.as_str(),
+            detail: format!("line {line} of the message: {}", r.detail),
+        }
+    }
 }
 
 /// What a worker made of a [`Messages`].
@@ -209,7 +239,7 @@ pub struct Parsed {
     /// Flow batches in offset order, each row's offset beside it (one batch per
     /// [`BATCH_ROWS`] rows or [`BATCH_BYTES`] bytes).
     pub batches: Vec<(arrow::array::RecordBatch, Vec<i64>)>,
-    /// Rejected lines, in offset and line order.
+    /// Rejected lines and refused messages, in offset and line order.
     pub rejects: Vec<Rejected>,
     /// Values the flow-record caps dropped.
     pub dropped: DroppedValues,
@@ -230,7 +260,17 @@ pub fn parse(mut messages: Messages, mut parser: TopicParser) -> Parsed {
     let mut records = 0;
     let mut headers = Vec::new();
     let mut builder = std::mem::take(&mut messages.builder);
+    let refused_all = std::mem::take(&mut messages.refused);
+    let mut refused = refused_all.into_iter().peekable();
     for (i, m) in messages.messages.iter().enumerate() {
+        if let Some((_, reason, detail)) = refused.next_if(|r| r.0 == i) {
+            rejects.push(Rejected {
+                message: i,
+                reason,
+                detail,
+            });
+            continue;
+        }
         if matches!(parser, TopicParser::Writer(_)) {
             messages.headers_of(m, &mut headers);
         }
@@ -245,11 +285,7 @@ pub fn parse(mut messages: Messages, mut parser: TopicParser) -> Parsed {
                     positions.extend(std::iter::repeat_n(m.offset, k));
                     records += k;
                 }
-                Err(reject) => rejects.push(Rejected {
-                    message: i,
-                    line: n + 1,
-                    reject,
-                }),
+                Err(reject) => rejects.push(Rejected::line(i, n + 1, &reject)),
             }
         }
         if builder.len() >= BATCH_ROWS || builder.bytes() >= BATCH_BYTES {
@@ -261,6 +297,7 @@ pub fn parse(mut messages: Messages, mut parser: TopicParser) -> Parsed {
     }
     let dropped = builder.take_dropped();
     drop(headers);
+    drop(refused);
     messages.builder = builder;
     Parsed {
         batches,
@@ -336,21 +373,36 @@ mod tests {
         );
         m.push(11, two.as_bytes(), None, []);
         m.push(12, b"{\"start_us\":1}", None, []);
+        m.refuse(13, b"", Some(b"k"), [], "empty-message", "empty".into());
+        m.push(14, line("c", "d", 4).as_bytes(), None, []);
         let parsed = parse(m, flow_parser());
-        assert_eq!(parsed.records, 3);
+        assert_eq!(parsed.records, 4);
         assert_eq!(parsed.batches.len(), 1);
         let (batch, positions) = &parsed.batches[0];
-        assert_eq!(positions, &[10, 11, 11]);
+        assert_eq!(positions, &[10, 11, 11, 14]);
         let records = schemas::flow_records(batch).unwrap();
         assert_eq!(records[0].duration_us, Some(1500));
         assert_eq!(
             (records[2].source.as_str(), records[2].destination.as_str()),
             ("b", "c")
         );
-        let rejects: Vec<(usize, usize)> =
-            parsed.rejects.iter().map(|r| (r.message, r.line)).collect();
-        assert_eq!(rejects, [(1, 4), (2, 1)]);
-        assert_eq!(parsed.messages.get(2).offset, 12);
+        let rejects: Vec<(usize, &str)> = parsed
+            .rejects
+            .iter()
+            .map(|r| (r.message, r.detail.split(':').next().unwrap()))
+            .collect();
+        // the refused message among the rejected lines, in offset order
+        assert_eq!(
+            rejects,
+            [
+                (1, "line 4 of the message"),
+                (2, "line 1 of the message"),
+                (3, "empty")
+            ]
+        );
+        assert_eq!(parsed.rejects[0].reason, "bad-json");
+        assert_eq!(parsed.rejects[2].reason, "empty-message");
+        assert_eq!(parsed.messages.get(3).key, Some(b"k" as &[u8]));
     }
 
     #[test]

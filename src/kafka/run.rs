@@ -51,9 +51,15 @@ use crate::pipeline::{
 /// [`Messages`] being parsed at most, per worker thread: enough that a worker never waits
 /// for the loop to hand out the next, even while stage 2 closes a window.
 const IN_FLIGHT_PER_WORKER: usize = 2;
-/// Messages handled between two looks at the clock (for idle inputs, flushes, checkpoints):
-/// the clock costs more than handling a small message.
+/// Most messages handled between two looks at the clock (for idle inputs, flushes,
+/// checkpoints): the clock costs more than handling a small message.
 const CLOCK_EVERY: u32 = 256;
+/// While messages keep coming, the loop looks at the clock about this often: every
+/// `clock_every` messages, a number halved when they took longer and doubled (up to
+/// [`CLOCK_EVERY`]) when they took under a tenth of it, and 1 after a poll that found nothing.
+/// A trickle of messages never leaves the clock unread for long (at 12 messages/s, 256 of
+/// them took 21 s: `flush-after` and the checkpoint interval were not kept).
+const CLOCK_PERIOD: Duration = Duration::from_millis(10);
 /// How often metrics are updated from the stages' counters (and the loop's liveness).
 const METRICS_EVERY: Duration = Duration::from_millis(100);
 /// How long a broker call at startup may take.
@@ -104,8 +110,11 @@ struct Part {
     id: InputId,
     /// The next offset to read.
     next: i64,
-    /// Processing time of its last message (or of its assignment).
+    /// Processing time of its last message (or of its assignment), as of the first look at
+    /// the clock after it (never earlier than the message: silence is never overstated).
     last_data: Instant,
+    /// A message came since the last look at the clock.
+    fresh: bool,
     idle: bool,
     /// Its messages read but not yet handed to a worker.
     open: Option<Messages>,
@@ -240,7 +249,7 @@ struct Driver {
     /// Since when messages wait in some partition's open [`Messages`].
     unflushed_since: Option<Instant>,
     last_metrics: Instant,
-    /// Processing time as of the last look at the clock (read every [`CLOCK_EVERY`] messages).
+    /// Processing time as of the last look at the clock (see [`CLOCK_PERIOD`]).
     now: Instant,
     /// The partition of the last message, reused as a map key without allocating.
     hot: (String, i32),
@@ -676,6 +685,7 @@ impl Driver {
     ) -> anyhow::Result<()> {
         let flush_after = self.config.runtime.flush_after;
         let mut handled = 0u32;
+        let mut clock_every = 1;
         while !shutdown.load(Ordering::SeqCst) {
             let message = consumer.poll(Duration::from_millis(100));
             self.handle_events()?;
@@ -692,7 +702,7 @@ impl Driver {
                 None => true,
             };
             handled += 1;
-            if !quiet && handled < CLOCK_EVERY {
+            if !quiet && handled < clock_every {
                 continue;
             }
             handled = 0;
@@ -703,7 +713,17 @@ impl Driver {
                     consumer.context().static_id.as_deref(),
                 ));
             }
-            self.now = Instant::now();
+            let now = Instant::now();
+            clock_every = if quiet {
+                1 // nothing came for a while: whatever comes next, the clock is read at once
+            } else {
+                next_clock_every(clock_every, now.duration_since(self.now))
+            };
+            self.now = now;
+            for p in self.parts.values_mut().filter(|p| p.fresh) {
+                p.last_data = now;
+                p.fresh = false;
+            }
             if quiet {
                 // nothing more to read for now: every record read goes through
                 self.flush_all()?;
@@ -929,6 +949,7 @@ impl Driver {
                 id,
                 next,
                 last_data: Instant::now(),
+                fresh: false,
                 idle: false,
                 open: None,
             },
@@ -989,25 +1010,11 @@ impl Driver {
             return Ok(());
         };
         part.next = offset + 1;
-        part.last_data = self.now;
+        part.fresh = true;
         part.idle = false;
         let payload = m.payload().unwrap_or_default();
         let max = self.topics[t].max_message;
         let empty = payload.iter().all(u8::is_ascii_whitespace);
-        if empty || payload.len() > max {
-            let (reason, detail) = if empty && m.payload().is_none() {
-                ("empty-message", "the message has no value".to_owned())
-            } else if empty {
-                ("empty-message", "the message's value is empty".to_owned())
-            } else {
-                let n = payload.len();
-                let detail = format!("message of {n} bytes, more than max-message-bytes {max}");
-                ("too-large", detail)
-            };
-            let id = part.id.clone();
-            let headers: Vec<_> = message_headers(m).collect();
-            return self.dead_letter(&id, offset, m.key(), reason, &detail, payload, &headers);
-        }
         let open = part.open.get_or_insert_with(|| {
             let (key, id) = (self.hot.clone(), part.id.clone());
             match self.spare.pop() {
@@ -1018,7 +1025,21 @@ impl Driver {
                 None => Messages::new(key, id, t),
             }
         });
-        open.push(offset, payload, m.key(), message_headers(m));
+        if empty || payload.len() > max {
+            // refused whole, its dead letter sent in its place among the partition's
+            let (reason, detail) = if empty && m.payload().is_none() {
+                ("empty-message", "the message has no value".to_owned())
+            } else if empty {
+                ("empty-message", "the message's value is empty".to_owned())
+            } else {
+                let n = payload.len();
+                let detail = format!("message of {n} bytes, more than max-message-bytes {max}");
+                ("too-large", detail)
+            };
+            open.refuse(offset, payload, m.key(), message_headers(m), reason, detail);
+        } else {
+            open.push(offset, payload, m.key(), message_headers(m));
+        }
         let full = open.full();
         if self.unflushed_since.is_none() {
             self.unflushed_since = Some(self.now);
@@ -1097,9 +1118,9 @@ impl Driver {
         }
         for r in parsed.rejects.drain(..) {
             let m = parsed.messages.get(r.message);
-            let detail = format!("line {} of the message: {}", r.line, r.reject.detail);
-            let reason = r.reject.reason.as_str();
-            self.dead_letter(&id, m.offset, m.key, reason, &detail, m.value, &m.headers)?;
+            self.dead_letter(
+                &id, m.offset, m.key, r.reason, &r.detail, m.value, &m.headers,
+            )?;
         }
         self.spare.push(parsed.messages);
         Ok(())
@@ -1674,6 +1695,18 @@ impl Driver {
 
 /// The consumer's fatal error (it can't go on: librdkafka's `rd_kafka_fatal_error`), with
 /// what to do about it when known; `static_id`: its `group.instance.id`, if any.
+/// Messages to handle before the next look at the clock, after `every` of them took `took`
+/// (see [`CLOCK_PERIOD`]).
+fn next_clock_every(every: u32, took: Duration) -> u32 {
+    if took > CLOCK_PERIOD {
+        (every / 2).max(1)
+    } else if took < CLOCK_PERIOD / 10 {
+        (every * 2).min(CLOCK_EVERY)
+    } else {
+        every
+    }
+}
+
 /// A message's headers: name and value (an absent value is empty).
 fn message_headers<'m>(
     m: &'m BorrowedMessage<'_>,
@@ -1715,5 +1748,31 @@ fn lift(e: StageError<KafkaOutputError>) -> anyhow::Error {
     match e {
         StageError::Output(o) => o.into(),
         other => other.into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_trickle_of_messages_has_the_clock_read_at_each() {
+        // from a busy stretch into 12 messages/s: the clock is read at each message within 8 looks
+        let mut every = CLOCK_EVERY;
+        let mut looks = 0;
+        while every > 1 {
+            every = next_clock_every(every, Duration::from_millis(83) * every);
+            looks += 1;
+        }
+        assert_eq!(looks, 8);
+        assert_eq!(next_clock_every(1, Duration::from_millis(83)), 1);
+        // a busy partition: back to every 256 messages (1 µs each)
+        let mut every = 1;
+        for _ in 0..8 {
+            every = next_clock_every(every, Duration::from_micros(1) * every);
+        }
+        assert_eq!(every, CLOCK_EVERY);
+        // about CLOCK_PERIOD: kept
+        assert_eq!(next_clock_every(32, Duration::from_millis(5)), 32);
     }
 }
