@@ -243,12 +243,17 @@ pub struct Parsed {
     pub rejects: Vec<Rejected>,
     /// Values the flow-record caps dropped.
     pub dropped: DroppedValues,
-    /// Flow records parsed.
-    pub records: usize,
     /// The messages parsed (for the rejected ones' dead letters, then reuse).
     pub messages: Messages,
     /// The parser that read them (back to its topic).
     pub parser: TopicParser,
+}
+
+impl Parsed {
+    /// Flow records parsed.
+    pub fn records(&self) -> usize {
+        self.batches.iter().map(|(b, _)| b.num_rows()).sum()
+    }
 }
 
 /// Parses `messages` with `parser`: each message's value cut into lines at `\n` (a `\r`
@@ -257,11 +262,9 @@ pub fn parse(mut messages: Messages, mut parser: TopicParser) -> Parsed {
     let mut batches = Vec::new();
     let mut rejects = Vec::new();
     let mut positions = Vec::new();
-    let mut records = 0;
     let mut headers = Vec::new();
     let mut builder = std::mem::take(&mut messages.builder);
-    let refused_all = std::mem::take(&mut messages.refused);
-    let mut refused = refused_all.into_iter().peekable();
+    let mut refused = std::mem::take(&mut messages.refused).into_iter().peekable();
     for (i, m) in messages.messages.iter().enumerate() {
         if let Some((_, reason, detail)) = refused.next_if(|r| r.0 == i) {
             rejects.push(Rejected {
@@ -281,10 +284,7 @@ pub fn parse(mut messages: Messages, mut parser: TopicParser) -> Parsed {
                 continue;
             }
             match p.parse_line(line, &mut builder) {
-                Ok(k) => {
-                    positions.extend(std::iter::repeat_n(m.offset, k));
-                    records += k;
-                }
+                Ok(k) => positions.extend(std::iter::repeat_n(m.offset, k)),
                 Err(reject) => rejects.push(Rejected::line(i, n + 1, &reject)),
             }
         }
@@ -297,13 +297,11 @@ pub fn parse(mut messages: Messages, mut parser: TopicParser) -> Parsed {
     }
     let dropped = builder.take_dropped();
     drop(headers);
-    drop(refused);
     messages.builder = builder;
     Parsed {
         batches,
         rejects,
         dropped,
-        records,
         messages,
         parser,
     }
@@ -376,7 +374,7 @@ mod tests {
         m.refuse(13, b"", Some(b"k"), [], "empty-message", "empty".into());
         m.push(14, line("c", "d", 4).as_bytes(), None, []);
         let parsed = parse(m, flow_parser());
-        assert_eq!(parsed.records, 4);
+        assert_eq!(parsed.records(), 4);
         assert_eq!(parsed.batches.len(), 1);
         let (batch, positions) = &parsed.batches[0];
         assert_eq!(positions, &[10, 11, 11, 14]);

@@ -1093,7 +1093,7 @@ impl Driver {
     /// topic, counts into metrics; the parser back to its topic.
     fn take(&mut self, mut parsed: messages::Parsed) -> anyhow::Result<()> {
         let t = parsed.messages.topic;
-        self.topics[t].records += parsed.records as u64;
+        self.topics[t].records += parsed.records() as u64;
         for (field, n) in [
             ("request_id", parsed.dropped.request_ids),
             ("upstream_address", parsed.dropped.addresses),
