@@ -136,8 +136,11 @@ impl Alerts {
     ///
     /// - A finding whose dedup key has no open incident opens one: a [`AlertAction::Trigger`]
     ///   with summary `<signature> at <subject>: <finding summary>`.
-    /// - Further findings for an open incident (in this window or later ones) raise nothing;
-    ///   they update its latest finding and its severity (the highest seen).
+    /// - Further findings for an open incident (in this window or later ones) update its
+    ///   latest finding and its severity (the highest seen); they raise nothing, but for one
+    ///   that raises the severity (a deployment's changed call pattern, a warning, turned
+    ///   critical when its harm showed): a [`AlertAction::Trigger`] again, same dedup key,
+    ///   the new severity and the finding's summary, so a pager routing by severity hears it.
     /// - An open incident with no finding in `resolve_after` windows in a row (see
     ///   [`Alerts::new`]) is closed: a [`AlertAction::Resolve`]
     ///   with the same dedup key, the incident's severity and its latest finding, summary
@@ -151,7 +154,17 @@ impl Alerts {
             let key = finding_dedup_key(finding);
             match self.state.open.get_mut(&key) {
                 Some(incident) => {
-                    incident.severity = incident.severity.max(finding.severity);
+                    if finding.severity > incident.severity {
+                        alerts.push(alert(
+                            AlertAction::Trigger,
+                            &key,
+                            format!("{}: {}", incident.label, finding.summary),
+                            finding.severity,
+                            now_us,
+                            &finding.id,
+                        ));
+                        incident.severity = finding.severity;
+                    }
                     incident.finding.clone_from(&finding.id);
                     incident.quiet_windows = 0;
                 }
@@ -326,26 +339,41 @@ mod tests {
             "black-hole at node catalog: no successful responses"
         );
 
-        // Windows 1 and 2: still there (and worse in 2) → nothing new.
+        // Window 1: still there → nothing new; window 2: worse → a trigger again, same key,
+        // the new severity; window 3: critical still, a warning too → nothing new.
         let a = alerts.on_window(end(1), &[finding(node("catalog"), 1, Severity::Warning)]);
         assert!(a.is_empty());
         let a = alerts.on_window(end(2), &[finding(node("catalog"), 2, Severity::Critical)]);
-        assert!(a.is_empty());
-
-        // Window 3: no finding → resolve with the same key, the highest severity seen and
-        // the latest finding (window 2 starts at T0 + 20 s).
-        let a = alerts.on_window(end(3), &[]);
-        assert_eq!(actions(&a), [(Resolve, key)]);
-        assert_eq!(a[0].at_us, 1_674_982_240_000_000);
+        assert_eq!(actions(&a), [(Trigger, key)]);
         assert_eq!(a[0].severity, Severity::Critical);
         assert_eq!(a[0].finding, "black-hole/node/catalog/1674982220000000");
+        assert_eq!(
+            a[0].summary,
+            "black-hole at node catalog: no successful responses"
+        );
+        let a = alerts.on_window(
+            end(3),
+            &[
+                finding(node("catalog"), 3, Severity::Critical),
+                finding(node("catalog"), 3, Severity::Warning),
+            ],
+        );
+        assert!(a.is_empty());
+
+        // Window 4: no finding → resolve with the same key, the highest severity seen and
+        // the latest finding (window 3 starts at T0 + 30 s).
+        let a = alerts.on_window(end(4), &[]);
+        assert_eq!(actions(&a), [(Resolve, key)]);
+        assert_eq!(a[0].at_us, 1_674_982_250_000_000);
+        assert_eq!(a[0].severity, Severity::Critical);
+        assert_eq!(a[0].finding, "black-hole/node/catalog/1674982230000000");
         assert_eq!(a[0].summary, "resolved: black-hole at node catalog");
 
-        // Window 4: still quiet → nothing; window 5: back → a new trigger.
-        assert!(alerts.on_window(end(4), &[]).is_empty());
-        let a = alerts.on_window(end(5), &[finding(node("catalog"), 5, Severity::Warning)]);
+        // Window 5: still quiet → nothing; window 6: back → a new trigger.
+        assert!(alerts.on_window(end(5), &[]).is_empty());
+        let a = alerts.on_window(end(6), &[finding(node("catalog"), 6, Severity::Warning)]);
         assert_eq!(actions(&a), [(Trigger, key)]);
-        assert_eq!(a[0].at_us, T0 + 60_000_000);
+        assert_eq!(a[0].at_us, T0 + 70_000_000);
     }
 
     #[test]

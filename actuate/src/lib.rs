@@ -135,6 +135,7 @@ struct Rule {
     signature: Signature,
     rule: Option<String>,
     subject: String,
+    min_severity: schemas::Severity,
     ttl_us: i64,
     pattern: std::sync::Arc<dyn OperationalPattern>,
 }
@@ -142,6 +143,7 @@ struct Rule {
 impl Rule {
     fn matches(&self, f: &Finding) -> bool {
         f.signature == self.signature
+            && f.severity >= self.min_severity
             && (self.rule.is_none() || self.rule == f.rule)
             && glob(&self.subject, &f.subject.key())
     }
@@ -356,6 +358,7 @@ impl TryFrom<ActuateConfig> for Actuator {
                 signature: r.signature,
                 rule: r.rule.clone(),
                 subject: r.subject.clone(),
+                min_severity: r.min_severity,
                 ttl_us,
                 pattern: pattern.into(),
             });

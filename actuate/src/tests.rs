@@ -304,6 +304,46 @@ fn commands_expire_as_event_time_passes_without_records() {
 }
 
 #[test]
+fn a_rule_with_min_severity_waits_for_its_incident_to_turn_critical() {
+    let warned = |i| {
+        let mut f = deploy("pricing", "v2.6.0", i);
+        f.severity = Severity::Warning;
+        f
+    };
+    // the default policy, and the same written out
+    for text in [
+        "",
+        "[[policy]]\nsignature = \"deploy-regression\"\nmin-severity = \"critical\"\n\
+         pattern = \"quarantine\"\n",
+    ] {
+        let mut actuator = Actuator::try_from(config(text)).unwrap();
+        let a = actuator.on_window(window(0), &[warned(0)], &[]);
+        assert!(a.commands.is_empty(), "{text:?}: {:?}", a.commands);
+        assert_eq!(a.alerts.len(), 1, "the warning is alerted");
+        assert_eq!(a.alerts[0].severity, Severity::Warning);
+        let a = actuator.on_window(window(1), &[deploy("pricing", "v2.6.0", 1)], &[]);
+        assert_eq!(a.commands.len(), 1, "{text:?}");
+        assert_eq!(
+            a.commands[0].id,
+            "quarantine/version/pricing/v2.6.0/1674982220000000"
+        );
+        assert_eq!(a.alerts[0].severity, Severity::Critical);
+    }
+    // without min-severity, a rule acts on warnings too
+    let mut actuator = Actuator::try_from(config(
+        "[[policy]]\nsignature = \"deploy-regression\"\npattern = \"quarantine\"\n",
+    ))
+    .unwrap();
+    assert_eq!(
+        actuator
+            .on_window(window(0), &[warned(0)], &[])
+            .commands
+            .len(),
+        1
+    );
+}
+
+#[test]
 fn rails_refuse_and_say_which_once_per_incident() {
     let mut actuator = Actuator::try_from(config(
         "[rails]\nmax-active = 2\nmax-new-per-minute = 10\nmax-blast-radius = 0.25\n\
