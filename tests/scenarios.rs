@@ -39,10 +39,20 @@ fn a_segmentation_breach_names_the_room_and_its_offending_sources_at_once() {
 
 #[test]
 fn a_deployment_that_changed_its_fan_out_is_named_by_service_and_version() {
-    // seed 5: cart, which receives about 20 requests a window
+    // seed 5: cart, which receives about 20 requests a window. The changed call pattern is a
+    // warning within two windows of the rollout's first request; the incident turns critical
+    // when the cache slows, later
     for seed in [1, 5] {
         let r = run(Scenario::DeployFanout, seed);
         assert_eq!(r.detected, Some(true), "seed {seed}: {r:?}");
+        let (first, critical) = (r.windows_to_detect.unwrap(), r.windows_to_critical.unwrap());
+        assert!(first <= 2, "seed {seed}: {r:?}");
+        assert!(critical > first, "seed {seed}: {r:?}");
+        assert!(
+            r.false_findings.is_empty(),
+            "seed {seed}: {:?}",
+            r.false_findings
+        );
     }
 }
 

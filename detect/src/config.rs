@@ -255,11 +255,14 @@ pub struct DeployConfig {
     /// Calls per request to a destination changed by at least this factor (ratio >= 1), or
     /// a destination appeared or vanished, for the call pattern to have changed. Default 2.
     pub pattern_factor: f64,
-    /// Least requests (count) a version must have received in a window for its call pattern
-    /// and latency to be compared (the pattern's change must also be improbable by its count
-    /// of calls, so a few requests are enough to see a fan-out multiplied). Default 5.
+    /// Least requests (count) a version must have received for its call pattern (since its
+    /// watch began) and its latency (in a window) to be compared (the pattern's change must
+    /// also be improbable by its count of calls, so a few requests are enough to see a fan-out
+    /// multiplied). Default 5.
     pub min_requests: u64,
-    /// Debounce (see `[detect.anomaly]`). Default 2 of 3, 6.
+    /// Debounce (see `[detect.anomaly]`). Default 1 of 1, 6: the detector keeps its own
+    /// evidence over the watch (the call pattern on the calls summed since the rollout began,
+    /// a version slower alone in two judged windows in a row), so its first firing opens.
     pub debounce: DebounceConfig,
     /// A deploy history: a JSON-lines file of deployments (see
     /// [`crate::signatures::deploy::DeploymentEvent`]), read once when the config is
@@ -278,8 +281,8 @@ impl Default for DeployConfig {
             pattern_factor: 2.0,
             min_requests: 5,
             debounce: DebounceConfig {
-                open_after: 2,
-                of_windows: 3,
+                open_after: 1,
+                of_windows: 1,
                 resolve_after: 6,
             },
             events: None,

@@ -56,6 +56,9 @@ pub struct RunResult {
     pub time_to_detect_us: Option<i64>,
     /// Windows after the onset's window.
     pub windows_to_detect: Option<i64>,
+    /// Windows after the onset's window to the first right finding that is `critical` (a
+    /// deployment's changed call pattern is a warning until its harm shows).
+    pub windows_to_critical: Option<i64>,
     /// Findings not about the incident.
     pub false_findings: Vec<String>,
     /// Event time simulated, hours.
@@ -199,6 +202,7 @@ pub fn run_one(
         involved.extend(f.related.iter().map(|r| r.name.clone()));
     }
     let mut first: Option<&schemas::Finding> = None;
+    let mut first_critical: Option<&schemas::Finding> = None;
     let mut false_findings = Vec::new();
     for f in &collected.findings {
         let Some(inc) = incident else {
@@ -208,6 +212,11 @@ pub fn run_one(
         if right(f) {
             if first.is_none_or(|x| f.window.start_us < x.window.start_us) {
                 first = Some(f);
+            }
+            if f.severity == schemas::Severity::Critical
+                && first_critical.is_none_or(|x| f.window.start_us < x.window.start_us)
+            {
+                first_critical = Some(f);
             }
             continue;
         }
@@ -226,23 +235,31 @@ pub fn run_one(
         time_to_detect_us: first
             .zip(incident)
             .map(|(f, i)| f.window.end_us - visible_from_us(i)),
-        windows_to_detect: first.zip(incident).map(|(f, i)| {
-            f.window.start_us.div_euclid(window_us) - visible_from_us(i).div_euclid(window_us)
-        }),
+        windows_to_detect: first
+            .zip(incident)
+            .map(|(f, i)| windows_after(f, i, window_us)),
+        windows_to_critical: first_critical
+            .zip(incident)
+            .map(|(f, i)| windows_after(f, i, window_us)),
         false_findings,
         hours,
     })
+}
+
+/// Windows from the one `incident` can first be seen in to `finding`'s.
+fn windows_after(finding: &schemas::Finding, incident: &Incident, window_us: i64) -> i64 {
+    finding.window.start_us.div_euclid(window_us) - visible_from_us(incident).div_euclid(window_us)
 }
 
 /// The results as a table, then per scenario: detected runs, median and worst windows to
 /// detect, false findings per hour.
 pub fn render(results: &[RunResult]) -> String {
     let mut s = String::from(
-        "scenario          seed  detected  time to detect  windows  false findings (per hour)\n",
+        "scenario          seed  detected  time to detect  windows  critical  false findings (per hour)\n",
     );
     for r in results {
         s += &format!(
-            "{:<17} {:>4}  {:<8}  {:>14}  {:>7}  {} ({:.2})\n",
+            "{:<17} {:>4}  {:<8}  {:>14}  {:>7}  {:>8}  {} ({:.2})\n",
             r.scenario.as_str(),
             r.seed,
             match r.detected {
@@ -252,6 +269,8 @@ pub fn render(results: &[RunResult]) -> String {
             r.time_to_detect_us
                 .map_or("-".to_owned(), |t| format!("{:.0} s", t as f64 / 1e6)),
             r.windows_to_detect
+                .map_or("-".to_owned(), |w| w.to_string()),
+            r.windows_to_critical
                 .map_or("-".to_owned(), |w| w.to_string()),
             r.false_findings.len(),
             r.false_findings.len() as f64 / r.hours.max(1e-9)

@@ -4,24 +4,40 @@
 //! Versions come from the records (`destination_version` of requests a service receives,
 //! `source_version` of the calls it makes), through the pairs' zone/version breakdowns. Per
 //! service and version the detector learns the **call pattern**: calls per request to each
-//! destination (requests `S@v → D` ÷ requests received by `S@v`, an EWMA over windows with at
-//! least `min-requests` received) and the mean latency of requests to `S@v`.
+//! destination (requests `S@v → D` ÷ requests received by `S@v`, both summed over the windows
+//! it was seen in with decaying weights, see [`PATTERN_MEMORY`]) and the mean latency of
+//! requests to `S@v`.
 //!
 //! A version of a service seen for at least 30 windows that was never seen before starts a
-//! **watch** of `watch` (10 min). In each watched window it fires on `version/<S>/<v>` when
+//! **watch** of `watch` (10 min). In each watched window it fires on `version/<S>/<v>`:
 //!
 //! ```text
-//!    (the call pattern changed  ∧  (downstream pairs slower or failing  ∨  S@v slower))
-//!  ∨ (the same call pattern  ∧  S@v slower  ∧  no downstream pair slower or failing)
+//!  critical:  (the call pattern changed  ∧  (downstream pairs slower or failing  ∨  S@v slower))
+//!           ∨ (the same call pattern  ∧  S@v slower in two judged windows in a row
+//!                                    ∧  no downstream pair slower or failing)
+//!  warning:    the call pattern changed in calls made per request, no harm seen yet
 //! ```
 //!
-//! where *downstream* pairs are the pairs into S's destinations and their destinations (two
+//! The warning names a fan-out change as soon as its count of calls is improbable, before the
+//! harm it may cause shows (a cache thrashed slowly); the incident turns critical when the
+//! harm follows. A change that was meant (a new feature calling a new service) stays a warning
+//! (the default quarantine policy acts on critical findings only, `min-severity`). A
+//! destination either version called where it received nothing (a window, or a zone, without
+//! requests; more than [`MAX_IDLE_SHARE`] of its calls) is called per instance
+//! (log shipping, health checks): its calls per request move with the load, and its change
+//! alone is no warning.
+//!
+//! Where *downstream* pairs are the pairs into S's destinations and their destinations (two
 //! hops, whoever calls them: a shared cache the new version thrashes slows everyone's calls),
 //! *slower or failing* is a p99 at least `latency-factor` × its baseline with P ≤
 //! `max-tail-probability`, or an error ratio whose binomial tail is that improbable, and the
 //! pattern *changed* when calls per request to a destination moved by `pattern-factor` (either
 //! way) or a destination with at least 0.1 calls per request appeared or vanished, with a
-//! count of calls that improbable under the old pattern (Poisson).
+//! count of calls that improbable if both versions called at one rate (see
+//! [`pattern_changes`]). The pattern is judged on
+//! the calls and requests summed since the watch began (once they reach `min-requests`: the
+//! first windows of a rollout get a few requests each), the version's own latency only in
+//! windows where it received `min-requests`.
 //!
 //! *S@v slower*: the lower median of its windows' mean latencies since the watch began is at
 //! least `latency-factor` × the previous version's mean latency — what it was (an EWMA over
@@ -42,8 +58,8 @@
 //! call pattern changed (related: `suspect-version`, `previous-version`, `destination` /
 //! `new-destination` / `vanished-destination` with calls per request); evidence: the worst
 //! downstream pair's p99 with its tail probability, and the changed calls per request.
-//! Severity `critical`. A deployment that changes neither the call pattern nor the latency
-//! gives nothing, whatever happens elsewhere.
+//! A deployment that changes neither the call pattern nor the latency gives nothing, whatever
+//! happens elsewhere.
 //!
 //! # Deployment events
 //!
@@ -67,7 +83,7 @@ use std::sync::Arc;
 
 use schemas::{Finding, PairWindow, Severity, Signature, Subject};
 use serde::{Deserialize, Serialize};
-use statrs::distribution::{ContinuousCDF, DiscreteCDF, Normal, Poisson};
+use statrs::distribution::{Binomial, ContinuousCDF, DiscreteCDF, Normal};
 
 use crate::adaptive::Score;
 use crate::config::DeployConfig;
@@ -86,9 +102,23 @@ const KNOWN_AFTER: u32 = 30;
 /// EWMA weight of a window in a version's call pattern.
 const PATTERN_ALPHA: f64 = 0.1;
 
+/// Requests a version's call pattern remembers, about: each window's weight in the decayed
+/// sums of requests and calls is its requests ÷ this, between a tenth of [`PATTERN_ALPHA`] and
+/// [`PATTERN_ALPHA`]. Sums, not a mean of each window's calls per request: a call made per
+/// instance and not per request (log shipping, health checks) would give a quiet service's
+/// busy windows fewer calls per request, and a mean over the windows busy enough to judge
+/// would be biased low.
+const PATTERN_MEMORY: f64 = 200.0;
+
 /// Requests a version's mean latency and its spread remember (the weight of a window in their
 /// EWMA is its timed requests ÷ this, at least a hundredth).
 const LATENCY_MEMORY: f64 = 1_000.0;
+
+/// Share of a destination's calls made where no request was received above which it is
+/// called per instance (log shipping, health checks), not per request: its calls per request
+/// move with the load, and its change alone is not a warning. A request-driven call lands in
+/// a window without requests only across a window's edge (a few ms of 10 s).
+const MAX_IDLE_SHARE: f64 = 0.05;
 
 /// Calls per request below which a destination is not part of the pattern.
 const MIN_CALLS_PER_REQUEST: f64 = 0.1;
@@ -225,8 +255,19 @@ struct Version {
     last_seen_us: i64,
     /// Windows with at least `min-requests` received.
     windows: u32,
-    /// Calls per request to each destination (EWMA).
+    /// Calls per request to each destination: `calls_sum ÷ received_sum`.
     calls_per_request: BTreeMap<String, f64>,
+    /// Requests received, a decayed sum over every window the version was seen in (see
+    /// [`PATTERN_MEMORY`]).
+    #[serde(default)]
+    received_sum: f64,
+    /// Calls made to each destination, decayed sums with `received_sum`.
+    #[serde(default)]
+    calls_sum: BTreeMap<String, f64>,
+    /// Of `calls_sum`, the calls made in a zone and window where the version received no
+    /// request (decayed alike): calls made per instance, not per request.
+    #[serde(default)]
+    idle_calls_sum: BTreeMap<String, f64>,
     /// Mean latency of requests it received, µs (EWMA over about [`LATENCY_MEMORY`] requests).
     latency_us: f64,
     /// Variance of one request's latency, µs² (EWMA of `timed` × (window mean − mean)²: a
@@ -259,6 +300,18 @@ struct Watch {
     /// version's durations, for a side-by-side comparison within zones.
     #[serde(default)]
     zones: BTreeMap<String, ZoneSums>,
+    /// Requests the new version received since the watch began, count.
+    #[serde(default)]
+    received: u64,
+    /// Calls the new version made to each destination since the watch began, count.
+    #[serde(default)]
+    calls: BTreeMap<String, u64>,
+    /// Judged windows in a row in which the new version was slower.
+    #[serde(default)]
+    slower_run: u32,
+    /// Of `calls`, those made in a window, or a zone, where it received nothing.
+    #[serde(default)]
+    idle_calls: BTreeMap<String, u64>,
 }
 
 /// One zone over a watch: the new version's timed requests, and the previous version's timed
@@ -306,6 +359,10 @@ struct Traffic<'a> {
     calls: BTreeMap<&'a str, u64>,
     /// Timed requests and their durations (µs) by the zone that received them.
     zones: BTreeMap<&'a str, (u64, u64)>,
+    /// Requests received by zone (the records that name it).
+    zone_received: BTreeMap<&'a str, u64>,
+    /// Calls made by zone (the caller's, when the records name it), per destination.
+    zone_calls: BTreeMap<&'a str, BTreeMap<&'a str, u64>>,
 }
 
 /// The deployment-regression detector.
@@ -353,14 +410,19 @@ fn traffic<'a>(
                     let zs = e.zones.entry(z).or_default();
                     zs.0 += b.timed;
                     zs.1 = zs.1.saturating_add(b.duration_sum_us);
+                    *e.zone_received.entry(z).or_default() += b.requests;
                 }
             }
             if let Some(v) = b.source_version.as_deref().or(src_from) {
-                *t.entry((&p.source, v))
-                    .or_default()
-                    .calls
-                    .entry(&p.destination)
-                    .or_default() += b.requests;
+                let e = t.entry((&p.source, v)).or_default();
+                *e.calls.entry(&p.destination).or_default() += b.requests;
+                if let Some(z) = &b.source_zone {
+                    *e.zone_calls
+                        .entry(z)
+                        .or_default()
+                        .entry(&p.destination)
+                        .or_default() += b.requests;
+                }
             }
         }
         let rest = p.requests.saturating_sub(covered);
@@ -380,16 +442,37 @@ fn traffic<'a>(
     t
 }
 
-/// How calls per request changed from `before` to this window's `calls` (per destination) in
-/// `received` requests: (destination, now, before), for destinations that moved by `factor`
-/// either way, or appeared or vanished (crossed [`MIN_CALLS_PER_REQUEST`]), **and** whose
-/// count is improbable under the old pattern: P(X ≥ calls) (a rise) or P(X ≤ calls) (a fall)
-/// at most `max_p`, for X ~ Poisson(before × received), `before` floored at a tenth of
-/// [`MIN_CALLS_PER_REQUEST`] (`statrs`). Counts per request vary less than Poisson's when a
-/// call is made a fixed number of times, so the test is conservative; it keeps a handful of
-/// requests from looking like a new pattern (0.17 → 0.08 calls per request is 5 calls → 2).
+/// A version's calls in `t` made where it received nothing: in a window without requests, or
+/// by a zone that received none in it (per destination).
+fn idle_calls<'a>(t: &Traffic<'a>) -> BTreeMap<&'a str, u64> {
+    if t.received == 0 {
+        return t.calls.clone();
+    }
+    let mut idle: BTreeMap<&str, u64> = BTreeMap::new();
+    for (z, calls) in &t.zone_calls {
+        if t.zone_received.get(z).copied().unwrap_or(0) == 0 {
+            for (d, n) in calls {
+                *idle.entry(*d).or_default() += n;
+            }
+        }
+    }
+    idle
+}
+
+/// How calls per request changed from `before` (the previous version's, learned over
+/// `before_requests` requests) to `calls` (per destination) in `received` requests: (destination,
+/// now, before), for destinations that moved by `factor` either way, or appeared or vanished
+/// (crossed [`MIN_CALLS_PER_REQUEST`]), **and** whose count is improbable if both versions
+/// called at one rate: the conditional test of two Poisson rates (Przyborowski & Wilenski
+/// 1940), X ~ Binomial(calls before + calls now, received ÷ (received + before_requests)),
+/// P(X ≥ calls now) for a rise, P(X ≤ calls now) for a fall, at most `max_p` (`statrs`). It
+/// weighs the uncertainty of both patterns: a quiet predecessor's few requests are not a
+/// precise pattern. Counts per request vary less than Poisson's when a call is made a fixed
+/// number of times, so the test is conservative; it keeps a handful of requests from looking
+/// like a new pattern (0.17 → 0.07 calls per request is 5 calls → 2).
 fn pattern_changes(
     before: &BTreeMap<String, f64>,
+    before_requests: f64,
     calls: &BTreeMap<&str, u64>,
     received: u64,
     factor: f64,
@@ -401,6 +484,7 @@ fn pattern_changes(
         .chain(calls.keys().copied())
         .collect();
     let n = received.max(1) as f64;
+    let share = n / (n + before_requests.max(0.0));
     let mut changes = Vec::new();
     for d in names {
         let a = before.get(d).copied().unwrap_or(0.0);
@@ -417,8 +501,8 @@ fn pattern_changes(
         if !moved {
             continue;
         }
-        let lambda = a.max(MIN_CALLS_PER_REQUEST / 10.0) * n;
-        let p = Poisson::new(lambda).map_or(1.0, |x| {
+        let total = count + (a * before_requests).round() as u64;
+        let p = Binomial::new(share, total).map_or(1.0, |x| {
             if b > a {
                 x.sf(count.saturating_sub(1))
             } else {
@@ -475,6 +559,10 @@ impl SignatureDetector for DeployRegression {
                     previous_timed: 0,
                     previous_duration_sum_us: 0,
                     zones: BTreeMap::new(),
+                    received: 0,
+                    calls: BTreeMap::new(),
+                    slower_run: 0,
+                    idle_calls: BTreeMap::new(),
                 });
             }
             if service.versions.len() >= MAX_VERSIONS
@@ -526,17 +614,30 @@ impl SignatureDetector for DeployRegression {
             for (z, (n, _)) in &now.zones {
                 watch.zones.entry((*z).to_owned()).or_default().timed += n;
             }
+            watch.received += now.received;
+            for (d, n) in &now.calls {
+                *watch.calls.entry((*d).to_owned()).or_default() += n;
+            }
+            for (d, n) in idle_calls(now) {
+                *watch.idle_calls.entry(d.to_owned()).or_default() += n;
+            }
             let watch = watch.clone();
-            if now.received < s.min_requests {
+            // the call pattern is judged on the watch's pooled counts (the first windows of a
+            // rollout get a few requests each); the latency on windows of min-requests
+            let judged = now.received >= s.min_requests;
+            if watch.received < s.min_requests || now.received == 0 {
                 continue;
             }
             let Some(prev) = service.versions.get(&watch.previous) else {
                 continue;
             };
+            let pooled_calls: BTreeMap<&str, u64> =
+                watch.calls.iter().map(|(d, n)| (d.as_str(), *n)).collect();
             let changes = pattern_changes(
                 &prev.calls_per_request,
-                &now.calls,
-                now.received,
+                prev.received_sum,
+                &pooled_calls,
+                watch.received,
                 s.pattern_factor,
                 s.max_p,
             );
@@ -566,8 +667,20 @@ impl SignatureDetector for DeployRegression {
                 let z = (pooled - reference) / (sd / (watch.timed as f64).sqrt());
                 Normal::standard().sf(z)
             };
-            let slower =
-                reference > 0.0 && latency >= s.latency_factor * reference && latency_p <= s.max_p;
+            let slower = judged
+                && reference > 0.0
+                && latency >= s.latency_factor * reference
+                && latency_p <= s.max_p;
+            let slower_run = if slower {
+                watch.slower_run + 1
+            } else if judged {
+                0
+            } else {
+                watch.slower_run
+            };
+            if let Some(w) = service.watch.as_mut() {
+                w.slower_run = slower_run;
+            }
             // downstream: pairs into its destinations and theirs, whoever calls them
             let mut downstream: BTreeSet<&str> = BTreeSet::new();
             for p in view.outflow(svc) {
@@ -611,14 +724,32 @@ impl SignatureDetector for DeployRegression {
             let downstream_hurt = worst.is_some() || !failing.is_empty();
             // a version that calls as its predecessor did is not to blame for its
             // dependencies: slower with them, it waits on them
+            let harm = slower || downstream_hurt;
+            // a change of calls made per request, not per instance, by either version
+            let per_request = changes.iter().any(|(d, _, _)| {
+                let all = prev.calls_sum.get(d).copied().unwrap_or(0.0);
+                let idle = prev.idle_calls_sum.get(d).copied().unwrap_or(0.0);
+                let all_new = watch.calls.get(d).copied().unwrap_or(0) as f64;
+                let idle_new = watch.idle_calls.get(d).copied().unwrap_or(0) as f64;
+                idle <= MAX_IDLE_SHARE * all && idle_new <= MAX_IDLE_SHARE * all_new
+            });
+            // slower alone (the same call pattern): in two judged windows in a row, as a
+            // quiet service's window of a few requests can hit a pause
             let fires = if changes.is_empty() {
-                slower && !downstream_hurt
+                slower && slower_run >= 2 && !downstream_hurt
             } else {
-                slower || downstream_hurt
+                harm || per_request
             };
             if !fires {
                 continue;
             }
+            // a changed call pattern alone is a warning: the regression may be on its way
+            // (a cache thrashed slowly), or the change may be meant (a new feature)
+            let severity = if harm {
+                Severity::Critical
+            } else {
+                Severity::Warning
+            };
             let mut evidence = Vec::new();
             if let Some((p, sc)) = &worst {
                 let mut e = scored(
@@ -696,6 +827,7 @@ impl SignatureDetector for DeployRegression {
                     sc.expected / 1e3
                 ),
                 None if !failing.is_empty() => format!("{} downstream pairs fail", failing.len()),
+                None if !slower => "no harm seen yet".to_owned(),
                 None => format!(
                     "its own latency rose to {:.1} ms from {:.1} ms",
                     latency / 1e3,
@@ -709,7 +841,7 @@ impl SignatureDetector for DeployRegression {
                     version: watch.version.clone(),
                 },
                 w,
-                Severity::Critical,
+                severity,
                 evidence,
                 rel,
                 if prev.windows >= KNOWN_AFTER {
@@ -730,21 +862,40 @@ impl SignatureDetector for DeployRegression {
                 continue;
             };
             v.last_seen_us = w.end_us;
+            // the pattern from every window it was seen in, its latency from those with
+            // min-requests
+            let keep = 1.0
+                - (t.received as f64 / PATTERN_MEMORY).clamp(PATTERN_ALPHA / 10.0, PATTERN_ALPHA);
+            v.received_sum = keep * v.received_sum + t.received as f64;
+            for x in v.calls_sum.values_mut() {
+                *x *= keep;
+            }
+            for (d, n) in &t.calls {
+                *v.calls_sum.entry((*d).to_owned()).or_default() += *n as f64;
+            }
+            if v.received_sum > 0.0 {
+                let received = v.received_sum;
+                v.calls_sum
+                    .retain(|_, x| *x / received >= MIN_CALLS_PER_REQUEST / 10.0);
+                v.calls_per_request = v
+                    .calls_sum
+                    .iter()
+                    .map(|(d, x)| (d.clone(), x / v.received_sum))
+                    .collect();
+            }
+            for x in v.idle_calls_sum.values_mut() {
+                *x *= keep;
+            }
+            for (d, n) in idle_calls(t) {
+                *v.idle_calls_sum.entry(d.to_owned()).or_default() += n as f64;
+            }
+            let calls_sum = &v.calls_sum;
+            v.idle_calls_sum.retain(|d, _| calls_sum.contains_key(d));
             if t.received < self.spec.min_requests {
                 continue;
             }
             let first = v.windows == 0;
             v.windows += 1;
-            let a = if first { 1.0 } else { PATTERN_ALPHA };
-            let mut names: BTreeSet<String> = v.calls_per_request.keys().cloned().collect();
-            names.extend(t.calls.keys().map(|d| (*d).to_owned()));
-            for d in names {
-                let x = t.calls.get(d.as_str()).copied().unwrap_or(0) as f64 / t.received as f64;
-                let e = v.calls_per_request.entry(d).or_insert(x);
-                *e += a * (x - *e);
-            }
-            v.calls_per_request
-                .retain(|_, x| *x >= MIN_CALLS_PER_REQUEST / 10.0);
             if t.timed > 0 {
                 let x = t.duration_sum_us as f64 / t.timed as f64;
                 if first {
@@ -809,11 +960,11 @@ mod tests {
             ("db".to_owned(), 0.5),
             ("old".to_owned(), 0.3),
         ]);
-        // 100 requests: cache 100 → 400 calls, db 50 → 60 (within the factor), old 30 → 0,
-        // new 0 → 20
+        // learned over 1,000 requests; now 100 requests: cache 100 → 400 calls, db 50 → 60
+        // (within the factor), old 30 → 0, new 0 → 20
         let now = BTreeMap::from([("cache", 400), ("db", 60), ("new", 20)]);
         assert_eq!(
-            pattern_changes(&before, &now, 100, 1.5, 1e-4),
+            pattern_changes(&before, 1_000.0, &now, 100, 1.5, 1e-4),
             [
                 ("cache".to_owned(), 4.0, 1.0),
                 ("new".to_owned(), 0.2, 0.0),
@@ -821,7 +972,7 @@ mod tests {
             ]
         );
         let same = BTreeMap::from([("cache", 100), ("db", 50), ("old", 30)]);
-        assert!(pattern_changes(&before, &same, 100, 1.5, 1e-4).is_empty());
+        assert!(pattern_changes(&before, 1_000.0, &same, 100, 1.5, 1e-4).is_empty());
     }
 
     fn event(service: &str, version: &str, at_us: i64, previous: Option<&str>) -> DeploymentEvent {
@@ -869,6 +1020,160 @@ mod tests {
         assert_eq!(spec.timeline.version_in("cart", 301), Some("v1"));
         assert_eq!(spec.timeline.version_in("pricing", 51), Some("p2"));
         assert_eq!(spec.add_deployments(&[event("pricing", "p2", 50, None)]), 0);
+    }
+
+    /// Window `k` of web → cart and cart → cache, with cart's versions `(version, requests,
+    /// calls to cache per request, mean latency µs)`; pairs sorted by source.
+    fn cart_window(k: i64, versions: &[(&str, u64, u64, u64)]) -> Vec<PairWindow> {
+        use crate::signatures::generic::tests::pw;
+        use schemas::Breakdown;
+        let received: u64 = versions.iter().map(|v| v.1).sum();
+        let calls: u64 = versions.iter().map(|v| v.1 * v.2).sum();
+        let mut into = pw(k, "web", "cart", received, 0, 40_000);
+        let mut out = pw(k, "cart", "cache", calls, 0, 2_000);
+        for &(version, requests, per_request, mean_us) in versions {
+            into.breakdown.push(Breakdown {
+                destination_version: Some(version.into()),
+                requests,
+                timed: requests,
+                duration_sum_us: requests * mean_us,
+                ..Breakdown::default()
+            });
+            out.breakdown.push(Breakdown {
+                source_version: Some(version.into()),
+                requests: requests * per_request,
+                ..Breakdown::default()
+            });
+        }
+        vec![out, into]
+    }
+
+    fn judge(d: &mut DeployRegression, pairs: &[PairWindow]) -> Vec<Finding> {
+        let mut out = Vec::new();
+        d.judge(
+            &WindowView {
+                window: pairs[0].window,
+                pairs,
+                nodes: &[],
+                callers: &[],
+                baselines: &crate::store::BaselineStore::default(),
+                incidents: &crate::incident::Incidents::default(),
+            },
+            &mut out,
+        );
+        out
+    }
+
+    #[test]
+    fn a_multiplied_fan_out_is_a_warning_from_a_rollouts_first_requests_then_critical_once_slower()
+    {
+        let spec = DeploySpec::new(&DeployConfig::default(), 10_000_000).unwrap();
+        let mut d = DeployRegression::new(spec);
+        // v1: 20 requests a window, one call to the cache each, 10 ms
+        for k in 0..40 {
+            assert!(judge(&mut d, &cart_window(k, &[("v1", 20, 1, 10_000)])).is_empty());
+        }
+        // v2 starts with 3 requests a window at 50 ms, 3 calls to the cache each: 3 requests
+        // are fewer than min-requests (5), nothing yet
+        let first = [("v1", 17, 1, 10_000), ("v2", 3, 3, 50_000)];
+        assert!(judge(&mut d, &cart_window(40, &first)).is_empty());
+        // summed over the watch: 6 requests, 18 calls where about 6 were expected (X ~
+        // Binomial(218, 6/206), P(X ≥ 18) = 8.4e-5); the latency is not judged on a window of 3
+        let got = judge(&mut d, &cart_window(41, &first));
+        assert_eq!(got.len(), 1, "{got:?}");
+        let f = &got[0];
+        assert_eq!(f.subject.key(), "version/cart/v2");
+        assert_eq!(f.severity, Severity::Warning);
+        let cache = f.related.iter().find(|r| r.name == "cache").unwrap();
+        assert_eq!(cache.role, "destination");
+        assert_eq!(cache.score, Some(3.0));
+        assert!(f.summary.ends_with("no harm seen yet"), "{}", f.summary);
+        // a window of 10 requests at 50 ms, five times v1's: slower in most windows (all
+        // three), and the same change
+        let slower = [("v1", 10, 1, 10_000), ("v2", 10, 3, 50_000)];
+        let got = judge(&mut d, &cart_window(42, &slower));
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert_eq!(got[0].severity, Severity::Critical);
+    }
+
+    #[test]
+    fn a_version_slower_alone_is_named_in_its_second_slow_window() {
+        let spec = DeploySpec::new(&DeployConfig::default(), 10_000_000).unwrap();
+        let mut d = DeployRegression::new(spec);
+        for k in 0..40 {
+            assert!(judge(&mut d, &cart_window(k, &[("v1", 20, 1, 10_000)])).is_empty());
+        }
+        // the same pattern, 50 ms against 10 ms: one slow window is not enough
+        let slow = [("v1", 10, 1, 10_000), ("v2", 10, 1, 50_000)];
+        assert!(judge(&mut d, &cart_window(40, &slow)).is_empty());
+        let got = judge(&mut d, &cart_window(41, &slow));
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert_eq!(got[0].severity, Severity::Critical);
+        assert!(
+            got[0].summary.contains("the same call pattern"),
+            "{}",
+            got[0].summary
+        );
+    }
+
+    #[test]
+    fn calls_made_per_instance_are_no_warning_when_they_change() {
+        use crate::signatures::generic::tests::pw;
+        use schemas::Breakdown;
+        // cart ships logs twice a window whether it receives requests or not
+        let window = |k: i64, versions: &[(&str, u64, u64)]| {
+            let mut pairs = Vec::new();
+            let mut logs = pw(k, "cart", "logs", 0, 0, 1_000);
+            let mut into = pw(k, "web", "cart", 0, 0, 40_000);
+            for &(version, requests, shipped) in versions {
+                logs.requests += shipped;
+                logs.breakdown.push(Breakdown {
+                    source_version: Some(version.into()),
+                    requests: shipped,
+                    ..Breakdown::default()
+                });
+                into.requests += requests;
+                into.breakdown.push(Breakdown {
+                    destination_version: Some(version.into()),
+                    requests,
+                    timed: requests,
+                    duration_sum_us: requests * 10_000,
+                    ..Breakdown::default()
+                });
+            }
+            pairs.push(logs);
+            if into.requests > 0 {
+                pairs.push(into);
+            }
+            pairs
+        };
+        let spec = DeploySpec::new(&DeployConfig::default(), 10_000_000).unwrap();
+        let mut d = DeployRegression::new(spec);
+        // one window in four without requests: a quarter of its log calls are made idle (a
+        // share that fades while it is busy after)
+        for k in 0..40 {
+            let requests = if k % 4 == 0 { 0 } else { 20 };
+            assert!(judge(&mut d, &window(k, &[("v1", requests, 2)])).is_empty());
+        }
+        // v2's one instance ships logs every window and gets a request every other one: 4
+        // calls per request, not 0.13
+        for k in 40..60 {
+            let w = window(k, &[("v1", 17, 2), ("v2", (k % 2) as u64, 2)]);
+            assert!(judge(&mut d, &w).is_empty(), "window {k}");
+        }
+    }
+
+    #[test]
+    fn a_few_requests_with_the_old_pattern_give_nothing() {
+        let spec = DeploySpec::new(&DeployConfig::default(), 10_000_000).unwrap();
+        let mut d = DeployRegression::new(spec);
+        for k in 0..40 {
+            assert!(judge(&mut d, &cart_window(k, &[("v1", 20, 1, 10_000)])).is_empty());
+        }
+        for k in 40..60 {
+            let w = cart_window(k, &[("v1", 17, 1, 10_000), ("v2", 3, 1, 10_000)]);
+            assert!(judge(&mut d, &w).is_empty(), "window {k}");
+        }
     }
 
     #[test]
@@ -953,14 +1258,27 @@ mod tests {
     #[test]
     fn a_few_calls_are_not_a_new_pattern() {
         let before = BTreeMap::from([("db".to_owned(), 0.17)]);
-        // 30 requests: 5.1 calls expected, 2 seen (0.07 per request: "vanished" by the
-        // threshold) — P(X ≤ 2) for Poisson(5.1) = 0.116, chance
+        // learned over 1,000 requests (170 calls); 30 requests, 2 calls (0.07 per request:
+        // "vanished" by the threshold): P(X ≤ 2), X ~ Binomial(172, 30/1030) = 0.12, chance
         let now = BTreeMap::from([("db", 2)]);
-        assert!(pattern_changes(&before, &now, 30, 2.0, 1e-4).is_empty());
-        // 300 requests, 20 calls against 51 expected: P(X ≤ 20) = 6.7e-7, a change
+        assert!(pattern_changes(&before, 1_000.0, &now, 30, 2.0, 1e-4).is_empty());
+        // 300 requests, 20 calls: P(X ≤ 20), X ~ Binomial(190, 300/1300) = 6.9e-6, a change
         let now = BTreeMap::from([("db", 20)]);
-        let c = pattern_changes(&before, &now, 300, 2.0, 1e-4);
+        let c = pattern_changes(&before, 1_000.0, &now, 300, 2.0, 1e-4);
         assert_eq!(c.len(), 1);
         assert!((c[0].1 - 20.0 / 300.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn a_quiet_predecessors_pattern_is_weighed_as_the_few_requests_it_is() {
+        let before = BTreeMap::from([("db".to_owned(), 0.3)]);
+        // 60 requests, no call to db: against 1,000 requests' 300 calls, P = (1000/1060)^300
+        // = 2.5e-8; against 10 requests' 3 calls, (10/70)^3 = 2.9e-3
+        let now = BTreeMap::new();
+        assert_eq!(
+            pattern_changes(&before, 1_000.0, &now, 60, 2.0, 1e-4),
+            [("db".to_owned(), 0.0, 0.3)]
+        );
+        assert!(pattern_changes(&before, 10.0, &now, 60, 2.0, 1e-4).is_empty());
     }
 }
