@@ -304,7 +304,6 @@ mod tests {
     use super::*;
     use crate::config::PairAllow;
     use crate::signatures::generic::tests::pw;
-    use crate::store::BaselineStore;
 
     fn zones(sz: &str, dz: &str, requests: u64) -> Breakdown {
         Breakdown {
@@ -334,19 +333,7 @@ mod tests {
             1,
         );
         p.breakdown = b;
-        let mut out = Vec::new();
-        d.judge(
-            &WindowView {
-                window: p.window,
-                pairs: std::slice::from_ref(&p),
-                nodes: &[],
-                callers: &[],
-                baselines: &BaselineStore::default(),
-                incidents: &crate::incident::Incidents::default(),
-            },
-            &mut out,
-        );
-        out
+        crate::signatures::judge_pairs(d, std::slice::from_ref(&p))
     }
 
     #[test]

@@ -1049,30 +1049,24 @@ mod tests {
     }
 
     fn judge(d: &mut DeployRegression, pairs: &[PairWindow]) -> Vec<Finding> {
-        let mut out = Vec::new();
-        d.judge(
-            &WindowView {
-                window: pairs[0].window,
-                pairs,
-                nodes: &[],
-                callers: &[],
-                baselines: &crate::store::BaselineStore::default(),
-                incidents: &crate::incident::Incidents::default(),
-            },
-            &mut out,
-        );
-        out
+        crate::signatures::judge_pairs(d, pairs)
+    }
+
+    /// A detector that saw cart v1 for 40 windows: 20 requests a window, one call to the
+    /// cache each, 10 ms.
+    fn after_v1() -> DeployRegression {
+        let spec = DeploySpec::new(&DeployConfig::default(), 10_000_000).unwrap();
+        let mut d = DeployRegression::new(spec);
+        for k in 0..40 {
+            assert!(judge(&mut d, &cart_window(k, &[("v1", 20, 1, 10_000)])).is_empty());
+        }
+        d
     }
 
     #[test]
     fn a_multiplied_fan_out_is_a_warning_from_a_rollouts_first_requests_then_critical_once_slower()
     {
-        let spec = DeploySpec::new(&DeployConfig::default(), 10_000_000).unwrap();
-        let mut d = DeployRegression::new(spec);
-        // v1: 20 requests a window, one call to the cache each, 10 ms
-        for k in 0..40 {
-            assert!(judge(&mut d, &cart_window(k, &[("v1", 20, 1, 10_000)])).is_empty());
-        }
+        let mut d = after_v1();
         // v2 starts with 3 requests a window at 50 ms, 3 calls to the cache each: 3 requests
         // are fewer than min-requests (5), nothing yet
         let first = [("v1", 17, 1, 10_000), ("v2", 3, 3, 50_000)];
@@ -1098,11 +1092,7 @@ mod tests {
 
     #[test]
     fn a_version_slower_alone_is_named_in_its_second_slow_window() {
-        let spec = DeploySpec::new(&DeployConfig::default(), 10_000_000).unwrap();
-        let mut d = DeployRegression::new(spec);
-        for k in 0..40 {
-            assert!(judge(&mut d, &cart_window(k, &[("v1", 20, 1, 10_000)])).is_empty());
-        }
+        let mut d = after_v1();
         // the same pattern, 50 ms against 10 ms: one slow window is not enough
         let slow = [("v1", 10, 1, 10_000), ("v2", 10, 1, 50_000)];
         assert!(judge(&mut d, &cart_window(40, &slow)).is_empty());
@@ -1165,11 +1155,7 @@ mod tests {
 
     #[test]
     fn a_few_requests_with_the_old_pattern_give_nothing() {
-        let spec = DeploySpec::new(&DeployConfig::default(), 10_000_000).unwrap();
-        let mut d = DeployRegression::new(spec);
-        for k in 0..40 {
-            assert!(judge(&mut d, &cart_window(k, &[("v1", 20, 1, 10_000)])).is_empty());
-        }
+        let mut d = after_v1();
         for k in 40..60 {
             let w = cart_window(k, &[("v1", 17, 1, 10_000), ("v2", 3, 1, 10_000)]);
             assert!(judge(&mut d, &w).is_empty(), "window {k}");

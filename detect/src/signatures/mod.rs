@@ -291,6 +291,28 @@ impl NamePattern {
     }
 }
 
+/// Judges `pairs` (one window's, sorted by source) with `detector`, with no nodes, callers,
+/// baselines or incidents: for detectors that need only the pairs.
+#[cfg(test)]
+pub(crate) fn judge_pairs(
+    detector: &mut dyn SignatureDetector,
+    pairs: &[PairWindow],
+) -> Vec<Finding> {
+    let mut out = Vec::new();
+    detector.judge(
+        &WindowView {
+            window: pairs[0].window,
+            pairs,
+            nodes: &[],
+            callers: &[],
+            baselines: &crate::store::BaselineStore::default(),
+            incidents: &crate::incident::Incidents::default(),
+        },
+        &mut out,
+    );
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -395,7 +395,6 @@ mod tests {
     use super::*;
     use crate::config::{SegmentAllow, SegmentConfig};
     use crate::signatures::generic::tests::pw;
-    use crate::store::BaselineStore;
 
     fn config() -> SegmentationConfig {
         SegmentationConfig {
@@ -423,19 +422,7 @@ mod tests {
     }
 
     fn judge(d: &mut Segmentation, pairs: &[schemas::PairWindow]) -> Vec<Finding> {
-        let mut out = Vec::new();
-        d.judge(
-            &WindowView {
-                window: pairs[0].window,
-                pairs,
-                nodes: &[],
-                callers: &[],
-                baselines: &BaselineStore::default(),
-                incidents: &crate::incident::Incidents::default(),
-            },
-            &mut out,
-        );
-        out
+        crate::signatures::judge_pairs(d, pairs)
     }
 
     #[test]
