@@ -5,8 +5,8 @@
 //! `source_version` of the calls it makes), through the pairs' zone/version breakdowns. Per
 //! service and version the detector learns the **call pattern**: calls per request to each
 //! destination (requests `S@v → D` ÷ requests received by `S@v`, both summed over the windows
-//! it was seen in with decaying weights, see [`PATTERN_MEMORY`]) and the mean latency of
-//! requests to `S@v`.
+//! it was seen in with decaying weights: a memory of about 200 requests, or 10 windows when
+//! busier) and the mean latency of requests to `S@v`.
 //!
 //! A version of a service seen for at least 30 windows that was never seen before starts a
 //! **watch** of `watch` (10 min). In each watched window it fires on `version/<S>/<v>`:
@@ -23,7 +23,7 @@
 //! harm follows. A change that was meant (a new feature calling a new service) stays a warning
 //! (the default quarantine policy acts on critical findings only, `min-severity`). A
 //! destination either version called where it received nothing (a window, or a zone, without
-//! requests; more than [`MAX_IDLE_SHARE`] of its calls) is called per instance
+//! requests; more than 5 % of its calls) is called per instance
 //! (log shipping, health checks): its calls per request move with the load, and its change
 //! alone is no warning.
 //!
@@ -33,11 +33,11 @@
 //! `max-tail-probability`, or an error ratio whose binomial tail is that improbable, and the
 //! pattern *changed* when calls per request to a destination moved by `pattern-factor` (either
 //! way) or a destination with at least 0.1 calls per request appeared or vanished, with a
-//! count of calls that improbable if both versions called at one rate (see
-//! [`pattern_changes`]). The pattern is judged on
-//! the calls and requests summed since the watch began (once they reach `min-requests`: the
-//! first windows of a rollout get a few requests each), the version's own latency only in
-//! windows where it received `min-requests`.
+//! count of calls that improbable if both versions called at one rate (the conditional test
+//! of two Poisson rates: the new version's share of both versions' calls, binomial). The
+//! pattern is judged on the calls and requests summed since the watch began (once they reach
+//! `min-requests`: the first windows of a rollout get a few requests each), the version's own
+//! latency only in windows where it received `min-requests`.
 //!
 //! *S@v slower*: the lower median of its windows' mean latencies since the watch began is at
 //! least `latency-factor` × the previous version's mean latency — what it was (an EWMA over
