@@ -47,11 +47,11 @@ pub struct PolicyConfig {
     /// hole, whose keys read `node/<service>`) is a config error.
     #[serde(default = "any")]
     pub subject: String,
-    /// Only findings of at least this severity (`warning`: all, `critical`). Default
-    /// `warning`; the default deployment-regression rule says `critical` (a changed call
-    /// pattern with no harm yet is a warning, not a reason to take a version out).
-    #[serde(default = "warning")]
-    pub min_severity: schemas::Severity,
+    /// Only findings whose incident reached at least this severity (`warning`: all,
+    /// `critical`). Default: `critical` for `deploy-regression` (a changed call pattern with
+    /// no harm yet is a warning, not a reason to take a version out), `warning` for the others.
+    #[serde(default)]
+    pub min_severity: Option<schemas::Severity>,
     /// The operational pattern.
     pub pattern: schemas::Pattern,
     /// How long a command stays in force unless renewed (event time). Default 5 min.
@@ -86,10 +86,6 @@ pub struct PolicyConfig {
     pub weight: Option<f64>,
 }
 
-fn warning() -> schemas::Severity {
-    schemas::Severity::Warning
-}
-
 fn any() -> String {
     "*".to_owned()
 }
@@ -105,7 +101,7 @@ impl PolicyConfig {
             signature,
             rule: None,
             subject: any(),
-            min_severity: warning(),
+            min_severity: None,
             pattern,
             ttl: five_minutes(),
             rate_fraction: None,
@@ -121,7 +117,7 @@ impl PolicyConfig {
 
     /// The policy used when the config gives none: black hole → backpressure on its callers,
     /// synchronized burst → backpressure on the sources, deployment regression → quarantine of
-    /// the version (critical findings only), segmentation violation and fan-in surge (never-seen callers) →
+    /// the version (once critical), segmentation violation and fan-in surge (never-seen callers) →
     /// segmentation of the offending edges, cross-zone → bulkhead between the zones. Generic anomalies and user
     /// rules get no command unless a rule asks.
     pub fn defaults() -> Vec<PolicyConfig> {
@@ -130,10 +126,7 @@ impl PolicyConfig {
             PolicyConfig::new(Signature::BlackHole, Pattern::Backpressure),
             PolicyConfig::new(Signature::SynchronizedBurst, Pattern::Backpressure),
             PolicyConfig::new(Signature::FanInSurge, Pattern::Segmentation),
-            PolicyConfig {
-                min_severity: schemas::Severity::Critical,
-                ..PolicyConfig::new(Signature::DeployRegression, Pattern::Quarantine)
-            },
+            PolicyConfig::new(Signature::DeployRegression, Pattern::Quarantine),
             PolicyConfig::new(Signature::SegmentationViolation, Pattern::Segmentation),
             PolicyConfig::new(Signature::CrossZone, Pattern::Bulkhead),
         ]

@@ -141,9 +141,12 @@ struct Rule {
 }
 
 impl Rule {
-    fn matches(&self, f: &Finding) -> bool {
+    /// Whether the rule acts on `f`, whose incident's severity is `severity` (the highest its
+    /// findings reached: a quarantine issued when a deployment turned critical is renewed by
+    /// the incident's later warnings).
+    fn matches(&self, f: &Finding, severity: schemas::Severity) -> bool {
         f.signature == self.signature
-            && f.severity >= self.min_severity
+            && severity >= self.min_severity
             && (self.rule.is_none() || self.rule == f.rule)
             && glob(&self.subject, &f.subject.key())
     }
@@ -358,7 +361,10 @@ impl TryFrom<ActuateConfig> for Actuator {
                 signature: r.signature,
                 rule: r.rule.clone(),
                 subject: r.subject.clone(),
-                min_severity: r.min_severity,
+                min_severity: r.min_severity.unwrap_or(match r.signature {
+                    Signature::DeployRegression => schemas::Severity::Critical,
+                    _ => schemas::Severity::Warning,
+                }),
                 ttl_us,
                 pattern: pattern.into(),
             });
@@ -519,9 +525,15 @@ impl Actuator {
         let mut asking: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
         let mut order: Vec<String> = Vec::new();
         for f in findings {
+            let severity = self
+                .alerts
+                .state()
+                .open
+                .get(&finding_dedup_key(f))
+                .map_or(f.severity, |i| i.severity.max(f.severity));
             let mut patterns = BTreeSet::new();
             for (i, rule) in self.rules.iter().enumerate() {
-                if !rule.matches(f) || !patterns.insert(rule.pattern.pattern()) {
+                if !rule.matches(f, severity) || !patterns.insert(rule.pattern.pattern()) {
                     continue;
                 }
                 let Some(remedy) = rule.pattern.remedy(f) else {

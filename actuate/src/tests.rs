@@ -329,9 +329,34 @@ fn a_rule_with_min_severity_waits_for_its_incident_to_turn_critical() {
         );
         assert_eq!(a.alerts[0].severity, Severity::Critical);
     }
-    // without min-severity, a rule acts on warnings too
+    // a rule written without min-severity waits for critical too (the default for
+    // deploy-regression); its incident's later warnings renew the command
     let mut actuator = Actuator::try_from(config(
-        "[[policy]]\nsignature = \"deploy-regression\"\npattern = \"quarantine\"\n",
+        "[[policy]]\nsignature = \"deploy-regression\"\npattern = \"quarantine\"\nttl = \"20s\"\n",
+    ))
+    .unwrap();
+    assert!(
+        actuator
+            .on_window(window(0), &[warned(0)], &[])
+            .commands
+            .is_empty()
+    );
+    let a = actuator.on_window(window(1), &[deploy("pricing", "v2.6.0", 1)], &[]);
+    assert_eq!(a.commands.len(), 1);
+    // at half its TTL, a warning of the incident renews it
+    let a = actuator.on_window(window(2), &[warned(2)], &[]);
+    assert_eq!(
+        decisions(&a.audit),
+        [(
+            Decision::Renewed,
+            "quarantine/version/pricing/v2.6.0/1674982220000000",
+            1
+        )]
+    );
+    // min-severity = "warning" acts on warnings
+    let mut actuator = Actuator::try_from(config(
+        "[[policy]]\nsignature = \"deploy-regression\"\nmin-severity = \"warning\"\n\
+         pattern = \"quarantine\"\n",
     ))
     .unwrap();
     assert_eq!(
