@@ -86,6 +86,12 @@ pub struct SinkConfig {
     /// 5 min by default). Default 1 min.
     #[serde(default = "one_minute", with = "humantime_serde")]
     pub resend_every: Duration,
+    /// Only alerts of at least this severity (`warning`: all, the default; `critical`): e.g.
+    /// a pager that pages for critical incidents only, beside a webhook or a chat that gets
+    /// all. An incident that opened as a warning reaches it when it turns critical (its
+    /// trigger again, with the new severity), and its resolve then too.
+    #[serde(default)]
+    pub min_severity: Option<schemas::Severity>,
 }
 
 fn five_seconds() -> Duration {
@@ -126,6 +132,7 @@ struct Sink {
     backoff: Duration,
     queue: usize,
     resend_every: Duration,
+    min_severity: schemas::Severity,
 }
 
 impl AlertingConfig {
@@ -228,6 +235,7 @@ impl AlertingConfig {
                 backoff: s.backoff,
                 queue: s.queue,
                 resend_every: s.resend_every,
+                min_severity: s.min_severity.unwrap_or(schemas::Severity::Warning),
             });
         }
         Ok(out)
@@ -249,6 +257,7 @@ pub struct SinkCounters {
 
 struct Worker {
     name: String,
+    min_severity: schemas::Severity,
     queue: SyncSender<Job>,
     counters: Arc<Mutex<SinkCounters>>,
     thread: Option<JoinHandle<()>>,
@@ -285,12 +294,14 @@ impl Dispatcher {
                 .connect_timeout(sink.timeout)
                 .build()?;
             let name = sink.name.clone();
+            let min_severity = sink.min_severity;
             let c = Arc::clone(&counters);
             let thread = std::thread::Builder::new()
                 .name(format!("graywatch-alerts-{name}"))
                 .spawn(move || deliver_all(&sink, &client, &alerts, &c))?;
             workers.push(Worker {
                 name,
+                min_severity,
                 queue,
                 counters,
                 thread: Some(thread),
@@ -326,7 +337,11 @@ impl Dispatcher {
     }
 
     fn hand(&self, alert: &Alert, job: fn(Alert) -> Job) {
-        for w in &self.workers {
+        for w in self
+            .workers
+            .iter()
+            .filter(|w| alert.severity >= w.min_severity)
+        {
             match w.queue.try_send(job(alert.clone())) {
                 Ok(()) => {}
                 Err(TrySendError::Full(_)) => {

@@ -248,6 +248,40 @@ fn a_webhook_gets_the_alert_documents_and_a_full_queue_drops() {
     assert_eq!(d.counters()["webhook"].dropped, 1);
 }
 
+/// A sink with `min-severity = "critical"` hears of an incident that opened as a warning
+/// when it turns critical, and of its resolve; a sink without gets all three.
+#[test]
+fn a_critical_only_sink_hears_an_incident_when_it_turns_critical() {
+    let all = Receiver::start(vec![Answer::Status(200)]);
+    let pager = Receiver::start(vec![Answer::Status(200)]);
+    let d = dispatcher(&format!(
+        "[[sinks]]\nname = \"all\"\nkind = \"webhook\"\nurl = \"{}\"\n\n\
+         [[sinks]]\nname = \"pager\"\nkind = \"webhook\"\nurl = \"{}\"\n\
+         min-severity = \"critical\"\n",
+        all.url, pager.url
+    ));
+    let mut warning = alert(AlertAction::Trigger, 1_714_521_730_000_000);
+    warning.severity = Severity::Warning;
+    d.send(&warning);
+    d.send(&alert(AlertAction::Trigger, 1_714_521_740_000_000));
+    d.send(&alert(AlertAction::Resolve, 1_714_521_760_000_000));
+    let counters = d.close(Instant::now() + Duration::from_secs(30));
+    assert_eq!(counters["all"].delivered, 3);
+    assert_eq!(counters["pager"].delivered, 2);
+    let got: Vec<(String, String)> = pager
+        .bodies()
+        .iter()
+        .map(|b| (b["action"].to_string(), b["severity"].to_string()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("\"trigger\"".to_owned(), "\"critical\"".to_owned()),
+            ("\"resolve\"".to_owned(), "\"critical\"".to_owned())
+        ]
+    );
+}
+
 /// After a restart, the open incidents still fire: an Alertmanager sink re-sends them with
 /// their first `startsAt` (Alertmanager resolves an alert it stops hearing about); a webhook,
 /// which got the trigger before the restart, is told nothing again.
