@@ -12,7 +12,8 @@
 //! **watch** of `watch` (10 min). In each watched window it fires on `version/<S>/<v>`:
 //!
 //! ```text
-//!  critical:  (the call pattern changed  ∧  (downstream pairs slower or failing  ∨  S@v slower))
+//!  critical:  (the call pattern changed  ∧  (downstream pairs slower or failing in two windows
+//!                                           in a row  ∨  S@v slower))
 //!           ∨ (the same call pattern  ∧  S@v slower in two judged windows in a row
 //!                                    ∧  no downstream pair slower or failing)
 //!  warning:    the call pattern changed in calls made per request, no harm seen yet
@@ -21,11 +22,11 @@
 //! The warning names a fan-out change as soon as its count of calls is improbable, before the
 //! harm it may cause shows (a cache thrashed slowly); the incident turns critical when the
 //! harm follows. A change that was meant (a new feature calling a new service) stays a warning
-//! (the default quarantine policy acts on critical findings only, `min-severity`). A
+//! (the default quarantine policy acts once its incident is critical, `min-severity`). A
 //! destination either version called where it received nothing (a window, or a zone, without
-//! requests; more than 5 % of its calls) is called per instance
-//! (log shipping, health checks): its calls per request move with the load, and its change
-//! alone is no warning.
+//! requests, when the records name every request's zone; more than 5 % of its calls) is
+//! called per instance (log shipping, health checks): its calls per request move with the
+//! load, and it is not part of the pattern.
 //!
 //! Where *downstream* pairs are the pairs into S's destinations and their destinations (two
 //! hops, whoever calls them: a shared cache the new version thrashes slows everyone's calls),
@@ -99,7 +100,8 @@ use crate::suite::{factor, tail};
 /// Windows a service must have been seen before a version of it counts as new.
 const KNOWN_AFTER: u32 = 30;
 
-/// EWMA weight of a window in a version's call pattern.
+/// Largest weight of a window in a version's call pattern (see [`PATTERN_MEMORY`]), and the
+/// least, ÷ 10, in its mean latency (see [`LATENCY_MEMORY`]).
 const PATTERN_ALPHA: f64 = 0.1;
 
 /// Requests a version's call pattern remembers, about: each window's weight in the decayed
@@ -309,6 +311,9 @@ struct Watch {
     /// Judged windows in a row in which the new version was slower.
     #[serde(default)]
     slower_run: u32,
+    /// Windows in a row in which pairs downstream of it were slower or failing.
+    #[serde(default)]
+    hurt_run: u32,
     /// Of `calls`, those made in a window, or a zone, where it received nothing.
     #[serde(default)]
     idle_calls: BTreeMap<String, u64>,
@@ -443,12 +448,17 @@ fn traffic<'a>(
 }
 
 /// A version's calls in `t` made where it received nothing: in a window without requests, or
-/// by a zone that received none in it (per destination).
+/// by a zone that received none in it, when the records name the zone of every request
+/// received (per destination).
 fn idle_calls<'a>(t: &Traffic<'a>) -> BTreeMap<&'a str, u64> {
     if t.received == 0 {
         return t.calls.clone();
     }
     let mut idle: BTreeMap<&str, u64> = BTreeMap::new();
+    // by zone only when the zones account for every request received
+    if t.zone_received.values().sum::<u64>() < t.received {
+        return idle;
+    }
     for (z, calls) in &t.zone_calls {
         if t.zone_received.get(z).copied().unwrap_or(0) == 0 {
             for (d, n) in calls {
@@ -461,8 +471,9 @@ fn idle_calls<'a>(t: &Traffic<'a>) -> BTreeMap<&'a str, u64> {
 
 /// How calls per request changed from `before` (the previous version's, learned over
 /// `before_requests` requests) to `calls` (per destination) in `received` requests: (destination,
-/// now, before), for destinations that moved by `factor` either way, or appeared or vanished
-/// (crossed [`MIN_CALLS_PER_REQUEST`]), **and** whose count is improbable if both versions
+/// now, before), for destinations that moved by `factor` either way, the larger rate at least
+/// [`MIN_CALLS_PER_REQUEST`] (a destination appeared or vanished when the other is below it),
+/// **and** whose count is improbable if both versions
 /// called at one rate: the conditional test of two Poisson rates (Przyborowski & Wilenski
 /// 1940), X ~ Binomial(calls before + calls now, received ÷ (received + before_requests)),
 /// P(X ≥ calls now) for a rise, P(X ≤ calls now) for a fall, at most `max_p` (`statrs`). It
@@ -493,11 +504,8 @@ fn pattern_changes(
         if a < MIN_CALLS_PER_REQUEST && b < MIN_CALLS_PER_REQUEST {
             continue;
         }
-        let moved = if a < MIN_CALLS_PER_REQUEST || b < MIN_CALLS_PER_REQUEST {
-            true
-        } else {
-            b >= factor * a || b * factor <= a
-        };
+        let moved = (b >= MIN_CALLS_PER_REQUEST && b >= factor * a)
+            || (a >= MIN_CALLS_PER_REQUEST && b * factor <= a);
         if !moved {
             continue;
         }
@@ -562,6 +570,7 @@ impl SignatureDetector for DeployRegression {
                     received: 0,
                     calls: BTreeMap::new(),
                     slower_run: 0,
+                    hurt_run: 0,
                     idle_calls: BTreeMap::new(),
                 });
             }
@@ -626,6 +635,9 @@ impl SignatureDetector for DeployRegression {
             // rollout get a few requests each); the latency on windows of min-requests
             let judged = now.received >= s.min_requests;
             if watch.received < s.min_requests || now.received == 0 {
+                if let Some(w) = service.watch.as_mut() {
+                    (w.slower_run, w.hurt_run) = (0, 0);
+                }
                 continue;
             }
             let Some(prev) = service.versions.get(&watch.previous) else {
@@ -641,6 +653,16 @@ impl SignatureDetector for DeployRegression {
                 s.pattern_factor,
                 s.max_p,
             );
+            // calls made per request, not per instance, by either version: a destination
+            // called where nothing was received is not part of the pattern
+            let mut changes = changes;
+            changes.retain(|(d, _, _)| {
+                let all = prev.calls_sum.get(d).copied().unwrap_or(0.0);
+                let idle = prev.idle_calls_sum.get(d).copied().unwrap_or(0.0);
+                let all_new = watch.calls.get(d).copied().unwrap_or(0) as f64;
+                let idle_new = watch.idle_calls.get(d).copied().unwrap_or(0) as f64;
+                idle <= MAX_IDLE_SHARE * all && idle_new <= MAX_IDLE_SHARE * all_new
+            });
             // slower than the previous version over the watch: than what it was, and than
             // it is side by side while both run (a slow shared dependency slows both; a
             // short ramp's few requests can be lucky, so not less than it was); the lower median
@@ -671,16 +693,9 @@ impl SignatureDetector for DeployRegression {
                 && reference > 0.0
                 && latency >= s.latency_factor * reference
                 && latency_p <= s.max_p;
-            let slower_run = if slower {
-                watch.slower_run + 1
-            } else if judged {
-                0
-            } else {
-                watch.slower_run
-            };
-            if let Some(w) = service.watch.as_mut() {
-                w.slower_run = slower_run;
-            }
+            // in consecutive windows: the latency and its probability are the watch's, so
+            // two judged windows far apart would be about the same evidence
+            let slower_run = if slower { watch.slower_run + 1 } else { 0 };
             // downstream: pairs into its destinations and theirs, whoever calls them
             let mut downstream: BTreeSet<&str> = BTreeSet::new();
             for p in view.outflow(svc) {
@@ -722,23 +737,26 @@ impl SignatureDetector for DeployRegression {
                 }
             }
             let downstream_hurt = worst.is_some() || !failing.is_empty();
+            let hurt_run = if downstream_hurt {
+                watch.hurt_run + 1
+            } else {
+                0
+            };
+            if let Some(w) = service.watch.as_mut() {
+                w.slower_run = slower_run;
+                w.hurt_run = hurt_run;
+            }
             // a version that calls as its predecessor did is not to blame for its
             // dependencies: slower with them, it waits on them
-            let harm = slower || downstream_hurt;
-            // a change of calls made per request, not per instance, by either version
-            let per_request = changes.iter().any(|(d, _, _)| {
-                let all = prev.calls_sum.get(d).copied().unwrap_or(0.0);
-                let idle = prev.idle_calls_sum.get(d).copied().unwrap_or(0.0);
-                let all_new = watch.calls.get(d).copied().unwrap_or(0) as f64;
-                let idle_new = watch.idle_calls.get(d).copied().unwrap_or(0) as f64;
-                idle <= MAX_IDLE_SHARE * all && idle_new <= MAX_IDLE_SHARE * all_new
-            });
+            // harm: the version slower, or pairs downstream of it in two windows in a row (a
+            // p99 two hops away can blip once)
+            let harm = slower || hurt_run >= 2;
             // slower alone (the same call pattern): in two judged windows in a row, as a
             // quiet service's window of a few requests can hit a pause
             let fires = if changes.is_empty() {
                 slower && slower_run >= 2 && !downstream_hurt
             } else {
-                harm || per_request
+                true
             };
             if !fires {
                 continue;
@@ -973,6 +991,11 @@ mod tests {
         );
         let same = BTreeMap::from([("cache", 100), ("db", 50), ("old", 30)]);
         assert!(pattern_changes(&before, 1_000.0, &same, 100, 1.5, 1e-4).is_empty());
+        // 0.12 → 0.09 calls per request crosses 0.1 but moves by less than the factor, however
+        // many requests make it certain
+        let before = BTreeMap::from([("db".to_owned(), 0.12)]);
+        let now = BTreeMap::from([("db", 9_000)]);
+        assert!(pattern_changes(&before, 100_000.0, &now, 100_000, 1.5, 1e-4).is_empty());
     }
 
     fn event(service: &str, version: &str, at_us: i64, previous: Option<&str>) -> DeploymentEvent {
