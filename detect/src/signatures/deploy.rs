@@ -257,13 +257,12 @@ struct Version {
     last_seen_us: i64,
     /// Windows with at least `min-requests` received.
     windows: u32,
-    /// Calls per request to each destination: `calls_sum ÷ received_sum`.
-    calls_per_request: BTreeMap<String, f64>,
     /// Requests received, a decayed sum over every window the version was seen in (see
     /// [`PATTERN_MEMORY`]).
     #[serde(default)]
     received_sum: f64,
-    /// Calls made to each destination, decayed sums with `received_sum`.
+    /// Calls made to each destination, decayed sums with `received_sum` (calls per request:
+    /// `calls_sum ÷ received_sum`).
     #[serde(default)]
     calls_sum: BTreeMap<String, f64>,
     /// Of `calls_sum`, the calls made in a zone and window where the version received no
@@ -469,9 +468,9 @@ fn idle_calls<'a>(t: &Traffic<'a>) -> BTreeMap<&'a str, u64> {
     idle
 }
 
-/// How calls per request changed from `before` (the previous version's, learned over
-/// `before_requests` requests) to `calls` (per destination) in `received` requests: (destination,
-/// now, before), for destinations that moved by `factor` either way, the larger rate at least
+/// How calls per request changed from the previous version's (`before_calls` per destination
+/// in `before_requests` requests, decayed sums) to `calls` (per destination) in `received`
+/// requests: (destination, calls per request now, before), for destinations that moved by `factor` either way, the larger rate at least
 /// [`MIN_CALLS_PER_REQUEST`] (a destination appeared or vanished when the other is below it),
 /// **and** whose count is improbable if both versions
 /// called at one rate: the conditional test of two Poisson rates (Przyborowski & Wilenski
@@ -482,23 +481,24 @@ fn idle_calls<'a>(t: &Traffic<'a>) -> BTreeMap<&'a str, u64> {
 /// number of times, so the test is conservative; it keeps a handful of requests from looking
 /// like a new pattern (0.17 → 0.07 calls per request is 5 calls → 2).
 fn pattern_changes(
-    before: &BTreeMap<String, f64>,
+    before_calls: &BTreeMap<String, f64>,
     before_requests: f64,
-    calls: &BTreeMap<&str, u64>,
+    calls: &BTreeMap<String, u64>,
     received: u64,
     factor: f64,
     max_p: f64,
 ) -> Vec<(String, f64, f64)> {
-    let names: BTreeSet<&str> = before
-        .keys()
-        .map(String::as_str)
-        .chain(calls.keys().copied())
-        .collect();
+    let names: BTreeSet<&String> = before_calls.keys().chain(calls.keys()).collect();
     let n = received.max(1) as f64;
     let share = n / (n + before_requests.max(0.0));
     let mut changes = Vec::new();
     for d in names {
-        let a = before.get(d).copied().unwrap_or(0.0);
+        let called = before_calls.get(d).copied().unwrap_or(0.0);
+        let a = if before_requests > 0.0 {
+            called / before_requests
+        } else {
+            0.0
+        };
         let count = calls.get(d).copied().unwrap_or(0);
         let b = count as f64 / n;
         if a < MIN_CALLS_PER_REQUEST && b < MIN_CALLS_PER_REQUEST {
@@ -509,7 +509,7 @@ fn pattern_changes(
         if !moved {
             continue;
         }
-        let total = count + (a * before_requests).round() as u64;
+        let total = count + called.round() as u64;
         let p = Binomial::new(share, total).map_or(1.0, |x| {
             if b > a {
                 x.sf(count.saturating_sub(1))
@@ -518,7 +518,7 @@ fn pattern_changes(
             }
         });
         if p <= max_p {
-            changes.push((d.to_owned(), b, a));
+            changes.push((d.clone(), b, a));
         }
     }
     changes
@@ -643,19 +643,16 @@ impl SignatureDetector for DeployRegression {
             let Some(prev) = service.versions.get(&watch.previous) else {
                 continue;
             };
-            let pooled_calls: BTreeMap<&str, u64> =
-                watch.calls.iter().map(|(d, n)| (d.as_str(), *n)).collect();
-            let changes = pattern_changes(
-                &prev.calls_per_request,
+            let mut changes = pattern_changes(
+                &prev.calls_sum,
                 prev.received_sum,
-                &pooled_calls,
+                &watch.calls,
                 watch.received,
                 s.pattern_factor,
                 s.max_p,
             );
             // calls made per request, not per instance, by either version: a destination
             // called where nothing was received is not part of the pattern
-            let mut changes = changes;
             changes.retain(|(d, _, _)| {
                 let all = prev.calls_sum.get(d).copied().unwrap_or(0.0);
                 let idle = prev.idle_calls_sum.get(d).copied().unwrap_or(0.0);
@@ -895,11 +892,6 @@ impl SignatureDetector for DeployRegression {
                 let received = v.received_sum;
                 v.calls_sum
                     .retain(|_, x| *x / received >= MIN_CALLS_PER_REQUEST / 10.0);
-                v.calls_per_request = v
-                    .calls_sum
-                    .iter()
-                    .map(|(d, x)| (d.clone(), x / v.received_sum))
-                    .collect();
             }
             for x in v.idle_calls_sum.values_mut() {
                 *x *= keep;
@@ -971,16 +963,23 @@ fn lower_median(xs: &[f64]) -> f64 {
 mod tests {
     use super::*;
 
+    /// Decayed sums of calls per destination, as a version keeps them.
+    fn sums(calls: &[(&str, f64)]) -> BTreeMap<String, f64> {
+        calls.iter().map(|(d, n)| ((*d).to_owned(), *n)).collect()
+    }
+
+    /// A watch's calls per destination.
+    fn counts(calls: &[(&str, u64)]) -> BTreeMap<String, u64> {
+        calls.iter().map(|(d, n)| ((*d).to_owned(), *n)).collect()
+    }
+
     #[test]
     fn pattern_changes_list_moved_new_and_vanished_destinations() {
-        let before = BTreeMap::from([
-            ("cache".to_owned(), 1.0),
-            ("db".to_owned(), 0.5),
-            ("old".to_owned(), 0.3),
-        ]);
-        // learned over 1,000 requests; now 100 requests: cache 100 → 400 calls, db 50 → 60
-        // (within the factor), old 30 → 0, new 0 → 20
-        let now = BTreeMap::from([("cache", 400), ("db", 60), ("new", 20)]);
+        // 1,000 requests: cache 1, db 0.5, old 0.3 calls per request
+        let before = sums(&[("cache", 1_000.0), ("db", 500.0), ("old", 300.0)]);
+        // now 100 requests: cache 100 → 400 calls, db 50 → 60 (within the factor), old 30 →
+        // 0, new 0 → 20
+        let now = counts(&[("cache", 400), ("db", 60), ("new", 20)]);
         assert_eq!(
             pattern_changes(&before, 1_000.0, &now, 100, 1.5, 1e-4),
             [
@@ -989,12 +988,12 @@ mod tests {
                 ("old".to_owned(), 0.0, 0.3),
             ]
         );
-        let same = BTreeMap::from([("cache", 100), ("db", 50), ("old", 30)]);
+        let same = counts(&[("cache", 100), ("db", 50), ("old", 30)]);
         assert!(pattern_changes(&before, 1_000.0, &same, 100, 1.5, 1e-4).is_empty());
         // 0.12 → 0.09 calls per request crosses 0.1 but moves by less than the factor, however
         // many requests make it certain
-        let before = BTreeMap::from([("db".to_owned(), 0.12)]);
-        let now = BTreeMap::from([("db", 9_000)]);
+        let before = sums(&[("db", 12_000.0)]);
+        let now = counts(&[("db", 9_000)]);
         assert!(pattern_changes(&before, 100_000.0, &now, 100_000, 1.5, 1e-4).is_empty());
     }
 
@@ -1266,13 +1265,13 @@ mod tests {
 
     #[test]
     fn a_few_calls_are_not_a_new_pattern() {
-        let before = BTreeMap::from([("db".to_owned(), 0.17)]);
+        let before = sums(&[("db", 170.0)]);
         // learned over 1,000 requests (170 calls); 30 requests, 2 calls (0.07 per request:
         // "vanished" by the threshold): P(X ≤ 2), X ~ Binomial(172, 30/1030) = 0.12, chance
-        let now = BTreeMap::from([("db", 2)]);
+        let now = counts(&[("db", 2)]);
         assert!(pattern_changes(&before, 1_000.0, &now, 30, 2.0, 1e-4).is_empty());
         // 300 requests, 20 calls: P(X ≤ 20), X ~ Binomial(190, 300/1300) = 6.9e-6, a change
-        let now = BTreeMap::from([("db", 20)]);
+        let now = counts(&[("db", 20)]);
         let c = pattern_changes(&before, 1_000.0, &now, 300, 2.0, 1e-4);
         assert_eq!(c.len(), 1);
         assert!((c[0].1 - 20.0 / 300.0).abs() < 1e-12);
@@ -1280,14 +1279,13 @@ mod tests {
 
     #[test]
     fn a_quiet_predecessors_pattern_is_weighed_as_the_few_requests_it_is() {
-        let before = BTreeMap::from([("db".to_owned(), 0.3)]);
-        // 60 requests, no call to db: against 1,000 requests' 300 calls, P = (1000/1060)^300
-        // = 2.5e-8; against 10 requests' 3 calls, (10/70)^3 = 2.9e-3
+        // 0.3 calls per request; 60 requests, no call to db: against 1,000 requests' 300
+        // calls, P = (1000/1060)^300 = 2.5e-8; against 10 requests' 3 calls, (10/70)^3 = 2.9e-3
         let now = BTreeMap::new();
         assert_eq!(
-            pattern_changes(&before, 1_000.0, &now, 60, 2.0, 1e-4),
+            pattern_changes(&sums(&[("db", 300.0)]), 1_000.0, &now, 60, 2.0, 1e-4),
             [("db".to_owned(), 0.0, 0.3)]
         );
-        assert!(pattern_changes(&before, 10.0, &now, 60, 2.0, 1e-4).is_empty());
+        assert!(pattern_changes(&sums(&[("db", 3.0)]), 10.0, &now, 60, 2.0, 1e-4).is_empty());
     }
 }
