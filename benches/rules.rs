@@ -83,14 +83,8 @@ fn bench(c: &mut Criterion) {
         let window = pairs(n, 20);
         let nodes: Vec<NodeWindow> = detect::node::node_windows(window[0].window, &window);
         let mut rules = Rules::new(&example_rules()).expect("the examples plan");
-        let view = WindowView {
-            window: window[0].window,
-            pairs: &window,
-            nodes: &nodes,
-            callers: &[],
-            baselines: &store,
-            incidents: &detect::incident::Incidents::default(),
-        };
+        let incidents = detect::incident::Incidents::default();
+        let view = WindowView::new(window[0].window, &window, &nodes, &[], &store, &incidents);
         let mut out = Vec::new();
         assert!(rules.judge(&view, &mut out).is_empty());
         assert_eq!(out.len(), n.div_ceil(97), "slow pairs found");

@@ -406,14 +406,14 @@ impl NodeDetector {
             }
             nodes.push(nw);
         }
-        let view = WindowView {
+        let view = WindowView::new(
             window,
             pairs,
-            nodes: &judged,
-            callers: &callers,
-            baselines: &self.store,
-            incidents: &self.incidents,
-        };
+            &judged,
+            &callers,
+            &self.store,
+            &self.incidents,
+        );
         let mut raw = Vec::new();
         self.black_hole.judge(&view, &mut raw);
         for d in &mut self.detectors {

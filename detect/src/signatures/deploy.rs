@@ -705,14 +705,13 @@ impl SignatureDetector for DeployRegression {
             }
             let mut worst: Option<(&PairWindow, Score)> = None;
             let mut failing = Vec::new();
-            for p in view
-                .pairs
-                .iter()
-                .filter(|p| downstream.contains(p.destination.as_str()))
+            for (p, baselines) in view
+                .pairs_with_baselines()
+                .filter(|(p, _)| downstream.contains(p.destination.as_str()))
             {
                 if let (Some(x), Some(sc)) = (
                     Signal::P99Us.of_pair(p),
-                    far(view.baselines, p, Signal::P99Us),
+                    far(view.baselines, baselines, p, Signal::P99Us),
                 ) && sc.z > 0.0
                     && x >= s.latency_factor * sc.expected
                     && sc.p_high <= s.max_p
@@ -720,10 +719,7 @@ impl SignatureDetector for DeployRegression {
                 {
                     worst = Some((p, sc));
                 }
-                if let Some(b) = view
-                    .baselines
-                    .pair(&p.source, &p.destination)
-                    .and_then(|b| b.get(Signal::ErrorRatio))
+                if let Some(b) = baselines.and_then(|b| b.get(Signal::ErrorRatio))
                     && let Some(e) =
                         b.expected(&view.baselines.spec(Signal::ErrorRatio), p.window.start_us)
                     && p.requests >= s.min_requests

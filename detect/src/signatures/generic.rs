@@ -34,7 +34,7 @@ use crate::node::is_service;
 use crate::signatures::{
     Scope, SignatureDetector, WindowView, confidence, counted, finding, scored,
 };
-use crate::store::{BaselineStore, Signal};
+use crate::store::{BaselineStore, Baselines, Signal};
 use crate::suite::{factor, tail};
 
 /// The validated `[detect.anomaly]` section.
@@ -94,10 +94,16 @@ impl Anomalies {
 /// any degrees of freedom ≥ 5, far above any sensible `max-tail-probability`).
 const WORTH_SCORING: f64 = 4.0;
 
-/// `signal` of `p` scored against its baseline, when its z is beyond ±[`WORTH_SCORING`].
-pub(crate) fn far(store: &BaselineStore, p: &PairWindow, signal: Signal) -> Option<Score> {
+/// `signal` of `p` scored against its baseline (`baselines`: the pair's, from
+/// [`WindowView::pair_baselines`]), when its z is beyond ±[`WORTH_SCORING`].
+pub(crate) fn far(
+    store: &BaselineStore,
+    baselines: Option<&Baselines>,
+    p: &PairWindow,
+    signal: Signal,
+) -> Option<Score> {
     let x = signal.of_pair(p)?;
-    let b = store.pair(&p.source, &p.destination)?.get(signal)?;
+    let b = baselines?.get(signal)?;
     let spec = store.spec(signal);
     let (_, _, z) = b.z(&spec, p.window.start_us, x)?;
     (z.abs() >= WORTH_SCORING)
@@ -108,8 +114,13 @@ pub(crate) fn far(store: &BaselineStore, p: &PairWindow, signal: Signal) -> Opti
 /// [`far`], once the baseline has `confident-after` windows: generic anomalies are judged
 /// only against mature baselines (young ones make the signatures' findings, with low
 /// confidence, not these).
-fn confident_far(store: &BaselineStore, p: &PairWindow, signal: Signal) -> Option<Score> {
-    far(store, p, signal).filter(|s| s.confident)
+fn confident_far(
+    store: &BaselineStore,
+    baselines: Option<&Baselines>,
+    p: &PairWindow,
+    signal: Signal,
+) -> Option<Score> {
+    far(store, baselines, p, signal).filter(|s| s.confident)
 }
 
 /// P(X ≥ `errors`) for X ~ Binomial(`n`, `ratio`) (statrs), `ratio` floored at 0.1 % so that a
@@ -137,7 +148,7 @@ impl SignatureDetector for Anomalies {
         let s = &self.spec;
         let store = view.baselines;
         let secs = view.window.len_secs();
-        for p in view.pairs {
+        for (p, baselines) in view.pairs_with_baselines() {
             if !is_service(&p.source) || !is_service(&p.destination) {
                 continue;
             }
@@ -167,7 +178,7 @@ impl SignatureDetector for Anomalies {
                     s.max_p
                 }
             };
-            let rate = confident_far(store, p, Signal::RateRps);
+            let rate = confident_far(store, baselines, p, Signal::RateRps);
             if let Some(r) = &rate {
                 if r.z > 0.0
                     && p.rate_rps >= s.rate_factor * r.expected
@@ -207,8 +218,10 @@ impl SignatureDetector for Anomalies {
             }
             let mut latency = Vec::new();
             for signal in [Signal::P50Us, Signal::P99Us] {
-                if let (Some(x), Some(sc)) = (signal.of_pair(p), confident_far(store, p, signal))
-                    && sc.z > 0.0
+                if let (Some(x), Some(sc)) = (
+                    signal.of_pair(p),
+                    confident_far(store, baselines, p, signal),
+                ) && sc.z > 0.0
                     && x >= s.latency_factor * sc.expected
                     && sc.p_high <= limit(Signature::LatencyShift)
                 {
@@ -240,10 +253,7 @@ impl SignatureDetector for Anomalies {
                     format!("latency shifted: {what}"),
                 );
             }
-            if let Some(b) = store
-                .pair(&p.source, &p.destination)
-                .and_then(|b| b.get(Signal::ErrorRatio))
-            {
+            if let Some(b) = baselines.and_then(|b| b.get(Signal::ErrorRatio)) {
                 let spec = store.spec(Signal::ErrorRatio);
                 if b.len() >= u64::from(spec.confident_after)
                     && let Some(expected) = b.expected(&spec, p.window.start_us)
@@ -277,13 +287,11 @@ impl SignatureDetector for Anomalies {
                     }
                 }
             }
-            if let Some(c) = confident_far(store, p, Signal::ConcurrencyMean)
+            if let Some(c) = confident_far(store, baselines, p, Signal::ConcurrencyMean)
                 && c.z > 0.0
                 && p.concurrency_mean >= 2.0 * c.expected
                 && c.p_high <= limit(Signature::Queueing)
-                && let Some(b) = store
-                    .pair(&p.source, &p.destination)
-                    .and_then(|b| b.get(Signal::RateRps))
+                && let Some(b) = baselines.and_then(|b| b.get(Signal::RateRps))
                 && let Some((_, _, zr)) =
                     b.z(&store.spec(Signal::RateRps), p.window.start_us, p.rate_rps)
                 && zr.abs() < 2.0
@@ -366,14 +374,14 @@ pub(crate) mod tests {
         let mut d = Anomalies::new(AnomalySpec::try_from(&AnomalyConfig::default()).unwrap());
         let mut out = Vec::new();
         d.judge(
-            &WindowView {
-                window: p.window,
-                pairs: std::slice::from_ref(p),
-                nodes: &[],
-                callers: &[],
-                baselines: store,
+            &WindowView::new(
+                p.window,
+                std::slice::from_ref(p),
+                &[],
+                &[],
+                store,
                 incidents,
-            },
+            ),
             &mut out,
         );
         out

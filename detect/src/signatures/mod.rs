@@ -42,7 +42,7 @@ pub use black_hole::{BlackHole, BlackHoleSpec};
 use crate::adaptive::Score;
 use crate::incident::Incidents;
 use crate::node::CallerWindow;
-use crate::store::{BaselineStore, Signal};
+use crate::store::{BaselineStore, Baselines, Signal};
 
 /// What a detector needs to see of a window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,8 +55,8 @@ pub enum Scope {
     Landscape,
 }
 
-/// One closed window as detectors see it.
-#[derive(Debug, Clone, Copy)]
+/// One closed window as detectors see it: build it with [`WindowView::new`].
+#[derive(Debug, Clone)]
 pub struct WindowView<'a> {
     /// The window.
     pub window: Window,
@@ -70,9 +70,48 @@ pub struct WindowView<'a> {
     pub baselines: &'a BaselineStore,
     /// Incidents as of the windows before this one (which are open).
     pub incidents: &'a Incidents,
+    /// The baselines of each of `pairs` (same order), looked up once for every detector: at
+    /// 100 k pairs a window's lookups by name cost more than judging them.
+    pair_baselines: Vec<Option<&'a Baselines>>,
 }
 
 impl<'a> WindowView<'a> {
+    /// The view of `window`, its pairs sorted by (source, destination), its nodes sorted by
+    /// node with their `callers`, against `baselines` and `incidents` as of the windows before.
+    pub fn new(
+        window: Window,
+        pairs: &'a [PairWindow],
+        nodes: &'a [NodeWindow],
+        callers: &'a [Vec<CallerWindow<'a>>],
+        baselines: &'a BaselineStore,
+        incidents: &'a Incidents,
+    ) -> Self {
+        WindowView {
+            window,
+            pairs,
+            nodes,
+            callers,
+            baselines,
+            incidents,
+            pair_baselines: pairs
+                .iter()
+                .map(|p| baselines.pair(&p.source, &p.destination))
+                .collect(),
+        }
+    }
+
+    /// The baselines of `pairs[i]`, if it has any.
+    pub fn pair_baselines(&self, i: usize) -> Option<&'a Baselines> {
+        self.pair_baselines[i]
+    }
+
+    /// Each pair with its baselines, in the order of `pairs`.
+    pub fn pairs_with_baselines(
+        &self,
+    ) -> impl Iterator<Item = (&'a PairWindow, Option<&'a Baselines>)> + '_ {
+        self.pairs.iter().zip(self.pair_baselines.iter().copied())
+    }
+
     /// The pairs whose source is `node` (a contiguous run: pairs are sorted by source).
     pub fn outflow(&self, node: &str) -> &'a [PairWindow] {
         let from = self.pairs.partition_point(|p| p.source.as_str() < node);
@@ -300,14 +339,14 @@ pub(crate) fn judge_pairs(
 ) -> Vec<Finding> {
     let mut out = Vec::new();
     detector.judge(
-        &WindowView {
-            window: pairs[0].window,
+        &WindowView::new(
+            pairs[0].window,
             pairs,
-            nodes: &[],
-            callers: &[],
-            baselines: &crate::store::BaselineStore::default(),
-            incidents: &crate::incident::Incidents::default(),
-        },
+            &[],
+            &[],
+            &crate::store::BaselineStore::default(),
+            &crate::incident::Incidents::default(),
+        ),
         &mut out,
     );
     out

@@ -47,7 +47,7 @@ use crate::signatures::generic::{error_tail, far};
 use crate::signatures::{
     Scope, SignatureDetector, WindowView, counted, finding, load_state, related, save_state,
 };
-use crate::store::{BaselineStore, Signal};
+use crate::store::{BaselineStore, Baselines, Signal};
 use crate::suite::tail;
 
 /// The validated `[detect.root-cause]` section.
@@ -94,13 +94,18 @@ struct Deviation {
     dropped: f64,
 }
 
-fn deviation(store: &BaselineStore, p: &PairWindow, max_p: f64) -> Deviation {
+fn deviation(
+    store: &BaselineStore,
+    baselines: Option<&Baselines>,
+    p: &PairWindow,
+    max_p: f64,
+) -> Deviation {
     let mut d = Deviation::default();
     if !is_service(&p.source) || !is_service(&p.destination) {
         return d;
     }
     for signal in [Signal::P99Us, Signal::P50Us] {
-        if let (Some(x), Some(sc)) = (signal.of_pair(p), far(store, p, signal)) {
+        if let (Some(x), Some(sc)) = (signal.of_pair(p), far(store, baselines, p, signal)) {
             let (tail, moved) = if sc.z > 0.0 {
                 (sc.p_high, x >= 1.5 * sc.expected)
             } else {
@@ -111,9 +116,7 @@ fn deviation(store: &BaselineStore, p: &PairWindow, max_p: f64) -> Deviation {
             }
         }
     }
-    if let Some(b) = store
-        .pair(&p.source, &p.destination)
-        .and_then(|b| b.get(Signal::ErrorRatio))
+    if let Some(b) = baselines.and_then(|b| b.get(Signal::ErrorRatio))
         && let Some(e) = b.expected(&store.spec(Signal::ErrorRatio), p.window.start_us)
         && p.requests > 0
         && p.error_ratio >= e + 0.05
@@ -123,7 +126,7 @@ fn deviation(store: &BaselineStore, p: &PairWindow, max_p: f64) -> Deviation {
             d.into = d.into.max(strength_of(t));
         }
     }
-    if let Some(r) = far(store, p, Signal::RateRps)
+    if let Some(r) = far(store, baselines, p, Signal::RateRps)
         && r.z < 0.0
         && p.rate_rps * 2.0 <= r.expected
         && r.p_low <= max_p
@@ -167,9 +170,8 @@ pub fn rank(
     first_affected: &BTreeMap<String, i64>,
 ) -> Vec<(String, f64, f64, f64)> {
     let devs: Vec<(&PairWindow, Deviation)> = view
-        .pairs
-        .iter()
-        .map(|p| (p, deviation(view.baselines, p, max_p)))
+        .pairs_with_baselines()
+        .map(|(p, b)| (p, deviation(view.baselines, b, p, max_p)))
         .filter(|(_, d)| d.into > 0.0 || d.dropped > 0.0)
         .collect();
     if devs.len() < min_pairs {
@@ -273,16 +275,13 @@ impl SignatureDetector for RootCause {
         let store = view.baselines;
         let confident_after = u64::from(store.spec(Signal::P99Us).confident_after);
         let mature = view
-            .pairs
-            .iter()
-            .filter(|p| {
-                store
-                    .pair(&p.source, &p.destination)
-                    .and_then(|b| b.get(Signal::P99Us).or_else(|| b.get(Signal::RateRps)))
+            .pairs_with_baselines()
+            .filter(|(_, b)| {
+                b.and_then(|b| b.get(Signal::P99Us).or_else(|| b.get(Signal::RateRps)))
                     .is_some_and(|b| b.len() >= confident_after)
             })
-            .filter(|p| {
-                let d = deviation(store, p, s.max_p);
+            .filter(|(p, b)| {
+                let d = deviation(store, *b, p, s.max_p);
                 d.into > 0.0 || d.dropped > 0.0
             })
             .count();
@@ -374,14 +373,8 @@ mod tests {
             pw(40, "web", "api", 300, 0, 450_000),
             pw(40, "web", "cart", 300, 0, 31_000),
         ];
-        let view = WindowView {
-            window: slow[0].window,
-            pairs: &slow,
-            nodes: &[],
-            callers: &[],
-            baselines: &store,
-            incidents: &crate::incident::Incidents::default(),
-        };
+        let incidents = crate::incident::Incidents::default();
+        let view = WindowView::new(slow[0].window, &slow, &[], &[], &store, &incidents);
         let ranked = rank(&view, 1e-4, 2, &BTreeMap::new());
         let names: Vec<&str> = ranked.iter().map(|c| c.0.as_str()).collect();
         // api's evidence is as strong as db's, but all of api's own calls deviate

@@ -150,6 +150,10 @@ struct Service {
     fan_in: f64,
 }
 
+/// A destination's window: distinct callers, callers new to it, their requests, and its
+/// segment.
+type FanIn<'a> = (usize, BTreeSet<&'a str>, u64, Option<&'a str>);
+
 /// The segmentation detector.
 #[derive(Debug, Clone)]
 pub struct Segmentation {
@@ -165,12 +169,6 @@ impl Segmentation {
             services: BTreeMap::new(),
         }
     }
-
-    fn knows(&self, source: &str, destination: &str) -> bool {
-        self.services
-            .get(source)
-            .is_some_and(|s| s.called.contains(destination))
-    }
 }
 
 impl SignatureDetector for Segmentation {
@@ -185,64 +183,78 @@ impl SignatureDetector for Segmentation {
     fn judge(&mut self, view: &WindowView<'_>, out: &mut Vec<Finding>) {
         let s = &self.spec;
         let w = view.window;
-        let pairs = view
-            .pairs
-            .iter()
-            .filter(|p| p.requests > 0 && is_service(&p.source) && is_service(&p.destination));
         // policy
         let mut forbidden: BTreeMap<&str, (BTreeSet<&str>, BTreeSet<&str>, u64)> = BTreeMap::new();
-        let mut fan_in: BTreeMap<&str, (usize, BTreeSet<&str>, u64)> = BTreeMap::new();
+        let mut fan_in: BTreeMap<&str, FanIn<'_>> = BTreeMap::new();
         let mut fan_out: BTreeMap<&str, (usize, BTreeSet<&str>, u64)> = BTreeMap::new();
-        for p in pairs.clone() {
-            if let (Some(a), Some(b)) = (s.segment_of(&p.source), s.segment_of(&p.destination))
-                && !s.allowed(a, b)
-            {
-                let e = forbidden.entry(b).or_default();
-                e.0.insert(&p.source);
-                e.1.insert(&p.destination);
-                e.2 += p.requests;
+        // pairs come sorted by source: a source's history and segment are looked up once
+        for run in view.pairs.chunk_by(|a, b| a.source == b.source) {
+            let source = run[0].source.as_str();
+            if !is_service(source) {
+                continue;
             }
-            let new = !self.knows(&p.source, &p.destination);
-            let i = fan_in.entry(&p.destination).or_default();
-            i.0 += 1;
-            let o = fan_out.entry(&p.source).or_default();
-            o.0 += 1;
-            if new {
-                i.1.insert(&p.source);
-                i.2 += p.requests;
-                o.1.insert(&p.destination);
-                o.2 += p.requests;
-            }
-            // never-seen edge of a source with history
-            if new
-                && s.new_edge_after > 0
-                && p.requests >= s.min_requests
-                && self
-                    .services
-                    .get(&p.source)
-                    .is_some_and(|x| x.windows >= s.new_edge_after)
+            let known = self.services.get(source);
+            let from = s.segment_of(source);
+            let mut o: (usize, BTreeSet<&str>, u64) = Default::default();
+            for p in run
+                .iter()
+                .filter(|p| p.requests > 0 && is_service(&p.destination))
             {
-                out.push(finding(
-                    Signature::SegmentationViolation,
-                    Subject::Pair {
-                        source: p.source.clone(),
-                        destination: p.destination.clone(),
-                    },
-                    w,
-                    Severity::Warning,
-                    vec![counted(
-                        "new_edge_requests",
-                        p.requests as f64,
-                        0.0,
-                        "requests",
-                    )],
-                    vec![],
-                    schemas::Confidence::Normal,
-                    format!(
-                        "{} called {} for the first time ({} requests in the window)",
-                        p.source, p.destination, p.requests
-                    ),
-                ));
+                let i = fan_in
+                    .entry(&p.destination)
+                    .or_insert_with(|| (0, BTreeSet::new(), 0, s.segment_of(&p.destination)));
+                if let (Some(a), Some(b)) = (from, i.3)
+                    && !s.allowed(a, b)
+                {
+                    let e = forbidden.entry(b).or_default();
+                    e.0.insert(source);
+                    e.1.insert(&p.destination);
+                    e.2 += p.requests;
+                }
+                let new = !known.is_some_and(|x| x.called.contains(p.destination.as_str()));
+                i.0 += 1;
+                o.0 += 1;
+                if new {
+                    i.1.insert(source);
+                    i.2 += p.requests;
+                    o.1.insert(&p.destination);
+                    o.2 += p.requests;
+                }
+                // never-seen edge of a source with history
+                if new
+                    && s.new_edge_after > 0
+                    && p.requests >= s.min_requests
+                    && known.is_some_and(|x| x.windows >= s.new_edge_after)
+                {
+                    out.push(finding(
+                        Signature::SegmentationViolation,
+                        Subject::Pair {
+                            source: p.source.clone(),
+                            destination: p.destination.clone(),
+                        },
+                        w,
+                        Severity::Warning,
+                        vec![counted(
+                            "new_edge_requests",
+                            p.requests as f64,
+                            0.0,
+                            "requests",
+                        )],
+                        vec![],
+                        schemas::Confidence::Normal,
+                        format!(
+                            "{} called {} for the first time ({} requests in the window)",
+                            p.source, p.destination, p.requests
+                        ),
+                    ));
+                }
+            }
+            if o.0 > 0 {
+                // one run per source when pairs are sorted; merged if not
+                let e = fan_out.entry(source).or_default();
+                e.0 += o.0;
+                e.1.extend(o.1);
+                e.2 += o.2;
             }
         }
         for (segment, (sources, reached, requests)) in &forbidden {
@@ -273,7 +285,7 @@ impl SignatureDetector for Segmentation {
             ));
         }
         let mut surging: BTreeSet<&str> = BTreeSet::new();
-        for (dst, (n, new, requests)) in &fan_in {
+        for (dst, (n, new, requests, _)) in &fan_in {
             let Some(h) = self.services.get(*dst) else {
                 continue;
             };
@@ -340,14 +352,20 @@ impl SignatureDetector for Segmentation {
             }
         }
         // learn: edges, windows seen, usual fan-in and fan-out (not while surging)
-        for p in view
-            .pairs
-            .iter()
-            .filter(|p| p.requests > 0 && is_service(&p.source) && is_service(&p.destination))
-        {
-            let src = self.services.entry(p.source.clone()).or_default();
-            if src.called.len() < MAX_EDGES_PER_SOURCE {
-                src.called.insert(p.destination.clone());
+        for run in view.pairs.chunk_by(|a, b| a.source == b.source) {
+            let source = &run[0].source;
+            let mut called = run
+                .iter()
+                .filter(|p| p.requests > 0 && is_service(&p.destination))
+                .peekable();
+            if !is_service(source) || called.peek().is_none() {
+                continue;
+            }
+            let known = &mut self.services.entry(source.clone()).or_default().called;
+            for p in called {
+                if known.len() < MAX_EDGES_PER_SOURCE && !known.contains(&p.destination) {
+                    known.insert(p.destination.clone());
+                }
             }
         }
         for (name, (n, _, _)) in &fan_out {
@@ -362,7 +380,7 @@ impl SignatureDetector for Segmentation {
                 };
             }
         }
-        for (name, (n, _, _)) in &fan_in {
+        for (name, (n, _, _, _)) in &fan_in {
             let h = self.services.entry((*name).to_owned()).or_default();
             h.windows_in += 1;
             h.last_seen_us = w.end_us;
