@@ -205,14 +205,16 @@ impl Baselines {
     }
 }
 
-/// The pairs' baselines, looked up by `(source, destination)` without building the key: each
-/// detector asks for every pair of every window (100 k pairs at scale).
-type PairMap = hashbrown::HashMap<(String, String), Baselines, foldhash::fast::FixedState>;
+/// A map by pair `(source, destination)` looked up by borrowed names ([`PairRef`]), without
+/// building the key: what is kept per pair is asked for by every pair of every window (100 k
+/// pairs at scale).
+pub type PairMap<V> = hashbrown::HashMap<(String, String), V, foldhash::fast::FixedState>;
 
-/// A pair's key borrowed: hashes as the owned `(String, String)` does (a tuple hashes its
-/// fields in order, a `String` as its `str`), so it finds it.
-#[derive(Hash)]
-struct PairRef<'a>(&'a str, &'a str);
+/// A pair's key borrowed, `(source, destination)`: hashes as the owned `(String, String)` does
+/// (a tuple hashes its fields in order, a `String` as its `str`), so it finds it in a
+/// [`PairMap`] (`get`, `get_mut`, and `entry_ref`, which builds the owned key only to insert).
+#[derive(Debug, Clone, Copy, Hash)]
+pub struct PairRef<'a>(pub &'a str, pub &'a str);
 
 impl From<&PairRef<'_>> for (String, String) {
     fn from(p: &PairRef<'_>) -> Self {
@@ -282,7 +284,7 @@ mod by_signal {
 pub struct BaselineStore {
     spec: BaselineSpec,
     #[serde(with = "sorted_pairs")]
-    pairs: PairMap,
+    pairs: PairMap<Baselines>,
     nodes: BTreeMap<String, Baselines>,
 }
 
@@ -293,13 +295,13 @@ mod sorted_pairs {
 
     use super::{Baselines, PairMap};
 
-    pub fn serialize<S: Serializer>(pairs: &PairMap, s: S) -> Result<S::Ok, S::Error> {
+    pub fn serialize<S: Serializer>(pairs: &PairMap<Baselines>, s: S) -> Result<S::Ok, S::Error> {
         let mut sorted: Vec<_> = pairs.iter().collect();
         sorted.sort_unstable_by(|a, b| a.0.cmp(b.0));
         s.collect_map(sorted)
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<PairMap, D::Error> {
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<PairMap<Baselines>, D::Error> {
         let sorted = std::collections::BTreeMap::<(String, String), Baselines>::deserialize(d)?;
         Ok(sorted.into_iter().collect())
     }
@@ -446,7 +448,11 @@ impl BaselineStore {
 
 /// The baselines of `source → destination`, added empty when missing; the key is built only
 /// then.
-fn pair_entry<'m>(pairs: &'m mut PairMap, source: &str, destination: &str) -> &'m mut Baselines {
+fn pair_entry<'m>(
+    pairs: &'m mut PairMap<Baselines>,
+    source: &str,
+    destination: &str,
+) -> &'m mut Baselines {
     pairs.entry_ref(&PairRef(source, destination)).or_default()
 }
 

@@ -17,6 +17,7 @@ use anyhow::Context;
 use arrow::array::RecordBatch;
 use clap::Args;
 use detect::pair::OTHER;
+use detect::store::{PairMap, PairRef};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use ingest::parallel::{ChunkReader, InFlight, ParsePool};
 use ingest::{
@@ -862,7 +863,7 @@ struct Tally<O> {
     /// Alert sinks (`[[alerting.sinks]]`), when configured.
     alerting: Option<crate::alerting::Dispatcher>,
     /// Per pair over the run: requests, errors, worst window p99 (µs).
-    pairs: HashMap<(String, String), (u64, u64, Option<u64>)>,
+    pairs: PairMap<(u64, u64, Option<u64>)>,
     /// What the findings were about, for the summary.
     found: Found,
 }
@@ -947,11 +948,12 @@ impl<O: Outputs> Outputs for Tally<O> {
 
     fn pair_window(&mut self, p: &schemas::PairWindow) -> Result<(), O::Error> {
         if p.requests > 0 {
-            let mut key = (p.source.clone(), p.destination.clone());
+            // names are copied only for a pair not seen before
+            let mut key = PairRef(&p.source, &p.destination);
             if self.pairs.len() >= TALLY_PAIRS && !self.pairs.contains_key(&key) {
-                key = (OTHER.to_owned(), OTHER.to_owned());
+                key = PairRef(OTHER, OTHER);
             }
-            let t = self.pairs.entry(key).or_default();
+            let t = self.pairs.entry_ref(&key).or_default();
             t.0 += p.requests;
             t.1 += p.errors;
             if let Some(l) = p.latency {
@@ -1084,7 +1086,7 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
         inner: outputs,
         served: served.as_ref().map(|s| Arc::clone(&s.metrics)),
         alerting: crate::alerting::Dispatcher::start(&config.alerting)?,
-        pairs: HashMap::new(),
+        pairs: PairMap::default(),
         found: Found::default(),
     };
     // The one clock read of a run: records more than a day ahead of it are not believed.
@@ -1209,7 +1211,7 @@ fn summary(
     read: &InputSummary,
     elapsed: Duration,
     pipeline: &Pipeline,
-    pairs: &HashMap<(String, String), (u64, u64, Option<u64>)>,
+    pairs: &PairMap<(u64, u64, Option<u64>)>,
     found: &Found,
     detect: &detect::DetectConfig,
 ) -> String {
