@@ -35,7 +35,10 @@
 //! pattern *changed* when calls per request to a destination moved by `pattern-factor` (either
 //! way) or a destination with at least 0.1 calls per request appeared or vanished, with a
 //! count of calls that improbable if both versions called at one rate (the conditional test
-//! of two Poisson rates: the new version's share of both versions' calls, binomial). The
+//! of two Poisson rates: the new version's share of both versions' calls, binomial; both
+//! counts divided by the previous version's dispersion φ of calls to that destination, so that
+//! calls made in clumps — ten on a cache miss, none on a hit — count as the fewer independent
+//! ones they are, quasi-Poisson: see `Dispersion`). The
 //! pattern is judged on the calls and requests summed since the watch began (once they reach
 //! `min-requests`: the first windows of a rollout get a few requests each), the version's own
 //! latency only in windows where it received `min-requests`.
@@ -121,6 +124,13 @@ const LATENCY_MEMORY: f64 = 1_000.0;
 /// move with the load, and its change alone is not a warning. A request-driven call lands in
 /// a window without requests only across a window's edge (a few ms of 10 s).
 const MAX_IDLE_SHARE: f64 = 0.05;
+
+/// Weight kept by a version's dispersion statistics each window it is seen in (a memory of
+/// about 50 windows).
+const DISPERSION_KEEP: f64 = 0.98;
+
+/// Windows (decayed) of a version's calls to a destination before their dispersion is used.
+const DISPERSION_WINDOWS: f64 = 5.0;
 
 /// Calls per request below which a destination is not part of the pattern.
 const MIN_CALLS_PER_REQUEST: f64 = 0.1;
@@ -269,12 +279,50 @@ struct Version {
     /// request (decayed alike): calls made per instance, not per request.
     #[serde(default)]
     idle_calls_sum: BTreeMap<String, f64>,
+    /// How much more its calls to each destination vary from window to window than a
+    /// Poisson count would (see [`Dispersion`]).
+    #[serde(default)]
+    dispersion: BTreeMap<String, Dispersion>,
     /// Mean latency of requests it received, µs (EWMA over about [`LATENCY_MEMORY`] requests).
     latency_us: f64,
     /// Variance of one request's latency, µs² (EWMA of `timed` × (window mean − mean)²: a
     /// window's mean of n requests varies by σ² ÷ n).
     #[serde(default)]
     latency_var: f64,
+}
+
+/// The dispersion of a version's calls to one destination: a window's calls `c`, given its
+/// requests `r` and the version's calls per request `μ` before it, are Poisson with mean
+/// `μr` when each request calls independently, and vary φ times more when calls come in
+/// clumps (a request that misses a cache calls it ten times, or not at all). φ is Pearson's
+/// χ² over the windows ÷ their number, `Σ (c − μr)² ÷ μr ÷ n`, both sums decayed by
+/// [`DISPERSION_KEEP`] per window (the quasi-Poisson estimate, McCullagh & Nelder,
+/// *Generalized Linear Models*, 2nd ed., §4.5); the pattern test divides both versions' counts
+/// by it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+struct Dispersion {
+    /// Decayed sum of the windows' Pearson residuals squared.
+    pearson: f64,
+    /// Decayed count of the windows.
+    windows: f64,
+}
+
+impl Dispersion {
+    /// Adds a window of `calls` where the pattern expected `expected` (> 0).
+    fn add(&mut self, calls: f64, expected: f64) {
+        self.pearson = DISPERSION_KEEP * self.pearson + (calls - expected).powi(2) / expected;
+        self.windows = DISPERSION_KEEP * self.windows + 1.0;
+    }
+
+    /// φ, at least 1 (calls as regular as Poisson or more are tested as Poisson), and 1 until
+    /// [`DISPERSION_WINDOWS`] windows were seen.
+    fn factor(&self) -> f64 {
+        if self.windows < DISPERSION_WINDOWS {
+            1.0
+        } else {
+            (self.pearson / self.windows).max(1.0)
+        }
+    }
 }
 
 /// A new version being watched.
@@ -483,6 +531,7 @@ fn idle_calls<'a>(t: &Traffic<'a>) -> BTreeMap<&'a str, u64> {
 fn pattern_changes(
     before_calls: &BTreeMap<String, f64>,
     before_requests: f64,
+    dispersion: &BTreeMap<String, Dispersion>,
     calls: &BTreeMap<String, u64>,
     received: u64,
     factor: f64,
@@ -509,6 +558,9 @@ fn pattern_changes(
         if !moved {
             continue;
         }
+        // clumped calls count for fewer independent ones (quasi-Poisson)
+        let phi = dispersion.get(d).map_or(1.0, Dispersion::factor);
+        let (count, called) = ((count as f64 / phi).round() as u64, called / phi);
         let total = count + called.round() as u64;
         let p = Binomial::new(share, total).map_or(1.0, |x| {
             if b > a {
@@ -646,6 +698,7 @@ impl SignatureDetector for DeployRegression {
             let mut changes = pattern_changes(
                 &prev.calls_sum,
                 prev.received_sum,
+                &prev.dispersion,
                 &watch.calls,
                 watch.received,
                 s.pattern_factor,
@@ -875,6 +928,17 @@ impl SignatureDetector for DeployRegression {
             v.last_seen_us = w.end_us;
             // the pattern from every window it was seen in, its latency from those with
             // min-requests
+            // the window's calls against the pattern before it (windows with requests: calls
+            // made per instance are not part of the pattern)
+            if t.received > 0 && v.received_sum > 0.0 {
+                for (d, sum) in &v.calls_sum {
+                    let expected = sum / v.received_sum * t.received as f64;
+                    if expected > 0.0 {
+                        let c = t.calls.get(d.as_str()).copied().unwrap_or(0) as f64;
+                        v.dispersion.entry(d.clone()).or_default().add(c, expected);
+                    }
+                }
+            }
             let keep = 1.0
                 - (t.received as f64 / PATTERN_MEMORY).clamp(PATTERN_ALPHA / 10.0, PATTERN_ALPHA);
             v.received_sum = keep * v.received_sum + t.received as f64;
@@ -897,6 +961,7 @@ impl SignatureDetector for DeployRegression {
             }
             let calls_sum = &v.calls_sum;
             v.idle_calls_sum.retain(|d, _| calls_sum.contains_key(d));
+            v.dispersion.retain(|d, _| calls_sum.contains_key(d));
             if t.received < self.spec.min_requests {
                 continue;
             }
@@ -977,7 +1042,7 @@ mod tests {
         // 0, new 0 → 20
         let now = counts(&[("cache", 400), ("db", 60), ("new", 20)]);
         assert_eq!(
-            pattern_changes(&before, 1_000.0, &now, 100, 1.5, 1e-4),
+            pattern_changes(&before, 1_000.0, &BTreeMap::new(), &now, 100, 1.5, 1e-4),
             [
                 ("cache".to_owned(), 4.0, 1.0),
                 ("new".to_owned(), 0.2, 0.0),
@@ -985,12 +1050,25 @@ mod tests {
             ]
         );
         let same = counts(&[("cache", 100), ("db", 50), ("old", 30)]);
-        assert!(pattern_changes(&before, 1_000.0, &same, 100, 1.5, 1e-4).is_empty());
+        assert!(
+            pattern_changes(&before, 1_000.0, &BTreeMap::new(), &same, 100, 1.5, 1e-4).is_empty()
+        );
         // 0.12 → 0.09 calls per request crosses 0.1 but moves by less than the factor, however
         // many requests make it certain
         let before = sums(&[("db", 12_000.0)]);
         let now = counts(&[("db", 9_000)]);
-        assert!(pattern_changes(&before, 100_000.0, &now, 100_000, 1.5, 1e-4).is_empty());
+        assert!(
+            pattern_changes(
+                &before,
+                100_000.0,
+                &BTreeMap::new(),
+                &now,
+                100_000,
+                1.5,
+                1e-4
+            )
+            .is_empty()
+        );
     }
 
     fn event(service: &str, version: &str, at_us: i64, previous: Option<&str>) -> DeploymentEvent {
@@ -1043,13 +1121,24 @@ mod tests {
     /// Window `k` of web → cart and cart → cache, with cart's versions `(version, requests,
     /// calls to cache per request, mean latency µs)`; pairs sorted by source.
     fn cart_window(k: i64, versions: &[(&str, u64, u64, u64)]) -> Vec<PairWindow> {
+        let calls: Vec<_> = versions
+            .iter()
+            .map(|&(v, requests, per_request, mean_us)| {
+                (v, requests, requests * per_request, mean_us)
+            })
+            .collect();
+        cart_calls_window(k, &calls)
+    }
+
+    /// [`cart_window`] with each version's calls to the cache in all, not per request.
+    fn cart_calls_window(k: i64, versions: &[(&str, u64, u64, u64)]) -> Vec<PairWindow> {
         use crate::signatures::generic::tests::pw;
         use schemas::Breakdown;
         let received: u64 = versions.iter().map(|v| v.1).sum();
-        let calls: u64 = versions.iter().map(|v| v.1 * v.2).sum();
+        let calls: u64 = versions.iter().map(|v| v.2).sum();
         let mut into = pw(k, "web", "cart", received, 0, 40_000);
         let mut out = pw(k, "cart", "cache", calls, 0, 2_000);
-        for &(version, requests, per_request, mean_us) in versions {
+        for &(version, requests, calls, mean_us) in versions {
             into.breakdown.push(Breakdown {
                 destination_version: Some(version.into()),
                 requests,
@@ -1059,7 +1148,7 @@ mod tests {
             });
             out.breakdown.push(Breakdown {
                 source_version: Some(version.into()),
-                requests: requests * per_request,
+                requests: calls,
                 ..Breakdown::default()
             });
         }
@@ -1106,6 +1195,40 @@ mod tests {
         let got = judge(&mut d, &cart_window(42, &slower));
         assert_eq!(got.len(), 1, "{got:?}");
         assert_eq!(got[0].severity, Severity::Critical);
+    }
+
+    #[test]
+    fn a_new_version_calling_in_the_clumps_its_predecessor_did_is_no_warning() {
+        // v1 calls the cache 10 times on a miss (one request in ten), not at all on a hit:
+        // 20 requests a window, 20 calls on average, from a fixed LCG
+        let spec = DeploySpec::new(&DeployConfig::default(), 10_000_000).unwrap();
+        let mut d = DeployRegression::new(spec);
+        let mut x: u64 = 11;
+        let mut misses = |requests: u64| -> u64 {
+            (0..requests)
+                .filter(|_| {
+                    x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+                    (x >> 33) % 10 == 0
+                })
+                .count() as u64
+        };
+        for k in 0..60 {
+            let calls = 10 * misses(20);
+            assert!(judge(&mut d, &cart_calls_window(k, &[("v1", 20, calls, 10_000)])).is_empty());
+        }
+        let phi = d.services["cart"].versions["v1"].dispersion["cache"].factor();
+        assert!(phi > 4.0, "φ = {phi}");
+        // v2's first two windows of 3 requests each missed once: 20 calls for 6 requests, 3.3
+        // per request. As independent calls (Poisson) that is a change (P ≈ 1e-5, see the
+        // detector that learned steady calls); as the clumps v1 made, chance
+        let rollout = |k| cart_calls_window(k, &[("v1", 17, 10, 10_000), ("v2", 3, 10, 10_000)]);
+        assert!(judge(&mut d, &rollout(60)).is_empty());
+        assert!(judge(&mut d, &rollout(61)).is_empty());
+        let mut steady = after_v1();
+        assert!(judge(&mut steady, &rollout(40)).is_empty());
+        let got = judge(&mut steady, &rollout(41));
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert_eq!(got[0].subject.key(), "version/cart/v2");
     }
 
     #[test]
@@ -1265,12 +1388,66 @@ mod tests {
         // learned over 1,000 requests (170 calls); 30 requests, 2 calls (0.07 per request:
         // "vanished" by the threshold): P(X ≤ 2), X ~ Binomial(172, 30/1030) = 0.12, chance
         let now = counts(&[("db", 2)]);
-        assert!(pattern_changes(&before, 1_000.0, &now, 30, 2.0, 1e-4).is_empty());
+        assert!(
+            pattern_changes(&before, 1_000.0, &BTreeMap::new(), &now, 30, 2.0, 1e-4).is_empty()
+        );
         // 300 requests, 20 calls: P(X ≤ 20), X ~ Binomial(190, 300/1300) = 6.9e-6, a change
         let now = counts(&[("db", 20)]);
-        let c = pattern_changes(&before, 1_000.0, &now, 300, 2.0, 1e-4);
+        let c = pattern_changes(&before, 1_000.0, &BTreeMap::new(), &now, 300, 2.0, 1e-4);
         assert_eq!(c.len(), 1);
         assert!((c[0].1 - 20.0 / 300.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn clumped_calls_are_tested_as_the_fewer_independent_calls_they_are() {
+        // windows of 50 requests, each calling the cache 10 times with probability 0.1 or not
+        // at all (1 call per request, 9 times a Poisson count's variance), from a fixed LCG
+        let mut x: u64 = 7;
+        let mut clumped = Dispersion::default();
+        let mut steady = Dispersion::default();
+        for _ in 0..200 {
+            let mut calls = 0.0;
+            for _ in 0..50 {
+                x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+                if (x >> 33) % 10 == 0 {
+                    calls += 10.0;
+                }
+            }
+            clumped.add(calls, 50.0);
+            steady.add(50.0, 50.0);
+        }
+        let phi = clumped.factor();
+        assert!((4.0..20.0).contains(&phi), "φ = {phi}");
+        assert_eq!(steady.factor(), 1.0);
+        // too few windows to say
+        let mut young = Dispersion::default();
+        young.add(100.0, 10.0);
+        assert_eq!(young.factor(), 1.0);
+
+        // 1,000 requests called the cache 1,000 times; the new version's first 20 requests
+        // called it 50 times: P = 2.0e-8 counted as Poisson, P(X ≥ 6), X ~ Binomial(117,
+        // 20/1020) = 0.028 with φ = 9 (6 and 111 independent calls): chance
+        let before = sums(&[("cache", 1_000.0)]);
+        let phi = BTreeMap::from([(
+            "cache".to_owned(),
+            Dispersion {
+                pearson: 90.0,
+                windows: 10.0,
+            },
+        )]);
+        let now = counts(&[("cache", 50)]);
+        assert_eq!(
+            pattern_changes(&before, 1_000.0, &BTreeMap::new(), &now, 20, 2.0, 1e-4).len(),
+            1
+        );
+        assert!(pattern_changes(&before, 1_000.0, &phi, &now, 20, 2.0, 1e-4).is_empty());
+        // a real fan-out change is still one: 100 requests, 300 calls (33 and 111 independent),
+        // P = 5.8e-7
+        let now = counts(&[("cache", 300)]);
+        assert_eq!(
+            pattern_changes(&before, 1_000.0, &phi, &now, 100, 2.0, 1e-4),
+            [("cache".to_owned(), 3.0, 1.0)]
+        );
     }
 
     #[test]
@@ -1279,9 +1456,28 @@ mod tests {
         // calls, P = (1000/1060)^300 = 2.5e-8; against 10 requests' 3 calls, (10/70)^3 = 2.9e-3
         let now = BTreeMap::new();
         assert_eq!(
-            pattern_changes(&sums(&[("db", 300.0)]), 1_000.0, &now, 60, 2.0, 1e-4),
+            pattern_changes(
+                &sums(&[("db", 300.0)]),
+                1_000.0,
+                &BTreeMap::new(),
+                &now,
+                60,
+                2.0,
+                1e-4
+            ),
             [("db".to_owned(), 0.0, 0.3)]
         );
-        assert!(pattern_changes(&sums(&[("db", 3.0)]), 10.0, &now, 60, 2.0, 1e-4).is_empty());
+        assert!(
+            pattern_changes(
+                &sums(&[("db", 3.0)]),
+                10.0,
+                &BTreeMap::new(),
+                &now,
+                60,
+                2.0,
+                1e-4
+            )
+            .is_empty()
+        );
     }
 }
