@@ -185,7 +185,8 @@ impl SignatureDetector for Segmentation {
         let w = view.window;
         // policy
         let mut forbidden: BTreeMap<&str, (BTreeSet<&str>, BTreeSet<&str>, u64)> = BTreeMap::new();
-        let mut fan_in: BTreeMap<&str, FanIn<'_>> = BTreeMap::new();
+        // by destination, hashed while counting (every pair asks), sorted after
+        let mut fan_in: foldhash::HashMap<&str, FanIn<'_>> = foldhash::HashMap::default();
         let mut fan_out: BTreeMap<&str, (usize, BTreeSet<&str>, u64)> = BTreeMap::new();
         // pairs come sorted by source: a source's history and segment are looked up once
         for run in view.pairs.chunk_by(|a, b| a.source == b.source) {
@@ -257,6 +258,8 @@ impl SignatureDetector for Segmentation {
                 e.2 += o.2;
             }
         }
+        let mut fan_in: Vec<(&str, FanIn<'_>)> = fan_in.into_iter().collect();
+        fan_in.sort_unstable_by(|a, b| a.0.cmp(b.0));
         for (segment, (sources, reached, requests)) in &forbidden {
             out.push(finding(
                 Signature::SegmentationViolation,
