@@ -1208,7 +1208,7 @@ mod tests {
             (0..requests)
                 .filter(|_| {
                     x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
-                    (x >> 33) % 10 == 0
+                    (x >> 33).is_multiple_of(10)
                 })
                 .count() as u64
         };
@@ -1409,7 +1409,7 @@ mod tests {
             let mut calls = 0.0;
             for _ in 0..50 {
                 x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
-                if (x >> 33) % 10 == 0 {
+                if (x >> 33).is_multiple_of(10) {
                     calls += 10.0;
                 }
             }
