@@ -21,7 +21,7 @@
 //! | sink | request | per alert |
 //! |---|---|---|
 //! | `pagerduty` | `POST url` (default `https://events.pagerduty.com/v2/enqueue`) | `routing_key`, `event_action` `trigger`/`resolve`, `dedup_key`, `payload` (`summary`, `source`, `severity`, `component`, `group`, `class`, `custom_details`), per PagerDuty's Events API v2 docs |
-//! | `alertmanager` | `POST url/api/v2/alerts` | one alert: `labels` (`alertname` = the signature, `dedup_key`, `severity`, `subject`, `source`), `annotations` (`summary`, `finding`), `startsAt`, and on resolve `endsAt`; firing alerts are sent again every `resend-every`, as Alertmanager's API v2 docs ask of clients |
+//! | `alertmanager` | `POST url/api/v2/alerts` | one alert: `labels` (`alertname` = the signature, `dedup_key`, `severity`, `subject`, `source`), `annotations` (`summary`, `finding`), `startsAt`, and on resolve `endsAt`; firing alerts are sent again every `resend-every`, as Alertmanager's API v2 docs ask of clients; when an incident's severity rises, the alert of its severity before (another label set) is ended with the new one's trigger |
 //! | `webhook` | `POST url` | the alert's JSON (`schemas/json/alert.schema.json`) |
 
 use std::collections::BTreeMap;
@@ -578,6 +578,22 @@ fn deliver_all(
                     AlertAction::Trigger => "trigger",
                     AlertAction::Resolve => "resolve",
                 };
+                // Alertmanager tells alerts apart by their labels: an incident that turned
+                // critical fires a second alert, and the one of its severity before ends now
+                // (not at Alertmanager's resolve_timeout)
+                if sink.kind == SinkKind::Alertmanager
+                    && alert.action == AlertAction::Trigger
+                    && let Some((before, before_started)) = firing.get(&alert.dedup_key)
+                    && before.severity != alert.severity
+                {
+                    let ended = Alert {
+                        action: AlertAction::Resolve,
+                        at_us: alert.at_us,
+                        ..before.clone()
+                    };
+                    let what = format!("resolve {} (its severity before)", alert.dedup_key);
+                    deliver(sink, client, &body(sink, &ended, *before_started), c, &what);
+                }
                 let what = format!("{action} {}", alert.dedup_key);
                 deliver(sink, client, &body(sink, &alert, started), c, &what);
                 if sink.kind == SinkKind::Alertmanager {

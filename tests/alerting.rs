@@ -489,3 +489,45 @@ fn alertmanager_gets_the_alert_and_its_resolve() {
     assert_eq!(c["alertmanager"].delivered, 2);
     assert_eq!(c["alertmanager"].failed, 0);
 }
+
+/// An incident that turns critical fires a critical alert at Alertmanager, and the warning
+/// alert it fired before (another label set) ends then, not at Alertmanager's
+/// `resolve_timeout`.
+#[test]
+fn alertmanager_ends_the_warning_when_its_incident_turns_critical() {
+    let am = Alertmanager::start();
+    let d = dispatcher(&format!(
+        "[[sinks]]\nkind = \"alertmanager\"\nurl = \"{}\"\nbackoff = \"100ms\"\n",
+        am.url
+    ));
+    let warning = Alert {
+        severity: Severity::Warning,
+        ..alert(AlertAction::Trigger, now_us())
+    };
+    d.send(&warning);
+    let active = |severity: &str| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let a = am.alerts();
+            if a.len() == 1 && a[0]["labels"]["severity"] == severity {
+                break a;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "want one {severity} alert, Alertmanager has {a:?}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    active("warning");
+    d.send(&alert(AlertAction::Trigger, now_us()));
+    let alerts = active("critical");
+    assert_eq!(
+        alerts[0]["labels"]["dedup_key"],
+        "black-hole/node/inventory"
+    );
+    let c = d.close(Instant::now() + Duration::from_secs(10));
+    // the warning, its end, the critical
+    assert_eq!(c["alertmanager"].delivered, 3);
+    assert_eq!(c["alertmanager"].failed, 0);
+}
