@@ -427,6 +427,20 @@ impl Alertmanager {
         .expect("Alertmanager answers");
         serde_json::from_str::<Vec<Value>>(&text).unwrap()
     }
+
+    /// Its active alerts once `want` holds of them, polled for at most 30 s; fails naming
+    /// `what` otherwise.
+    fn alerts_when(&self, what: &str, want: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let a = self.alerts();
+            if want(&a) {
+                return a;
+            }
+            assert!(Instant::now() < deadline, "Alertmanager: {what}, has {a:?}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
 }
 
 /// GET `url`, its body on a 200.
@@ -454,15 +468,7 @@ fn alertmanager_gets_the_alert_and_its_resolve() {
     ));
     let t0 = now_us();
     d.send(&alert(AlertAction::Trigger, t0));
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let alerts = loop {
-        let a = am.alerts();
-        if !a.is_empty() {
-            break a;
-        }
-        assert!(Instant::now() < deadline, "no alert in Alertmanager");
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let alerts = am.alerts_when("no alert", |a| !a.is_empty());
     assert_eq!(alerts.len(), 1, "{alerts:?}");
     let a = &alerts[0];
     assert_eq!(a["labels"]["alertname"], "black-hole");
@@ -476,15 +482,7 @@ fn alertmanager_gets_the_alert_and_its_resolve() {
     assert_eq!(a["status"]["state"], "active");
 
     d.send(&alert(AlertAction::Resolve, now_us()));
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !am.alerts().is_empty() {
-        assert!(
-            Instant::now() < deadline,
-            "the resolve did not end the alert: {:?}",
-            am.alerts()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    am.alerts_when("the resolve did not end the alert", <[Value]>::is_empty);
     let c = d.close(Instant::now() + Duration::from_secs(10));
     assert_eq!(c["alertmanager"].delivered, 2);
     assert_eq!(c["alertmanager"].failed, 0);
@@ -506,18 +504,9 @@ fn alertmanager_ends_the_warning_when_its_incident_turns_critical() {
     };
     d.send(&warning);
     let active = |severity: &str| {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let a = am.alerts();
-            if a.len() == 1 && a[0]["labels"]["severity"] == severity {
-                break a;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "want one {severity} alert, Alertmanager has {a:?}"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        am.alerts_when(&format!("want one {severity} alert"), |a| {
+            a.len() == 1 && a[0]["labels"]["severity"] == severity
+        })
     };
     active("warning");
     d.send(&alert(AlertAction::Trigger, now_us()));

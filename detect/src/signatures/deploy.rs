@@ -926,10 +926,8 @@ impl SignatureDetector for DeployRegression {
                 continue;
             };
             v.last_seen_us = w.end_us;
-            // the pattern from every window it was seen in, its latency from those with
-            // min-requests
-            // the window's calls against the pattern before it (windows with requests: calls
-            // made per instance are not part of the pattern)
+            // the dispersion: the window's calls against the pattern before it (windows with
+            // requests: calls made per instance are not part of the pattern)
             if t.received > 0 && v.received_sum > 0.0 {
                 for (d, sum) in &v.calls_sum {
                     let expected = sum / v.received_sum * t.received as f64;
@@ -939,6 +937,8 @@ impl SignatureDetector for DeployRegression {
                     }
                 }
             }
+            // the pattern from every window it was seen in, its latency from those with
+            // min-requests
             let keep = 1.0
                 - (t.received as f64 / PATTERN_MEMORY).clamp(PATTERN_ALPHA / 10.0, PATTERN_ALPHA);
             v.received_sum = keep * v.received_sum + t.received as f64;
@@ -1034,6 +1034,26 @@ mod tests {
         calls.iter().map(|(d, n)| ((*d).to_owned(), *n)).collect()
     }
 
+    /// [`pattern_changes`] with calls as regular as Poisson (no dispersion learned) and a
+    /// tail probability of 1e-4.
+    fn poisson_changes(
+        before: &BTreeMap<String, f64>,
+        before_requests: f64,
+        now: &BTreeMap<String, u64>,
+        received: u64,
+        factor: f64,
+    ) -> Vec<(String, f64, f64)> {
+        pattern_changes(
+            before,
+            before_requests,
+            &BTreeMap::new(),
+            now,
+            received,
+            factor,
+            1e-4,
+        )
+    }
+
     #[test]
     fn pattern_changes_list_moved_new_and_vanished_destinations() {
         // 1,000 requests: cache 1, db 0.5, old 0.3 calls per request
@@ -1042,7 +1062,7 @@ mod tests {
         // 0, new 0 → 20
         let now = counts(&[("cache", 400), ("db", 60), ("new", 20)]);
         assert_eq!(
-            pattern_changes(&before, 1_000.0, &BTreeMap::new(), &now, 100, 1.5, 1e-4),
+            poisson_changes(&before, 1_000.0, &now, 100, 1.5),
             [
                 ("cache".to_owned(), 4.0, 1.0),
                 ("new".to_owned(), 0.2, 0.0),
@@ -1050,25 +1070,12 @@ mod tests {
             ]
         );
         let same = counts(&[("cache", 100), ("db", 50), ("old", 30)]);
-        assert!(
-            pattern_changes(&before, 1_000.0, &BTreeMap::new(), &same, 100, 1.5, 1e-4).is_empty()
-        );
+        assert!(poisson_changes(&before, 1_000.0, &same, 100, 1.5).is_empty());
         // 0.12 → 0.09 calls per request crosses 0.1 but moves by less than the factor, however
         // many requests make it certain
         let before = sums(&[("db", 12_000.0)]);
         let now = counts(&[("db", 9_000)]);
-        assert!(
-            pattern_changes(
-                &before,
-                100_000.0,
-                &BTreeMap::new(),
-                &now,
-                100_000,
-                1.5,
-                1e-4
-            )
-            .is_empty()
-        );
+        assert!(poisson_changes(&before, 100_000.0, &now, 100_000, 1.5).is_empty());
     }
 
     fn event(service: &str, version: &str, at_us: i64, previous: Option<&str>) -> DeploymentEvent {
@@ -1388,12 +1395,10 @@ mod tests {
         // learned over 1,000 requests (170 calls); 30 requests, 2 calls (0.07 per request:
         // "vanished" by the threshold): P(X ≤ 2), X ~ Binomial(172, 30/1030) = 0.12, chance
         let now = counts(&[("db", 2)]);
-        assert!(
-            pattern_changes(&before, 1_000.0, &BTreeMap::new(), &now, 30, 2.0, 1e-4).is_empty()
-        );
+        assert!(poisson_changes(&before, 1_000.0, &now, 30, 2.0).is_empty());
         // 300 requests, 20 calls: P(X ≤ 20), X ~ Binomial(190, 300/1300) = 6.9e-6, a change
         let now = counts(&[("db", 20)]);
-        let c = pattern_changes(&before, 1_000.0, &BTreeMap::new(), &now, 300, 2.0, 1e-4);
+        let c = poisson_changes(&before, 1_000.0, &now, 300, 2.0);
         assert_eq!(c.len(), 1);
         assert!((c[0].1 - 20.0 / 300.0).abs() < 1e-12);
     }
@@ -1436,10 +1441,7 @@ mod tests {
             },
         )]);
         let now = counts(&[("cache", 50)]);
-        assert_eq!(
-            pattern_changes(&before, 1_000.0, &BTreeMap::new(), &now, 20, 2.0, 1e-4).len(),
-            1
-        );
+        assert_eq!(poisson_changes(&before, 1_000.0, &now, 20, 2.0).len(), 1);
         assert!(pattern_changes(&before, 1_000.0, &phi, &now, 20, 2.0, 1e-4).is_empty());
         // a real fan-out change is still one: 100 requests, 300 calls (33 and 111 independent),
         // P = 5.8e-7
@@ -1456,28 +1458,9 @@ mod tests {
         // calls, P = (1000/1060)^300 = 2.5e-8; against 10 requests' 3 calls, (10/70)^3 = 2.9e-3
         let now = BTreeMap::new();
         assert_eq!(
-            pattern_changes(
-                &sums(&[("db", 300.0)]),
-                1_000.0,
-                &BTreeMap::new(),
-                &now,
-                60,
-                2.0,
-                1e-4
-            ),
+            poisson_changes(&sums(&[("db", 300.0)]), 1_000.0, &now, 60, 2.0),
             [("db".to_owned(), 0.0, 0.3)]
         );
-        assert!(
-            pattern_changes(
-                &sums(&[("db", 3.0)]),
-                10.0,
-                &BTreeMap::new(),
-                &now,
-                60,
-                2.0,
-                1e-4
-            )
-            .is_empty()
-        );
+        assert!(poisson_changes(&sums(&[("db", 3.0)]), 10.0, &now, 60, 2.0).is_empty());
     }
 }

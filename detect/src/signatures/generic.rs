@@ -95,7 +95,7 @@ impl Anomalies {
 const WORTH_SCORING: f64 = 4.0;
 
 /// `signal` of `p` scored against its baseline (`baselines`: the pair's, from
-/// [`WindowView::pair_baselines`]), when its z is beyond ±[`WORTH_SCORING`].
+/// [`WindowView::pairs_with_baselines`]), when its z is beyond ±[`WORTH_SCORING`].
 pub(crate) fn far(
     store: &BaselineStore,
     baselines: Option<&Baselines>,

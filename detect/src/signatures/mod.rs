@@ -100,11 +100,6 @@ impl<'a> WindowView<'a> {
         }
     }
 
-    /// The baselines of `pairs[i]`, if it has any.
-    pub fn pair_baselines(&self, i: usize) -> Option<&'a Baselines> {
-        self.pair_baselines[i]
-    }
-
     /// Each pair with its baselines, in the order of `pairs`.
     pub fn pairs_with_baselines(
         &self,
