@@ -13,6 +13,39 @@ pub(crate) struct Scanner<'a> {
     at: usize,
 }
 
+/// The keys of an object as last seen, each spelled `"key":`, with the field it sets (`None`:
+/// a key the caller does not know). A writer puts its keys in the same order on every line,
+/// so [`KeyOrder::key`] first checks the key it expects at each position, a comparison of a
+/// few bytes, and reads (and remembers) the key only when the line differs.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct KeyOrder(Vec<(Box<[u8]>, Option<u8>)>);
+
+impl KeyOrder {
+    /// Reads the key at `position` (0 for an object's first) and its `:`, and returns the
+    /// field `field_of` gives it: `Some(None)` for a key it does not know, `None` when the
+    /// text is not a key.
+    #[inline]
+    pub(crate) fn key(
+        &mut self,
+        s: &mut Scanner<'_>,
+        position: usize,
+        field_of: impl Fn(&str) -> Option<u8>,
+    ) -> Option<Option<u8>> {
+        if let Some((spelled, field)) = self.0.get(position)
+            && s.skip(spelled)
+        {
+            return Some(*field);
+        }
+        let key = s.string()?;
+        s.byte(b':')?;
+        let field = field_of(key);
+        self.0.truncate(position);
+        self.0
+            .push((format!("\"{key}\":").into_bytes().into_boxed_slice(), field));
+        Some(field)
+    }
+}
+
 /// A JSON number as its parts, read without rounding: `-`, the digits as an integer, and the
 /// power of ten to apply (`12.5e1` → `(false, 125, 0)`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

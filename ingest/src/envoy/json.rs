@@ -8,7 +8,7 @@ use serde::Deserialize;
 use serde::de::{self, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
 use crate::error::{Reject, RejectReason};
-use crate::json_scan::Scanner;
+use crate::json_scan::{KeyOrder, Scanner};
 use crate::mapping::{Mapping, MatchField, Side, UNKNOWN_SERVICE, between};
 use crate::source::LineParser;
 use crate::time::{parse_rfc3339_us, parse_seconds_us};
@@ -308,13 +308,6 @@ struct Line<'a> {
     downstream_remote_address: Scalar<'a>,
 }
 
-/// The keys of a line as last seen, each spelled `"key":`, with the field it sets (`None`:
-/// a key graywatch does not read). A proxy writes its keys in the same order on every line,
-/// so [`scan`] first checks the key it expects at each position, a comparison of a few bytes,
-/// and reads (and remembers) the key only when the line differs.
-#[derive(Debug, Default, Clone)]
-struct KeyOrder(Vec<(Box<[u8]>, Option<u8>)>);
-
 /// Which field of [`Line`] a key sets (see the aliases on [`Line`]'s fields).
 fn field_of(key: &str) -> Option<u8> {
     Some(match key {
@@ -382,19 +375,7 @@ fn scan_into<'a>(line: &'a [u8], order: &mut KeyOrder, l: &mut Line<'a>) -> Opti
     }
     let mut seen = 0u16;
     for position in 0.. {
-        let expected = order.0.get(position);
-        let field = match expected {
-            Some((spelled, field)) if s.skip(spelled) => *field,
-            _ => {
-                let key = s.string()?;
-                s.byte(b':')?;
-                let field = field_of(key);
-                let spelled = format!("\"{key}\":").into_bytes().into_boxed_slice();
-                order.0.truncate(position);
-                order.0.push((spelled, field));
-                field
-            }
-        };
+        let field = order.key(&mut s, position, field_of)?;
         let value = scalar(&mut s)?;
         if let Some(f) = field {
             // a key given twice: serde_json names it
