@@ -14,7 +14,7 @@
 //! or unknown key, a syntax error) is read again by serde_json, which gives the answer and the
 //! error message. Both read the same documents the same way (a property test checks it);
 //! `cargo bench --bench parse` measures the difference. The scanner expects each line's keys
-//! in the order of the line before (a writer keeps its order: [`KeyOrder`]), so a key costs
+//! in the order of the line before (a writer keeps its order), so a key costs
 //! a comparison of a few bytes rather than reading it and looking it up.
 
 use std::borrow::Cow;
