@@ -204,7 +204,36 @@ impl<'a> Scanner<'a> {
     }
 
     /// An integer without fraction or exponent that fits an i64.
+    #[inline]
     pub(crate) fn int(&mut self) -> Option<i64> {
+        // the common case, up to 18 digits (below 2^63 whatever they are), without the
+        // checked arithmetic of `number`
+        self.skip_ws();
+        let b = self.text.as_bytes();
+        let negative = b.get(self.at) == Some(&b'-');
+        let first = self.at + usize::from(negative);
+        let mut at = first;
+        let mut v: u64 = 0;
+        while let Some(&c) = b.get(at) {
+            let d = c.wrapping_sub(b'0');
+            if d > 9 || at - first == 18 {
+                break;
+            }
+            v = v * 10 + u64::from(d);
+            at += 1;
+        }
+        let n = at - first;
+        let ends = !matches!(b.get(at), Some(b'0'..=b'9' | b'.' | b'e' | b'E'));
+        if n > 0 && ends && (n == 1 || b[first] != b'0') {
+            self.at = at;
+            let v = v as i64;
+            return Some(if negative { -v } else { v });
+        }
+        self.int_by_grammar()
+    }
+
+    /// [`Scanner::int`] by JSON's number grammar, for what its common case leaves.
+    fn int_by_grammar(&mut self) -> Option<i64> {
         let start = self.at;
         let n = self.number()?;
         if !n.integer {
@@ -331,6 +360,39 @@ mod tests {
         assert_eq!(n(false, 1353, -3).to_f64(), Some(1.353));
         assert_eq!(n(false, 1 << 53, 0).to_f64(), None);
         assert_eq!(n(false, 1, -23).to_f64(), None);
+    }
+
+    proptest::proptest! {
+        /// The common case of `int` reads what the grammar reads, and stops where it stops:
+        /// any digits (18, 19, 20 of them, leading zeros), signs, fractions and exponents.
+        #[test]
+        fn ints_read_as_the_grammar_reads_them(
+            text in "[ ]?-?[0-9]{0,21}(\\.[0-9]{0,2})?([eE][+-]?[0-9]?)?[,}x]?",
+        ) {
+            let mut fast = Scanner::new(&text);
+            let mut grammar = Scanner::new(&text);
+            grammar.skip_ws();
+            let want = grammar.int_by_grammar();
+            proptest::prop_assert_eq!(fast.int(), want);
+            if want.is_some() {
+                proptest::prop_assert_eq!(fast.at, grammar.at);
+            }
+        }
+    }
+
+    #[test]
+    fn ints_of_every_length_to_the_limits() {
+        let int = |t: &str| Scanner::new(t).int();
+        assert_eq!(int("1767614400000000,"), Some(1_767_614_400_000_000));
+        assert_eq!(int("-42}"), Some(-42));
+        assert_eq!(int("999999999999999999"), Some(999_999_999_999_999_999));
+        // 19 digits: by the grammar, up to i64::MAX
+        assert_eq!(int("9223372036854775807"), Some(i64::MAX));
+        assert_eq!(int("9223372036854775808"), None);
+        assert_eq!(int("-9223372036854775807"), Some(-i64::MAX));
+        for bad in ["01", "-", "1.5", "1e3", "", "x"] {
+            assert_eq!(int(bad), None, "{bad}");
+        }
     }
 
     #[test]
