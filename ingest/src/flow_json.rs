@@ -110,6 +110,7 @@ fn field_of(key: &str) -> Option<u8> {
 /// The fast path: `Some(doc)` for a line of the common shape (see the [module docs](self)),
 /// `None` when serde_json must decide. `order` is what the previous lines taught (see
 /// [`KeyOrder`]).
+#[inline]
 fn scan<'a>(line: &'a [u8], order: &mut KeyOrder) -> Option<Doc<'a>> {
     // validated with SIMD: a line is hundreds of bytes
     let text = simdutf8::basic::from_utf8(line).ok()?;

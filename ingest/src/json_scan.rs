@@ -165,7 +165,15 @@ impl<'a> Scanner<'a> {
 
     /// A string without escapes or control characters, its quotes consumed.
     pub(crate) fn string(&mut self) -> Option<&'a str> {
-        self.byte(b'"')?;
+        if self.peek()? != b'"' {
+            return None;
+        }
+        self.string_here()
+    }
+
+    /// [`Scanner::string`] when [`Scanner::peek`] has just seen its opening quote.
+    pub(crate) fn string_here(&mut self) -> Option<&'a str> {
+        self.at += 1;
         let rest = &self.text.as_bytes()[self.at..];
         let len = string_end(rest)?;
         if rest[len] != b'"' {
@@ -197,10 +205,14 @@ impl<'a> Scanner<'a> {
 
     /// A string that may be `null`.
     pub(crate) fn opt_string(&mut self) -> Option<Option<&'a str>> {
-        if self.null()? {
-            return Some(None);
+        match self.peek()? {
+            b'"' => Some(Some(self.string_here()?)),
+            b'n' if self.text.as_bytes()[self.at..].starts_with(b"null") => {
+                self.at += 4;
+                Some(None)
+            }
+            _ => None,
         }
-        Some(Some(self.string()?))
     }
 
     /// An integer without fraction or exponent that fits an i64.

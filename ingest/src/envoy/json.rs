@@ -398,7 +398,7 @@ fn scan_into<'a>(line: &'a [u8], order: &mut KeyOrder, l: &mut Line<'a>) -> Opti
 /// One scalar value as serde_json's `deserialize_any` would give it to [`ScalarVisitor`].
 fn scalar<'a>(s: &mut Scanner<'a>) -> Option<Scalar<'a>> {
     Some(match s.peek()? {
-        b'"' => Scalar::Str(Cow::Borrowed(s.string()?)),
+        b'"' => Scalar::Str(Cow::Borrowed(s.string_here()?)),
         b'n' => {
             s.null()?.then_some(())?;
             Scalar::Null
