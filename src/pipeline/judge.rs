@@ -393,10 +393,13 @@ impl Judge {
         self.counters.rule_errors += failed.len() as u64;
         self.counters.windows += 1;
         if self.write_windows {
-            for p in closed.pairs.iter().filter(|p| own.owns(&p.source)) {
-                out.pair_window(p)?;
-                self.counters.pair_windows += 1;
-            }
+            let owned: Vec<&schemas::PairWindow> = closed
+                .pairs
+                .iter()
+                .filter(|p| own.owns(&p.source))
+                .collect();
+            out.pair_windows(&owned)?;
+            self.counters.pair_windows += owned.len() as u64;
             for n in &outcome.nodes {
                 out.node_window(n)?;
                 self.counters.node_windows += 1;

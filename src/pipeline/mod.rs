@@ -160,6 +160,15 @@ pub trait Outputs {
     /// # Errors
     /// The output's (stops the run).
     fn pair_window(&mut self, w: &PairWindow) -> Result<(), Self::Error>;
+    /// The pair windows of one closed window, in order: [`Outputs::pair_window`] for each
+    /// unless the output does better with all of them at once (`replay`'s JSON lines
+    /// serialize a large window on several threads).
+    ///
+    /// # Errors
+    /// The output's (stops the run).
+    fn pair_windows(&mut self, ws: &[&PairWindow]) -> Result<(), Self::Error> {
+        ws.iter().try_for_each(|w| self.pair_window(w))
+    }
     /// The inflow and outflow of one node in a closed window.
     ///
     /// # Errors

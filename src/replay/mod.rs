@@ -943,10 +943,9 @@ impl Found {
     }
 }
 
-impl<O: Outputs> Outputs for Tally<O> {
-    type Error = O::Error;
-
-    fn pair_window(&mut self, p: &schemas::PairWindow) -> Result<(), O::Error> {
+impl<O> Tally<O> {
+    /// Counts a pair window in the summary's pairs.
+    fn tally(&mut self, p: &schemas::PairWindow) {
         if p.requests > 0 {
             // names are copied only for a pair not seen before
             let mut key = PairRef(&p.source, &p.destination);
@@ -960,7 +959,21 @@ impl<O: Outputs> Outputs for Tally<O> {
                 t.2 = Some(t.2.map_or(l.p99_us, |w| w.max(l.p99_us)));
             }
         }
+    }
+}
+
+impl<O: Outputs> Outputs for Tally<O> {
+    type Error = O::Error;
+
+    fn pair_window(&mut self, p: &schemas::PairWindow) -> Result<(), O::Error> {
+        self.tally(p);
         self.inner.pair_window(p)
+    }
+    fn pair_windows(&mut self, ws: &[&schemas::PairWindow]) -> Result<(), O::Error> {
+        for p in ws {
+            self.tally(p);
+        }
+        self.inner.pair_windows(ws)
     }
     fn node_window(&mut self, w: &schemas::NodeWindow) -> Result<(), O::Error> {
         self.inner.node_window(w)
@@ -1080,6 +1093,7 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
         rejects: args.input.rejects.as_deref(),
         write_windows: !args.no_windows,
         archive: args.archive.as_deref(),
+        threads: args.threads.map_or_else(cores, usize::from),
         batch: inputs.iter().all(|i| matches!(i.source, Source::File(_))),
     })?;
     let mut out = Tally {
@@ -1169,6 +1183,11 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
             std::thread::sleep(Duration::from_millis(200));
         }
     }
+    // The process ends here: the operating system takes the memory back at once, where
+    // freeing the baselines and tallies of 100 k pairs item by item took 0.2 s on one core.
+    // Both are in-memory state only (the outputs were flushed and closed above).
+    std::mem::forget(pipeline);
+    std::mem::forget(std::mem::take(&mut out.pairs));
     Ok(())
 }
 
