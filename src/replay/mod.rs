@@ -98,8 +98,9 @@ pub struct ReplayArgs {
     pub serve: Option<std::net::SocketAddr>,
     /// Threads that parse: regular files in formats read line by line (all but spans-csv)
     /// are cut into chunks parsed on N threads while another aggregates, and (when every
-    /// input is a regular file) one more closes windows: detection and writing; 1 does it all
-    /// on one thread. The output is the same for every N. Default: the machine's cores.
+    /// input is a regular file) one more closes windows: detection and writing (a window of
+    /// thousands of pairs has its window aggregates written on N threads); 1 does it all on
+    /// one thread. The output is the same for every N. Default: the machine's cores.
     #[arg(long, short = 'j', value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     pub threads: Option<u16>,
     /// Print no summary on stderr.
