@@ -68,6 +68,11 @@ impl DictColumn {
         self.nulls.append_non_null();
     }
 
+    /// Makes room for `rows` more keys.
+    pub(crate) fn reserve(&mut self, rows: usize) {
+        self.keys.reserve(rows);
+    }
+
     /// Bytes of the distinct values stored so far.
     pub(crate) fn value_bytes(&self) -> usize {
         self.values.values_slice().len()
