@@ -357,7 +357,12 @@ fn printable_ascii(bytes: &[u8]) -> bool {
     let word = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"));
     let n = bytes.len();
     if n < 8 {
-        return bytes.iter().all(|b| (0x20..0x7f).contains(b));
+        if n < 4 {
+            return bytes.iter().all(|b| (0x20..0x7f).contains(b));
+        }
+        // two 4-byte halves, overlapping when `n` < 8, as one word
+        let half = |at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes"));
+        return printable_word(u64::from(half(0)) | u64::from(half(n - 4)) << 32);
     }
     let mut at = 0;
     while at + 8 < n {
