@@ -26,7 +26,9 @@ use crate::error::{Reject, RejectReason};
 use crate::json_scan::{KeyOrder, Scanner};
 use crate::source::LineParser;
 
-#[derive(Deserialize)]
+/// A flow record's JSON document; the default is one with nothing read (what the scanner
+/// fills in).
+#[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct Doc<'a> {
     schema_version: u32,
@@ -107,35 +109,8 @@ fn field_of(key: &str) -> Option<u8> {
     })
 }
 
-impl Doc<'_> {
-    /// A document with nothing read: every optional field left out.
-    fn empty() -> Self {
-        Doc {
-            schema_version: 0,
-            start_us: 0,
-            duration_us: None,
-            source: Cow::Borrowed(""),
-            source_zone: None,
-            source_version: None,
-            destination: Cow::Borrowed(""),
-            destination_zone: None,
-            destination_version: None,
-            protocol: None,
-            method: None,
-            status: None,
-            response_flags: None,
-            bytes_received: 0,
-            bytes_sent: 0,
-            upstream_host: None,
-            upstream_attempts: Vec::new(),
-            request_id: None,
-            reporter: Cow::Borrowed(""),
-        }
-    }
-}
-
 /// The fast path: reads a line of the common shape (see the [module docs](self)) into `doc`
-/// (a [`Doc::empty`], which stays in the caller's frame: a document is a few hundred bytes to
+/// (a default [`Doc`], which stays in the caller's frame: a document is a few hundred bytes to
 /// move for each of millions of lines), or `None` when serde_json must decide. `order` is what
 /// the previous lines taught (see [`KeyOrder`]).
 #[inline]
@@ -267,7 +242,7 @@ impl FlowJsonParser {
 
 impl LineParser for FlowJsonParser {
     fn parse_line(&mut self, line: &[u8], out: &mut FlowBatchBuilder) -> Result<usize, Reject> {
-        let mut doc = Doc::empty();
+        let mut doc = Doc::default();
         if scan_into(line, &mut self.order, &mut doc).is_none() {
             doc = serde_json::from_slice(line)
                 .map_err(|e| Reject::new(RejectReason::BadJson, format!("flow record: {e}")))?;
