@@ -428,6 +428,14 @@ impl Alertmanager {
         serde_json::from_str::<Vec<Value>>(&text).unwrap()
     }
 
+    /// A dispatcher with this Alertmanager as its one sink (retries after 100 ms).
+    fn dispatcher(&self) -> Dispatcher {
+        dispatcher(&format!(
+            "[[sinks]]\nkind = \"alertmanager\"\nurl = \"{}\"\nbackoff = \"100ms\"\n",
+            self.url
+        ))
+    }
+
     /// Its active alerts once `want` holds of them, polled for at most 30 s; fails naming
     /// `what` otherwise.
     fn alerts_when(&self, what: &str, want: impl Fn(&[Value]) -> bool) -> Vec<Value> {
@@ -462,10 +470,7 @@ fn now_us() -> i64 {
 #[test]
 fn alertmanager_gets_the_alert_and_its_resolve() {
     let am = Alertmanager::start();
-    let d = dispatcher(&format!(
-        "[[sinks]]\nkind = \"alertmanager\"\nurl = \"{}\"\nbackoff = \"100ms\"\n",
-        am.url
-    ));
+    let d = am.dispatcher();
     let t0 = now_us();
     d.send(&alert(AlertAction::Trigger, t0));
     let alerts = am.alerts_when("no alert", |a| !a.is_empty());
@@ -494,10 +499,7 @@ fn alertmanager_gets_the_alert_and_its_resolve() {
 #[test]
 fn alertmanager_ends_the_warning_when_its_incident_turns_critical() {
     let am = Alertmanager::start();
-    let d = dispatcher(&format!(
-        "[[sinks]]\nkind = \"alertmanager\"\nurl = \"{}\"\nbackoff = \"100ms\"\n",
-        am.url
-    ));
+    let d = am.dispatcher();
     let warning = Alert {
         severity: Severity::Warning,
         ..alert(AlertAction::Trigger, now_us())

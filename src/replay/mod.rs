@@ -1085,6 +1085,7 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
         stdout,
     )?;
     let parsers = parsers(&args.input, &mut inputs, &config.mapping, &streams)?;
+    let threads = args.threads.map_or_else(cores, usize::from);
     let outputs = JsonLinesOutputs::open(&JsonLinesConfig {
         windows: args.windows.as_deref(),
         findings: args.findings.as_deref(),
@@ -1094,7 +1095,7 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
         rejects: args.input.rejects.as_deref(),
         write_windows: !args.no_windows,
         archive: args.archive.as_deref(),
-        threads: args.threads.map_or_else(cores, usize::from),
+        threads,
         batch: inputs.iter().all(|i| matches!(i.source, Source::File(_))),
     })?;
     let mut out = Tally {
@@ -1116,7 +1117,7 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
         &mut pipeline,
         &mut out,
         &progress,
-        args.threads.map_or_else(cores, usize::from),
+        threads,
         served.as_ref().map(|s| &*s.shutdown),
     );
     progress.finish_and_clear();
