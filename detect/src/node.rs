@@ -15,7 +15,7 @@
 //! past `max-pairs`) get one too, so their inflow stays visible, but they are never judged: no
 //! baseline, no finding, no command.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 
 use schemas::{Finding, NodeWindow, PairWindow, SCHEMA_VERSION, UNROUTED, Window};
 use serde::{Deserialize, Serialize};
@@ -195,11 +195,15 @@ pub fn is_service(name: &str) -> bool {
 /// ([`Incidents`]), and teaches the store with the healthy part of the window (see
 /// [`crate::signatures`]). No clock; windows must be given in window order.
 ///
-/// A node absent from [`IDLE_WINDOWS`] windows' worth of event time (no pair touched it: not
-/// "no healthy window", a node failing for an hour keeps its baseline) loses its baselines
-/// before its next window is judged, so a node back after a gap (a night, a weekend, a
-/// replay of last week's logs after today's) is judged against no stale normal, and learns a
-/// new one. The gap is measured in event time, so windows nobody touched count too.
+/// A node absent from the last [`IDLE_WINDOWS`] windows that had traffic (no pair touched
+/// it: not "no healthy window", a node failing for an hour keeps its baseline) loses its
+/// baselines before its next window is judged, so a node back after a gap (a night, a
+/// weekend) while the rest of the landscape went on is judged against no stale normal, and
+/// learns a new one. Windows without any traffic don't count: when the whole input pauses
+/// (a log shipper down for an hour, trace files with gaps between them), every subject is as
+/// absent as the others and keeps its baselines, unless the pause outlasts
+/// [`STALE_AFTER_US`] (input resumed days later, a replay of last week's logs after today's):
+/// a normal from before that is not trusted.
 #[derive(Debug)]
 pub struct NodeDetector {
     suite: Suite,
@@ -211,6 +215,8 @@ pub struct NodeDetector {
     windows: u64,
     /// End of the last window each node with a black-hole baseline appeared in, µs.
     last_seen: BTreeMap<String, i64>,
+    /// Starts (µs) of the last [`IDLE_WINDOWS`] windows judged that had traffic, oldest first.
+    traffic_windows: VecDeque<i64>,
     /// Values held back from learning by raw findings whose incidents had not opened.
     deferred: Vec<Deferred>,
 }
@@ -252,14 +258,22 @@ pub struct NodeDetectorState {
     pub windows: u64,
     /// See [`NodeDetector`].
     pub last_seen: BTreeMap<String, i64>,
+    /// Starts (µs) of the last [`IDLE_WINDOWS`] windows judged that had traffic, oldest
+    /// first (see [`NodeDetector`]).
+    #[serde(default)]
+    pub traffic_windows: VecDeque<i64>,
     /// Values held back from learning, see [`Deferred`].
     #[serde(default)]
     pub deferred: Vec<Deferred>,
 }
 
-/// A node absent for this many windows' worth of event time loses its baselines (60
-/// windows: 10 min at 10 s).
+/// A node absent from this many windows with traffic loses its baselines (60 windows: 10 min
+/// at 10 s).
 pub const IDLE_WINDOWS: i64 = 60;
+
+/// A node last seen longer ago than this, µs of event time (a day: one daily season), loses
+/// its baselines, whether or not any traffic came meanwhile.
+pub const STALE_AFTER_US: i64 = 86_400_000_000;
 
 impl NodeDetector {
     /// Adds deployments learned while running to the deploy history of its suite and
@@ -285,6 +299,7 @@ impl NodeDetector {
             suite,
             windows: 0,
             last_seen: BTreeMap::new(),
+            traffic_windows: VecDeque::new(),
             deferred: Vec::new(),
         }
     }
@@ -317,6 +332,7 @@ impl NodeDetector {
             incidents: self.incidents.clone(),
             windows: self.windows,
             last_seen: self.last_seen.clone(),
+            traffic_windows: self.traffic_windows.clone(),
             deferred: self.deferred.clone(),
         }
     }
@@ -342,6 +358,7 @@ impl NodeDetector {
         d.incidents = state.incidents;
         d.windows = state.windows;
         d.last_seen = state.last_seen;
+        d.traffic_windows = state.traffic_windows;
         d.deferred = state.deferred;
         Ok(d)
     }
@@ -381,11 +398,20 @@ impl NodeDetector {
         let mut nodes = Vec::with_capacity(sums.len());
         let mut judged = Vec::with_capacity(sums.len());
         let mut callers = Vec::with_capacity(sums.len());
-        // a node last seen in a window ending at or before this was absent IDLE_WINDOWS
-        // windows or more
-        let idle_before = window
-            .start_us
-            .saturating_sub(window.len_us().saturating_mul(IDLE_WINDOWS));
+        // a node last seen in a window ending at or before this was absent from the last
+        // IDLE_WINDOWS windows with traffic, or for longer than STALE_AFTER_US
+        let by_traffic = if self.traffic_windows.len() as i64 >= IDLE_WINDOWS {
+            self.traffic_windows.front().copied().unwrap_or(i64::MIN)
+        } else {
+            i64::MIN
+        };
+        let idle_before = by_traffic.max(window.start_us.saturating_sub(STALE_AFTER_US));
+        if !pairs.is_empty() {
+            if self.traffic_windows.len() as i64 >= IDLE_WINDOWS {
+                self.traffic_windows.pop_front();
+            }
+            self.traffic_windows.push_back(window.start_us);
+        }
         let black_hole = &mut self.black_hole;
         self.last_seen.retain(|node, &mut seen| {
             let keep = seen > idle_before;
@@ -749,6 +775,36 @@ mod tests {
     }
 
     #[test]
+    fn a_pause_of_the_whole_input_forgets_nothing() {
+        let mut d = NodeDetector::new(black_hole_only());
+        let w = |k: i64| Window {
+            start_us: k * 10_000_000,
+            end_us: (k + 1) * 10_000_000,
+        };
+        for k in 0..10 {
+            d.detect(w(k), &[pair("a", "api", 20, 0, (0, 0))]);
+        }
+        // an hour without any record (360 windows), then traffic again
+        d.detect(w(370), &[pair("a", "api", 20, 0, (0, 0))]);
+        assert!(d.black_hole().baseline("api").is_some());
+        // ...and an empty window judged meanwhile (every input idle) does not count either
+        d.detect(w(400), &[]);
+        d.detect(w(800), &[pair("a", "api", 20, 0, (0, 0))]);
+        assert!(d.black_hole().baseline("api").is_some());
+        // the window count survives a checkpoint: "api" gone from 60 windows with traffic
+        let mut d = NodeDetector::restore(black_hole_only(), d.state()).unwrap();
+        for k in 801..=860 {
+            d.detect(w(k), &[pair("a", "other", 20, 0, (0, 0))]);
+        }
+        assert!(
+            d.black_hole().baseline("api").is_some(),
+            "absent from 59 windows: kept"
+        );
+        d.detect(w(861), &[pair("a", "other", 20, 0, (0, 0))]);
+        assert!(d.black_hole().baseline("api").is_none());
+    }
+
+    #[test]
     fn healthy_windows_teach_the_nodes_baselines() {
         use crate::store::Signal;
 
@@ -869,11 +925,11 @@ mod tests {
         assert!(d.deferred.is_empty(), "{:?}", d.deferred);
     }
 
-    /// A node back after a gap longer than [`IDLE_WINDOWS`] (no window at all in between:
-    /// the landscape was quiet, or the input resumed days later) is not judged against the
-    /// normal it had before the gap.
+    /// A node back after a pause of the whole input (no window at all in between) is judged
+    /// against the normal it had before, unless the pause outlasted [`STALE_AFTER_US`] (the
+    /// input resumed days later).
     #[test]
-    fn a_node_back_after_a_long_gap_is_not_judged_by_its_old_baseline() {
+    fn a_node_back_after_a_day_long_gap_is_not_judged_by_its_old_baseline() {
         let w = |k: i64| Window {
             start_us: k * 10_000_000,
             end_us: (k + 1) * 10_000_000,
@@ -893,10 +949,13 @@ mod tests {
             // 10 + gap, `gap` windows after api was last seen
             d.detect(w(10 + gap), &hung).findings
         };
-        let within = findings_after(IDLE_WINDOWS - 1);
-        assert_eq!(within.len(), 1);
-        assert_eq!(within[0].subject.key(), "node/api");
-        assert!(findings_after(IDLE_WINDOWS).is_empty());
+        for gap in [IDLE_WINDOWS, 6 * 360, 24 * 360 - 1] {
+            let within = findings_after(gap);
+            assert_eq!(within.len(), 1, "{gap} windows later");
+            assert_eq!(within[0].subject.key(), "node/api");
+        }
+        // last seen at the end of window 9; window 10 + gap starts a day after that
+        assert!(findings_after(24 * 360).is_empty(), "a day later");
         assert!(findings_after(3 * 24 * 360).is_empty(), "three days later");
     }
 
