@@ -31,7 +31,7 @@
 
 use std::collections::BTreeMap;
 
-use schemas::{Finding, Severity, Signature, Subject};
+use schemas::{Finding, NodeWindow, Severity, Signature, Subject};
 use statrs::distribution::{Binomial, DiscreteCDF};
 
 use crate::adaptive::Score;
@@ -42,7 +42,7 @@ use crate::signatures::{
     Scope, SignatureDetector, WindowView, confidence, counted, finding, load_state, related,
     save_state, scored,
 };
-use crate::store::Signal;
+use crate::store::{BaselineStore, Signal};
 use crate::suite::{factor, tail};
 
 /// The validated `[detect.storm]` section.
@@ -111,6 +111,27 @@ fn synchronized_by_chance(callers: usize, spiking: usize, p: f64) -> f64 {
     Binomial::new(p, callers as u64).map_or(1.0, |b| b.sf(spiking as u64 - 1))
 }
 
+/// Whether `node`'s `signal` fell: `low(value, expected)` and a lower tail probability of at
+/// most `max_p`. The tail probability, the costly part, is computed only for a value that
+/// moved (most nodes in most windows did not).
+fn fell(
+    store: &BaselineStore,
+    node: &NodeWindow,
+    signal: Signal,
+    max_p: f64,
+    low: impl Fn(f64, f64) -> bool,
+) -> bool {
+    let Some(x) = signal.of_node(node) else {
+        return false;
+    };
+    store
+        .expected_node(&node.node, signal, node.window.start_us)
+        .is_some_and(|(expected, _)| low(x, expected))
+        && store
+            .score_node(node, signal)
+            .is_some_and(|sc| sc.p_low <= max_p)
+}
+
 impl SignatureDetector for Storm {
     fn name(&self) -> &'static str {
         "storm"
@@ -126,21 +147,11 @@ impl SignatureDetector for Storm {
         let w = view.window;
         for (node, callers) in view.nodes.iter().zip(view.callers) {
             // trouble first: a window can be both (the flush starts while errors go on)
-            let ok = store.score_node(node, Signal::OkRatio);
-            let inflow = store.score_node(node, Signal::InflowRps);
-            let ok_fell = ok.as_ref().is_some_and(|o| {
-                o.p_low <= s.max_p
-                    && Signal::OkRatio
-                        .of_node(node)
-                        .is_some_and(|x| x <= o.expected - 0.1)
-            });
-            let inflow_fell = inflow.as_ref().is_some_and(|i| {
-                i.p_low <= s.max_p
-                    && Signal::InflowRps
-                        .of_node(node)
-                        .is_some_and(|x| x * s.rate_factor <= i.expected)
-            });
-            if ok_fell || inflow_fell {
+            let troubled = fell(store, node, Signal::OkRatio, s.max_p, |x, e| x <= e - 0.1)
+                || fell(store, node, Signal::InflowRps, s.max_p, |x, e| {
+                    x * s.rate_factor <= e
+                });
+            if troubled {
                 self.troubled_until.insert(node.node.clone(), w.end_us);
             }
             let Some(&until) = self.troubled_until.get(&node.node) else {
@@ -173,7 +184,7 @@ impl SignatureDetector for Storm {
                 continue;
             }
             let mut evidence = Vec::new();
-            if let Some(i) = &inflow {
+            if let Some(i) = &store.score_node(node, Signal::InflowRps) {
                 let x = Signal::InflowRps.of_node(node).unwrap_or(0.0);
                 evidence.push(scored(Signal::InflowRps, x, i, true));
             }
