@@ -186,8 +186,13 @@ fn subsume(raw: &mut Vec<Finding>) {
 
 /// Whether `name` is a service (not one of the pseudo-nodes [`UNROUTED`] and
 /// [`crate::pair::OTHER`], which are never judged).
+#[inline]
 pub fn is_service(name: &str) -> bool {
-    name != UNROUTED && name != crate::pair::OTHER
+    const _: () =
+        assert!(UNROUTED.as_bytes()[0] == b'(' && crate::pair::OTHER.as_bytes()[0] == b'(');
+    // both pseudo-nodes start with '(': one byte decides for nearly every name (a name as
+    // long as one of them would otherwise cost a `memcmp` call per pair and detector)
+    name.as_bytes().first() != Some(&b'(') || (name != UNROUTED && name != crate::pair::OTHER)
 }
 
 /// Stage 2's detection: derives node windows, runs every signature of the [`Suite`] on the

@@ -982,15 +982,25 @@ impl SignatureDetector for DeployRegression {
                 }
             }
         }
-        let mut seen: BTreeSet<&str> = BTreeSet::new();
-        for p in view.pairs {
-            seen.insert(&p.source);
-            seen.insert(&p.destination);
-        }
-        for name in seen {
-            if let Some(service) = self.services.get_mut(name) {
-                service.windows = service.windows.saturating_add(1);
-                service.last_seen_us = w.end_us;
+        // the services with versions seen in this window, each counted once (its last_seen_us
+        // marks it): a lookup per pair end in the few services with versions, none at all
+        // when there are none (no set of every name of the window)
+        if !self.services.is_empty() {
+            let mut source: Option<&str> = None;
+            for p in view.pairs {
+                let names = [
+                    (source != Some(p.source.as_str())).then_some(p.source.as_str()),
+                    Some(p.destination.as_str()),
+                ];
+                source = Some(&p.source);
+                for name in names.into_iter().flatten() {
+                    if let Some(service) = self.services.get_mut(name)
+                        && service.last_seen_us != w.end_us
+                    {
+                        service.windows = service.windows.saturating_add(1);
+                        service.last_seen_us = w.end_us;
+                    }
+                }
             }
         }
     }
