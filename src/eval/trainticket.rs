@@ -6,8 +6,10 @@
 //! pipeline of the given config as one input. For each fault of the list, the root-cause
 //! candidates are those of the `spreading-degradation` findings (see
 //! `detect::signatures::root_cause`) in the windows from the injection time to
-//! [`FAULT_SPAN`] after it, each candidate's scores summed over those windows; the fault's
-//! service is the injected pod's name without its two generated suffixes
+//! [`FAULT_SPAN`] after it, each candidate's scores summed over those windows, each window's
+//! weighted by its finding's `inbound_deviation` (−log10 P of its strongest deviation: a
+//! window of noise-level deviations, whose best candidate also scores 1, counts less than a
+//! window of improbable ones); the fault's service is the injected pod's name without its two generated suffixes
 //! (`ts-contacts-service-866bd68c97-xcqfx` → `ts-contacts-service`). Reported: the rank of
 //! the right service per fault, top-1 and top-3 over all faults and per fault type, and the
 //! findings in the fault-free file(s) (names starting with `normal`).
@@ -180,17 +182,7 @@ pub fn evaluate(
     let mut out = Vec::new();
     for fault in faults {
         let at = fault.at_us()?;
-        let mut scores: BTreeMap<String, f64> = BTreeMap::new();
-        for f in degradations
-            .iter()
-            .filter(|f| f.window.end_us > at && f.window.start_us < at + FAULT_SPAN)
-        {
-            for r in f.related.iter().filter(|r| r.role == "candidate") {
-                *scores.entry(r.name.clone()).or_default() += r.score.unwrap_or(0.0);
-            }
-        }
-        let mut ranking: Vec<(String, f64)> = scores.into_iter().collect();
-        ranking.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        let ranking = rank_fault(&degradations, at);
         let truth = fault.service();
         let rank = ranking.iter().position(|(c, _)| *c == truth).map(|i| i + 1);
         out.push(FaultResult {
@@ -216,6 +208,33 @@ pub fn evaluate(
         fault_free_findings,
         records,
     })
+}
+
+/// The ranked root-cause candidates of a fault injected at `at_us` (µs since the epoch): the
+/// candidates of the `degradations` (spreading-degradation findings) whose window overlaps
+/// `[at_us, at_us + FAULT_SPAN)`, each candidate's scores summed over those windows, each
+/// window's weighted by its finding's `inbound_deviation` (−log10 P of its strongest
+/// deviation; 1 when it has none). Best first; ties by name.
+pub fn rank_fault(degradations: &[&schemas::Finding], at_us: i64) -> Vec<(String, f64)> {
+    let mut scores: BTreeMap<String, f64> = BTreeMap::new();
+    for f in degradations
+        .iter()
+        .filter(|f| f.window.end_us > at_us && f.window.start_us < at_us + FAULT_SPAN)
+    {
+        // a window of noise-level deviations (whose best candidate also scores 1) counts
+        // less than a window of improbable ones
+        let weight = f
+            .evidence
+            .iter()
+            .find(|e| e.signal == "inbound_deviation")
+            .map_or(1.0, |e| e.value);
+        for r in f.related.iter().filter(|r| r.role == "candidate") {
+            *scores.entry(r.name.clone()).or_default() += weight * r.score.unwrap_or(0.0);
+        }
+    }
+    let mut ranking: Vec<(String, f64)> = scores.into_iter().collect();
+    ranking.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    ranking
 }
 
 /// The report as text: one line per fault, then the totals.
@@ -273,6 +292,55 @@ pub fn render(r: &Report) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A spreading-degradation finding of the window starting `k` × 10 s after `t0`, whose
+    /// strongest deviation is `deviation` (−log10 P), with its candidates' scores.
+    fn degradation(
+        t0: i64,
+        k: i64,
+        deviation: f64,
+        candidates: &[(&str, f64)],
+    ) -> schemas::Finding {
+        use detect::signatures::{counted, finding, related};
+        let start_us = t0 + k * 10_000_000;
+        finding(
+            Signature::SpreadingDegradation,
+            schemas::Subject::Landscape,
+            schemas::Window {
+                start_us,
+                end_us: start_us + 10_000_000,
+            },
+            schemas::Severity::Warning,
+            vec![counted("inbound_deviation", deviation, 0.0, "-log10 P")],
+            candidates
+                .iter()
+                .map(|(c, s)| related("candidate", c, Some(*s), String::new()))
+                .collect(),
+            schemas::Confidence::Normal,
+            String::new(),
+        )
+    }
+
+    #[test]
+    fn a_window_of_improbable_deviations_outweighs_windows_of_noise() {
+        let at = 1_674_999_114_000_000;
+        let found = [
+            // two windows where only noise deviates (P ≈ 1 %): order first in each
+            degradation(at, 0, 2.0, &[("order", 1.0), ("contacts", 0.2)]),
+            degradation(at, 1, 2.5, &[("order", 1.0)]),
+            // one window of a strong deviation into contacts (P ≈ 1e-9)
+            degradation(at, 2, 9.0, &[("contacts", 1.0), ("order", 0.5)]),
+            // after the fault's span: not counted
+            degradation(at, 18, 20.0, &[("seat", 1.0)]),
+        ];
+        let refs: Vec<&schemas::Finding> = found.iter().collect();
+        let ranking = rank_fault(&refs, at);
+        let names: Vec<&str> = ranking.iter().map(|(c, _)| c.as_str()).collect();
+        assert_eq!(names, ["contacts", "order"]);
+        // contacts 2 × 0.2 + 9 × 1; order 2 × 1 + 2.5 × 1 + 9 × 0.5
+        assert!((ranking[0].1 - 9.4).abs() < 1e-9, "{ranking:?}");
+        assert!((ranking[1].1 - 9.0).abs() < 1e-9, "{ranking:?}");
+    }
 
     #[test]
     fn a_fault_names_its_service_and_time() {
