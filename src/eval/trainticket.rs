@@ -7,9 +7,8 @@
 //! candidates are those of the `spreading-degradation` findings (see
 //! `detect::signatures::root_cause`) in the windows from the injection time to
 //! [`FAULT_SPAN`] after it, each candidate's scores summed over those windows, each window's
-//! weighted by its finding's `inbound_deviation` (−log10 P of its strongest deviation: a
-//! window of noise-level deviations, whose best candidate also scores 1, counts less than a
-//! window of improbable ones); the fault's service is the injected pod's name without its two generated suffixes
+//! weighted by how improbable its strongest deviation was ([`rank_fault`]); the fault's
+//! service is the injected pod's name without its two generated suffixes
 //! (`ts-contacts-service-866bd68c97-xcqfx` → `ts-contacts-service`). Reported: the rank of
 //! the right service per fault, top-1 and top-3 over all faults and per fault type, and the
 //! findings in the fault-free file(s) (names starting with `normal`).
