@@ -142,12 +142,35 @@ struct Service {
     windows_in: u32,
     /// End of the last window it appeared in, µs.
     last_seen_us: i64,
-    /// Destinations it called.
-    called: BTreeSet<String>,
+    /// Destinations it called (hashed: every pair of every window asks; encoded sorted, so
+    /// the same history always encodes the same).
+    #[serde(with = "sorted_set")]
+    called: foldhash::HashSet<String>,
     /// EWMA of its distinct destinations per window.
     fan_out: f64,
     /// EWMA of its distinct callers per window.
     fan_in: f64,
+}
+
+/// A set of names encoded as a sorted sequence (the form it had as a `BTreeSet`: older
+/// checkpoints decode).
+mod sorted_set {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(
+        set: &foldhash::HashSet<String>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        let mut names: Vec<&String> = set.iter().collect();
+        names.sort_unstable();
+        s.collect_seq(names)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<foldhash::HashSet<String>, D::Error> {
+        Ok(Vec::<String>::deserialize(d)?.into_iter().collect())
+    }
 }
 
 /// A destination's window: distinct callers, callers new to it, their requests, and its
@@ -485,6 +508,65 @@ mod tests {
         );
         assert_eq!(policy.evidence[0].value, 405.0);
         assert_eq!(policy.severity, Severity::Critical);
+    }
+
+    /// The state encodes the same whatever order the edges were learned in (the destinations
+    /// a source called are hashed, and encoded sorted), decodes to the same history, and
+    /// reads what the sorted set it was before encoded.
+    #[test]
+    fn the_state_encodes_the_same_history_the_same() {
+        let spec = SegmentationSpec::try_from(&config()).unwrap();
+        let mut a = Segmentation::new(spec.clone());
+        let dests = [
+            "auth",
+            "room1-relay-0",
+            "room1-relay-1",
+            "db",
+            "cache",
+            "search",
+        ];
+        for (k, d) in dests.iter().enumerate() {
+            judge(&mut a, &[pw(k as i64, "room1-client-0", d, 5, 0, 1)]);
+        }
+        // the same history, each set a new one (its own hasher's seed) filled in the other
+        // order
+        let mut b = Segmentation::new(spec.clone());
+        b.services = a.services.clone();
+        for service in b.services.values_mut() {
+            let mut names: Vec<String> = service.called.drain().collect();
+            names.sort_unstable_by(|x, y| y.cmp(x));
+            service.called = names.into_iter().collect();
+        }
+        assert_eq!(a.save(), b.save());
+        let mut c = Segmentation::new(spec.clone());
+        c.load(&a.save()).unwrap();
+        assert_eq!(c.services, a.services);
+        assert_eq!(c.services["room1-client-0"].called.len(), 6);
+        // as the BTreeSet encoded it: a sorted sequence of names, fields by name
+        #[derive(Serialize)]
+        struct Before {
+            windows: u32,
+            windows_in: u32,
+            last_seen_us: i64,
+            called: BTreeSet<String>,
+            fan_out: f64,
+            fan_in: f64,
+        }
+        let old = BTreeMap::from([(
+            "web".to_owned(),
+            Before {
+                windows: 3,
+                windows_in: 0,
+                last_seen_us: 30_000_000,
+                called: BTreeSet::from(["api".to_owned(), "db".to_owned()]),
+                fan_out: 2.0,
+                fan_in: 0.0,
+            },
+        )]);
+        let mut d = Segmentation::new(spec);
+        d.load(&save_state(&old)).unwrap();
+        let web = &d.services["web"];
+        assert!(web.called.contains("api") && web.called.contains("db") && web.windows == 3);
     }
 
     #[test]
