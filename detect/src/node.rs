@@ -689,6 +689,14 @@ mod tests {
         }
     }
 
+    /// The `k`-th window of 10 s from the epoch.
+    fn w(k: i64) -> Window {
+        Window {
+            start_us: k * 10_000_000,
+            end_us: (k + 1) * 10_000_000,
+        }
+    }
+
     fn pair(src: &str, dst: &str, requests: u64, errors: u64, bytes: (u64, u64)) -> PairWindow {
         PairWindow {
             schema_version: SCHEMA_VERSION,
@@ -748,10 +756,6 @@ mod tests {
     #[test]
     fn baselines_of_nodes_gone_for_long_are_forgotten() {
         let mut d = NodeDetector::new(black_hole_only());
-        let w = |k: i64| Window {
-            start_us: k * 10_000_000,
-            end_us: (k + 1) * 10_000_000,
-        };
         // "old" is seen in window 0 only; "steady" in every window; "once" has 9 requests, fewer
         // than a baseline starts with (20 × 0.5)
         d.detect(
@@ -782,10 +786,6 @@ mod tests {
     #[test]
     fn a_pause_of_the_whole_input_forgets_nothing() {
         let mut d = NodeDetector::new(black_hole_only());
-        let w = |k: i64| Window {
-            start_us: k * 10_000_000,
-            end_us: (k + 1) * 10_000_000,
-        };
         for k in 0..10 {
             d.detect(w(k), &[pair("a", "api", 20, 0, (0, 0))]);
         }
@@ -935,10 +935,6 @@ mod tests {
     /// input resumed days later).
     #[test]
     fn a_node_back_after_a_day_long_gap_is_not_judged_by_its_old_baseline() {
-        let w = |k: i64| Window {
-            start_us: k * 10_000_000,
-            end_us: (k + 1) * 10_000_000,
-        };
         let healthy = [
             pair("web", "api", 100, 0, (0, 0)),
             pair("api", "db", 100, 0, (0, 0)),
@@ -969,10 +965,6 @@ mod tests {
     #[test]
     fn a_long_black_hole_keeps_its_baseline() {
         let mut d = NodeDetector::new(black_hole_only());
-        let w = |k: i64| Window {
-            start_us: k * 10_000_000,
-            end_us: (k + 1) * 10_000_000,
-        };
         for k in 0..10 {
             d.detect(
                 w(k),
