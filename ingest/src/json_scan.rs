@@ -7,6 +7,8 @@
 //! again with serde_json, which gives the answer and the error message, so the fast path never
 //! decides a line differently (each format's property test checks it).
 
+use crate::swar::{below, splat};
+
 /// A cursor over a JSON text: every method returns `None` for what it does not read.
 pub(crate) struct Scanner<'a> {
     text: &'a str,
@@ -76,18 +78,6 @@ impl Number {
         let v = if self.exponent < 0 { m / p } else { m * p };
         Some(if self.negative { -v } else { v })
     }
-}
-
-/// `b` repeated in every byte of a word.
-const fn splat(b: u8) -> u64 {
-    u64::from_ne_bytes([b; 8])
-}
-
-/// Bit 7 of each byte of the result is set where `w`'s byte is below `n` (`n` ≤ 0x80). A byte
-/// above a flagged one may be flagged wrongly (the borrow), so only the lowest flag is exact,
-/// which is the one [`string_end`] uses ("hasless", Bit Twiddling Hacks, S. E. Anderson).
-const fn below(w: u64, n: u8) -> u64 {
-    w.wrapping_sub(splat(n)) & !w & splat(0x80)
 }
 
 /// The position of the first `"`, `\` or control character (below 0x20) in `bytes`: where a

@@ -38,6 +38,7 @@ pub mod nginx;
 pub mod parallel;
 pub mod source;
 pub mod spans;
+mod swar;
 pub mod time;
 pub mod writer;
 

@@ -149,7 +149,7 @@ pub fn parse_clf_us(s: &[u8]) -> Option<i64> {
 /// Parses a decimal number of seconds with up to 6 fraction digits (`0.001`, `12`, `1.5`)
 /// as NGINX writes `$request_time`, `$upstream_response_time` and `$msec`. Returns µs.
 pub fn parse_seconds_us(s: &[u8]) -> Option<u64> {
-    let (int, frac) = match memchr::memchr(b'.', s) {
+    let (int, frac) = match crate::swar::find_byte(b'.', s) {
         Some(i) => (&s[..i], &s[i + 1..]),
         None => (s, &b""[..]),
     };

@@ -3,7 +3,9 @@
 //!
 //! Every helper borrows from the line and allocates only to build a [`Reject`]'s detail.
 
-use memchr::{memchr, memrchr};
+use memchr::memrchr;
+
+use crate::swar::find_byte;
 
 use crate::error::{Reject, RejectReason};
 use crate::mapping::{Endpoint, Mapping, MatchField, Side, UNKNOWN_SERVICE, strip_port};
@@ -32,11 +34,38 @@ fn malformed(detail: String) -> Reject {
 pub(crate) struct Cursor<'a> {
     line: &'a [u8],
     pos: usize,
+    /// The whole line as text, when it is UTF-8 (most are: validated once, not field by
+    /// field).
+    text: Option<&'a str>,
 }
 
 impl<'a> Cursor<'a> {
     pub(crate) fn new(line: &'a [u8]) -> Self {
-        Cursor { line, pos: 0 }
+        Cursor {
+            line,
+            pos: 0,
+            text: simdutf8::basic::from_utf8(line).ok(),
+        }
+    }
+
+    /// `v`, a field of this line, as UTF-8 text ([`text`], without validating again a line
+    /// already known to be text), `-` and empty meaning absent.
+    pub(crate) fn opt_text(&self, field: &str, v: &'a [u8]) -> Result<Option<&'a str>, Reject> {
+        if v.is_empty() || v == b"-" {
+            return Ok(None);
+        }
+        if let Some(text) = self.text {
+            // where `v` lies in the line; the pointer check below makes sure it is the line's
+            let at = (v.as_ptr() as usize).wrapping_sub(self.line.as_ptr() as usize);
+            if let Some(s) = at
+                .checked_add(v.len())
+                .and_then(|end| text.get(at..end))
+                .filter(|s| std::ptr::eq(s.as_ptr(), v.as_ptr()))
+            {
+                return Ok(Some(s));
+            }
+        }
+        text(field, v).map(Some)
     }
 
     fn skip_spaces(&mut self) {
@@ -68,7 +97,7 @@ impl<'a> Cursor<'a> {
         if rest.first() != Some(&b'[') {
             return Err(self.expected("`[`", field));
         }
-        let Some(end) = memchr(b']', &rest[1..]) else {
+        let Some(end) = find_byte(b']', &rest[1..]) else {
             return Err(malformed(format!("unterminated `[` of {field}")));
         };
         self.pos += end + 2;
@@ -86,7 +115,7 @@ impl<'a> Cursor<'a> {
         }
         let start = self.pos + 1;
         let mut from = start;
-        while let Some(i) = memchr(b'"', &self.line[from..]) {
+        while let Some(i) = find_byte(b'"', &self.line[from..]) {
             let end = from + i;
             if matches!(self.line.get(end + 1), None | Some(b' ')) {
                 self.pos = end + 1;
@@ -113,7 +142,7 @@ impl<'a> Cursor<'a> {
         if rest.is_empty() {
             return None;
         }
-        let n = memchr(b' ', rest).unwrap_or(rest.len());
+        let n = find_byte(b' ', rest).unwrap_or(rest.len());
         self.pos += n;
         Some(&rest[..n])
     }
@@ -209,15 +238,6 @@ pub(crate) fn text<'a>(field: &str, v: &'a [u8]) -> Result<&'a str, Reject> {
     })
 }
 
-/// The field as UTF-8 text, `-` and empty meaning absent.
-pub(crate) fn opt_text<'a>(field: &str, v: &'a [u8]) -> Result<Option<&'a str>, Reject> {
-    if v.is_empty() || v == b"-" {
-        Ok(None)
-    } else {
-        text(field, v).map(Some)
-    }
-}
-
 /// `%START_TIME%` in Envoy's default layout (`2019-02-12T18:37:42.921Z`) → µs since the epoch.
 pub(crate) fn start_time(v: &[u8]) -> Result<i64, Reject> {
     parse_rfc3339_us(v).ok_or_else(|| {
@@ -238,14 +258,14 @@ pub(crate) struct RequestLine<'a> {
 
 /// Splits the quoted request field: method = first word, protocol = last word, the path in
 /// between is not kept. `"- - -"` is a TCP connection (Envoy writes `-` for all three).
-pub(crate) fn request_line(v: &[u8]) -> Result<RequestLine<'_>, Reject> {
+pub(crate) fn request_line<'a>(cur: &Cursor<'a>, v: &'a [u8]) -> Result<RequestLine<'a>, Reject> {
     let shape = || {
         malformed(format!(
             "request {} is not \"method path protocol\"",
             show(v)
         ))
     };
-    let first = memchr(b' ', v).ok_or_else(shape)?;
+    let first = find_byte(b' ', v).ok_or_else(shape)?;
     let last = memrchr(b' ', v).ok_or_else(shape)?;
     if last == first {
         return Err(shape());
@@ -259,8 +279,8 @@ pub(crate) fn request_line(v: &[u8]) -> Result<RequestLine<'_>, Reject> {
         });
     }
     Ok(RequestLine {
-        method: opt_text("method", method)?,
-        protocol: opt_text("protocol", protocol)?,
+        method: cur.opt_text("method", method)?,
+        protocol: cur.opt_text("protocol", protocol)?,
     })
 }
 
@@ -278,9 +298,11 @@ pub(crate) struct Head<'a> {
 /// Reads a [`Head`].
 pub(crate) fn head<'a>(cur: &mut Cursor<'a>) -> Result<Head<'a>, Reject> {
     let start_us = start_time(cur.bracketed("start_time")?)?;
-    let request = request_line(cur.quoted("request")?)?;
+    let request = cur.quoted("request")?;
+    let request = request_line(cur, request)?;
     let status = status(cur.token("response_code")?)?;
-    let response_flags = opt_text("response_flags", cur.token("response_flags")?)?;
+    let response_flags = cur.token("response_flags")?;
+    let response_flags = cur.opt_text("response_flags", response_flags)?;
     Ok(Head {
         start_us,
         request,
@@ -407,6 +429,7 @@ pub(crate) fn body<'a>(cur: &mut Cursor<'a>) -> Result<Body<'a>, Reject> {
     let mut mid = Cursor {
         line: &line[..tail.client_end],
         pos: cur.pos,
+        text: None,
     };
     let bytes_received = opt_number("bytes_received", mid.token("bytes_received")?)?.unwrap_or(0);
     let bytes_sent = opt_number("bytes_sent", mid.token("bytes_sent")?)?.unwrap_or(0);
@@ -425,15 +448,19 @@ pub(crate) fn body<'a>(cur: &mut Cursor<'a>) -> Result<Body<'a>, Reject> {
         ));
     }
     cur.pos = tail.end;
-    let (request_id, request_id_dropped) = crate::error::request_id(tail.request_id);
+    // as `crate::error::request_id`: an id that is not text is dropped (and counted)
+    let (request_id, request_id_dropped) = match cur.opt_text("request_id", tail.request_id) {
+        Ok(id) => (id, false),
+        Err(_) => (None, true),
+    };
     Ok(Body {
         bytes_received,
         bytes_sent,
         duration_us,
         request_id,
         request_id_dropped,
-        authority: opt_text("authority", tail.authority)?,
-        upstream_host: opt_text("upstream_host", tail.upstream_host)?,
+        authority: cur.opt_text("authority", tail.authority)?,
+        upstream_host: cur.opt_text("upstream_host", tail.upstream_host)?,
     })
 }
 
@@ -504,7 +531,13 @@ pub(crate) fn unrouted_sink() -> Endpoint<'static> {
 
 /// The host part of an Istio cluster name `direction|port|subset|host`, when not empty.
 pub(crate) fn cluster_host(cluster: &str) -> Option<&str> {
-    cluster.splitn(4, '|').nth(3).filter(|h| !h.is_empty())
+    let b = cluster.as_bytes();
+    let mut at = 0;
+    for _ in 0..3 {
+        at += find_byte(b'|', &b[at..])? + 1;
+    }
+    // after an ASCII `|`: a char boundary
+    cluster.get(at..).filter(|h| !h.is_empty())
 }
 
 /// A Kubernetes service host (`<svc>.<namespace>.svc…`) → `<svc>`; any other host unchanged;

@@ -798,3 +798,39 @@ fn the_service_that_answered_names_the_destination_before_the_authority() {
         "reviews"
     );
 }
+
+#[test]
+fn a_cluster_names_its_host_after_the_third_bar() {
+    use super::scan::cluster_host;
+    assert_eq!(
+        cluster_host("outbound|9080|v2|reviews.default.svc.cluster.local"),
+        Some("reviews.default.svc.cluster.local")
+    );
+    // a host with a bar in it is kept whole, as `splitn(4, '|')` keeps it
+    assert_eq!(cluster_host("outbound|9080||a|b"), Some("a|b"));
+    assert_eq!(cluster_host("inbound|9080||"), None);
+    assert_eq!(cluster_host("outbound|9080"), None);
+    assert_eq!(cluster_host("payments"), None);
+}
+
+#[test]
+fn a_request_id_that_is_not_utf8_is_dropped_and_counted_and_the_record_kept() {
+    let mut p = text();
+    // valid line: the id is read from the line validated whole
+    assert_eq!(
+        one(&mut p, BEATS_2).request_id.as_deref(),
+        Some("c62ec130-6dee-4f3b-a52b-4f0d1312d89d")
+    );
+    let mut bad = BEATS_2.to_vec();
+    let at = bad.windows(8).position(|w| w == b"c62ec130").unwrap();
+    bad[at + 2] = 0xff;
+    let r = one(&mut p, &bad);
+    assert_eq!(r.request_id, None);
+    assert_eq!(r.destination, "httpbin.org");
+    assert_eq!(r.duration_us, Some(217_000));
+    assert_eq!(
+        p.counters(),
+        vec![(crate::error::DROPPED_REQUEST_IDS, 1)],
+        "one id dropped"
+    );
+}

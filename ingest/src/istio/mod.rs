@@ -130,14 +130,14 @@ fn fields(line: &[u8]) -> Result<Fields<'_>, Reject> {
     cur.token("connection_termination_details")?;
     cur.quoted("upstream_transport_failure_reason")?;
     let body = scan::body(&mut cur)?;
-    let upstream_cluster = scan::opt_text("upstream_cluster", cur.token("upstream_cluster")?)?;
+    let upstream_cluster = cur.token("upstream_cluster")?;
+    let upstream_cluster = cur.opt_text("upstream_cluster", upstream_cluster)?;
     cur.token("upstream_local_address")?;
     cur.token("downstream_local_address")?;
-    let downstream_remote = scan::opt_text(
-        "downstream_remote_address",
-        cur.token("downstream_remote_address")?,
-    )?;
-    let server_name = scan::opt_text("requested_server_name", cur.token("requested_server_name")?)?;
+    let downstream_remote = cur.token("downstream_remote_address")?;
+    let downstream_remote = cur.opt_text("downstream_remote_address", downstream_remote)?;
+    let server_name = cur.token("requested_server_name")?;
+    let server_name = cur.opt_text("requested_server_name", server_name)?;
     // %ROUTE_NAME%: optional, not kept.
     let _ = cur.opt_token();
     Ok(Fields {
@@ -211,9 +211,12 @@ impl IstioParser {
                 .with(MatchField::DownstreamAddress, downstream_remote)
                 .resolve(m, Side::Source)
         };
-        let cluster_service = upstream_cluster
-            .and_then(cluster_host)
-            .and_then(service_of_host);
+        // only when no rule names the destination
+        let cluster_service = || {
+            upstream_cluster
+                .and_then(cluster_host)
+                .and_then(service_of_host)
+        };
         let direction = direction(upstream_cluster, server_name);
         let unrouted = scan::unrouted(head.response_flags, body.upstream_host, upstream_cluster);
         let (reporter, source, mut destination) = match direction {
@@ -222,7 +225,7 @@ impl IstioParser {
                     .workload(env)
                     .or_else(source_rule)
                     .unwrap_or(named(UNKNOWN_SERVICE));
-                let destination = dest_rule().unwrap_or_else(|| match cluster_service {
+                let destination = dest_rule().unwrap_or_else(|| match cluster_service() {
                     Some(s) => named(s),
                     None => scan::first_host(&[body.authority, body.upstream_host]),
                 });
@@ -233,7 +236,7 @@ impl IstioParser {
                     let sni_service = server_name
                         .and_then(server_name_host)
                         .and_then(service_of_host);
-                    match sni_service.or(cluster_service) {
+                    match sni_service.or_else(cluster_service) {
                         Some(service) => named(service),
                         None => scan::first_host(&[body.authority]),
                     }

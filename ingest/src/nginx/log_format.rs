@@ -117,11 +117,11 @@ impl Literal {
     fn find(&self, line: &[u8], from: usize) -> Option<usize> {
         let hay = line.get(from..)?;
         let at = match self.bytes.as_slice() {
-            [b] => memchr::memchr(*b, hay),
+            [b] => crate::swar::find_byte(*b, hay),
             [first, rest @ ..] if rest.len() < SHORT => {
                 let mut i = 0;
                 loop {
-                    let k = i + memchr::memchr(*first, &hay[i..])?;
+                    let k = i + crate::swar::find_byte(*first, &hay[i..])?;
                     let after = hay.get(k + 1..k + 1 + rest.len())?;
                     if after.iter().zip(rest).all(|(a, b)| a == b) {
                         break Some(k);

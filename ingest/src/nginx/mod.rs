@@ -225,7 +225,7 @@ fn as_protocol(v: &[u8]) -> Option<&str> {
 
 /// `$request` → (method, protocol); the path in between is ignored.
 fn split_request(r: &[u8]) -> (Option<&str>, Option<&str>) {
-    let Some(first) = memchr::memchr(b' ', r) else {
+    let Some(first) = crate::swar::find_byte(b' ', r) else {
         return (None, None);
     };
     let method = as_method(&r[..first]);
