@@ -14,13 +14,19 @@
 #               scale 3.46, the ephemeral port of each downstream address set to 0 so that
 #               DuckDB's pairs are the landscape's pairs) → per 10 s window and pair: count,
 #               bytes each way, errors, p50/p90/p99, max and sum of durations. Peer: DuckDB's
-#               read_json + GROUP BY (benches/duckdb_windows.py), 1 thread and all.
+#               read_json + GROUP BY (benches/duckdb_windows.py), 1 thread and all, with the
+#               issue's query ("count": it counts the pair-windows, and DuckDB's optimizer
+#               then drops the aggregates nobody reads) and with every aggregate summed
+#               ("aggregates": each one computed, as graywatch computes and writes them).
 #   flow-json   the same requests as graywatch's flow records; peer: DuckDB on the same
 #               columns (benches/duckdb_windows.py).
 #   pairs       100,000 active pairs in flow-json (benches/pairs.py: 1.5 M records over 6
 #               windows, about 2.5 per pair and window): window aggregation when the pair
 #               table is large. Peer: DuckDB on the same file, as flow-json. graywatch's peak
 #               resident memory on this job is printed too (bound: 1 GiB at 100 k pairs).
+#   istio       the same requests in Istio's default sidecar format (Envoy text with Istio's
+#               fields; 1.58 M lines, 462 MB); peer: mawk splitting the fields and counting
+#               (a floor: not the same job).
 #   nginx       the bundled NGINX combined log (10,000 lines) 100 times, each copy's
 #               timestamps 4 days after the last one's, replayed with an allowed lateness of
 #               70 s (the log's lines are shuffled within each minute); peer: mawk splitting
@@ -53,6 +59,11 @@ if [ ! -s "$dir/flow.log" ]; then
         --format flow-json -o "$dir/flow.log.tmp" -q
     mv "$dir/flow.log.tmp" "$dir/flow.log"
 fi
+if [ ! -s "$dir/istio.log" ]; then
+    "$gw" simulate --scenario clean --duration 40min --start 2026-01-05T12:00:00Z --scale 3.46 \
+        --format istio --mapping "$dir/istio.toml" -o "$dir/istio.log.tmp" -q
+    mv "$dir/istio.log.tmp" "$dir/istio.log"
+fi
 if [ ! -s "$dir/nginx.log" ]; then
     python3 - "$here/deploy/examples/logs/elastic_examples_apache_logs.log" "$dir/nginx.log.tmp" <<'EOF'
 import datetime, re, sys
@@ -83,14 +94,23 @@ jobs=(
     "envoy-json graywatch -j$cores|$gw replay -q -j$cores -c $dir/map.toml -f envoy-json --windows /dev/null $dir/envoy.log"
     "envoy-json duckdb 1 thread|python3 benches/duckdb_windows.py envoy-json $dir/envoy.log 1"
     "envoy-json duckdb $cores threads|python3 benches/duckdb_windows.py envoy-json $dir/envoy.log $cores"
+    "envoy-json duckdb 1 thread, aggregates|python3 benches/duckdb_windows.py envoy-json $dir/envoy.log 1 aggregates"
+    "envoy-json duckdb $cores threads, aggregates|python3 benches/duckdb_windows.py envoy-json $dir/envoy.log $cores aggregates"
     "flow-json graywatch -j1|$gw replay -q -j1 -f flow-json --windows /dev/null $dir/flow.log"
     "flow-json graywatch -j$cores|$gw replay -q -j$cores -f flow-json --windows /dev/null $dir/flow.log"
     "flow-json duckdb 1 thread|python3 benches/duckdb_windows.py flow-json $dir/flow.log 1"
     "flow-json duckdb $cores threads|python3 benches/duckdb_windows.py flow-json $dir/flow.log $cores"
+    "flow-json duckdb 1 thread, aggregates|python3 benches/duckdb_windows.py flow-json $dir/flow.log 1 aggregates"
+    "flow-json duckdb $cores threads, aggregates|python3 benches/duckdb_windows.py flow-json $dir/flow.log $cores aggregates"
     "pairs graywatch -j1|$gw replay -q -j1 -f flow-json --windows /dev/null $dir/pairs.log"
     "pairs graywatch -j$cores|$gw replay -q -j$cores -f flow-json --windows /dev/null $dir/pairs.log"
     "pairs duckdb 1 thread|python3 benches/duckdb_windows.py flow-json $dir/pairs.log 1"
     "pairs duckdb $cores threads|python3 benches/duckdb_windows.py flow-json $dir/pairs.log $cores"
+    "pairs duckdb 1 thread, aggregates|python3 benches/duckdb_windows.py flow-json $dir/pairs.log 1 aggregates"
+    "pairs duckdb $cores threads, aggregates|python3 benches/duckdb_windows.py flow-json $dir/pairs.log $cores aggregates"
+    "istio graywatch -j1|$gw replay -q -j1 -c $dir/istio.toml -f istio --windows /dev/null $dir/istio.log"
+    "istio graywatch -j$cores|$gw replay -q -j$cores -c $dir/istio.toml -f istio --windows /dev/null $dir/istio.log"
+    "istio mawk|mawk {c[\$9]++;b+=\$10}END{print(b)} $dir/istio.log"
     "nginx graywatch -j1|$gw replay -q -j1 -c $dir/nginx.toml -f nginx-combined --windows /dev/null $dir/nginx.log"
     "nginx graywatch -j$cores|$gw replay -q -j$cores -c $dir/nginx.toml -f nginx-combined --windows /dev/null $dir/nginx.log"
     "nginx mawk|mawk {c[\$9]++;b+=\$10}END{print(b)} $dir/nginx.log"
@@ -136,19 +156,24 @@ for line in open(times):
     name, t = line.rstrip("\n").split("|")
     by.setdefault(name, []).append(float(t))
 med = {k: statistics.median(v) for k, v in by.items()}
-print(f"{'job':<34} {'median s':>9} {'runs':>5}")
+print(f"{'job':<44} {'median s':>9} {'runs':>5}")
 for k, v in by.items():
-    print(f"{k:<34} {med[k]:>9.2f} {len(v):>5}")
+    print(f"{k:<44} {med[k]:>9.2f} {len(v):>5}")
 print()
 def ratio(a, b):
     if a in med and b in med:
-        print(f"{a:<24} vs {b:<26} {med[b] / med[a]:5.2f}x faster" if med[a] <= med[b]
-              else f"{a:<24} vs {b:<26} {med[a] / med[b]:5.2f}x slower")
+        print(f"{a:<24} vs {b:<38} {med[b] / med[a]:5.2f}x faster" if med[a] <= med[b]
+              else f"{a:<24} vs {b:<38} {med[a] / med[b]:5.2f}x slower")
 for fmt in ("envoy-json", "flow-json", "pairs"):
     ratio(f"{fmt} graywatch -j1", f"{fmt} duckdb 1 thread")
     ratio(f"{fmt} graywatch -j{cores}", f"{fmt} duckdb 1 thread")
     ratio(f"{fmt} graywatch -j{cores}", f"{fmt} duckdb {cores} threads")
+    ratio(f"{fmt} graywatch -j{cores}", f"{fmt} duckdb 1 thread, aggregates")
+    ratio(f"{fmt} graywatch -j{cores}", f"{fmt} duckdb {cores} threads, aggregates")
     ratio(f"{fmt} graywatch -j{cores}", f"{fmt} graywatch -j1")
+ratio("istio graywatch -j1", "istio mawk")
+ratio(f"istio graywatch -j{cores}", "istio mawk")
+ratio(f"istio graywatch -j{cores}", "istio graywatch -j1")
 ratio("nginx graywatch -j1", "nginx mawk")
 ratio(f"nginx graywatch -j{cores}", "nginx mawk")
 ratio(f"nginx graywatch -j{cores}", "nginx graywatch -j1")

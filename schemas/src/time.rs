@@ -85,6 +85,21 @@ impl Rfc3339 {
     }
 }
 
+impl Rfc3339 {
+    /// Appends the instant as a JSON string, the bytes its `Serialize` gives through
+    /// serde_json (none of its characters needs escaping).
+    pub(crate) fn write_json(self, out: &mut Vec<u8>) {
+        match Rfc3339::common(&self.parts(), &mut [0; COMMON_LEN]) {
+            Some(text) => {
+                out.push(b'"');
+                out.extend_from_slice(text.as_bytes());
+                out.push(b'"');
+            }
+            None => serde_json::to_writer(&mut *out, &self).expect("an instant serializes"),
+        }
+    }
+}
+
 impl fmt::Display for Rfc3339 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let p = self.parts();

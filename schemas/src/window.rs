@@ -327,11 +327,26 @@ pub mod json {
         LAST_WINDOW.with_borrow_mut(|last| match last {
             Some((w, bytes)) if w == window => out.extend_from_slice(bytes),
             _ => {
-                let bytes = serde_json::to_vec(window).expect("a window serializes");
+                let mut bytes = Vec::with_capacity(96);
+                write_window(&mut bytes, window);
                 out.extend_from_slice(&bytes);
                 *last = Some((*window, bytes));
             }
         });
+    }
+
+    /// A [`Window`] as its `Serialize` writes it through serde_json (human-readable: each
+    /// bound followed by its RFC 3339 text).
+    fn write_window(out: &mut Vec<u8>, w: &Window) {
+        out.extend_from_slice(b"{\"start_us\":");
+        int(out, w.start_us);
+        out.extend_from_slice(b",\"start\":");
+        crate::time::Rfc3339(w.start_us).write_json(out);
+        out.extend_from_slice(b",\"end_us\":");
+        int(out, w.end_us);
+        out.extend_from_slice(b",\"end\":");
+        crate::time::Rfc3339(w.end_us).write_json(out);
+        out.push(b'}');
     }
 
     fn breakdown(out: &mut Vec<u8>, b: &Breakdown) {
@@ -356,6 +371,12 @@ pub mod json {
         out.extend_from_slice(b",\"bytes_out\":");
         uint(out, b.bytes_out);
         out.push(b'}');
+    }
+
+    fn int(out: &mut Vec<u8>, n: i64) {
+        CompactFormatter
+            .write_i64(out, n)
+            .expect("a Vec takes every write");
     }
 
     fn uint(out: &mut Vec<u8>, n: u64) {
@@ -459,7 +480,8 @@ mod tests {
         fn pair_window()(
             source in name(),
             destination in name(),
-            start_us in 0i64..4_000_000_000_000_000,
+            // before year 0 and after 9999 too (written with a sign)
+            start_us in -70_000_000_000_000_000i64..4_000_000_000_000_000,
             n in any::<[u64; 6]>(),
             f in proptest::collection::vec(float(), 6),
             latency in proptest::option::of(any::<[u64; 4]>()),
@@ -512,7 +534,8 @@ mod tests {
         #[test]
         fn a_node_window_is_written_as_serde_json_writes_it(
             node in name(),
-            start_us in 0i64..4_000_000_000_000_000,
+            // before year 0 and after 9999 too (written with a sign)
+            start_us in -70_000_000_000_000_000i64..4_000_000_000_000_000,
             n in any::<[u64; 6]>(),
         ) {
             let w = NodeWindow {
