@@ -209,7 +209,18 @@ fn is_tchar(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
+/// The methods and protocols nearly every line names, as text without validating them.
+const COMMON_METHODS: [&str; 7] = ["GET", "POST", "HEAD", "PUT", "DELETE", "OPTIONS", "PATCH"];
+const COMMON_PROTOCOLS: [&str; 4] = ["HTTP/1.1", "HTTP/1.0", "HTTP/2.0", "HTTP/2"];
+
+fn known<'a>(v: &[u8], common: &[&'a str]) -> Option<&'a str> {
+    common.iter().copied().find(|c| c.as_bytes() == v)
+}
+
 fn as_method(v: &[u8]) -> Option<&str> {
+    if let Some(m) = known(v, &COMMON_METHODS) {
+        return Some(m);
+    }
     if v.is_empty() || v.len() > MAX_METHOD_LEN || !v.iter().all(|&b| is_tchar(b)) {
         return None;
     }
@@ -217,6 +228,9 @@ fn as_method(v: &[u8]) -> Option<&str> {
 }
 
 fn as_protocol(v: &[u8]) -> Option<&str> {
+    if let Some(p) = known(v, &COMMON_PROTOCOLS) {
+        return Some(p);
+    }
     if !v.starts_with(b"HTTP/") || v.len() > 16 || !v.iter().all(u8::is_ascii_graphic) {
         return None;
     }
