@@ -258,6 +258,67 @@ impl<'a> Scanner<'a> {
     /// (leading zeros of a fraction count: `0.000001` is 1e-6).
     pub(crate) fn number(&mut self) -> Option<Number> {
         self.skip_ws();
+        let start = self.at;
+        if let Some(n) = self.number_of_few_digits() {
+            return Some(n);
+        }
+        self.at = start;
+        self.number_by_grammar()
+    }
+
+    /// [`Scanner::number`] in the common case: at most 19 digits (below 10^19 < 2^64,
+    /// whatever they are), summed without checked arithmetic, and a plain exponent. `None`
+    /// (cursor moved) for anything else, which [`Scanner::number_by_grammar`] decides.
+    #[inline]
+    fn number_of_few_digits(&mut self) -> Option<Number> {
+        let b = self.text.as_bytes();
+        let negative = b.get(self.at) == Some(&b'-');
+        self.at += usize::from(negative);
+        let int_start = self.at;
+        let mut digits: u64 = 0;
+        let mut accumulate = |at: &mut usize| {
+            let from = *at;
+            while let Some(&c) = b.get(*at) {
+                let d = c.wrapping_sub(b'0');
+                if d > 9 {
+                    break;
+                }
+                digits = digits.wrapping_mul(10).wrapping_add(u64::from(d));
+                *at += 1;
+            }
+            *at - from
+        };
+        let mut at = self.at;
+        let n = accumulate(&mut at);
+        // at least one digit, no leading zero
+        if n == 0 || (n > 1 && b[int_start] == b'0') {
+            return None;
+        }
+        let mut exponent: i32 = 0;
+        let mut count = n;
+        if b.get(at) == Some(&b'.') {
+            at += 1;
+            let f = accumulate(&mut at);
+            if f == 0 {
+                return None;
+            }
+            count += f;
+            exponent = -i32::try_from(f).ok()?;
+        }
+        if count > 19 || matches!(b.get(at), Some(b'e' | b'E')) {
+            return None;
+        }
+        self.at = at;
+        Some(Number {
+            negative,
+            digits,
+            exponent,
+            integer: exponent == 0 && count == n,
+        })
+    }
+
+    /// [`Scanner::number`] by the whole grammar, with checked arithmetic.
+    fn number_by_grammar(&mut self) -> Option<Number> {
         let b = self.text.as_bytes();
         let start = self.at;
         let fail = |s: &mut Self| {
@@ -329,6 +390,24 @@ mod tests {
     fn number(text: &str) -> Option<(Number, usize)> {
         let mut s = Scanner::new(text);
         s.number().map(|n| (n, s.at))
+    }
+
+    proptest::proptest! {
+        /// The common case's shortcut reads what the whole grammar reads, to the same byte:
+        /// numbers of up to 25 digits (around the 19 it takes), fractions, exponents, junk.
+        #[test]
+        fn the_shortcut_for_few_digits_agrees_with_the_grammar(
+            text in "-?[0-9]{0,25}(\\.[0-9]{0,8})?([eE][+-]?[0-9]{0,3})?[,}x ]?",
+        ) {
+            let mut fast = Scanner::new(&text);
+            let mut full = Scanner::new(&text);
+            let a = fast.number();
+            let b = full.number_by_grammar();
+            proptest::prop_assert_eq!(a, b);
+            if a.is_some() {
+                proptest::prop_assert_eq!(fast.at, full.at);
+            }
+        }
     }
 
     #[test]
