@@ -425,11 +425,14 @@ impl SignatureDetector for BlackHole {
 
     fn judge(&mut self, view: &WindowView<'_>, out: &mut Vec<Finding>) {
         for (node, callers) in view.nodes.iter().zip(view.callers) {
-            let subject = Subject::Node {
-                node: node.node.clone(),
+            // the incident's key is built only when some incident is tracked (rarely)
+            let open = !view.incidents.is_empty() && {
+                let subject = Subject::Node {
+                    node: node.node.clone(),
+                };
+                let incident = (Signature::BlackHole.as_str().to_owned(), subject.key());
+                view.incidents.is_open(&incident)
             };
-            let incident = (Signature::BlackHole.as_str().to_owned(), subject.key());
-            let open = view.incidents.is_open(&incident);
             if let Some(f) = self.check(node, callers, open) {
                 out.push(f);
             }
