@@ -5,10 +5,9 @@
 
 use memchr::memrchr;
 
-use crate::swar::find_byte;
-
 use crate::error::{Reject, RejectReason};
 use crate::mapping::{Endpoint, Mapping, MatchField, Side, UNKNOWN_SERVICE, strip_port};
+use crate::swar::find_byte;
 use crate::time::parse_rfc3339_us;
 
 /// At most this many bytes of a bad value are quoted in a reject's detail.
