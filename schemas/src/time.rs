@@ -83,9 +83,7 @@ impl Rfc3339 {
         };
         std::str::from_utf8(&buf[..len]).ok()
     }
-}
 
-impl Rfc3339 {
     /// Appends the instant as a JSON string, the bytes its `Serialize` gives through
     /// serde_json (none of its characters needs escaping).
     pub(crate) fn write_json(self, out: &mut Vec<u8>) {

@@ -986,21 +986,22 @@ impl SignatureDetector for DeployRegression {
         // marks it): a lookup per pair end in the few services with versions, none at all
         // when there are none (no set of every name of the window)
         if !self.services.is_empty() {
+            let mut seen = |name: &str| {
+                if let Some(service) = self.services.get_mut(name)
+                    && service.last_seen_us != w.end_us
+                {
+                    service.windows = service.windows.saturating_add(1);
+                    service.last_seen_us = w.end_us;
+                }
+            };
             let mut source: Option<&str> = None;
             for p in view.pairs {
-                let names = [
-                    (source != Some(p.source.as_str())).then_some(p.source.as_str()),
-                    Some(p.destination.as_str()),
-                ];
-                source = Some(&p.source);
-                for name in names.into_iter().flatten() {
-                    if let Some(service) = self.services.get_mut(name)
-                        && service.last_seen_us != w.end_us
-                    {
-                        service.windows = service.windows.saturating_add(1);
-                        service.last_seen_us = w.end_us;
-                    }
+                // pairs come sorted by source: each source is looked up once
+                if source != Some(p.source.as_str()) {
+                    seen(&p.source);
+                    source = Some(&p.source);
                 }
+                seen(&p.destination);
             }
         }
     }
