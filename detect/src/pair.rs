@@ -61,21 +61,24 @@
 //!
 //! # Memory
 //!
-//! State per open pair-window (64-bit target): a 128-byte [`PairState`] (holding up to 4
-//! durations and 4 in-flight intervals inline) in a hash-map slot of 137 bytes, 1.1 to 2.3
-//! slots per pair depending on the map's load (150–315 bytes), plus
+//! State per open pair-window (64-bit target): a 184-byte [`PairState`] (holding up to 4
+//! durations, 4 in-flight intervals and the first (zone, version) combination of its
+//! breakdown inline) in a hash-map slot of 193 bytes, 1.1 to 2.3 slots per pair depending on
+//! the map's load (210–445 bytes), plus
 //! * latency: past 4 durations, up to [`RAW_LATENCY_VALUES`] × 8 = 4 KiB of raw durations,
 //!   then an HDR histogram of `(b + 1) × 128 × 4` bytes where `b` = ⌈log2(max µs ÷ 256)⌉ + 1
 //!   buckets: 7.5 KiB for latencies up to 2 s, 9 KiB up to 10 s, 29 KiB at most (durations
 //!   near `u64::MAX`), plus allocator overhead;
 //! * concurrency: 4 × (L ÷ resolution + 1) bytes once allocated (404 bytes at the defaults,
-//!   40 KiB at most, [`MAX_CONCURRENCY_SLOTS`]).
+//!   40 KiB at most, [`MAX_CONCURRENCY_SLOTS`]);
+//! * breakdown: past its first combination, a 32-byte box and a vector of 56-byte entries
+//!   (at most [`MAX_BREAKDOWN`] − 1 of them: under 1 KiB).
 //!
 //! A request in flight past its start window costs one 24-byte entry (plus vector slack)
 //! until it ends, however many windows it spans; a record held back for starting far ahead
 //! costs one [`FlowRecord`] (at most `ahead-confirm` per input).
 //!
-//! So a pair with up to 4 requests per window costs at most 300 bytes, one with a few hundred
+//! So a pair with up to 4 requests per window costs at most 450 bytes, one with a few hundred
 //! up to 4.7 KiB, a busy pair about 10 KiB at the defaults with latencies under 10 s (70 KiB
 //! in the worst case of any duration and the finest resolution). Measured: `cargo bench
 //! --bench window` prints the resident memory of 100 k pairs in one window. Service names are

@@ -1181,7 +1181,7 @@ impl Driver {
                         window,
                         source,
                         destination,
-                        state,
+                        state: Box::new(state),
                     };
                     (producer, item)
                 }),

@@ -119,8 +119,8 @@ pub enum JudgeItem {
         source: String,
         /// Called service.
         destination: String,
-        /// Its aggregates.
-        state: PairState,
+        /// Its aggregates (boxed: a state is several times the size of the other items).
+        state: Box<PairState>,
     },
     /// The input's progress.
     Mark(Mark),
@@ -526,7 +526,7 @@ impl<O: Outputs + ?Sized> Stage<O> for Judge {
                 state,
             } => {
                 self.merger
-                    .partial(from, window, &source, &destination, state);
+                    .partial(from, window, &source, &destination, *state);
             }
             JudgeItem::Mark(mark) => {
                 self.merger.mark(from, mark);

@@ -48,38 +48,68 @@ impl DimCounts {
 }
 
 /// A pair-window's requests by dimensions: at most [`MAX_BREAKDOWN`] combinations, the rest's
-/// requests counted in `overflow`.
+/// requests counted as overflow. The first combination is held inline: a pair's zones and
+/// versions rarely change within a window, so most pair-windows allocate nothing for it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct Breakdowns {
+    first: Option<(Dims, DimCounts)>,
+    more: Option<Box<MoreBreakdowns>>,
+}
+
+/// The combinations after a pair-window's first, and the overflow.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct MoreBreakdowns {
+    /// At most [`MAX_BREAKDOWN`] − 1.
     entries: Vec<(Dims, DimCounts)>,
     overflow: u64,
 }
 
 impl Breakdowns {
+    #[inline]
     fn add(&mut self, dims: &Dims, c: &DimCounts) {
-        if let Some((_, e)) = self
-            .entries
-            .iter_mut()
-            .find(|(d, _)| Arc::ptr_eq(d, dims) || **d == **dims)
-        {
-            e.add(c);
-        } else if self.entries.len() < MAX_BREAKDOWN {
-            self.entries.push((Arc::clone(dims), c.clone()));
-        } else {
-            self.overflow += c.requests;
+        let same = |d: &Dims| Arc::ptr_eq(d, dims) || **d == **dims;
+        match &mut self.first {
+            None => self.first = Some((Arc::clone(dims), c.clone())),
+            Some((d, e)) if same(d) => e.add(c),
+            Some(_) => {
+                let more = self.more.get_or_insert_default();
+                if let Some((_, e)) = more.entries.iter_mut().find(|(d, _)| same(d)) {
+                    e.add(c);
+                } else if more.entries.len() + 1 < MAX_BREAKDOWN {
+                    more.entries.push((Arc::clone(dims), c.clone()));
+                } else {
+                    more.overflow += c.requests;
+                }
+            }
         }
     }
 
+    /// Requests of combinations past [`MAX_BREAKDOWN`].
+    fn overflow(&self) -> u64 {
+        self.more.as_ref().map_or(0, |m| m.overflow)
+    }
+
+    fn add_overflow(&mut self, requests: u64) {
+        if requests > 0 {
+            self.more.get_or_insert_default().overflow += requests;
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &(Dims, DimCounts)> {
+        self.first
+            .iter()
+            .chain(self.more.iter().flat_map(|m| m.entries.iter()))
+    }
+
     fn merge(&mut self, o: Breakdowns) {
-        self.overflow += o.overflow;
-        for (d, c) in &o.entries {
+        self.add_overflow(o.overflow());
+        for (d, c) in o.iter() {
             self.add(d, c);
         }
     }
 
     fn to_data(&self) -> Vec<Breakdown> {
         let mut v: Vec<Breakdown> = self
-            .entries
             .iter()
             .map(|(d, c)| {
                 let [sz, sv, dz, dv] = &**d;
@@ -103,10 +133,8 @@ impl Breakdowns {
     }
 
     fn from_data(data: Vec<Breakdown>, overflow: u64) -> Self {
-        let mut b = Breakdowns {
-            entries: Vec::with_capacity(data.len().min(MAX_BREAKDOWN)),
-            overflow,
-        };
+        let mut b = Breakdowns::default();
+        b.add_overflow(overflow);
         for x in data {
             let arc = |s: Option<String>| s.map(Arc::<str>::from);
             let dims: Dims = Arc::new([
@@ -284,7 +312,7 @@ pub struct PairState {
     latency: LatencyState,
     slots: Slots,
     /// Requests by zone and version, when records carry them.
-    breakdown: Option<Box<Breakdowns>>,
+    breakdown: Breakdowns,
 }
 
 impl Default for PairState {
@@ -300,7 +328,7 @@ impl Default for PairState {
             timed: 0,
             latency: LatencyState::Inline(0, [0; INLINE_DURATIONS]),
             slots: Slots::Few(0, [(0, 0); INLINE_INTERVALS]),
-            breakdown: None,
+            breakdown: Breakdowns::default(),
         }
     }
 }
@@ -354,7 +382,7 @@ impl PairState {
         duration: Option<u64>,
         bytes: (u64, u64),
     ) {
-        self.breakdown.get_or_insert_default().add(
+        self.breakdown.add(
             dims,
             &DimCounts {
                 requests: 1,
@@ -384,11 +412,10 @@ impl PairState {
         self.bytes_out = self.bytes_out.saturating_add(other.bytes_out);
         self.overlap_us = self.overlap_us.wrapping_add(other.overlap_us);
         self.slots.merge(other.slots, slots);
-        if let Some(theirs) = other.breakdown {
-            match &mut self.breakdown {
-                Some(ours) => ours.merge(*theirs),
-                None => self.breakdown = Some(theirs),
-            }
+        if self.breakdown.first.is_none() && self.breakdown.more.is_none() {
+            self.breakdown = other.breakdown;
+        } else {
+            self.breakdown.merge(other.breakdown);
         }
         if other.timed == 0 {
             return;
@@ -511,11 +538,8 @@ impl PairState {
             bytes_out: self.bytes_out,
             bandwidth_in_bps: self.bytes_in as f64 / secs,
             bandwidth_out_bps: self.bytes_out as f64 / secs,
-            breakdown: self
-                .breakdown
-                .as_deref()
-                .map_or_else(Vec::new, Breakdowns::to_data),
-            breakdown_overflow: self.breakdown.as_ref().map_or(0, |b| b.overflow),
+            breakdown: self.breakdown.to_data(),
+            breakdown_overflow: self.breakdown.overflow(),
         }
     }
 
@@ -551,11 +575,8 @@ impl PairState {
             full_cover: self.full_cover,
             latency,
             slots,
-            breakdown: self
-                .breakdown
-                .as_deref()
-                .map_or_else(Vec::new, Breakdowns::to_data),
-            breakdown_overflow: self.breakdown.as_ref().map_or(0, |b| b.overflow),
+            breakdown: self.breakdown.to_data(),
+            breakdown_overflow: self.breakdown.overflow(),
         }
     }
 
@@ -630,12 +651,7 @@ impl PairState {
             timed: data.timed,
             latency,
             slots: state_slots,
-            breakdown: (!data.breakdown.is_empty() || data.breakdown_overflow > 0).then(|| {
-                Box::new(Breakdowns::from_data(
-                    data.breakdown,
-                    data.breakdown_overflow,
-                ))
-            }),
+            breakdown: Breakdowns::from_data(data.breakdown, data.breakdown_overflow),
         })
     }
 }
