@@ -407,25 +407,30 @@ impl WindowMerger {
             .enumerate()
             .map(|(rank, &id)| (id, rank as u32))
             .collect();
-        let mut states: Vec<(u64, u64, PairState)> = w
-            .merged
-            .into_iter()
-            .map(|(key, state)| {
-                let (s, d) = pair_ids(key);
+        // the states stay where they are: 16-byte (rank, index) entries are sorted, and the
+        // states taken out in that order
+        let mut states: Vec<(u64, PairState)> = w.merged.into_iter().collect();
+        let mut order: Vec<(u64, u32)> = states
+            .iter()
+            .enumerate()
+            .map(|(i, (key, _))| {
+                let (s, d) = pair_ids(*key);
                 let rank = (u64::from(rank_of[&s]) << 32) | u64::from(rank_of[&d]);
-                (rank, key, state)
+                (rank, i as u32)
             })
             .collect();
-        states.sort_unstable_by_key(|&(rank, _, _)| rank);
+        order.sort_unstable_by_key(|&(rank, _)| rank);
         let scale = PairState::scale();
         let names = &self.interner;
         ClosedPairs {
             window,
-            pairs: states
+            pairs: order
                 .into_iter()
-                .map(|(_, key, mut state)| {
-                    let (s, d) = pair_ids(key);
-                    state.finish(window, names.name(s), names.name(d), &scale)
+                .map(|(_, i)| {
+                    // taken, so that its allocations go as it is finished
+                    let (key, state) = &mut states[i as usize];
+                    let (s, d) = pair_ids(*key);
+                    std::mem::take(state).finish(window, names.name(s), names.name(d), &scale)
                 })
                 .collect(),
         }
