@@ -174,8 +174,18 @@ mod sorted_set {
 }
 
 /// A destination's window: distinct callers, callers new to it, their requests, and its
-/// segment.
-type FanIn<'a> = (usize, BTreeSet<&'a str>, u64, Option<&'a str>);
+/// segment. The new callers are pushed as met (in order and once each when the window's
+/// pairs come sorted), and made a sorted set with [`sorted_set`] only when a finding names
+/// them: the first window of a large landscape has every edge new.
+type FanIn<'a> = (usize, Vec<&'a str>, u64, Option<&'a str>);
+
+/// `v` sorted, each name once.
+fn sorted_set(v: &mut Vec<&str>) {
+    if !v.is_sorted_by(|a, b| a < b) {
+        v.sort_unstable();
+        v.dedup();
+    }
+}
 
 /// The segmentation detector.
 #[derive(Debug, Clone)]
@@ -210,7 +220,8 @@ impl SignatureDetector for Segmentation {
         let mut forbidden: BTreeMap<&str, (BTreeSet<&str>, BTreeSet<&str>, u64)> = BTreeMap::new();
         // by destination, hashed while counting (every pair asks), sorted after
         let mut fan_in: foldhash::HashMap<&str, FanIn<'_>> = foldhash::HashMap::default();
-        let mut fan_out: BTreeMap<&str, (usize, BTreeSet<&str>, u64)> = BTreeMap::new();
+        // by source: distinct destinations, new ones (as in `FanIn`), their requests
+        let mut fan_out: BTreeMap<&str, (usize, Vec<&str>, u64)> = BTreeMap::new();
         // pairs come sorted by source: a source's history and segment are looked up once
         for run in view.pairs.chunk_by(|a, b| a.source == b.source) {
             let source = run[0].source.as_str();
@@ -219,14 +230,14 @@ impl SignatureDetector for Segmentation {
             }
             let known = self.services.get(source);
             let from = s.segment_of(source);
-            let mut o: (usize, BTreeSet<&str>, u64) = Default::default();
+            let mut o: (usize, Vec<&str>, u64) = Default::default();
             for p in run
                 .iter()
                 .filter(|p| p.requests > 0 && is_service(&p.destination))
             {
                 let i = fan_in
                     .entry(&p.destination)
-                    .or_insert_with(|| (0, BTreeSet::new(), 0, s.segment_of(&p.destination)));
+                    .or_insert_with(|| (0, Vec::new(), 0, s.segment_of(&p.destination)));
                 if let (Some(a), Some(b)) = (from, i.3)
                     && !s.allowed(a, b)
                 {
@@ -239,9 +250,9 @@ impl SignatureDetector for Segmentation {
                 i.0 += 1;
                 o.0 += 1;
                 if new {
-                    i.1.insert(source);
+                    i.1.push(source);
                     i.2 += p.requests;
-                    o.1.insert(&p.destination);
+                    o.1.push(&p.destination);
                     o.2 += p.requests;
                 }
                 // never-seen edge of a source with history
@@ -311,7 +322,7 @@ impl SignatureDetector for Segmentation {
             ));
         }
         let mut surging: BTreeSet<&str> = BTreeSet::new();
-        for (dst, (n, new, requests, _)) in &fan_in {
+        for (dst, (n, new, requests, _)) in &mut fan_in {
             let Some(h) = self.services.get(*dst) else {
                 continue;
             };
@@ -320,7 +331,8 @@ impl SignatureDetector for Segmentation {
                 && *requests >= s.min_requests
                 && !new.is_empty()
             {
-                surging.insert(dst);
+                surging.insert(*dst);
+                sorted_set(new);
                 out.push(finding(
                     Signature::FanInSurge,
                     Subject::Sources {
@@ -344,7 +356,7 @@ impl SignatureDetector for Segmentation {
                 ));
             }
         }
-        for (src, (n, new, requests)) in &fan_out {
+        for (src, (n, new, requests)) in &mut fan_out {
             let Some(h) = self.services.get(*src) else {
                 continue;
             };
@@ -353,7 +365,8 @@ impl SignatureDetector for Segmentation {
                 && *requests >= s.min_requests
                 && !new.is_empty()
             {
-                surging.insert(src);
+                surging.insert(*src);
+                sorted_set(new);
                 out.push(finding(
                     Signature::FanOutSurge,
                     Subject::Node {
