@@ -5,6 +5,7 @@
 //! a topic keyed by node when graywatch scales out.
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize, Serializer};
 
@@ -171,14 +172,16 @@ fn is_zero(n: &u64) -> bool {
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Breakdown {
-    /// The caller's zone, when the records give it.
-    pub source_zone: Option<String>,
+    /// The caller's zone, when the records give it. (The names are shared, `Arc<str>`: a
+    /// window has a breakdown for each of its pairs, and a landscape a few zones and
+    /// versions.)
+    pub source_zone: Option<Arc<str>>,
     /// The caller's version.
-    pub source_version: Option<String>,
+    pub source_version: Option<Arc<str>>,
     /// The callee's zone.
-    pub destination_zone: Option<String>,
+    pub destination_zone: Option<Arc<str>>,
     /// The callee's version.
-    pub destination_version: Option<String>,
+    pub destination_version: Option<Arc<str>>,
     /// Requests that started in the window with these dimensions.
     pub requests: u64,
     /// Of those, errors (as `PairWindow::errors` counts them).
@@ -461,6 +464,7 @@ mod tests {
             version in proptest::option::of(name()),
             n in any::<[u64; 6]>(),
         ) -> Breakdown {
+            let (zones, version) = (zones.map(Arc::from), version.map(Arc::from));
             Breakdown {
                 source_zone: zones.clone(),
                 source_version: version.clone(),

@@ -113,12 +113,11 @@ impl Breakdowns {
             .iter()
             .map(|(d, c)| {
                 let [sz, sv, dz, dv] = &**d;
-                let own = |x: &Option<Arc<str>>| x.as_deref().map(str::to_owned);
                 Breakdown {
-                    source_zone: own(sz),
-                    source_version: own(sv),
-                    destination_zone: own(dz),
-                    destination_version: own(dv),
+                    source_zone: sz.clone(),
+                    source_version: sv.clone(),
+                    destination_zone: dz.clone(),
+                    destination_version: dv.clone(),
                     requests: c.requests,
                     errors: c.errors,
                     timed: c.timed,
@@ -136,12 +135,11 @@ impl Breakdowns {
         let mut b = Breakdowns::default();
         b.add_overflow(overflow);
         for x in data {
-            let arc = |s: Option<String>| s.map(Arc::<str>::from);
             let dims: Dims = Arc::new([
-                arc(x.source_zone),
-                arc(x.source_version),
-                arc(x.destination_zone),
-                arc(x.destination_version),
+                x.source_zone,
+                x.source_version,
+                x.destination_zone,
+                x.destination_version,
             ]);
             b.add(
                 &dims,
