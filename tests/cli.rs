@@ -994,6 +994,72 @@ fn threads_change_nothing_in_the_output() {
     assert_eq!(one_rejects, three_rejects);
 }
 
+/// `--threads` with windows of thousands of pairs, which are judged on one thread while their
+/// pair windows are written on others: the same bytes as one thread, pair windows before the
+/// node windows and findings of their window. 4,800 pairs (80 sources × 60 destinations) in
+/// each of 3 windows, 3 of them crossing zones with 10 requests each (cross-zone findings).
+#[test]
+fn windows_of_thousands_of_pairs_are_written_as_one_thread_writes_them() {
+    const T0: i64 = 1_767_614_400_000_000;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("pairs.log");
+    let mut text = String::new();
+    for w in 0..3i64 {
+        let mut t = T0 + w * 10_000_000;
+        for s in 0..80 {
+            for d in 0..60 {
+                let crossing = s == 0 && d < 3;
+                for _ in 0..if crossing { 10 } else { 1 } {
+                    let zone = if crossing { "zone-b" } else { "zone-a" };
+                    text.push_str(&format!(
+                        "{{\"schema_version\":1,\"start_us\":{t},\"duration_us\":{},\
+                         \"source\":\"src-{s:02}\",\"source_zone\":\"zone-a\",\
+                         \"destination\":\"dst-{d:02}\",\"destination_zone\":\"{zone}\",\
+                         \"status\":200,\"bytes_received\":300,\"bytes_sent\":4000,\
+                         \"reporter\":\"envoy\"}}\n",
+                        1000 + (s * 60 + d) * 7,
+                    ));
+                    t += 1_900;
+                }
+            }
+        }
+    }
+    write(&log, &text);
+    let run = |threads: &str| {
+        let out = graywatch(&[
+            "replay",
+            "-f",
+            "flow-json",
+            "--threads",
+            threads,
+            log.to_str().unwrap(),
+        ]);
+        assert!(out.status.success(), "{out:?}");
+        out.stdout
+    };
+    let one = run("1");
+    let two = run("2");
+    let docs = crate::util::json_lines(&one);
+    let kinds: Vec<&str> = docs.iter().map(|d| d["kind"].as_str().unwrap()).collect();
+    let first_window = &docs[..kinds.iter().position(|k| *k != "pair-window").unwrap()];
+    assert_eq!(
+        first_window.len(),
+        4_800,
+        "every pair of the first window first"
+    );
+    let found = of_kind(&docs, "finding");
+    let crossing: Vec<&str> = found
+        .iter()
+        .filter(|f| f["signature"] == "cross-zone")
+        .map(|f| f["subject"]["destination"].as_str().unwrap())
+        .collect();
+    assert!(
+        crossing.contains(&"dst-00") && crossing.contains(&"dst-02"),
+        "{found:?}"
+    );
+    assert!(one == two, "the outputs differ");
+}
+
 /// `replay --archive` then `query`: the archive holds what replay wrote as JSON lines, on a
 /// simulated black hole.
 #[test]

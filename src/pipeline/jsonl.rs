@@ -343,6 +343,10 @@ impl Outputs for JsonLinesOutputs {
         self.archive.is_some()
     }
 
+    fn writes_beside_judging(&self) -> bool {
+        self.write_windows && self.threads > 1
+    }
+
     fn window_tables(&mut self, t: &WindowTables) -> Result<(), JsonLinesError> {
         if let Some(a) = &mut self.archive {
             a.tables(t)?;

@@ -106,6 +106,10 @@ fn window_tables(view: &detect::signatures::WindowView<'_>, own: Ownership) -> W
     }
 }
 
+/// Fewest pair windows of a closed window written beside its judging (see
+/// [`Outputs::writes_beside_judging`]): below, the thread's start costs more than it saves.
+pub const BESIDE_PAIR_WINDOWS: usize = 4096;
+
 /// What stage 2 takes in.
 #[derive(Debug)]
 pub enum JudgeItem {
@@ -370,35 +374,63 @@ impl Judge {
                 .map_or(window.end_us, |e| e.max(window.end_us)),
         );
         let own = self.ownership;
-        let mut failed = Vec::new();
-        let rules = &mut self.rules;
         let want_tables = out.wants_tables();
-        let mut tables = None;
-        let outcome = self.nodes.detect_with(
-            window,
-            &closed.pairs,
-            |n| own.owns(n),
-            |view, raw| {
-                if let Some(r) = rules {
-                    failed = r.judge(view, raw);
-                }
-                if want_tables {
-                    tables = Some(window_tables(view, own));
-                }
-            },
-        );
+        let owned: Vec<&schemas::PairWindow> = if self.write_windows {
+            closed
+                .pairs
+                .iter()
+                .filter(|p| own.owns(&p.source))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let (nodes, rules) = (&mut self.nodes, &mut self.rules);
+        let mut judge = || {
+            let mut failed = Vec::new();
+            let mut tables = None;
+            let outcome = nodes.detect_with(
+                window,
+                &closed.pairs,
+                |n| own.owns(n),
+                |view, raw| {
+                    if let Some(r) = rules {
+                        failed = r.judge(view, raw);
+                    }
+                    if want_tables {
+                        tables = Some(window_tables(view, own));
+                    }
+                },
+            );
+            (outcome, failed, tables)
+        };
+        let ((outcome, failed, tables), written) =
+            if owned.len() >= BESIDE_PAIR_WINDOWS && out.writes_beside_judging() {
+                // the window is judged on a thread of its own while its pair windows are
+                // written here: the outputs see the same calls in the same order
+                std::thread::scope(|scope| {
+                    let judging = scope.spawn(judge);
+                    let written = out.pair_windows(&owned);
+                    match judging.join() {
+                        Ok(judged) => (judged, written),
+                        Err(panic) => std::panic::resume_unwind(panic),
+                    }
+                })
+            } else {
+                let judged = judge();
+                let written = if self.write_windows {
+                    out.pair_windows(&owned)
+                } else {
+                    Ok(())
+                };
+                (judged, written)
+            };
+        written?;
         for e in &failed {
             tracing::warn!("{e}");
         }
         self.counters.rule_errors += failed.len() as u64;
         self.counters.windows += 1;
         if self.write_windows {
-            let owned: Vec<&schemas::PairWindow> = closed
-                .pairs
-                .iter()
-                .filter(|p| own.owns(&p.source))
-                .collect();
-            out.pair_windows(&owned)?;
             self.counters.pair_windows += owned.len() as u64;
             for n in &outcome.nodes {
                 out.node_window(n)?;

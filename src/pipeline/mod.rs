@@ -205,6 +205,14 @@ pub trait Outputs {
     fn wants_tables(&self) -> bool {
         false
     }
+    /// Whether a large closed window's pair windows ([`Outputs::pair_windows`], at least
+    /// [`judge::BESIDE_PAIR_WINDOWS`]) may be written while another thread judges the window:
+    /// the same calls in the same order, with detection running at the same time. For an
+    /// output whose writing of window aggregates costs as much as judging them (`replay`'s
+    /// JSON lines with more than one thread). Default: no, the window is judged, then written.
+    fn writes_beside_judging(&self) -> bool {
+        false
+    }
     /// The closed window as tables, sent before its findings (for the archive and the
     /// golden-signal metrics).
     ///

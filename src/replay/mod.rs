@@ -99,8 +99,9 @@ pub struct ReplayArgs {
     /// Threads that parse: regular files in formats read line by line (all but spans-csv)
     /// are cut into chunks parsed on N threads while another aggregates, and (when every
     /// input is a regular file) one more closes windows: detection and writing (a window of
-    /// thousands of pairs has its window aggregates written on N threads); 1 does it all on
-    /// one thread. The output is the same for every N. Default: the machine's cores.
+    /// thousands of pairs is judged on a thread of its own while its window aggregates are
+    /// written on N threads); 1 does it all on one thread. The output is the same for every
+    /// N. Default: the machine's cores.
     #[arg(long, short = 'j', value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     pub threads: Option<u16>,
     /// Print no summary on stderr.
@@ -981,6 +982,9 @@ impl<O: Outputs> Outputs for Tally<O> {
     }
     fn wants_tables(&self) -> bool {
         self.served.is_some() || self.inner.wants_tables()
+    }
+    fn writes_beside_judging(&self) -> bool {
+        self.inner.writes_beside_judging()
     }
     fn window_tables(&mut self, t: &crate::pipeline::WindowTables) -> Result<(), O::Error> {
         if let Some(m) = &self.served {
