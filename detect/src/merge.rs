@@ -386,47 +386,46 @@ impl WindowMerger {
                 &mut self.counters,
             );
         }
-        // rank the window's own names (not every name interned: that would make a window's
-        // cost grow with the names of all windows), then sort 16-byte keys, not the states
         self.established.clear();
         self.established.extend(w.merged.keys());
+        // rank the window's names: marked by id (the interner's ids are dense, and it forgets
+        // the names no open window holds), then only the window's own names sorted by name
         let names = &self.interner;
-        let mut ids: Vec<u32> = w
-            .merged
-            .keys()
-            .flat_map(|&key| {
-                let (s, d) = pair_ids(key);
-                [s, d]
-            })
+        const UNMARKED: u32 = u32::MAX;
+        let mut rank_of = vec![UNMARKED; names.id_bound()];
+        for &key in w.merged.keys() {
+            let (s, d) = pair_ids(key);
+            rank_of[s as usize] = 0;
+            rank_of[d as usize] = 0;
+        }
+        let mut ids: Vec<u32> = (0..rank_of.len() as u32)
+            .filter(|&id| rank_of[id as usize] != UNMARKED)
             .collect();
-        ids.sort_unstable();
-        ids.dedup();
         ids.sort_unstable_by(|&a, &b| names.name(a).cmp(names.name(b)));
-        let rank_of: foldhash::HashMap<u32, u32> = ids
-            .iter()
-            .enumerate()
-            .map(|(rank, &id)| (id, rank as u32))
-            .collect();
-        // the states stay where they are: 16-byte (rank, index) entries are sorted, and the
-        // states taken out in that order
+        for (rank, &id) in ids.iter().enumerate() {
+            rank_of[id as usize] = rank as u32;
+        }
+        // the states stay where they are: their indexes are put in (source, destination) order
+        // by two counting sorts on the names' ranks, and the states taken out in that order
         let mut states: Vec<(u64, PairState)> = w.merged.into_iter().collect();
-        let mut order: Vec<(u64, u32)> = states
+        let ranks: Vec<(u32, u32)> = states
             .iter()
-            .enumerate()
-            .map(|(i, (key, _))| {
+            .map(|(key, _)| {
                 let (s, d) = pair_ids(*key);
-                let rank = (u64::from(rank_of[&s]) << 32) | u64::from(rank_of[&d]);
-                (rank, i as u32)
+                (rank_of[s as usize], rank_of[d as usize])
             })
             .collect();
-        order.sort_unstable_by_key(|&(rank, _)| rank);
+        let by_destination = counting_sort((0..states.len() as u32).collect(), ids.len(), |i| {
+            ranks[i as usize].1
+        });
+        let order = counting_sort(by_destination, ids.len(), |i| ranks[i as usize].0);
         let scale = PairState::scale();
         let names = &self.interner;
         ClosedPairs {
             window,
             pairs: order
                 .into_iter()
-                .map(|(_, i)| {
+                .map(|i| {
                     // taken, so that its allocations go as it is finished
                     let (key, state) = &mut states[i as usize];
                     let (s, d) = pair_ids(*key);
@@ -502,6 +501,24 @@ fn merged_max(spec: &WindowSpec) -> usize {
 
 /// Merges `pairs` into `merged`, a window of at most [`merged_max`] pairs (the overflow
 /// counted in `counters`).
+/// `items` stably sorted by `key`, each key below `keys`: a counting sort, O(items + keys).
+fn counting_sort(items: Vec<u32>, keys: usize, key: impl Fn(u32) -> u32) -> Vec<u32> {
+    let mut start = vec![0usize; keys + 1];
+    for &i in &items {
+        start[key(i) as usize + 1] += 1;
+    }
+    for k in 1..=keys {
+        start[k] += start[k - 1];
+    }
+    let mut sorted = vec![0u32; items.len()];
+    for &i in &items {
+        let at = &mut start[key(i) as usize];
+        sorted[*at] = i;
+        *at += 1;
+    }
+    sorted
+}
+
 fn merge_into(
     merged: &mut foldhash::HashMap<u64, PairState>,
     pairs: foldhash::HashMap<u64, PairState>,
@@ -519,6 +536,7 @@ fn merge_into(
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
     use schemas::{FlowBatchBuilder, FlowRecordRef, Reporter};
 
     use super::*;
@@ -683,5 +701,17 @@ mod tests {
             err,
             "saved state: window.length is 5s here but 10s in the saved state"
         );
+    }
+
+    proptest! {
+        /// The counting sort orders as a stable sort by key does (items of equal keys in
+        /// their order), whatever the keys.
+        #[test]
+        fn counting_sort_is_a_stable_sort_by_key(keys in proptest::collection::vec(0u32..40, 0..300)) {
+            let items: Vec<u32> = (0..keys.len() as u32).collect();
+            let mut expected = items.clone();
+            expected.sort_by_key(|&i| keys[i as usize]);
+            prop_assert_eq!(counting_sort(items, 40, |i| keys[i as usize]), expected);
+        }
     }
 }

@@ -175,12 +175,12 @@ mod sorted_set {
 
 /// A destination's window: distinct callers, callers new to it, their requests, and its
 /// segment. The new callers are pushed as met (in order and once each when the window's
-/// pairs come sorted), and made a sorted set with [`sorted_set`] only when a finding names
+/// pairs come sorted), and made a sorted set with [`sort_names`] only when a finding names
 /// them: the first window of a large landscape has every edge new.
 type FanIn<'a> = (usize, Vec<&'a str>, u64, Option<&'a str>);
 
 /// `v` sorted, each name once.
-fn sorted_set(v: &mut Vec<&str>) {
+fn sort_names(v: &mut Vec<&str>) {
     if !v.is_sorted_by(|a, b| a < b) {
         v.sort_unstable();
         v.dedup();
@@ -332,7 +332,7 @@ impl SignatureDetector for Segmentation {
                 && !new.is_empty()
             {
                 surging.insert(*dst);
-                sorted_set(new);
+                sort_names(new);
                 out.push(finding(
                     Signature::FanInSurge,
                     Subject::Sources {
@@ -366,7 +366,7 @@ impl SignatureDetector for Segmentation {
                 && !new.is_empty()
             {
                 surging.insert(*src);
-                sorted_set(new);
+                sort_names(new);
                 out.push(finding(
                     Signature::FanOutSurge,
                     Subject::Node {
