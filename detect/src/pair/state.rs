@@ -108,26 +108,31 @@ impl Breakdowns {
         }
     }
 
+    /// Combinations held: the first, and the ones after it.
+    fn len(&self) -> usize {
+        usize::from(self.first.is_some()) + self.more.as_ref().map_or(0, |m| m.entries.len())
+    }
+
     fn to_data(&self) -> Vec<Breakdown> {
-        let mut v: Vec<Breakdown> = self
-            .iter()
-            .map(|(d, c)| {
-                let [sz, sv, dz, dv] = &**d;
-                Breakdown {
-                    source_zone: sz.clone(),
-                    source_version: sv.clone(),
-                    destination_zone: dz.clone(),
-                    destination_version: dv.clone(),
-                    requests: c.requests,
-                    errors: c.errors,
-                    timed: c.timed,
-                    duration_sum_us: c.duration_sum_us,
-                    bytes_in: c.bytes_in,
-                    bytes_out: c.bytes_out,
-                }
-            })
-            .collect();
-        v.sort_unstable();
+        let mut v: Vec<Breakdown> = Vec::with_capacity(self.len());
+        v.extend(self.iter().map(|(d, c)| {
+            let [sz, sv, dz, dv] = &**d;
+            Breakdown {
+                source_zone: sz.clone(),
+                source_version: sv.clone(),
+                destination_zone: dz.clone(),
+                destination_version: dv.clone(),
+                requests: c.requests,
+                errors: c.errors,
+                timed: c.timed,
+                duration_sum_us: c.duration_sum_us,
+                bytes_in: c.bytes_in,
+                bytes_out: c.bytes_out,
+            }
+        }));
+        if v.len() > 1 {
+            v.sort_unstable();
+        }
         v
     }
 
