@@ -499,8 +499,6 @@ fn merged_max(spec: &WindowSpec) -> usize {
     max.saturating_add(max / 8).saturating_add(1)
 }
 
-/// Merges `pairs` into `merged`, a window of at most [`merged_max`] pairs (the overflow
-/// counted in `counters`).
 /// `items` stably sorted by `key`, each key below `keys`: a counting sort, O(items + keys).
 fn counting_sort(items: Vec<u32>, keys: usize, key: impl Fn(u32) -> u32) -> Vec<u32> {
     let mut start = vec![0usize; keys + 1];
@@ -519,6 +517,8 @@ fn counting_sort(items: Vec<u32>, keys: usize, key: impl Fn(u32) -> u32) -> Vec<
     sorted
 }
 
+/// Merges `pairs` into `merged`, a window of at most [`merged_max`] pairs (the overflow
+/// counted in `counters`).
 fn merge_into(
     merged: &mut foldhash::HashMap<u64, PairState>,
     pairs: foldhash::HashMap<u64, PairState>,
