@@ -110,6 +110,12 @@ fn window_tables(view: &detect::signatures::WindowView<'_>, own: Ownership) -> W
 /// [`Outputs::writes_beside_judging`]): below, the thread's start costs more than it saves.
 pub const BESIDE_PAIR_WINDOWS: usize = 4096;
 
+/// Threads that finish a large closed window's pair states: 2 when the output writes beside
+/// judging (the judging thread is then the one that holds a run back), else 1.
+fn finish_threads<O: Outputs + ?Sized>(out: &O) -> usize {
+    if out.writes_beside_judging() { 2 } else { 1 }
+}
+
 /// What stage 2 takes in.
 #[derive(Debug)]
 pub enum JudgeItem {
@@ -346,6 +352,7 @@ impl Judge {
 
     /// Closes what the merged watermark allows and sends it on.
     fn close<O: Outputs + ?Sized>(&mut self, out: &mut O) -> Result<(), StageError<O::Error>> {
+        self.merger.set_finish_threads(finish_threads(out));
         for closed in self.merger.close_ready() {
             self.emit(closed, out).map_err(StageError::Output)?;
         }
@@ -357,6 +364,7 @@ impl Judge {
     /// # Errors
     /// The output's.
     pub fn flush<O: Outputs + ?Sized>(&mut self, out: &mut O) -> Result<(), StageError<O::Error>> {
+        self.merger.set_finish_threads(finish_threads(out));
         for closed in self.merger.flush() {
             self.emit(closed, out).map_err(StageError::Output)?;
         }
@@ -408,7 +416,12 @@ impl Judge {
                 // the window is judged on a thread of its own while its pair windows are
                 // written here: the outputs see the same calls in the same order
                 std::thread::scope(|scope| {
-                    let judging = scope.spawn(judge);
+                    // named, for profilers and `top -H`; failing to start a thread panics,
+                    // as `scope.spawn` does
+                    let judging = std::thread::Builder::new()
+                        .name("detect".into())
+                        .spawn_scoped(scope, judge)
+                        .expect("the OS starts a thread");
                     let written = out.pair_windows(&owned);
                     match judging.join() {
                         Ok(judged) => (judged, written),

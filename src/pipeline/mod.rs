@@ -209,7 +209,9 @@ pub trait Outputs {
     /// [`judge::BESIDE_PAIR_WINDOWS`]) may be written while another thread judges the window:
     /// the same calls in the same order, with detection running at the same time. For an
     /// output whose writing of window aggregates costs as much as judging them (`replay`'s
-    /// JSON lines with more than one thread). Default: no, the window is judged, then written.
+    /// JSON lines with more than one thread); the judge then also finishes such a window's
+    /// pair states on two threads. Default: no, on one thread the window is finished, judged,
+    /// then written.
     fn writes_beside_judging(&self) -> bool {
         false
     }
