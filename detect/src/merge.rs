@@ -436,15 +436,10 @@ impl WindowMerger {
         });
         let order = counting_sort(by_destination, ids.len(), |i| ranks[i as usize].0);
         let names = &self.interner;
-        let finish = |part: &mut [(u64, PairState)]| -> Vec<schemas::PairWindow> {
-            let scale = PairState::scale();
-            part.iter_mut()
-                .map(|(key, state)| {
-                    let (s, d) = pair_ids(*key);
-                    // taken, so that its allocations go as it is finished
-                    std::mem::take(state).finish(window, names.name(s), names.name(d), &scale)
-                })
-                .collect()
+        let finish_one = |scale: &hdrhistogram::Histogram<u32>, entry: &mut (u64, PairState)| {
+            let (s, d) = pair_ids(entry.0);
+            // taken, so that its allocations go as it is finished
+            std::mem::take(&mut entry.1).finish(window, names.name(s), names.name(d), scale)
         };
         let threads = self.finish_threads;
         if threads <= 1 || order.len() < PARALLEL_FINISH {
@@ -453,14 +448,14 @@ impl WindowMerger {
                 window,
                 pairs: order
                     .into_iter()
-                    .map(|i| {
-                        let (key, state) = &mut states[i as usize];
-                        let (s, d) = pair_ids(*key);
-                        std::mem::take(state).finish(window, names.name(s), names.name(d), &scale)
-                    })
+                    .map(|i| finish_one(&scale, &mut states[i as usize]))
                     .collect(),
             };
         }
+        let finish = |part: &mut [(u64, PairState)]| -> Vec<schemas::PairWindow> {
+            let scale = PairState::scale();
+            part.iter_mut().map(|e| finish_one(&scale, e)).collect()
+        };
         let mut ordered: Vec<(u64, PairState)> = order
             .into_iter()
             .map(|i| {

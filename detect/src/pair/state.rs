@@ -102,6 +102,10 @@ impl Breakdowns {
     }
 
     fn merge(&mut self, o: Breakdowns) {
+        if self.first.is_none() && self.more.is_none() {
+            *self = o;
+            return;
+        }
         self.add_overflow(o.overflow());
         for (d, c) in o.iter() {
             self.add(d, c);
@@ -415,11 +419,7 @@ impl PairState {
         self.bytes_out = self.bytes_out.saturating_add(other.bytes_out);
         self.overlap_us = self.overlap_us.wrapping_add(other.overlap_us);
         self.slots.merge(other.slots, slots);
-        if self.breakdown.first.is_none() && self.breakdown.more.is_none() {
-            self.breakdown = other.breakdown;
-        } else {
-            self.breakdown.merge(other.breakdown);
-        }
+        self.breakdown.merge(other.breakdown);
         if other.timed == 0 {
             return;
         }
