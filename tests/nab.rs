@@ -74,12 +74,12 @@ fn nab_published_scores_of_htm_are_reproduced() {
 fn scores_are_online_a_row_never_sees_later_rows() {
     let s = series("realAWSCloudwatch/ec2_cpu_utilization_24ae8d.csv");
     let spec = detector::nab_spec();
-    let full = detector::detect(&spec, &s.t_us, &s.values);
+    let full = detector::scores(&spec, &s.t_us, &s.values);
     for cut in [7, 1000, 3500] {
         // the same rows followed by other values: the scores of the rows before are the same
         let mut values = s.values[..cut].to_vec();
         values.extend(std::iter::repeat_n(1e6, s.values.len() - cut));
-        let other = detector::detect(&spec, &s.t_us, &values);
+        let other = detector::scores(&spec, &s.t_us, &values);
         assert_eq!(other[..cut], full[..cut], "cut at {cut}");
         assert_ne!(other[cut..], full[cut..]);
     }
@@ -92,7 +92,7 @@ fn scores_are_online_a_row_never_sees_later_rows() {
 fn the_jump_of_art_daily_jumpsup_scores_highest_in_its_window() {
     let s = series("artificialWithAnomaly/art_daily_jumpsup.csv");
     let l = labelled(&s);
-    let scores = detector::detect(&detector::nab_spec(), &s.t_us, &s.values);
+    let scores = detector::scores(&detector::nab_spec(), &s.t_us, &s.values);
     let probation = rules::probationary_len(s.values.len());
     let top = (probation..scores.len())
         .max_by(|&a, &b| scores[a].total_cmp(&scores[b]))
@@ -122,6 +122,14 @@ fn eval_nab_writes_results_and_prints_the_three_profiles() {
         assert!(text.contains(&format!("\n{profile} ")), "{text}");
     }
     assert!(text.contains("artificialWithAnomaly"), "{text}");
+    // the threshold the written files report from, in thousandths
+    let reported: f64 = text
+        .split_once("\nreported from ")
+        .and_then(|(_, rest)| rest.split_once(':'))
+        .map(|(t, _)| t.parse().unwrap())
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!((0.25..=0.75).contains(&reported), "{reported}");
+    let mut held_any = false;
     for key in [
         "artificialWithAnomaly/art_daily_jumpsup.csv",
         "realAWSCloudwatch/ec2_cpu_utilization_24ae8d.csv",
@@ -144,13 +152,15 @@ fn eval_nab_writes_results_and_prints_the_three_profiles() {
             rows += 1;
         }
         assert_eq!(rows, input.lines().count() - 1, "{key}");
-        // the file scores the same as the library's detector on the same rows
+        // the file scores the same as the library's detector on the same rows, held from
+        // the printed threshold
         let s = series(key);
-        assert_eq!(
-            corpus::read_results(&written, &s).unwrap(),
-            detector::detect(&detector::nab_spec(), &s.t_us, &s.values)
-        );
+        let raw = detector::scores(&detector::nab_spec(), &s.t_us, &s.values);
+        let held = corpus::read_results(&written, &s).unwrap();
+        assert_eq!(held, detector::hold(&raw, reported));
+        held_any |= held != raw;
     }
+    assert!(held_any, "no row held in any file");
     drop(dir);
 }
 

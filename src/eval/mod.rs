@@ -44,6 +44,10 @@ pub enum EvalCommand {
     ///
     /// A row's anomaly score is S ÷ (S + ln 1000), S = −ln p, p the two-sided probability of
     /// its value under the baseline (0.5: one in a thousand); the baseline learns every row.
+    /// A row at or above the reporting threshold is reported and the next 72 rows (6 hours)
+    /// score 0, as the pipeline reports an incident once while it lasts; the reporting
+    /// threshold is the one with the best standard score, each candidate scored with its own
+    /// hold, and is printed.
     #[command(
         after_help = "Example (the corpus and its labels: a checkout of github.com/numenta/NAB):
   git clone --depth 1 https://github.com/numenta/NAB

@@ -89,21 +89,16 @@ pub fn run(args: NabArgs) -> anyhow::Result<()> {
         bar.set_message(s.key.clone());
         bar.inc(1);
         let labelled = corpus::label(&s, &labels, &labels_path)?;
-        let scores = match (&args.results, &args.out) {
-            (Some(dir), _) => {
+        let scores = match &args.results {
+            Some(dir) => {
                 let name = dir
                     .file_name()
                     .map(|n| n.to_string_lossy().into_owned())
                     .unwrap_or_default();
                 corpus::read_results(&corpus::results_path(dir, &name, &s), &s)?
             }
-            (None, out) => {
-                let scores = detector::detect(&spec, &s.t_us, &s.values);
-                if let Some(out) = out {
-                    corpus::write_results(out, DETECTOR, &s, &scores)?;
-                }
-                scores
-            }
+            // before the hold, which starts at the reporting threshold chosen below
+            None => detector::scores(&spec, &s.t_us, &s.values),
         };
         files.push(File {
             series: s,
@@ -111,6 +106,22 @@ pub fn run(args: NabArgs) -> anyhow::Result<()> {
             scores,
         });
     }
+    bar.finish_and_clear();
+    let reported = match &args.out {
+        Some(out) => {
+            let pairs: Vec<(&Labelled, &[f64])> = files
+                .iter()
+                .map(|f| (&f.labelled, f.scores.as_slice()))
+                .collect();
+            let reported = detector::reporting_threshold(&pairs, &PROFILES[0]);
+            for f in &mut files {
+                f.scores = detector::hold(&f.scores, reported);
+                corpus::write_results(out, DETECTOR, &f.series, &f.scores)?;
+            }
+            Some(reported)
+        }
+        None => None,
+    };
     let pairs: Vec<(&Labelled, &[f64])> = files
         .iter()
         .map(|f| (&f.labelled, f.scores.as_slice()))
@@ -123,7 +134,7 @@ pub fn run(args: NabArgs) -> anyhow::Result<()> {
         Some(dir) => dir.display().to_string(),
         None => DETECTOR.to_owned(),
     };
-    let text = report(&detector, &files, &results, args.files);
+    let text = report(&detector, &files, &results, reported, args.files);
     let mut stdout = crate::pipeline::jsonl::JsonLines::open(None)?;
     stdout.write_raw(text.as_bytes())?;
     stdout.flush()?;
@@ -135,7 +146,13 @@ fn fmt_score(s: Option<f64>) -> String {
 }
 
 /// The printed table: profiles, categories, and (with `per_file`) files.
-fn report(detector: &str, files: &[File], results: &[ProfileResult], per_file: bool) -> String {
+fn report(
+    detector: &str,
+    files: &[File],
+    results: &[ProfileResult],
+    reported: Option<f64>,
+    per_file: bool,
+) -> String {
     let windows: usize = files.iter().map(|f| f.labelled.windows.len()).sum();
     let mut out = String::new();
     let _ = writeln!(
@@ -239,5 +256,14 @@ fn report(detector: &str, files: &[File], results: &[ProfileResult], per_file: b
         "\nscore: 100 × (raw − null) ÷ (perfect − null), NAB's normalisation; one threshold per \
          profile for the whole corpus"
     );
+    if let Some(reported) = reported {
+        let _ = writeln!(
+            out,
+            "reported from {reported:.3}: a row scoring at least this is reported and the next {} \
+             rows are held at 0 (the threshold with the best standard score when each is \
+             scored with its own hold)",
+            detector::HOLD_VALUES
+        );
+    }
     out
 }
