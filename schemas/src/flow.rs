@@ -668,6 +668,9 @@ impl FlowBatchBuilder {
 
     /// Takes the rows appended so far as one batch and resets the builder.
     pub fn finish(&mut self) -> RecordBatch {
+        // the next batch's strings are about as long too
+        let host_bytes = self.upstream_host.values_slice().len();
+        let id_bytes = self.request_id.values_slice().len();
         let columns: Vec<ArrayRef> = vec![
             Arc::new(self.start.finish()),
             Arc::new(self.duration.finish()),
@@ -688,14 +691,16 @@ impl FlowBatchBuilder {
             Arc::new(self.request_id.finish()),
             Arc::new(self.reporter.finish()),
         ];
-        // the next batch is about as long: its fixed-width columns get their room at once
-        // instead of growing by doubling (a copy of each column at each step)
+        // the next batch is about as long: its columns get their room at once instead of
+        // growing by doubling (a copy of each column at each step)
         let rows = std::mem::take(&mut self.rows);
         self.start = TimestampMicrosecondBuilder::with_capacity(rows).with_timezone(UTC);
         self.duration = UInt64Builder::with_capacity(rows);
         self.status = UInt16Builder::with_capacity(rows);
         self.bytes_received = UInt64Builder::with_capacity(rows);
         self.bytes_sent = UInt64Builder::with_capacity(rows);
+        self.upstream_host = StringBuilder::with_capacity(rows, host_bytes);
+        self.request_id = StringBuilder::with_capacity(rows, id_bytes);
         for d in [
             &mut self.source,
             &mut self.source_zone,
