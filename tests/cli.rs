@@ -940,7 +940,8 @@ fn control_characters_in_names_are_rejects_and_bad_request_ids_are_dropped() {
 /// `--threads`: one thread and three give the same windows, findings, commands and rejects,
 /// byte for byte, over inputs read in turns: a simulated black hole as Envoy JSON from two
 /// proxies (every other line each) and the bundled NGINX log (elastic/examples, Apache-2.0)
-/// with its one bad line (8899).
+/// with its one bad line (8899) and a line too long added. Three threads again once the files
+/// are an hour old: they are mapped in memory instead of read, and the output is the same.
 #[test]
 fn threads_change_nothing_in_the_output() {
     let dir = tempfile::tempdir().unwrap();
@@ -959,26 +960,48 @@ fn threads_change_nothing_in_the_output() {
         text.lines().count() > 50_000,
         "enough lines for many chunks"
     );
-    let nginx = example_data("logs/elastic_examples_apache_logs.log");
+    let mut log = std::fs::read(example_data("logs/elastic_examples_apache_logs.log")).unwrap();
+    log.extend_from_slice(&[b'x'; 70_000]);
+    log.push(b'\n');
+    let nginx = dir.path().join("nginx.log");
+    std::fs::write(&nginx, &log).unwrap();
+    let files = [&a, &b, &nginx];
     let run = |threads: &str| {
         let rejects = dir.path().join(format!("rejects-{threads}.jsonl"));
-        let out = graywatch(&[
-            "replay",
-            "-c",
-            map.to_str().unwrap(),
-            "--threads",
-            threads,
-            "--rejects",
-            rejects.to_str().unwrap(),
-            a.to_str().unwrap(),
-            b.to_str().unwrap(),
-            nginx.to_str().unwrap(),
-        ]);
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_graywatch"))
+            .args([
+                "replay",
+                "-c",
+                map.to_str().unwrap(),
+                "--threads",
+                threads,
+                "--rejects",
+                rejects.to_str().unwrap(),
+                "--max-line-bytes",
+                "65536",
+            ])
+            .args(files)
+            .env("RUST_LOG", "graywatch=debug")
+            .output()
+            .unwrap();
         assert!(out.status.success(), "{out:?}");
-        (out.stdout, std::fs::read(&rejects).unwrap())
+        let mapped = String::from_utf8_lossy(&out.stderr)
+            .matches(" mapped")
+            .count();
+        (out.stdout, std::fs::read(&rejects).unwrap(), mapped)
     };
-    let (one, one_rejects) = run("1");
-    let (three, three_rejects) = run("3");
+    let (one, one_rejects, _) = run("1");
+    let (three, three_rejects, mapped) = run("3");
+    assert_eq!(mapped, 0, "files written just now are read");
+    let hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    for f in files {
+        let f = std::fs::File::options().append(true).open(f).unwrap();
+        f.set_modified(hour_ago).unwrap();
+    }
+    let (old, old_rejects, mapped) = run("3");
+    assert_eq!(mapped, 3, "files an hour old are mapped");
+    assert!(one == old, "the outputs differ when the files are mapped");
+    assert_eq!(one_rejects, old_rejects);
     let docs = crate::util::json_lines(&one);
     let found = of_kind(&docs, "finding");
     assert!(
@@ -988,8 +1011,10 @@ fn threads_change_nothing_in_the_output() {
     assert!(one == three, "the outputs differ");
     let rejected = crate::util::json_lines(&one_rejects);
     let bad: Vec<&serde_json::Value> = rejected.iter().filter(|r| r["reason"] != "late").collect();
-    assert_eq!(bad.len(), 1, "{bad:?}");
+    assert_eq!(bad.len(), 2, "{bad:?}");
     assert_eq!(bad[0]["line"], 8899);
+    assert_eq!(bad[1]["line"], 10_001);
+    assert_eq!(bad[1]["reason"], "line-too-long");
     assert!(rejected.len() > 1, "late records are set aside too");
     assert_eq!(one_rejects, three_rejects);
 }

@@ -24,15 +24,38 @@ use crate::source::{
     IngestSink, IngestStats, LineParser, LineReader, ReadStatus, ReaderOptions, RejectedLine,
 };
 
+/// An input held whole in memory, shared by its chunks instead of copied into them (a
+/// memory-mapped file): see [`ChunkReader::cut`].
+pub type SharedInput = Arc<dyn AsRef<[u8]> + Send + Sync>;
+
+/// Where a chunk's bytes are.
+enum ChunkBytes {
+    /// A buffer the chunk owns, filled by [`ChunkReader::read`].
+    Owned(Vec<u8>),
+    /// `input[start..]`, cut by [`ChunkReader::cut`].
+    Shared { input: SharedInput, start: usize },
+}
+
+impl std::fmt::Debug for ChunkBytes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ChunkBytes::Owned(b) => write!(f, "Owned({} bytes)", b.len()),
+            ChunkBytes::Shared { start, .. } => write!(f, "Shared(from {start})"),
+        }
+    }
+}
+
 /// Whole lines of one input, cut by a [`ChunkReader`].
 #[derive(Debug)]
 pub struct Chunk {
-    /// The lines are `bytes[..len]`, each ending with `\n` except maybe the input's last. A
-    /// line longer than `max_line_bytes` is cut to `max_line_bytes + 1` bytes (its excess was
-    /// dropped), which is enough for the parsing thread to reject it as too long. The bytes
-    /// after `len` are the buffer's room, kept initialized so that it is read into again
-    /// without being cleared.
-    bytes: Vec<u8>,
+    /// The lines are the first `len` bytes, each ending with `\n` except maybe the input's
+    /// last. In a buffer of its own, a line longer than `max_line_bytes` is cut to
+    /// `max_line_bytes + 1` bytes (its excess was dropped), which is enough for the parsing
+    /// thread to reject it as too long, and the bytes after `len` are the buffer's room, kept
+    /// initialized so that it is read into again without being cleared. In a shared input,
+    /// such a line is whole: the parsing thread's [`LineReader`] keeps `max_line_bytes` of it
+    /// and rejects it the same way.
+    bytes: ChunkBytes,
     len: usize,
     /// Lines of the input before this chunk.
     lines_before: u64,
@@ -68,6 +91,24 @@ pub struct ChunkReader {
     read_bytes: usize,
     /// Bytes whose newlines are counted at once ([`COUNT_BLOCK`]; smaller in tests).
     count_block: usize,
+}
+
+impl Chunk {
+    /// The chunk's lines.
+    fn lines(&self) -> &[u8] {
+        match &self.bytes {
+            ChunkBytes::Owned(b) => &b[..self.len],
+            ChunkBytes::Shared { input, start } => &(**input).as_ref()[*start..*start + self.len],
+        }
+    }
+
+    /// Its buffer, to be read into again (empty for a chunk of a shared input).
+    fn into_buffer(self) -> Vec<u8> {
+        match self.bytes {
+            ChunkBytes::Owned(b) => b,
+            ChunkBytes::Shared { .. } => Vec::new(),
+        }
+    }
 }
 
 impl ChunkReader {
@@ -211,7 +252,7 @@ impl ChunkReader {
         // what was read after the chunk's end begins the next one
         self.carry.extend_from_slice(&buffer[r..end]);
         let chunk = Chunk {
-            bytes: buffer,
+            bytes: ChunkBytes::Owned(buffer),
             len: w,
             lines_before: self.lines,
             consumed,
@@ -219,6 +260,74 @@ impl ChunkReader {
         // an unfinished last line (the input ends without `\n`) counts as a line
         self.lines += lines + u64::from(line_len > 0 || self.skipping);
         Ok((chunk, status))
+    }
+}
+
+impl ChunkReader {
+    /// Cuts the next chunk from `input[*at..]`, an input held whole in memory, where
+    /// [`ChunkReader::read`] would end it reading those bytes (the same lines, line numbers
+    /// and byte counts), without copying them: the chunk shares `input`. Moves `*at` past
+    /// the chunk. An input is cut by `cut` or by `read` from start to end, not by both.
+    ///
+    /// # Panics
+    /// When `*at` is past the input's end.
+    pub fn cut(
+        &mut self,
+        input: &SharedInput,
+        at: &mut usize,
+        max_lines: u64,
+        max_bytes: usize,
+    ) -> (Chunk, ReadStatus) {
+        let start = *at;
+        let data = &(**input).as_ref()[start..];
+        let max_bytes = max_bytes as u64;
+        let mut lines = 0u64;
+        // the end of the chunk's last whole line, and how far the newlines were looked for
+        let (mut end, mut scanned) = (0usize, 0usize);
+        // whole blocks before both limits: their newlines counted at once (SIMD)
+        let b = self.count_block;
+        while data.len() - scanned >= b && ((scanned + b) as u64) < max_bytes {
+            let block = &data[scanned..scanned + b];
+            let n = bytecount::count(block, b'\n') as u64;
+            if lines + n >= max_lines {
+                break;
+            }
+            if let Some(k) = memchr::memrchr(b'\n', block) {
+                lines += n;
+                end = scanned + k + 1;
+            }
+            scanned += b;
+        }
+        let mut status = ReadStatus::End;
+        while lines < max_lines && (end as u64) < max_bytes {
+            match memchr::memchr(b'\n', &data[scanned..]) {
+                Some(k) => {
+                    end = scanned + k + 1;
+                    scanned = end;
+                    lines += 1;
+                }
+                None => break,
+            }
+        }
+        if lines >= max_lines || (end as u64) >= max_bytes {
+            status = ReadStatus::More;
+        } else if end < data.len() {
+            // the input ends without `\n`: its last line counts
+            end = data.len();
+            lines += 1;
+        }
+        let chunk = Chunk {
+            bytes: ChunkBytes::Shared {
+                input: Arc::clone(input),
+                start,
+            },
+            len: end,
+            lines_before: self.lines,
+            consumed: end as u64,
+        };
+        self.lines += lines;
+        *at = start + end;
+        (chunk, status)
     }
 }
 
@@ -316,7 +425,7 @@ fn parse(
     let mut lines = LineReader::starting_after(input, chunk.lines_before);
     let mut stats = IngestStats::default();
     let mut sink = Recorder::default();
-    let mut bytes = &chunk.bytes[..chunk.len];
+    let mut bytes = chunk.lines();
     let opts = ReaderOptions {
         turn_bytes: usize::MAX,
         ..opts
@@ -336,7 +445,7 @@ fn parse(
         events: sink.events,
         stats,
         parser,
-        buffer: chunk.bytes,
+        buffer: chunk.into_buffer(),
     }
 }
 
@@ -619,6 +728,25 @@ mod tests {
             assert_eq!(stats, one_stats, "reads of {read_bytes} bytes");
             assert_eq!(stats.bytes, text.len() as u64);
         }
+
+        // the input whole in memory, cut without copies: the same again
+        let whole: SharedInput = Arc::new(text.clone());
+        let mut reader = ChunkReader::new(opts.max_line_bytes);
+        let (mut at, mut inflight) = (0, InFlight::default());
+        let (mut many, mut stats) = (Seen::default(), IngestStats::default());
+        loop {
+            let (chunk, status) = reader.cut(&whole, &mut at, 250, usize::MAX);
+            inflight.push(pool.submit(&input, chunk, parser(), &opts));
+            if status == ReadStatus::End {
+                break;
+            }
+        }
+        while let Some(mut p) = inflight.wait_oldest() {
+            p.deliver("log", &mut many).unwrap();
+            stats.merge(&p.stats);
+        }
+        assert_eq!(many, one, "cut from memory");
+        assert_eq!(stats, one_stats, "cut from memory");
     }
 
     /// A reader that gives at most the number of bytes asked, from a slice.
@@ -641,17 +769,19 @@ mod tests {
         // 6 bytes: the chunk ends after the line that reaches them; the rest is carried
         let (c1, s1) = reader.read(&mut src, 100, 6, Vec::new()).unwrap();
         assert_eq!(
-            (&c1.bytes[..c1.len], c1.lines_before, c1.consumed, s1),
+            (c1.lines(), c1.lines_before, c1.consumed, s1),
             (b"aaaa\nbbbb\n" as &[u8], 0, 10, ReadStatus::More)
         );
-        let (c2, s2) = reader.read(&mut src, 1, usize::MAX, c1.bytes).unwrap();
+        let (c2, s2) = reader
+            .read(&mut src, 1, usize::MAX, c1.into_buffer())
+            .unwrap();
         assert_eq!(
-            (&c2.bytes[..c2.len], c2.lines_before, c2.consumed, s2),
+            (c2.lines(), c2.lines_before, c2.consumed, s2),
             (b"cccc\n" as &[u8], 2, 5, ReadStatus::More)
         );
         let (c3, s3) = reader.read(&mut src, 100, usize::MAX, Vec::new()).unwrap();
         assert_eq!(
-            (&c3.bytes[..c3.len], c3.lines_before, c3.consumed, s3),
+            (c3.lines(), c3.lines_before, c3.consumed, s3),
             (b"dddd\n" as &[u8], 3, 5, ReadStatus::End)
         );
     }
@@ -702,6 +832,11 @@ mod tests {
             by_line.read_bytes = read_bytes;
             by_line.count_block = usize::MAX;
             let mut by_line_src = Trickle(&input);
+            // and cut from the input whole in memory
+            let mut shared = ChunkReader::new(max_line_bytes);
+            shared.count_block = count_block;
+            let whole: SharedInput = Arc::new(input.clone());
+            let mut at = 0;
             let (mut got, mut lines_seen, mut consumed) = (Vec::new(), 0u64, 0u64);
             let mut buffer = Vec::new();
             loop {
@@ -709,10 +844,18 @@ mod tests {
                 let (want_chunk, want_status) =
                     by_line.read(&mut by_line_src, max_lines, max_bytes, Vec::new()).unwrap();
                 proptest::prop_assert_eq!(
-                    (&chunk.bytes[..chunk.len], chunk.lines_before, chunk.consumed, status),
-                    (&want_chunk.bytes[..want_chunk.len], want_chunk.lines_before, want_chunk.consumed, want_status)
+                    (chunk.lines(), chunk.lines_before, chunk.consumed, status),
+                    (want_chunk.lines(), want_chunk.lines_before, want_chunk.consumed, want_status)
                 );
-                let bytes = &chunk.bytes[..chunk.len];
+                // cut from the input held in memory: the same lines, long ones whole
+                let (shared_chunk, shared_status) =
+                    shared.cut(&whole, &mut at, max_lines, max_bytes);
+                proptest::prop_assert_eq!(
+                    (shared_chunk.lines_before, shared_chunk.consumed, shared_status),
+                    (chunk.lines_before, chunk.consumed, status)
+                );
+                proptest::prop_assert_eq!(cut_lines(shared_chunk.lines(), keep).0, chunk.lines());
+                let bytes = chunk.lines();
                 let n = memchr::memchr_iter(b'\n', bytes).count() as u64;
                 proptest::prop_assert_eq!(chunk.lines_before, lines_seen);
                 proptest::prop_assert!(n <= max_lines);
@@ -722,7 +865,7 @@ mod tests {
                 got.extend_from_slice(bytes);
                 consumed += chunk.consumed;
                 lines_seen += n + u64::from(status == ReadStatus::End && !bytes.is_empty() && !bytes.ends_with(b"\n"));
-                buffer = chunk.bytes;
+                buffer = chunk.into_buffer();
                 if status == ReadStatus::End {
                     break;
                 }
@@ -730,6 +873,8 @@ mod tests {
             proptest::prop_assert_eq!(got, want);
             proptest::prop_assert_eq!(lines_seen, want_lines);
             proptest::prop_assert_eq!(reader.lines, want_lines);
+            proptest::prop_assert_eq!(shared.lines, want_lines);
+            proptest::prop_assert_eq!(at, input.len());
             proptest::prop_assert_eq!(consumed, input.len() as u64);
         }
     }

@@ -383,8 +383,21 @@ struct Chunked {
     spare: Vec<Box<dyn LineParser>>,
     /// Chunk buffers not in use.
     buffers: Vec<Vec<u8>>,
+    /// How the file is cut: `None` until its first chunk.
+    source: Option<ChunkSource>,
     /// The whole file has been cut into chunks.
     cut: bool,
+}
+
+/// Where a file's chunks come from.
+enum ChunkSource {
+    /// The file mapped in memory (see [`input::FileInput::map_rest`]), cut from `at`.
+    Mapped {
+        input: ingest::parallel::SharedInput,
+        at: usize,
+    },
+    /// Reads of the file into the chunks' buffers.
+    Read,
 }
 
 /// Chunks in flight per input parsed on threads, for each thread: enough that a thread never
@@ -444,6 +457,7 @@ pub fn drive<O: Outputs + Send>(
                     inflight: InFlight::default(),
                     spare: Vec::new(),
                     buffers: Vec::new(),
+                    source: None,
                     cut: false,
                 }),
                 done: false,
@@ -667,21 +681,38 @@ fn turns<X: Judging>(
                 && (c.inflight.is_empty() || in_flight + c.inflight.len() < 2 * depth)
             {
                 input::make_room(inputs, i);
-                let Source::File(reader) = &mut inputs[i].source else {
+                let input::Opened {
+                    name,
+                    source: Source::File(reader),
+                    ..
+                } = &mut inputs[i]
+                else {
                     unreachable!("only files are cut into chunks")
                 };
-                let (chunk, status) = c
-                    .reader
-                    .read(
-                        reader,
-                        CHUNK_LINES,
-                        opts.turn_bytes,
-                        c.buffers.pop().unwrap_or_default(),
-                    )
-                    .map_err(|source| DriveError::Read {
-                        input: inputs[i].name.clone(),
-                        source,
-                    })?;
+                let read_error = |source| DriveError::Read {
+                    input: name.clone(),
+                    source,
+                };
+                if c.source.is_none() {
+                    c.source = Some(match reader.map_rest().map_err(read_error)? {
+                        Some((input, at)) => ChunkSource::Mapped { input, at },
+                        None => ChunkSource::Read,
+                    });
+                }
+                let (chunk, status) = match c.source.as_mut().expect("set above") {
+                    ChunkSource::Mapped { input, at } => {
+                        c.reader.cut(input, at, CHUNK_LINES, opts.turn_bytes)
+                    }
+                    ChunkSource::Read => c
+                        .reader
+                        .read(
+                            reader,
+                            CHUNK_LINES,
+                            opts.turn_bytes,
+                            c.buffers.pop().unwrap_or_default(),
+                        )
+                        .map_err(read_error)?,
+                };
                 let parser = match c.spare.pop() {
                     Some(p) => p,
                     None => parsers.parsers[p]
