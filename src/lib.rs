@@ -43,7 +43,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 #![warn(missing_docs)]
-// one function allows it: `replay`'s memory map of a file (`FileInput::map_rest`)
+// allowed in two functions only: `replay`'s memory map of a file (`replay::input`)
 #![deny(unsafe_code)]
 
 pub mod alerting;
