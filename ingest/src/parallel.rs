@@ -2,7 +2,9 @@
 //!
 //! The driver's thread cuts an input into [`Chunk`]s of whole lines with a [`ChunkReader`]
 //! (the same turns a [`LineReader::read`] call takes: up to a number of lines, or
-//! [`ReaderOptions::turn_bytes`]), a [`ParsePool`] parses chunks on worker threads, each with
+//! [`ReaderOptions::turn_bytes`]), reading them into buffers ([`ChunkReader::read`]) or, for
+//! an input held whole in memory (a mapped file), sharing it ([`ChunkReader::cut`]: no
+//! copy); a [`ParsePool`] parses chunks on worker threads, each with
 //! its own parser, and the driver hands each chunk's [`Parsed`] result to its sink in input
 //! order. A worker reads its chunk with a [`LineReader`] started at the chunk's first line,
 //! so line numbers, rejects, batch boundaries and counts are those of one thread reading the

@@ -116,7 +116,7 @@ impl AsRef<[u8]> for MappedFile {
 }
 
 /// Granularity of [`MappedFile::release`], bytes: a multiple of every common page size.
-const RELEASE_ALIGN: usize = 1 << 16;
+pub const RELEASE_ALIGN: usize = 1 << 16;
 
 impl MappedFile {
     /// Takes the pages of bytes `from..to` out of the process's resident memory, rounded
@@ -145,11 +145,11 @@ impl MappedFile {
 }
 
 /// Files smaller than this are read, not mapped: their copy costs less than a mapping.
-const MAP_MIN_BYTES: u64 = 1 << 20;
+pub const MAP_MIN_BYTES: u64 = 1 << 20;
 
 /// A file modified less than this long ago is read, not mapped: it may still be written, and
 /// then rotated by truncation (logrotate's `copytruncate`).
-const MAP_QUIET: Duration = Duration::from_secs(60);
+pub const MAP_QUIET: Duration = Duration::from_secs(60);
 
 impl FileInput {
     /// The file mapped in memory, and the position reached in it (bytes), so that its chunks

@@ -101,7 +101,9 @@ pub struct ReplayArgs {
     /// input is a regular file) one more closes windows: detection and writing (a window of
     /// thousands of pairs is judged on a thread of its own while its window aggregates are
     /// written on N threads); 1 does it all on one thread. The output is the same for every
-    /// N. Default: the machine's cores.
+    /// N. Such a file of at least 1 MiB, unmodified for a minute, is mapped in memory rather
+    /// than read (a file still being written is read: a mapped file truncated by a rotation
+    /// would end the run). Default: the machine's cores.
     #[arg(long, short = 'j', value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     pub threads: Option<u16>,
     /// Print no summary on stderr.

@@ -94,7 +94,7 @@ pub fn hold(scores: &[f64], reported: f64) -> Vec<f64> {
 pub const HOLD_VALUES: usize = 72;
 
 /// The reporting thresholds [`reporting_threshold`] tries, in thousandths: 0.250 to 0.750.
-const REPORTING_GRID: std::ops::RangeInclusive<u32> = 250..=750;
+pub const REPORTING_GRID: std::ops::RangeInclusive<u32> = 250..=750;
 
 /// The threshold the detector reports from, chosen as NAB chooses a detector's threshold:
 /// the one that gives the corpus's highest raw score under `profile`, ties to the highest.
