@@ -824,6 +824,11 @@ fn end_input<X: Exchange + ?Sized>(
 ) -> Result<(), DriveError<X::Error>> {
     reading[i].done = true;
     inputs[i].close();
+    if let Some(c) = &mut reading[i].chunks {
+        // a mapped file is unmapped: the pages not released yet leave the resident memory
+        // now, not when the run ends (a run over many files would keep each one's tail)
+        c.source = None;
+    }
     // the last input of a parser lets it hand over what it held back
     let users = &parsers.parsers[p].2;
     if users.iter().all(|&u| u == i || reading[u].done) {
