@@ -722,10 +722,7 @@ mod tests {
                     break;
                 }
             }
-            while let Some(mut p) = inflight.wait_oldest() {
-                p.deliver("log", &mut many).unwrap();
-                stats.merge(&p.stats);
-            }
+            deliver_all(&mut inflight, &mut many, &mut stats);
             assert_eq!(many, one, "reads of {read_bytes} bytes");
             assert_eq!(stats, one_stats, "reads of {read_bytes} bytes");
             assert_eq!(stats.bytes, text.len() as u64);
@@ -743,12 +740,17 @@ mod tests {
                 break;
             }
         }
-        while let Some(mut p) = inflight.wait_oldest() {
-            p.deliver("log", &mut many).unwrap();
-            stats.merge(&p.stats);
-        }
+        deliver_all(&mut inflight, &mut many, &mut stats);
         assert_eq!(many, one, "cut from memory");
         assert_eq!(stats, one_stats, "cut from memory");
+    }
+
+    /// Delivers every chunk in flight to `sink`, oldest first, adding up their counts.
+    fn deliver_all(inflight: &mut InFlight<Parsed>, sink: &mut Seen, stats: &mut IngestStats) {
+        while let Some(mut p) = inflight.wait_oldest() {
+            p.deliver("log", sink).unwrap();
+            stats.merge(&p.stats);
+        }
     }
 
     /// A reader that gives at most the number of bytes asked, from a slice.
