@@ -34,8 +34,13 @@ pub type SharedInput = Arc<dyn AsRef<[u8]> + Send + Sync>;
 enum ChunkBytes {
     /// A buffer the chunk owns, filled by [`ChunkReader::read`].
     Owned(Vec<u8>),
-    /// `input[start..]`, cut by [`ChunkReader::cut`].
-    Shared { input: SharedInput, start: usize },
+    /// `input[start..]` without the byte ranges in `skips` (relative to `start`, in order:
+    /// the excess of lines too long), cut by [`ChunkReader::cut`].
+    Shared {
+        input: SharedInput,
+        start: usize,
+        skips: Vec<(usize, usize)>,
+    },
 }
 
 impl std::fmt::Debug for ChunkBytes {
@@ -51,12 +56,11 @@ impl std::fmt::Debug for ChunkBytes {
 #[derive(Debug)]
 pub struct Chunk {
     /// The lines are the first `len` bytes, each ending with `\n` except maybe the input's
-    /// last. In a buffer of its own, a line longer than `max_line_bytes` is cut to
-    /// `max_line_bytes + 1` bytes (its excess was dropped), which is enough for the parsing
-    /// thread to reject it as too long, and the bytes after `len` are the buffer's room, kept
-    /// initialized so that it is read into again without being cleared. In a shared input,
-    /// such a line is whole: the parsing thread's [`LineReader`] keeps `max_line_bytes` of it
-    /// and rejects it the same way.
+    /// last. A line longer than `max_line_bytes` is cut to `max_line_bytes + 1` bytes (its
+    /// excess dropped from a buffer of its own, skipped in a shared input), which is enough
+    /// for the parsing thread to reject it as too long. In a buffer of its own, the bytes
+    /// after `len` are the buffer's room, kept initialized so that it is read into again
+    /// without being cleared.
     bytes: ChunkBytes,
     len: usize,
     /// Lines of the input before this chunk.
@@ -96,12 +100,27 @@ pub struct ChunkReader {
 }
 
 impl Chunk {
-    /// The chunk's lines.
-    fn lines(&self) -> &[u8] {
-        match &self.bytes {
-            ChunkBytes::Owned(b) => &b[..self.len],
-            ChunkBytes::Shared { input, start } => &(**input).as_ref()[*start..*start + self.len],
-        }
+    /// The chunk's lines, in pieces read one after the other.
+    fn pieces(&self) -> Pieces<'_> {
+        let parts = match &self.bytes {
+            ChunkBytes::Owned(b) => vec![&b[..self.len]],
+            ChunkBytes::Shared {
+                input,
+                start,
+                skips,
+            } => {
+                let span = &(**input).as_ref()[*start..*start + self.len];
+                let mut parts = Vec::with_capacity(skips.len() + 1);
+                let mut from = 0;
+                for &(a, b) in skips {
+                    parts.push(&span[from..a]);
+                    from = b;
+                }
+                parts.push(&span[from..]);
+                parts
+            }
+        };
+        Pieces { parts, i: 0 }
     }
 
     /// Its buffer, to be read into again (empty for a chunk of a shared input).
@@ -266,10 +285,15 @@ impl ChunkReader {
 }
 
 impl ChunkReader {
-    /// Cuts the next chunk from `input[*at..]`, an input held whole in memory, where
-    /// [`ChunkReader::read`] would end it reading those bytes (the same lines, line numbers
-    /// and byte counts), without copying them: the chunk shares `input`. Moves `*at` past
-    /// the chunk. An input is cut by `cut` or by `read` from start to end, not by both.
+    /// Cuts the next chunk from `input[*at..]`, an input held whole in memory, as
+    /// [`ChunkReader::read`] would read it from those bytes (the same lines, each cut to
+    /// `max_line_bytes + 1` bytes, line numbers and byte counts), without copying them: the
+    /// chunk shares `input` and skips the excess of lines too long. Moves `*at` past the
+    /// chunk. An input is cut by `cut` or by `read` from start to end, not by both.
+    ///
+    /// `release(from, to)` is called with byte ranges of `input` no chunk will read (the
+    /// excess of a line too long), as they are scanned: the caller may drop their pages, so
+    /// that memory stays bounded whatever a line's length.
     ///
     /// # Panics
     /// When `*at` is past the input's end.
@@ -279,16 +303,24 @@ impl ChunkReader {
         at: &mut usize,
         max_lines: u64,
         max_bytes: usize,
+        release: &mut dyn FnMut(usize, usize),
     ) -> (Chunk, ReadStatus) {
         let start = *at;
         let data = &(**input).as_ref()[start..];
         let max_bytes = max_bytes as u64;
+        let keep = self.max_line_bytes + 1;
         let mut lines = 0u64;
-        // the end of the chunk's last whole line, and how far the newlines were looked for
+        // `end`: the end of the chunk's last whole line (the current line's start);
+        // `scanned`: how far its newlines were looked for
         let (mut end, mut scanned) = (0usize, 0usize);
-        // whole blocks before both limits: their newlines counted at once (SIMD)
+        let mut skips: Vec<(usize, usize)> = Vec::new();
+        // whole blocks in which no line can be too long, before both limits: their newlines
+        // counted at once (SIMD)
         let b = self.count_block;
-        while data.len() - scanned >= b && ((scanned + b) as u64) < max_bytes {
+        while data.len() - scanned >= b
+            && scanned + b - end <= keep
+            && ((scanned + b) as u64) < max_bytes
+        {
             let block = &data[scanned..scanned + b];
             let n = bytecount::count(block, b'\n') as u64;
             if lines + n >= max_lines {
@@ -300,21 +332,46 @@ impl ChunkReader {
             }
             scanned += b;
         }
+        // the current line's excess released so far (relative)
+        let mut released = 0usize;
+        let mut excess = |line: usize, to: usize, released: &mut usize| {
+            let from = (line + keep).max(*released);
+            if to > from {
+                release(start + from, start + to);
+                *released = to;
+            }
+        };
         let mut status = ReadStatus::End;
         while lines < max_lines && (end as u64) < max_bytes {
-            match memchr::memchr(b'\n', &data[scanned..]) {
+            let stop = (scanned + SCAN_STEP).min(data.len());
+            match memchr::memchr(b'\n', &data[scanned..stop]) {
                 Some(k) => {
-                    end = scanned + k + 1;
+                    let nl = scanned + k;
+                    if nl - end > keep {
+                        skips.push((end + keep, nl));
+                        excess(end, nl, &mut released);
+                    }
+                    end = nl + 1;
                     scanned = end;
                     lines += 1;
                 }
-                None => break,
+                None if stop == data.len() => break,
+                None => {
+                    scanned = stop;
+                    if scanned - (end + keep).max(released).min(scanned) >= RELEASE_STEP {
+                        excess(end, scanned, &mut released);
+                    }
+                }
             }
         }
         if lines >= max_lines || (end as u64) >= max_bytes {
             status = ReadStatus::More;
         } else if end < data.len() {
-            // the input ends without `\n`: its last line counts
+            // the input ends without `\n`: its last line counts, cut like the others
+            if data.len() - end > keep {
+                skips.push((end + keep, data.len()));
+                excess(end, data.len(), &mut released);
+            }
             end = data.len();
             lines += 1;
         }
@@ -322,6 +379,7 @@ impl ChunkReader {
             bytes: ChunkBytes::Shared {
                 input: Arc::clone(input),
                 start,
+                skips,
             },
             len: end,
             lines_before: self.lines,
@@ -332,6 +390,44 @@ impl ChunkReader {
         (chunk, status)
     }
 }
+
+/// A chunk's lines as one reader over its pieces.
+struct Pieces<'a> {
+    parts: Vec<&'a [u8]>,
+    i: usize,
+}
+
+impl std::io::Read for Pieces<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let part = std::io::BufRead::fill_buf(self)?;
+        let n = part.len().min(buf.len());
+        buf[..n].copy_from_slice(&part[..n]);
+        std::io::BufRead::consume(self, n);
+        Ok(n)
+    }
+}
+
+impl std::io::BufRead for Pieces<'_> {
+    fn fill_buf(&mut self) -> std::io::Result<&[u8]> {
+        while self.parts.get(self.i).is_some_and(|p| p.is_empty()) {
+            self.i += 1;
+        }
+        Ok(self.parts.get(self.i).copied().unwrap_or_default())
+    }
+
+    fn consume(&mut self, n: usize) {
+        if let Some(p) = self.parts.get_mut(self.i) {
+            *p = &p[n..];
+        }
+    }
+}
+
+/// Bytes a line's end is looked for in at once by [`ChunkReader::cut`]: a line too long is
+/// scanned in steps of this size, its excess released behind.
+const SCAN_STEP: usize = 1 << 20;
+
+/// Bytes of a line's excess scanned between two calls of [`ChunkReader::cut`]'s `release`.
+const RELEASE_STEP: usize = 16 << 20;
 
 /// Makes `buffer` at least `len` bytes long; the bytes it gains are zeros (once: a buffer
 /// handed back from a [`Parsed`] keeps its length).
@@ -427,7 +523,7 @@ fn parse(
     let mut lines = LineReader::starting_after(input, chunk.lines_before);
     let mut stats = IngestStats::default();
     let mut sink = Recorder::default();
-    let mut bytes = chunk.lines();
+    let mut bytes = chunk.pieces();
     let opts = ReaderOptions {
         turn_bytes: usize::MAX,
         ..opts
@@ -734,7 +830,7 @@ mod tests {
         let (mut at, mut inflight) = (0, InFlight::default());
         let (mut many, mut stats) = (Seen::default(), IngestStats::default());
         loop {
-            let (chunk, status) = reader.cut(&whole, &mut at, 250, usize::MAX);
+            let (chunk, status) = reader.cut(&whole, &mut at, 250, usize::MAX, &mut |_, _| {});
             inflight.push(pool.submit(&input, chunk, parser(), &opts));
             if status == ReadStatus::End {
                 break;
@@ -773,21 +869,55 @@ mod tests {
         // 6 bytes: the chunk ends after the line that reaches them; the rest is carried
         let (c1, s1) = reader.read(&mut src, 100, 6, Vec::new()).unwrap();
         assert_eq!(
-            (c1.lines(), c1.lines_before, c1.consumed, s1),
-            (b"aaaa\nbbbb\n" as &[u8], 0, 10, ReadStatus::More)
+            (bytes(&c1), c1.lines_before, c1.consumed, s1),
+            (b"aaaa\nbbbb\n".to_vec(), 0, 10, ReadStatus::More)
         );
         let (c2, s2) = reader
             .read(&mut src, 1, usize::MAX, c1.into_buffer())
             .unwrap();
         assert_eq!(
-            (c2.lines(), c2.lines_before, c2.consumed, s2),
-            (b"cccc\n" as &[u8], 2, 5, ReadStatus::More)
+            (bytes(&c2), c2.lines_before, c2.consumed, s2),
+            (b"cccc\n".to_vec(), 2, 5, ReadStatus::More)
         );
         let (c3, s3) = reader.read(&mut src, 100, usize::MAX, Vec::new()).unwrap();
         assert_eq!(
-            (c3.lines(), c3.lines_before, c3.consumed, s3),
-            (b"dddd\n" as &[u8], 3, 5, ReadStatus::End)
+            (bytes(&c3), c3.lines_before, c3.consumed, s3),
+            (b"dddd\n".to_vec(), 3, 5, ReadStatus::End)
         );
+    }
+
+    #[test]
+    fn a_line_of_40_mb_is_cut_and_its_excess_released_as_it_is_scanned() {
+        let mut input = b"first\n".to_vec();
+        input.extend(std::iter::repeat_n(b'x', 40 << 20));
+        input.extend_from_slice(b"\nlast\n");
+        let whole: SharedInput = Arc::new(input.clone());
+        let mut cutter = ChunkReader::new(1024);
+        let (mut at, mut freed) = (0, Vec::new());
+        let (chunk, status) = cutter.cut(&whole, &mut at, 100, usize::MAX, &mut |a, b| {
+            freed.push((a, b))
+        });
+        // as `read` cuts it: the long line's first 1,025 bytes, then its newline
+        let mut reader = ChunkReader::new(1024);
+        let (want, want_status) = reader
+            .read(&mut input.as_slice(), 100, usize::MAX, Vec::new())
+            .unwrap();
+        assert_eq!(bytes(&chunk), bytes(&want));
+        assert_eq!(bytes(&chunk).len(), 6 + 1025 + 1 + 5);
+        assert_eq!((status, want_status), (ReadStatus::End, ReadStatus::End));
+        assert_eq!((chunk.consumed, cutter.lines), (input.len() as u64, 3));
+        // the excess, released in steps while it was scanned, end to end
+        assert!(freed.len() >= 2, "{freed:?}");
+        assert_eq!(freed[0].0, 6 + 1025);
+        assert!(freed.windows(2).all(|w| w[0].1 == w[1].0), "{freed:?}");
+        assert_eq!(freed.last().unwrap().1, 6 + (40 << 20));
+    }
+
+    /// A chunk's lines, its pieces joined.
+    fn bytes(chunk: &Chunk) -> Vec<u8> {
+        let mut out = Vec::new();
+        std::io::Read::read_to_end(&mut chunk.pieces(), &mut out).unwrap();
+        out
     }
 
     /// What the chunks of `input` must hold together: every line cut to `keep` bytes, the
@@ -848,18 +978,27 @@ mod tests {
                 let (want_chunk, want_status) =
                     by_line.read(&mut by_line_src, max_lines, max_bytes, Vec::new()).unwrap();
                 proptest::prop_assert_eq!(
-                    (chunk.lines(), chunk.lines_before, chunk.consumed, status),
-                    (want_chunk.lines(), want_chunk.lines_before, want_chunk.consumed, want_status)
+                    (bytes(&chunk), chunk.lines_before, chunk.consumed, status),
+                    (bytes(&want_chunk), want_chunk.lines_before, want_chunk.consumed, want_status)
                 );
-                // cut from the input held in memory: the same lines, long ones whole
-                let (shared_chunk, shared_status) =
-                    shared.cut(&whole, &mut at, max_lines, max_bytes);
+                // cut from the input held in memory: the same, the excess of long lines
+                // skipped and released
+                let mut freed: Vec<(usize, usize)> = Vec::new();
+                let (shared_chunk, shared_status) = shared.cut(
+                    &whole, &mut at, max_lines, max_bytes, &mut |a, b| freed.push((a, b)),
+                );
                 proptest::prop_assert_eq!(
-                    (shared_chunk.lines_before, shared_chunk.consumed, shared_status),
-                    (chunk.lines_before, chunk.consumed, status)
+                    (bytes(&shared_chunk), shared_chunk.lines_before, shared_chunk.consumed, shared_status),
+                    (bytes(&chunk), chunk.lines_before, chunk.consumed, status)
                 );
-                proptest::prop_assert_eq!(cut_lines(shared_chunk.lines(), keep).0, chunk.lines());
-                let bytes = chunk.lines();
+                let ChunkBytes::Shared { start, skips, .. } = &shared_chunk.bytes else {
+                    unreachable!("cut shares its input")
+                };
+                let skipped: Vec<(usize, usize)> =
+                    skips.iter().map(|&(a, b)| (start + a, start + b)).collect();
+                proptest::prop_assert_eq!(freed, skipped);
+                let bytes = bytes(&chunk);
+                let bytes = bytes.as_slice();
                 let n = memchr::memchr_iter(b'\n', bytes).count() as u64;
                 proptest::prop_assert_eq!(chunk.lines_before, lines_seen);
                 proptest::prop_assert!(n <= max_lines);

@@ -158,11 +158,9 @@ impl FileInput {
     /// largest cost). The file is read up to its size now: what is appended later is not read
     /// (as when a read reached its end before the append). Its descriptor is closed.
     ///
-    /// Its resident memory is bounded by the release of parsed pages
-    /// ([`MappedFile::release`]), not by `--max-line-bytes` as a read file's is: a line longer
-    /// than that is rejected all the same, but its pages stay resident (clean file pages, which
-    /// the kernel can take back) until its chunk is parsed. One 200 MB line took a run's peak
-    /// from 63 MB read to 257 MB mapped.
+    /// Its resident memory stays bounded: parsed pages are released ([`MappedFile::release`]),
+    /// and so is the excess of a line longer than `--max-line-bytes` as it is scanned (the
+    /// line is rejected all the same).
     ///
     /// `None` (read it instead) for a file under [`MAP_MIN_BYTES`], one modified less than
     /// [`MAP_QUIET`] ago, or one the system does not map: a mapped file truncated while it is

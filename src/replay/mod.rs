@@ -717,7 +717,12 @@ fn turns<X: Judging>(
                 let (chunk, status) = match c.source.as_mut().expect("set above") {
                     ChunkSource::Mapped { map, at, .. } => {
                         let input: ingest::parallel::SharedInput = map.clone();
-                        c.reader.cut(&input, at, CHUNK_LINES, opts.turn_bytes)
+                        // the excess of a line too long is never read: its pages go now
+                        let mut release = |from, to| {
+                            map.release(from, to);
+                        };
+                        c.reader
+                            .cut(&input, at, CHUNK_LINES, opts.turn_bytes, &mut release)
                     }
                     ChunkSource::Read => c
                         .reader
