@@ -282,9 +282,7 @@ impl ChunkReader {
         self.lines += lines + u64::from(line_len > 0 || self.skipping);
         Ok((chunk, status))
     }
-}
 
-impl ChunkReader {
     /// Cuts the next chunk from `input[*at..]`, an input held whole in memory, as
     /// [`ChunkReader::read`] would read it from those bytes (the same lines, each cut to
     /// `max_line_bytes + 1` bytes, line numbers and byte counts), without copying them: the
@@ -332,7 +330,7 @@ impl ChunkReader {
             }
             scanned += b;
         }
-        // the current line's excess released so far (relative)
+        // how far the excess of lines too long was handed to `release` (relative)
         let mut released = 0usize;
         let mut excess = |line: usize, to: usize, released: &mut usize| {
             let from = (line + keep).max(*released);
@@ -341,7 +339,6 @@ impl ChunkReader {
                 *released = to;
             }
         };
-        let mut status = ReadStatus::End;
         while lines < max_lines && (end as u64) < max_bytes {
             let stop = (scanned + SCAN_STEP).min(data.len());
             match memchr::memchr(b'\n', &data[scanned..stop]) {
@@ -357,24 +354,28 @@ impl ChunkReader {
                 }
                 None if stop == data.len() => break,
                 None => {
+                    // a line too long so far: its excess goes every `RELEASE_BYTES`
                     scanned = stop;
-                    if scanned - (end + keep).max(released).min(scanned) >= RELEASE_STEP {
+                    if scanned >= (end + keep).max(released) + RELEASE_BYTES {
                         excess(end, scanned, &mut released);
                     }
                 }
             }
         }
-        if lines >= max_lines || (end as u64) >= max_bytes {
-            status = ReadStatus::More;
-        } else if end < data.len() {
-            // the input ends without `\n`: its last line counts, cut like the others
-            if data.len() - end > keep {
-                skips.push((end + keep, data.len()));
-                excess(end, data.len(), &mut released);
+        let status = if lines >= max_lines || (end as u64) >= max_bytes {
+            ReadStatus::More
+        } else {
+            if end < data.len() {
+                // the input ends without `\n`: its last line counts, cut like the others
+                if data.len() - end > keep {
+                    skips.push((end + keep, data.len()));
+                    excess(end, data.len(), &mut released);
+                }
+                end = data.len();
+                lines += 1;
             }
-            end = data.len();
-            lines += 1;
-        }
+            ReadStatus::End
+        };
         let chunk = Chunk {
             bytes: ChunkBytes::Shared {
                 input: Arc::clone(input),
@@ -426,8 +427,9 @@ impl std::io::BufRead for Pieces<'_> {
 /// scanned in steps of this size, its excess released behind.
 const SCAN_STEP: usize = 1 << 20;
 
-/// Bytes of a line's excess scanned between two calls of [`ChunkReader::cut`]'s `release`.
-const RELEASE_STEP: usize = 16 << 20;
+/// Bytes of a shared input between two releases of its pages: of a line's excess scanned by
+/// [`ChunkReader::cut`] (its `release`), and of the lines parsed (`replay`'s driver).
+pub const RELEASE_BYTES: usize = 16 << 20;
 
 /// Makes `buffer` at least `len` bytes long; the bytes it gains are zeros (once: a buffer
 /// handed back from a [`Parsed`] keeps its length).

@@ -412,10 +412,6 @@ enum ChunkSource {
 /// (medians of 7), 25 MB more resident (8 is no faster).
 const CHUNKS_PER_THREAD: usize = 4;
 
-/// Bytes of a mapped file parsed between two releases of their pages
-/// ([`input::MappedFile::release`]).
-const RELEASE_BYTES: usize = 16 << 20;
-
 /// Runs every input through its parser into `pipeline`, in turns (see the [module
 /// docs](self)); returns what was read.
 ///
@@ -756,7 +752,10 @@ fn turns<X: Judging>(
                 .map_err(DriveError::Stage)?;
             feed.progress(read_bytes[i]);
             c.spare.push(parsed.parser);
-            c.buffers.push(parsed.buffer);
+            // (a chunk of a mapped file has no buffer to give back)
+            if parsed.buffer.capacity() > 0 {
+                c.buffers.push(parsed.buffer);
+            }
             if let Some(ChunkSource::Mapped {
                 map,
                 parsed: done,
@@ -765,7 +764,7 @@ fn turns<X: Judging>(
             }) = &mut c.source
             {
                 *done += parsed.stats.bytes as usize;
-                if *done - *released >= RELEASE_BYTES {
+                if *done - *released >= ingest::parallel::RELEASE_BYTES {
                     *released = map.release(*released, *done);
                 }
             }

@@ -107,20 +107,22 @@ pub fn run(args: NabArgs) -> anyhow::Result<()> {
         });
     }
     bar.finish_and_clear();
-    let reported = match &args.out {
-        Some(out) => {
-            let pairs: Vec<(&Labelled, &[f64])> = files
-                .iter()
-                .map(|f| (&f.labelled, f.scores.as_slice()))
-                .collect();
-            let reported = detector::reporting_threshold(&pairs, &PROFILES[0]);
-            for f in &mut files {
-                f.scores = detector::hold(&f.scores, reported);
+    // graywatch's own scores: held from the reporting threshold, then written
+    let reported = if args.results.is_none() {
+        let pairs: Vec<(&Labelled, &[f64])> = files
+            .iter()
+            .map(|f| (&f.labelled, f.scores.as_slice()))
+            .collect();
+        let reported = detector::reporting_threshold(&pairs, &PROFILES[0]);
+        for f in &mut files {
+            f.scores = detector::hold(&f.scores, reported);
+            if let Some(out) = &args.out {
                 corpus::write_results(out, DETECTOR, &f.series, &f.scores)?;
             }
-            Some(reported)
         }
-        None => None,
+        Some(reported)
+    } else {
+        None
     };
     let pairs: Vec<(&Labelled, &[f64])> = files
         .iter()
